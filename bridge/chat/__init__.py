@@ -1,0 +1,1 @@
+"""Chat adapters: one thin translator per platform (Slack, Telegram, console)."""

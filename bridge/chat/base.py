@@ -1,0 +1,124 @@
+"""What every chat adapter speaks: a platform-neutral post, sent parts, classified errors.
+
+The worker only ever sees these types; nothing Slack- or Telegram-specific leaks upward.
+All text fields of a `Post` are *plain, untrusted text*: each adapter escapes them for its
+platform. Only `Post.mention` is trusted markup (it comes from the operator's config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Quote:
+    """An earlier message the post refers to (the outbound SMS a customer replied to)."""
+
+    text: str
+    when: str
+
+
+@dataclass(frozen=True)
+class Post:
+    """One logical chat message, before any platform formatting.
+
+    `heading` is shown bold, `context` as small print (one item each), `body` verbatim.
+    """
+
+    heading: str
+    context: Sequence[str] = ()
+    body: str = ""
+    quote: Quote | None = None
+    mention: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One platform API call's worth of a post (Telegram splits long content into parts)."""
+
+    text: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Where a part landed.
+
+    `chat` is the channel / chat id, `message` the platform's message id (Slack `ts`,
+    Telegram `message_id`), and `thread` the reference later messages of the same
+    conversation must be posted under.
+    """
+
+    chat: str
+    message: str
+    thread: str
+
+
+class Reason(StrEnum):
+    """Why a delivery failed; labels logs, dead letters and (later) metrics."""
+
+    RATE_LIMITED = "rate_limited"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    BAD_REQUEST = "bad_request"
+    CONFIG = "config"
+
+
+class DeliveryError(Exception):
+    """A failed chat API call, classified. `detail` never contains customer content."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Retryable(DeliveryError):
+    """Try again later; `retry_after` (seconds) is the platform's own wish when it gave one."""
+
+    def __init__(self, reason: Reason, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(reason, detail)
+        self.retry_after = retry_after
+
+
+class Permanent(DeliveryError):
+    """Retrying will not help until someone changes something (token, channel, config)."""
+
+
+class ThreadGone(Permanent):
+    """The conversation's thread no longer exists (deleted topic): start a new one."""
+
+
+class ChatAdapter(Protocol):
+    """A destination's platform client. Implementations own limits, escaping, error mapping."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open connections / check the token. Raise `Permanent` when it can never work."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def open_thread(self, title: str) -> str | None:
+        """Create a thread explicitly (Telegram forum topic) and return its reference.
+
+        Return None where a conversation's thread is simply its first message (Slack, plain
+        Telegram chats, console): the first `send` then returns the thread reference.
+        """
+
+    def render(self, post: Post) -> Sequence[Part]:
+        """Turn a post into the API calls that show it, escaping every untrusted field."""
+
+    async def send(self, part: Part, thread: str | None) -> Sent:
+        """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
+
+    async def edit(self, sent: Sent, part: Part) -> None:
+        """Replace a message in place (alerts that grow). Raises `Retryable` or `Permanent`."""

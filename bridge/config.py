@@ -1,0 +1,266 @@
+"""The YAML config, parsed once into typed, validated objects.
+
+Every problem is reported as `<file>: <key>: <what is wrong>`, all of them at once, so an
+operator fixes the file in one go. Tokens never live in the file: a destination names the
+environment variable that holds its token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from bridge.phones import e164_digits, international
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """`30s`, `5m`, `4h`, `7d` (or a number of seconds) → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m, 4h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 30s, 5m, 4h or 7d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackTarget(_Strict):
+    channel: str = Field(min_length=1)
+    token_env: str = "SLACK_BOT_TOKEN"
+
+
+class TelegramTarget(_Strict):
+    chat_id: int
+    topics: bool = False
+    token_env: str = "TELEGRAM_BOT_TOKEN"
+
+
+class ConsoleTarget(_Strict):
+    pass
+
+
+class DestinationSpec(_Strict):
+    slack: SlackTarget | None = None
+    telegram: TelegramTarget | None = None
+    console: ConsoleTarget | None = None
+
+
+class MatchSpec(_Strict):
+    receiver: str | int | None = None
+    type: Literal["sms", "whatsapp"] | None = None
+
+
+class RouteSpec(_Strict):
+    match: MatchSpec = MatchSpec()
+    to: list[str] = Field(min_length=1)
+
+
+class ThreadsSpec(_Strict):
+    idle_after: Duration = 7 * 86400.0
+
+
+class ConfigSpec(_Strict):
+    destinations: dict[str, DestinationSpec] = Field(min_length=1)
+    routes: list[RouteSpec] = []
+    default: list[str] = []
+    lines: dict[str | int, str] = {}
+    threads: ThreadsSpec = ThreadsSpec()
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A named place messages go to. `kind` is slack, telegram or console."""
+
+    name: str
+    kind: Literal["slack", "telegram", "console"]
+    target: SlackTarget | TelegramTarget | ConsoleTarget
+
+    def describe(self) -> str:
+        if isinstance(self.target, SlackTarget):
+            return f"slack channel {self.target.channel}"
+        if isinstance(self.target, TelegramTarget):
+            topics = ", one forum topic per conversation" if self.target.topics else ""
+            return f"telegram chat {self.target.chat_id}{topics}"
+        return "console (stdout)"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Inbox messages whose receiver (E.164 digits, exact or prefix) and type match go `to`."""
+
+    receiver: str | None
+    receiver_is_prefix: bool
+    type: str | None
+    to: tuple[str, ...]
+
+    def matches(self, receiver: str, message_type: str) -> bool:
+        if self.type is not None and self.type != message_type:
+            return False
+        if self.receiver is None:
+            return True
+        if self.receiver_is_prefix:
+            return receiver.startswith(self.receiver)
+        return receiver == self.receiver
+
+    def describe(self) -> str:
+        conditions = []
+        if self.receiver is not None:
+            shown = self.receiver + "*" if self.receiver_is_prefix else international(self.receiver)
+            conditions.append(f"receiver {shown}")
+        if self.type is not None:
+            conditions.append(f"type {self.type}")
+        return (" and ".join(conditions) or "everything") + " → " + ", ".join(self.to)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    destinations: Mapping[str, Destination]
+    routes: Sequence[Route]
+    default: tuple[str, ...]
+    lines: Mapping[str, str]
+    idle_after: float
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` are `file: key: what is wrong` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+BUILTIN: dict[str, Any] = {
+    "destinations": {"console": {"console": {}}},
+    "default": ["console"],
+}
+
+
+def load(path: Path | None, environ: Mapping[str, str]) -> Config:
+    """Read and validate the config at `path` (None: the built-in console-only config)."""
+    if path is None:
+        return build(BUILTIN, "built-in config", environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the config: {error.strerror}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: the config must be a mapping with a 'destinations' key"])
+    return build(document, str(path), environ)
+
+
+def _key(location: Sequence[int | str]) -> str:
+    key = ""
+    for part in location:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
+    """Validate a parsed document; collect every problem before refusing."""
+    try:
+        spec = ConfigSpec.model_validate(document)
+    except ValidationError as error:
+        schema_problems = []
+        for issue in error.errors():
+            location = [part for part in issue["loc"] if part not in ("str", "int")]
+            message = issue["msg"].removeprefix("Value error, ")
+            if issue["type"] == "extra_forbidden":
+                message = "unknown key"
+            schema_problems.append(f"{source}: {_key(location)}: {message}")
+        raise ConfigError(schema_problems) from None
+
+    problems: list[str] = []
+    destinations: dict[str, Destination] = {}
+    for name, destination in spec.destinations.items():
+        chosen = [
+            (kind, target)
+            for kind, target in (
+                ("slack", destination.slack),
+                ("telegram", destination.telegram),
+                ("console", destination.console),
+            )
+            if target is not None
+        ]
+        if len(chosen) != 1:
+            problems.append(
+                f"{source}: destinations.{name}: give exactly one of slack, telegram or console"
+            )
+            continue
+        kind, target = chosen[0]
+        token_env = getattr(target, "token_env", None)
+        if token_env is not None and not environ.get(token_env, "").strip():
+            problems.append(
+                f"{source}: destinations.{name}.{kind}: the environment variable {token_env} "
+                "that holds its token is not set"
+            )
+        destinations[name] = Destination(name, kind, target)  # type: ignore[arg-type]
+
+    def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
+        for index, name in enumerate(names):
+            if name not in spec.destinations:
+                known = ", ".join(sorted(spec.destinations))
+                problems.append(
+                    f"{source}: {key}[{index}]: unknown destination {name!r} (known: {known})"
+                )
+        return tuple(dict.fromkeys(names))
+
+    routes: list[Route] = []
+    for index, route in enumerate(spec.routes):
+        receiver, is_prefix = None, False
+        if route.match.receiver is not None:
+            try:
+                receiver, is_prefix = _receiver_pattern(str(route.match.receiver))
+            except ValueError as error:
+                problems.append(f"{source}: routes[{index}].match.receiver: {error}")
+        to = check_names(route.to, f"routes[{index}].to")
+        routes.append(Route(receiver, is_prefix, route.match.type, to))
+    default = check_names(spec.default, "default")
+
+    lines: dict[str, str] = {}
+    for number, label in spec.lines.items():
+        try:
+            lines[e164_digits(str(number))] = label
+        except ValueError as error:
+            problems.append(f"{source}: lines.{number}: {error}")
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(source, destinations, routes, default, lines, spec.threads.idle_after)
+
+
+def _receiver_pattern(pattern: str) -> tuple[str, bool]:
+    """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
+    if pattern.endswith("*"):
+        digits = re.sub(r"[\s().-]", "", pattern[:-1]).removeprefix("+")
+        if digits.startswith("00"):
+            digits = digits[2:]
+        if not digits.isdigit():
+            raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
+        return digits, True
+    return e164_digits(pattern), False

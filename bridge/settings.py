@@ -1,0 +1,75 @@
+"""The process environment (12-factor), read once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+DEFAULT_CONFIG = Path("config/bridge.yaml")
+DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bridge takes from the environment. Secrets never print."""
+
+    config_path: Path | None
+    database_url: str
+    webhook_token: SecretStr | None
+    slack_bot_token: SecretStr | None
+    slack_api_url: str
+    telegram_bot_token: SecretStr | None
+    telegram_api_url: str
+    port: int
+    public_url: str | None
+    run_worker: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def secret(name: str) -> SecretStr | None:
+            value = env.get(name, "").strip()
+            return SecretStr(value) if value else None
+
+        config = env.get("BRIDGE_CONFIG", "").strip()
+        if config:
+            config_path: Path | None = Path(config)
+        else:
+            config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+        port = env.get("PORT", "").strip()
+        return cls(
+            config_path=config_path,
+            database_url=normalise_database_url(
+                env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
+            ),
+            webhook_token=secret("SMSTOOLS_WEBHOOK_TOKEN"),
+            slack_bot_token=secret("SLACK_BOT_TOKEN"),
+            slack_api_url=env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/",
+            telegram_bot_token=secret("TELEGRAM_BOT_TOKEN"),
+            telegram_api_url=(
+                env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
+            ).rstrip("/"),
+            port=int(port) if port.isdigit() else 8000,
+            public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
+            run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
+        )
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the URLs PaaS add-ons hand out onto SQLAlchemy's async drivers.
+
+    `postgres://` and `postgresql://` become `postgresql+asyncpg://`; `sqlite:///x.db`
+    becomes `sqlite+aiosqlite:///x.db`. `sslmode=require` is translated by the store.
+    """
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url

@@ -1,0 +1,1 @@
+"""Persistence: schema, migrations and the only SQL in the project."""

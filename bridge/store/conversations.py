@@ -1,0 +1,123 @@
+"""Conversations, their chat threads, and every chat message posted in them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store.schema import chat_messages, conversations
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    destination: str
+    receiver: str
+    sender: str
+    chat: str | None
+    thread: str | None
+    started_at: float
+    last_message_at: float
+
+
+_COLUMNS = (
+    conversations.c.id,
+    conversations.c.destination,
+    conversations.c.receiver,
+    conversations.c.sender,
+    conversations.c.chat,
+    conversations.c.thread,
+    conversations.c.started_at,
+    conversations.c.last_message_at,
+)
+
+
+async def latest(
+    connection: AsyncConnection, destination: str, receiver: str, sender: str
+) -> Conversation | None:
+    row = (
+        await connection.execute(
+            select(*_COLUMNS)
+            .where(
+                conversations.c.destination == destination,
+                conversations.c.receiver == receiver,
+                conversations.c.sender == sender,
+            )
+            .order_by(conversations.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return Conversation(*row) if row else None
+
+
+async def start(
+    connection: AsyncConnection, destination: str, receiver: str, sender: str, at: float
+) -> Conversation:
+    """Open a new conversation; its thread is set once the first message or topic exists."""
+    row = (
+        await connection.execute(
+            insert(conversations)
+            .values(
+                destination=destination,
+                receiver=receiver,
+                sender=sender,
+                started_at=at,
+                last_message_at=at,
+            )
+            .returning(*_COLUMNS)
+        )
+    ).one()
+    return Conversation(*row)
+
+
+async def set_thread(
+    connection: AsyncConnection, conversation_id: int, thread: str, chat: str | None = None
+) -> None:
+    values = {"thread": thread} if chat is None else {"thread": thread, "chat": chat}
+    await connection.execute(
+        update(conversations).where(conversations.c.id == conversation_id).values(**values)
+    )
+
+
+async def touch(connection: AsyncConnection, conversation_id: int, at: float) -> None:
+    await connection.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id, conversations.c.last_message_at < at)
+        .values(last_message_at=at)
+    )
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    destination: str
+    chat: str
+    message: str
+    conversation_id: int | None
+    outbox_id: int | None
+    part: int
+    gateway_messageid: str | None
+
+
+async def record_message(connection: AsyncConnection, message: ChatMessage, now: float) -> None:
+    await connection.execute(
+        insert(chat_messages).values(
+            destination=message.destination,
+            chat=message.chat,
+            message=message.message,
+            conversation_id=message.conversation_id,
+            outbox_id=message.outbox_id,
+            part=message.part,
+            gateway_messageid=message.gateway_messageid,
+            created_at=now,
+        )
+    )
+
+
+async def sent_parts(connection: AsyncConnection, outbox_id: int) -> set[int]:
+    """Parts of a job already posted: a retry after a partial failure skips them."""
+    rows = await connection.execute(
+        select(chat_messages.c.part).where(chat_messages.c.outbox_id == outbox_id)
+    )
+    return {int(part) for (part,) in rows}

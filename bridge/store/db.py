@@ -1,0 +1,78 @@
+"""The database handle: one async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+class Database:
+    """Owns the engine. Every unit of work is `async with database.transaction() as conn`.
+
+    SQLite runs in WAL mode with `synchronous=FULL` (a commit survives power loss) and takes
+    the write lock at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        url, connect_args = _driver_options(url)
+        self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
+        options: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
+        if self.dialect == "postgresql":
+            options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
+        else:
+            options.update(pool_size=1, max_overflow=0)
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as connection:
+            yield connection
+
+    def insert(self, table: Table) -> Any:
+        """An INSERT that knows this dialect's ON CONFLICT (both dialects spell it alike)."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _driver_options(url: str) -> tuple[str, dict[str, Any]]:
+    """Turn libpq-style `sslmode=` (as PaaS add-ons give it) into asyncpg's `ssl` argument."""
+    if not url.startswith("postgresql"):
+        return url, {}
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    connect_args: dict[str, Any] = {}
+    kept = []
+    for key, value in query:
+        if key == "sslmode":
+            if value != "disable":
+                connect_args["ssl"] = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), connect_args
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,183 @@
+"""Outbox jobs: enqueue, claim the head of each lane, finish, retry later, bury.
+
+Claiming takes only the oldest pending job of each lane (a conversation), so a lane is
+delivered strictly in order while other lanes proceed. A claim is a lease (`locked_until`):
+a worker that dies loses its jobs to another once the lease runs out. On PostgreSQL,
+`FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store.db import Database
+from bridge.store.schema import outbox
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    event_id: int | None
+    destination: str
+    lane: str
+    kind: str
+    attempts: int
+    created_at: float
+    last_error: str | None = None
+
+
+_JOB_COLUMNS = (
+    outbox.c.id,
+    outbox.c.event_id,
+    outbox.c.destination,
+    outbox.c.lane,
+    outbox.c.kind,
+    outbox.c.attempts,
+    outbox.c.created_at,
+    outbox.c.last_error,
+)
+
+
+async def enqueue(
+    database: Database,
+    connection: AsyncConnection,
+    *,
+    event_id: int | None,
+    destination: str,
+    lane: str,
+    kind: str,
+    now: float,
+) -> None:
+    """Add a job; adding the same (event, destination, kind) twice keeps one."""
+    await connection.execute(
+        database.insert(outbox)
+        .values(
+            event_id=event_id,
+            destination=destination,
+            lane=lane,
+            kind=kind,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def claim(
+    database: Database,
+    connection: AsyncConnection,
+    *,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
+    paused: Collection[str] = (),
+) -> list[Job]:
+    """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations."""
+    earlier = outbox.alias("earlier")
+    is_head = ~exists().where(
+        and_(
+            earlier.c.lane == outbox.c.lane, earlier.c.id < outbox.c.id, earlier.c.status == PENDING
+        )
+    )
+    candidates = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.status == PENDING,
+            outbox.c.next_attempt_at <= now,
+            or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
+            is_head,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+    )
+    if paused:
+        candidates = candidates.where(outbox.c.destination.not_in(list(paused)))
+    if database.dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=outbox)
+    ids = list((await connection.execute(candidates)).scalars())
+    if not ids:
+        return []
+    rows = await connection.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids))
+        .values(locked_until=now + lease, locked_by=worker)
+        .returning(*_JOB_COLUMNS)
+    )
+    return sorted((Job(*row) for row in rows), key=lambda job: job.id)
+
+
+async def finish(connection: AsyncConnection, job_id: int, now: float) -> None:
+    await connection.execute(
+        update(outbox)
+        .where(outbox.c.id == job_id)
+        .values(status=DONE, finished_at=now, locked_until=None, last_error=None)
+    )
+
+
+async def retry_later(connection: AsyncConnection, job_id: int, *, at: float, error: str) -> None:
+    await connection.execute(
+        update(outbox)
+        .where(outbox.c.id == job_id, outbox.c.status == PENDING)
+        .values(
+            attempts=outbox.c.attempts + 1, next_attempt_at=at, locked_until=None, last_error=error
+        )
+    )
+
+
+async def bury(connection: AsyncConnection, job_id: int, *, error: str, now: float) -> None:
+    """Give up on a job: it stays as a dead letter with its last error."""
+    await connection.execute(
+        update(outbox)
+        .where(outbox.c.id == job_id, outbox.c.status == PENDING)
+        .values(
+            status=DEAD,
+            attempts=outbox.c.attempts + 1,
+            finished_at=now,
+            locked_until=None,
+            last_error=error,
+        )
+    )
+
+
+async def counts(connection: AsyncConnection) -> dict[str, int]:
+    rows = await connection.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))
+    return {status: int(count) for status, count in rows}
+
+
+async def dead(connection: AsyncConnection, limit: int = 1000) -> list[Job]:
+    rows = await connection.execute(
+        select(*_JOB_COLUMNS).where(outbox.c.status == DEAD).order_by(outbox.c.id).limit(limit)
+    )
+    return [Job(*row) for row in rows]
+
+
+async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, now: float) -> int:
+    """Send dead letters again (all when `job_ids` is None); their retry horizon restarts."""
+    statement = update(outbox).where(outbox.c.status == DEAD)
+    if job_ids is not None:
+        statement = statement.where(outbox.c.id.in_(list(job_ids)))
+    result = await connection.execute(
+        statement.values(
+            status=PENDING, attempts=0, next_attempt_at=now, created_at=now, finished_at=None
+        )
+    )
+    return int(result.rowcount)
+
+
+async def release(connection: AsyncConnection, job_ids: Collection[int]) -> None:
+    """Give back leases of jobs a stopping worker did not finish, so a restart resumes now."""
+    if job_ids:
+        await connection.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(list(job_ids)), outbox.c.status == PENDING)
+            .values(locked_until=None, locked_by=None)
+        )

@@ -1,0 +1,187 @@
+"""The storage contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from bridge.store import events, facts
+from bridge.store import outbox as outbox_store
+from bridge.store.db import Database
+from bridge.store.migrations import LATEST, SchemaTooNew, migrate, pending
+
+
+async def test_migrate_is_idempotent_and_records_the_version(database: Database) -> None:
+    assert await migrate(database) == (LATEST, LATEST)
+    assert await pending(database) == 0
+
+
+async def test_a_database_newer_than_the_code_is_refused(database: Database) -> None:
+    async with database.transaction() as connection:
+        await connection.execute(text(f"INSERT INTO schema_version VALUES ({LATEST + 1})"))
+    with pytest.raises(SchemaTooNew, match="newer than this smsbridge"):
+        await migrate(database)
+
+
+async def test_concurrent_migrations_take_turns(database_url: str) -> None:
+    from bridge.settings import normalise_database_url
+
+    databases = [Database(normalise_database_url(database_url)) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(db) for db in databases))
+    finally:
+        for db in databases:
+            await db.close()
+    assert sorted(before for before, _ in results) == [0, LATEST, LATEST]
+
+
+async def _event(database: Database, webhook_id: str | None) -> int | None:
+    async with database.transaction() as connection:
+        request_id = await events.record_request(connection, b"[]", 1.0)
+        return await events.add_event(
+            database,
+            connection,
+            request_id=request_id,
+            webhook_id=webhook_id,
+            webhook_type="inbox_message",
+            status="ok",
+            problem=None,
+            payload="{}",
+            now=1.0,
+        )
+
+
+async def test_an_event_id_seen_before_is_not_stored_twice(database: Database) -> None:
+    first = await _event(database, "wh_1")
+    assert first is not None
+    assert await _event(database, "wh_1") is None
+    assert await _event(database, None) is not None
+    assert await _event(database, None) is not None  # events without an id are all kept
+
+
+async def _enqueue(database: Database, event_id: int, lane: str, destination: str = "d") -> None:
+    async with database.transaction() as connection:
+        await outbox_store.enqueue(
+            database,
+            connection,
+            event_id=event_id,
+            destination=destination,
+            lane=lane,
+            kind="inbox",
+            now=10.0,
+        )
+
+
+async def _claim(
+    database: Database, now: float = 10.0, worker: str = "w1", paused: tuple[str, ...] = ()
+) -> list[outbox_store.Job]:
+    async with database.transaction() as connection:
+        return await outbox_store.claim(
+            database,
+            connection,
+            worker=worker,
+            now=now,
+            lease=30.0,
+            limit=100,
+            paused=paused,
+        )
+
+
+async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None:
+    for event_id, lane in [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "b")]:
+        await _enqueue(database, event_id, lane)
+    first = await _claim(database)
+    assert [(job.event_id, job.lane) for job in first] == [(1, "a"), (3, "b")]
+    assert await _claim(database) == []  # heads are leased, the rest wait behind them
+    async with database.transaction() as connection:
+        await outbox_store.finish(connection, first[0].id, 11.0)
+    assert [job.event_id for job in await _claim(database)] == [2]
+
+
+async def test_the_same_job_is_enqueued_once(database: Database) -> None:
+    await _enqueue(database, 1, "a")
+    await _enqueue(database, 1, "a")
+    assert len(await _claim(database)) == 1
+
+
+async def test_an_expired_lease_is_claimed_again(database: Database) -> None:
+    await _enqueue(database, 1, "a")
+    assert len(await _claim(database, now=10.0)) == 1
+    assert await _claim(database, now=39.0, worker="w2") == []
+    again = await _claim(database, now=41.0, worker="w2")
+    assert [job.event_id for job in again] == [1]
+
+
+async def test_a_job_retried_later_blocks_its_lane_until_due(database: Database) -> None:
+    await _enqueue(database, 1, "a")
+    await _enqueue(database, 2, "a")
+    (job,) = await _claim(database)
+    async with database.transaction() as connection:
+        await outbox_store.retry_later(connection, job.id, at=100.0, error="server: 503")
+    assert await _claim(database, now=50.0) == []
+    due = await _claim(database, now=100.0)
+    assert [(j.event_id, j.attempts, j.last_error) for j in due] == [(1, 1, "server: 503")]
+
+
+async def test_paused_destinations_are_skipped(database: Database) -> None:
+    await _enqueue(database, 1, "a", destination="slow")
+    await _enqueue(database, 2, "b", destination="fast")
+    assert [job.destination for job in await _claim(database, paused=("slow",))] == ["fast"]
+
+
+async def test_dead_letters_do_not_block_their_lane_and_can_be_requeued(
+    database: Database,
+) -> None:
+    await _enqueue(database, 1, "a")
+    await _enqueue(database, 2, "a")
+    (job,) = await _claim(database)
+    async with database.transaction() as connection:
+        await outbox_store.bury(connection, job.id, error="not_found: channel", now=11.0)
+    assert [j.event_id for j in await _claim(database)] == [2]
+    async with database.transaction() as connection:
+        (dead,) = await outbox_store.dead(connection)
+        assert dead.last_error == "not_found: channel"
+        assert await outbox_store.requeue(connection, None, now=20.0) == 1
+        assert await outbox_store.counts(connection) == {"pending": 2}
+
+
+async def test_released_jobs_are_claimable_at_once(database: Database) -> None:
+    await _enqueue(database, 1, "a")
+    (job,) = await _claim(database)
+    async with database.transaction() as connection:
+        await outbox_store.release(connection, [job.id])
+    assert len(await _claim(database, worker="w2")) == 1
+
+
+async def test_parallel_claimers_never_get_the_same_job(database_url: str) -> None:
+    from bridge.settings import normalise_database_url
+
+    databases = [Database(normalise_database_url(database_url)) for _ in range(4)]
+    try:
+        await migrate(databases[0])
+        for event_id in range(200):
+            await _enqueue(databases[0], event_id, f"lane-{event_id % 40}")
+        claimed: list[int] = []
+        while True:
+            rounds = await asyncio.gather(
+                *(_claim(db, worker=f"w{i}") for i, db in enumerate(databases))
+            )
+            batch = [job for jobs in rounds for job in jobs]
+            if not batch:
+                break
+            claimed += [job.id for job in batch]
+            async with databases[0].transaction() as connection:
+                for job in batch:
+                    await outbox_store.finish(connection, job.id, 11.0)
+    finally:
+        for db in databases:
+            await db.close()
+    assert len(claimed) == len(set(claimed)) == 200
+
+
+async def test_the_first_stored_fact_wins(database: Database) -> None:
+    async with database.transaction() as connection:
+        assert await facts.get_or_create(database, connection, "k", "one") == "one"
+        assert await facts.get_or_create(database, connection, "k", "two") == "one"
