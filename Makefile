@@ -1,0 +1,30 @@
+# Quick start: `make run` serves the bridge on the built-in config (SQLite, console);
+# `make test` runs the linters, the type checker and the whole test suite.
+# Both create .venv and install the pinned dependencies first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install clean
+
+$(BIN)/smsbridge: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/smsbridge
+
+run: install
+	$(BIN)/smsbridge serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) smsbridge.db smsbridge.db-wal smsbridge.db-shm

@@ -1,0 +1,104 @@
+"""The web app: wires the database, webhook receiver and in-process worker. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge import destinations
+from bridge.chat.base import ChatAdapter
+from bridge.config import Config
+from bridge.settings import Settings
+from bridge.store import facts
+from bridge.store.db import Database
+from bridge.store.migrations import migrate
+from bridge.webhook import WebhookReceiver
+from bridge.worker import Worker
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/smstools/{token}"
+
+
+@dataclass
+class Options:
+    """What tests and the CLI may change about a running bridge."""
+
+    run_worker: bool = True
+    adapters: Mapping[str, ChatAdapter] | None = None
+    now: Callable[[], float] = time.time
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    announce: Callable[[str], None] = print
+
+
+async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
+    """The secret URL token: from the environment, else generated once and kept in the DB."""
+    if settings.webhook_token is not None:
+        return settings.webhook_token.get_secret_value(), False
+    async with database.transaction() as connection:
+        token = await facts.get_or_create(
+            database, connection, "webhook_token", secrets.token_urlsafe(32)
+        )
+    return token, True
+
+
+def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
+    options = options or Options()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = Database(settings.database_url)
+        await migrate(database)
+        token, generated = await webhook_token(database, settings)
+        if generated:
+            base = settings.public_url or f"http://localhost:{settings.port}"
+            options.announce(f"Smstools webhook URL: {base}{WEBHOOK_PATH.format(token=token)}")
+        adapters = options.adapters
+        if adapters is None:
+            adapters = destinations.build_adapters(config, settings, options.environ)
+        await destinations.start_all(adapters)
+        # Built even when it does not run here, so tools and tests can drive it by hand.
+        worker = Worker(database, config, adapters, now=options.now)
+        app.state.worker = worker
+        app.state.receiver = WebhookReceiver(database, config, token, options.now, worker.wake)
+        task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                await worker.stop()
+                await task
+            await destinations.close_all(adapters)
+            await database.close()
+
+    async def receive(request: Request) -> JSONResponse:
+        receiver: WebhookReceiver = request.app.state.receiver
+        return await receiver(request)
+
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def http_error(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+    return Starlette(
+        exception_handlers={HTTPException: http_error},
+        routes=[
+            Route(WEBHOOK_PATH, receive, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,81 @@
+"""Console destination: prints each post as a readable block (development and dry runs).
+
+Customer text is untrusted here too: escape sequences and control characters are removed so an
+SMS cannot move the cursor, recolour, retitle or clear the operator's terminal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from .base import Part, Post, Sent
+
+# ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-byte ESC sequences) first, then
+# any remaining C0 control except tab and newline, DEL, C1 controls, and the Unicode bidi
+# overrides that make text display in an order other than it was written.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)"
+    r"|\x1b[ -/]*[0-~]?",
+    re.DOTALL,
+)
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def sanitize(text: str) -> str:
+    """`text` without terminal escape sequences or control characters (tab, newline kept)."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+
+
+class ConsoleAdapter:
+    """Writes posts to a stream (stdout by default); message and thread refs are counters."""
+
+    def __init__(self, name: str, stream: TextIO | None = None) -> None:
+        self.name = name
+        self._stream = stream
+        self._numbers = itertools.count(1)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def open_thread(self, title: str) -> str | None:
+        return None  # a conversation's thread is its first message, as in Slack
+
+    def render(self, post: Post) -> Sequence[Part]:
+        """One block: heading, indented context and quote, then the body."""
+        lines = [f"{sanitize(post.mention)} " if post.mention else ""]
+        lines[0] += sanitize(post.heading)
+        if post.context:
+            lines.append("  " + " · ".join(sanitize(item) for item in post.context))
+        if post.quote is not None:
+            lines.extend(f"  > {line}" for line in sanitize(post.quote.text).split("\n"))
+            lines.append(f"  > — {sanitize(post.quote.when)}")
+        if post.body:
+            lines.append(sanitize(post.body))
+        return [Part(text="\n".join(lines))]
+
+    async def send(self, part: Part, thread: str | None) -> Sent:
+        number = str(next(self._numbers))
+        where = f"new thread #{number}" if thread is None else f"thread #{thread}"
+        self._write(f"── {self.name} · {where} ──", part.text)
+        return Sent(chat=self.name, message=number, thread=thread or number)
+
+    async def edit(self, sent: Sent, part: Part) -> None:
+        header = f"── {self.name} · edit of #{sent.message} (thread #{sent.thread}) ──"
+        self._write(header, part.text)
+
+    async def react(self, sent: Sent, emoji: str) -> None:
+        self._write(f"── {self.name} · #{sent.message} reacted {sanitize(emoji)} ──")
+
+    def _write(self, *lines: str) -> None:
+        # Resolved per call so a redirected or captured sys.stdout is honoured.
+        stream = self._stream or sys.stdout
+        stream.write("\n".join(lines) + "\n\n")
+        stream.flush()

@@ -1,0 +1,260 @@
+"""Telegram destination: HTML messages through python-telegram-bot's `Bot` (no Application).
+
+A conversation is a forum topic (`topics=True`) or, in a plain group, a reply chain under the
+conversation's first message. Customer text is untrusted: it is escaped with `html.escape`, so
+it can neither break the message (400 "can't parse entities") nor inject formatting or links.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from telegram import Bot, LinkPreviewOptions, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from .base import DeliveryError, Part, Permanent, Post, Reason, Retryable, Sent, ThreadGone
+from .split import cut
+
+MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
+MARKER_ROOM = len("(99/99)\n")  # reserved in every part for the "(2/3)" marker
+MIN_PIECE = 200  # start a new message rather than leave a sliver of text at the end of one
+HEADING_LIMIT = 1000
+_THREAD_GONE = ("message thread not found", "topic deleted", "topic_id_invalid", "topic_deleted")
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+T = TypeVar("T")
+Wrap = Callable[[str, bool], str]  # (piece, is last piece) -> HTML
+
+
+def utf16_length(text: str) -> int:
+    """Telegram measures text in UTF-16 code units (an emoji can count twice)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def escape(text: str) -> str:
+    """HTML-escape untrusted text for parse_mode=HTML (`<`, `>`, `&`)."""
+    return html.escape(text, quote=False)
+
+
+class _ServerError(NetworkError):
+    """A 5xx from the Bot API. PTB reports those as a plain NetworkError; keep the status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"Bot API answered HTTP {status}")
+        self.status = status
+
+
+class _Request(HTTPXRequest):
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        status, payload = await super().do_request(*args, **kwargs)
+        if status >= 500:
+            raise _ServerError(status)
+        return status, payload
+
+
+class _Message:
+    """One part being assembled: HTML lines and their visible length."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.visible = 0
+
+    def room(self) -> int:
+        """Visible characters a further line may still have (its newline included)."""
+        return MAX_TEXT - MARKER_ROOM - self.visible - (1 if self.lines else 0)
+
+    def add(self, line: str, visible: int) -> None:
+        self.visible += visible + (1 if self.lines else 0)
+        self.lines.append(line)
+
+
+class TelegramAdapter:
+    """Posts to one Telegram chat, in forum topics or reply chains."""
+
+    def __init__(
+        self,
+        name: str,
+        token: str,
+        chat_id: int,
+        topics: bool,
+        api_url: str = "https://api.telegram.org",
+        timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.chat_id = chat_id
+        self.topics = topics
+        self._where = f"telegram destination '{name}' (chat {chat_id})"
+        # Opt in to PTB 23's behaviour (RetryAfter.retry_after as a timedelta). Without it PTB
+        # 22 warns inside its own code whenever it builds a RetryAfter, on every 429.
+        os.environ.setdefault("PTB_TIMEDELTA", "true")
+        request = _Request(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            write_timeout=timeout,
+            pool_timeout=timeout,
+        )
+        try:
+            self._bot = Bot(token, base_url=f"{api_url}/bot", request=request)
+        except InvalidToken:
+            raise Permanent(Reason.AUTH, f"{self._where}: no bot token configured") from None
+
+    async def start(self) -> None:
+        """Initialize the bot (getMe): a rejected token raises Permanent(AUTH)."""
+        await self._call(self._bot.initialize())
+
+    async def close(self) -> None:
+        await self._bot.shutdown()
+
+    async def open_thread(self, title: str) -> str | None:
+        """A new forum topic named `title` (topics mode), else None (reply chains)."""
+        if not self.topics:
+            return None
+        name = title.strip()[:128] or "Conversation"
+        topic = await self._call(self._bot.create_forum_topic(chat_id=self.chat_id, name=name))
+        return str(topic.message_thread_id)
+
+    def render(self, post: Post) -> Sequence[Part]:
+        """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
+        mention = f"{post.mention} " if post.mention else ""
+        heading = post.heading[:HEADING_LIMIT]
+        messages = [_Message()]
+        messages[0].add(f"{mention}<b>{escape(heading)}</b>", utf16_length(mention + heading))
+        if post.context:
+            line = " · ".join(f"<i>{escape(item)}</i>" for item in post.context)
+            messages[0].add(line, utf16_length(" · ".join(post.context)))
+        if post.quote is not None:
+            when = post.quote.when
+
+            def blockquote(piece: str, last: bool) -> str:
+                dated = f"\n<i>{escape(when)}</i>" if last else ""
+                return f"<blockquote>{escape(piece)}{dated}</blockquote>"
+
+            self._flow(messages, post.quote.text, utf16_length("\n" + when), blockquote)
+        if post.body.strip():
+            self._flow(messages, post.body, 0, lambda piece, last: escape(piece))
+        total = len(messages)
+        parts = [Part(text="\n".join(messages[0].lines))]
+        for number, message in enumerate(messages[1:], start=2):
+            parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
+        return parts
+
+    @staticmethod
+    def _flow(messages: list[_Message], raw: str, overhead: int, wrap: Wrap) -> None:
+        """Pour `raw` into the messages, splitting it (raw, before escaping) where one is full."""
+        while raw:
+            room = messages[-1].room() - overhead
+            if room < MIN_PIECE and messages[-1].lines:
+                messages.append(_Message())
+                continue
+            length = cut(raw, room, utf16_length)
+            if length == 0:
+                raise ValueError("quote date too long to fit a Telegram message")
+            piece, raw = raw[:length], raw[length:]
+            last = not raw
+            messages[-1].add(wrap(piece, last), utf16_length(piece) + (overhead if last else 0))
+
+    async def send(self, part: Part, thread: str | None) -> Sent:
+        """sendMessage into the topic, or as a reply to the conversation's first message."""
+        message = await self._call(
+            self._bot.send_message(
+                chat_id=self.chat_id,
+                text=part.text,
+                parse_mode=ParseMode.HTML,
+                link_preview_options=_NO_PREVIEW,
+                message_thread_id=int(thread) if thread and self.topics else None,
+                reply_parameters=(
+                    ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
+                    if thread and not self.topics
+                    else None
+                ),
+            )
+        )
+        message_id = str(message.message_id)
+        return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
+
+    async def edit(self, sent: Sent, part: Part) -> None:
+        """editMessageText; an edit that changes nothing counts as done."""
+        try:
+            await self._call(
+                self._bot.edit_message_text(
+                    part.text,
+                    chat_id=int(sent.chat),
+                    message_id=int(sent.message),
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=_NO_PREVIEW,
+                )
+            )
+        except Permanent as error:
+            if "message is not modified" not in error.detail.lower():
+                raise
+
+    async def react(self, sent: Sent, emoji: str) -> None:
+        """setMessageReaction with one of Telegram's reaction emoji (👍 👀 🔥 ...)."""
+        await self._call(
+            self._bot.set_message_reaction(
+                chat_id=int(sent.chat), message_id=int(sent.message), reaction=emoji
+            )
+        )
+
+    async def _call(self, request: Awaitable[T]) -> T:
+        try:
+            return await request
+        except TelegramError as error:
+            raise self._classify(error) from None
+
+    def _classify(self, error: TelegramError) -> DeliveryError:
+        # Details name the destination and Telegram's reason, never the text or the token
+        # (PTB's InvalidToken message quotes the token, so it is not repeated).
+        where = self._where
+        message = error.message.lower()
+        match error:
+            case RetryAfter():
+                seconds = _retry_after(error)
+                return Retryable(Reason.RATE_LIMITED, f"{where}: flood control", seconds)
+            case ChatMigrated():
+                detail = f"{where}: the group became a supergroup; set chat_id to "
+                return Permanent(Reason.NOT_FOUND, f"{detail}{error.new_chat_id} in the config")
+            case InvalidToken():
+                return Permanent(Reason.AUTH, f"{where}: the bot token was rejected")
+            case Forbidden():
+                return Permanent(Reason.FORBIDDEN, f"{where}: {error.message}")
+            case TimedOut():
+                return Retryable(Reason.TIMEOUT, f"{where}: timed out")
+            case BadRequest() if "chat not found" in message:
+                detail = f"{where}: chat not found — check chat_id and add the bot to the chat"
+                return Permanent(Reason.NOT_FOUND, detail)
+            case BadRequest() if any(gone in message for gone in _THREAD_GONE):
+                return ThreadGone(Reason.NOT_FOUND, f"{where}: {error.message}")
+            case BadRequest():
+                return Permanent(Reason.BAD_REQUEST, f"{where}: {error.message}")
+            case _ServerError():
+                return Retryable(Reason.SERVER, f"{where}: Bot API answered HTTP {error.status}")
+            case NetworkError():
+                cause = type(error.__cause__ or error).__name__
+                return Retryable(Reason.CONNECTION, f"{where}: network error ({cause})")
+        return Permanent(Reason.BAD_REQUEST, f"{where}: {type(error).__name__}")
+
+
+def _retry_after(error: RetryAfter) -> float:
+    # PTB 22 warns on reading `retry_after` unless PTB_TIMEDELTA is set; either type is fine here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value: int | float | dt.timedelta = error.retry_after
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)

@@ -1,0 +1,142 @@
+"""`smsbridge serve | worker | migrate | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from bridge import config as config_module
+from bridge import destinations
+from bridge.app import Options, create_app
+from bridge.config import Config, ConfigError
+from bridge.settings import Settings
+from bridge.store.db import Database
+from bridge.store.migrations import SchemaTooNew, migrate
+from bridge.worker import Worker
+
+log = logging.getLogger("bridge")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="smsbridge", description="Smstools SMS/WhatsApp webhooks to Slack and Telegram."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="web server (and the delivery worker)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="do not deliver in this process (BRIDGE_WORKER=0)"
+    )
+    commands.add_parser("worker", help="the delivery worker alone")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    check = commands.add_parser("check-config", help="validate the config and show the routes")
+    check.add_argument("path", nargs="?", type=Path, default=None)
+    arguments = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party loggers would print request URLs (Telegram's contain the bot token).
+    for noisy in ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    settings = Settings.from_env()
+    if arguments.command == "check-config":
+        return check_config(arguments.path or settings.config_path)
+    try:
+        config = config_module.load(settings.config_path, os.environ)
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    try:
+        if arguments.command == "serve":
+            return serve_forever(
+                settings, config, arguments.host, arguments.port, arguments.no_worker
+            )
+        if arguments.command == "worker":
+            return asyncio.run(run_worker(settings, config))
+        return asyncio.run(run_migrate(settings))
+    except SchemaTooNew as error:
+        print(f"smsbridge: {error}", file=sys.stderr)
+        return 1
+
+
+def check_config(path: Path | None) -> int:
+    try:
+        config = config_module.load(path, os.environ)
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    print(f"{config.source}: OK")
+    print("destinations:")
+    for name, destination in config.destinations.items():
+        print(f"  {name}: {destination.describe()}")
+    print("routes (first match wins):")
+    for route in config.routes:
+        print(f"  {route.describe()}")
+    print(f"  otherwise → {', '.join(config.default) or 'stored and counted, not posted'}")
+    print(f"threads: a conversation quiet for {config.idle_after:g}s starts a new thread")
+    return 0
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        print(f"config error: {problem}", file=sys.stderr)
+
+
+def serve_forever(
+    settings: Settings, config: Config, host: str, port: int | None, no_worker: bool
+) -> int:
+    port = port if port is not None else settings.port
+    settings = Settings(**{**settings.__dict__, "port": port})
+    options = Options(run_worker=settings.run_worker and not no_worker)
+    app = create_app(settings, config, options)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    )
+    log.info("serving on %s:%d (worker %s)", host, port, "on" if options.run_worker else "off")
+    server.run()
+    return 0
+
+
+async def run_worker(settings: Settings, config: Config) -> int:
+    database = Database(settings.database_url)
+    await migrate(database)
+    adapters = destinations.build_adapters(config, settings, os.environ)
+    await destinations.start_all(adapters)
+    worker = Worker(database, config, adapters)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
+    log.info("worker %s delivering", worker.name)
+    try:
+        await worker.run()
+    finally:
+        await destinations.close_all(adapters)
+        await database.close()
+    return 0
+
+
+async def run_migrate(settings: Settings) -> int:
+    database = Database(settings.database_url)
+    try:
+        before, after = await migrate(database)
+    finally:
+        await database.close()
+    print(f"database schema at version {after}" + (f" (was {before})" if before != after else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Config destinations → chat adapters, each with its own token from the environment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from bridge.chat.base import ChatAdapter, DeliveryError
+from bridge.chat.console import ConsoleAdapter
+from bridge.chat.slack import SlackAdapter
+from bridge.chat.telegram import TelegramAdapter
+from bridge.config import Config, SlackTarget, TelegramTarget
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_adapters(
+    config: Config, settings: Settings, environ: Mapping[str, str]
+) -> dict[str, ChatAdapter]:
+    """One adapter per configured destination (the config already checked the tokens exist)."""
+    adapters: dict[str, ChatAdapter] = {}
+    for name, destination in config.destinations.items():
+        target = destination.target
+        if isinstance(target, SlackTarget):
+            adapters[name] = SlackAdapter(
+                name,
+                token=environ[target.token_env].strip(),
+                channel=target.channel,
+                base_url=settings.slack_api_url,
+            )
+        elif isinstance(target, TelegramTarget):
+            adapters[name] = TelegramAdapter(
+                name,
+                token=environ[target.token_env].strip(),
+                chat_id=target.chat_id,
+                topics=target.topics,
+                api_url=settings.telegram_api_url,
+            )
+        else:
+            adapters[name] = ConsoleAdapter(name)
+    return adapters
+
+
+async def start_all(adapters: Mapping[str, ChatAdapter]) -> None:
+    """Check every destination's token. A failure is logged, not fatal: webhooks must still be
+    stored while someone fixes the token, and the worker keeps the jobs."""
+    for name, adapter in adapters.items():
+        try:
+            await adapter.start()
+        except DeliveryError as error:
+            log.error("destination %s is not usable yet: %s", name, error.detail)
+
+
+async def close_all(adapters: Mapping[str, ChatAdapter]) -> None:
+    for adapter in adapters.values():
+        await adapter.close()

@@ -1,0 +1,106 @@
+"""Store → route → plan: one transaction per webhook body.
+
+The raw body, every event and every outbox job it causes are committed together, before the
+webhook is answered. Nothing here calls a chat or gateway API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import routing
+from bridge.config import Config
+from bridge.smstools import InboxMessage, Unparsed, parse_event
+from bridge.store import events as event_store
+from bridge.store import outbox as outbox_store
+from bridge.store.db import Database
+
+log = logging.getLogger(__name__)
+
+INBOX = "inbox"
+
+
+@dataclass
+class Problem:
+    index: int
+    webhook_id: str | None
+    problem: str
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    jobs: int = 0
+    unrouted: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "not_understood": len(self.problems),
+            "problems": [problem.__dict__ for problem in self.problems],
+        }
+
+
+async def ingest(
+    database: Database, config: Config, body: bytes, items: list[Any], now: float
+) -> IngestResult:
+    """Store a parsed webhook body and plan its deliveries, all in one transaction.
+
+    Events not understood are stored with the reason and reported, never dropped; a
+    `webhook_id` seen before counts as a duplicate and changes nothing.
+    """
+    result = IngestResult()
+    async with database.transaction() as connection:
+        request_id = await event_store.record_request(connection, body, now)
+        for index, item in enumerate(items):
+            event = parse_event(item)
+            unparsed = isinstance(event, Unparsed)
+            event_id = await event_store.add_event(
+                database,
+                connection,
+                request_id=request_id,
+                webhook_id=event.webhook_id,
+                webhook_type=event.webhook_type,
+                status="unparsed" if unparsed else "ok",
+                problem=event.problem if isinstance(event, Unparsed) else None,
+                payload=json.dumps(item, separators=(",", ":")),
+                now=now,
+            )
+            if event_id is None:
+                result.duplicates += 1
+                continue
+            if isinstance(event, Unparsed):
+                result.problems.append(Problem(index, event.webhook_id, event.problem))
+                continue
+            result.accepted += 1
+            if isinstance(event, InboxMessage):
+                destinations = routing.destinations_for(event, config)
+                if not destinations:
+                    result.unrouted += 1
+                for destination in destinations:
+                    await outbox_store.enqueue(
+                        database,
+                        connection,
+                        event_id=event_id,
+                        destination=destination,
+                        lane=routing.lane(
+                            destination, event.message.receiver, event.message.sender
+                        ),
+                        kind=INBOX,
+                        now=now,
+                    )
+                    result.jobs += 1
+    if result.problems or result.unrouted:
+        log.warning(
+            "webhook stored with %d event(s) not understood and %d inbox message(s) matching "
+            "no route",
+            len(result.problems),
+            result.unrouted,
+        )
+    return result

@@ -1,0 +1,93 @@
+"""The HTTP edge for Smstools: receive → verify → parse, then hand over to `ingest`.
+
+Answers 200 only once the body and its events are committed. Errors are JSON that says
+what is wrong, without echoing the body back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from bridge.config import Config
+from bridge.ingest import ingest
+from bridge.store.db import Database
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class WebhookReceiver:
+    database: Database
+    config: Config
+    token: str
+    now: Callable[[], float]
+    on_stored: Callable[[], None]
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        offered = str(request.path_params.get("token", "")).encode()
+        if not hmac.compare_digest(offered, self.token.encode()):
+            return _error(404, "not found")
+        body = await _read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        items = _parse(body)
+        if isinstance(items, JSONResponse):
+            return items
+        try:
+            result = await ingest(self.database, self.config, body, items, self.now())
+        except SQLAlchemyError:
+            log.exception("could not store a webhook body")
+            return _error(503, "the webhook could not be stored; send it again", retry=True)
+        self.on_stored()
+        return JSONResponse(result.as_json())
+
+
+async def _read_body(request: Request) -> bytes | JSONResponse:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return _error(413, f"body larger than {MAX_BODY} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return _error(413, f"body larger than {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return _error(400, "the client disconnected before the body was complete")
+    return b"".join(chunks)
+
+
+def _parse(body: bytes) -> list[Any] | JSONResponse:
+    """The body is JSON whatever the Content-Type says: an array of events or one event."""
+    if not body.strip():
+        return _error(400, "empty body: expected a JSON array of events")
+    try:
+        document = json.loads(body)
+    except UnicodeDecodeError:
+        return _error(400, "body is not valid UTF-8 JSON")
+    except RecursionError:
+        return _error(400, "body is JSON nested too deeply")
+    except ValueError as error:
+        return _error(400, f"body is not valid JSON: {error}")
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        return document
+    return _error(400, "body must be a JSON array of events (or a single event object)")
+
+
+def _error(status: int, message: str, *, retry: bool = False) -> JSONResponse:
+    headers = {"Retry-After": "5"} if retry else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -1,0 +1,227 @@
+"""The delivery loop: claim due jobs, deliver each, record the outcome.
+
+Up to `concurrency` jobs run at once, each the head of its own lane, so one slow or
+rate-limited conversation never holds up another. A destination that answers 429 is paused
+for its Retry-After; its other lanes wait instead of hammering it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+
+from bridge import render, threads
+from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
+from bridge.config import Config
+from bridge.ingest import INBOX
+from bridge.outbox import RetryPolicy
+from bridge.phones import mask
+from bridge.routing import number_key
+from bridge.smstools import InboxMessage, parse_event
+from bridge.store import events as event_store
+from bridge.store import outbox as outbox_store
+from bridge.store.db import Database
+from bridge.store.outbox import Job
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+class Worker:
+    """Delivers outbox jobs until stopped. `wake()` makes it look for work at once."""
+
+    def __init__(
+        self,
+        database: Database,
+        config: Config,
+        adapters: Mapping[str, ChatAdapter],
+        *,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        now: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        concurrency: int = 16,
+        lease: float = 120.0,
+        poll_interval: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        self.database = database
+        self.config = config
+        self.adapters = adapters
+        self.policy = policy
+        self.now = now
+        self.rand = rand
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._paused: dict[str, float] = {}
+        self._reported: set[tuple[str, Reason]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
+        try:
+            while not self._stopping:
+                claimed = await self._claim()
+                if claimed:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            await self._shutdown()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Deliver everything due now and everything that becomes due; for tests and tools."""
+        while True:
+            claimed = await self._claim()
+            if not claimed and not self._inflight:
+                return
+            if not claimed:
+                await asyncio.wait(list(self._inflight.values()), return_when="FIRST_COMPLETED")
+
+    async def _claim(self) -> int:
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            self._wake.clear()
+            await self._wake.wait()
+            return 0
+        now = self.now()
+        paused = [name for name, until in self._paused.items() if until > now]
+        async with self.database.transaction() as connection:
+            jobs = await outbox_store.claim(
+                self.database,
+                connection,
+                worker=self.name,
+                now=now,
+                lease=self.lease,
+                limit=free,
+                paused=paused,
+            )
+        for job in jobs:
+            task = asyncio.create_task(self._run_job(job), name=f"outbox-{job.id}")
+            self._inflight[job.id] = task
+            task.add_done_callback(functools.partial(self._done, job.id))
+        return len(jobs)
+
+    def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(job_id, None)
+        self._wake.set()  # the lane's next job may be due now
+
+    async def _shutdown(self) -> None:
+        tasks = dict(self._inflight)
+        if not tasks:
+            return
+        _, unfinished = await asyncio.wait(tasks.values(), timeout=5)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        cancelled = [job_id for job_id, task in tasks.items() if task.cancelled()]
+        if cancelled:
+            async with self.database.transaction() as connection:
+                await outbox_store.release(connection, cancelled)
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await asyncio.wait_for(self._deliver(job), timeout=max(self.lease - 5, 1))
+        except DeliveryError as error:
+            await self._failed(job, error)
+        except TimeoutError:
+            await self._failed(
+                job, Retryable(Reason.TIMEOUT, "delivery took longer than its lease")
+            )
+        except Exception as error:  # a bug: keep the job, retry it, say what broke
+            log.exception("outbox job %d to %s failed unexpectedly", job.id, job.destination)
+            await self._failed(
+                job, Retryable(Reason.SERVER, f"internal error: {type(error).__name__}")
+            )
+        else:
+            async with self.database.transaction() as connection:
+                await outbox_store.finish(connection, job.id, self.now())
+
+    async def _deliver(self, job: Job) -> None:
+        adapter = self.adapters.get(job.destination)
+        if adapter is None:
+            raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
+        async with self.database.transaction() as connection:
+            stored = await event_store.get(connection, job.event_id) if job.event_id else None
+        if stored is None:
+            raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
+        event = parse_event(json.loads(stored.payload))
+        if job.kind == INBOX and isinstance(event, InboxMessage):
+            await self._deliver_inbox(job, adapter, event, stored.received_at)
+        else:
+            raise Permanent(Reason.CONFIG, f"job kind {job.kind!r} cannot deliver this event")
+
+    async def _deliver_inbox(
+        self, job: Job, adapter: ChatAdapter, event: InboxMessage, received_at: float
+    ) -> None:
+        receiver = number_key(event.message.receiver)
+        sender = number_key(event.message.sender)
+        conversation = await threads.current_conversation(
+            self.database,
+            job.destination,
+            receiver,
+            sender,
+            at=received_at,
+            idle_after=self.config.idle_after,
+        )
+        await threads.post_in_thread(
+            self.database,
+            adapter,
+            conversation,
+            adapter.render(render.inbox_post(event, self.config)),
+            title=render.thread_title(event),
+            outbox_id=job.id,
+            gateway_messageid=event.message.id or None,
+            at=received_at,
+            now=self.now(),
+        )
+        log.info(
+            "delivered inbox message from %s to %s (job %d)", mask(sender), job.destination, job.id
+        )
+
+    async def _failed(self, job: Job, error: DeliveryError) -> None:
+        now = self.now()
+        message = f"{error.reason}: {error.detail}"
+        if isinstance(error, Retryable) and not self.policy.exhausted(job.created_at, now):
+            if error.reason is Reason.RATE_LIMITED and error.retry_after is not None:
+                self._paused[job.destination] = now + error.retry_after
+            delay = self.policy.delay(job.attempts, error.retry_after, self.rand)
+            async with self.database.transaction() as connection:
+                await outbox_store.retry_later(connection, job.id, at=now + delay, error=message)
+            log.warning(
+                "job %d to %s will be retried in %.1fs: %s", job.id, job.destination, delay, message
+            )
+            return
+        async with self.database.transaction() as connection:
+            await outbox_store.bury(connection, job.id, error=message, now=now)
+        key = (job.destination, error.reason)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.error(
+                "delivery to %s failed for good (job %d kept as a dead letter): %s",
+                job.destination,
+                job.id,
+                message,
+            )
+        else:
+            log.debug("job %d to %s is a dead letter: %s", job.id, job.destination, message)

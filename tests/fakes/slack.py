@@ -1,0 +1,479 @@
+"""A fake Slack Web API speaking the real wire format, for driving slack-sdk in tests.
+
+    with FakeSlack() as slack:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.url + "/api/")
+        slack.set_error("C0GONE", "channel_not_found")
+        ...
+        assert slack.posts("C0SUPPORT")[0].thread_ts is None
+
+Behaviour switches apply per channel, or to every channel when `channel` is None. They are
+plain attributes behind a lock, so tests flip them from their own thread while the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .server import FakeServer
+
+_BOT_USER = "U0BRIDGE"
+_MAX_BLOCKS = 50
+_MAX_SECTION_TEXT = 3000
+_MAX_HEADER_TEXT = 150
+_MAX_CONTEXT_ELEMENTS = 10
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """An accepted chat.postMessage. `at` is the arrival time (time.monotonic())."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str | None
+    blocks: list[dict[str, Any]] | None
+    unfurl_links: bool | None
+    unfurl_media: bool | None
+    at: float
+    params: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlackEdit:
+    """An accepted chat.update."""
+
+    channel: str
+    ts: str
+    text: str | None
+    blocks: list[dict[str, Any]] | None
+    at: float
+
+
+@dataclass(frozen=True)
+class SlackReaction:
+    """An accepted reactions.add (`ts` is the reacted-to message's `timestamp`)."""
+
+    channel: str
+    ts: str
+    name: str
+    at: float
+
+
+@dataclass(frozen=True)
+class SlackCall:
+    """Every request the fake answered, accepted or not."""
+
+    method: str
+    channel: str | None
+    status: int
+    error: str | None
+    at: float
+
+
+@dataclass
+class _Switches:
+    error: str | None = None
+    throttled: int = 0  # requests left to answer 429; -1 = forever
+    retry_after: int = 1
+    down: int = 0  # requests left to answer 5xx; -1 = forever
+    down_status: int = 503
+    slow: float = 0.0
+
+
+def _flag(value: Any) -> bool | None:
+    """slack-sdk sends booleans as JSON true/false, or as "1"/"0" in form/query params."""
+    if value is None or isinstance(value, bool):
+        return value
+    return str(value).lower() in ("1", "true")
+
+
+def _blocks_problem(blocks: Any) -> str | None:
+    """Slack's own block limits: a message breaking them is refused with `invalid_blocks`."""
+    if not isinstance(blocks, list) or len(blocks) > _MAX_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        if not isinstance(block, dict) or "type" not in block:
+            return "invalid_blocks"
+        text = block.get("text", {}).get("text", "") if block["type"] != "context" else ""
+        if block["type"] == "section" and not 1 <= len(text) <= _MAX_SECTION_TEXT:
+            return "invalid_blocks"
+        if block["type"] == "header" and not 1 <= len(text) <= _MAX_HEADER_TEXT:
+            return "invalid_blocks"
+        if block["type"] == "context":
+            elements = block.get("elements", [])
+            if not 1 <= len(elements) <= _MAX_CONTEXT_ELEMENTS:
+                return "invalid_blocks"
+    return None
+
+
+class FakeSlack:
+    """Fake Slack Web API at `{url}/api/<method>`: auth.test, chat.postMessage, chat.update,
+    reactions.add. Start with `start()` or `with FakeSlack() as slack:`."""
+
+    def __init__(self, tokens: Iterable[str] = ("xoxb-test",)) -> None:
+        self.tokens: set[str] = set(tokens)
+        self._lock = threading.Condition()
+        self._closing = threading.Event()
+        self._switches: dict[str | None, _Switches] = defaultdict(_Switches)
+        self._refuse_all = False
+        self._rate_per_second: float | None = None
+        self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._seq = 0
+        self._posts: list[SlackMessage] = []
+        self._edits: list[SlackEdit] = []
+        self._reactions: list[SlackReaction] = []
+        self._calls: list[SlackCall] = []
+        app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["GET", "POST"])])
+        self._server = FakeServer(app)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Server root, e.g. ``http://127.0.0.1:5555``; the SDK's base_url is ``url + "/api/"``."""
+        return self._server.url
+
+    @property
+    def api_url(self) -> str:
+        """``url + "/api/"``: what to give AsyncWebClient(base_url=...)."""
+        return self.url + "/api/"
+
+    def start(self) -> FakeSlack:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()  # wakes "slow" requests so shutdown is quick
+        self._server.stop()
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- behaviour switches ----------------------------------------------------------------
+
+    def set_error(self, channel: str | None, error: str | None) -> None:
+        """Answer `{"ok": false, "error": error}` (HTTP 200) for the channel; None restores ok.
+
+        E.g. "channel_not_found", "not_in_channel", "is_archived", "msg_too_long".
+        """
+        _check_channel(channel)
+        with self._lock:
+            self._switches[channel].error = error
+
+    def set_rate_limited(
+        self, channel: str | None = None, *, retry_after: int = 1, times: int | None = None
+    ) -> None:
+        """Answer 429 + `Retry-After` for the next `times` requests (None: until reset)."""
+        _check_channel(channel)
+        with self._lock:
+            switches = self._switches[channel]
+            switches.throttled = -1 if times is None else times
+            switches.retry_after = retry_after
+
+    def set_down(
+        self, channel: str | None = None, *, times: int | None = None, status: int = 503
+    ) -> None:
+        """Answer 5xx (an HTML error page) for the next `times` requests (None: until reset)."""
+        _check_channel(channel)
+        with self._lock:
+            switches = self._switches[channel]
+            switches.down = -1 if times is None else times
+            switches.down_status = status
+
+    def set_slow(self, seconds: float, channel: str | None = None) -> None:
+        """Wait `seconds` before answering (0 restores)."""
+        _check_channel(channel)
+        with self._lock:
+            self._switches[channel].slow = seconds
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Enforce at most `per_second` chat.postMessage per channel (429 beyond); None: off."""
+        with self._lock:
+            self._rate_per_second = per_second
+
+    def refuse_all(self, refuse: bool = True) -> None:
+        """Answer 503 to every request, auth.test included."""
+        with self._lock:
+            self._refuse_all = refuse
+
+    def reset(self) -> None:
+        """Drop every switch (recorded data is kept; see `clear`)."""
+        with self._lock:
+            self._switches.clear()
+            self._refuse_all = False
+            self._rate_per_second = None
+            self._recent.clear()
+
+    def clear(self) -> None:
+        """Forget recorded posts, edits, reactions and calls."""
+        with self._lock:
+            self._posts.clear()
+            self._edits.clear()
+            self._reactions.clear()
+            self._calls.clear()
+
+    # -- recorded data ---------------------------------------------------------------------
+
+    def posts(self, channel: str | None = None) -> list[SlackMessage]:
+        """Accepted chat.postMessage calls in arrival order, optionally for one channel."""
+        with self._lock:
+            return [p for p in self._posts if channel is None or p.channel == channel]
+
+    def edits(self, channel: str | None = None) -> list[SlackEdit]:
+        """Accepted chat.update calls in arrival order."""
+        with self._lock:
+            return [e for e in self._edits if channel is None or e.channel == channel]
+
+    def reactions(self, channel: str | None = None) -> list[SlackReaction]:
+        """Accepted reactions.add calls in arrival order."""
+        with self._lock:
+            return [r for r in self._reactions if channel is None or r.channel == channel]
+
+    def calls(self, method: str | None = None) -> list[SlackCall]:
+        """Every answered request (any outcome), optionally for one API method."""
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def wait_for_posts(
+        self, count: int, *, channel: str | None = None, timeout: float = 5.0
+    ) -> list[SlackMessage]:
+        """Block until at least `count` posts arrived (for tests driving a subprocess)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._matching(channel)) >= count, timeout):
+                have = len(self._matching(channel))
+                raise TimeoutError(f"expected {count} slack posts, got {have}")
+            return self._matching(channel)
+
+    def _matching(self, channel: str | None) -> list[SlackMessage]:
+        return [p for p in self._posts if channel is None or p.channel == channel]
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        params = await _read_params(request)
+        token = _bearer(request) or params.pop("token", None)
+        channel = params.get("channel") or None
+        channel = str(channel) if channel is not None else None
+        response, slow = self._decide(method, token, channel)
+        if slow:
+            await self._sleep(slow)
+        if response is None:
+            response = self._apply(method, channel, params)
+        with self._lock:
+            error = None
+            if isinstance(response, JSONResponse):
+                error = json.loads(bytes(response.body)).get("error")
+            self._calls.append(SlackCall(method, channel, response.status_code, error, _now()))
+            self._lock.notify_all()
+        return response
+
+    def _decide(
+        self, method: str, token: str | None, channel: str | None
+    ) -> tuple[Response | None, float]:
+        """Apply the switches: an error response to give, or None, and how long to stall."""
+        with self._lock:
+            keys: list[str | None] = [None] if channel is None else [None, channel]
+            switches = [self._switches[k] for k in keys if k in self._switches]
+            slow = max((s.slow for s in switches), default=0.0)
+            if self._refuse_all:
+                return _outage(503), slow
+            for s in switches:
+                if s.down:
+                    s.down -= 1 if s.down > 0 else 0
+                    return _outage(s.down_status), slow
+            for s in switches:
+                if s.throttled:
+                    s.throttled -= 1 if s.throttled > 0 else 0
+                    return _rate_limited(s.retry_after), slow
+            if not token:
+                return _error("not_authed"), slow
+            if token not in self.tokens:
+                return _error("invalid_auth"), slow
+            if method == "auth.test":
+                return None, slow
+            if channel is None:
+                return _error("channel_not_found"), slow
+            for s in switches:
+                if s.error:
+                    return _error(s.error), slow
+            if method == "chat.postMessage" and self._over_rate(channel):
+                return _rate_limited(1), slow
+            return None, slow
+
+    def _over_rate(self, channel: str) -> bool:
+        if self._rate_per_second is None:
+            return False
+        now = _now()
+        recent = self._recent[channel]
+        while recent and now - recent[0] >= 1.0:
+            recent.popleft()
+        if len(recent) >= self._rate_per_second:
+            return True
+        recent.append(now)
+        return False
+
+    def _apply(self, method: str, channel: str | None, params: dict[str, Any]) -> Response:
+        handler: Callable[[str, dict[str, Any]], Response] | None = {
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "reactions.add": self._react,
+        }.get(method)
+        if method == "auth.test":
+            return _ok(
+                url="https://fake.slack.com/",
+                team="Fake Workspace",
+                user="bridge",
+                team_id="T0FAKE",
+                user_id=_BOT_USER,
+                bot_id="B0BRIDGE",
+                is_enterprise_install=False,
+            )
+        if handler is None:
+            return _error("unknown_method")
+        assert channel is not None
+        return handler(channel, params)
+
+    def _post_message(self, channel: str, params: dict[str, Any]) -> Response:
+        text, blocks = params.get("text"), _json_field(params.get("blocks"))
+        if not text and not blocks:
+            return _error("no_text")
+        if blocks is not None and (problem := _blocks_problem(blocks)):
+            return _error(problem)
+        thread_ts = params.get("thread_ts") or None
+        with self._lock:
+            self._seq += 1
+            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            self._posts.append(
+                SlackMessage(
+                    channel=channel,
+                    ts=ts,
+                    thread_ts=thread_ts,
+                    text=text,
+                    blocks=blocks,
+                    unfurl_links=_flag(params.get("unfurl_links")),
+                    unfurl_media=_flag(params.get("unfurl_media")),
+                    at=_now(),
+                    params=dict(params),
+                )
+            )
+        message: dict[str, Any] = {"type": "message", "user": _BOT_USER, "text": text, "ts": ts}
+        if blocks is not None:
+            message["blocks"] = blocks
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        return _ok(channel=channel, ts=ts, message=message)
+
+    def _update(self, channel: str, params: dict[str, Any]) -> Response:
+        ts, text, blocks = params.get("ts"), params.get("text"), _json_field(params.get("blocks"))
+        if blocks is not None and (problem := _blocks_problem(blocks)):
+            return _error(problem)
+        with self._lock:
+            if not any(p.channel == channel and p.ts == ts for p in self._posts):
+                return _error("message_not_found")
+            assert isinstance(ts, str)
+            self._edits.append(SlackEdit(channel, ts, text, blocks, _now()))
+        return _ok(channel=channel, ts=ts, text=text or "")
+
+    def _react(self, channel: str, params: dict[str, Any]) -> Response:
+        ts, name = params.get("timestamp"), str(params.get("name") or "").strip(":")
+        if not name:
+            return _error("invalid_name")
+        with self._lock:
+            if not any(p.channel == channel and p.ts == ts for p in self._posts):
+                return _error("message_not_found")
+            if any(r.channel == channel and r.ts == ts and r.name == name for r in self._reactions):
+                return _error("already_reacted")
+            assert isinstance(ts, str)
+            self._reactions.append(SlackReaction(channel, ts, name, _now()))
+        return _ok()
+
+    async def _sleep(self, seconds: float) -> None:
+        deadline = _now() + seconds
+        while not self._closing.is_set() and _now() < deadline:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - _now())))
+
+
+def _check_channel(channel: object) -> None:
+    # Catches `set_down(3)` meaning `set_down(times=3)`: channels are ids like "C0SUPPORT".
+    if channel is not None and not isinstance(channel, str):
+        raise TypeError(f"channel must be a Slack channel id (str) or None, not {channel!r}")
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+async def _read_params(request: Request) -> dict[str, Any]:
+    """Query string plus body: slack-sdk sends JSON (chat.*) or query/form params (others)."""
+    params: dict[str, Any] = dict(request.query_params)
+    body = await request.body()
+    if not body:
+        return params
+    if request.headers.get("content-type", "").startswith("application/json"):
+        decoded = json.loads(body)
+        if isinstance(decoded, dict):
+            params.update(decoded)
+    else:
+        params.update(parse_qsl(body.decode(), keep_blank_values=True))
+    return params
+
+
+def _json_field(value: Any) -> Any:
+    """Form-encoded callers send `blocks` as a JSON string."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _ok(**fields: Any) -> JSONResponse:
+    return JSONResponse({"ok": True, **fields})
+
+
+def _error(error: str) -> JSONResponse:
+    # Slack answers API errors with HTTP 200; only the body says ok: false.
+    return JSONResponse({"ok": False, "error": error})
+
+
+def _rate_limited(retry_after: int) -> JSONResponse:
+    return JSONResponse(
+        {"ok": False, "error": "ratelimited"},
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _outage(status: int) -> Response:
+    # Outages come from the load balancer as HTML, not as Slack JSON.
+    page = f"<html><body><h1>{status} Service Unavailable</h1></body></html>"
+    return Response(page, status_code=status, media_type="text/html")

@@ -1,0 +1,55 @@
+"""Run the bridge app in-process (real lifespan, real database) for tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from bridge.app import Options, create_app
+from bridge.chat.base import ChatAdapter
+from bridge.config import Config
+from bridge.settings import Settings
+from bridge.worker import Worker
+
+TOKEN = "test-webhook-token-0123456789"
+
+
+@dataclass
+class RunningBridge:
+    client: httpx.AsyncClient
+    worker: Worker
+    announced: list[str] = field(default_factory=list)
+
+    async def post(self, body: object, token: str = TOKEN) -> httpx.Response:
+        return await self.client.post(f"/webhooks/smstools/{token}", json=body)
+
+
+@asynccontextmanager
+async def running_bridge(
+    database_url: str,
+    config: Config,
+    adapters: Mapping[str, ChatAdapter],
+    *,
+    run_worker: bool = True,
+    now: Callable[[], float] = time.time,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[RunningBridge]:
+    environ = {"DATABASE_URL": database_url, "SMSTOOLS_WEBHOOK_TOKEN": TOKEN}
+    environ.update(env or {})
+    announced: list[str] = []
+    options = Options(
+        run_worker=run_worker,
+        adapters=adapters,
+        now=now,
+        environ=environ,
+        announce=announced.append,
+    )
+    app = create_app(Settings.from_env(environ), config, options)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+            yield RunningBridge(client, app.state.worker, announced)

@@ -1,0 +1,294 @@
+"""SlackAdapter driven through slack-sdk against the fake Slack Web API."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable
+from bridge.chat.slack import SlackAdapter
+from tests.fakes import FakeSlack
+
+CHANNEL = "C0SUPPORT"
+
+
+@pytest.fixture(scope="module")
+def running_slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack(running_slack: FakeSlack) -> FakeSlack:
+    running_slack.reset()
+    running_slack.clear()
+    return running_slack
+
+
+@pytest.fixture
+async def adapter(slack: FakeSlack) -> AsyncIterator[SlackAdapter]:
+    adapter = SlackAdapter("support", "xoxb-test", CHANNEL, base_url=slack.api_url, timeout=2)
+    await adapter.start()
+    yield adapter
+    await adapter.close()
+
+
+def shown_text(blocks: list[dict[str, object]] | None) -> str:
+    """What a reader sees in the message's sections, unescaped."""
+    texts = [b["text"]["text"] for b in blocks or [] if b["type"] == "section"]  # type: ignore[index]
+    return html.unescape("".join(texts))
+
+
+async def post(adapter: SlackAdapter, post: Post, thread: str | None = None) -> list[str]:
+    return [(await adapter.send(part, thread)).message for part in adapter.render(post)]
+
+
+async def test_first_post_starts_a_thread_and_replies_go_under_it(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    first = await adapter.send(adapter.render(Post(heading="SMS from +4915100000"))[0], None)
+    reply = await adapter.send(adapter.render(Post(heading="reply", body="hi"))[0], first.thread)
+
+    assert first.thread == first.message and first.chat == CHANNEL
+    assert reply.thread == first.message
+    parent, child = slack.posts(CHANNEL)
+    assert parent.thread_ts is None and parent.ts == first.message
+    assert child.thread_ts == parent.ts and child.ts == reply.message
+
+
+async def test_posts_never_unfurl_links_nor_link_names(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    await post(adapter, Post(heading="h", body="see https://example.com"))
+
+    (message,) = slack.posts()
+    assert message.unfurl_links is False and message.unfurl_media is False
+    assert "link_names" not in message.params and "parse" not in message.params
+
+
+async def test_customer_mention_syntax_is_shown_literally_in_slack(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    evil = "<!channel> <!here> <@U1> <!subteam^S1> <https://evil|bank.com> <b> & done"
+    await post(adapter, Post(heading=f"SMS {evil}", context=[evil], body=evil))
+
+    (message,) = slack.posts()
+    raw = str(message.blocks) + (message.text or "")
+    for control in ("<!", "<@", "<http", "<b>"):
+        assert control not in raw
+    assert "&lt;!channel&gt;" in raw and "&amp; done" in raw
+    assert evil in shown_text(message.blocks)
+
+
+async def test_operator_mention_is_kept_as_markup_at_the_front(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    await post(adapter, Post(heading="urgent", mention="<!subteam^S0ONCALL>"))
+
+    (message,) = slack.posts()
+    assert message.text is not None and message.text.startswith("<!subteam^S0ONCALL> ")
+    assert message.blocks is not None
+    assert message.blocks[0]["text"]["text"].startswith("<!subteam^S0ONCALL> ")
+
+
+async def test_heading_context_and_quote_with_its_date_are_shown(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    quote = Quote(text="Your order ships\ntomorrow", when="2024-05-01 10:00")
+    await post(
+        adapter, Post(heading="Reply", context=["+49 151", "WhatsApp"], body="ok", quote=quote)
+    )
+
+    (message,) = slack.posts()
+    assert message.blocks is not None
+    heading, context, quoted, body = message.blocks
+    assert heading["text"]["text"] == "*Reply*"
+    assert [e["text"] for e in context["elements"]] == ["+49 151", "WhatsApp"]
+    assert quoted["text"]["text"] == "> Your order ships\n> tomorrow\n> _2024-05-01 10:00_"
+    assert body["text"]["text"] == "ok"
+
+
+async def test_long_body_is_split_into_sections_without_losing_text(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    body = "".join(f"word{i:04d} & <x> " + ("\n" if i % 9 == 0 else "") for i in range(700))
+    assert len(body) > 7000
+
+    await post(adapter, Post(heading="long", body=body))
+
+    (message,) = slack.posts()
+    assert message.blocks is not None
+    sections = [b for b in message.blocks if b["type"] == "section"][1:]
+    assert len(sections) >= 3
+    assert all(len(s["text"]["text"]) <= 3000 for s in sections)
+    assert html.unescape("".join(s["text"]["text"] for s in sections)) == body
+
+
+async def test_huge_body_is_spread_over_several_messages_in_order(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    body = " ".join(f"w{i:06d}" for i in range(20_000))  # 160,000 characters
+
+    parts = adapter.render(Post(heading="huge", body=body))
+    first = await adapter.send(parts[0], None)
+    for part in parts[1:]:
+        await adapter.send(part, first.thread)
+
+    messages = slack.posts()
+    assert len(messages) == len(parts) >= 4
+    assert all(m.blocks is not None and len(m.blocks) <= 50 for m in messages)
+    assert all(m.thread_ts == first.message for m in messages[1:])
+    assert f"(2/{len(parts)})" in (messages[1].text or "")
+    shown = "".join(shown_text(m.blocks) for m in messages)
+    assert shown.replace("*huge*", "").split() == body.split()
+
+
+async def test_edit_replaces_the_message_in_place(adapter: SlackAdapter, slack: FakeSlack) -> None:
+    sent = await adapter.send(adapter.render(Post(heading="alert", body="1 failing"))[0], None)
+
+    await adapter.edit(sent, adapter.render(Post(heading="alert", body="2 failing"))[0])
+
+    (edit,) = slack.edits(CHANNEL)
+    assert edit.ts == sent.message and "2 failing" in shown_text(edit.blocks)
+
+
+async def test_react_adds_a_reaction_and_repeating_it_is_fine(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    sent = await adapter.send(Part(text="delivered"), None)
+
+    await adapter.react(sent, "✅")
+    await adapter.react(sent, "✅")
+
+    (reaction,) = slack.reactions(CHANNEL)
+    assert (reaction.ts, reaction.name) == (sent.message, "white_check_mark")
+
+
+async def test_rate_limit_is_retryable_with_slacks_retry_after(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    slack.set_rate_limited(CHANNEL, retry_after=7)
+
+    with pytest.raises(Retryable) as caught:
+        await adapter.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.RATE_LIMITED and caught.value.retry_after == 7
+    assert len(slack.calls("chat.postMessage")) == 1  # no hidden SDK retry
+
+
+async def test_rate_limited_once_then_accepted(adapter: SlackAdapter, slack: FakeSlack) -> None:
+    slack.set_rate_limited(CHANNEL, retry_after=1, times=1)
+
+    with pytest.raises(Retryable):
+        await adapter.send(Part(text="x"), None)
+    await adapter.send(Part(text="x"), None)
+
+    assert len(slack.posts()) == 1
+
+
+async def test_enforced_rate_limit_answers_429_beyond_it(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    slack.set_rate_limit(per_second=1)
+
+    await adapter.send(Part(text="first"), None)
+    with pytest.raises(Retryable) as caught:
+        await adapter.send(Part(text="second"), None)
+
+    assert caught.value.reason is Reason.RATE_LIMITED and caught.value.retry_after == 1
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_slack_outage_is_retryable_server_error(
+    adapter: SlackAdapter, slack: FakeSlack, status: int
+) -> None:
+    slack.set_down(times=1, status=status)
+
+    with pytest.raises(Retryable) as caught:
+        await adapter.send(Part(text="x"), None)
+    await adapter.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.SERVER and str(status) in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("channel_not_found", Reason.NOT_FOUND),
+        ("is_archived", Reason.NOT_FOUND),
+        ("not_in_channel", Reason.FORBIDDEN),
+        ("token_revoked", Reason.AUTH),
+        ("msg_too_long", Reason.BAD_REQUEST),
+    ],
+)
+async def test_channel_problems_are_permanent_and_name_the_destination(
+    adapter: SlackAdapter, slack: FakeSlack, error: str, reason: Reason
+) -> None:
+    slack.set_error(CHANNEL, error)
+
+    with pytest.raises(Permanent) as caught:
+        await adapter.send(Part(text="secret customer text"), None)
+
+    assert caught.value.reason is reason
+    assert "'support'" in caught.value.detail and CHANNEL in caught.value.detail
+    assert error in caught.value.detail and "secret" not in caught.value.detail
+
+
+async def test_service_unavailable_error_string_is_retryable(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    slack.set_error(CHANNEL, "service_unavailable")
+
+    with pytest.raises(Retryable) as caught:
+        await adapter.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.SERVER
+
+
+async def test_invalid_token_fails_start_as_auth_without_leaking_it(slack: FakeSlack) -> None:
+    adapter = SlackAdapter("support", "xoxb-wrong-secret", CHANNEL, base_url=slack.api_url)
+    try:
+        with pytest.raises(Permanent) as caught:
+            await adapter.start()
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.AUTH and "invalid_auth" in caught.value.detail
+    assert "xoxb-wrong-secret" not in str(caught.value)
+
+
+async def test_slow_slack_is_a_retryable_timeout(slack: FakeSlack) -> None:
+    slack.set_slow(2.0, CHANNEL)
+    adapter = SlackAdapter("support", "xoxb-test", CHANNEL, base_url=slack.api_url, timeout=0.3)
+    try:
+        with pytest.raises(Retryable) as caught:
+            await adapter.send(Part(text="x"), None)
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.TIMEOUT
+
+
+async def test_unreachable_slack_is_a_retryable_connection_error() -> None:
+    adapter = SlackAdapter("support", "xoxb-test", CHANNEL, base_url="http://127.0.0.1:9/api/")
+    try:
+        with pytest.raises(Retryable) as caught:
+            await adapter.send(Part(text="x"), None)
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.CONNECTION
+
+
+async def test_refuse_all_makes_start_retryable(slack: FakeSlack) -> None:
+    slack.refuse_all()
+    adapter = SlackAdapter("support", "xoxb-test", CHANNEL, base_url=slack.api_url)
+    try:
+        with pytest.raises(Retryable) as caught:
+            await adapter.start()
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.SERVER

@@ -1,0 +1,330 @@
+"""TelegramAdapter driven through python-telegram-bot against the fake Bot API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable, ThreadGone
+from bridge.chat.telegram import TelegramAdapter, utf16_length
+from tests.fakes import FakeTelegram
+from tests.fakes.telegram import HtmlEntityError, parse_html
+
+FORUM = -1001234567890  # a forum supergroup: conversations are topics
+GROUP = -4000000001  # a basic group: conversations are reply chains
+
+
+@pytest.fixture(scope="module")
+def running_telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def telegram(running_telegram: FakeTelegram) -> FakeTelegram:
+    running_telegram.reset()
+    running_telegram.clear()
+    return running_telegram
+
+
+def make_adapter(
+    telegram: FakeTelegram,
+    chat_id: int = FORUM,
+    *,
+    topics: bool = True,
+    token: str = FakeTelegram.TOKEN,
+    timeout: float = 2.0,
+) -> TelegramAdapter:
+    return TelegramAdapter(
+        "ops", token, chat_id, topics=topics, api_url=telegram.url, timeout=timeout
+    )
+
+
+@pytest.fixture
+async def forum(telegram: FakeTelegram) -> AsyncIterator[TelegramAdapter]:
+    adapter = make_adapter(telegram)
+    await adapter.start()
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+async def group(telegram: FakeTelegram) -> AsyncIterator[TelegramAdapter]:
+    adapter = make_adapter(telegram, GROUP, topics=False)
+    await adapter.start()
+    yield adapter
+    await adapter.close()
+
+
+async def test_each_conversation_gets_its_own_forum_topic(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("+49 151 0000000 · " + "x" * 200)
+    assert thread is not None
+
+    sent = await forum.send(forum.render(Post(heading="SMS"))[0], thread)
+    again = await forum.send(forum.render(Post(heading="SMS 2"))[0], sent.thread)
+
+    (topic,) = telegram.topics(FORUM)
+    assert len(topic.name) == 128 and str(topic.message_thread_id) == thread
+    assert [m.message_thread_id for m in telegram.messages(FORUM)] == [int(thread)] * 2
+    assert sent.thread == again.thread == thread and sent.chat == str(FORUM)
+
+
+async def test_plain_group_threads_are_reply_chains(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    assert await group.open_thread("whatever") is None
+
+    first = await group.send(Part(text="first"), None)
+    reply = await group.send(Part(text="second"), first.thread)
+
+    assert first.thread == first.message and reply.thread == first.message
+    parent, child = telegram.messages(GROUP)
+    assert parent.reply_to_message_id is None and parent.message_thread_id is None
+    assert child.reply_to_message_id == int(first.message)
+
+
+async def test_messages_are_html_without_link_previews(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    await group.send(group.render(Post(heading="h", body="https://example.com"))[0], None)
+
+    (message,) = telegram.messages()
+    assert message.parse_mode == "HTML" and message.link_preview_disabled
+
+
+async def test_customer_html_and_mentions_are_shown_literally_in_telegram(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    evil = '<b>bold</b> <a href="https://evil">bank.com</a> & &amp; <!channel> @all'
+    quote = Quote(text=evil, when="<today>")
+    await group.send(
+        group.render(Post(heading=evil, context=[evil], body=evil, quote=quote))[0], None
+    )
+
+    (message,) = telegram.messages()
+    assert message.plain_text.count(evil) == 4 and "<today>" in message.plain_text
+    assert "<b>bold" not in message.text and "<a href" not in message.text
+
+
+async def test_layout_bold_heading_italic_context_and_dated_quote(
+    group: TelegramAdapter,
+) -> None:
+    quote = Quote(text="Your order ships", when="2024-05-01 10:00")
+    post = Post(
+        heading="Reply", context=["+49 151", "SMS"], body="ok", quote=quote, mention="@oncall"
+    )
+
+    (part,) = group.render(post)
+
+    assert part.text == (
+        "@oncall <b>Reply</b>\n<i>+49 151</i> · <i>SMS</i>\n"
+        "<blockquote>Your order ships\n<i>2024-05-01 10:00</i></blockquote>\nok"
+    )
+
+
+async def test_long_body_is_split_into_accepted_parts_without_losing_text(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    body = "".join(f"w{i:04d}<&>😀 " + ("\n" if i % 13 == 0 else "") for i in range(1100))
+    assert len(body) > 10_000
+    thread = await forum.open_thread("long")
+
+    parts = forum.render(Post(heading="long", body=body, quote=Quote("q " * 300, "today")))
+    for part in parts:
+        await forum.send(part, thread)  # the fake refuses bad HTML and texts over 4096
+
+    messages = telegram.messages(FORUM)
+    assert len(messages) == len(parts) >= 3
+    assert all(utf16_length(m.plain_text) <= 4096 for m in messages)
+    assert messages[1].plain_text.startswith(f"(2/{len(parts)})\n")
+    shown = " ".join(m.plain_text for m in messages)
+    assert re.findall(r"w\d{4}<&>😀", shown) == re.findall(r"w\d{4}<&>😀", body)
+    assert shown.count("q ") == 300
+
+
+async def test_edit_replaces_the_text_and_an_unchanged_edit_is_fine(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    sent = await group.send(Part(text="1 failing"), None)
+
+    await group.edit(sent, Part(text="<b>2</b> failing"))
+    await group.edit(sent, Part(text="<b>2</b> failing"))
+
+    (edit,) = telegram.edits(GROUP)
+    assert (edit.message_id, edit.plain_text) == (int(sent.message), "2 failing")
+
+
+async def test_react_sets_a_reaction(group: TelegramAdapter, telegram: FakeTelegram) -> None:
+    sent = await group.send(Part(text="delivered"), None)
+
+    await group.react(sent, "👍")
+
+    (reaction,) = telegram.reactions(GROUP)
+    assert (reaction.message_id, reaction.emoji) == (int(sent.message), ("👍",))
+
+
+async def test_flood_control_is_retryable_with_telegrams_retry_after(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_rate_limited(GROUP, retry_after=13, times=1)
+
+    with pytest.raises(Retryable) as caught:
+        await group.send(Part(text="x"), None)
+    await group.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.RATE_LIMITED and caught.value.retry_after == 13
+    assert len(telegram.messages()) == 1
+
+
+async def test_enforced_per_chat_limit_answers_429(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_rate_limit(per_chat_per_second=1)
+
+    await group.send(Part(text="first"), None)
+    with pytest.raises(Retryable) as caught:
+        await group.send(Part(text="second"), None)
+
+    assert caught.value.reason is Reason.RATE_LIMITED and caught.value.retry_after == 1
+
+
+async def test_enforced_per_group_minute_limit_answers_429(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_rate_limit(per_group_per_minute=2)
+
+    await group.send(Part(text="1"), None)
+    await group.send(Part(text="2"), None)
+    with pytest.raises(Retryable) as caught:
+        await group.send(Part(text="3"), None)
+
+    assert caught.value.retry_after is not None and 1 <= caught.value.retry_after <= 61
+
+
+@pytest.mark.parametrize("status", [500, 502])
+async def test_bot_api_outage_is_retryable_server_error(
+    group: TelegramAdapter, telegram: FakeTelegram, status: int
+) -> None:
+    telegram.set_down(times=1, status=status)
+
+    with pytest.raises(Retryable) as caught:
+        await group.send(Part(text="x"), None)
+    await group.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.SERVER and str(status) in caught.value.detail
+
+
+async def test_chat_not_found_is_permanent_and_names_the_destination(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_chat_not_found(GROUP)
+
+    with pytest.raises(Permanent) as caught:
+        await group.send(Part(text="secret customer text"), None)
+
+    assert caught.value.reason is Reason.NOT_FOUND
+    assert "'ops'" in caught.value.detail and str(GROUP) in caught.value.detail
+    assert "secret" not in caught.value.detail
+
+
+async def test_kicked_bot_is_permanent_forbidden(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_forbidden(GROUP)
+
+    with pytest.raises(Permanent) as caught:
+        await group.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.FORBIDDEN and "kicked" in caught.value.detail
+
+
+async def test_migrated_group_tells_which_chat_id_to_configure(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_migrated(GROUP, -1009876543210)
+
+    with pytest.raises(Permanent) as caught:
+        await group.send(Part(text="x"), None)
+
+    assert caught.value.reason is Reason.NOT_FOUND and "-1009876543210" in caught.value.detail
+
+
+async def test_deleted_topic_raises_thread_gone(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("soon gone")
+    assert thread is not None
+    telegram.delete_topic(FORUM, int(thread))
+
+    with pytest.raises(ThreadGone):
+        await forum.send(Part(text="x"), thread)
+
+
+async def test_html_the_fake_would_refuse_is_a_permanent_bad_request(
+    group: TelegramAdapter,
+) -> None:
+    with pytest.raises(Permanent) as caught:
+        await group.send(Part(text="<script>x</script>"), None)
+
+    assert caught.value.reason is Reason.BAD_REQUEST
+    assert "can't parse entities" in caught.value.detail.lower()
+
+
+async def test_rejected_token_fails_start_as_auth_without_leaking_it(
+    telegram: FakeTelegram,
+) -> None:
+    adapter = make_adapter(telegram, token="999:wrong-secret")
+    try:
+        with pytest.raises(Permanent) as caught:
+            await adapter.start()
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.AUTH and "wrong-secret" not in str(caught.value)
+
+
+async def test_slow_bot_api_is_a_retryable_timeout(telegram: FakeTelegram) -> None:
+    adapter = make_adapter(telegram, GROUP, topics=False, timeout=0.3)
+    await adapter.start()
+    telegram.set_slow(2.0, GROUP)
+    try:
+        with pytest.raises(Retryable) as caught:
+            await adapter.send(Part(text="x"), None)
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.TIMEOUT
+
+
+async def test_unreachable_bot_api_is_a_retryable_connection_error() -> None:
+    unreachable = "http://127.0.0.1:9"
+    adapter = TelegramAdapter("ops", FakeTelegram.TOKEN, GROUP, topics=False, api_url=unreachable)
+    try:
+        with pytest.raises(Retryable) as caught:
+            await adapter.start()
+    finally:
+        await adapter.close()
+
+    assert caught.value.reason is Reason.CONNECTION
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<b>a</i>", "<b>open", "a < b", "a > b", "fish & chips", "&nbsp;", '<span class="x">s</span>'],
+)
+def test_fake_refuses_html_telegram_refuses(text: str) -> None:
+    with pytest.raises(HtmlEntityError):
+        parse_html(text)
+
+
+def test_fake_parses_html_telegram_accepts() -> None:
+    text = (
+        '<b>b</b><i>i</i><u>u</u><s>s</s><a href="https://x">a</a><code>c</code>'
+        '<pre><code class="language-py">p</code></pre><blockquote>q</blockquote>'
+        '<span class="tg-spoiler">sp</span><tg-spoiler>t</tg-spoiler> &lt;&gt;&amp;&quot;&#65;'
+    )
+    assert parse_html(text) == 'biusacpqspt <>&"A'

@@ -1,0 +1,385 @@
+"""Inbox messages end to end, in-process: webhook → store → outbox → worker → fake Slack /
+Telegram through the real SDK clients."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bridge.chat.base import ChatAdapter
+from bridge.chat.slack import SlackAdapter
+from bridge.chat.telegram import TelegramAdapter
+from bridge.config import Config, build
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import chat_messages, conversations, outbox
+from tests.conftest import sample
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import running_bridge
+
+SLACK_TOKEN = "xoxb-test"
+FORUM = -1001234567890
+ENV = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN}
+LINE_NL, LINE_FR = "32460200000", "32460300000"
+
+CONFIG: dict[str, Any] = {
+    "destinations": {
+        "support": {"slack": {"channel": "C0SUPPORT"}},
+        "sales": {"slack": {"channel": "C0SALES"}},
+        "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
+    },
+    "routes": [
+        {"match": {"receiver": "+32 460 20 00 00", "type": "whatsapp"}, "to": ["nl-team"]},
+        {"match": {"receiver": "+32 460 20 00 00"}, "to": ["support"]},
+        {"match": {"receiver": "3246030*"}, "to": ["sales", "support"]},
+    ],
+    "lines": {"+32 460 20 00 00": "Support line"},
+    "threads": {"idle_after": "1h"},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture(scope="module")
+def slack_server() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def telegram_server() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack(slack_server: FakeSlack) -> FakeSlack:
+    slack_server.reset()
+    slack_server.clear()
+    return slack_server
+
+
+@pytest.fixture
+def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
+    telegram_server.reset()
+    telegram_server.clear()
+    return telegram_server
+
+
+def make_config(overrides: dict[str, Any] | None = None) -> Config:
+    return build({**copy.deepcopy(CONFIG), **(overrides or {})}, "test config", ENV)
+
+
+def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]:
+    return {
+        "support": SlackAdapter("support", SLACK_TOKEN, "C0SUPPORT", base_url=slack.api_url),
+        "sales": SlackAdapter("sales", SLACK_TOKEN, "C0SALES", base_url=slack.api_url),
+        "nl-team": TelegramAdapter(
+            "nl-team", FakeTelegram.TOKEN, FORUM, topics=True, api_url=telegram.url, timeout=2.0
+        ),
+    }
+
+
+_counter = 0
+
+
+def inbox(
+    sender: str,
+    content: str,
+    *,
+    receiver: str = LINE_NL,
+    kind: str = "sms",
+    webhook_id: str | None = None,
+) -> dict[str, Any]:
+    global _counter
+    _counter += 1
+    return {
+        "webhook_id": webhook_id or f"wh_test_{_counter}",
+        "webhook_type": "inbox_message",
+        "username": "myusername",
+        "timezone": "Europe/Brussels",
+        "message": {
+            "id": str(_counter),
+            "date": "2026-11-26 10:00:00",
+            "sender": sender,
+            "receiver": receiver,
+            "content": content,
+            "type": kind,
+        },
+    }
+
+
+async def rows(database_url: str, query: Any) -> list[Any]:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            return list(await connection.execute(query))
+    finally:
+        await database.close()
+
+
+async def test_each_conversation_gets_one_thread_in_order(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    customers = ["32470000001", "32470000002", "32470000003"]
+    body = [inbox(c, f"{c} message {n}") for n in range(4) for c in customers]
+    body += [inbox(c, f"{c} whatsapp {n}", kind="whatsapp") for n in range(3) for c in customers]
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        assert (await bridge.post(body)).json()["accepted"] == 21
+        await bridge.worker.drain()
+
+    for customer in customers:
+        posts = [p for p in slack.posts("C0SUPPORT") if customer in (p.text or "")]
+        assert [p.text and p.text.split("\n")[-1] for p in posts] == [
+            f"{customer} message {n}" for n in range(4)
+        ]
+        root = posts[0]
+        assert root.thread_ts is None
+        assert all(p.thread_ts == root.ts for p in posts[1:])
+
+    topics = telegram.topics(FORUM)
+    assert sorted(t.name for t in topics) == [
+        "+32 470 00 00 01",
+        "+32 470 00 00 02",
+        "+32 470 00 00 03",
+    ]
+    for topic in topics:
+        messages = [
+            m for m in telegram.messages(FORUM) if m.message_thread_id == topic.message_thread_id
+        ]
+        assert [m.plain_text.split("\n")[-1] for m in messages] == [
+            f"{topic.name.replace('+', '').replace(' ', '')} whatsapp {n}" for n in range(3)
+        ]
+    assert len(await rows(database_url, select(conversations.c.id))) == 6
+    assert len(await rows(database_url, select(chat_messages.c.id))) == 21
+
+
+async def test_a_message_shows_customer_line_channel_time_and_content(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post(sample("inbox_message"))
+        await bridge.worker.drain()
+    (post,) = slack.posts("C0SUPPORT")
+    assert post.text is not None
+    for shown in (
+        "+32 470 12 34 56",
+        "Support line (+32 460 20 00 00)",
+        "SMS",
+        "2019-01-01 00:00:00",
+        "Hello, my parcel did not arrive yet. Order 5531.",
+    ):
+        assert shown in post.text
+    assert (post.unfurl_links, post.unfurl_media) == (False, False)
+
+
+async def test_a_reply_quotes_the_message_it_answers(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post(sample("inbox_message_whatsapp_reply"))
+        await bridge.worker.drain()
+    (message,) = telegram.messages(FORUM)
+    assert "<blockquote>" in message.text
+    assert "Can we deliver tomorrow between 10 and 12?" in message.plain_text
+    assert "2019-01-01 00:00:00" in message.plain_text
+    assert "WhatsApp" in message.plain_text
+
+
+async def test_customer_markup_arrives_escaped(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    hostile = "<!channel> <@U123> <https://evil.example|bank.com> <b>x</b> & co"
+    body = [inbox("32470000009", hostile), inbox("32470000009", hostile, kind="whatsapp")]
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post(body)
+        await bridge.worker.drain()
+    (post,) = slack.posts("C0SUPPORT")
+    assert post.text is not None and "<!channel>" not in post.text and "<@U123>" not in post.text
+    assert "&lt;!channel&gt;" in post.text and "&amp; co" in post.text
+    (message,) = telegram.messages(FORUM)
+    assert hostile in message.plain_text  # shown literally, parsed without error
+
+
+async def test_one_message_fans_out_to_every_routed_destination(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post([inbox("32470000004", "hi", receiver=LINE_FR)])
+        await bridge.worker.drain()
+    assert len(slack.posts("C0SALES")) == len(slack.posts("C0SUPPORT")) == 1
+
+
+async def test_a_quiet_conversation_starts_a_new_thread(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("32470000005", "first")])
+        clock.advance(30 * 60)
+        await bridge.post([inbox("32470000005", "same thread")])
+        clock.advance(2 * 3600)
+        await bridge.post([inbox("32470000005", "new thread")])
+        await bridge.worker.drain()
+    first, same, new = slack.posts("C0SUPPORT")
+    assert same.thread_ts == first.ts
+    assert new.thread_ts is None
+
+
+async def test_threads_survive_a_restart(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    for text in ("before", "after"):
+        async with running_bridge(
+            sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+        ) as bridge:
+            await bridge.post([inbox("32470000006", text, kind="whatsapp")])
+            await bridge.worker.drain()
+    assert len(telegram.topics(FORUM)) == 1
+    first, second = telegram.messages(FORUM)
+    assert first.message_thread_id == second.message_thread_id
+
+
+async def test_a_deleted_topic_opens_a_new_one(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post([inbox("32470000007", "one", kind="whatsapp")])
+        await bridge.worker.drain()
+        (topic,) = telegram.topics(FORUM)
+        telegram.delete_topic(FORUM, topic.message_thread_id)
+        await bridge.post([inbox("32470000007", "two", kind="whatsapp")])
+        await bridge.worker.drain()
+    assert len(telegram.topics(FORUM)) == 2
+    assert (
+        telegram.messages(FORUM)[-1].message_thread_id
+        == telegram.topics(FORUM)[1].message_thread_id
+    )
+
+
+async def test_transient_failures_are_retried_until_delivered(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    slack.set_down(times=3)
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("32470000008", "a"), inbox("32470000008", "b")])
+        for _ in range(5):
+            await bridge.worker.drain()
+            clock.advance(60)
+    assert [p.text and p.text.split("\n")[-1] for p in slack.posts("C0SUPPORT")] == ["a", "b"]
+    statuses = await rows(sqlite_url, select(outbox.c.status, outbox.c.attempts))
+    assert [status for status, _ in statuses] == ["done", "done"]
+    assert statuses[0][1] >= 1
+
+
+async def test_a_rate_limit_is_honoured_with_its_retry_after(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    telegram.set_rate_limited(FORUM, retry_after=7, times=1)
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("32470000010", "hello", kind="whatsapp")])
+        await bridge.worker.drain()
+        assert telegram.messages(FORUM) == []
+        clock.advance(6)
+        await bridge.worker.drain()
+        assert telegram.messages(FORUM) == []  # not before Retry-After
+        clock.advance(2.5)
+        await bridge.worker.drain()
+    assert len(telegram.messages(FORUM)) == 1
+
+
+async def test_a_permanent_error_is_kept_as_a_dead_letter_naming_the_destination(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    slack.set_error("C0SALES", "channel_not_found")
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post([inbox("32470000011", "hi", receiver=LINE_FR)])
+        await bridge.worker.drain()
+    assert len(slack.posts("C0SUPPORT")) == 1  # the other destination is not held back
+    jobs = await rows(
+        sqlite_url, select(outbox.c.destination, outbox.c.status, outbox.c.last_error)
+    )
+    dead = [job for job in jobs if job.status == "dead"]
+    assert len(dead) == 1 and dead[0].destination == "sales"
+    assert "channel_not_found" in dead[0].last_error and "C0SALES" in dead[0].last_error
+
+
+async def test_queued_jobs_survive_a_restart_and_arrive_once(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    slack.refuse_all()
+    body = [inbox(f"3247000002{n % 3}", f"queued {n}") for n in range(9)]
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), now=clock
+    ) as bridge:
+        await bridge.post(body)
+        await bridge.worker.drain()  # every lane's head fails and is scheduled for later
+    assert slack.posts() == []
+    slack.refuse_all(False)
+    clock.advance(3600)
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.worker.drain()
+    texts = [p.text and p.text.split("\n")[-1] for p in slack.posts("C0SUPPORT")]
+    assert sorted(texts) == sorted(f"queued {n}" for n in range(9))
+    for customer in ("32470000020", "32470000021", "32470000022"):
+        mine = [
+            t
+            for p, t in zip(slack.posts("C0SUPPORT"), texts, strict=True)
+            if customer in (p.text or "")
+        ]
+        assert mine == sorted(mine, key=lambda t: int(str(t).split()[-1]))
+
+
+async def test_long_whatsapp_content_is_split_never_cut(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    content = " ".join(f"word{n}" for n in range(2000))  # ~13,000 characters
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post([inbox("32470000012", content, kind="whatsapp")])
+        await bridge.worker.drain()
+    messages = telegram.messages(FORUM)
+    assert len(messages) >= 4
+    assert len({m.message_thread_id for m in messages}) == 1
+    shown = " ".join(m.plain_text for m in messages)
+    assert all(f"word{n}" in shown for n in range(2000))

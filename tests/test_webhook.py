@@ -1,0 +1,174 @@
+"""The webhook edge: store first, deduplicate, keep what is not understood, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+from sqlalchemy import func, select
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.config import load
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import events, outbox, webhook_requests
+from bridge.webhook import MAX_BODY
+from tests.conftest import sample
+from tests.harness import TOKEN, running_bridge
+
+CONFIG = load(None, {})
+
+
+def console() -> dict[str, ConsoleAdapter]:
+    return {"console": ConsoleAdapter("console", io.StringIO())}
+
+
+async def count(database_url: str, table: object) -> int:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            return int(
+                (await connection.execute(select(func.count()).select_from(table))).scalar_one()
+            )  # type: ignore[arg-type]
+    finally:
+        await database.close()
+
+
+async def test_a_stored_body_is_answered_with_counts(database_url: str) -> None:
+    body = sample("inbox_message") + sample("delivery_report_failed") + sample("read_report")
+    async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.post(body)
+        assert response.status_code == 200
+        assert response.json() == {
+            "accepted": 3,
+            "duplicates": 0,
+            "not_understood": 0,
+            "problems": [],
+        }
+        # Committed before the answer: another connection sees it all.
+        assert await count(database_url, webhook_requests) == 1
+        assert await count(database_url, events) == 3
+        assert await count(database_url, outbox) == 1  # the inbox message, to the console
+
+
+async def test_the_same_event_twice_is_stored_and_planned_once(database_url: str) -> None:
+    async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+        first = await bridge.post(sample("inbox_message"))
+        again = await bridge.post(sample("inbox_message") + sample("inbox_message"))
+    assert first.json()["accepted"] == 1
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 2)
+    assert await count(database_url, events) == 1
+    assert await count(database_url, outbox) == 1
+
+
+async def test_events_not_understood_are_kept_counted_and_the_rest_go_on(
+    database_url: str,
+) -> None:
+    body = [
+        {"webhook_id": "wh_x", "webhook_type": "add_contact", "message": {}},
+        {"webhook_id": "wh_y", "webhook_type": "inbox_message", "message": {"sender": "1"}},
+        "not an object",
+        *sample("inbox_message"),
+    ]
+    async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.post(body)
+    result = response.json()
+    assert response.status_code == 200
+    assert (result["accepted"], result["not_understood"]) == (1, 3)
+    assert [p["index"] for p in result["problems"]] == [0, 1, 2]
+    assert "add_contact" in result["problems"][0]["problem"]
+    assert "message.receiver" in result["problems"][1]["problem"]
+    assert await count(database_url, events) == 4
+
+
+async def test_a_single_event_object_is_accepted_whatever_the_content_type(
+    sqlite_url: str,
+) -> None:
+    (event,) = sample("inbox_message")
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.client.post(
+            f"/webhooks/smstools/{TOKEN}",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.json()["accepted"] == 1
+
+
+async def test_a_wrong_token_gets_404_and_nothing_is_stored(sqlite_url: str) -> None:
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.post(sample("inbox_message"), token="wrong")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not found"}
+    assert await count(sqlite_url, webhook_requests) == 0
+
+
+async def test_bodies_that_are_not_json_get_a_json_400_naming_the_problem(
+    sqlite_url: str,
+) -> None:
+    url = f"/webhooks/smstools/{TOKEN}"
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        not_json = await bridge.client.post(url, content=b"webhook_id=1")
+        bad_utf8 = await bridge.client.post(url, content=b'[{"a": "\xff\xfe"}]')
+        scalar = await bridge.client.post(url, content=b"42")
+        empty = await bridge.client.post(url, content=b"")
+        deep = await bridge.client.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    assert bad_utf8.status_code == 400 and "UTF-8" in bad_utf8.json()["error"]
+    assert scalar.status_code == 400 and "JSON array" in scalar.json()["error"]
+    assert empty.status_code == 400 and "empty body" in empty.json()["error"]
+    assert deep.status_code == 400 and "nested" in deep.json()["error"]
+    assert await count(sqlite_url, webhook_requests) == 0
+
+
+async def test_bodies_over_one_mebibyte_get_413(sqlite_url: str) -> None:
+    url = f"/webhooks/smstools/{TOKEN}"
+    too_big = b"[" + b" " * MAX_BODY + b"]"
+
+    async def chunks() -> object:
+        for start in range(0, len(too_big), 65536):
+            yield too_big[start : start + 65536]
+
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        declared = await bridge.client.post(url, content=too_big)
+        streamed = await bridge.client.post(url, content=chunks())  # type: ignore[arg-type]
+    assert declared.status_code == 413 and "larger than" in declared.json()["error"]
+    assert streamed.status_code == 413
+    assert await count(sqlite_url, webhook_requests) == 0
+
+
+async def test_unknown_paths_and_methods_get_json_errors(sqlite_url: str) -> None:
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        missing = await bridge.client.get("/nope")
+        wrong_method = await bridge.client.get(f"/webhooks/smstools/{TOKEN}")
+        health = await bridge.client.get("/healthz")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    assert wrong_method.status_code == 405
+    assert health.status_code == 200
+
+
+async def test_without_a_token_one_is_generated_kept_and_announced(sqlite_url: str) -> None:
+    env = {"SMSTOOLS_WEBHOOK_TOKEN": ""}
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False, env=env) as first:
+        (line,) = first.announced
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False, env=env) as again:
+        assert again.announced == [line]
+        token = line.rsplit("/", 1)[1]
+        assert len(token) >= 40
+        assert (await again.post(sample("inbox_message"), token=token)).status_code == 200
+        assert (await again.post(sample("inbox_message"), token=TOKEN)).status_code == 404
+
+
+async def test_the_client_never_sees_a_2xx_for_a_body_that_was_not_stored(
+    sqlite_url: str,
+) -> None:
+    """Without its tables the store fails: the answer is 503 with Retry-After, not 2xx."""
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        database = Database(normalise_database_url(sqlite_url))
+        async with database.transaction() as connection:
+            await connection.exec_driver_sql("DROP TABLE events")
+        await database.close()
+        response = await bridge.post(sample("inbox_message"))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert isinstance(response, httpx.Response)
