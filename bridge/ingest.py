@@ -13,14 +13,13 @@ from typing import Any
 
 from bridge import routing
 from bridge.config import Config
+from bridge.deliveries import INBOX
 from bridge.smstools import InboxMessage, Unparsed, parse_event
 from bridge.store import events as event_store
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
-
-INBOX = "inbox"
 
 
 @dataclass

@@ -18,14 +18,11 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from bridge import render, threads
 from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
 from bridge.config import Config
-from bridge.ingest import INBOX
+from bridge.deliveries import HANDLERS, Delivery
 from bridge.outbox import RetryPolicy
-from bridge.phones import mask
-from bridge.routing import number_key
-from bridge.smstools import InboxMessage, parse_event
+from bridge.smstools import parse_event
 from bridge.store import events as event_store
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
@@ -161,42 +158,16 @@ class Worker:
         adapter = self.adapters.get(job.destination)
         if adapter is None:
             raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
+        handler = HANDLERS.get(job.kind)
+        if handler is None:
+            raise Permanent(Reason.CONFIG, f"no handler for outbox jobs of kind {job.kind!r}")
         async with self.database.transaction() as connection:
             stored = await event_store.get(connection, job.event_id) if job.event_id else None
         if stored is None:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
-        if job.kind == INBOX and isinstance(event, InboxMessage):
-            await self._deliver_inbox(job, adapter, event, stored.received_at)
-        else:
-            raise Permanent(Reason.CONFIG, f"job kind {job.kind!r} cannot deliver this event")
-
-    async def _deliver_inbox(
-        self, job: Job, adapter: ChatAdapter, event: InboxMessage, received_at: float
-    ) -> None:
-        receiver = number_key(event.message.receiver)
-        sender = number_key(event.message.sender)
-        conversation = await threads.current_conversation(
-            self.database,
-            job.destination,
-            receiver,
-            sender,
-            at=received_at,
-            idle_after=self.config.idle_after,
-        )
-        await threads.post_in_thread(
-            self.database,
-            adapter,
-            conversation,
-            adapter.render(render.inbox_post(event, self.config)),
-            title=render.thread_title(event),
-            outbox_id=job.id,
-            gateway_messageid=event.message.id or None,
-            at=received_at,
-            now=self.now(),
-        )
-        log.info(
-            "delivered inbox message from %s to %s (job %d)", mask(sender), job.destination, job.id
+        await handler(
+            Delivery(self.database, self.config, adapter, job, event, stored.received_at, self.now)
         )
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
