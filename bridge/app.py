@@ -20,7 +20,7 @@ from starlette.routing import Route
 from bridge import destinations
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
-from bridge.settings import Settings
+from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.store import facts
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -59,6 +59,9 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        warning = sqlite_on_ephemeral_disk(settings)
+        if warning:
+            log.warning("%s", warning)
         database = Database(settings.database_url)
         await migrate(database)
         token, generated = await webhook_token(database, settings)
@@ -70,7 +73,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             adapters = destinations.build_adapters(config, settings, options.environ)
         await destinations.start_all(adapters)
         # Built even when it does not run here, so tools and tests can drive it by hand.
-        worker = Worker(database, config, adapters, now=options.now)
+        worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
         app.state.worker = worker
         app.state.receiver = WebhookReceiver(database, config, token, options.now, worker.wake)
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None

@@ -17,7 +17,7 @@ from bridge import config as config_module
 from bridge import destinations
 from bridge.app import Options, create_app
 from bridge.config import Config, ConfigError
-from bridge.settings import Settings
+from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.store.db import Database
 from bridge.store.migrations import SchemaTooNew, migrate
 from bridge.worker import Worker
@@ -111,11 +111,14 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
+    warning = sqlite_on_ephemeral_disk(settings)
+    if warning:
+        log.warning("%s", warning)
     database = Database(settings.database_url)
     await migrate(database)
     adapters = destinations.build_adapters(config, settings, os.environ)
     await destinations.start_all(adapters)
-    worker = Worker(database, config, adapters)
+    worker = Worker(database, config, adapters, lease=settings.job_lease)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))

@@ -16,6 +16,7 @@ from bridge.config import Config
 from bridge.deliveries import INBOX
 from bridge.smstools import InboxMessage, Unparsed, parse_event
 from bridge.store import events as event_store
+from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 
@@ -95,6 +96,8 @@ async def ingest(
                         now=now,
                     )
                     result.jobs += 1
+        if result.jobs:
+            await notify.announce(database, connection)
     if result.problems or result.unrouted:
         log.warning(
             "webhook stored with %d event(s) not understood and %d inbox message(s) matching "

@@ -27,6 +27,8 @@ class Settings:
     port: int
     public_url: str | None
     run_worker: bool
+    job_lease: float
+    ephemeral_disk: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +59,24 @@ class Settings:
             port=int(port) if port.isdigit() else 8000,
             public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
+            job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or 120),
+            ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
         )
+
+
+# Variables that PaaS set on machines whose disk is wiped at every deploy or restart.
+_EPHEMERAL_DISK_MARKERS = ("DYNO", "RENDER_SERVICE_ID", "RAILWAY_ENVIRONMENT")
+
+
+def sqlite_on_ephemeral_disk(settings: Settings) -> str | None:
+    """A loud warning when SQLite would lose every stored message at the next restart."""
+    if settings.ephemeral_disk is None or not settings.database_url.startswith("sqlite"):
+        return None
+    return (
+        f"DATABASE_URL is SQLite but {settings.ephemeral_disk} is set: this platform's disk is "
+        "wiped on restart, taking queued messages and thread mappings with it. Attach a "
+        "PostgreSQL add-on and set DATABASE_URL."
+    )
 
 
 def normalise_database_url(url: str) -> str:

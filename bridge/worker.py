@@ -24,6 +24,7 @@ from bridge.deliveries import HANDLERS, Delivery
 from bridge.outbox import RetryPolicy
 from bridge.smstools import parse_event
 from bridge.store import events as event_store
+from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.outbox import Job
@@ -71,6 +72,9 @@ class Worker:
 
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
+        listener = None
+        if self.database.dialect == "postgresql":
+            listener = asyncio.create_task(notify.listen(self.database, self.wake), name="listen")
         try:
             while not self._stopping:
                 claimed = await self._claim()
@@ -80,6 +84,9 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
             await self._shutdown()
 
     async def stop(self) -> None:

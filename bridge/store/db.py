@@ -24,6 +24,7 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         url, connect_args = _driver_options(url)
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
+        self.connect_args = connect_args
         options: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
         if self.dialect == "postgresql":
             options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
