@@ -75,7 +75,9 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         # Built even when it does not run here, so tools and tests can drive it by hand.
         worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
         app.state.worker = worker
-        app.state.receiver = WebhookReceiver(database, config, token, options.now, worker.wake)
+        app.state.receiver = WebhookReceiver(
+            database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+        )
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
         try:
             yield

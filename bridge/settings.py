@@ -27,8 +27,9 @@ class Settings:
     port: int
     public_url: str | None
     run_worker: bool
-    job_lease: float
-    ephemeral_disk: str | None
+    webhook_secret: SecretStr | None = None
+    job_lease: float = 120.0
+    ephemeral_disk: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +60,7 @@ class Settings:
             port=int(port) if port.isdigit() else 8000,
             public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
+            webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or 120),
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
         )

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from bridge import signature
 from bridge.config import Config
 from bridge.ingest import ingest
 from bridge.store.db import Database
@@ -33,6 +35,7 @@ class WebhookReceiver:
     token: str
     now: Callable[[], float]
     on_stored: Callable[[], None]
+    secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
 
     async def __call__(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
@@ -41,6 +44,17 @@ class WebhookReceiver:
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return body
+        if self.secret is not None:
+            refused = signature.problem(
+                self.secret.get_secret_value().encode(),
+                body,
+                request.headers.get(signature.TIMESTAMP_HEADER),
+                request.headers.get(signature.SIGNATURE_HEADER),
+                self.now(),
+            )
+            if refused is not None:
+                log.warning("webhook refused (401): %s", refused)
+                return _error(401, "signature check failed")
         items = _parse(body)
         if isinstance(items, JSONResponse):
             return items
