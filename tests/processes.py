@@ -72,6 +72,14 @@ class BridgeProcess:
             self._log.close()
         return code
 
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for a one-shot command (`migrate`) to finish by itself."""
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+        return code
+
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
 
