@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from bridge import pacing
+from bridge.pacing import parse_rate
 from bridge.phones import e164_digits, international
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -64,6 +66,7 @@ class DestinationSpec(_Strict):
     slack: SlackTarget | None = None
     telegram: TelegramTarget | None = None
     console: ConsoleTarget | None = None
+    max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
 
 
 class MatchSpec(_Strict):
@@ -95,6 +98,7 @@ class Destination:
     name: str
     kind: Literal["slack", "telegram", "console"]
     target: SlackTarget | TelegramTarget | ConsoleTarget
+    max_rate: float | None = None  # posts per second; None: unlimited
 
     def describe(self) -> str:
         if isinstance(self.target, SlackTarget):
@@ -219,7 +223,10 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
                 f"{source}: destinations.{name}.{kind}: the environment variable {token_env} "
                 "that holds its token is not set"
             )
-        destinations[name] = Destination(name, kind, target)  # type: ignore[arg-type]
+        max_rate = destination.max_rate
+        if max_rate is not None and max_rate < 0:
+            max_rate = default_rate(target)
+        destinations[name] = Destination(name, kind, target, max_rate)  # type: ignore[arg-type]
 
     def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
         for index, name in enumerate(names):
@@ -252,6 +259,16 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     if problems:
         raise ConfigError(problems)
     return Config(source, destinations, routes, default, lines, spec.threads.idle_after)
+
+
+def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float | None:
+    """The platform's documented limit: Slack per channel, Telegram per private chat / group."""
+    if isinstance(target, SlackTarget):
+        return pacing.SLACK_DEFAULT
+    if isinstance(target, TelegramTarget):
+        group = target.chat_id < 0
+        return pacing.TELEGRAM_GROUP_DEFAULT if group else pacing.TELEGRAM_PRIVATE_DEFAULT
+    return None
 
 
 def _receiver_pattern(pattern: str) -> tuple[str, bool]:

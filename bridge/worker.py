@@ -22,6 +22,7 @@ from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retr
 from bridge.config import Config
 from bridge.deliveries import HANDLERS, Delivery
 from bridge.outbox import RetryPolicy
+from bridge.pacing import Pacer
 from bridge.smstools import parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
@@ -64,7 +65,11 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._paused: dict[str, float] = {}
+        self._paused: dict[str, float] = {}  # destinations answering 429, until when
+        self.pacer = Pacer(
+            {name: destination.max_rate for name, destination in config.destinations.items()}
+        )
+        self._next_token_at: float | None = None
         self._reported: set[tuple[str, Reason]] = set()
 
     def wake(self) -> None:
@@ -82,12 +87,18 @@ class Worker:
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
             await self._shutdown()
+
+    def _idle_wait(self) -> float:
+        """Poll interval, or less when a paced destination gets its next token sooner."""
+        if self._next_token_at is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.01, self._next_token_at - self.now()))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -109,7 +120,8 @@ class Worker:
             await self._wake.wait()
             return 0
         now = self.now()
-        paused = [name for name, until in self._paused.items() if until > now]
+        paused = {name for name, until in self._paused.items() if until > now}
+        paced = {name for name in self.adapters if self.pacer.ready_at(name, now) > now}
         async with self.database.transaction() as connection:
             jobs = await outbox_store.claim(
                 self.database,
@@ -118,13 +130,22 @@ class Worker:
                 now=now,
                 lease=self.lease,
                 limit=free,
-                paused=paused,
+                paused=paused | paced,
             )
+        over_pace = []
         for job in jobs:
+            if not self.pacer.take(job.destination, now):
+                over_pace.append(job.id)
+                paced.add(job.destination)
+                continue
             task = asyncio.create_task(self._run_job(job), name=f"outbox-{job.id}")
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
-        return len(jobs)
+        if over_pace:  # claimed beyond the destination's tokens: give them back untouched
+            async with self.database.transaction() as connection:
+                await outbox_store.release(connection, over_pace)
+        self._next_token_at = min((self.pacer.ready_at(name, now) for name in paced), default=None)
+        return len(jobs) - len(over_pace)
 
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)

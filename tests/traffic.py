@@ -17,9 +17,9 @@ LINE_A, LINE_B = "32460200000", "32460300000"
 
 CONFIG = f"""
 destinations:
-  support: {{slack: {{channel: C0SUPPORT}}}}
-  sales:   {{slack: {{channel: C0SALES}}}}
-  nl-team: {{telegram: {{chat_id: {FORUM}, topics: true}}}}
+  support: {{slack: {{channel: C0SUPPORT}}, max_rate: 200/s}}
+  sales:   {{slack: {{channel: C0SALES}}, max_rate: 200/s}}
+  nl-team: {{telegram: {{chat_id: {FORUM}, topics: true}}, max_rate: 200/s}}
 routes:
   - match: {{receiver: "+32 460 20 00 00", type: whatsapp}}
     to: [nl-team]
