@@ -16,9 +16,10 @@ _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Documented platform limits (shared/reference): Slack about 1 post/s per channel with short
 # bursts; Telegram 1/s per private chat and 20/min per group.
-SLACK_DEFAULT = 1.0
-TELEGRAM_PRIVATE_DEFAULT = 1.0
-TELEGRAM_GROUP_DEFAULT = 20 / 60
+# Aim a little under 1/s: requests sent 1.0 s apart can arrive closer than that.
+SLACK_DEFAULT = 1 / 1.2
+TELEGRAM_PRIVATE_DEFAULT = 1 / 1.2
+TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
 
 
 def parse_rate(value: object) -> float | None:
@@ -57,7 +58,9 @@ class Pacer:
             return None
         bucket = self._buckets.get(destination)
         if bucket is None:
-            burst = max(1.0, min(self._burst, rate * 60))  # 20/m may burst 3, 1/h only 1
+            # Bursts only where the rate allows several a second: Telegram's 20/min per group
+            # also means 1/s per chat, and Slack's 1/s per channel is best kept strictly.
+            burst = max(1.0, min(self._burst, rate))
             bucket = self._buckets[destination] = _Bucket(rate, burst, burst, now)
         bucket.refill(now)
         return bucket
