@@ -1,4 +1,4 @@
-"""`smsbridge serve | worker | migrate | check-config`."""
+"""`smsbridge serve | worker | migrate | check-config | dead-letters`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -18,6 +20,7 @@ from bridge import destinations
 from bridge.app import Options, create_app
 from bridge.config import Config, ConfigError
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import SchemaTooNew, migrate
 from bridge.worker import Worker
@@ -40,7 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     check = commands.add_parser("check-config", help="validate the config and show the routes")
     check.add_argument("path", nargs="?", type=Path, default=None)
+    dead = commands.add_parser("dead-letters", help="jobs that failed for good: list, retry")
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    dead_commands.add_parser("list", help="show each dead letter with its last error")
+    retry = dead_commands.add_parser("retry", help="queue dead letters again")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
+    retry.add_argument("--all", action="store_true", help="retry every dead letter")
     arguments = parser.parse_args(argv)
+    if arguments.command == "dead-letters" and arguments.action == "retry":
+        if bool(arguments.ids) == arguments.all:
+            parser.error("dead-letters retry: give job IDs or --all (not both)")
 
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
@@ -54,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     if arguments.command == "check-config":
         return check_config(arguments.path or settings.config_path)
+    if arguments.command == "dead-letters":
+        # No config needed: an operator must reach the dead letters even with a broken config.
+        ids = None if arguments.action == "list" or arguments.all else arguments.ids
+        try:
+            return asyncio.run(dead_letters(settings, arguments.action, ids))
+        except SchemaTooNew as error:
+            print(f"smsbridge: {error}", file=sys.stderr)
+            return 1
     try:
         config = config_module.load(settings.config_path, os.environ)
     except ConfigError as error:
@@ -128,6 +148,46 @@ async def run_worker(settings: Settings, config: Config) -> int:
     finally:
         await destinations.close_all(adapters)
         await database.close()
+    return 0
+
+
+async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -> int:
+    """List dead letters, or queue them again (all of them when `ids` is None)."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        async with database.transaction() as connection:
+            if action == "list":
+                return _list_dead_letters(await outbox_store.dead(connection))
+            now, missing = time.time(), []
+            if ids is None:
+                count = await outbox_store.requeue(connection, None, now)
+            else:
+                count = 0
+                for job_id in ids:
+                    queued = await outbox_store.requeue(connection, [job_id], now)
+                    count += queued
+                    if not queued:
+                        missing.append(job_id)
+    finally:
+        await database.close()
+    for job_id in missing:
+        print(f"smsbridge: job {job_id} is not a dead letter", file=sys.stderr)
+    print(f"{count} dead letter(s) queued again; a running worker delivers them shortly")
+    return 1 if missing else 0
+
+
+def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
+    if not jobs:
+        print("no dead letters")
+        return 0
+    for job in jobs:
+        queued = datetime.fromtimestamp(job.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(
+            f"{job.id}\t{job.destination}\t{job.kind}\tqueued {queued}\t"
+            f"{job.attempts} attempt(s)\t{job.last_error or 'no error recorded'}"
+        )
+    print(f"{len(jobs)} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
     return 0
 
 

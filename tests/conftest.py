@@ -16,6 +16,8 @@ import pytest
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
 
 SAMPLES = Path(__file__).parent / "samples"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -114,3 +116,31 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def samples_dir() -> Iterator[Path]:
     yield SAMPLES
+
+
+@pytest.fixture(scope="session")
+def slack_server() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def telegram_server() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack(slack_server: FakeSlack) -> FakeSlack:
+    """The fake Slack, switches reset and recordings cleared for this test."""
+    slack_server.reset()
+    slack_server.clear()
+    return slack_server
+
+
+@pytest.fixture
+def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
+    """The fake Telegram, switches reset and recordings cleared for this test."""
+    telegram_server.reset()
+    telegram_server.clear()
+    return telegram_server
