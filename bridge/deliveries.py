@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge import render, threads
+from bridge import alerts, render, reports, threads
 from bridge.chat.base import ChatAdapter, Permanent, Reason
 from bridge.config import Config
 from bridge.phones import mask
@@ -72,4 +72,7 @@ async def deliver_inbox(delivery: Delivery) -> None:
 
 HANDLERS: dict[str, Callable[[Delivery], Awaitable[None]]] = {
     INBOX: deliver_inbox,
+    alerts.ALERT: alerts.deliver_alert,
+    reports.FAILURE_NOTE: reports.deliver_failure_note,
+    reports.READ: reports.deliver_read,
 }

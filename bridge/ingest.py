@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import routing
+from bridge import reports, routing
 from bridge.config import Config
 from bridge.deliveries import INBOX
-from bridge.smstools import InboxMessage, Unparsed, parse_event
+from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
@@ -96,6 +96,12 @@ async def ingest(
                         now=now,
                     )
                     result.jobs += 1
+            elif isinstance(event, DeliveryReport):
+                result.jobs += await reports.plan_delivery(
+                    database, connection, config, event, event_id, now
+                )
+            elif isinstance(event, ReadReport):
+                result.jobs += await reports.plan_read(database, connection, event, event_id, now)
         if result.jobs:
             await notify.announce(database, connection)
     if result.problems or result.unrouted:

@@ -52,6 +52,7 @@ class ReportBody(_Model):
     sender: Text = ""
     receiver: Text = ""
     reference: str = ""
+    content: str = ""
     delivery_code: Code | None = None
     delivery_status: str = ""
     delivery_code_detail: Code | None = None

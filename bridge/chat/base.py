@@ -122,3 +122,6 @@ class ChatAdapter(Protocol):
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """Replace a message in place (alerts that grow). Raises `Retryable` or `Permanent`."""
+
+    async def react(self, sent: Sent, emoji: str) -> None:
+        """Add a reaction (a Unicode emoji) to a message. Raises `Retryable` or `Permanent`."""

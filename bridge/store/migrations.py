@@ -48,6 +48,22 @@ STEPS: Sequence[Sequence[str]] = (
         "CREATE INDEX chat_messages_location ON chat_messages (destination, chat, message)",
         "CREATE INDEX chat_messages_gateway ON chat_messages (gateway_messageid)",
     ),
+    (
+        """CREATE TABLE message_status (
+            messageid TEXT PRIMARY KEY, sender TEXT NOT NULL, receiver TEXT NOT NULL,
+            delivery_code INTEGER, delivery_detail INTEGER, rank INTEGER NOT NULL,
+            status_at TEXT, event_id BIGINT, updated_at {float} NOT NULL,
+            read_at TEXT, read_event_id BIGINT, read_shown INTEGER)""",
+        """CREATE TABLE alert_groups (
+            id {id}, group_key TEXT NOT NULL UNIQUE, labels TEXT NOT NULL,
+            sender TEXT NOT NULL, timezone TEXT NOT NULL, count INTEGER NOT NULL,
+            codes TEXT NOT NULL, receivers TEXT NOT NULL, others INTEGER NOT NULL,
+            first_at {float} NOT NULL, last_at {float} NOT NULL, last_event_id BIGINT NOT NULL)""",
+        """CREATE TABLE alert_notices (
+            group_id BIGINT NOT NULL, destination TEXT NOT NULL, pending_at {float},
+            notified_at {float}, notified_count INTEGER NOT NULL, posted_at {float},
+            chat TEXT, message TEXT, PRIMARY KEY (group_id, destination))""",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -53,9 +53,11 @@ async def enqueue(
     lane: str,
     kind: str,
     now: float,
-) -> None:
-    """Add a job; adding the same (event, destination, kind) twice keeps one."""
-    await connection.execute(
+    due: float | None = None,
+) -> bool:
+    """Add a job, first tried at `due` (default: now); False when the same (event,
+    destination, kind) was added before, which keeps the one job."""
+    result = await connection.execute(
         database.insert(outbox)
         .values(
             event_id=event_id,
@@ -64,11 +66,13 @@ async def enqueue(
             kind=kind,
             status=PENDING,
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=now if due is None else due,
             created_at=now,
         )
         .on_conflict_do_nothing()
+        .returning(outbox.c.id)
     )
+    return result.first() is not None
 
 
 async def claim(

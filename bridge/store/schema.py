@@ -102,3 +102,57 @@ chat_messages = Table(
     Column("gateway_messageid", Text),
     Column("created_at", Float, nullable=False),
 )
+
+# One delivery status per gateway `messageid`, moved only forward by `rank` (final beats
+# non-final), plus when it was read. `read_shown` counts the chat messages marked read.
+message_status = Table(
+    "message_status",
+    metadata,
+    Column("messageid", Text, primary_key=True),
+    Column("sender", Text, nullable=False),
+    Column("receiver", Text, nullable=False),
+    Column("delivery_code", Integer),
+    Column("delivery_detail", Integer),
+    Column("rank", Integer, nullable=False),
+    Column("status_at", Text),
+    Column("event_id", BigInteger),
+    Column("updated_at", Float, nullable=False),
+    Column("read_at", Text),
+    Column("read_event_id", BigInteger),
+    Column("read_shown", Integer),
+)
+
+# Failures grouped à la Alertmanager: one row per group key (alerts route + group_by labels).
+# `codes` is JSON {"code/detail": count}; `receivers` the first ten distinct receivers (JSON)
+# and `others` the failures to anyone else.
+alert_groups = Table(
+    "alert_groups",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("group_key", Text, nullable=False, unique=True),
+    Column("labels", Text, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("timezone", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("codes", Text, nullable=False),
+    Column("receivers", Text, nullable=False),
+    Column("others", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+)
+
+# A group's alert at one destination: when the next notification is due (`pending_at`, an
+# outbox job exists while it is set), what was last told, and the chat message to edit.
+alert_notices = Table(
+    "alert_notices",
+    metadata,
+    Column("group_id", BigInteger, primary_key=True),
+    Column("destination", Text, primary_key=True),
+    Column("pending_at", Float),
+    Column("notified_at", Float),
+    Column("notified_count", Integer, nullable=False),
+    Column("posted_at", Float),
+    Column("chat", Text),
+    Column("message", Text),
+)

@@ -1,0 +1,176 @@
+"""Delivery and read reports: one status per gateway message, and what each change causes.
+
+Planned inside the webhook's transaction (see `ingest`): the status moves only forward, so a
+late `0 SUBMITTED` never overwrites `1 DELIVERED` or a failure and a repeated report changes
+nothing; a new failure becomes an alert and a note in the customer's live thread; a first
+read report marks the chat messages that show the message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge import alerts, render, threads
+from bridge.chat.base import Permanent, Reason, Sent
+from bridge.config import Config
+from bridge.phones import international
+from bridge.routing import lane, number_key
+from bridge.smstools import DELIVERY_CODES, DeliveryReport, ReadReport
+from bridge.store import outbox as outbox_store
+from bridge.store import reports as store
+from bridge.store.db import Database
+
+if TYPE_CHECKING:
+    from bridge.deliveries import Delivery
+
+FAILURE_NOTE = "failure_note"
+READ = "read"
+READ_EMOJI = "👀"  # Slack `eyes`; one of Telegram's allowed reactions
+
+# Higher rank wins. Final codes (delivered or failed) beat every non-final one; among those,
+# BUFFERED (at the operator) says more than UNKNOWN, which says more than SUBMITTED.
+_NON_FINAL_RANK = {0: 1, 9: 2, 3: 3}
+FINAL_RANK = 10
+
+
+def rank(code: int | None) -> int:
+    """How far along a delivery code is; an unknown code counts as barely submitted."""
+    if code is None:
+        return 0
+    known = DELIVERY_CODES.get(code)
+    if known is not None and known[1]:
+        return FINAL_RANK
+    return _NON_FINAL_RANK.get(code, 1)
+
+
+def failed(code: int | None, config: Config) -> bool:
+    """A failure worth telling: one of `alerts.on_codes` (2, 4, 5 without an alerts section)."""
+    on_codes = config.alerts.on_codes if config.alerts is not None else frozenset({2, 4, 5})
+    return code is not None and code in on_codes
+
+
+async def plan_delivery(
+    database: Database,
+    connection: AsyncConnection,
+    config: Config,
+    report: DeliveryReport,
+    event_id: int,
+    now: float,
+) -> int:
+    """Record the report's status; for a new failure plan the alert and thread notes.
+
+    Returns the number of outbox jobs added.
+    """
+    message = report.message
+    changed = await store.advance(
+        database,
+        connection,
+        messageid=message.messageid,
+        sender=number_key(message.sender),
+        receiver=number_key(message.receiver),
+        code=message.delivery_code,
+        detail=message.delivery_code_detail,
+        rank=rank(message.delivery_code),
+        status_at=message.delivery_status_datetime or message.datetime,
+        event_id=event_id,
+        now=now,
+    )
+    if not changed or not failed(message.delivery_code, config):
+        return 0
+    jobs = await alerts.plan(database, connection, config, report, event_id, now)
+    customer = number_key(message.receiver)
+    for conversation in await store.live_conversations(
+        connection, customer, since=now - config.idle_after
+    ):
+        jobs += await outbox_store.enqueue(
+            database,
+            connection,
+            event_id=event_id,
+            destination=conversation.destination,
+            # The conversation's own lane: the note lands in order with its messages.
+            lane=lane(conversation.destination, conversation.receiver, conversation.sender),
+            kind=FAILURE_NOTE,
+            now=now,
+        )
+    return jobs
+
+
+async def plan_read(
+    database: Database,
+    connection: AsyncConnection,
+    report: ReadReport,
+    event_id: int,
+    now: float,
+) -> int:
+    """Record when the message was read; mark it where the bridge showed it, if anywhere."""
+    message = report.message
+    first = await store.mark_read(
+        database,
+        connection,
+        messageid=message.messageid,
+        sender=number_key(message.sender),
+        receiver=number_key(message.receiver),
+        read_at=message.read_datetime or message.datetime,
+        event_id=event_id,
+        now=now,
+    )
+    if not first:
+        return 0
+    jobs = 0
+    for shown in await store.shown_at(connection, message.messageid):
+        jobs += await outbox_store.enqueue(
+            database,
+            connection,
+            event_id=event_id,
+            destination=shown.destination,
+            lane=f"{shown.destination}|read|{message.messageid}",
+            kind=READ,
+            now=now,
+        )
+    return jobs
+
+
+async def deliver_failure_note(delivery: Delivery) -> None:
+    """The failure, noted in the customer's live thread at this destination."""
+    event, job = delivery.event, delivery.job
+    if not isinstance(event, DeliveryReport):
+        raise Permanent(Reason.CONFIG, f"job {job.id} is not a delivery report")
+    customer = number_key(event.message.receiver)
+    async with delivery.database.transaction() as connection:
+        live = await store.live_conversations(
+            connection, customer, since=delivery.received_at - delivery.config.idle_after
+        )
+    conversation = next((c for c in live if c.destination == job.destination), None)
+    if conversation is None:
+        return  # the thread went away since: nothing to add to
+    await threads.post_in_thread(
+        delivery.database,
+        delivery.adapter,
+        conversation,
+        delivery.adapter.render(render.failure_note_post(event)),
+        title=international(customer),
+        outbox_id=job.id,
+        gateway_messageid=None,
+        # The note does not keep the conversation alive: only customer messages do.
+        at=conversation.last_message_at,
+        now=delivery.now(),
+    )
+
+
+async def deliver_read(delivery: Delivery) -> None:
+    """Mark the chat message that shows the gateway message as read (👀)."""
+    event, job = delivery.event, delivery.job
+    if not isinstance(event, ReadReport):
+        raise Permanent(Reason.CONFIG, f"job {job.id} is not a read report")
+    async with delivery.database.transaction() as connection:
+        shown = [
+            s
+            for s in await store.shown_at(connection, event.message.messageid)
+            if s.destination == job.destination
+        ]
+    for place in shown:
+        await delivery.adapter.react(Sent(place.chat, place.message, place.message), READ_EMOJI)
+    async with delivery.database.transaction() as connection:
+        await store.count_read_shown(connection, event.message.messageid, len(shown))

@@ -1,0 +1,193 @@
+"""Delivery and read status per gateway message, and where the bridge showed that message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store.conversations import _COLUMNS as CONVERSATION_COLUMNS
+from bridge.store.conversations import Conversation
+from bridge.store.db import Database
+from bridge.store.schema import chat_messages, conversations, message_status
+
+
+@dataclass(frozen=True)
+class Status:
+    messageid: str
+    delivery_code: int | None
+    delivery_detail: int | None
+    rank: int
+    status_at: str | None
+    read_at: str | None
+
+
+_STATUS_COLUMNS = (
+    message_status.c.messageid,
+    message_status.c.delivery_code,
+    message_status.c.delivery_detail,
+    message_status.c.rank,
+    message_status.c.status_at,
+    message_status.c.read_at,
+)
+
+
+async def advance(
+    database: Database,
+    connection: AsyncConnection,
+    *,
+    messageid: str,
+    sender: str,
+    receiver: str,
+    code: int | None,
+    detail: int | None,
+    rank: int,
+    status_at: str,
+    event_id: int,
+    now: float,
+) -> bool:
+    """Record a delivery status unless the stored one ranks as high or higher.
+
+    True when the status changed: a repeated or late lower-ranked report changes nothing.
+    """
+    statement = database.insert(message_status).values(
+        messageid=messageid,
+        sender=sender,
+        receiver=receiver,
+        delivery_code=code,
+        delivery_detail=detail,
+        rank=rank,
+        status_at=status_at,
+        event_id=event_id,
+        updated_at=now,
+    )
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[message_status.c.messageid],
+        set_={
+            "sender": excluded.sender,
+            "receiver": excluded.receiver,
+            "delivery_code": excluded.delivery_code,
+            "delivery_detail": excluded.delivery_detail,
+            "rank": excluded.rank,
+            "status_at": excluded.status_at,
+            "event_id": excluded.event_id,
+            "updated_at": excluded.updated_at,
+        },
+        where=message_status.c.rank < excluded.rank,
+    ).returning(message_status.c.messageid)
+    return (await connection.execute(statement)).first() is not None
+
+
+async def mark_read(
+    database: Database,
+    connection: AsyncConnection,
+    *,
+    messageid: str,
+    sender: str,
+    receiver: str,
+    read_at: str,
+    event_id: int,
+    now: float,
+) -> bool:
+    """Record when a message was read; True the first time only."""
+    statement = database.insert(message_status).values(
+        messageid=messageid,
+        sender=sender,
+        receiver=receiver,
+        rank=0,
+        updated_at=now,
+        read_at=read_at,
+        read_event_id=event_id,
+        read_shown=0,
+    )
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[message_status.c.messageid],
+        set_={
+            "read_at": excluded.read_at,
+            "read_event_id": excluded.read_event_id,
+            "read_shown": 0,
+        },
+        where=message_status.c.read_at.is_(None),
+    ).returning(message_status.c.messageid)
+    return (await connection.execute(statement)).first() is not None
+
+
+async def count_read_shown(connection: AsyncConnection, messageid: str, shown: int) -> None:
+    await connection.execute(
+        update(message_status)
+        .where(message_status.c.messageid == messageid)
+        .values(read_shown=message_status.c.read_shown + shown)
+    )
+
+
+async def get(connection: AsyncConnection, messageid: str) -> Status | None:
+    row = (
+        await connection.execute(
+            select(*_STATUS_COLUMNS).where(message_status.c.messageid == messageid)
+        )
+    ).first()
+    return Status(*row) if row else None
+
+
+async def counts(connection: AsyncConnection) -> dict[str, int]:
+    """Messages by status, plus read reports shown in chat and those only recorded."""
+    rows = await connection.execute(
+        select(
+            func.count(message_status.c.messageid),
+            func.count(message_status.c.read_at),
+            func.sum(case((message_status.c.read_shown > 0, 1), else_=0)),
+        )
+    )
+    total, read, shown = rows.one()
+    return {
+        "messages": int(total),
+        "read": int(read),
+        "read_shown": int(shown or 0),
+        "read_not_shown": int(read) - int(shown or 0),
+    }
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The first part of a chat message that shows a gateway message."""
+
+    destination: str
+    chat: str
+    message: str
+
+
+async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[Shown]:
+    """Where the bridge posted the gateway message `gateway_messageid`, one per destination."""
+    rows = await connection.execute(
+        select(chat_messages.c.destination, chat_messages.c.chat, chat_messages.c.message)
+        .where(chat_messages.c.gateway_messageid == gateway_messageid, chat_messages.c.part == 0)
+        .order_by(chat_messages.c.id)
+    )
+    found: dict[str, Shown] = {}
+    for destination, chat, message in rows:
+        found.setdefault(destination, Shown(destination, chat, message))
+    return list(found.values())
+
+
+async def live_conversations(
+    connection: AsyncConnection, customer: str, *, since: float
+) -> list[Conversation]:
+    """The latest conversation with `customer` at each destination, if active since `since`
+    and its thread exists."""
+    rows = await connection.execute(
+        select(*CONVERSATION_COLUMNS)
+        .where(
+            conversations.c.sender == customer,
+            conversations.c.last_message_at >= since,
+            conversations.c.thread.is_not(None),
+        )
+        .order_by(conversations.c.id.desc())
+    )
+    latest: dict[str, Conversation] = {}
+    for row in rows:
+        conversation = Conversation(*row)
+        latest.setdefault(conversation.destination, conversation)
+    return list(latest.values())

@@ -1,0 +1,403 @@
+"""Delivery failures → grouped on-call alerts, end to end through fake Slack and Telegram.
+
+Time is an injected clock: group_wait and group_interval pass by `clock.advance`, never sleep.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bridge.chat.base import ChatAdapter
+from bridge.chat.slack import SlackAdapter
+from bridge.chat.telegram import TelegramAdapter
+from bridge.config import Config, build
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import alert_groups, outbox
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import RunningBridge, running_bridge
+
+SLACK_TOKEN = "xoxb-test"
+ONCALL_CHAT = -1009999
+ENV = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN}
+
+CONFIG: dict[str, Any] = {
+    "destinations": {
+        "support": {"slack": {"channel": "C0SUPPORT"}},
+        "oncall": {"slack": {"channel": "C0ONCALL"}},
+        "billing": {"slack": {"channel": "C0BILLING"}},
+        "tg-oncall": {"telegram": {"chat_id": ONCALL_CHAT}},
+    },
+    "default": ["support"],
+    "alerts": {
+        "to": ["oncall"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+        "mention": {"slack": "<!subteam^S0ONCALL>", "telegram": "@oncall_team"},
+        "routes": [
+            {
+                "match": {"delivery_code_detail": [2000]},
+                "to": ["billing", "oncall"],
+                "group_wait": "0s",
+            },
+        ],
+    },
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture(scope="module")
+def slack_server() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def telegram_server() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack(slack_server: FakeSlack) -> FakeSlack:
+    slack_server.reset()
+    slack_server.clear()
+    return slack_server
+
+
+@pytest.fixture
+def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
+    telegram_server.reset()
+    telegram_server.clear()
+    return telegram_server
+
+
+def make_config(**alerts: Any) -> Config:
+    document = copy.deepcopy(CONFIG)
+    document["alerts"].update(alerts)
+    return build(document, "test config", ENV)
+
+
+def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]:
+    return {
+        name: SlackAdapter(name, SLACK_TOKEN, channel, base_url=slack.api_url)
+        for name, channel in (
+            ("support", "C0SUPPORT"),
+            ("oncall", "C0ONCALL"),
+            ("billing", "C0BILLING"),
+        )
+    } | {
+        "tg-oncall": TelegramAdapter(
+            "tg-oncall", FakeTelegram.TOKEN, ONCALL_CHAT, topics=False, api_url=telegram.url
+        )
+    }
+
+
+_counter = 0
+
+
+def report(
+    code: int | str,
+    detail: int | str | None = None,
+    *,
+    receiver: str = "32470999888",
+    sender: str = "Clinic",
+    messageid: str | None = None,
+    webhook_id: str | None = None,
+) -> dict[str, Any]:
+    """A delivery_report event as Smstools sends it: codes as strings."""
+    global _counter
+    _counter += 1
+    message: dict[str, Any] = {
+        "messageid": messageid or f"msg{_counter}",
+        "datetime": "2026-01-01 09:00:00",
+        "content": "Your appointment is confirmed for Monday 9:30.",
+        "sender": sender,
+        "receiver": receiver,
+        "reference": "",
+        "delivery_code": str(code),
+        "delivery_status": "whatever",
+    }
+    if detail is not None:
+        message["delivery_code_detail"] = str(detail)
+    return {
+        "webhook_id": webhook_id or f"wh_report_{_counter}",
+        "webhook_type": "delivery_report",
+        "username": "myusername",
+        "timezone": "Europe/Brussels",
+        "message": message,
+    }
+
+
+async def rows(database_url: str, query: Any) -> list[Any]:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            return list(await connection.execute(query))
+    finally:
+        await database.close()
+
+
+def texts(slack: FakeSlack, channel: str) -> list[str]:
+    return [post.text or "" for post in slack.posts(channel)]
+
+
+async def deliver(bridge: RunningBridge, clock: Clock, seconds: float) -> None:
+    clock.advance(seconds)
+    await bridge.worker.drain()
+
+
+async def test_one_failure_is_one_alert_after_group_wait(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 10, sender="32460200000")])
+        await deliver(bridge, clock, 29)
+        assert slack.posts("C0ONCALL") == []  # still gathering the first batch
+        await deliver(bridge, clock, 1)
+    (alert,) = texts(slack, "C0ONCALL")
+    assert alert.startswith("<!subteam^S0ONCALL> ")
+    for shown in (
+        "1 message not delivered",
+        "NOT DELIVERED: the receiver's number is invalid or unknown",
+        "+32 470 99 98 88",
+        "sender +32 460 20 00 00",
+        "first 2027-01-15",
+        "last 2027-01-15",
+    ):
+        assert shown in alert
+    assert slack.posts("C0BILLING") == []
+
+
+async def test_two_hundred_failures_in_one_group_give_one_alert_that_says_200(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], group_wait="2s")
+    failures = [report(5, 2000, receiver=f"324709{n:05d}") for n in range(200)]
+    delivered = [report(1, receiver=f"324708{n:05d}") for n in range(50)]
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        for start in range(0, 200, 20):  # ten webhook bodies within one second
+            await bridge.post(failures[start : start + 20] + delivered[start // 4 : start // 4 + 5])
+            clock.advance(0.1)
+        await bridge.worker.drain()
+        assert slack.posts("C0ONCALL") == []
+        await deliver(bridge, clock, 2)
+        await deliver(bridge, clock, 3600)  # nothing new: no update either
+    (alert,) = slack.posts("C0ONCALL")
+    assert slack.edits("C0ONCALL") == []
+    assert alert.text is not None
+    assert "200 messages not delivered: INSUFFICIENT_FUNDS" in alert.text
+    assert "REJECTED: INSUFFICIENT_FUNDS: the account is out of credit" in alert.text
+    assert "+32 470 90 00 00" in alert.text and "+32 470 90 00 09" in alert.text
+    assert "+32 470 90 00 10" not in alert.text
+    assert "and 190 more" in alert.text
+    assert "sender Clinic" in alert.text
+
+
+async def test_later_failures_update_the_alert_in_place_after_group_interval(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 11)])
+        await deliver(bridge, clock, 30)
+        await bridge.post([report(2, 11, receiver=f"3247000000{n}") for n in range(5)])
+        await deliver(bridge, clock, 299)
+        assert slack.edits("C0ONCALL") == []  # not before group_interval
+        await deliver(bridge, clock, 1)
+        await bridge.post([report(2, 11, receiver="32470000009")])
+        await deliver(bridge, clock, 300)
+    (alert,) = slack.posts("C0ONCALL")
+    first, second = slack.edits("C0ONCALL")
+    assert first.ts == second.ts == alert.ts
+    assert first.text is not None and "6 messages not delivered" in first.text
+    assert second.text is not None and "7 messages not delivered" in second.text
+
+
+async def test_two_groups_give_two_alerts(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 10), report(4, 18), report(2, 10), report(4, 18)])
+        await deliver(bridge, clock, 30)
+    alerts = sorted(texts(slack, "C0ONCALL"))
+    assert len(alerts) == 2
+    assert "2 messages not delivered: the operator refused it as spam" in alerts[0]
+    assert "2 messages not delivered: the receiver's number is invalid" in alerts[1]
+
+
+async def test_only_final_failures_alert_in_a_mix_of_codes(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    body = [report(code, detail) for code, detail in ((0, None), (1, None), (3, None), (9, None))]
+    body += [report(4, 13), report(0, None), report(4, 13)]
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post(body)
+        await deliver(bridge, clock, 30)
+    (alert,) = texts(slack, "C0ONCALL")
+    assert "2 messages not delivered: a problem in the operator's network" in alert
+
+
+async def test_a_failure_after_delivered_or_a_duplicate_report_is_not_counted_again(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 10, messageid="m1"), report(2, 10, messageid="m1")])
+        await bridge.post([report(1, messageid="m2"), report(2, 10, messageid="m2")])
+        duplicate = report(2, 10, messageid="m3")
+        await bridge.post([duplicate])
+        await bridge.post([duplicate])
+        await deliver(bridge, clock, 30)
+    (alert,) = texts(slack, "C0ONCALL")
+    assert "2 messages not delivered" in alert
+
+
+async def test_insufficient_funds_goes_to_billing_and_oncall_at_once(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(5, 2000)])
+        await bridge.worker.drain()  # group_wait 0s on this route
+    for channel in ("C0BILLING", "C0ONCALL"):
+        (alert,) = texts(slack, channel)
+        assert "1 message not delivered: INSUFFICIENT_FUNDS" in alert
+
+
+async def test_an_alert_survives_a_restart_during_group_wait_and_is_sent_once(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], group_wait="2s")
+    async with running_bridge(
+        sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(5, 2000, receiver=f"324709{n:05d}") for n in range(120)])
+        await deliver(bridge, clock, 1)
+    async with running_bridge(
+        sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(5, 2000, receiver=f"324707{n:05d}") for n in range(80)])
+        await deliver(bridge, clock, 1)
+    async with running_bridge(
+        sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await deliver(bridge, clock, 3600)
+    (alert,) = texts(slack, "C0ONCALL")
+    assert "200 messages not delivered: INSUFFICIENT_FUNDS" in alert
+    assert slack.edits("C0ONCALL") == []
+    jobs = await rows(sqlite_url, select(outbox.c.kind, outbox.c.status))
+    assert [job for job in jobs if job.kind == "alert"] == [("alert", "done")]
+    ((count,),) = await rows(sqlite_url, select(alert_groups.c.count))
+    assert count == 200
+
+
+async def test_a_group_still_failing_after_repeat_interval_is_posted_again(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 12)])
+        await deliver(bridge, clock, 30)
+        for _ in range(9):  # a failure every 35 minutes, for five hours
+            clock.advance(1800)
+            await bridge.post([report(2, 12)])
+            await deliver(bridge, clock, 300)
+    first, second = texts(slack, "C0ONCALL")
+    assert "1 message not delivered" in first
+    # Posted at 0:30; failures 35 minutes apart are edited in until 4h have passed (4:05).
+    assert "8 messages not delivered" in second
+    assert len(slack.edits("C0ONCALL")) == 6 + 2  # six edits before the repost, two after
+    assert second.startswith("<!subteam^S0ONCALL>")
+
+
+async def test_a_group_quiet_for_repeat_interval_starts_afresh(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 12), report(2, 12)])
+        await deliver(bridge, clock, 30)
+        clock.advance(5 * 3600)
+        await bridge.post([report(2, 12)])
+        await deliver(bridge, clock, 30)
+    first, second = texts(slack, "C0ONCALL")
+    assert "2 messages not delivered" in first
+    assert "1 message not delivered" in second
+
+
+async def test_telegram_alerts_are_edited_in_place_and_unknown_codes_shown_as_numbers(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(to=["tg-oncall"], routes=[], on_codes=[2, 4, 5, 7])
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(7, 7777)])
+        await deliver(bridge, clock, 30)
+        await bridge.post([report(7, 7777)])
+        await deliver(bridge, clock, 300)
+    (message,) = telegram.messages(ONCALL_CHAT)
+    assert message.plain_text.startswith("@oncall_team ")
+    assert "1 message not delivered: detail code 7777" in message.plain_text
+    assert "code 7: detail code 7777 (7/7777)" in message.plain_text
+    (edit,) = telegram.edits(ONCALL_CHAT)
+    assert edit.message_id == message.message_id
+    assert "2 messages not delivered" in edit.plain_text
+
+
+async def test_a_deleted_alert_message_is_posted_again(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 14)])
+        await deliver(bridge, clock, 30)
+        slack.clear()  # the fake forgets the message: chat.update answers message_not_found
+        await bridge.post([report(2, 14)])
+        await deliver(bridge, clock, 300)
+    (alert,) = texts(slack, "C0ONCALL")
+    assert "2 messages not delivered" in alert
