@@ -107,6 +107,11 @@ def check_config(path: Path | None) -> int:
         print(f"  {route.describe()}")
     print(f"  otherwise → {', '.join(config.default) or 'stored and counted, not posted'}")
     print(f"threads: a conversation quiet for {config.idle_after:g}s starts a new thread")
+    if config.alerts is not None:
+        codes = ", ".join(str(code) for code in sorted(config.alerts.on_codes))
+        print(f"alerts on delivery codes {codes} (first match wins):")
+        for alert_route in config.alerts.routes:
+            print(f"  {alert_route.describe()}")
     return 0
 
 

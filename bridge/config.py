@@ -8,7 +8,7 @@ environment variable that holds its token.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -83,12 +83,37 @@ class ThreadsSpec(_Strict):
     idle_after: Duration = 7 * 86400.0
 
 
+Mention = str | dict[Literal["slack", "telegram", "console"], str]
+
+
+class AlertRouteSpec(_Strict):
+    match: dict[str, list[str | int] | str | int]
+    to: list[str] | None = None
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    mention: Mention | None = None
+
+
+class AlertsSpec(_Strict):
+    to: list[str] = Field(min_length=1)
+    on_codes: list[int] = [2, 4, 5]
+    group_by: list[str] = ["delivery_code_detail", "sender"]
+    group_wait: Duration = 30.0
+    group_interval: Duration = 300.0
+    repeat_interval: Duration = 4 * 3600.0
+    mention: Mention | None = None
+    routes: list[AlertRouteSpec] = []
+
+
 class ConfigSpec(_Strict):
     destinations: dict[str, DestinationSpec] = Field(min_length=1)
     routes: list[RouteSpec] = []
     default: list[str] = []
     lines: dict[str | int, str] = {}
     threads: ThreadsSpec = ThreadsSpec()
+    alerts: AlertsSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +162,50 @@ class Route:
         return (" and ".join(conditions) or "everything") + " → " + ", ".join(self.to)
 
 
+# What a delivery failure is labelled with, for alert grouping (`group_by`) and matchers.
+ALERT_LABELS = ("delivery_code", "delivery_code_detail", "sender", "receiver")
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    """Where failures with matching labels are told, and how they are grouped and paced."""
+
+    matchers: Mapping[str, frozenset[str]]  # label → accepted values; empty: everything
+    to: tuple[str, ...]
+    group_by: tuple[str, ...]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(label, "") in values for label, values in self.matchers.items())
+
+    def describe(self) -> str:
+        conditions = " and ".join(
+            f"{label} in [{', '.join(sorted(values))}]" for label, values in self.matchers.items()
+        )
+        return (
+            f"{conditions or 'every failure'} → {', '.join(self.to)} "
+            f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
+            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s)"
+        )
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Delivery failures (`on_codes`) become grouped alerts; the first matching route wins."""
+
+    on_codes: frozenset[int]
+    routes: tuple[AlertRoute, ...]  # the configured routes, then the top level (matches all)
+
+    def route_for(self, labels: Mapping[str, str]) -> tuple[int, AlertRoute]:
+        for index, route in enumerate(self.routes):
+            if route.matches(labels):
+                return index, route
+        return len(self.routes) - 1, self.routes[-1]
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -145,6 +214,7 @@ class Config:
     default: tuple[str, ...]
     lines: Mapping[str, str]
     idle_after: float
+    alerts: Alerts | None = None
 
 
 class ConfigError(Exception):
@@ -256,9 +326,114 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
         except ValueError as error:
             problems.append(f"{source}: lines.{number}: {error}")
 
+    alerts = None
+    if spec.alerts is not None:
+        alerts = _alerts(spec.alerts, source, destinations, check_names, problems)
+
     if problems:
         raise ConfigError(problems)
-    return Config(source, destinations, routes, default, lines, spec.threads.idle_after)
+    return Config(source, destinations, routes, default, lines, spec.threads.idle_after, alerts)
+
+
+def _alerts(
+    spec: AlertsSpec,
+    source: str,
+    destinations: Mapping[str, Destination],
+    check_names: Callable[[Sequence[str], str], tuple[str, ...]],
+    problems: list[str],
+) -> Alerts:
+    """The `alerts` section: routes inherit every setting they do not give from the top."""
+
+    def labels(names: Sequence[str], key: str) -> tuple[str, ...]:
+        for index, name in enumerate(names):
+            if name not in ALERT_LABELS:
+                problems.append(
+                    f"{source}: {key}[{index}]: unknown label {name!r} "
+                    f"(known: {', '.join(ALERT_LABELS)})"
+                )
+        return tuple(dict.fromkeys(names))
+
+    def mentions(mention: Mention | None, to: Sequence[str], key: str) -> dict[str, str]:
+        if mention is None:
+            return {}
+        if isinstance(mention, dict):
+            return {str(kind): markup for kind, markup in mention.items()}
+        for name in to:
+            destination = destinations.get(name)
+            if destination is not None and destination.kind == "telegram" and "<" in mention:
+                problems.append(
+                    f"{source}: {key}: {mention!r} is Slack markup but {name!r} is a Telegram "
+                    "destination; give one per platform: {slack: '<!subteam^…>', "
+                    "telegram: '@name'}"
+                )
+        return {"slack": mention, "telegram": mention, "console": mention}
+
+    def matchers(match: Mapping[str, object], key: str) -> dict[str, frozenset[str]]:
+        result: dict[str, frozenset[str]] = {}
+        for label, accepted in match.items():
+            values = accepted if isinstance(accepted, list) else [accepted]
+            if label not in ALERT_LABELS:
+                problems.append(
+                    f"{source}: {key}.{label}: unknown label (known: {', '.join(ALERT_LABELS)})"
+                )
+            elif not values:
+                problems.append(f"{source}: {key}.{label}: give at least one value")
+            elif label.startswith("delivery_code") and not all(
+                str(value).strip().isdigit() for value in values
+            ):
+                problems.append(f"{source}: {key}.{label}: codes are numbers, like 2000")
+            result[label] = frozenset(_label_value(label, str(value)) for value in values)
+        return result
+
+    top_to = check_names(spec.to, "alerts.to")
+    top = AlertRoute(
+        matchers={},
+        to=top_to,
+        group_by=labels(spec.group_by, "alerts.group_by"),
+        group_wait=spec.group_wait,
+        group_interval=spec.group_interval,
+        repeat_interval=spec.repeat_interval,
+        mention=mentions(spec.mention, top_to, "alerts.mention"),
+    )
+    routes = []
+    for index, route in enumerate(spec.routes):
+        key = f"alerts.routes[{index}]"
+        to = check_names(route.to, f"{key}.to") if route.to is not None else top.to
+        routes.append(
+            AlertRoute(
+                matchers=matchers(route.match, f"{key}.match"),
+                to=to,
+                group_by=(
+                    labels(route.group_by, f"{key}.group_by")
+                    if route.group_by is not None
+                    else top.group_by
+                ),
+                group_wait=_inherit(route.group_wait, top.group_wait),
+                group_interval=_inherit(route.group_interval, top.group_interval),
+                repeat_interval=_inherit(route.repeat_interval, top.repeat_interval),
+                mention=(
+                    mentions(route.mention, to, f"{key}.mention")
+                    if route.mention is not None
+                    else top.mention
+                ),
+            )
+        )
+    return Alerts(frozenset(spec.on_codes), (*routes, top))
+
+
+def _inherit(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _label_value(label: str, value: str) -> str:
+    """Matcher values in the form labels have: codes as plain numbers, numbers as digits."""
+    value = value.strip()
+    if label.startswith("delivery_code"):
+        return value.lstrip("0") or "0"
+    if label in ("receiver", "sender"):
+        digits = re.sub(r"[\s().-]", "", value).removeprefix("+")
+        return digits if digits.isdigit() else value
+    return value
 
 
 def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float | None:
