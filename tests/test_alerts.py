@@ -248,6 +248,7 @@ async def test_two_groups_give_two_alerts(
     ) as bridge:
         await bridge.post([report(2, 10), report(4, 18), report(2, 10), report(4, 18)])
         await deliver(bridge, clock, 30)
+        await deliver(bridge, clock, 2)  # the channel is paced at one post per 1.2 s
     alerts = sorted(texts(slack, "C0ONCALL"))
     assert len(alerts) == 2
     assert "2 messages not delivered: the operator refused it as spam" in alerts[0]
