@@ -48,7 +48,7 @@ class Worker:
         now: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         concurrency: int = 16,
-        lease: float = 120.0,
+        lease: float = 60.0,
         poll_interval: float = 1.0,
         name: str | None = None,
     ) -> None:
@@ -80,6 +80,11 @@ class Worker:
         listener = None
         if self.database.dialect == "postgresql":
             listener = asyncio.create_task(notify.listen(self.database, self.wake), name="listen")
+        else:
+            # SQLite has one delivering process: leases still held are from its previous life
+            # (killed), and waiting for them to expire would only delay the queue.
+            async with self.database.transaction() as connection:
+                await outbox_store.release(connection, None)
         try:
             while not self._stopping:
                 claimed = await self._claim()

@@ -185,3 +185,12 @@ async def test_the_first_stored_fact_wins(database: Database) -> None:
     async with database.transaction() as connection:
         assert await facts.get_or_create(database, connection, "k", "one") == "one"
         assert await facts.get_or_create(database, connection, "k", "two") == "one"
+
+
+async def test_releasing_every_lease_makes_all_pending_jobs_claimable(database: Database) -> None:
+    await _enqueue(database, 1, "a")
+    await _enqueue(database, 2, "b")
+    assert len(await _claim(database, worker="dead")) == 2
+    async with database.transaction() as connection:
+        await outbox_store.release(connection, None)
+    assert len(await _claim(database, worker="alive")) == 2

@@ -177,11 +177,12 @@ async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, 
     return int(result.rowcount)
 
 
-async def release(connection: AsyncConnection, job_ids: Collection[int]) -> None:
-    """Give back leases of jobs a stopping worker did not finish, so a restart resumes now."""
-    if job_ids:
-        await connection.execute(
-            update(outbox)
-            .where(outbox.c.id.in_(list(job_ids)), outbox.c.status == PENDING)
-            .values(locked_until=None, locked_by=None)
-        )
+async def release(connection: AsyncConnection, job_ids: Collection[int] | None) -> None:
+    """Give back leases: of jobs a stopping worker did not finish (so a restart resumes at
+    once), or of every job (`None`: the single delivering process on SQLite starts up)."""
+    statement = update(outbox).where(outbox.c.status == PENDING, outbox.c.locked_by.is_not(None))
+    if job_ids is not None:
+        if not job_ids:
+            return
+        statement = statement.where(outbox.c.id.in_(list(job_ids)))
+    await connection.execute(statement.values(locked_until=None, locked_by=None))
