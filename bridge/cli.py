@@ -9,11 +9,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
 from bridge import destinations
@@ -69,27 +71,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
-        try:
-            return asyncio.run(dead_letters(settings, arguments.action, ids))
-        except SchemaTooNew as error:
-            print(f"smsbridge: {error}", file=sys.stderr)
-            return 1
+        return _with_database(
+            settings, lambda: asyncio.run(dead_letters(settings, arguments.action, ids))
+        )
     try:
         config = config_module.load(settings.config_path, os.environ)
     except ConfigError as error:
         _print_problems(error)
         return 1
+    if arguments.command == "serve":
+        # Migrate before serving: a database problem is one clear line here, where inside
+        # the server's start-up it would be a traceback.
+        code = _with_database(settings, lambda: asyncio.run(run_migrate(settings, quiet=True)))
+        if code:
+            return code
+        no_worker = arguments.no_worker
+        return serve_forever(settings, config, arguments.host, arguments.port, no_worker)
+    if arguments.command == "worker":
+        return _with_database(settings, lambda: asyncio.run(run_worker(settings, config)))
+    return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
+
+
+def _with_database(settings: Settings, command: Callable[[], int]) -> int:
+    """Run a command that needs the database; say in one line why it cannot be used."""
     try:
-        if arguments.command == "serve":
-            return serve_forever(
-                settings, config, arguments.host, arguments.port, arguments.no_worker
-            )
-        if arguments.command == "worker":
-            return asyncio.run(run_worker(settings, config))
-        return asyncio.run(run_migrate(settings))
+        return command()
     except SchemaTooNew as error:
         print(f"smsbridge: {error}", file=sys.stderr)
-        return 1
+    except (OSError, SQLAlchemyError) as error:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        print(f"smsbridge: cannot use the database {where}: {reason}", file=sys.stderr)
+    return 1
 
 
 def check_config(path: Path | None) -> int:
@@ -196,13 +209,15 @@ def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
     return 0
 
 
-async def run_migrate(settings: Settings) -> int:
+async def run_migrate(settings: Settings, *, quiet: bool = False) -> int:
     database = Database(settings.database_url)
     try:
         before, after = await migrate(database)
     finally:
         await database.close()
-    print(f"database schema at version {after}" + (f" (was {before})" if before != after else ""))
+    if not quiet:
+        changed = f" (was {before})" if before != after else ""
+        print(f"database schema at version {after}{changed}")
     return 0
 
 
