@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install bench clean
 
 $(BIN)/smsbridge: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) smsbridge.db smsbridge.db-wal smsbridge.db-shm
