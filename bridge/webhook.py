@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,7 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
     if not body.strip():
         return _error(400, "empty body: expected a JSON array of events")
     try:
-        document = json.loads(body)
+        document = _storable(json.loads(body, parse_int=_integer))
     except UnicodeDecodeError:
         return _error(400, "body is not valid UTF-8 JSON")
     except RecursionError:
@@ -100,6 +101,27 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
     if isinstance(document, list):
         return document
     return _error(400, "body must be a JSON array of events (or a single event object)")
+
+
+def _integer(digits: str) -> int | float:
+    # Python refuses to read ints of more than 4300 digits; valid JSON all the same, and no
+    # field we use is one. Keep the event (the raw body keeps the exact digits).
+    return int(digits) if len(digits) <= 4000 else float(digits)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """Every string made storable text: NUL (refused by PostgreSQL TEXT) and lone surrogates
+    (JSON allows `\\ud800`, UTF-8 does not) become U+FFFD. The raw body keeps the original."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
 
 
 def _error(status: int, message: str, *, retry: bool = False) -> JSONResponse:
