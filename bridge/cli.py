@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import destinations
+from bridge import destinations, logs
 from bridge.app import Options, create_app
 from bridge.config import Config, ConfigError
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
@@ -56,14 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bool(arguments.ids) == arguments.all:
             parser.error("dead-letters retry: give job IDs or --all (not both)")
 
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Third-party loggers would print request URLs (Telegram's contain the bot token).
-    for noisy in ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), secrets=logs.secrets_in(os.environ))
 
     settings = Settings.from_env()
     if arguments.command == "check-config":
@@ -141,7 +135,17 @@ def serve_forever(
     options = Options(run_worker=settings.run_worker and not no_worker)
     app = create_app(settings, config, options)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # uvicorn's own handlers would bypass the privacy filter; request lines hold the
+            # webhook token.
+            log_config=None,
+            access_log=False,
+        )
     )
     log.info("serving on %s:%d (worker %s)", host, port, "on" if options.run_worker else "off")
     server.run()

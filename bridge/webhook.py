@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
@@ -61,8 +61,10 @@ class WebhookReceiver:
             return items
         try:
             result = await ingest(self.database, self.config, body, items, self.now())
-        except SQLAlchemyError:
-            log.exception("could not store a webhook body")
+        except SQLAlchemyError as error:
+            # Not log.exception: the statement's parameters would put message content in logs.
+            cause = error.orig if isinstance(error, DBAPIError) else error
+            log.error("could not store a webhook body: %s: %s", type(cause).__name__, cause)
             return _error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
         return JSONResponse(result.as_json())

@@ -25,7 +25,12 @@ class Database:
         url, connect_args = _driver_options(url)
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.connect_args = connect_args
-        options: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
+        # hide_parameters: an error's text must never carry message content into the logs.
+        options: dict[str, Any] = {
+            "echo": echo,
+            "connect_args": connect_args,
+            "hide_parameters": True,
+        }
         if self.dialect == "postgresql":
             options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
         else:

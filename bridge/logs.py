@@ -1,0 +1,133 @@
+"""Logging set-up: whatever handler a record reaches, phone numbers are masked and secrets gone.
+
+Code never logs message content (a rule for reviewers; nothing can recognise content). Phone
+numbers and secrets are another matter: they slip into exception texts and third-party
+messages, so every record passes `PrivacyFilter` before any handler formats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping
+
+import phonenumbers
+
+from bridge.phones import mask
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+HIDDEN = "•••"
+# Third-party loggers that print request URLs (Telegram's contain the bot token) at INFO.
+NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite", "asyncio")
+
+# `+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34 56`: digits in one run or in
+# groups of two or more, not part of a longer token (ids, chat -100..., Slack ts 17...123.45).
+_PHONE = re.compile(r"(?<![\w.:/+-])\+?\d+(?: ?\d{2,}){0,30}(?![\w]|\.\d)")
+_TOKENS = (
+    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens
+    re.compile(r"(?<!\d)\d{5,}:[A-Za-z0-9_-]{30,}"),  # Telegram bot tokens
+    re.compile(r"(?<=://)([^:/@\s]+):[^@\s]+(?=@)"),  # passwords in URLs
+)
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY)$|^DATABASE_URL$")
+_MIN_SECRET = 8  # shorter values would blank out ordinary words
+
+
+def secrets_in(environ: Mapping[str, str]) -> list[str]:
+    """Values of the environment that are secrets by name (`*_TOKEN`, `*_SECRET`, ...)."""
+    found = []
+    for name, value in environ.items():
+        if _SECRET_NAME.search(name.upper()) and len(value.strip()) >= _MIN_SECRET:
+            found.append(value.strip())
+    return found
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with the given secrets and anything shaped like a token hidden, numbers masked."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    text = _TOKENS[0].sub(HIDDEN, text)
+    text = _TOKENS[1].sub(HIDDEN, text)
+    text = _TOKENS[2].sub(lambda match: f"{match.group(1)}:{HIDDEN}", text)
+    return _PHONE.sub(_mask_number, text)
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    """Mask the numbers in a run of digit groups; several numbers may sit side by side."""
+    groups, shown, start = match.group(0).split(" "), [], 0
+    while start < len(groups):
+        for end in range(len(groups), start, -1):
+            digits = _phone_digits(" ".join(groups[start:end]))
+            if digits is not None:
+                shown.append(mask(digits))
+                start = end
+                break
+        else:
+            shown.append(groups[start])
+            start += 1
+    return " ".join(shown)
+
+
+def _phone_digits(raw: str) -> str | None:
+    """E.164 digits when `raw` is a possible phone number, else None."""
+    digits = raw.lstrip("+").replace(" ", "")
+    if not 8 <= len(digits) <= 15:
+        return None
+    if digits.startswith("00"):
+        candidate, region = "+" + digits[2:], None
+    elif digits.startswith("0") and not raw.startswith("+"):
+        candidate, region = digits, "BE"  # a national number, as Belgian customers write it
+    else:
+        candidate, region = "+" + digits, None
+    try:
+        number = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+class PrivacyFilter(logging.Filter):
+    """Rewrites each record (message, arguments, traceback) through `redact`. Never drops one."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_smsbridge_redacted", False):
+            return True  # a record reaching several handlers is rewritten once
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not hide the record
+            message = f"{record.msg!r} (unformattable arguments)"
+        record.msg, record.args = redact(message, self.secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        record._smsbridge_redacted = True
+        return True
+
+
+def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> PrivacyFilter:
+    """Log to stderr (unless the root logger already has handlers) through a `PrivacyFilter`
+    on every root handler; quiet the third-party loggers that would print tokens."""
+    root = logging.getLogger()
+    if not root.handlers:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(stderr)
+    root.setLevel(level.upper())
+    privacy = PrivacyFilter(secrets)
+    for handler in root.handlers:
+        for old in [f for f in handler.filters if isinstance(f, PrivacyFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(privacy)
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return privacy
