@@ -1,0 +1,141 @@
+"""Fake Slack and Telegram, a test config with an alerts section, and report events:
+shared by the tests of delivery reports, read reports and alerts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bridge.chat.base import ChatAdapter
+from bridge.chat.slack import SlackAdapter
+from bridge.chat.telegram import TelegramAdapter
+from bridge.config import Config, build
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+
+SLACK_TOKEN = "xoxb-test"
+ONCALL_CHAT = -1009999
+ENV = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN}
+
+CONFIG: dict[str, Any] = {
+    "destinations": {
+        "support": {"slack": {"channel": "C0SUPPORT"}},
+        "oncall": {"slack": {"channel": "C0ONCALL"}},
+        "billing": {"slack": {"channel": "C0BILLING"}},
+        "tg-oncall": {"telegram": {"chat_id": ONCALL_CHAT}},
+    },
+    "default": ["support"],
+    "threads": {"idle_after": "1h"},
+    "alerts": {
+        "to": ["oncall"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+        "mention": {"slack": "<!subteam^S0ONCALL>", "telegram": "@oncall_team"},
+        "routes": [
+            {
+                "match": {"delivery_code_detail": [2000]},
+                "to": ["billing", "oncall"],
+                "group_wait": "0s",
+            },
+        ],
+    },
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture(scope="module", name="slack_server")
+def slack_server_fixture() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module", name="telegram_server")
+def telegram_server_fixture() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture(name="slack")
+def slack_fixture(slack_server: FakeSlack) -> FakeSlack:
+    slack_server.reset()
+    slack_server.clear()
+    return slack_server
+
+
+@pytest.fixture(name="telegram")
+def telegram_fixture(telegram_server: FakeTelegram) -> FakeTelegram:
+    telegram_server.reset()
+    telegram_server.clear()
+    return telegram_server
+
+
+def make_config(top: dict[str, Any] | None = None, **alerts: Any) -> Config:
+    """The test config; `alerts` override keys of its alerts section, `top` the others."""
+    document = copy.deepcopy(CONFIG) | (top or {})
+    document["alerts"].update(alerts)
+    return build(document, "test config", ENV)
+
+
+def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]:
+    return {
+        name: SlackAdapter(name, SLACK_TOKEN, channel, base_url=slack.api_url)
+        for name, channel in (
+            ("support", "C0SUPPORT"),
+            ("oncall", "C0ONCALL"),
+            ("billing", "C0BILLING"),
+        )
+    } | {
+        "tg-oncall": TelegramAdapter(
+            "tg-oncall", FakeTelegram.TOKEN, ONCALL_CHAT, topics=False, api_url=telegram.url
+        )
+    }
+
+
+_counter = 0
+
+
+def report(
+    code: int | str,
+    detail: int | str | None = None,
+    *,
+    receiver: str = "32470999888",
+    sender: str = "Clinic",
+    messageid: str | None = None,
+    webhook_id: str | None = None,
+) -> dict[str, Any]:
+    """A delivery_report event as Smstools sends it: codes as strings."""
+    global _counter
+    _counter += 1
+    message: dict[str, Any] = {
+        "messageid": messageid or f"msg{_counter}",
+        "datetime": "2026-01-01 09:00:00",
+        "content": "Your appointment is confirmed for Monday 9:30.",
+        "sender": sender,
+        "receiver": receiver,
+        "reference": "",
+        "delivery_code": str(code),
+        "delivery_status": "whatever",
+    }
+    if detail is not None:
+        message["delivery_code_detail"] = str(detail)
+    return {
+        "webhook_id": webhook_id or f"wh_report_{_counter}",
+        "webhook_type": "delivery_report",
+        "username": "myusername",
+        "timezone": "Europe/Brussels",
+        "message": message,
+    }

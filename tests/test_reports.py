@@ -1,0 +1,192 @@
+"""Delivery and read reports: one status per message, notes in live threads, read marks.
+
+Through the whole bridge against fake Slack and Telegram, with an injected clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.settings import normalise_database_url
+from bridge.store import reports as report_store
+from bridge.store.db import Database
+from bridge.store.reports import Status
+from tests.alert_fixtures import (  # noqa: F401  (fixtures)
+    Clock,
+    adapters,
+    make_config,
+    report,
+    slack_fixture,
+    slack_server_fixture,
+    telegram_fixture,
+    telegram_server_fixture,
+)
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import RunningBridge, running_bridge
+
+CUSTOMER, LINE = "32470999888", "32460200000"
+
+
+def inbox(message_id: str, content: str = "Is my appointment still on?") -> dict[str, Any]:
+    return {
+        "webhook_id": f"wh_inbox_{message_id}",
+        "webhook_type": "inbox_message",
+        "username": "myusername",
+        "message": {
+            "id": message_id,
+            "date": "2026-01-01 08:55:00",
+            "sender": CUSTOMER,
+            "receiver": LINE,
+            "content": content,
+            "type": "sms",
+        },
+    }
+
+
+def read_report(messageid: str, read_at: str = "2026-01-01 09:01:00") -> dict[str, Any]:
+    return {
+        "webhook_id": f"wh_read_{messageid}",
+        "webhook_type": "read_report",
+        "username": "myusername",
+        "message": {
+            "messageid": messageid,
+            "datetime": "2026-01-01 09:00:00",
+            "sender": LINE,
+            "receiver": CUSTOMER,
+            "delivery_code": "1",
+            "delivery_status": "delivered",
+            "read_status": "message_read",
+            "read_datetime": read_at,
+        },
+    }
+
+
+async def status(database_url: str, messageid: str) -> Status | None:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            return await report_store.get(connection, messageid)
+    finally:
+        await database.close()
+
+
+async def counts(database_url: str) -> dict[str, int]:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            return await report_store.counts(connection)
+    finally:
+        await database.close()
+
+
+async def settle(bridge: RunningBridge, clock: Clock, seconds: float = 60) -> None:
+    """Let due jobs run, stepping past the per-channel pacing (1.2 s)."""
+    for _ in range(int(seconds // 2)):
+        clock.advance(2)
+        await bridge.worker.drain()
+
+
+async def test_a_late_non_final_report_never_overwrites_a_final_status(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        # Out of order: delivered before submitted; failed before buffered.
+        await bridge.post([report(1, messageid="a"), report(0, messageid="a")])
+        await bridge.post([report(2, 11, messageid="b")])
+        await bridge.post([report(3, messageid="b"), report(0, messageid="b")])
+        # In order: submitted, buffered, submitted again (late), delivered.
+        await bridge.post([report(0, messageid="c"), report(3, messageid="c")])
+        await bridge.post([report(0, messageid="c")])
+        buffered = await status(database_url, "c")
+        await bridge.post([report(1, messageid="c")])
+    a, b, c = [await status(database_url, m) for m in "abc"]
+    assert a is not None and (a.delivery_code, a.rank) == (1, 10)
+    assert b is not None and (b.delivery_code, b.delivery_detail) == (2, 11)
+    assert buffered is not None and buffered.delivery_code == 3
+    assert c is not None and c.delivery_code == 1
+
+
+async def test_a_failure_is_noted_in_the_customers_live_thread(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("900")])
+        await settle(bridge, clock, 4)
+        await bridge.post([report(2, 10, receiver=CUSTOMER, sender=LINE)])
+        await bridge.post([report(2, 10, receiver="32470111222", sender=LINE)])  # no thread
+        await settle(bridge, clock)
+    root, note = slack.posts("C0SUPPORT")
+    assert note.thread_ts == root.ts
+    assert note.text is not None
+    assert "Not delivered to +32 470 99 98 88" in note.text
+    assert "NOT DELIVERED: the receiver's number is invalid or unknown" in note.text
+    assert "Your appointment is confirmed" in note.text  # which message did not arrive
+    (alert,) = slack.posts("C0ONCALL")
+    assert alert.text is not None and "2 messages not delivered" in alert.text
+
+
+async def test_no_note_once_the_conversation_went_quiet(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("901")])
+        await settle(bridge, clock, 4)
+        clock.advance(2 * 3600)  # idle_after is 1h in the test config
+        await bridge.post([report(2, 10, receiver=CUSTOMER, sender=LINE)])
+        await settle(bridge, clock)
+    assert len(slack.posts("C0SUPPORT")) == 1
+    assert len(slack.posts("C0ONCALL")) == 1
+
+
+async def test_a_read_report_marks_the_known_message_and_only_counts_unknown_ones(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("902"), inbox("903", "whatsapp too") | {"webhook_id": "w3"}])
+        await settle(bridge, clock, 6)
+        await bridge.post([read_report("902"), read_report("902") | {"webhook_id": "again"}])
+        await bridge.post([read_report("unknown-to-the-bridge")])
+        await settle(bridge, clock)
+    root = slack.posts("C0SUPPORT")[0]
+    (reaction,) = slack.reactions("C0SUPPORT")
+    assert (reaction.ts, reaction.name) == (root.ts, "eyes")
+    assert slack.posts("C0ONCALL") == []
+    assert len(slack.posts()) == 2  # the two inbox messages, nothing for read reports
+    read = await status(database_url, "902")
+    assert read is not None and read.read_at == "2026-01-01 09:01:00"
+    assert await counts(database_url) == {
+        "messages": 2,
+        "read": 2,
+        "read_shown": 1,
+        "read_not_shown": 1,
+    }
+
+
+async def test_a_read_report_reacts_on_telegram(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config({"default": ["tg-oncall"]})
+    async with running_bridge(
+        sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("904")])
+        await settle(bridge, clock, 4)
+        await bridge.post([read_report("904")])
+        await settle(bridge, clock, 4)
+    (message,) = telegram.messages()
+    (reaction,) = telegram.reactions()
+    assert (reaction.message_id, reaction.emoji) == (message.message_id, ("👀",))
