@@ -4,10 +4,8 @@ Telegram through the real SDK clients."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from bridge.chat.base import ChatAdapter
@@ -53,32 +51,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.value += seconds
-
-
-@pytest.fixture(scope="module")
-def slack_server() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def telegram_server() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-def slack(slack_server: FakeSlack) -> FakeSlack:
-    slack_server.reset()
-    slack_server.clear()
-    return slack_server
-
-
-@pytest.fixture
-def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
-    telegram_server.reset()
-    telegram_server.clear()
-    return telegram_server
 
 
 def make_config(overrides: dict[str, Any] | None = None) -> Config:
