@@ -22,6 +22,7 @@ from bridge import destinations, logs
 from bridge.app import Options, create_app
 from bridge.config import Config, ConfigError
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import SchemaTooNew, migrate
@@ -191,6 +192,8 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
                     count += queued
                     if not queued:
                         missing.append(job_id)
+            if count:
+                await notify.announce(database, connection)
     finally:
         await database.close()
     for job_id in missing:

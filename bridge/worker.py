@@ -70,7 +70,7 @@ class Worker:
             {name: destination.max_rate for name, destination in config.destinations.items()}
         )
         self._next_token_at: float | None = None
-        self._reported: set[tuple[str, Reason]] = set()
+        self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
 
     def wake(self) -> None:
         self._wake.set()
@@ -186,6 +186,8 @@ class Worker:
         else:
             async with self.database.transaction() as connection:
                 await outbox_store.finish(connection, job.id, self.now())
+            if self._failing.pop(job.destination, None):
+                log.info("destination %s delivers again", job.destination)
 
     async def _deliver(self, job: Job) -> None:
         adapter = self.adapters.get(job.destination)
@@ -212,20 +214,32 @@ class Worker:
             delay = self.policy.delay(job.attempts, error.retry_after, self.rand)
             async with self.database.transaction() as connection:
                 await outbox_store.retry_later(connection, job.id, at=now + delay, error=message)
-            log.warning(
-                "job %d to %s will be retried in %.1fs: %s", job.id, job.destination, delay, message
+            level = self._first_time(job.destination, error.reason, logging.WARNING)
+            log.log(
+                level,
+                "job %d to %s will be retried in %.1fs: %s",
+                job.id,
+                job.destination,
+                delay,
+                message,
             )
             return
         async with self.database.transaction() as connection:
             await outbox_store.bury(connection, job.id, error=message, now=now)
-        key = (job.destination, error.reason)
-        if key not in self._reported:
-            self._reported.add(key)
-            log.error(
-                "delivery to %s failed for good (job %d kept as a dead letter): %s",
-                job.destination,
-                job.id,
-                message,
-            )
-        else:
-            log.debug("job %d to %s is a dead letter: %s", job.id, job.destination, message)
+        level = self._first_time(job.destination, error.reason, logging.ERROR)
+        log.log(
+            level,
+            "delivery to %s failed for good (job %d kept as a dead letter): %s",
+            job.destination,
+            job.id,
+            message,
+        )
+
+    def _first_time(self, destination: str, reason: Reason, level: int) -> int:
+        """`level` the first time a destination fails for this reason since it last
+        delivered, DEBUG after that: an outage is one log line, not one per message."""
+        reasons = self._failing.setdefault(destination, set())
+        if (reason, level) in reasons:
+            return logging.DEBUG
+        reasons.add((reason, level))
+        return level

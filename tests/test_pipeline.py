@@ -4,6 +4,7 @@ Telegram through the real SDK clients."""
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -258,9 +259,10 @@ async def test_a_deleted_topic_opens_a_new_one(
     )
 
 
-async def test_transient_failures_are_retried_until_delivered(
-    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+async def test_transient_failures_are_retried_until_delivered_and_logged_once(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.worker")
     clock = Clock()
     slack.set_down(times=3)
     async with running_bridge(
@@ -274,6 +276,9 @@ async def test_transient_failures_are_retried_until_delivered(
     statuses = await rows(sqlite_url, select(outbox.c.status, outbox.c.attempts))
     assert [status for status, _ in statuses] == ["done", "done"]
     assert statuses[0][1] >= 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "will be retried" in warnings[0].getMessage()
+    assert any("support delivers again" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_rate_limit_is_honoured_with_its_retry_after(
