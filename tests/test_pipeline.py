@@ -7,6 +7,7 @@ import copy
 import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bridge.chat.base import ChatAdapter
