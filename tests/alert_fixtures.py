@@ -1,13 +1,10 @@
-"""Fake Slack and Telegram, a test config with an alerts section, and report events:
+"""A test config with an alerts section, adapters for the fakes, and report events:
 shared by the tests of delivery reports, read reports and alerts."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from bridge.chat.base import ChatAdapter
 from bridge.chat.slack import SlackAdapter
@@ -15,6 +12,7 @@ from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
+from tests.harness import Clock  # noqa: F401  (re-exported for the alert tests)
 
 SLACK_TOKEN = "xoxb-test"
 ONCALL_CHAT = -1009999
@@ -44,43 +42,6 @@ CONFIG: dict[str, Any] = {
         ],
     },
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.value = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
-
-
-@pytest.fixture(scope="module", name="slack_server")
-def slack_server_fixture() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module", name="telegram_server")
-def telegram_server_fixture() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture(name="slack")
-def slack_fixture(slack_server: FakeSlack) -> FakeSlack:
-    slack_server.reset()
-    slack_server.clear()
-    return slack_server
-
-
-@pytest.fixture(name="telegram")
-def telegram_fixture(telegram_server: FakeTelegram) -> FakeTelegram:
-    telegram_server.reset()
-    telegram_server.clear()
-    return telegram_server
 
 
 def make_config(top: dict[str, Any] | None = None, **alerts: Any) -> Config:

@@ -18,6 +18,19 @@ from bridge.worker import Worker
 TOKEN = "test-webhook-token-0123456789"
 
 
+class Clock:
+    """An injected clock: time moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.value = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
 @dataclass
 class RunningBridge:
     client: httpx.AsyncClient

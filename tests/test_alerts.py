@@ -12,16 +12,12 @@ from sqlalchemy import select
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import alert_groups, outbox
-from tests.alert_fixtures import (  # noqa: F401  (fixtures)
+from tests.alert_fixtures import (
     ONCALL_CHAT,
     Clock,
     adapters,
     make_config,
     report,
-    slack_fixture,
-    slack_server_fixture,
-    telegram_fixture,
-    telegram_server_fixture,
 )
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram

@@ -20,7 +20,7 @@ from bridge.store.schema import chat_messages, conversations, outbox
 from tests.conftest import sample
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
+from tests.harness import Clock, running_bridge
 
 SLACK_TOKEN = "xoxb-test"
 FORUM = -1001234567890
@@ -42,17 +42,6 @@ CONFIG: dict[str, Any] = {
     "lines": {"+32 460 20 00 00": "Support line"},
     "threads": {"idle_after": "1h"},
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.value = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
 
 
 def make_config(overrides: dict[str, Any] | None = None) -> Config:

@@ -11,15 +11,11 @@ from bridge.settings import normalise_database_url
 from bridge.store import reports as report_store
 from bridge.store.db import Database
 from bridge.store.reports import Status
-from tests.alert_fixtures import (  # noqa: F401  (fixtures)
+from tests.alert_fixtures import (
     Clock,
     adapters,
     make_config,
     report,
-    slack_fixture,
-    slack_server_fixture,
-    telegram_fixture,
-    telegram_server_fixture,
 )
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
