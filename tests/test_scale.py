@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alert_fixtures import report
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.processes import BridgeProcess
@@ -105,3 +106,47 @@ def test_a_killed_workers_jobs_are_taken_over_after_its_lease(
         f"\nworker killed with SIGKILL mid-post: the other finished all 200 posts "
         f"{recovered:.1f}s later (lease {lease:.0f}s), {found['duplicates']} duplicate post(s)"
     )
+
+
+ALERT_CONFIG = """
+destinations:
+  support: {slack: {channel: C0SUPPORT}, max_rate: 200/s}
+  oncall:  {slack: {channel: C0ONCALL}, max_rate: 200/s}
+default: [support]
+alerts:
+  to: [oncall]
+  group_wait: 2s
+"""
+
+
+def test_failures_received_by_different_processes_make_one_alert(
+    tmp_path: Path, fakes: tuple[FakeSlack, FakeTelegram], postgres_url: str
+) -> None:
+    slack, telegram = fakes
+    config = tmp_path / "alerts.yaml"
+    config.write_text(ALERT_CONFIG)
+    env = env_for(str(config), slack, telegram, postgres_url)
+    assert BridgeProcess(["migrate"], env, tmp_path / "migrate.log").start().wait() == 0
+    webs = [
+        BridgeProcess(["serve", "--no-worker"], env, tmp_path / f"web{i}.log").start()
+        for i in range(3)
+    ]
+    workers = [
+        BridgeProcess(["worker"], env, tmp_path / f"worker{i}.log").start() for i in range(2)
+    ]
+    failures = [
+        report(5, 2000, receiver=f"324709{n:05d}", sender="Clinic", webhook_id=f"wh_fail_{n}")
+        for n in range(200)
+    ]
+    try:
+        totals = send([web.url for web in webs], failures, resend_every=10)
+        slack.wait_for_posts(1, channel="C0ONCALL", timeout=30)
+        time.sleep(4.0)  # a second alert, if any, would be posted by now
+    finally:
+        for process in webs + workers:
+            assert process.stop() in GRACEFUL, process.output()
+    assert totals["accepted"] == 200
+    (alert,) = slack.posts("C0ONCALL")
+    shown = [alert.text or ""] + [edit.text or "" for edit in slack.edits("C0ONCALL")]
+    assert "INSUFFICIENT_FUNDS" in shown[-1] and "200" in shown[-1]
+    print(f"\n200 failures over 3 web processes → 1 alert, {len(shown) - 1} in-place update(s)")
