@@ -199,6 +199,11 @@ class Alerts:
     on_codes: frozenset[int]
     routes: tuple[AlertRoute, ...]  # the configured routes, then the top level (matches all)
 
+    @property
+    def top(self) -> AlertRoute:
+        """The top level of the alerts section: its destinations, mention and intervals."""
+        return self.routes[-1]
+
     def route_for(self, labels: Mapping[str, str]) -> tuple[int, AlertRoute]:
         for index, route in enumerate(self.routes):
             if route.matches(labels):

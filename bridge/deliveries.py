@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge import alerts, render, reports, threads
+from bridge import alerts, notices, render, reports, threads
 from bridge.chat.base import ChatAdapter, Permanent, Reason
 from bridge.config import Config
 from bridge.phones import mask
@@ -34,7 +34,7 @@ class Delivery:
     config: Config
     adapter: ChatAdapter
     job: Job
-    event: ParsedEvent
+    event: ParsedEvent | None  # None for jobs that carry their own payload (notices)
     received_at: float
     now: Callable[[], float]
 
@@ -75,4 +75,5 @@ HANDLERS: dict[str, Callable[[Delivery], Awaitable[None]]] = {
     alerts.ALERT: alerts.deliver_alert,
     reports.FAILURE_NOTE: reports.deliver_failure_note,
     reports.READ: reports.deliver_read,
+    notices.NOTICE: notices.deliver_notice,
 }

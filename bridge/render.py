@@ -103,6 +103,21 @@ def alert_post(group: Group, mention: str | None) -> Post:
     )
 
 
+def destination_failure_post(
+    destination: str, reason: str, detail: str, mention: str | None
+) -> Post:
+    """On-call learns once that a destination cannot take posts, and what to do about it."""
+    return Post(
+        heading=f"Posting to {destination} fails: {reason}",
+        context=("messages for it are kept as dead letters",),
+        body=(
+            f"{detail}\n\nOnce fixed, send them with: smsbridge dead-letters retry --all "
+            "(see the list with: smsbridge dead-letters list)"
+        ),
+        mention=mention,
+    )
+
+
 def failure_note_post(report: DeliveryReport) -> Post:
     """A short note in the customer's thread: our message did not reach them, and why."""
     message = report.message

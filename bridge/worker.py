@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from bridge import notices
 from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
 from bridge.config import Config
 from bridge.deliveries import HANDLERS, Delivery
@@ -196,8 +197,13 @@ class Worker:
         handler = HANDLERS.get(job.kind)
         if handler is None:
             raise Permanent(Reason.CONFIG, f"no handler for outbox jobs of kind {job.kind!r}")
+        if job.event_id is None:  # a job with its own payload
+            await handler(
+                Delivery(self.database, self.config, adapter, job, None, job.created_at, self.now)
+            )
+            return
         async with self.database.transaction() as connection:
-            stored = await event_store.get(connection, job.event_id) if job.event_id else None
+            stored = await event_store.get(connection, job.event_id)
         if stored is None:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
@@ -227,6 +233,10 @@ class Worker:
         async with self.database.transaction() as connection:
             await outbox_store.bury(connection, job.id, error=message, now=now)
         level = self._first_time(job.destination, error.reason, logging.ERROR)
+        if level == logging.ERROR and job.kind != notices.NOTICE:
+            await notices.destination_failed(
+                self.database, self.config, job.destination, error, now
+            )
         log.log(
             level,
             "delivery to %s failed for good (job %d kept as a dead letter): %s",

@@ -64,6 +64,10 @@ STEPS: Sequence[Sequence[str]] = (
             notified_at {float}, notified_count INTEGER NOT NULL, posted_at {float},
             chat TEXT, message TEXT, PRIMARY KEY (group_id, destination))""",
     ),
+    (
+        # Jobs that carry their own content (operator notices) rather than an event's.
+        "ALTER TABLE outbox ADD COLUMN payload TEXT",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -30,6 +30,7 @@ class Job:
     attempts: int
     created_at: float
     last_error: str | None = None
+    payload: str | None = None
 
 
 _JOB_COLUMNS = (
@@ -41,6 +42,7 @@ _JOB_COLUMNS = (
     outbox.c.attempts,
     outbox.c.created_at,
     outbox.c.last_error,
+    outbox.c.payload,
 )
 
 
@@ -54,6 +56,7 @@ async def enqueue(
     kind: str,
     now: float,
     due: float | None = None,
+    payload: str | None = None,
 ) -> bool:
     """Add a job, first tried at `due` (default: now); False when the same (event,
     destination, kind) was added before, which keeps the one job."""
@@ -68,6 +71,7 @@ async def enqueue(
             attempts=0,
             next_attempt_at=now if due is None else due,
             created_at=now,
+            payload=payload,
         )
         .on_conflict_do_nothing()
         .returning(outbox.c.id)
@@ -150,6 +154,12 @@ async def bury(connection: AsyncConnection, job_id: int, *, error: str, now: flo
             last_error=error,
         )
     )
+
+
+async def lane_used_since(connection: AsyncConnection, lane: str, since: float) -> bool:
+    """Whether a job of `lane` was added after `since` (to say a thing once per interval)."""
+    query = select(outbox.c.id).where(outbox.c.lane == lane, outbox.c.created_at > since)
+    return (await connection.execute(query.limit(1))).first() is not None
 
 
 async def counts(connection: AsyncConnection) -> dict[str, int]:

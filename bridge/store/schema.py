@@ -70,6 +70,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
+    Column("payload", Text),  # for jobs not made from an event (operator notices)
 )
 
 # A conversation is (destination, receiver, sender) during one stretch of activity: after

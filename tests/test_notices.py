@@ -1,0 +1,65 @@
+"""A destination that fails for good is told to on-call once, not once per message."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tests.alert_fixtures import Clock, adapters, make_config
+from tests.fakes.slack import FakeSlack
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import running_bridge
+
+_counter = 0
+
+
+def inbox(content: str) -> dict[str, Any]:
+    global _counter
+    _counter += 1
+    return {
+        "webhook_id": f"wh_notice_{_counter}",
+        "webhook_type": "inbox_message",
+        "message": {
+            "id": str(_counter),
+            "sender": f"3247000{_counter:04d}",
+            "receiver": "32460200000",
+            "content": content,
+            "type": "sms",
+        },
+    }
+
+
+async def test_a_destination_failing_for_good_is_one_notice_to_oncall(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    slack.set_error("C0SUPPORT", "channel_not_found")
+    clock = Clock()
+    for restart in range(2):  # a restarted worker does not tell again within repeat_interval
+        async with running_bridge(
+            database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        ) as bridge:
+            await bridge.post([inbox(f"customer text {restart}-{n}") for n in range(5)])
+            await bridge.worker.drain()
+            await bridge.worker.drain()
+        clock.advance(60)
+    (notice,) = slack.posts("C0ONCALL")
+    assert notice.text is not None
+    assert "Posting to support fails: not_found" in notice.text
+    assert "channel_not_found" in notice.text and "C0SUPPORT" in notice.text
+    assert "smsbridge dead-letters retry --all" in notice.text
+    assert "<!subteam^S0ONCALL>" in notice.text  # the alerts mention pages on-call
+    assert "customer text" not in notice.text
+    assert slack.posts("C0SUPPORT") == []
+
+
+async def test_without_an_alerts_section_failures_are_only_logged(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    slack.set_error("C0SUPPORT", "channel_not_found")
+    config = dataclasses.replace(make_config(), alerts=None)
+    async with running_bridge(
+        sqlite_url, config, adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post([inbox("hello")])
+        await bridge.worker.drain()
+    assert slack.posts() == []
