@@ -24,7 +24,7 @@ from bridge.config import Config, ConfigError
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import Database
+from bridge.store.db import Database, describe_error
 from bridge.store.migrations import SchemaTooNew, migrate
 from bridge.worker import Worker
 
@@ -95,8 +95,9 @@ def _with_database(settings: Settings, command: Callable[[], int]) -> int:
         print(f"smsbridge: {error}", file=sys.stderr)
     except (OSError, SQLAlchemyError) as error:
         where = make_url(settings.database_url).render_as_string(hide_password=True)
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        print(f"smsbridge: cannot use the database {where}: {reason}", file=sys.stderr)
+        print(
+            f"smsbridge: cannot use the database {where}: {describe_error(error)}", file=sys.stderr
+        )
     return 1
 
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from bridge import signature
 from bridge.config import Config
 from bridge.ingest import ingest
-from bridge.store.db import Database
+from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class WebhookReceiver:
             result = await ingest(self.database, self.config, body, items, self.now())
         except SQLAlchemyError as error:
             # Not log.exception: the statement's parameters would put message content in logs.
-            cause = error.orig if isinstance(error, DBAPIError) else error
-            log.error("could not store a webhook body: %s: %s", type(cause).__name__, cause)
+            log.error("could not store a webhook body: %s", describe_error(error))
             return _error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
         return JSONResponse(result.as_json())

@@ -18,6 +18,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bridge import notices
 from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
 from bridge.config import Config
@@ -28,7 +30,7 @@ from bridge.smstools import parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import Database
+from bridge.store.db import Database, describe_error
 from bridge.store.outbox import Job
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,24 @@ class Worker:
             # (killed), and waiting for them to expire would only delay the queue.
             async with self.database.transaction() as connection:
                 await outbox_store.release(connection, None)
+        database_trouble = 0
         try:
             while not self._stopping:
-                claimed = await self._claim()
+                try:
+                    claimed = await self._claim()
+                except (SQLAlchemyError, OSError) as error:
+                    # The database is away (restart, lock held too long): keep trying, never
+                    # leave the web process acknowledging webhooks nobody delivers.
+                    database_trouble += 1
+                    wait = min(30.0, 0.5 * 2 ** min(database_trouble, 6))
+                    log.error(
+                        "cannot claim jobs (%s); trying again in %.0fs",
+                        describe_error(error),
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                    continue
+                database_trouble = 0
                 if claimed:
                     continue
                 self._wake.clear()
@@ -172,7 +189,21 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await asyncio.wait_for(self._deliver(job), timeout=max(self.lease - 5, 1))
+            await self._attempt(job)
+        except (SQLAlchemyError, OSError) as error:
+            # Recording the outcome failed: the lease runs out and the job is tried again.
+            log.error(
+                "job %d to %s: cannot record its outcome (%s); it will be tried again "
+                "when its lease expires",
+                job.id,
+                job.destination,
+                describe_error(error),
+            )
+
+    async def _attempt(self, job: Job) -> None:
+        try:
+            # Inside the lease, so no other worker takes the job while this one may still post.
+            await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
         except DeliveryError as error:
             await self._failed(job, error)
         except TimeoutError:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -50,6 +51,14 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def describe_error(error: BaseException) -> str:
+    """A database error in one line, from the driver, without the statement or its
+    parameters (they hold message content)."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = str(cause).strip()
+    return f"{type(cause).__name__}: {text.splitlines()[0]}" if text else type(cause).__name__
 
 
 def _driver_options(url: str) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,45 @@
+"""The worker itself: it survives the database going away."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import pytest
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.config import load
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from tests.conftest import sample
+from tests.harness import running_bridge
+
+
+async def rename_outbox(database_url: str, old: str, new: str) -> None:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+    finally:
+        await database.close()
+
+
+async def test_the_worker_keeps_delivering_after_the_database_was_away(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = io.StringIO()
+    adapters = {"console": ConsoleAdapter("console", output)}
+    async with running_bridge(database_url, load(None, {}), adapters) as bridge:
+        await rename_outbox(database_url, "outbox", "outbox_away")
+        await asyncio.sleep(1.5)  # the worker's claims fail meanwhile
+        await rename_outbox(database_url, "outbox_away", "outbox")
+        assert (await bridge.post(sample("inbox_message"))).status_code == 200
+        for _ in range(200):
+            if "Order 5531" in output.getvalue():
+                break
+            await asyncio.sleep(0.05)
+    assert "Order 5531" in output.getvalue()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("cannot claim jobs" in message for message in errors)
+    assert not any("Hello, my parcel" in message for message in errors)
