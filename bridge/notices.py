@@ -38,7 +38,7 @@ async def destination_failed(
         for target in top.to:
             lane = f"{NOTICE}|{failing}|{error.reason}|{target}"
             if target == failing or await outbox_store.lane_used_since(
-                connection, lane, now - top.repeat_interval
+                database, connection, lane, now - top.repeat_interval
             ):
                 continue
             planned += await outbox_store.enqueue(

@@ -18,9 +18,20 @@ KNOWN_TYPES = ("inbox_message", "delivery_report", "read_report")
 Text = Annotated[
     str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)
 ]
+# Codes are small numbers; one beyond a 32-bit integer is not a code (and no database column
+# would take it): such an event is kept as not understood rather than failing the whole body.
 Code = Annotated[
-    int, BeforeValidator(lambda value: value.strip() if isinstance(value, str) else value)
+    int,
+    BeforeValidator(lambda value: value.strip() if isinstance(value, str) else value),
+    Field(ge=0, le=2_147_483_647),
 ]
+
+# Bounds on what is stored in indexed columns or shown in headings. A phone number has at most
+# 15 digits and a sender name 11 characters; ids and dates are short. (PostgreSQL refuses
+# index entries over ~2.7 kB: an unbounded sender would make a body unstorable forever.)
+NUMBER = 64
+IDENT = 200
+DATE = 64
 
 
 class _Model(BaseModel):
@@ -28,10 +39,10 @@ class _Model(BaseModel):
 
 
 class InboxBody(_Model):
-    id: Text = ""
-    date: str = ""
-    sender: Text = Field(min_length=1)
-    receiver: Text = Field(min_length=1)
+    id: Text = Field("", max_length=IDENT)
+    date: str = Field("", max_length=DATE)
+    sender: Text = Field(min_length=1, max_length=NUMBER)
+    receiver: Text = Field(min_length=1, max_length=NUMBER)
     content: str
     type: Literal["sms", "whatsapp"] = "sms"
 
@@ -39,33 +50,33 @@ class InboxBody(_Model):
 class IsReply(_Model):
     reply: bool = True
     orig_message_content: str = ""
-    orig_messageid: str = ""
-    orig_messagedate: str = ""
-    orig_sender: Text = ""
-    orig_receiver: Text = ""
+    orig_messageid: str = Field("", max_length=IDENT)
+    orig_messagedate: str = Field("", max_length=DATE)
+    orig_sender: Text = Field("", max_length=NUMBER)
+    orig_receiver: Text = Field("", max_length=NUMBER)
     orig_reference: str = ""
 
 
 class ReportBody(_Model):
-    messageid: str = Field(min_length=1)
-    datetime: str = ""
-    sender: Text = ""
-    receiver: Text = ""
+    messageid: str = Field(min_length=1, max_length=IDENT)
+    datetime: str = Field("", max_length=DATE)
+    sender: Text = Field("", max_length=NUMBER)
+    receiver: Text = Field("", max_length=NUMBER)
     reference: str = ""
     content: str = ""
     delivery_code: Code | None = None
     delivery_status: str = ""
     delivery_code_detail: Code | None = None
     delivery_code_detail_description: str = ""
-    delivery_status_datetime: str = ""
+    delivery_status_datetime: str = Field("", max_length=DATE)
     read_status: str = ""
-    read_datetime: str = ""
+    read_datetime: str = Field("", max_length=DATE)
 
 
 class _Event(_Model):
-    webhook_id: str = Field(min_length=1, max_length=200)
-    username: str = ""
-    timezone: str = ""
+    webhook_id: str = Field(min_length=1, max_length=IDENT)
+    username: str = Field("", max_length=IDENT)
+    timezone: str = Field("", max_length=DATE)
 
 
 class InboxMessage(_Event):

@@ -82,6 +82,19 @@ async def test_customer_mention_syntax_is_shown_literally_in_slack(
     assert evil in shown_text(message.blocks)
 
 
+async def test_slack_does_not_auto_parse_names_or_mentions_in_customer_text(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    text = "@channel @here #general www.example.com"
+    await post(adapter, Post(heading=text, context=[text], body=text))
+
+    (message,) = slack.posts()
+    assert message.blocks is not None
+    objects = [block["text"] for block in message.blocks if "text" in block]
+    objects += [element for block in message.blocks for element in block.get("elements", [])]
+    assert objects and all(o["type"] == "mrkdwn" and o["verbatim"] is True for o in objects)
+
+
 async def test_operator_mention_is_kept_as_markup_at_the_front(
     adapter: SlackAdapter, slack: FakeSlack
 ) -> None:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
+from sqlalchemy import select
+
+from bridge import notices
+from bridge.chat.base import Permanent, Reason
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.migrations import migrate
+from bridge.store.schema import outbox
 from tests.alert_fixtures import Clock, adapters, make_config
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
@@ -63,3 +72,28 @@ async def test_without_an_alerts_section_failures_are_only_logged(
         await bridge.post([inbox("hello")])
         await bridge.worker.drain()
     assert slack.posts() == []
+
+
+async def test_two_processes_failing_at_once_plan_one_notice(database_url: str) -> None:
+    url = normalise_database_url(database_url)
+    first, second = Database(url), Database(url)
+    await migrate(first)
+    error = Permanent(Reason.NOT_FOUND, "slack destination 'support': channel_not_found")
+    try:
+        for db in (first, second):  # both processes connected, so the two really overlap
+            async with db.transaction() as connection:
+                await connection.execute(select(1))
+        planned = await asyncio.gather(
+            *(
+                notices.destination_failed(db, make_config(), "support", error, 1_800_000_000.0)
+                for db in (first, second)
+            )
+        )
+        async with first.transaction() as connection:
+            rows = (
+                await connection.execute(select(outbox.c.id).where(outbox.c.kind == "notice"))
+            ).all()
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(planned) == [0, 1] and len(rows) == 1

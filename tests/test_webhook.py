@@ -172,3 +172,38 @@ async def test_the_client_never_sees_a_2xx_for_a_body_that_was_not_stored(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert isinstance(response, httpx.Response)
+
+
+async def test_out_of_range_codes_and_overlong_fields_cost_only_their_own_event(
+    database_url: str,
+) -> None:
+    """Values no column can hold are events not understood, not a body refused forever."""
+    report = {"messageid": "m1", "sender": "32460200000", "receiver": "32470123456"}
+    body = [
+        {
+            "webhook_id": "big-code",
+            "webhook_type": "delivery_report",
+            "message": {**report, "delivery_code": "3000000000"},
+        },
+        {
+            "webhook_id": "huge-detail",
+            "webhook_type": "delivery_report",
+            "message": {**report, "delivery_code": "5", "delivery_code_detail": "9" * 20},
+        },
+        {
+            "webhook_id": "long-id",
+            "webhook_type": "read_report",
+            "message": {**report, "messageid": "m" * 4000},
+        },
+        {
+            "webhook_id": "long-sender",
+            "webhook_type": "inbox_message",
+            "message": {"sender": "3" * 4000, "receiver": "32460200000", "content": "hi"},
+        },
+        *sample("inbox_message"),
+    ]
+    async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.post(body)
+    assert response.status_code == 200
+    assert (response.json()["accepted"], response.json()["not_understood"]) == (1, 4)
+    assert await count(database_url, events) == 5

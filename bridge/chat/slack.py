@@ -55,15 +55,21 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # verbatim: Slack would otherwise link-ify channel names and parse some mentions in
+    # customer text on its own, escaping or not.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": _mrkdwn(text)}
 
 
 def _context(items: Sequence[str]) -> dict[str, Any]:
     # A context block holds at most 10 elements: extra items share the last one.
     if len(items) > 10:
         items = [*items[:9], " · ".join(items[9:])]
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": t} for t in items]}
+    return {"type": "context", "elements": [_mrkdwn(t) for t in items]}
 
 
 def _quote_lines(text: str) -> str:

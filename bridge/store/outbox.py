@@ -156,8 +156,16 @@ async def bury(connection: AsyncConnection, job_id: int, *, error: str, now: flo
     )
 
 
-async def lane_used_since(connection: AsyncConnection, lane: str, since: float) -> bool:
-    """Whether a job of `lane` was added after `since` (to say a thing once per interval)."""
+async def lane_used_since(
+    database: Database, connection: AsyncConnection, lane: str, since: float
+) -> bool:
+    """Whether a job of `lane` was added after `since` (to say a thing once per interval).
+
+    Holds the lane until the transaction ends, so two processes asking at once do not both
+    hear "no" (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already serialises).
+    """
+    if database.dialect == "postgresql":
+        await connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(lane))))
     query = select(outbox.c.id).where(outbox.c.lane == lane, outbox.c.created_at > since)
     return (await connection.execute(query.limit(1))).first() is not None
 
