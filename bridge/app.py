@@ -54,39 +54,57 @@ async def webhook_token(database: Database, settings: Settings) -> tuple[str, bo
     return token, True
 
 
+@asynccontextmanager
+async def delivery_parts(
+    settings: Settings,
+    config: Config,
+    environ: Mapping[str, str],
+    adapters: Mapping[str, ChatAdapter] | None = None,
+) -> AsyncIterator[tuple[Database, Mapping[str, ChatAdapter]]]:
+    """The migrated database and the started chat adapters, for `serve` and `worker` alike;
+    both closed on the way out."""
+    warning = sqlite_on_ephemeral_disk(settings)
+    if warning:
+        log.warning("%s", warning)
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        if adapters is None:
+            adapters = destinations.build_adapters(config, settings, environ)
+        await destinations.start_all(adapters)
+        try:
+            yield database, adapters
+        finally:
+            await destinations.close_all(adapters)
+    finally:
+        await database.close()
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
     options = options or Options()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        warning = sqlite_on_ephemeral_disk(settings)
-        if warning:
-            log.warning("%s", warning)
-        database = Database(settings.database_url)
-        await migrate(database)
-        token, generated = await webhook_token(database, settings)
-        if generated:
-            base = settings.public_url or f"http://localhost:{settings.port}"
-            options.announce(f"Smstools webhook URL: {base}{WEBHOOK_PATH.format(token=token)}")
-        adapters = options.adapters
-        if adapters is None:
-            adapters = destinations.build_adapters(config, settings, options.environ)
-        await destinations.start_all(adapters)
-        # Built even when it does not run here, so tools and tests can drive it by hand.
-        worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
-        app.state.worker = worker
-        app.state.receiver = WebhookReceiver(
-            database, config, token, options.now, worker.wake, secret=settings.webhook_secret
-        )
-        task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
-        try:
-            yield
-        finally:
-            if task is not None:
-                await worker.stop()
-                await task
-            await destinations.close_all(adapters)
-            await database.close()
+        parts = delivery_parts(settings, config, options.environ, options.adapters)
+        async with parts as (database, adapters):
+            token, generated = await webhook_token(database, settings)
+            if generated:
+                base = settings.public_url or f"http://localhost:{settings.port}"
+                url = f"{base}{WEBHOOK_PATH.format(token=token)}"
+                options.announce(f"Smstools webhook URL: {url}")
+            # Built even when it does not run here, so tools and tests can drive it by hand.
+            worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
+            app.state.worker = worker
+            app.state.receiver = WebhookReceiver(
+                database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+            )
+            task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+            try:
+                yield
+            finally:
+                if task is not None:
+                    await worker.stop()
+                    await task
 
     async def receive(request: Request) -> JSONResponse:
         receiver: WebhookReceiver = request.app.state.receiver

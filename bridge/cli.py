@@ -18,10 +18,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import destinations, logs
-from bridge.app import Options, create_app
+from bridge import logs
+from bridge.app import Options, create_app, delivery_parts
 from bridge.config import Config, ConfigError
-from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.settings import Settings
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -155,23 +155,13 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    warning = sqlite_on_ephemeral_disk(settings)
-    if warning:
-        log.warning("%s", warning)
-    database = Database(settings.database_url)
-    await migrate(database)
-    adapters = destinations.build_adapters(config, settings, os.environ)
-    await destinations.start_all(adapters)
-    worker = Worker(database, config, adapters, lease=settings.job_lease)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
-    log.info("worker %s delivering", worker.name)
-    try:
+    async with delivery_parts(settings, config, os.environ) as (database, adapters):
+        worker = Worker(database, config, adapters, lease=settings.job_lease)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
+        log.info("worker %s delivering", worker.name)
         await worker.run()
-    finally:
-        await destinations.close_all(adapters)
-        await database.close()
     return 0
 
 

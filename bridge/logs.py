@@ -12,9 +12,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 
-import phonenumbers
-
-from bridge.phones import mask
+from bridge.phones import e164_digits, mask
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HIDDEN = "•••"
@@ -70,22 +68,13 @@ def _mask_number(match: re.Match[str]) -> str:
 
 def _phone_digits(raw: str) -> str | None:
     """E.164 digits when `raw` is a possible phone number, else None."""
-    digits = raw.lstrip("+").replace(" ", "")
-    if not 8 <= len(digits) <= 15:
+    if not 8 <= len(raw.lstrip("+").replace(" ", "")) <= 15:
         return None
-    if digits.startswith("00"):
-        candidate, region = "+" + digits[2:], None
-    elif digits.startswith("0") and not raw.startswith("+"):
-        candidate, region = digits, "BE"  # a national number, as Belgian customers write it
-    else:
-        candidate, region = "+" + digits, None
     try:
-        number = phonenumbers.parse(candidate, region)
-    except phonenumbers.NumberParseException:
+        # A number starting with one 0 is national, as Belgian customers write it.
+        return e164_digits(raw, national=None if raw.startswith("+") else "BE")
+    except ValueError:
         return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 class PrivacyFilter(logging.Filter):

@@ -9,19 +9,22 @@ import phonenumbers
 _DIGITS = re.compile(r"\d")
 
 
-def e164_digits(raw: str) -> str:
+def e164_digits(raw: str, national: str | None = None) -> str:
     """Parse a number in any common format into E.164 digits without `+` (`32470123456`).
 
-    Accepts `+32 470 12 34 56`, `0032470123456` and the gateway's bare `32470123456`.
+    Accepts `+32 470 12 34 56`, `0032470123456` and the gateway's bare `32470123456`; with
+    `national` (a region such as "BE"), also `0470 12 34 56` as written in that country.
     Raises ValueError naming what is wrong.
     """
-    text = raw.strip()
+    text, region = raw.strip(), None
     if text.startswith("00"):
         text = "+" + text[2:]
+    elif national and text.startswith("0"):
+        region = national
     elif not text.startswith("+"):
         text = "+" + text
     try:
-        number = phonenumbers.parse(text, None)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as error:
         raise ValueError(f"{raw!r} is not a phone number ({error})") from None
     if not phonenumbers.is_possible_number(number):

@@ -18,6 +18,7 @@ from bridge.config import Config
 from bridge.phones import international
 from bridge.routing import lane, number_key
 from bridge.smstools import DELIVERY_CODES, DeliveryReport, ReadReport
+from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
 from bridge.store import reports as store
 from bridge.store.db import Database
@@ -81,7 +82,7 @@ async def plan_delivery(
         return 0
     jobs = await alerts.plan(database, connection, config, report, event_id, now)
     customer = number_key(message.receiver)
-    for conversation in await store.live_conversations(
+    for conversation in await conversations_store.live_conversations(
         connection, customer, since=now - config.idle_after
     ):
         jobs += await outbox_store.enqueue(
@@ -139,7 +140,7 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         raise Permanent(Reason.CONFIG, f"job {job.id} is not a delivery report")
     customer = number_key(event.message.receiver)
     async with delivery.database.transaction() as connection:
-        live = await store.live_conversations(
+        live = await conversations_store.live_conversations(
             connection, customer, since=delivery.received_at - delivery.config.idle_after
         )
     conversation = next((c for c in live if c.destination == job.destination), None)

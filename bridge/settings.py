@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
+DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Settings:
     public_url: str | None
     run_worker: bool
     webhook_secret: SecretStr | None = None
-    job_lease: float = 60.0
+    job_lease: float = DEFAULT_JOB_LEASE
     ephemeral_disk: str | None = None
 
     @classmethod
@@ -61,7 +62,7 @@ class Settings:
             public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
-            job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or 60),
+            job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or DEFAULT_JOB_LEASE),
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
         )
 

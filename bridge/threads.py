@@ -87,8 +87,7 @@ async def post_in_thread(
                 ),
                 now,
             )
-    async with database.transaction() as connection:
-        await store.touch(connection, conversation.id, at)
+            await store.touch(connection, conversation.id, at)
     return conversation
 
 

@@ -26,6 +26,7 @@ from bridge.config import Config
 from bridge.deliveries import HANDLERS, Delivery
 from bridge.outbox import RetryPolicy
 from bridge.pacing import Pacer
+from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools import parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
@@ -51,7 +52,7 @@ class Worker:
         now: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         concurrency: int = 16,
-        lease: float = 60.0,
+        lease: float = DEFAULT_JOB_LEASE,
         poll_interval: float = 1.0,
         name: str | None = None,
     ) -> None:

@@ -89,6 +89,27 @@ async def touch(connection: AsyncConnection, conversation_id: int, at: float) ->
     )
 
 
+async def live_conversations(
+    connection: AsyncConnection, customer: str, *, since: float
+) -> list[Conversation]:
+    """The latest conversation with `customer` at each destination, if active since `since`
+    and its thread exists."""
+    rows = await connection.execute(
+        select(*_COLUMNS)
+        .where(
+            conversations.c.sender == customer,
+            conversations.c.last_message_at >= since,
+            conversations.c.thread.is_not(None),
+        )
+        .order_by(conversations.c.id.desc())
+    )
+    latest: dict[str, Conversation] = {}
+    for row in rows:
+        conversation = Conversation(*row)
+        latest.setdefault(conversation.destination, conversation)
+    return list(latest.values())
+
+
 @dataclass(frozen=True)
 class ChatMessage:
     destination: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -65,8 +65,3 @@ async def get(connection: AsyncConnection, event_id: int) -> StoredEvent | None:
         )
     ).first()
     return StoredEvent(*row) if row else None
-
-
-async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
-    rows = await connection.execute(select(events.c.status, func.count()).group_by(events.c.status))
-    return {status: int(count) for status, count in rows}

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.conversations import _COLUMNS as CONVERSATION_COLUMNS
-from bridge.store.conversations import Conversation
 from bridge.store.db import Database
-from bridge.store.schema import chat_messages, conversations, message_status
+from bridge.store.schema import chat_messages, message_status
 
 
 @dataclass(frozen=True)
@@ -170,24 +168,3 @@ async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[
     for destination, chat, message in rows:
         found.setdefault(destination, Shown(destination, chat, message))
     return list(found.values())
-
-
-async def live_conversations(
-    connection: AsyncConnection, customer: str, *, since: float
-) -> list[Conversation]:
-    """The latest conversation with `customer` at each destination, if active since `since`
-    and its thread exists."""
-    rows = await connection.execute(
-        select(*CONVERSATION_COLUMNS)
-        .where(
-            conversations.c.sender == customer,
-            conversations.c.last_message_at >= since,
-            conversations.c.thread.is_not(None),
-        )
-        .order_by(conversations.c.id.desc())
-    )
-    latest: dict[str, Conversation] = {}
-    for row in rows:
-        conversation = Conversation(*row)
-        latest.setdefault(conversation.destination, conversation)
-    return list(latest.values())
