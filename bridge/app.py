@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,7 +38,6 @@ class Options:
     run_worker: bool = True
     adapters: Mapping[str, ChatAdapter] | None = None
     now: Callable[[], float] = time.time
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     announce: Callable[[str], None] = print
 
 
@@ -58,7 +56,6 @@ async def webhook_token(database: Database, settings: Settings) -> tuple[str, bo
 async def delivery_parts(
     settings: Settings,
     config: Config,
-    environ: Mapping[str, str],
     adapters: Mapping[str, ChatAdapter] | None = None,
 ) -> AsyncIterator[tuple[Database, Mapping[str, ChatAdapter]]]:
     """The migrated database and the started chat adapters, for `serve` and `worker` alike;
@@ -70,7 +67,7 @@ async def delivery_parts(
     try:
         await migrate(database)
         if adapters is None:
-            adapters = destinations.build_adapters(config, settings, environ)
+            adapters = destinations.build_adapters(config, settings)
         await destinations.start_all(adapters)
         try:
             yield database, adapters
@@ -85,7 +82,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        parts = delivery_parts(settings, config, options.environ, options.adapters)
+        parts = delivery_parts(settings, config, options.adapters)
         async with parts as (database, adapters):
             token, generated = await webhook_token(database, settings)
             if generated:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -21,7 +21,8 @@ from bridge import config as config_module
 from bridge import logs
 from bridge.app import Options, create_app, delivery_parts
 from bridge.config import Config, ConfigError
-from bridge.settings import Settings
+from bridge.jobs import Job
+from bridge.settings import Settings, SettingsError
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -57,12 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bool(arguments.ids) == arguments.all:
             parser.error("dead-letters retry: give job IDs or --all (not both)")
 
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        for problem in error.problems:
+            print(f"smsbridge: environment: {problem}", file=sys.stderr)
+        return 1
     # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), secrets=logs.secrets_in(os.environ))
+    logs.configure(settings.log_level, secrets=logs.secrets_in(settings.environ))
 
-    settings = Settings.from_env()
     if arguments.command == "check-config":
-        return check_config(arguments.path or settings.config_path)
+        return check_config(arguments.path or settings.config_path, settings)
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, lambda: asyncio.run(dead_letters(settings, arguments.action, ids))
         )
     try:
-        config = config_module.load(settings.config_path, os.environ)
+        config = config_module.load(settings.config_path, settings.environ)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -101,9 +107,9 @@ def _with_database(settings: Settings, command: Callable[[], int]) -> int:
     return 1
 
 
-def check_config(path: Path | None) -> int:
+def check_config(path: Path | None, settings: Settings) -> int:
     try:
-        config = config_module.load(path, os.environ)
+        config = config_module.load(path, settings.environ)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -133,7 +139,7 @@ def serve_forever(
     settings: Settings, config: Config, host: str, port: int | None, no_worker: bool
 ) -> int:
     port = port if port is not None else settings.port
-    settings = Settings(**{**settings.__dict__, "port": port})
+    settings = dataclasses.replace(settings, port=port)
     options = Options(run_worker=settings.run_worker and not no_worker)
     app = create_app(settings, config, options)
     server = uvicorn.Server(
@@ -155,7 +161,7 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config, os.environ) as (database, adapters):
+    async with delivery_parts(settings, config) as (database, adapters):
         worker = Worker(database, config, adapters, lease=settings.job_lease)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -193,7 +199,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
     return 1 if missing else 0
 
 
-def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
+def _list_dead_letters(jobs: Sequence[Job]) -> int:
     if not jobs:
         print("no dead letters")
         return 0

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from bridge import pacing
+from bridge import pacing, phones
 from bridge.pacing import parse_rate
-from bridge.phones import e164_digits, international
+from bridge.phones import international
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,6 +85,9 @@ class ThreadsSpec(_Strict):
 
 Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
+# Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
+DEFAULT_ON_CODES = frozenset({2, 4, 5})
+
 
 class AlertRouteSpec(_Strict):
     match: dict[str, list[str | int] | str | int]
@@ -98,7 +101,7 @@ class AlertRouteSpec(_Strict):
 
 class AlertsSpec(_Strict):
     to: list[str] = Field(min_length=1)
-    on_codes: list[int] = [2, 4, 5]
+    on_codes: list[int] = sorted(DEFAULT_ON_CODES)
     group_by: list[str] = ["delivery_code_detail", "sender"]
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
@@ -204,11 +207,8 @@ class Alerts:
         """The top level of the alerts section: its destinations, mention and intervals."""
         return self.routes[-1]
 
-    def route_for(self, labels: Mapping[str, str]) -> tuple[int, AlertRoute]:
-        for index, route in enumerate(self.routes):
-            if route.matches(labels):
-                return index, route
-        return len(self.routes) - 1, self.routes[-1]
+    def route_for(self, labels: Mapping[str, str]) -> AlertRoute:
+        return next(route for route in self.routes if route.matches(labels))
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,7 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     lines: dict[str, str] = {}
     for number, label in spec.lines.items():
         try:
-            lines[e164_digits(str(number))] = label
+            lines[phones.parse(str(number))] = label
         except ValueError as error:
             problems.append(f"{source}: lines.{number}: {error}")
 
@@ -436,8 +436,7 @@ def _label_value(label: str, value: str) -> str:
     if label.startswith("delivery_code"):
         return value.lstrip("0") or "0"
     if label in ("receiver", "sender"):
-        digits = re.sub(r"[\s().-]", "", value).removeprefix("+")
-        return digits if digits.isdigit() else value
+        return phones.key(value)
     return value
 
 
@@ -454,10 +453,8 @@ def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float 
 def _receiver_pattern(pattern: str) -> tuple[str, bool]:
     """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
     if pattern.endswith("*"):
-        digits = re.sub(r"[\s().-]", "", pattern[:-1]).removeprefix("+")
-        if digits.startswith("00"):
-            digits = digits[2:]
+        digits = phones.key(pattern[:-1])
         if not digits.isdigit():
             raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
         return digits, True
-    return e164_digits(pattern), False
+    return phones.parse(pattern), False

@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from bridge.chat.base import ChatAdapter, DeliveryError
+from bridge.chat.base import ChatAdapter
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
+from bridge.errors import DeliveryError
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_adapters(
-    config: Config, settings: Settings, environ: Mapping[str, str]
-) -> dict[str, ChatAdapter]:
+def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]:
     """One adapter per configured destination (the config already checked the tokens exist)."""
     adapters: dict[str, ChatAdapter] = {}
     for name, destination in config.destinations.items():
@@ -25,14 +24,14 @@ def build_adapters(
         if isinstance(target, SlackTarget):
             adapters[name] = SlackAdapter(
                 name,
-                token=environ[target.token_env].strip(),
+                token=settings.environ[target.token_env].strip(),
                 channel=target.channel,
                 base_url=settings.slack_api_url,
             )
         elif isinstance(target, TelegramTarget):
             adapters[name] = TelegramAdapter(
                 name,
-                token=environ[target.token_env].strip(),
+                token=settings.environ[target.token_env].strip(),
                 chat_id=target.chat_id,
                 topics=target.topics,
                 api_url=settings.telegram_api_url,

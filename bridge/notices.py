@@ -2,27 +2,19 @@
 message.
 
 When a job is buried for a permanent reason (bad token, unknown channel, bot removed), the
-alerts destinations get one notice naming the destination, the reason and what to do. A lane
-per (failing destination, reason, target) makes it once per `repeat_interval`, whichever
+alerts destinations get one notice naming the destination, the reason and what to do. One
+lane per (failing destination, reason, target) makes it once per `repeat_interval`, whichever
 process saw the failure first.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
-
-from bridge import render
-from bridge.chat.base import DeliveryError, Permanent, Reason
 from bridge.config import Config
+from bridge.errors import DeliveryError
+from bridge.jobs import NoticeJob, lane
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
-
-if TYPE_CHECKING:
-    from bridge.deliveries import Delivery
-
-NOTICE = "notice"
 
 
 async def destination_failed(
@@ -32,41 +24,17 @@ async def destination_failed(
     if config.alerts is None:
         return 0
     top = config.alerts.top
-    payload = json.dumps({"destination": failing, "reason": error.reason, "detail": error.detail})
+    notice = NoticeJob(failing=failing, reason=error.reason, detail=error.detail)
     planned = 0
     async with database.transaction() as connection:
         for target in top.to:
-            lane = f"{NOTICE}|{failing}|{error.reason}|{target}"
             if target == failing or await outbox_store.lane_used_since(
-                database, connection, lane, now - top.repeat_interval
+                database, connection, lane(target, notice), now - top.repeat_interval
             ):
                 continue
             planned += await outbox_store.enqueue(
-                database,
-                connection,
-                event_id=None,
-                destination=target,
-                lane=lane,
-                kind=NOTICE,
-                now=now,
-                payload=payload,
+                database, connection, event_id=None, destination=target, payload=notice, now=now
             )
         if planned:
             await notify.announce(database, connection)
     return planned
-
-
-async def deliver_notice(delivery: Delivery) -> None:
-    if delivery.job.payload is None:
-        raise Permanent(Reason.CONFIG, f"notice job {delivery.job.id} has no content")
-    notice = json.loads(delivery.job.payload)
-    alerts = delivery.config.alerts
-    destination = delivery.config.destinations.get(delivery.job.destination)
-    mention = None
-    if alerts is not None and destination is not None:
-        mention = alerts.top.mention.get(destination.kind)
-    post = render.destination_failure_post(
-        notice["destination"], notice["reason"], notice["detail"], mention
-    )
-    for part in delivery.adapter.render(post):
-        await delivery.adapter.send(part, None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bridge import phones
 from bridge.chat.base import Post, Quote
 from bridge.config import Config
 from bridge.phones import international
-from bridge.routing import number_key
 from bridge.smstools import DETAIL_CODES, DeliveryReport, InboxMessage, describe_delivery
 from bridge.store.alerts import Group
 
@@ -18,7 +18,7 @@ CHANNEL_NAMES = {"sms": "SMS", "whatsapp": "WhatsApp"}
 def line_label(receiver: str, config: Config) -> str:
     """`Support line (+32 460 20 00 00)` when the config names the line, else the number."""
     number = international(receiver)
-    name = config.lines.get(number_key(receiver))
+    name = config.lines.get(phones.key(receiver))
     return f"{name} ({number})" if name else number
 
 
@@ -123,7 +123,7 @@ def failure_note_post(report: DeliveryReport) -> Post:
     message = report.message
     when = message.delivery_status_datetime or message.datetime or "time unknown"
     return Post(
-        heading=f"Not delivered to {international(number_key(message.receiver))}",
+        heading=f"Not delivered to {international(message.receiver)}",
         context=(f"from {international(message.sender)}", when),
         body=describe_delivery(message.delivery_code, message.delivery_code_detail),
         quote=Quote(text=message.content, when=message.datetime) if message.content else None,

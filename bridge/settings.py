@@ -1,10 +1,15 @@
-"""The process environment (12-factor), read once at start-up."""
+"""The process environment (12-factor), read once at start-up and passed down from here.
+
+Nothing else in the bridge reads `os.environ`: the tokens a config names are looked up in
+`Settings.environ`, the snapshot taken here.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -14,6 +19,14 @@ DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 
 
+class SettingsError(Exception):
+    """The environment cannot be used; `problems` are `VARIABLE: what is wrong` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the bridge takes from the environment. Secrets never print."""
@@ -21,9 +34,7 @@ class Settings:
     config_path: Path | None
     database_url: str
     webhook_token: SecretStr | None
-    slack_bot_token: SecretStr | None
     slack_api_url: str
-    telegram_bot_token: SecretStr | None
     telegram_api_url: str
     port: int
     public_url: str | None
@@ -31,10 +42,15 @@ class Settings:
     webhook_secret: SecretStr | None = None
     job_lease: float = DEFAULT_JOB_LEASE
     ephemeral_disk: str | None = None
+    log_level: str = "INFO"
+    # The whole environment as read at start-up, for the token variables the config names.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        """Read the environment (default: the process's); SettingsError names each bad one."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
 
         def secret(name: str) -> SecretStr | None:
             value = env.get(name, "").strip()
@@ -45,26 +61,47 @@ class Settings:
             config_path: Path | None = Path(config)
         else:
             config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-        port = env.get("PORT", "").strip()
+        port = _number(env, "PORT", 8000.0, problems, "a port number from 1 to 65535")
+        if not (port.is_integer() and 1 <= port <= 65535):
+            problems.append(f"PORT: {env['PORT'].strip()!r} is not a port number from 1 to 65535")
+        lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
+        if not (lease > 0 and math.isfinite(lease)):
+            problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
+        if problems:
+            raise SettingsError(problems)
         return cls(
             config_path=config_path,
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
             webhook_token=secret("SMSTOOLS_WEBHOOK_TOKEN"),
-            slack_bot_token=secret("SLACK_BOT_TOKEN"),
             slack_api_url=env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/",
-            telegram_bot_token=secret("TELEGRAM_BOT_TOKEN"),
             telegram_api_url=(
                 env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
             ).rstrip("/"),
-            port=int(port) if port.isdigit() else 8000,
+            port=int(port),
             public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
-            job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or DEFAULT_JOB_LEASE),
+            job_lease=lease,
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
+            log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            environ=env,
         )
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: float, problems: list[str], expected: str
+) -> float:
+    """A numeric variable, or `default` when unset; a bad value is one problem line."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        problems.append(f"{name}: {raw!r} is not a number ({expected})")
+        return default
 
 
 # Variables that PaaS set on machines whose disk is wiped at every deploy or restart.

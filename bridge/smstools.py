@@ -6,9 +6,7 @@ the raw event is stored anyway, and newer payloads add fields we do not know yet
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -126,18 +124,6 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"][1:]) or "event"
         return Unparsed(webhook_id=ident, webhook_type=kind, problem=f"{where}: {first['msg']}")
-
-
-def local_time(value: str, timezone: str) -> datetime | None:
-    """Read a gateway date (`YYYY-MM-DD HH:MM:SS`, account time zone) as an aware datetime."""
-    try:
-        moment = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-    try:
-        return moment.replace(tzinfo=ZoneInfo(timezone or "Europe/Brussels"))
-    except (ZoneInfoNotFoundError, ValueError):
-        return moment.replace(tzinfo=ZoneInfo("Europe/Brussels"))
 
 
 # delivery_code → (status name, final?, failure?)

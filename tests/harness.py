@@ -58,7 +58,6 @@ async def running_bridge(
         run_worker=run_worker,
         adapters=adapters,
         now=now,
-        environ=environ,
         announce=announced.append,
     )
     app = create_app(Settings.from_env(environ), config, options)

@@ -280,3 +280,34 @@ async def test_a_deleted_alert_message_is_posted_again(
         await deliver(bridge, clock, 300)
     (alert,) = texts(slack, "C0ONCALL")
     assert "2 messages not delivered" in alert
+
+
+async def test_reordering_the_alert_routes_does_not_move_an_open_group(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    funds = {"match": {"delivery_code_detail": [2000]}, "to": ["billing"], "group_wait": "0s"}
+    clinic = {"match": {"sender": ["Clinic"]}, "to": ["oncall"], "group_wait": "1m"}
+    async with running_bridge(
+        database_url,
+        make_config(routes=[funds, clinic]),
+        adapters(slack, telegram),
+        run_worker=False,
+        now=clock,
+    ) as bridge:
+        await bridge.post([report(2, 12)])  # from Clinic, not 2000: the second route
+        await deliver(bridge, clock, 30)
+    async with running_bridge(
+        database_url,
+        make_config(routes=[clinic, funds]),
+        adapters(slack, telegram),
+        run_worker=False,
+        now=clock,
+    ) as bridge:
+        await bridge.post([report(2, 12, receiver="32470111222")])
+        await deliver(bridge, clock, 60)
+    ((count,),) = await rows(database_url, select(alert_groups.c.count))
+    assert count == 2  # one group, grown, whatever position its route now has
+    (alert,) = texts(slack, "C0ONCALL")  # the route's own group_wait (1m) and destination
+    assert "2 messages not delivered" in alert
+    assert slack.posts("C0BILLING") == []

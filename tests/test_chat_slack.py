@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable
+from bridge.chat.base import MessageGone, Part, Post, Quote
 from bridge.chat.slack import SlackAdapter
+from bridge.errors import Permanent, Reason, Retryable
 from tests.fakes import FakeSlack
 
 CHANNEL = "C0SUPPORT"
@@ -305,3 +306,14 @@ async def test_refuse_all_makes_start_retryable(slack: FakeSlack) -> None:
         await adapter.close()
 
     assert caught.value.reason is Reason.SERVER
+
+
+async def test_editing_a_deleted_message_says_the_message_is_gone(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    sent = await adapter.send(adapter.render(Post(heading="alert", body="1 failing"))[0], None)
+    slack.clear()  # the fake forgets the message, as Slack does once it is deleted
+
+    with pytest.raises(MessageGone) as caught:
+        await adapter.edit(sent, adapter.render(Post(heading="alert", body="2 failing"))[0])
+    assert caught.value.reason is Reason.NOT_FOUND

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable, ThreadGone
+from bridge.chat.base import MessageGone, Part, Post, Quote, Sent, ThreadGone
 from bridge.chat.telegram import TelegramAdapter, utf16_length
+from bridge.errors import Permanent, Reason, Retryable
 from tests.fakes import FakeTelegram
 from tests.fakes.telegram import HtmlEntityError, parse_html
 
@@ -328,3 +331,21 @@ def test_fake_parses_html_telegram_accepts() -> None:
         '<span class="tg-spoiler">sp</span><tg-spoiler>t</tg-spoiler> &lt;&gt;&amp;&quot;&#65;'
     )
     assert parse_html(text) == 'biusacpqspt <>&"A'
+
+
+async def test_editing_a_deleted_message_says_the_message_is_gone(group: TelegramAdapter) -> None:
+    with pytest.raises(MessageGone) as caught:
+        await group.edit(Sent(str(GROUP), "999999", "999999"), Part(text="2 failing"))
+    assert caught.value.reason is Reason.NOT_FOUND
+
+
+async def test_flood_control_is_read_without_a_warning_or_a_process_wide_switch(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_rate_limited(GROUP, retry_after=3, times=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Retryable) as caught:
+            await group.send(Part(text="x"), None)
+    assert caught.value.retry_after == 3
+    assert "PTB_TIMEDELTA" not in os.environ

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bridge import notices
-from bridge.chat.base import Permanent, Reason
+from bridge.errors import Permanent, Reason
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from bridge.settings import Settings, normalise_database_url, sqlite_on_ephemeral_disk
+import pytest
+
+from bridge.cli import main
+from bridge.settings import (
+    Settings,
+    SettingsError,
+    normalise_database_url,
+    sqlite_on_ephemeral_disk,
+)
 from bridge.store.db import Database
 
 
@@ -36,3 +44,34 @@ def test_sqlite_on_a_dyno_gets_a_loud_warning() -> None:
     on_postgres = Settings.from_env({"DYNO": "web.1", "DATABASE_URL": "postgres://h/db"})
     assert sqlite_on_ephemeral_disk(on_postgres) is None
     assert sqlite_on_ephemeral_disk(Settings.from_env({})) is None
+
+
+def test_a_bad_port_or_job_lease_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PORT": "eighty", "BRIDGE_JOB_LEASE": "0"})
+    assert caught.value.problems == [
+        "PORT: 'eighty' is not a number (a port number from 1 to 65535)",
+        "BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0",
+    ]
+    with pytest.raises(SettingsError, match="PORT: '70000' is not a port number"):
+        Settings.from_env({"PORT": "70000"})
+    assert Settings.from_env({"PORT": "8080", "BRIDGE_JOB_LEASE": "5"}).job_lease == 5.0
+
+
+def test_the_cli_refuses_a_bad_environment_in_one_line_and_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_JOB_LEASE", "soon")
+    assert main(["migrate"]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error
+        == "smsbridge: environment: BRIDGE_JOB_LEASE: 'soon' is not a number (seconds, like 60)\n"
+    )
+
+
+def test_the_environment_is_read_once_and_kept_out_of_reprs() -> None:
+    settings = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-secret-value", "LOG_LEVEL": "debug"})
+    assert settings.environ["SLACK_BOT_TOKEN"] == "xoxb-secret-value"
+    assert settings.log_level == "DEBUG"
+    assert "xoxb-secret-value" not in repr(settings)

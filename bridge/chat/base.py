@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
+
+from bridge.errors import Permanent
 
 
 @dataclass(frozen=True)
@@ -57,43 +58,12 @@ class Sent:
     thread: str
 
 
-class Reason(StrEnum):
-    """Why a delivery failed; labels logs, dead letters and (later) metrics."""
-
-    RATE_LIMITED = "rate_limited"
-    SERVER = "server"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    AUTH = "auth"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    BAD_REQUEST = "bad_request"
-    CONFIG = "config"
-
-
-class DeliveryError(Exception):
-    """A failed chat API call, classified. `detail` never contains customer content."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Retryable(DeliveryError):
-    """Try again later; `retry_after` (seconds) is the platform's own wish when it gave one."""
-
-    def __init__(self, reason: Reason, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(reason, detail)
-        self.retry_after = retry_after
-
-
-class Permanent(DeliveryError):
-    """Retrying will not help until someone changes something (token, channel, config)."""
-
-
 class ThreadGone(Permanent):
     """The conversation's thread no longer exists (deleted topic): start a new one."""
+
+
+class MessageGone(Permanent):
+    """The message to edit no longer exists (someone deleted it): post it anew."""
 
 
 class ChatAdapter(Protocol):
@@ -121,7 +91,8 @@ class ChatAdapter(Protocol):
         """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
 
     async def edit(self, sent: Sent, part: Part) -> None:
-        """Replace a message in place (alerts that grow). Raises `Retryable` or `Permanent`."""
+        """Replace a message in place (alerts that grow). Raises `MessageGone` when the
+        message was deleted, else `Retryable` or `Permanent`."""
 
     async def react(self, sent: Sent, emoji: str) -> None:
         """Add a reaction (a Unicode emoji) to a message. Raises `Retryable` or `Permanent`."""

@@ -15,7 +15,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from .base import Part, Permanent, Post, Reason, Retryable, Sent
+from bridge.errors import Permanent, Reason, Retryable
+
+from .base import MessageGone, Part, Post, Sent
 from .split import split
 
 SECTION_LIMIT = 3000  # characters of a section block's text
@@ -242,6 +244,8 @@ def _classify(where: str, error: SlackApiError) -> Retryable | Permanent:
         reason = Reason.RATE_LIMITED if "limited" in code else Reason.SERVER
         return Retryable(reason, f"{where}: {code}")
     detail = f"{where}: {code or f'HTTP {status}'}{_HINTS.get(code, '')}"
+    if code == "message_not_found":
+        return MessageGone(Reason.NOT_FOUND, detail)
     if code in ("channel_not_found", "is_archived"):
         return Permanent(Reason.NOT_FOUND, detail)
     if code == "not_in_channel":

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
+import json
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from telegram import Bot, LinkPreviewOptions, ReplyParameters
@@ -29,7 +30,9 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from .base import DeliveryError, Part, Permanent, Post, Reason, Retryable, Sent, ThreadGone
+from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+
+from .base import MessageGone, Part, Post, Sent, ThreadGone
 from .split import cut
 
 MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
@@ -66,7 +69,25 @@ class _Request(HTTPXRequest):
         status, payload = await super().do_request(*args, **kwargs)
         if status >= 500:
             raise _ServerError(status)
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            retry_after = _flood_wait(payload)
+            if retry_after is not None:
+                # PTB 22 builds the same RetryAfter from this answer, and warns as it does
+                # (its `retry_after` becomes a timedelta in PTB 23): build it here, quietly.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PTBDeprecationWarning)
+                    raise RetryAfter(retry_after)
         return status, payload
+
+
+def _flood_wait(payload: bytes) -> int | None:
+    """The `parameters.retry_after` of a Bot API 429 answer, if it has one."""
+    try:
+        answer = json.loads(payload)
+        seconds = answer["parameters"]["retry_after"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return seconds if isinstance(seconds, int) else None
 
 
 class _Message:
@@ -101,9 +122,6 @@ class TelegramAdapter:
         self.chat_id = chat_id
         self.topics = topics
         self._where = f"telegram destination '{name}' (chat {chat_id})"
-        # Opt in to PTB 23's behaviour (RetryAfter.retry_after as a timedelta). Without it PTB
-        # 22 warns inside its own code whenever it builds a RetryAfter, on every 429.
-        os.environ.setdefault("PTB_TIMEDELTA", "true")
         request = _Request(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -242,6 +260,8 @@ class TelegramAdapter:
                 return Permanent(Reason.NOT_FOUND, detail)
             case BadRequest() if any(gone in message for gone in _THREAD_GONE):
                 return ThreadGone(Reason.NOT_FOUND, f"{where}: {error.message}")
+            case BadRequest() if "message to edit not found" in message:
+                return MessageGone(Reason.NOT_FOUND, f"{where}: {error.message}")
             case BadRequest():
                 return Permanent(Reason.BAD_REQUEST, f"{where}: {error.message}")
             case _ServerError():
@@ -253,7 +273,7 @@ class TelegramAdapter:
 
 
 def _retry_after(error: RetryAfter) -> float:
-    # PTB 22 warns on reading `retry_after` unless PTB_TIMEDELTA is set; either type is fine here.
+    # PTB 22 warns on reading `retry_after` (an int now, a timedelta in PTB 23); either will do.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value: int | float | dt.timedelta = error.retry_after

@@ -52,6 +52,13 @@ async def latest(
     return Conversation(*row) if row else None
 
 
+async def get(connection: AsyncConnection, conversation_id: int) -> Conversation | None:
+    row = (
+        await connection.execute(select(*_COLUMNS).where(conversations.c.id == conversation_id))
+    ).first()
+    return Conversation(*row) if row else None
+
+
 async def start(
     connection: AsyncConnection, destination: str, receiver: str, sender: str, at: float
 ) -> Conversation:

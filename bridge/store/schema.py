@@ -6,6 +6,7 @@ Times are UNIX seconds (float): the same on SQLite and PostgreSQL, and trivially
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Float,
@@ -15,8 +16,12 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
+
+# JSON values, stored as JSONB on PostgreSQL and as text on SQLite.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
@@ -70,7 +75,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
-    Column("payload", Text),  # for jobs not made from an event (operator notices)
+    Column("payload", Json),  # the job's typed payload (bridge/jobs.py)
 )
 
 # A conversation is (destination, receiver, sender) during one stretch of activity: after
@@ -123,20 +128,22 @@ message_status = Table(
     Column("read_shown", Integer),
 )
 
-# Failures grouped à la Alertmanager: one row per group key (alerts route + group_by labels).
-# `codes` is JSON {"code/detail": count}; `receivers` the first ten distinct receivers (JSON)
-# and `others` the failures to anyone else.
+# Failures grouped à la Alertmanager: one row per group key (the alerts route's matchers and
+# the group_by labels' values, never the route's position in the config). `route` holds those
+# matchers, to find the route again; `codes` is {"code/detail": count}; `receivers` the first
+# ten distinct receivers and `others` the failures to anyone else.
 alert_groups = Table(
     "alert_groups",
     metadata,
     Column("id", BigInteger, primary_key=True),
     Column("group_key", Text, nullable=False, unique=True),
-    Column("labels", Text, nullable=False),
+    Column("route", Json),
+    Column("labels", Json, nullable=False),
     Column("sender", Text, nullable=False),
     Column("timezone", Text, nullable=False),
     Column("count", Integer, nullable=False),
-    Column("codes", Text, nullable=False),
-    Column("receivers", Text, nullable=False),
+    Column("codes", Json, nullable=False),
+    Column("receivers", Json, nullable=False),
     Column("others", Integer, nullable=False),
     Column("first_at", Float, nullable=False),
     Column("last_at", Float, nullable=False),
