@@ -12,6 +12,7 @@ from pydantic import SecretStr
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
+DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Settings:
     webhook_secret: SecretStr | None = None
     job_lease: float = DEFAULT_JOB_LEASE
     ephemeral_disk: str | None = None
+    smstools_api_url: str = DEFAULT_SMSTOOLS_API_URL
+    smstools_client_id: str | None = None
+    smstools_client_secret: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +68,11 @@ class Settings:
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or DEFAULT_JOB_LEASE),
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
+            smstools_api_url=(
+                env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
+            ).rstrip("/"),
+            smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
+            smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
         )
 
 
