@@ -14,6 +14,26 @@ DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 
+# Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
+# tuple, the code below and the deployment files in step.
+VARIABLES = (
+    "BRIDGE_CONFIG",
+    "DATABASE_URL",
+    "SMSTOOLS_WEBHOOK_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SLACK_API_URL",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_URL",
+    "PORT",
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_WORKER",
+    "SMSTOOLS_WEBHOOK_SECRET",
+    "BRIDGE_JOB_LEASE",
+    "SMSTOOLS_API_URL",
+    "SMSTOOLS_CLIENT_ID",
+    "SMSTOOLS_CLIENT_SECRET",
+)
+
 
 @dataclass(frozen=True)
 class Settings:
