@@ -198,12 +198,14 @@ def _slack_scopes(check: str, header: str | None, needed: Mapping[str, str]) -> 
     granted = {scope.strip() for scope in header.split(",")}
     missing = [scope for scope in needed if scope not in granted]
     if missing:
+        names = ", ".join(missing)
         why = "; ".join(f"{scope} {needed[scope]}" for scope in missing)
+        why = needed[missing[0]] if len(missing) == 1 else why
         fix = (
-            "add them under OAuth & Permissions → Bot Token Scopes, reinstall the app, and "
-            "copy the token again if it changed"
+            f"add {names} under OAuth & Permissions → Bot Token Scopes, reinstall the app, "
+            "and copy the token again if it changed"
         )
-        return problem(check, f"the token lacks {', '.join(missing)} ({why})", fix)
+        return problem(check, f"the token lacks {names} ({why})", fix)
     return ok(check, f"the token has the scopes the config needs ({', '.join(needed)})")
 
 

@@ -94,7 +94,7 @@ def test_a_healthy_set_up_passes_every_check(
     expected = [
         "ok      database: sqlite+aiosqlite:///",
         "ok      config: ",
-        f"ok      slack support: channel #c0support ({CHANNEL}) exists and @bridge is a member",
+        f"ok      slack support: channel #support ({CHANNEL}) exists and @bridge is a member",
         "ok      slack support: the token has the scopes the config needs "
         "(chat:write, reactions:write)",
         'ok      telegram topics: Topics are on in "Support"',
@@ -182,8 +182,8 @@ def test_a_bot_not_in_the_channel_is_told_to_invite_it(
     (line,) = problems(lines)
     assert code == 1
     assert line == (
-        f"problem slack support: @bridge is not a member of channel #c0support ({CHANNEL}) "
-        "→ type /invite @bridge in #c0support"
+        f"problem slack support: @bridge is not a member of channel #support ({CHANNEL}) "
+        "→ type /invite @bridge in #support"
     )
 
 
@@ -204,8 +204,8 @@ def test_a_missing_scope_is_named_with_what_needs_it(
     code, lines = doctor(capsys)
     (line,) = problems(lines)
     assert code == 1
-    assert "the token lacks reactions:write (reactions:write to mark what customers read" in line
-    assert "Bot Token Scopes" in line
+    assert "the token lacks reactions:write (to mark what customers read with 👀)" in line
+    assert "→ add reactions:write under OAuth & Permissions → Bot Token Scopes" in line
 
 
 def test_without_channels_read_the_channel_check_is_skipped_not_failed(

@@ -406,7 +406,7 @@ class FakeSlack:
         return _ok(
             channel={
                 "id": channel,
-                "name": channel.lower(),
+                "name": channel.lower().removeprefix("c0"),  # C0SUPPORT is #support
                 "is_channel": True,
                 "is_private": False,
                 "is_archived": False,
