@@ -1,4 +1,4 @@
-"""`smsbridge serve | worker | migrate | check-config | dead-letters`."""
+"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import logs
+from bridge import doctor, logs
 from bridge.app import Options, create_app, delivery_parts
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
@@ -32,7 +32,8 @@ from bridge.worker import Worker
 log = logging.getLogger("bridge")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the deployment files' commands are checked against it."""
     parser = argparse.ArgumentParser(
         prog="smsbridge", description="Smstools SMS/WhatsApp webhooks to Slack and Telegram."
     )
@@ -47,12 +48,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     check = commands.add_parser("check-config", help="validate the config and show the routes")
     check.add_argument("path", nargs="?", type=Path, default=None)
+    doctor_command = commands.add_parser(
+        "doctor", help="check the live set-up: database, config, Slack, Telegram, Smstools"
+    )
+    doctor_command.add_argument(
+        "--config", type=Path, default=None, help="default: $BRIDGE_CONFIG, else built-in"
+    )
     dead = commands.add_parser("dead-letters", help="jobs that failed for good: list, retry")
     dead_commands = dead.add_subparsers(dest="action", required=True)
     dead_commands.add_parser("list", help="show each dead letter with its last error")
     retry = dead_commands.add_parser("retry", help="queue dead letters again")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
     retry.add_argument("--all", action="store_true", help="retry every dead letter")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command == "dead-letters" and arguments.action == "retry":
         if bool(arguments.ids) == arguments.all:
@@ -69,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if arguments.command == "check-config":
         return check_config(arguments.path or settings.config_path, settings)
+    if arguments.command == "doctor":
+        return run_doctor(settings, arguments.config or settings.config_path)
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
@@ -127,6 +141,25 @@ def check_config(path: Path | None, settings: Settings) -> int:
         print(f"alerts on delivery codes {codes} (first match wins):")
         for alert_route in config.alerts.routes:
             print(f"  {alert_route.describe()}")
+    return 0
+
+
+def run_doctor(settings: Settings, config_path: Path | None) -> int:
+    """Print one line per check; exit 1 when any check found a problem."""
+    findings = asyncio.run(doctor.diagnose(settings, config_path))
+    # DATABASE_URL is shown with its password hidden; its whole value is no secret to blank.
+    environ = settings.environ
+    secrets = logs.secrets_in({k: v for k, v in environ.items() if k != "DATABASE_URL"})
+    for finding in findings:
+        line = finding.line()
+        for secret in secrets:  # the checks never show one; this is the second lock
+            line = line.replace(secret, logs.HIDDEN)
+        print(line)
+    problems = sum(finding.status is doctor.Status.PROBLEM for finding in findings)
+    if problems:
+        print(f"{problems} problem(s) found")
+        return 1
+    print("no problems found")
     return 0
 
 

@@ -17,6 +17,26 @@ from pydantic import SecretStr
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
+DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
+
+# Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
+# tuple, the code below and the deployment files in step.
+VARIABLES = (
+    "BRIDGE_CONFIG",
+    "DATABASE_URL",
+    "SMSTOOLS_WEBHOOK_TOKEN",
+    "SLACK_API_URL",
+    "TELEGRAM_API_URL",
+    "PORT",
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_WORKER",
+    "SMSTOOLS_WEBHOOK_SECRET",
+    "BRIDGE_JOB_LEASE",
+    "SMSTOOLS_API_URL",
+    "SMSTOOLS_CLIENT_ID",
+    "SMSTOOLS_CLIENT_SECRET",
+    "LOG_LEVEL",
+)
 
 
 class SettingsError(Exception):
@@ -42,6 +62,9 @@ class Settings:
     webhook_secret: SecretStr | None = None
     job_lease: float = DEFAULT_JOB_LEASE
     ephemeral_disk: str | None = None
+    smstools_api_url: str = DEFAULT_SMSTOOLS_API_URL
+    smstools_client_id: str | None = None
+    smstools_client_secret: SecretStr | None = None
     log_level: str = "INFO"
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -85,6 +108,11 @@ class Settings:
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=lease,
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
+            smstools_api_url=(
+                env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
+            ).rstrip("/"),
+            smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
+            smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             environ=env,
         )

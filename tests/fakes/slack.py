@@ -35,6 +35,23 @@ _MAX_BLOCKS = 50
 _MAX_SECTION_TEXT = 3000
 _MAX_HEADER_TEXT = 150
 _MAX_CONTEXT_ELEMENTS = 10
+# What a freshly installed bridge app holds (README, Slack set-up), `channels:read` and
+# `groups:read` included so `smsbridge doctor` can look at the channels.
+DEFAULT_SCOPES = (
+    "chat:write",
+    "reactions:write",
+    "channels:read",
+    "groups:read",
+    "channels:history",
+    "groups:history",
+)
+# The scope each method needs; a token without it gets `missing_scope`.
+_NEEDED_SCOPE = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "reactions.add": "reactions:write",
+    "conversations.info": "channels:read",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,7 @@ class _Switches:
     down: int = 0  # requests left to answer 5xx; -1 = forever
     down_status: int = 503
     slow: float = 0.0
+    not_member: bool = False
 
 
 def _flag(value: Any) -> bool | None:
@@ -121,8 +139,9 @@ def _blocks_problem(blocks: Any) -> str | None:
 
 
 class FakeSlack:
-    """Fake Slack Web API at `{url}/api/<method>`: auth.test, chat.postMessage, chat.update,
-    reactions.add. Start with `start()` or `with FakeSlack() as slack:`."""
+    """Fake Slack Web API at `{url}/api/<method>`: auth.test (with the `x-oauth-scopes`
+    header), conversations.info, chat.postMessage, chat.update, reactions.add. Start with
+    `start()` or `with FakeSlack() as slack:`."""
 
     def __init__(self, tokens: Iterable[str] = ("xoxb-test",)) -> None:
         self.tokens: set[str] = set(tokens)
@@ -132,6 +151,7 @@ class FakeSlack:
         self._refuse_all = False
         self._rate_per_second: float | None = None
         self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._scopes: tuple[str, ...] = DEFAULT_SCOPES
         self._seq = 0
         self._posts: list[SlackMessage] = []
         self._edits: list[SlackEdit] = []
@@ -218,6 +238,17 @@ class FakeSlack:
         with self._lock:
             self._refuse_all = refuse
 
+    def set_scopes(self, scopes: Iterable[str]) -> None:
+        """The token's scopes (auth.test's `x-oauth-scopes`); methods needing others fail."""
+        with self._lock:
+            self._scopes = tuple(scopes)
+
+    def set_not_member(self, channel: str) -> None:
+        """The bot is not in the channel: `is_member: false`, and posts get `not_in_channel`."""
+        _check_channel(channel)
+        with self._lock:
+            self._switches[channel].not_member = True
+
     def reset(self) -> None:
         """Drop every switch (recorded data is kept; see `clear`)."""
         with self._lock:
@@ -225,6 +256,7 @@ class FakeSlack:
             self._refuse_all = False
             self._rate_per_second = None
             self._recent.clear()
+            self._scopes = DEFAULT_SCOPES
 
     def clear(self) -> None:
         """Forget recorded posts, edits, reactions and calls."""
@@ -314,11 +346,16 @@ class FakeSlack:
                 return _error("invalid_auth"), slow
             if method == "auth.test":
                 return None, slow
+            needed = _NEEDED_SCOPE.get(method)
+            if needed is not None and needed not in self._scopes:
+                return _missing_scope(needed, self._scopes), slow
             if channel is None:
                 return _error("channel_not_found"), slow
             for s in switches:
                 if s.error:
                     return _error(s.error), slow
+            if method != "conversations.info" and any(s.not_member for s in switches):
+                return _error("not_in_channel"), slow
             if method == "chat.postMessage" and self._over_rate(channel):
                 return _rate_limited(1), slow
             return None, slow
@@ -342,7 +379,7 @@ class FakeSlack:
             "reactions.add": self._react,
         }.get(method)
         if method == "auth.test":
-            return _ok(
+            answer = _ok(
                 url="https://fake.slack.com/",
                 team="Fake Workspace",
                 user="bridge",
@@ -351,10 +388,31 @@ class FakeSlack:
                 bot_id="B0BRIDGE",
                 is_enterprise_install=False,
             )
+            with self._lock:
+                answer.headers["x-oauth-scopes"] = ",".join(self._scopes)
+            return answer
+        if method == "conversations.info":
+            assert channel is not None
+            return self._channel_info(channel)
         if handler is None:
             return _error("unknown_method")
         assert channel is not None
         return handler(channel, params)
+
+    def _channel_info(self, channel: str) -> Response:
+        with self._lock:
+            switches = self._switches.get(channel)
+            member = not (switches is not None and switches.not_member)
+        return _ok(
+            channel={
+                "id": channel,
+                "name": channel.lower().removeprefix("c0"),  # C0SUPPORT is #support
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": member,
+            }
+        )
 
     def _post_message(self, channel: str, params: dict[str, Any]) -> Response:
         text, blocks = params.get("text"), _json_field(params.get("blocks"))
@@ -463,6 +521,11 @@ def _ok(**fields: Any) -> JSONResponse:
 def _error(error: str) -> JSONResponse:
     # Slack answers API errors with HTTP 200; only the body says ok: false.
     return JSONResponse({"ok": False, "error": error})
+
+
+def _missing_scope(needed: str, provided: Iterable[str]) -> JSONResponse:
+    body = {"ok": False, "error": "missing_scope", "needed": needed, "provided": ",".join(provided)}
+    return JSONResponse(body)
 
 
 def _rate_limited(retry_after: int) -> JSONResponse:

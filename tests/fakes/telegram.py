@@ -177,9 +177,10 @@ def utf16_length(text: str) -> int:
 
 
 class FakeTelegram:
-    """Fake Bot API at `{url}/bot<token>/<method>`: getMe, sendMessage, createForumTopic,
-    editMessageText, setMessageReaction. Chats exist on first use: positive ids are private
-    chats, `-100…` ids forum supergroups, other negative ids basic groups."""
+    """Fake Bot API at `{url}/bot<token>/<method>`: getMe, getChat, getChatMember, sendMessage,
+    createForumTopic, editMessageText, setMessageReaction. Chats exist on first use: positive
+    ids are private chats, `-100…` ids forum supergroups (the bot an admin that manages
+    topics), other negative ids basic groups (the bot a member)."""
 
     TOKEN = "123456:TEST-token"
 
@@ -189,6 +190,8 @@ class FakeTelegram:
         self._closing = threading.Event()
         self._switches: dict[int | None, _Switches] = defaultdict(_Switches)
         self._gone_topics: set[tuple[int, int]] = set()
+        self._topics_off: set[int] = set()
+        self._bot_rights: dict[int, tuple[str, bool]] = {}  # chat → (status, can_manage_topics)
         self._refuse_all = False
         self._per_chat_per_second: float | None = None
         self._per_group_per_minute: float | None = None
@@ -255,6 +258,19 @@ class FakeTelegram:
         with self._lock:
             self._gone_topics.add((chat_id, message_thread_id))
 
+    def set_topics_off(self, chat_id: int) -> None:
+        """The supergroup has Topics turned off: `is_forum: false`, no createForumTopic."""
+        with self._lock:
+            self._topics_off.add(chat_id)
+
+    def set_bot_status(self, chat_id: int, status: str, *, can_manage_topics: bool = False) -> None:
+        """What getChatMember says of the bot: "member", "administrator", "left", "kicked".
+
+        Without admin rights to manage topics, createForumTopic is refused as Telegram does.
+        """
+        with self._lock:
+            self._bot_rights[chat_id] = (status, can_manage_topics)
+
     def set_rate_limited(
         self, chat_id: int | None = None, *, retry_after: int = 1, times: int | None = None
     ) -> None:
@@ -296,6 +312,8 @@ class FakeTelegram:
         with self._lock:
             self._switches.clear()
             self._gone_topics.clear()
+            self._topics_off.clear()
+            self._bot_rights.clear()
             self._refuse_all = False
             self._per_chat_per_second = self._per_group_per_minute = None
             self._recent.clear()
@@ -396,6 +414,11 @@ class FakeTelegram:
                     return {"id": bot_id, "is_bot": True, "first_name": "Fake Bridge"} | {
                         "username": "fake_bridge_bot"
                     }
+                case "getchat":
+                    return self._chat_info(params["chat_id"])
+                case "getchatmember":
+                    bot_id = int(token.split(":")[0])
+                    return self._chat_member(params["chat_id"], params.get("user_id"), bot_id)
                 case "sendmessage":
                     return self._send_message(params)
                 case "createforumtopic":
@@ -476,8 +499,11 @@ class FakeTelegram:
     def _create_topic(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id: int = params["chat_id"]
         name = str(params.get("name") or "")
-        if not str(chat_id).startswith("-100"):
+        if not str(chat_id).startswith("-100") or chat_id in self._topics_off:
             raise _Refused(400, "Bad Request: the chat is not a forum")
+        status, can_manage_topics = self._rights(chat_id)
+        if status != "administrator" or not can_manage_topics:
+            raise _Refused(400, "Bad Request: not enough rights to create a topic")
         if not 1 <= len(name) <= 128:
             raise _Refused(400, "Bad Request: TOPIC_NAME_INVALID")
         # As in Telegram, a topic's id is the id of the service message that opened it.
@@ -510,6 +536,57 @@ class FakeTelegram:
             raise _Refused(400, "Bad Request: REACTION_INVALID")
         self._reactions.append(TelegramReaction(chat_id, message_id, emoji, _now()))
         return True
+
+    def _chat_info(self, chat_id: int) -> dict[str, Any]:
+        """getChat's ChatFullInfo, with the fields PTB requires."""
+        chat = _chat(chat_id)
+        if "is_forum" in chat:
+            chat["is_forum"] = chat_id not in self._topics_off
+        gifts = dict.fromkeys(
+            ("unlimited_gifts", "limited_gifts", "unique_gifts", "premium_subscription"), False
+        )
+        return chat | {
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": gifts | {"gifts_from_channels": False},
+        }
+
+    def _rights(self, chat_id: int) -> tuple[str, bool]:
+        if chat_id in self._bot_rights:
+            return self._bot_rights[chat_id]
+        if str(chat_id).startswith("-100"):
+            return "administrator", True
+        return "member", False
+
+    def _chat_member(self, chat_id: int, user_id: Any, bot_id: int) -> dict[str, Any]:
+        if str(user_id) != str(bot_id):  # only the bot itself is modelled
+            raise _Refused(400, "Bad Request: PARTICIPANT_ID_INVALID")
+        status, can_manage_topics = self._rights(chat_id)
+        user = {"id": bot_id, "is_bot": True, "first_name": "Fake Bridge"}
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "administrator":
+            rights = (
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_promote_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_post_stories",
+                "can_edit_stories",
+                "can_delete_stories",
+                "can_pin_messages",
+            )
+            member |= dict.fromkeys(rights, False) | {
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_manage_topics": can_manage_topics,
+            }
+        elif status == "kicked":
+            member["until_date"] = 0
+        return member
 
     def _topic_exists(self, chat_id: int, thread_id: Any) -> bool:
         if (chat_id, thread_id) in self._gone_topics:
