@@ -12,7 +12,6 @@ from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import Clock  # noqa: F401  (re-exported for the alert tests)
 
 SLACK_TOKEN = "xoxb-test"
 ONCALL_CHAT = -1009999

@@ -23,7 +23,7 @@ from bridge.webhook import MAX_BODY
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge
-from tests.test_pipeline import FORUM, adapters, make_config, rows
+from tests.pipeline_fixtures import FORUM, adapters, make_config, rows
 
 URL = f"/webhooks/smstools/{TOKEN}"
 EXAMPLES = settings(

@@ -15,7 +15,7 @@ from bridge.config import build
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge
-from tests.test_pipeline import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
+from tests.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
 
 pytestmark = pytest.mark.slow
 

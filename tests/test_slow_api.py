@@ -18,7 +18,7 @@ from bridge.store.schema import outbox
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge
-from tests.test_pipeline import FORUM, SLACK_TOKEN, inbox, make_config, rows
+from tests.pipeline_fixtures import FORUM, SLACK_TOKEN, inbox, make_config, rows
 
 pytestmark = pytest.mark.slow
 
