@@ -13,8 +13,8 @@ from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 
 SLACK_TOKEN = "xoxb-test"
 FORUM = -1001234567890

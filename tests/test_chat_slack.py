@@ -9,7 +9,7 @@ import pytest
 
 from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable
 from bridge.chat.slack import SlackAdapter
-from tests.fakes import FakeSlack
+from testkit.fakes import FakeSlack
 
 CHANNEL = "C0SUPPORT"
 

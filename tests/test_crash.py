@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.processes import BridgeProcess
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from testkit.processes import BridgeProcess
 from tests.traffic import CONFIG, FORUM, TOKEN, burst, check_threads_and_order, env_for
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_BODY
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge
 from tests.pipeline_fixtures import FORUM, adapters, make_config, rows
 

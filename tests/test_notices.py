@@ -16,9 +16,9 @@ from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import adapters, make_config
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import Clock, running_bridge
 
 _counter = 0

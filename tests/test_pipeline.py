@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from bridge.store.schema import chat_messages, conversations, outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.conftest import sample
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import Clock, running_bridge
 from tests.pipeline_fixtures import FORUM, LINE_FR, adapters, inbox, make_config, rows
 

@@ -12,8 +12,8 @@ import pytest
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import build
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge
 from tests.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from testkit.processes import BridgeProcess
 from tests.alert_fixtures import report
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.processes import BridgeProcess
 from tests.traffic import CONFIG, FORUM, burst, check_threads_and_order, env_for, send
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -15,8 +15,8 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.store.schema import outbox
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge
 from tests.pipeline_fixtures import FORUM, SLACK_TOKEN, inbox, make_config, rows
 

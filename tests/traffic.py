@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 
 TOKEN = "serve-test-token"
 FORUM = -1009999999999
