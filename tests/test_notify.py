@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -22,17 +21,9 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.worker import Worker
 from tests.conftest import sample
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.postgres
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 5) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `seconds`."""
-    for _ in range(round(seconds / 0.02)):
-        if await condition():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"not within {seconds}s: {what}")
 
 
 async def other_backends(observer: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -60,14 +51,14 @@ async def test_a_listener_is_called_once_for_connecting_then_once_per_committed_
 
     listening = asyncio.create_task(notify.listen(database, on_notify))
     try:
-        await until(lambda: woken(1), "the listener connected")
+        await wait_until(lambda: woken(1), "the listener connected")
         with pytest.raises(RuntimeError):
             async with database.transaction() as connection:
                 await notify.announce(database, connection)
                 raise RuntimeError("planning failed: the transaction rolls back")
         async with database.transaction() as connection:
             await notify.announce(database, connection)
-        await until(lambda: woken(2), "the committed announce arrived")
+        await wait_until(lambda: woken(2), "the committed announce arrived")
         # NOTIFYs arrive in commit order: a rolled-back one would have come before it.
         assert wakes == 2
     finally:
@@ -108,12 +99,12 @@ async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
     await blocker.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
     running = asyncio.create_task(worker.run())
     try:
-        await until(listening_while_first_claim_waits, "listening while the first claim waits")
+        await wait_until(listening_while_first_claim_waits, "listening while the first claim waits")
         await holding.commit()
-        await until(idle, "the first claim is done and the worker idle")
-        await until(idle, "the worker still idle")  # its wake-up cleared, nothing pending
+        await wait_until(idle, "the first claim is done and the worker idle")
+        await wait_until(idle, "the worker still idle")  # its wake-up cleared, nothing pending
         await ingest(web, config, b"[]", sample("inbox_message"), now=1.0)
-        await until(delivered, "the job delivered by a worker that polls once an hour")
+        await wait_until(delivered, "the job delivered by a worker that polls once an hour")
     finally:
         await blocker.close()  # lets a claim still waiting go, so the worker can stop
         await worker.stop()
