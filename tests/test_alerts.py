@@ -12,16 +12,15 @@ from sqlalchemy import select
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import alert_groups, outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
     ONCALL_CHAT,
-    Clock,
     adapters,
     make_config,
     report,
 )
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from tests.harness import Clock, RunningBridge, running_bridge
 
 
 async def rows(database_url: str, query: Any) -> list[Any]:

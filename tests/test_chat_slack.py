@@ -10,7 +10,7 @@ import pytest
 from bridge.chat.base import MessageGone, Part, Post, Quote
 from bridge.chat.slack import SlackAdapter
 from bridge.errors import Permanent, Reason, Retryable
-from tests.fakes import FakeSlack
+from testkit.fakes import FakeSlack
 
 CHANNEL = "C0SUPPORT"
 

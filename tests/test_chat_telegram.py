@@ -12,8 +12,8 @@ import pytest
 from bridge.chat.base import MessageGone, Part, Post, Quote, Sent, ThreadGone
 from bridge.chat.telegram import TelegramAdapter, utf16_length
 from bridge.errors import Permanent, Reason, Retryable
-from tests.fakes import FakeTelegram
-from tests.fakes.telegram import HtmlEntityError, parse_html
+from testkit.fakes import FakeTelegram
+from testkit.fakes.telegram import HtmlEntityError, parse_html
 
 FORUM = -1001234567890  # a forum supergroup: conversations are topics
 GROUP = -4000000001  # a basic group: conversations are reply chains

@@ -20,10 +20,10 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_BODY
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge
-from tests.test_pipeline import FORUM, adapters, make_config, rows
+from tests.pipeline_fixtures import FORUM, adapters, make_config, rows
 
 URL = f"/webhooks/smstools/{TOKEN}"
 EXAMPLES = settings(

@@ -11,15 +11,14 @@ from bridge.settings import normalise_database_url
 from bridge.store import reports as report_store
 from bridge.store.db import Database
 from bridge.store.reports import Status
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
-    Clock,
     adapters,
     make_config,
     report,
 )
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from tests.harness import Clock, RunningBridge, running_bridge
 
 CUSTOMER, LINE = "32470999888", "32460200000"
 

@@ -221,6 +221,10 @@ class FakeTelegram:
         self._closing.set()  # wakes "slow" requests so shutdown is quick
         self._server.stop()
 
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
+
     def __enter__(self) -> FakeTelegram:
         return self.start()
 
