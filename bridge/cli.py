@@ -23,6 +23,7 @@ from bridge.app import Options, create_app, delivery_parts
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -195,12 +196,17 @@ def serve_forever(
 
 async def run_worker(settings: Settings, config: Config) -> int:
     async with delivery_parts(settings, config) as (database, adapters):
-        worker = Worker(database, config, adapters, lease=settings.job_lease)
+        smstools = SmstoolsApi.from_settings(settings)
+        worker = Worker(database, config, adapters, lease=settings.job_lease, smstools=smstools)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            if smstools is not None:
+                await smstools.close()
     return 0
 
 

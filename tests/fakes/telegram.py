@@ -307,6 +307,13 @@ class FakeTelegram:
         with self._lock:
             self._refuse_all = refuse
 
+    def post_as_member(self, chat_id: int, text: str) -> int:
+        """A message a person wrote in the chat (then sent to the bot as an update); its id."""
+        with self._lock:
+            message_id = self._new_id(chat_id)
+            self._texts[(chat_id, message_id)] = text
+        return message_id
+
     def reset(self) -> None:
         """Drop every switch and deleted topic (recorded data is kept; see `clear`)."""
         with self._lock:
