@@ -31,7 +31,8 @@ from tests.test_pipeline import rows
 
 SIGNING_SECRET = "slack-signing-secret"
 TELEGRAM_SECRET = "telegram-webhook-secret"
-FORUM = -1001234567890
+FORUM, GROUP = -1001234567890, -555000111
+GROUP_LINE = "32460300000"
 LINE, CUSTOMER, WA_CUSTOMER = "32460200000", "32470123456", "32470999999"
 
 
@@ -60,8 +61,14 @@ CONFIG: dict[str, Any] = {
             "max_rate": "unlimited",
             "replies": True,
         },
+        "group": {
+            "telegram": {"chat_id": GROUP},
+            "max_rate": "unlimited",
+            "replies": True,
+        },
     },
     "routes": [
+        {"match": {"receiver": GROUP_LINE}, "to": ["group"]},
         {"match": {"type": "whatsapp"}, "to": ["nl-team"]},
         {"match": {"receiver": "+32 460 20 00 00"}, "to": ["support"]},
     ],
@@ -78,6 +85,9 @@ def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]
         "nl-team": TelegramAdapter(
             "nl-team", FakeTelegram.TOKEN, FORUM, topics=True, api_url=telegram.url, timeout=2.0
         ),
+        "group": TelegramAdapter(
+            "group", FakeTelegram.TOKEN, GROUP, topics=False, api_url=telegram.url, timeout=2.0
+        ),
     }
 
 
@@ -90,7 +100,9 @@ def _next() -> int:
     return _counter
 
 
-def inbox(content: str, sender: str = CUSTOMER, kind: str = "sms") -> dict[str, Any]:
+def inbox(
+    content: str, sender: str = CUSTOMER, kind: str = "sms", receiver: str = LINE
+) -> dict[str, Any]:
     n = _next()
     return {
         "webhook_id": f"wh_reply_{n}",
@@ -99,7 +111,7 @@ def inbox(content: str, sender: str = CUSTOMER, kind: str = "sms") -> dict[str, 
             "id": f"in{n}",
             "date": "2026-11-26 10:00:00",
             "sender": sender,
-            "receiver": LINE,
+            "receiver": receiver,
             "content": content,
             "type": kind,
         },
@@ -323,6 +335,49 @@ async def test_a_forum_topic_reply_is_sent_and_its_delivery_reacts(
         await bridge.webhook(report(sent[0].messageids[0], 1) | {})
         reactions = [r.emoji for r in telegram.reactions(FORUM) if r.message_id == message_id]
     assert reactions == [("👌",), ("👍",)]
+
+
+async def test_a_reply_chain_answer_in_a_plain_group_is_sent_and_a_photo_gets_a_note(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        await bridge.webhook(inbox("Bonjour", receiver=GROUP_LINE))
+        posted = telegram.messages(GROUP)[0].message_id
+
+        def update(update_id: int, **content: Any) -> dict[str, Any]:
+            return {
+                "update_id": update_id,
+                "message": {
+                    "message_id": telegram.post_as_member(GROUP, "answer"),
+                    "from": {"id": 42, "is_bot": False, "first_name": "Agent"},
+                    "chat": {"id": GROUP, "type": "group"},
+                    "date": 1_800_000_000,
+                    "reply_to_message": {"message_id": posted, "chat": {"id": GROUP}, "date": 0},
+                    **content,
+                },
+            }
+
+        await bridge.telegram(update(910001, text="Bonjour, c'est noté."))
+        await bridge.telegram(update(910002, photo=[{"file_id": "x", "width": 1, "height": 1}]))
+        await bridge.telegram(update(910003, text="bot", **{"from": {"id": 7, "is_bot": True}}))
+        await bridge.drain()
+    assert [(s.sender, s.message) for s in smstools.sent()] == [
+        (GROUP_LINE, "Bonjour, c'est noté.")
+    ]
+    notes_in_group = [m.plain_text for m in telegram.messages(GROUP) if "Bridge" in m.plain_text]
+    assert len(notes_in_group) == 1 and "Only text is sent" in notes_in_group[0]
+
+
+async def test_slack_mentions_become_display_names(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    slack.add_member("U0COLLEAGUE", "Marie")
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        text = "<@U0COLLEAGUE> will call you :slightly_smiling_face: ~today~ `soon`"
+        await bridge.slack(slack_event(text, thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    assert [s.message for s in smstools.sent()] == ["@Marie will call you 🙂 today soon"]
 
 
 @pytest.mark.parametrize(
