@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import destinations
 from bridge.chat.base import ChatAdapter
+from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import facts
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -90,10 +92,24 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 url = f"{base}{WEBHOOK_PATH.format(token=token)}"
                 options.announce(f"Smstools webhook URL: {url}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
-            worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
+            smstools = SmstoolsApi.from_settings(settings)
+            worker = Worker(
+                database,
+                config,
+                adapters,
+                now=options.now,
+                lease=settings.job_lease,
+                smstools=smstools,
+            )
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
                 database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+            )
+            app.state.slack_events = SlackEvents(
+                database, config, settings.slack_signing_secret, options.now, worker.wake
+            )
+            app.state.telegram_updates = TelegramUpdates(
+                database, config, settings.telegram_webhook_secret, options.now, worker.wake
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             try:
@@ -102,10 +118,20 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 if task is not None:
                     await worker.stop()
                     await task
+                if smstools is not None:
+                    await smstools.close()
 
     async def receive(request: Request) -> JSONResponse:
         receiver: WebhookReceiver = request.app.state.receiver
         return await receiver(request)
+
+    async def slack_events(request: Request) -> Response:
+        handler: SlackEvents = request.app.state.slack_events
+        return await handler(request)
+
+    async def telegram_updates(request: Request) -> Response:
+        handler: TelegramUpdates = request.app.state.telegram_updates
+        return await handler(request)
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -119,6 +145,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         routes=[
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/telegram/webhook", telegram_updates, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

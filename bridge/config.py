@@ -62,10 +62,21 @@ class ConsoleTarget(_Strict):
     pass
 
 
+DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
+
+
+class RepliesSpec(_Strict):
+    prefix: str = "note:"  # a message starting with it stays internal
+    allow: list[str | int] | None = None  # user ids that may answer; None: everyone
+    stop_words: list[str] = list(DEFAULT_STOP_WORDS)
+    max_parts: int = Field(default=3, ge=1, le=10)  # 3 GSM-7 parts: the gateway's 459 chars
+
+
 class DestinationSpec(_Strict):
     slack: SlackTarget | None = None
     telegram: TelegramTarget | None = None
     console: ConsoleTarget | None = None
+    replies: bool | RepliesSpec = False
     max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
 
 
@@ -120,6 +131,16 @@ class ConfigSpec(_Strict):
 
 
 @dataclass(frozen=True)
+class Replies:
+    """Agents may answer the customer from this destination's threads."""
+
+    prefix: str = "note:"
+    allow: frozenset[str] | None = None  # Slack / Telegram user ids; None: every member
+    stop_words: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)  # upper case
+    max_parts: int = 3
+
+
+@dataclass(frozen=True)
 class Destination:
     """A named place messages go to. `kind` is slack, telegram or console."""
 
@@ -127,6 +148,7 @@ class Destination:
     kind: Literal["slack", "telegram", "console"]
     target: SlackTarget | TelegramTarget | ConsoleTarget
     max_rate: float | None = None  # posts per second; None: unlimited
+    replies: Replies | None = None  # None: one-way
 
     def describe(self) -> str:
         if isinstance(self.target, SlackTarget):
@@ -301,7 +323,15 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
         max_rate = destination.max_rate
         if max_rate is not None and max_rate < 0:
             max_rate = default_rate(target)
-        destinations[name] = Destination(name, kind, target, max_rate)  # type: ignore[arg-type]
+        replies = _replies(destination.replies, kind, f"{source}: destinations.{name}", environ)
+        problems.extend(replies[1])
+        destinations[name] = Destination(
+            name,
+            kind,  # type: ignore[arg-type]
+            target,
+            max_rate,
+            replies[0],
+        )
 
     def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
         for index, name in enumerate(names):
@@ -424,6 +454,38 @@ def _alerts(
             )
         )
     return Alerts(frozenset(spec.on_codes), (*routes, top))
+
+
+# What answering from a platform needs from the environment, beyond the chat token.
+_REPLY_VARIABLES = {
+    "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
+    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "TELEGRAM_WEBHOOK_SECRET"),
+}
+
+
+def _replies(
+    spec: bool | RepliesSpec, kind: str, key: str, environ: Mapping[str, str]
+) -> tuple[Replies | None, list[str]]:
+    """The destination's `replies` setting, and what keeps it from working."""
+    if spec is False:
+        return None, []
+    if kind not in _REPLY_VARIABLES:
+        return None, [f"{key}.replies: only Slack and Telegram destinations can answer"]
+    spec = RepliesSpec() if spec is True else spec
+    missing = [name for name in _REPLY_VARIABLES[kind] if not environ.get(name, "").strip()]
+    problems = []
+    if missing:
+        problems.append(
+            f"{key}.replies: answering customers needs the environment variable(s) "
+            f"{', '.join(missing)}, which are not set"
+        )
+    replies = Replies(
+        prefix=spec.prefix.strip().lower(),
+        allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
+        stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
+        max_parts=spec.max_parts,
+    )
+    return replies, problems
 
 
 def _inherit(value: float | None, default: float) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from bridge import alerts, phones, render, threads
+from bridge import alerts, phones, render, replies, threads
 from bridge.alerts import Action
 from bridge.chat.base import MessageGone, Sent
 from bridge.errors import Permanent, Reason
@@ -30,6 +30,7 @@ from bridge.smstools import DeliveryReport, InboxMessage, ReadReport
 from bridge.store import alerts as alerts_store
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
+from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ async def deliver_inbox(delivery: Delivery) -> None:
         at=delivery.received_at,
         now=delivery.now(),
     )
+    destination = delivery.config.destinations.get(job.destination)
+    if destination is not None and destination.replies is not None:
+        # In the conversation's lane: every answer planned after this message sees the STOP.
+        if event.message.content.strip().upper() in destination.replies.stop_words:
+            async with delivery.database.transaction() as connection:
+                await replies_store.opt_out(
+                    delivery.database, connection, key.receiver, key.sender, delivery.now()
+                )
     log.info(
         "delivered inbox message from %s to %s (job %d)",
         phones.mask(key.sender),
@@ -192,4 +201,6 @@ HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.READ: deliver_read,
     Kind.ALERT: deliver_alert,
     Kind.NOTICE: deliver_notice,
+    Kind.REPLY: replies.deliver_reply,
+    Kind.REPLY_STATUS: replies.deliver_reply_status,
 }

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bridge.chat.base import ChatAdapter
     from bridge.config import Config
     from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed
+    from bridge.smstools_api import SmstoolsApi
     from bridge.store.db import Database
 
 
@@ -29,6 +30,8 @@ class Kind(StrEnum):
     READ = "read"  # a read report, marked on the chat message that shows the message
     ALERT = "alert"  # a group of failures, posted or edited for on-call
     NOTICE = "notice"  # a destination that fails for good, told to on-call
+    REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS
+    REPLY_STATUS = "reply_status"  # a reply's gateway status, shown on the agent's message
 
 
 class _Payload(BaseModel):
@@ -71,10 +74,35 @@ class NoticeJob(_Payload):
     detail: str
 
 
-Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob
+class ReplyJob(_Payload):
+    """An agent's chat message to send to the customer; its text stays in `chat_events`."""
+
+    kind: ClassVar[Kind] = Kind.REPLY
+    conversation: ConversationKey
+    reply_id: int
+
+
+class ReplyStatusJob(_Payload):
+    """Show the reply's current gateway status (a reaction, a note when it failed)."""
+
+    kind: ClassVar[Kind] = Kind.REPLY_STATUS
+    conversation: ConversationKey
+    reply_id: int
+
+
+Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob | ReplyJob | ReplyStatusJob
 
 PAYLOADS: dict[str, type[Payload]] = {
-    payload.kind: payload for payload in (InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob)
+    payload.kind: payload
+    for payload in (
+        InboxJob,
+        FailureNoteJob,
+        ReadJob,
+        AlertJob,
+        NoticeJob,
+        ReplyJob,
+        ReplyStatusJob,
+    )
 }
 
 
@@ -101,10 +129,16 @@ def lane(destination: str, payload: Payload) -> str:
     """The lane a job joins: jobs of one lane are delivered one at a time, in order.
 
     Everything about one customer conversation shares its lane, so a failure note lands in
-    order with the messages around it; every other job has a lane of its own kind.
+    order with the messages around it and two quick answers reach the customer as typed;
+    every other job has a lane of its own kind.
     """
     match payload:
-        case InboxJob(conversation=conversation) | FailureNoteJob(conversation=conversation):
+        case (
+            InboxJob(conversation=conversation)
+            | FailureNoteJob(conversation=conversation)
+            | ReplyJob(conversation=conversation)
+            | ReplyStatusJob(conversation=conversation)
+        ):
             parts: tuple[object, ...] = (destination, conversation.receiver, conversation.sender)
         case ReadJob(messageid=messageid):
             parts = (destination, "read", messageid)
@@ -141,3 +175,4 @@ class Delivery:
     event: InboxMessage | DeliveryReport | ReadReport | Unparsed | None  # None: no event
     received_at: float
     now: Callable[[], float]
+    smstools: SmstoolsApi | None = None  # the send API, for replies; None: not configured

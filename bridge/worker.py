@@ -30,6 +30,7 @@ from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools import parse_event
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
@@ -56,6 +57,7 @@ class Worker:
         lease: float = DEFAULT_JOB_LEASE,
         poll_interval: float = 1.0,
         name: str | None = None,
+        smstools: SmstoolsApi | None = None,
     ) -> None:
         self.database = database
         self.config = config
@@ -67,6 +69,7 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.smstools = smstools  # the send API, for agents' replies
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -230,7 +233,16 @@ class Worker:
         handler = HANDLERS[job.payload.kind]
         if job.event_id is None:  # a job with its own payload
             await handler(
-                Delivery(self.database, self.config, adapter, job, None, job.created_at, self.now)
+                Delivery(
+                    self.database,
+                    self.config,
+                    adapter,
+                    job,
+                    None,
+                    job.created_at,
+                    self.now,
+                    self.smstools,
+                )
             )
             return
         async with self.database.transaction() as connection:
@@ -239,7 +251,16 @@ class Worker:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
         await handler(
-            Delivery(self.database, self.config, adapter, job, event, stored.received_at, self.now)
+            Delivery(
+                self.database,
+                self.config,
+                adapter,
+                job,
+                event,
+                stored.received_at,
+                self.now,
+                self.smstools,
+            )
         )
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:

@@ -96,3 +96,9 @@ class ChatAdapter(Protocol):
 
     async def react(self, sent: Sent, emoji: str) -> None:
         """Add a reaction (a Unicode emoji) to a message. Raises `Retryable` or `Permanent`."""
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Take back a reaction the bot added (where a new one does not replace it)."""
+
+    async def plain_text(self, text: str) -> str:
+        """An agent's message as this platform delivered it → the plain text of an SMS."""

@@ -74,6 +74,12 @@ class ConsoleAdapter:
     async def react(self, sent: Sent, emoji: str) -> None:
         self._write(f"── {self.name} · #{sent.message} reacted {sanitize(emoji)} ──")
 
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        self._write(f"── {self.name} · #{sent.message} unreacted {sanitize(emoji)} ──")
+
+    async def plain_text(self, text: str) -> str:
+        return text.strip()
+
     def _write(self, *lines: str) -> None:
         # Resolved per call so a redirected or captured sys.stdout is honoured.
         stream = self._stream or sys.stdout

@@ -17,6 +17,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bridge.errors import Permanent, Reason, Retryable
 
+from . import slack_text
 from .base import MessageGone, Part, Post, Sent
 from .split import split
 
@@ -49,7 +50,16 @@ _HINTS = {
     "missing_scope": " — the Slack app needs the chat:write and reactions:write scopes",
 }
 # The worker names reactions with Unicode emoji (Telegram's form); Slack wants names.
-_EMOJI_NAMES = {"👍": "+1", "👀": "eyes", "✅": "white_check_mark", "❌": "x", "🔥": "fire"}
+_EMOJI_NAMES = {
+    "👍": "+1",
+    "👎": "-1",
+    "👌": "ok_hand",
+    "🤔": "thinking_face",
+    "👀": "eyes",
+    "✅": "white_check_mark",
+    "❌": "x",
+    "🔥": "fire",
+}
 
 
 def escape(text: str) -> str:
@@ -101,6 +111,7 @@ class SlackAdapter:
             retry_handlers=[],
         )
         self._session: aiohttp.ClientSession | None = None
+        self._names: dict[str, str] = {}  # member id → display name, for agents' mentions
 
     async def start(self) -> None:
         """Open a pooled connection and check the token with auth.test (→ Permanent(AUTH)).
@@ -212,6 +223,32 @@ class SlackAdapter:
         except Permanent as error:
             if "already_reacted" not in error.detail:
                 raise
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """reactions.remove; a reaction already gone counts as removed."""
+        name = _EMOJI_NAMES.get(emoji, emoji.strip(":"))
+        try:
+            await self._call(
+                self._client.reactions_remove(channel=sent.chat, timestamp=sent.message, name=name)
+            )
+        except Permanent as error:
+            if "no_reaction" not in error.detail and "message_not_found" not in error.detail:
+                raise
+
+    async def plain_text(self, text: str) -> str:
+        """Slack markup → plain text; `<@U…>` mentions become display names (users.info)."""
+        for member in dict.fromkeys(slack_text.MENTION.findall(text)):
+            if member not in self._names:
+                try:
+                    response = await self._call(self._client.users_info(user=member))
+                except Permanent:
+                    continue  # no users:read scope, or gone: the id stays
+                user = response.get("user") or {}
+                profile = user.get("profile") or {}
+                name = profile.get("display_name") or profile.get("real_name") or user.get("name")
+                if name:
+                    self._names[member] = str(name)
+        return slack_text.plain(text, self._names)
 
     async def _call(self, request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
         where = f"slack destination '{self.name}' (channel {self.channel})"

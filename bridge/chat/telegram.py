@@ -231,6 +231,12 @@ class TelegramAdapter:
             )
         )
 
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Nothing to do: a bot has one reaction per message, and the next replaces it."""
+
+    async def plain_text(self, text: str) -> str:
+        return text.strip()  # text and captions arrive plain; entities only format them
+
     async def _call(self, request: Awaitable[T]) -> T:
         try:
             return await request

@@ -50,6 +50,7 @@ _NEEDED_SCOPE = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "reactions.add": "reactions:write",
+    "reactions.remove": "reactions:write",
     "conversations.info": "channels:read",
 }
 
@@ -157,6 +158,8 @@ class FakeSlack:
         self._edits: list[SlackEdit] = []
         self._reactions: list[SlackReaction] = []
         self._calls: list[SlackCall] = []
+        self._members: dict[str, str] = {}
+        self._member_messages: set[tuple[str, str]] = set()  # (channel, ts) people wrote
         app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["GET", "POST"])])
         self._server = FakeServer(app)
 
@@ -252,6 +255,19 @@ class FakeSlack:
         _check_channel(channel)
         with self._lock:
             self._switches[channel].not_member = True
+
+    def add_member(self, user: str, display_name: str) -> None:
+        """A workspace member `users.info` knows."""
+        with self._lock:
+            self._members[user] = display_name
+
+    def post_as_member(self, channel: str) -> str:
+        """A message a human wrote (as Slack would then send it in an event); its `ts`."""
+        with self._lock:
+            self._seq += 1
+            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            self._member_messages.add((channel, ts))
+        return ts
 
     def reset(self) -> None:
         """Drop every switch (recorded data is kept; see `clear`)."""
@@ -353,6 +369,8 @@ class FakeSlack:
             needed = _NEEDED_SCOPE.get(method)
             if needed is not None and needed not in self._scopes:
                 return _missing_scope(needed, self._scopes), slow
+            if method == "users.info":
+                return None, slow
             if channel is None:
                 return _error("channel_not_found"), slow
             for s in switches:
@@ -381,7 +399,14 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "reactions.add": self._react,
+            "reactions.remove": self._unreact,
         }.get(method)
+        if method == "users.info":
+            user = str(params.get("user") or "")
+            name = self._members.get(user)
+            if name is None:
+                return _error("user_not_found")
+            return _ok(user={"id": user, "name": name.lower(), "profile": {"display_name": name}})
         if method == "auth.test":
             answer = _ok(
                 url="https://fake.slack.com/",
@@ -464,12 +489,26 @@ class FakeSlack:
         if not name:
             return _error("invalid_name")
         with self._lock:
-            if not any(p.channel == channel and p.ts == ts for p in self._posts):
+            known = (channel, ts) in self._member_messages
+            if not known and not any(p.channel == channel and p.ts == ts for p in self._posts):
                 return _error("message_not_found")
             if any(r.channel == channel and r.ts == ts and r.name == name for r in self._reactions):
                 return _error("already_reacted")
             assert isinstance(ts, str)
             self._reactions.append(SlackReaction(channel, ts, name, _now()))
+        return _ok()
+
+    def _unreact(self, channel: str, params: dict[str, Any]) -> Response:
+        ts, name = params.get("timestamp"), str(params.get("name") or "").strip(":")
+        with self._lock:
+            kept = [
+                r
+                for r in self._reactions
+                if not (r.channel == channel and r.ts == ts and r.name == name)
+            ]
+            if len(kept) == len(self._reactions):
+                return _error("no_reaction")
+            self._reactions[:] = kept
         return _ok()
 
     async def _sleep(self, seconds: float) -> None:
