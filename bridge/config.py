@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -87,6 +87,8 @@ Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
 # Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
 DEFAULT_ON_CODES = frozenset({2, 4, 5})
+# A group of per-recipient failures pages on-call (carries the mention) above this many.
+DEFAULT_PAGE_ABOVE = 20
 
 
 class AlertRouteSpec(_Strict):
@@ -96,6 +98,8 @@ class AlertRouteSpec(_Strict):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    resolve_after: Duration | None = None
+    page_above: int | None = Field(None, ge=0)
     mention: Mention | None = None
 
 
@@ -106,6 +110,8 @@ class AlertsSpec(_Strict):
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
+    resolve_after: Duration | None = None  # default: the route's group_interval
+    page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
 
@@ -180,6 +186,13 @@ class AlertRoute:
     group_interval: float
     repeat_interval: float
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+    page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
+    resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
+
+    @property
+    def quiet_after(self) -> float:
+        """How long a group must have no new failure before its alert says it is over."""
+        return self.group_interval if self.resolve_after is None else self.resolve_after
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(label, "") in values for label, values in self.matchers.items())
@@ -399,6 +412,8 @@ def _alerts(
         group_interval=spec.group_interval,
         repeat_interval=spec.repeat_interval,
         mention=mentions(spec.mention, top_to, "alerts.mention"),
+        page_above=spec.page_above,
+        resolve_after=spec.resolve_after,
     )
     routes = []
     for index, route in enumerate(spec.routes):
@@ -421,12 +436,19 @@ def _alerts(
                     if route.mention is not None
                     else top.mention
                 ),
+                page_above=_inherit(route.page_above, top.page_above),
+                resolve_after=(
+                    route.resolve_after if route.resolve_after is not None else top.resolve_after
+                ),
             )
         )
     return Alerts(frozenset(spec.on_codes), (*routes, top))
 
 
-def _inherit(value: float | None, default: float) -> float:
+N = TypeVar("N", int, float)
+
+
+def _inherit(value: N | None, default: N) -> N:
     return default if value is None else value
 
 

@@ -62,6 +62,7 @@ class ReadJob(_Payload):
 class AlertJob(_Payload):
     kind: ClassVar[Kind] = Kind.ALERT
     group_id: int
+    resolve: bool = False  # a check, once the group may have gone quiet, to say it is over
 
 
 class NoticeJob(_Payload):
