@@ -109,8 +109,11 @@ def lane(destination: str, payload: Payload) -> str:
             parts: tuple[object, ...] = (destination, conversation.receiver, conversation.sender)
         case ReadJob(messageid=messageid):
             parts = (destination, "read", messageid)
-        case AlertJob(group_id=group_id):
+        case AlertJob(group_id=group_id, resolve=False):
             parts = ("alert", group_id, destination)
+        case AlertJob(group_id=group_id, resolve=True):
+            # Its own lane: a check due in an hour must not hold back the alert's edits.
+            parts = ("alert-quiet", group_id, destination)
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
     return "|".join(str(part) for part in parts)
