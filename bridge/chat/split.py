@@ -19,9 +19,10 @@ Size = Callable[[str], int]
 def cut(text: str, limit: int, size: Size = len) -> int:
     """How many leading characters of `text` to take so that `size(piece) <= limit`.
 
-    The cut moves back to just after a line end, else a sentence end, else a space, when one
-    lies in the second half of the piece: lines, sentences and words stay whole, and a word is
-    cut only when it is longer than half a piece. Returns 0 when not one character fits.
+    The cut moves back to just after a line end or else a sentence end lying in the second
+    half of the piece, else to just after the last space: lines and sentences stay whole where
+    that costs little, and a word is cut only when it is longer than a whole piece. Returns 0
+    when not one character fits.
     """
     if size(text) <= limit:
         return len(text)
@@ -35,12 +36,12 @@ def cut(text: str, limit: int, size: Size = len) -> int:
     position = text.rfind("\n", 0, low)
     if position >= low // 2:
         return position + 1
-    sentence_ends = [end.end() for end in _SENTENCE_END.finditer(text, low // 2, low)]
-    if sentence_ends:
+    sentence_ends = [end.end() for end in _SENTENCE_END.finditer(text, 0, low)]
+    if sentence_ends and sentence_ends[-1] >= low // 2:
         return sentence_ends[-1]
     position = text.rfind(" ", 0, low)
-    if position >= low // 2:
-        return position + 1
+    if position > 0:
+        return position + 1  # a word is cut only when it is longer than a piece
     return low
 
 
