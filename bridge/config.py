@@ -204,7 +204,9 @@ class AlertRoute:
         return (
             f"{conditions or 'every failure'} → {', '.join(self.to)} "
             f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
-            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s)"
+            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s, "
+            f"quiet after {self.quiet_after:g}s; pages for account-wide codes or "
+            f"above {self.page_above})"
         )
 
 
