@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -98,6 +98,8 @@ Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
 # Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
 DEFAULT_ON_CODES = frozenset({2, 4, 5})
+# A group of per-recipient failures pages on-call (carries the mention) above this many.
+DEFAULT_PAGE_ABOVE = 20
 
 
 class AlertRouteSpec(_Strict):
@@ -107,6 +109,8 @@ class AlertRouteSpec(_Strict):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    resolve_after: Duration | None = None
+    page_above: int | None = Field(None, ge=0)
     mention: Mention | None = None
 
 
@@ -117,6 +121,8 @@ class AlertsSpec(_Strict):
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
+    resolve_after: Duration | None = None  # default: the route's group_interval
+    page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
 
@@ -202,6 +208,13 @@ class AlertRoute:
     group_interval: float
     repeat_interval: float
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+    page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
+    resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
+
+    @property
+    def quiet_after(self) -> float:
+        """How long a group must have no new failure before its alert says it is over."""
+        return self.group_interval if self.resolve_after is None else self.resolve_after
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(label, "") in values for label, values in self.matchers.items())
@@ -213,7 +226,9 @@ class AlertRoute:
         return (
             f"{conditions or 'every failure'} → {', '.join(self.to)} "
             f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
-            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s)"
+            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s, "
+            f"quiet after {self.quiet_after:g}s; pages for account-wide codes or "
+            f"above {self.page_above})"
         )
 
 
@@ -429,6 +444,8 @@ def _alerts(
         group_interval=spec.group_interval,
         repeat_interval=spec.repeat_interval,
         mention=mentions(spec.mention, top_to, "alerts.mention"),
+        page_above=spec.page_above,
+        resolve_after=spec.resolve_after,
     )
     routes = []
     for index, route in enumerate(spec.routes):
@@ -450,6 +467,10 @@ def _alerts(
                     mentions(route.mention, to, f"{key}.mention")
                     if route.mention is not None
                     else top.mention
+                ),
+                page_above=_inherit(route.page_above, top.page_above),
+                resolve_after=(
+                    route.resolve_after if route.resolve_after is not None else top.resolve_after
                 ),
             )
         )
@@ -488,7 +509,10 @@ def _replies(
     return replies, problems
 
 
-def _inherit(value: float | None, default: float) -> float:
+N = TypeVar("N", int, float)
+
+
+def _inherit(value: N | None, default: N) -> N:
     return default if value is None else value
 
 

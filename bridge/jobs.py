@@ -65,6 +65,7 @@ class ReadJob(_Payload):
 class AlertJob(_Payload):
     kind: ClassVar[Kind] = Kind.ALERT
     group_id: int
+    resolve: bool = False  # a check, once the group may have gone quiet, to say it is over
 
 
 class NoticeJob(_Payload):
@@ -142,8 +143,11 @@ def lane(destination: str, payload: Payload) -> str:
             parts: tuple[object, ...] = (destination, conversation.receiver, conversation.sender)
         case ReadJob(messageid=messageid):
             parts = (destination, "read", messageid)
-        case AlertJob(group_id=group_id):
+        case AlertJob(group_id=group_id, resolve=False):
             parts = ("alert", group_id, destination)
+        case AlertJob(group_id=group_id, resolve=True):
+            # Its own lane: a check due in an hour must not hold back the alert's edits.
+            parts = ("alert-quiet", group_id, destination)
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
     return "|".join(str(part) for part in parts)

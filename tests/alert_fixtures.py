@@ -31,6 +31,8 @@ CONFIG: dict[str, Any] = {
         "group_wait": "30s",
         "group_interval": "5m",
         "repeat_interval": "4h",
+        # Most tests look at posting and editing; the ones about resolution set their own.
+        "resolve_after": "1d",
         "mention": {"slack": "<!subteam^S0ONCALL>", "telegram": "@oncall_team"},
         "routes": [
             {

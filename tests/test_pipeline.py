@@ -39,16 +39,17 @@ async def test_each_conversation_gets_one_thread_in_order(
 
     topics = telegram.topics(FORUM)
     assert sorted(t.name for t in topics) == [
-        "+32 470 00 00 01",
-        "+32 470 00 00 02",
-        "+32 470 00 00 03",
+        "+32 470 00 00 01 · Support line · WhatsApp",
+        "+32 470 00 00 02 · Support line · WhatsApp",
+        "+32 470 00 00 03 · Support line · WhatsApp",
     ]
     for topic in topics:
         messages = [
             m for m in telegram.messages(FORUM) if m.message_thread_id == topic.message_thread_id
         ]
+        customer = topic.name.split(" · ")[0].replace("+", "").replace(" ", "")
         assert [m.plain_text.split("\n")[-1] for m in messages] == [
-            f"{topic.name.replace('+', '').replace(' ', '')} whatsapp {n}" for n in range(3)
+            f"{customer} whatsapp {n}" for n in range(3)
         ]
     assert len(await rows(database_url, select(conversations.c.id))) == 6
     assert len(await rows(database_url, select(chat_messages.c.id))) == 21
@@ -73,6 +74,33 @@ async def test_a_message_shows_customer_line_channel_time_and_content(
     ):
         assert shown in post.text
     assert (post.unfurl_links, post.unfurl_media) == (False, False)
+
+
+async def test_the_first_post_of_a_thread_has_full_context_and_later_ones_a_short_one(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    body = [inbox("32470000007", "first"), inbox("32470000007", "second")]
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post(body)
+        await bridge.worker.drain()
+        await bridge.post([inbox("32470000007", "wa one", kind="whatsapp")])
+        await bridge.post([inbox("32470000007", "wa two", kind="whatsapp")])
+        await bridge.worker.drain()
+    first, second = slack.posts("C0SUPPORT")
+    assert first.blocks is not None and second.blocks is not None
+    assert first.text == (
+        "+32 470 00 00 07\nto Support line (+32 460 20 00 00) · SMS · "
+        "2026-11-26 10:00:00 (Europe/Brussels)\nfirst"
+    )
+    assert [b["type"] for b in first.blocks] == ["section", "context", "rich_text"]
+    assert second.text == "SMS · 10:00\nsecond"
+    assert [b["type"] for b in second.blocks] == ["context", "rich_text"]
+    assert second.thread_ts == first.ts
+    opening, later = telegram.messages(FORUM)
+    assert opening.plain_text.startswith("+32 470 00 00 07\nto Support line")
+    assert later.plain_text == "WhatsApp · 10:00\nwa two"
 
 
 async def test_a_reply_quotes_the_message_it_answers(

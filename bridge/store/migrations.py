@@ -144,6 +144,13 @@ STEPS: Sequence[Sequence[Statement]] = (
             receiver TEXT NOT NULL, sender TEXT NOT NULL, at {float} NOT NULL,
             PRIMARY KEY (receiver, sender))""",
     ),
+    (
+        # Alerts say when they are over; a read report finds the thread of the message a
+        # customer replied to.
+        "ALTER TABLE alert_notices ADD COLUMN resolved_at {float}",
+        "ALTER TABLE chat_messages ADD COLUMN replied_to TEXT",
+        "CREATE INDEX chat_messages_replied_to ON chat_messages (replied_to)",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -107,6 +107,7 @@ chat_messages = Table(
     Column("part", Integer, nullable=False),
     Column("gateway_messageid", Text),
     Column("created_at", Float, nullable=False),
+    Column("replied_to", Text),  # the gateway message a customer's message answers
 )
 
 # One delivery status per gateway `messageid`, moved only forward by `rank` (final beats
@@ -163,6 +164,7 @@ alert_notices = Table(
     Column("posted_at", Float),
     Column("chat", Text),
     Column("message", Text),
+    Column("resolved_at", Float),  # the alert was edited to say the group went quiet
 )
 
 # Every Slack event / Telegram update received, raw, committed before it is answered; unique on

@@ -35,6 +35,9 @@ _MAX_BLOCKS = 50
 _MAX_SECTION_TEXT = 3000
 _MAX_HEADER_TEXT = 150
 _MAX_CONTEXT_ELEMENTS = 10
+_RICH_TEXT_ELEMENTS = ("rich_text_section", "rich_text_quote", "rich_text_preformatted")
+# Slack does not publish one; the bridge keeps its rich_text blocks within a section's 3000.
+_MAX_RICH_TEXT = 4000
 # What a freshly installed bridge app holds (README, Slack set-up), `channels:read` and
 # `groups:read` included so `smsbridge doctor` can look at the channels.
 DEFAULT_SCOPES = (
@@ -136,7 +139,45 @@ def _blocks_problem(blocks: Any) -> str | None:
             elements = block.get("elements", [])
             if not 1 <= len(elements) <= _MAX_CONTEXT_ELEMENTS:
                 return "invalid_blocks"
+        if block["type"] == "rich_text" and _rich_text_problem(block):
+            return "invalid_blocks"
     return None
+
+
+def _rich_text_problem(block: dict[str, Any]) -> bool:
+    """A rich_text block needs typed elements holding typed, non-empty children."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return True
+    size = 0
+    for element in elements:
+        if element.get("type") not in _RICH_TEXT_ELEMENTS:
+            return True
+        children = element.get("elements")
+        if not isinstance(children, list) or not children:
+            return True
+        for child in children:
+            if child.get("type") == "text" and isinstance(child.get("text"), str):
+                size += len(child["text"])
+                if not child["text"]:
+                    return True
+            elif child.get("type") == "link" and str(child.get("url", "")).startswith("http"):
+                size += len(child["url"]) + len(child.get("text", ""))
+            else:
+                return True
+    return size > _MAX_RICH_TEXT
+
+
+def rich_text(blocks: list[dict[str, Any]] | None, kind: str = "rich_text_section") -> str:
+    """The characters shown by the `kind` elements of a message's rich_text blocks."""
+    return "".join(
+        child.get("text") or child.get("url", "")
+        for block in blocks or []
+        if block["type"] == "rich_text"
+        for element in block["elements"]
+        if element["type"] == kind
+        for child in element["elements"]
+    )
 
 
 class FakeSlack:
