@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
 from bridge.store import events, facts
 from bridge.store import outbox as outbox_store
+from bridge.store import schema as tables
 from bridge.store.db import Database
 from bridge.store.migrations import LATEST, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
@@ -39,28 +40,43 @@ async def test_concurrent_migrations_take_turns(database_url: str) -> None:
     assert sorted(before for before, _ in results) == [0, LATEST, LATEST]
 
 
-async def _event(database: Database, webhook_id: str | None) -> int | None:
+def _new(request_id: int, webhook_id: str | None) -> events.NewEvent:
+    return events.NewEvent(request_id, webhook_id, "inbox_message", "ok", None, "{}", 1.0)
+
+
+async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int]:
     async with database.transaction() as connection:
         request_id = await events.record_request(connection, b"[]", 1.0)
-        return await events.add_event(
-            database,
-            connection,
-            request_id=request_id,
-            webhook_id=webhook_id,
-            webhook_type="inbox_message",
-            status="ok",
-            problem=None,
-            payload="{}",
-            now=1.0,
+        new = [_new(request_id, webhook_id) for webhook_id in webhook_ids]
+        return await events.add_events(database, connection, new)
+
+
+async def _count_events(database: Database) -> int:
+    async with database.transaction() as connection:
+        return int(
+            (await connection.execute(select(func.count()).select_from(tables.events))).scalar_one()
         )
 
 
 async def test_an_event_id_seen_before_is_not_stored_twice(database: Database) -> None:
-    first = await _event(database, "wh_1")
-    assert first is not None
-    assert await _event(database, "wh_1") is None
-    assert await _event(database, None) is not None
-    assert await _event(database, None) is not None  # events without an id are all kept
+    first = await _events(database, "wh_1", "wh_2")
+    assert set(first) == {"wh_1", "wh_2"}
+    assert set(await _events(database, "wh_1", "wh_3")) == {"wh_3"}
+    assert await _events(database, None, None) == {}
+    assert await _count_events(database) == 5  # events without an id are all kept
+
+
+async def test_an_event_repeated_in_one_bulk_insert_is_stored_once(database: Database) -> None:
+    stored = await _events(database, "wh_1", "wh_1", "wh_2", "wh_1")
+    assert set(stored) == {"wh_1", "wh_2"}
+    assert await _count_events(database) == 2
+
+
+async def test_thousands_of_events_go_in_one_call(database: Database) -> None:
+    ids = [f"wh_{number}" for number in range(12_000)]
+    stored = await _events(database, *ids)
+    assert len(stored) == 12_000 and len(set(stored.values())) == 12_000
+    assert await _events(database, *ids[::2]) == {}
 
 
 async def _enqueue(

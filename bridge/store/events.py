@@ -2,50 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
 from bridge.store.schema import events, webhook_requests
 
+_RECORD_REQUEST = insert(webhook_requests).returning(webhook_requests.c.id)
+
 
 async def record_request(connection: AsyncConnection, body: bytes, now: float) -> int:
-    result = await connection.execute(
-        insert(webhook_requests).values(received_at=now, body=body).returning(webhook_requests.c.id)
-    )
+    result = await connection.execute(_RECORD_REQUEST, {"received_at": now, "body": body})
     return int(result.scalar_one())
 
 
-async def add_event(
-    database: Database,
-    connection: AsyncConnection,
-    *,
-    request_id: int,
-    webhook_id: str | None,
-    webhook_type: str | None,
-    status: str,
-    problem: str | None,
-    payload: str,
-    now: float,
-) -> int | None:
-    """Store an event; return its id, or None when its `webhook_id` was stored before."""
-    statement = (
-        database.insert(events)
-        .values(
-            request_id=request_id,
-            webhook_id=webhook_id,
-            webhook_type=webhook_type,
-            status=status,
-            problem=problem,
-            payload=payload,
-            received_at=now,
+async def forget_requests(connection: AsyncConnection, request_ids: Collection[int]) -> None:
+    """Drop bodies that added nothing (every event a duplicate), before their commit."""
+    if request_ids:
+        await connection.execute(
+            delete(webhook_requests).where(webhook_requests.c.id.in_(list(request_ids)))
         )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    request_id: int
+    webhook_id: str | None
+    webhook_type: str | None
+    status: str  # ok | unparsed
+    problem: str | None
+    payload: str
+    received_at: float
+
+
+@cache
+def _add_events(dialect_insert: Any) -> Any:
+    # Built once per dialect: a multi-row INSERT (SQLAlchemy's "insertmanyvalues") that skips
+    # webhook_ids stored before and says which rows it did store.
+    return (
+        dialect_insert(events)
         .on_conflict_do_nothing(index_elements=["webhook_id"])
-        .returning(events.c.id)
+        .returning(events.c.webhook_id, events.c.id)
     )
-    return (await connection.execute(statement)).scalar_one_or_none()
+
+
+async def add_events(
+    database: Database, connection: AsyncConnection, new: Sequence[NewEvent]
+) -> dict[str, int]:
+    """Store events with few statements; return the ids of those stored now, by webhook_id.
+
+    An event whose `webhook_id` was stored before, or comes earlier in `new`, is skipped (a
+    duplicate). Events without a `webhook_id` (not understood) are always stored, unlisted.
+    """
+    keyed: dict[str, dict[str, Any]] = {}
+    unkeyed: list[dict[str, Any]] = []
+    for event in new:
+        row = event.__dict__
+        if event.webhook_id is None:
+            unkeyed.append(row)
+        else:
+            keyed.setdefault(event.webhook_id, row)
+    stored: dict[str, int] = {}
+    if keyed:
+        rows = await connection.execute(_add_events(database.insert), list(keyed.values()))
+        stored = {webhook_id: int(event_id) for webhook_id, event_id in rows}
+    if unkeyed:
+        await connection.execute(insert(events), unkeyed)
+    return stored
 
 
 @dataclass(frozen=True)

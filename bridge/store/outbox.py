@@ -9,6 +9,8 @@ a worker that dies loses its jobs to another once the lease runs out. On Postgre
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -49,6 +51,46 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
+@dataclass(frozen=True)
+class NewJob:
+    event_id: int | None
+    destination: str
+    payload: Payload
+    due: float | None = None  # first tried at (default: now)
+
+
+@cache
+def _enqueue(dialect_insert: Any) -> Any:
+    # Built once per dialect; many rows go as one multi-row INSERT, ids in the given order
+    # (which is the delivery order within a lane).
+    return dialect_insert(outbox).on_conflict_do_nothing().returning(outbox.c.id)
+
+
+async def enqueue_many(
+    database: Database, connection: AsyncConnection, jobs: Sequence[NewJob], now: float
+) -> int:
+    """Add jobs, in order, each in the lane its payload belongs to; return how many were new
+    (the same (event, destination, kind) added before keeps the one job)."""
+    if not jobs:
+        return 0
+    rows = [
+        {
+            "event_id": job.event_id,
+            "destination": job.destination,
+            "lane": lane(job.destination, job.payload),
+            "kind": job.payload.kind,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now if job.due is None else job.due,
+            "created_at": now,
+            "payload": job.payload.model_dump(mode="json"),
+        }
+        for job in jobs
+    ]
+    result = await connection.execute(_enqueue(database.insert), rows)
+    return len(result.all())
+
+
 async def enqueue(
     database: Database,
     connection: AsyncConnection,
@@ -59,25 +101,9 @@ async def enqueue(
     now: float,
     due: float | None = None,
 ) -> bool:
-    """Add a job, first tried at `due` (default: now), in the lane its payload belongs to;
-    False when the same (event, destination, kind) was added before, which keeps the one job."""
-    result = await connection.execute(
-        database.insert(outbox)
-        .values(
-            event_id=event_id,
-            destination=destination,
-            lane=lane(destination, payload),
-            kind=payload.kind,
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now if due is None else due,
-            created_at=now,
-            payload=payload.model_dump(mode="json"),
-        )
-        .on_conflict_do_nothing()
-        .returning(outbox.c.id)
-    )
-    return result.first() is not None
+    """Add one job (see `enqueue_many`); False when it was added before."""
+    job = NewJob(event_id, destination, payload, due)
+    return await enqueue_many(database, connection, [job], now) == 1
 
 
 async def claim(
