@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
@@ -21,12 +21,16 @@ from starlette.responses import JSONResponse
 
 from bridge import signature
 from bridge.config import Config
-from bridge.ingest import ingest
+from bridge.group_commit import GroupCommit
+from bridge.ingest import Body
 from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+# Events in one body, at most: more is refused (413) before anything is stored, so one client
+# cannot hold the writer for long (Smstools sends far fewer per webhook).
+MAX_EVENTS = 10_000
 
 
 @dataclass
@@ -37,6 +41,10 @@ class WebhookReceiver:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
+    commits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commits = GroupCommit(self.database, self.config)
 
     async def __call__(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
@@ -59,8 +67,14 @@ class WebhookReceiver:
         items = _parse(body)
         if isinstance(items, JSONResponse):
             return items
+        if len(items) > MAX_EVENTS:
+            return _error(
+                413,
+                f"{len(items)} events in one body; at most {MAX_EVENTS} are accepted: "
+                "send them in smaller bodies",
+            )
         try:
-            result = await ingest(self.database, self.config, body, items, self.now())
+            result = await self.commits.submit(Body(body, items, self.now()))
         except SQLAlchemyError as error:
             # Not log.exception: the statement's parameters would put message content in logs.
             log.error("could not store a webhook body: %s", describe_error(error))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from bridge.app import Options, create_app
 from bridge.chat.base import ChatAdapter
@@ -54,6 +55,7 @@ class Clock:
 class RunningBridge:
     client: httpx.AsyncClient
     worker: Worker
+    app: Starlette
     announced: list[str] = field(default_factory=list)
 
     async def post(self, body: object, token: str = TOKEN) -> httpx.Response:
@@ -83,4 +85,4 @@ async def running_bridge(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
-            yield RunningBridge(client, app.state.worker, announced)
+            yield RunningBridge(client, app.state.worker, app, announced)

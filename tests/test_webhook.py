@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
+from bridge.ingest import PROBLEMS_LISTED
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import events, outbox, webhook_requests
-from bridge.webhook import MAX_BODY
+from bridge.webhook import MAX_BODY, MAX_EVENTS
 from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge
 
@@ -207,3 +208,42 @@ async def test_out_of_range_codes_and_overlong_fields_cost_only_their_own_event(
     assert response.status_code == 200
     assert (response.json()["accepted"], response.json()["not_understood"]) == (1, 4)
     assert await count(database_url, events) == 5
+
+
+async def test_a_body_of_more_than_max_events_gets_413_before_anything_is_stored(
+    sqlite_url: str,
+) -> None:
+    too_many = [{"webhook_id": f"wh_{number}"} for number in range(MAX_EVENTS + 1)]
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        refused = await bridge.post(too_many)
+        at_limit = await bridge.post(too_many[:MAX_EVENTS])
+    assert refused.status_code == 413
+    assert f"at most {MAX_EVENTS}" in refused.json()["error"]
+    assert at_limit.status_code == 200 and at_limit.json()["not_understood"] == MAX_EVENTS
+    assert await count(sqlite_url, webhook_requests) == 1  # the one at the limit
+
+
+async def test_thousands_of_bad_items_get_a_short_reply_with_the_first_problems_and_a_total(
+    sqlite_url: str,
+) -> None:
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        response = await bridge.post([{}] * 5000)
+    assert response.status_code == 200
+    reply = response.json()
+    assert reply["not_understood"] == 5000
+    assert len(reply["problems"]) == PROBLEMS_LISTED
+    assert [problem["index"] for problem in reply["problems"]] == list(range(PROBLEMS_LISTED))
+    assert len(response.content) < 4096
+    assert await count(sqlite_url, events) == 5000  # each kept and counted all the same
+
+
+async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: str) -> None:
+    body = sample("inbox_message") + sample("read_report")
+    async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+        first = await bridge.post(body)
+        again = await bridge.post(body)
+        partly_new = await bridge.post(body + [{"webhook_type": "unknown"}])
+    assert first.json()["accepted"] == 2
+    assert again.status_code == 200 and again.json()["duplicates"] == 2
+    assert partly_new.json()["not_understood"] == 1
+    assert await count(database_url, webhook_requests) == 2  # the first, and the partly new

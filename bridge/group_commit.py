@@ -1,0 +1,68 @@
+"""Group commit: webhook bodies that arrive together share one transaction and one commit.
+
+The first body is stored at once; bodies arriving while a commit is under way wait for it
+and then go together in the next one. Each request is answered only after the commit that
+holds its events (`submit` returns then); when that commit fails, every request in it gets
+the error. On SQLite (one connection, `synchronous=FULL`) this turns one fsync per webhook
+into one fsync per group, and it is the only webhook writer: the worker's short transactions
+wait for the connection in the pool's queue between groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bridge.config import Config
+from bridge.ingest import Body, IngestResult, ingest_group
+from bridge.store.db import Database
+
+GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fits alone)
+
+
+@dataclass
+class _Waiting:
+    body: Body
+    answer: asyncio.Future[IngestResult]
+
+
+class GroupCommit:
+    def __init__(self, database: Database, config: Config, group_events: int = GROUP_EVENTS):
+        self.database, self.config, self.group_events = database, config, group_events
+        self._waiting: list[_Waiting] = []
+        self._committing: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions committed (or tried): fewer than requests under load
+
+    async def submit(self, body: Body) -> IngestResult:
+        """Store `body` with whatever else is waiting; return once it is committed."""
+        waiting = _Waiting(body, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_all(), name="group-commit")
+        # Shielded: a client going away must not cancel the commit other requests share.
+        return await asyncio.shield(waiting.answer)
+
+    async def _commit_all(self) -> None:
+        while self._waiting:
+            group = self._next_group()
+            self.groups += 1
+            try:
+                results = await ingest_group(
+                    self.database, self.config, [waiting.body for waiting in group]
+                )
+            except Exception as error:  # every request of the group hears why
+                for waiting in group:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(error)
+                continue
+            for waiting, result in zip(group, results, strict=True):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(result)
+
+    def _next_group(self) -> list[_Waiting]:
+        group = [self._waiting.pop(0)]
+        events = len(group[0].body.items)
+        while self._waiting and events + len(self._waiting[0].body.items) <= self.group_events:
+            events += len(self._waiting[0].body.items)
+            group.append(self._waiting.pop(0))
+        return group

@@ -1,0 +1,212 @@
+"""Group commit: concurrent webhooks share commits, each answered only once its events are
+stored; nothing lost, nothing twice, nothing half there after kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.config import load
+from bridge.group_commit import GroupCommit
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import events, outbox, webhook_requests
+from bridge.webhook import MAX_EVENTS
+from testkit.processes import BridgeProcess
+from tests.harness import TOKEN, running_bridge
+from tests.pipeline_fixtures import inbox
+
+CONFIG = load(None, {})
+
+
+def console() -> dict[str, ConsoleAdapter]:
+    return {"console": ConsoleAdapter("console", io.StringIO())}
+
+
+async def stored_ids(database: Database, webhook_ids: list[str]) -> set[str]:
+    async with database.transaction() as connection:
+        found = await connection.execute(
+            select(events.c.webhook_id).where(events.c.webhook_id.in_(webhook_ids))
+        )
+        return {row[0] for row in found}
+
+
+async def test_hundreds_of_concurrent_webhooks_share_commits_and_each_is_answered_once_stored(
+    database_url: str,
+) -> None:
+    # 300 bodies of 1-3 events over fewer distinct ids: many repeat an id another body also
+    # carries, some in the same group commit, some after it.
+    bodies = [
+        [
+            inbox(f"3247000{(n * 7 + k) % 400:04d}", "hi", webhook_id=f"wh_{(n * 7 + k) % 400}")
+            for k in range(1 + n % 3)
+        ]
+        for n in range(300)
+    ]
+    distinct = len({event["webhook_id"] for body in bodies for event in body})
+    checker = Database(normalise_database_url(database_url))
+    answers: list[dict[str, Any]] = []
+    try:
+        async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
+
+            async def send(body: list[dict[str, Any]]) -> None:
+                response = await bridge.post(body)
+                assert response.status_code == 200
+                # Answered only after the commit: another connection already sees every event.
+                ids = [event["webhook_id"] for event in body]
+                assert await stored_ids(checker, ids) == set(ids)
+                answers.append(response.json())
+
+            await asyncio.gather(*(send(body) for body in bodies))
+            commits: GroupCommit = bridge.app.state.receiver.commits
+            assert 1 <= commits.groups < len(bodies)  # bodies did share commits
+        async with checker.transaction() as connection:
+            count = select(func.count())
+            assert (await connection.execute(count.select_from(events))).scalar_one() == distinct
+            assert (await connection.execute(count.select_from(outbox))).scalar_one() == distinct
+            requests = (await connection.execute(count.select_from(webhook_requests))).scalar_one()
+    finally:
+        await checker.close()
+    assert sum(answer["accepted"] for answer in answers) == distinct
+    total = sum(len(body) for body in bodies)
+    assert sum(answer["duplicates"] for answer in answers) == total - distinct
+    # Bodies whose every event was already stored are not kept again.
+    assert requests == sum(1 for answer in answers if answer["accepted"] > 0)
+
+
+async def test_when_a_group_commit_fails_every_request_in_it_gets_503(sqlite_url: str) -> None:
+    async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
+        database = Database(normalise_database_url(sqlite_url))
+        async with database.transaction() as connection:
+            await connection.exec_driver_sql("DROP TABLE events")
+        await database.close()
+        answers = await asyncio.gather(
+            *(bridge.post([inbox("32470000001", "hi")]) for _ in range(20))
+        )
+    assert {answer.status_code for answer in answers} == {503}
+
+
+def _serve(tmp_path: Path, database_url: str, name: str) -> BridgeProcess:
+    config = tmp_path / "bridge.yaml"
+    config.write_text("destinations:\n  console: {console: {}}\ndefault: [console]\n")
+    env = {
+        "BRIDGE_CONFIG": str(config),
+        "DATABASE_URL": database_url,
+        "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
+        "LOG_LEVEL": "WARNING",
+    }
+    return BridgeProcess(["serve", "--no-worker"], env, tmp_path / f"{name}.log").start()
+
+
+class Sender(threading.Thread):
+    """Posts bodies of three events until the server goes away; keeps what got a 2xx."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.prefix = url, prefix
+        self.sent: list[list[str]] = []
+        self.acknowledged: set[str] = set()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for number in range(100_000):
+                ids = [f"{self.prefix}_{number}_{part}" for part in range(3)]
+                self.sent.append(ids)
+                body = [inbox(f"3247{number % 50:07d}", "hi", webhook_id=i) for i in ids]
+                try:
+                    response = client.post(f"{self.url}/webhooks/smstools/{TOKEN}", json=body)
+                except httpx.HTTPError:
+                    return
+                if response.is_success:
+                    self.acknowledged.update(ids)
+
+
+@pytest.mark.slow
+async def test_kill_9_during_group_commits_keeps_every_acknowledged_event_and_no_half_body(
+    tmp_path: Path, database_url: str
+) -> None:
+    web = _serve(tmp_path, database_url, "first")
+    senders = [Sender(web.url, f"wh_s{n}") for n in range(8)]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 30
+    while sum(len(sender.acknowledged) for sender in senders) < 600:
+        assert time.monotonic() < deadline, "the senders got too few answers"
+        await asyncio.sleep(0.05)
+    web.kill()
+    for sender in senders:
+        sender.join(10)
+    _serve(tmp_path, database_url, "restarted").stop()  # starts up on what the crash left
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            stored = {
+                row[0]: row[1]
+                for row in await connection.execute(
+                    select(events.c.webhook_id, func.count(outbox.c.id))
+                    .select_from(events.outerjoin(outbox, outbox.c.event_id == events.c.id))
+                    .join(webhook_requests, webhook_requests.c.id == events.c.request_id)
+                    .group_by(events.c.webhook_id)
+                )
+            }
+            total = (await connection.execute(select(func.count()).select_from(events))).scalar()
+    finally:
+        await database.close()
+    acknowledged = set().union(*(sender.acknowledged for sender in senders))
+    assert acknowledged <= set(stored)
+    assert total == len(stored)  # every event has its raw body
+    assert set(stored.values()) == {1}  # and its job
+    for sender in senders:
+        for ids in sender.sent:  # a body is all there or not at all
+            assert len({i in stored for i in ids}) == 1, ids
+
+
+@pytest.mark.slow
+def test_a_webhook_is_answered_well_under_a_second_while_a_10000_event_body_is_stored(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    web = _serve(tmp_path, sqlite_url, "web")
+    url = f"{web.url}/webhooks/smstools/{TOKEN}"
+    # As small as inbox messages get, and a tenth smaller still (kept as not understood):
+    # MAX_EVENTS of them fit in one body.
+    big: list[dict[str, Any]] = [
+        {
+            "webhook_id": f"b{n}",
+            "webhook_type": "inbox_message",
+            "message": {"sender": str(n % 50), "receiver": "1", "content": "x"},
+        }
+        for n in range(MAX_EVENTS * 9 // 10)
+    ]
+    big += [{"webhook_id": f"u{n}"} for n in range(MAX_EVENTS - len(big))]
+    big_body = json.dumps(big, separators=(",", ":")).encode()
+    big_answer: list[httpx.Response] = []
+    try:
+        with httpx.Client(timeout=30) as client:
+            thread = threading.Thread(
+                target=lambda: big_answer.append(client.post(url, content=big_body))
+            )
+            thread.start()
+            time.sleep(0.05)  # let the big body start (the check below holds either way)
+            with httpx.Client(timeout=30) as other:
+                started = time.monotonic()
+                small = other.post(url, json=[inbox("32470000001", "hello")])
+                waited = time.monotonic() - started
+            thread.join(30)
+    finally:
+        web.stop()
+    assert small.status_code == 200
+    assert (
+        big_answer[0].status_code == 200
+        and big_answer[0].json()["accepted"] == MAX_EVENTS * 9 // 10
+    )
+    assert waited < 1.0  # generous: the issue asks for "well under a second"; not a benchmark
