@@ -1,7 +1,9 @@
-"""Benchmark: webhook answer latency, ingest throughput and end-to-end delivery rate.
+"""Benchmark: the bridge's webhook side by side with a bare Starlette endpoint.
 
-Runs `smsbridge serve` as a real process against the fake Slack server (`testkit.fakes`), on
-SQLite and (when it answers) PostgreSQL, and writes the figures to docs/benchmarks.md.
+Runs `smsbridge serve` as a real process on loopback (with the fake Slack of the tests) on
+SQLite and (when it answers) PostgreSQL, and `bench/bare.py` under the same uvicorn settings,
+in the same run. Servers are pinned to CPU 0 and load generators to CPU 1, so the load does
+not steal the core it measures. Needs wrk (`apt-get install wrk`). Writes docs/benchmarks.md.
 
     make bench            # or: .venv/bin/python -m bench.run [--quick]
 """
@@ -10,21 +12,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from bridge.webhook import MAX_BODY
 from testkit.fakes.slack import FakeSlack
-from testkit.processes import BridgeProcess
+from testkit.processes import BridgeProcess, free_port
 
 TOKEN = "bench-token"
+PATH = f"/webhooks/smstools/{TOKEN}"
+SERVER_CPU, LOAD_CPU = "0", "1"
 POSTGRES_ADMIN = os.environ.get(
     "BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -33,22 +43,20 @@ destinations:
   support: {slack: {channel: C0BENCH}, max_rate: unlimited}
 default: [support]
 """
+BENCH = Path(__file__).parent
 
 
-def event(number: int, conversations: int) -> dict[str, Any]:
-    return {
-        "webhook_id": f"wh_bench_{number}",
-        "webhook_type": "inbox_message",
-        "username": "bench",
-        "message": {
-            "id": str(number),
-            "date": "2026-11-26 10:00:00",
-            "sender": f"32470{number % conversations:06d}",
-            "receiver": "32460200000",
-            "content": f"benchmark message {number}",
-            "type": "sms",
-        },
-    }
+@dataclass
+class Figures:
+    rps: float = 0.0
+    half_p50: float = 0.0
+    half_p99: float = 0.0
+    body_1000: float = 0.0
+    body_7000: float = 0.0
+    e2e_p50: float | None = None
+    e2e_p99: float | None = None
+    rss_mb: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -56,7 +64,150 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(database_url: str, workdir: Path, scale: int) -> dict[str, float]:
+def pin(pid: int, cpu: str) -> None:
+    subprocess.run(["taskset", "-a", "-pc", cpu, str(pid)], check=True, capture_output=True)
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def wrk(url: str, seconds: int) -> float:
+    """Requests per second at saturation: 1 thread, 16 connections, on the load CPU."""
+    output = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            "-t1",
+            "-c16",
+            f"-d{seconds}s",
+            "-s",
+            str(BENCH / "post.lua"),
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    if "Non-2xx" in output:
+        raise RuntimeError(f"wrk saw answers other than 2xx:\n{output}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def open_loop(port: int, rate: float, seconds: float) -> tuple[float, float]:
+    output = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            sys.executable,
+            "-m",
+            "bench.openloop",
+            "127.0.0.1",
+            str(port),
+            PATH,
+            str(rate),
+            str(seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    latencies = json.loads(output)
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+
+def body(size: int, tag: str) -> bytes:
+    events = [
+        {
+            "webhook_id": f"{tag}{n}",
+            "webhook_type": "inbox_message",
+            "message": {
+                "sender": f"3247{n % 100:07d}",
+                "receiver": "32460200000",
+                "content": f"bench {n}",
+            },
+        }
+        for n in range(size)
+    ]
+    raw = json.dumps(events, separators=(",", ":")).encode()
+    assert len(raw) <= MAX_BODY, len(raw)
+    return raw
+
+
+def time_to_2xx(url: str, raw: bytes) -> float:
+    with httpx.Client(timeout=60) as client:
+        started = time.perf_counter()
+        response = client.post(url, content=raw)
+        elapsed = (time.perf_counter() - started) * 1000
+    assert response.is_success, response.text
+    return elapsed
+
+
+def server_figures(port: int, pid: int, tag: str, seconds: int, rate: float | None) -> Figures:
+    url = f"http://127.0.0.1:{port}{PATH}"
+    pin(pid, SERVER_CPU)
+    wrk(url, 2)  # warm up
+    figures = Figures(rps=wrk(url, seconds))
+    half = rate if rate is not None else figures.rps / 2
+    figures.half_p50, figures.half_p99 = open_loop(port, half, seconds)
+    figures.extra["half_rate"] = half
+    figures.body_1000 = min(time_to_2xx(url, body(1000, f"{tag}k{i}_")) for i in range(3))
+    figures.body_7000 = min(time_to_2xx(url, body(7000, f"{tag}m{i}_")) for i in range(3))
+    figures.rss_mb = peak_rss_mb(pid)
+    return figures
+
+
+def bare(seconds: int) -> Figures:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.bare", str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "bare server did not start"
+                time.sleep(0.1)
+        return server_figures(port, process.pid, "bare", seconds, None)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def end_to_end(slack: FakeSlack, url: str, count: int, rate: float) -> tuple[float, float]:
+    """Webhook sent → post arrived at the fake Slack, for `count` messages at a light rate."""
+    sent: dict[str, float] = {}
+    with httpx.Client(timeout=30) as client:
+        for n in range(count):
+            due = time.monotonic()
+            content = f"e2e-{n}-end"
+            sent[content] = due
+            event = {
+                "webhook_id": f"e2e_{n}",
+                "webhook_type": "inbox_message",
+                "message": {"sender": f"3247{n % 20:07d}", "receiver": "3246", "content": content},
+            }
+            assert client.post(url, json=[event]).is_success
+            time.sleep(max(0.0, due + 1 / rate - time.monotonic()))
+    slack.wait_for_posts(count, timeout=60)
+    latencies = []
+    for post in slack.posts():
+        found = re.search(r"e2e-\d+-end", json.dumps(post.blocks) + (post.text or ""))
+        if found:
+            latencies.append((post.at - sent[found.group(0)]) * 1000)
+    assert len(latencies) == count, "every message posted exactly once"
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+
+def bridge(database_url: str, workdir: Path, seconds: int, half_rate: float) -> Figures:
     config = workdir / "bench.yaml"
     config.write_text(CONFIG)
     with FakeSlack() as slack:
@@ -68,100 +219,137 @@ def measure(database_url: str, workdir: Path, scale: int) -> dict[str, float]:
             "SLACK_API_URL": slack.api_url,
             "LOG_LEVEL": "WARNING",
         }
-        results: dict[str, float] = {}
-        # 1. Answer latency, web process alone (no delivery competing for the CPU).
+        # Ingest figures with the web process alone (a worker would post 100,000s of jobs).
         web = BridgeProcess(["serve", "--no-worker"], env, workdir / "web.log").start()
-        url = f"{web.url}/webhooks/smstools/{TOKEN}"
-        latencies = []
-        with httpx.Client(timeout=30) as client:
-            for number in range(scale):
-                started = time.perf_counter()
-                response = client.post(url, json=[event(number, 100)])
-                latencies.append(time.perf_counter() - started)
-                assert response.status_code == 200
-            results["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
-            results["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
-            # 2. Ingest throughput: batches of 50 events.
-            batches = [
-                [event(scale + b * 50 + i, 100) for i in range(50)] for b in range(scale // 10)
-            ]
-            started = time.perf_counter()
-            for batch in batches:
-                assert client.post(url, json=batch).status_code == 200
-            results["ingest_events_per_s"] = len(batches) * 50 / (time.perf_counter() - started)
-        web.stop()
-        total = scale + len(batches) * 50
-        # 3. Delivery: one worker drains everything queued above into fake Slack.
-        started = time.perf_counter()
-        worker = BridgeProcess(["worker"], env, workdir / "worker.log").start()
-        slack.wait_for_posts(total, timeout=600)
-        results["delivery_posts_per_s"] = total / (time.perf_counter() - started)
-        worker.stop()
-        results["events"] = total
-        assert len(slack.posts()) == total, "a benchmark run must also deliver exactly once"
-    return results
+        try:
+            tag = f"b{int(time.time()) % 100000}"
+            figures = server_figures(web.port or 0, web.pid, tag, seconds, half_rate)
+        finally:
+            web.stop()
+        # End to end on a fresh database: serve with its worker, posting to the fake Slack.
+        fresh = fresh_database(database_url, workdir)
+        env["DATABASE_URL"] = fresh
+        full = BridgeProcess(["serve"], env, workdir / "full.log").start()
+        try:
+            pin(full.pid, SERVER_CPU)
+            figures.e2e_p50, figures.e2e_p99 = end_to_end(
+                slack, f"{full.url}{PATH}", count=seconds * 20, rate=20
+            )
+            figures.rss_mb = max(figures.rss_mb, peak_rss_mb(full.pid))
+        finally:
+            full.stop()
+    return figures
 
 
-async def postgres_database() -> str | None:
+def fresh_database(url: str, workdir: Path) -> str:
+    if url.startswith("sqlite"):
+        return f"sqlite:///{workdir / 'e2e.db'}"
+    return asyncio.run(postgres_database("e2e")) or url
+
+
+async def postgres_database(suffix: str) -> str | None:
     try:
         admin = await asyncpg.connect(POSTGRES_ADMIN, timeout=3)
     except (OSError, asyncpg.PostgresError):
         return None
-    name = f"bridge_bench_{os.getpid()}"
+    name = f"bridge_bench_{os.getpid()}_{suffix}"
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
 
 
+def wait_for_quiet(limit: float, patience: float, say: Callable[[str], None]) -> float:
+    """Wait (up to `patience` seconds) for the 1-minute load to drop below `limit`."""
+    deadline = time.monotonic() + patience
+    while True:
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        if load < limit or time.monotonic() > deadline:
+            return load
+        say(f"load {load:.2f}: waiting for it to drop below {limit} ...")
+        time.sleep(15)
+
+
+def ratio(value: float, yardstick: float) -> str:
+    return f"{value / yardstick:.2f}×" if yardstick else "—"
+
+
+def table(name: str, bare_figures: Figures, figures: Figures) -> list[str]:
+    b, f = bare_figures, figures
+
+    def ms(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f} ms"
+
+    e2e = f"{ms(f.e2e_p50)} / {ms(f.e2e_p99)}"
+    return [
+        f"### {name}",
+        "",
+        "| figure | bare Starlette | bridge | bridge ÷ bare | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| ingest, 16 connections | {b.rps:.0f} req/s | {f.rps:.0f} req/s | "
+        f"{ratio(f.rps, b.rps)} | ≥ 0.5× |",
+        f"| p50 / p99 at {b.extra['half_rate']:.0f} req/s (half the bare rate) | "
+        f"{ms(b.half_p50)} / {ms(b.half_p99)} | {ms(f.half_p50)} / {ms(f.half_p99)} | "
+        f"{ratio(f.half_p99, b.half_p99)} (p99) | p99 < 25 ms |",
+        f"| 1,000-event body, time to 2xx | {ms(b.body_1000)} | {ms(f.body_1000)} | "
+        f"{ratio(f.body_1000, b.body_1000)} | < 150 ms |",
+        f"| 7,000-event body (~1 MiB), time to 2xx | {ms(b.body_7000)} | {ms(f.body_7000)} | "
+        f"{ratio(f.body_7000, b.body_7000)} | < 1 s |",
+        f"| end to end, webhook → Slack post, p50 / p99 at 20 req/s | — | {e2e} | — | "
+        "p50 < 50 ms, p99 < 250 ms |",
+        f"| peak RSS | {b.rss_mb:.0f} MB | {f.rss_mb:.0f} MB | {ratio(f.rss_mb, b.rss_mb)} | "
+        "< 150 MB |",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="100 instead of 1000 requests")
+    parser.add_argument("--quick", action="store_true", help="3-second runs instead of 10")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
-    scale = 100 if parser.parse_args().quick else 1000
-    output = parser.parse_args().output
-    rows = []
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    arguments = parser.parse_args()
+    seconds = 3 if arguments.quick else 10
+    load = wait_for_quiet(1.0, 0 if arguments.no_wait else 600, print)
+    print("benchmarking the bare endpoint ...", flush=True)
+    bare_figures = bare(seconds)
+    tables = []
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         targets = [("SQLite", f"sqlite:///{workdir / 'bench.db'}")]
-        postgres = asyncio.run(postgres_database())
+        postgres = asyncio.run(postgres_database("ingest"))
         if postgres:
             targets.append(("PostgreSQL", postgres))
         for name, url in targets:
             print(f"benchmarking {name} ...", flush=True)
-            rows.append((name, measure(url, workdir, scale)))
-    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+            figures = bridge(url, workdir, seconds, bare_figures.extra["half_rate"])
+            tables += table(name, bare_figures, figures)
+    cpu = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [
         "# Benchmarks",
         "",
-        "Measured by `make bench` (`bench/run.py`): `smsbridge serve` and `smsbridge worker` as",
-        "real processes, the fake Slack server of the tests on loopback, one client sending",
-        "sequentially. Regenerate after any change on the webhook path or the worker.",
+        "Measured by `make bench` (`bench/run.py`): `smsbridge serve` as a real process next to",
+        "a bare Starlette endpoint (`bench/bare.py`, parses the JSON and answers 200) under the",
+        "same uvicorn settings, in the same run; servers pinned to CPU 0, load generators to",
+        "CPU 1. Ingest: wrk, 1 thread, 16 connections, single-event inbox webhooks, each with",
+        "its own webhook_id. Latency: an open-loop client (`bench/openloop.py`) at half the",
+        "bare endpoint's rate, measured from when each request was due. Bodies: best of 3.",
+        "End to end: `serve` with its worker posting to the fake Slack.",
         "",
-        f"Machine: {cpu} cores, Python {platform.python_version()}, {platform.machine()}; "
-        f"{time.strftime('%Y-%m-%d')}; {scale} single-event requests, then "
-        f"{scale // 10} batches of 50 events; 100 conversations.",
+        f"Machine: {os.cpu_count()} × {model.group(1) if model else platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; 1-minute load before the run: {load:.2f}; "
+        f"{seconds}-second runs.",
         "",
-        "| database | answer p50 | answer p99 | ingest (batches of 50) | delivery, 1 worker |",
-        "| --- | --- | --- | --- | --- |",
+        *tables,
     ]
-    for name, result in rows:
-        lines.append(
-            f"| {name} | {result['latency_p50_ms']:.1f} ms | {result['latency_p99_ms']:.1f} ms | "
-            f"{result['ingest_events_per_s']:.0f} events/s | "
-            f"{result['delivery_posts_per_s']:.0f} posts/s ({result['events']:.0f} posts) |"
-        )
-    lines += [
-        "",
-        "Answer latency is the whole HTTP round trip of a one-event webhook, stored and",
-        "committed (SQLite with `synchronous=FULL`: every answer waits for an fsync). Delivery",
-        "counts from the worker's start until the fake Slack holds every post: claim, thread",
-        "lookup, post, record, per job, with up to 16 jobs in flight and no rate limit (real",
-        "Slack allows about one post per second per channel, which the pacer respects).",
-        "",
-    ]
-    output.write_text("\n".join(lines))
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    print(text)
+    marker = "<!-- profile -->"
+    old = arguments.output.read_text() if arguments.output.exists() else ""
+    kept = old[old.index(marker) :] if marker in old else ""
+    arguments.output.write_text(text + ("\n" + kept if kept else ""))
 
 
 if __name__ == "__main__":

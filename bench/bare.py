@@ -1,0 +1,43 @@
+"""The yardstick: a bare Starlette endpoint that parses the JSON body and answers 200, under
+the same uvicorn settings as `smsbridge serve` (bridge/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def receive(request: Request) -> JSONResponse:
+    items = json.loads(await request.body())
+    return JSONResponse({"accepted": len(items)})
+
+
+async def healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(
+    routes=[
+        Route("/webhooks/smstools/{token}", receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+)
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
