@@ -80,10 +80,9 @@ async def ingest_group(
     nothing. A body whose events are all duplicates is not stored again.
     """
     async with database.transaction() as connection:
-        request_ids = [
-            await event_store.record_request(connection, body.raw, body.received_at)
-            for body in bodies
-        ]
+        request_ids = await event_store.record_requests(
+            connection, [(body.raw, body.received_at) for body in bodies]
+        )
         parsed = [[parse_event(item) for item in body.items] for body in bodies]
         stored = await event_store.add_events(
             database,

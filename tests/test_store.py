@@ -46,7 +46,7 @@ def _new(request_id: int, webhook_id: str | None) -> events.NewEvent:
 
 async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int]:
     async with database.transaction() as connection:
-        request_id = await events.record_request(connection, b"[]", 1.0)
+        (request_id,) = await events.record_requests(connection, [(b"[]", 1.0)])
         new = [_new(request_id, webhook_id) for webhook_id in webhook_ids]
         return await events.add_events(database, connection, new)
 
@@ -276,3 +276,17 @@ async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: s
 
 
 NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revoked"}'
+
+
+async def test_a_groups_raw_bodies_get_their_ids_in_the_order_given(database: Database) -> None:
+    bodies = [(f"[{number}]".encode(), float(number)) for number in range(50)]
+    async with database.transaction() as connection:
+        ids = await events.record_requests(connection, bodies)
+        stored = dict(
+            (
+                await connection.execute(
+                    select(tables.webhook_requests.c.id, tables.webhook_requests.c.body)
+                )
+            ).all()
+        )
+    assert [stored[request_id] for request_id in ids] == [body for body, _ in bodies]

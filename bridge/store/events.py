@@ -13,12 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.store.db import Database
 from bridge.store.schema import events, webhook_requests
 
-_RECORD_REQUEST = insert(webhook_requests).returning(webhook_requests.c.id)
+# One multi-row INSERT for a group's bodies; ids come back in the order the bodies were given.
+_RECORD_REQUESTS = insert(webhook_requests).returning(
+    webhook_requests.c.id, sort_by_parameter_order=True
+)
 
 
-async def record_request(connection: AsyncConnection, body: bytes, now: float) -> int:
-    result = await connection.execute(_RECORD_REQUEST, {"received_at": now, "body": body})
-    return int(result.scalar_one())
+async def record_requests(
+    connection: AsyncConnection, bodies: Sequence[tuple[bytes, float]]
+) -> list[int]:
+    """Store raw bodies (with the time each was received); return their ids, in order."""
+    if not bodies:
+        return []
+    rows = [{"body": body, "received_at": received_at} for body, received_at in bodies]
+    return [int(row[0]) for row in await connection.execute(_RECORD_REQUESTS, rows)]
 
 
 async def forget_requests(connection: AsyncConnection, request_ids: Collection[int]) -> None:
