@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge import destinations
+from bridge import destinations, logs
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
@@ -44,14 +44,24 @@ class Options:
 
 
 async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
-    """The secret URL token: from the environment, else generated once and kept in the DB."""
+    """The secret URL token: from the environment, else generated once and kept in the DB.
+    True when this call generated it. Either way the log filter hides it from now on."""
     if settings.webhook_token is not None:
-        return settings.webhook_token.get_secret_value(), False
-    async with database.transaction() as connection:
-        token = await facts.get_or_create(
-            database, connection, "webhook_token", secrets.token_urlsafe(32)
-        )
-    return token, True
+        token, created = settings.webhook_token.get_secret_value(), False
+    else:
+        async with database.transaction() as connection:
+            created = await facts.add(
+                database, connection, "webhook_token", secrets.token_urlsafe(32)
+            )
+            token = await facts.get(connection, "webhook_token") or ""
+    logs.hide(token)
+    return token, created
+
+
+def webhook_url(settings: Settings, token: str) -> str:
+    """The URL to paste into the Smstools dashboard."""
+    base = settings.public_url or f"http://localhost:{settings.port}"
+    return f"{base}{WEBHOOK_PATH.format(token=token)}"
 
 
 @asynccontextmanager
@@ -87,16 +97,20 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         parts = delivery_parts(settings, config, options.environ, options.adapters)
         async with parts as (database, adapters):
-            token, generated = await webhook_token(database, settings)
-            if generated:
-                base = settings.public_url or f"http://localhost:{settings.port}"
-                url = f"{base}{WEBHOOK_PATH.format(token=token)}"
-                options.announce(f"Smstools webhook URL: {url}")
+            token, created = await webhook_token(database, settings)
+            if created:  # once; `smsbridge webhook-url` shows it again
+                options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
             worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
-                database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+                database,
+                config,
+                token,
+                options.now,
+                worker.wake,
+                secret=settings.webhook_secret,
+                body_timeout=settings.body_timeout,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             try:

@@ -1,4 +1,4 @@
-"""`smsbridge serve | worker | migrate | check-config | dead-letters`."""
+"""`smsbridge serve | worker | migrate | check-config | dead-letters | webhook-url`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
 from bridge import logs
-from bridge.app import Options, create_app, delivery_parts
+from bridge.app import Options, create_app, delivery_parts, webhook_token, webhook_url
 from bridge.config import Config, ConfigError
-from bridge.settings import Settings
+from bridge.settings import Settings, SettingsError
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry = dead_commands.add_parser("retry", help="queue dead letters again")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
     retry.add_argument("--all", action="store_true", help="retry every dead letter")
+    commands.add_parser("webhook-url", help="the URL to paste into the Smstools dashboard")
     arguments = parser.parse_args(argv)
     if arguments.command == "dead-letters" and arguments.action == "retry":
         if bool(arguments.ids) == arguments.all:
@@ -60,9 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
     logs.configure(os.environ.get("LOG_LEVEL", "INFO"), secrets=logs.secrets_in(os.environ))
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"smsbridge: {error}", file=sys.stderr)
+        return 1
     if arguments.command == "check-config":
         return check_config(arguments.path or settings.config_path)
+    if arguments.command == "webhook-url":
+        return _with_database(settings, lambda: asyncio.run(show_webhook_url(settings)))
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
@@ -147,6 +154,10 @@ def serve_forever(
             # webhook token.
             log_config=None,
             access_log=False,
+            # Bounds against slow or piling-up clients. uvicorn has no timeout on reading a
+            # request's headers: that belongs to the router or proxy in front (README).
+            limit_concurrency=settings.max_connections,
+            timeout_keep_alive=settings.keep_alive,
         )
     )
     log.info("serving on %s:%d (worker %s)", host, port, "on" if options.run_worker else "off")
@@ -204,6 +215,18 @@ def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
             f"{job.attempts} attempt(s)\t{job.last_error or 'no error recorded'}"
         )
     print(f"{len(jobs)} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
+    return 0
+
+
+async def show_webhook_url(settings: Settings) -> int:
+    """Print the webhook URL (generating the token if no process has yet)."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        token, _ = await webhook_token(database, settings)
+    finally:
+        await database.close()
+    print(webhook_url(settings, token))
     return 0
 
 

@@ -1,11 +1,14 @@
 """The HTTP edge for Smstools: receive → verify → parse, then hand over to `ingest`.
 
 Answers 200 only once the body and its events are committed. Errors are JSON that says
-what is wrong, without echoing the body back.
+what is wrong, without echoing the body back. A body must arrive within `body_timeout`, and a
+refusal sent before the body was read closes the connection: a client trickling bytes holds
+nothing for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -15,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from bridge import signature
 from bridge.config import Config
 from bridge.ingest import ingest
-from bridge.store.db import Database, describe_error
+from bridge.settings import DEFAULT_BODY_TIMEOUT
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,13 @@ class WebhookReceiver:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     async def __call__(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
         if not hmac.compare_digest(offered, self.token.encode()):
-            return _error(404, "not found")
-        body = await _read_body(request)
+            return _error(404, "not found", close=True)
+        body = await _read_body(request, self.body_timeout)
         if isinstance(body, JSONResponse):
             return body
         if self.secret is not None:
@@ -61,27 +65,31 @@ class WebhookReceiver:
             return items
         try:
             result = await ingest(self.database, self.config, body, items, self.now())
-        except SQLAlchemyError as error:
-            # Not log.exception: the statement's parameters would put message content in logs.
+        except UNAVAILABLE as error:
+            # Down, locked or too slow: the gateway sends it again. Not log.exception: the
+            # statement's parameters would put message content in logs.
             log.error("could not store a webhook body: %s", describe_error(error))
             return _error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
         return JSONResponse(result.as_json())
 
 
-async def _read_body(request: Request) -> bytes | JSONResponse:
+async def _read_body(request: Request, timeout: float) -> bytes | JSONResponse:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
-        return _error(413, f"body larger than {MAX_BODY} bytes")
+        return _error(413, f"body larger than {MAX_BODY} bytes", close=True)
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                return _error(413, f"body larger than {MAX_BODY} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    return _error(413, f"body larger than {MAX_BODY} bytes", close=True)
+                chunks.append(chunk)
     except ClientDisconnect:
         return _error(400, "the client disconnected before the body was complete")
+    except TimeoutError:
+        return _error(408, f"the body did not arrive within {timeout:g}s", close=True)
     return b"".join(chunks)
 
 
@@ -125,6 +133,10 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def _error(status: int, message: str, *, retry: bool = False) -> JSONResponse:
-    headers = {"Retry-After": "5"} if retry else None
+def _error(status: int, message: str, *, retry: bool = False, close: bool = False) -> JSONResponse:
+    """A JSON error. `close`: the body was not read to its end, so the connection cannot carry
+    another request; closing it also stops a client that keeps trickling bytes."""
+    headers = {"Retry-After": "5"} if retry else {}
+    if close:
+        headers["Connection"] = "close"
     return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -11,7 +11,7 @@ import httpx
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
 
-TOKEN = "serve-test-token"
+TOKEN = "serve-test-token-0123456789abcdefghij"
 FORUM = -1009999999999
 LINE_A, LINE_B = "32460200000", "32460300000"
 
