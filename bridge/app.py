@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge import destinations, logs
+from bridge import destinations, logs, readiness
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
@@ -64,13 +64,22 @@ def webhook_url(settings: Settings, token: str) -> str:
     return f"{base}{WEBHOOK_PATH.format(token=token)}"
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What `serve` and `worker` deliver with."""
+
+    database: Database
+    adapters: Mapping[str, ChatAdapter]
+    refused: Mapping[str, str]  # destinations whose credentials were refused at start-up
+
+
 @asynccontextmanager
 async def delivery_parts(
     settings: Settings,
     config: Config,
     environ: Mapping[str, str],
     adapters: Mapping[str, ChatAdapter] | None = None,
-) -> AsyncIterator[tuple[Database, Mapping[str, ChatAdapter]]]:
+) -> AsyncIterator[Parts]:
     """The migrated database and the started chat adapters, for `serve` and `worker` alike;
     both closed on the way out."""
     warning = sqlite_on_ephemeral_disk(settings)
@@ -81,9 +90,9 @@ async def delivery_parts(
         await migrate(database)
         if adapters is None:
             adapters = destinations.build_adapters(config, settings, environ)
-        await destinations.start_all(adapters)
+        refused = await destinations.start_all(adapters)
         try:
-            yield database, adapters
+            yield Parts(database, adapters, refused)
         finally:
             await destinations.close_all(adapters)
     finally:
@@ -95,8 +104,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        parts = delivery_parts(settings, config, options.environ, options.adapters)
-        async with parts as (database, adapters):
+        async with delivery_parts(settings, config, options.environ, options.adapters) as parts:
+            database, adapters = parts.database, parts.adapters
             token, created = await webhook_token(database, settings)
             if created:  # once; `smsbridge webhook-url` shows it again
                 options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
@@ -113,9 +122,13 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 body_timeout=settings.body_timeout,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+            app.state.readiness = readiness.Probe(
+                database, task, lambda: worker.heartbeat, parts.refused
+            )
             try:
                 yield
             finally:
+                await app.state.readiness.close()
                 if task is not None:
                     await worker.stop()
                     await task
@@ -127,6 +140,11 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> JSONResponse:
+        probe: readiness.Probe = request.app.state.readiness
+        ready, body = readiness.as_json(await probe.checks())
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     async def http_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         return JSONResponse({"error": error.detail}, status_code=error.status_code)
@@ -136,6 +154,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         routes=[
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

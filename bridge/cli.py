@@ -166,8 +166,8 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config, os.environ) as (database, adapters):
-        worker = Worker(database, config, adapters, lease=settings.job_lease)
+    async with delivery_parts(settings, config, os.environ) as parts:
+        worker = Worker(parts.database, config, parts.adapters, lease=settings.job_lease)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))

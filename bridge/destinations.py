@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from bridge.chat.base import ChatAdapter, DeliveryError
+from bridge.chat.base import ChatAdapter, DeliveryError, Permanent
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
@@ -42,14 +42,22 @@ def build_adapters(
     return adapters
 
 
-async def start_all(adapters: Mapping[str, ChatAdapter]) -> None:
+async def start_all(adapters: Mapping[str, ChatAdapter]) -> dict[str, str]:
     """Check every destination's token. A failure is logged, not fatal: webhooks must still be
-    stored while someone fixes the token, and the worker keeps the jobs."""
+    stored while someone fixes the token, and the worker keeps the jobs.
+
+    Returns the destinations refused for good (token rejected, chat unknown) and why, for
+    `/readyz`; a platform that was merely unreachable is not among them.
+    """
+    refused = {}
     for name, adapter in adapters.items():
         try:
             await adapter.start()
         except DeliveryError as error:
             log.error("destination %s is not usable yet: %s", name, error.detail)
+            if isinstance(error, Permanent):
+                refused[name] = error.detail
+    return refused
 
 
 async def close_all(adapters: Mapping[str, ChatAdapter]) -> None:

@@ -75,6 +75,7 @@ class Worker:
         )
         self._next_token_at: float | None = None
         self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
+        self.heartbeat: float | None = None  # time.monotonic() of the loop's last round
 
     def wake(self) -> None:
         self._wake.set()
@@ -92,6 +93,7 @@ class Worker:
         database_trouble = 0
         try:
             while not self._stopping:
+                self.heartbeat = time.monotonic()  # /readyz: the loop goes round
                 try:
                     claimed = await self._claim()
                 except (SQLAlchemyError, OSError) as error:
@@ -141,7 +143,8 @@ class Worker:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # go round even while every slot is busy
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             return 0
         now = self.now()
         paused = {name for name, until in self._paused.items() if until > now}
