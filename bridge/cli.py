@@ -1,4 +1,5 @@
-"""`smsbridge serve | worker | migrate | check-config | dead-letters | webhook-url`."""
+"""`smsbridge serve | worker | migrate | check-config | dead-letters | webhook-url | prune |
+forget`."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import logs
+from bridge import erasure, logs, retention
 from bridge.app import Options, create_app, delivery_parts, webhook_token, webhook_url
 from bridge.config import Config, ConfigError
+from bridge.phones import e164_digits
 from bridge.settings import Settings, SettingsError
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
@@ -53,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
     retry.add_argument("--all", action="store_true", help="retry every dead letter")
     commands.add_parser("webhook-url", help="the URL to paste into the Smstools dashboard")
+    prune = commands.add_parser(
+        "prune", help="remove what outlived its retention now (the worker does it hourly)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    forget = commands.add_parser("forget", help="erase what is stored about one customer")
+    forget.add_argument("number", help="in international format, e.g. '+32 470 12 34 56'")
     arguments = parser.parse_args(argv)
     if arguments.command == "dead-letters" and arguments.action == "retry":
         if bool(arguments.ids) == arguments.all:
@@ -70,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(arguments.path or settings.config_path)
     if arguments.command == "webhook-url":
         return _with_database(settings, lambda: asyncio.run(show_webhook_url(settings)))
+    if arguments.command == "forget":
+        try:
+            number = e164_digits(arguments.number)
+        except ValueError as error:
+            print(f"smsbridge: {error}; give it in international format", file=sys.stderr)
+            return 1
+        return _with_database(settings, lambda: asyncio.run(run_forget(settings, number)))
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
@@ -91,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(settings, config, arguments.host, arguments.port, no_worker)
     if arguments.command == "worker":
         return _with_database(settings, lambda: asyncio.run(run_worker(settings, config)))
+    if arguments.command == "prune":
+        dry_run = arguments.dry_run
+        return _with_database(settings, lambda: asyncio.run(run_prune(settings, config, dry_run)))
     return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
 
 
@@ -123,6 +141,7 @@ def check_config(path: Path | None) -> int:
         print(f"  {route.describe()}")
     print(f"  otherwise → {', '.join(config.default) or 'stored and counted, not posted'}")
     print(f"threads: a conversation quiet for {config.idle_after:g}s starts a new thread")
+    print(f"retention: {config.retention.describe()}")
     if config.alerts is not None:
         codes = ", ".join(str(code) for code in sorted(config.alerts.on_codes))
         print(f"alerts on delivery codes {codes} (first match wins):")
@@ -183,7 +202,8 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
         await migrate(database)
         async with database.transaction() as connection:
             if action == "list":
-                return _list_dead_letters(await outbox_store.dead(connection))
+                total = (await outbox_store.counts(connection)).get(outbox_store.DEAD, 0)
+                return _list_dead_letters(await outbox_store.dead(connection), total)
             now, missing = time.time(), []
             if ids is None:
                 count = await outbox_store.requeue(connection, None, now)
@@ -204,7 +224,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
     return 1 if missing else 0
 
 
-def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
+def _list_dead_letters(jobs: Sequence[outbox_store.Job], total: int) -> int:
     if not jobs:
         print("no dead letters")
         return 0
@@ -214,7 +234,8 @@ def _list_dead_letters(jobs: Sequence[outbox_store.Job]) -> int:
             f"{job.id}\t{job.destination}\t{job.kind}\tqueued {queued}\t"
             f"{job.attempts} attempt(s)\t{job.last_error or 'no error recorded'}"
         )
-    print(f"{len(jobs)} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
+    shown = f"the first {len(jobs)} of {total}" if total > len(jobs) else f"{total}"
+    print(f"{shown} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
     return 0
 
 
@@ -227,6 +248,32 @@ async def show_webhook_url(settings: Settings) -> int:
     finally:
         await database.close()
     print(webhook_url(settings, token))
+    return 0
+
+
+async def run_prune(settings: Settings, config: Config, dry_run: bool) -> int:
+    """What the worker does hourly, now; `dry_run` only counts."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        pruned = await retention.prune(database, config, time.time(), dry_run=dry_run)
+    finally:
+        await database.close()
+    print(f"retention: {config.retention.describe()}")
+    for line in pruned.lines(dry_run):
+        print(line)
+    return 0
+
+
+async def run_forget(settings: Settings, number: str) -> int:
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        erased = await erasure.forget(database, number, time.time())
+    finally:
+        await database.close()
+    for line in erased.lines():
+        print(line)
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge import notices
+from bridge import notices, retention
 from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
 from bridge.config import Config
 from bridge.deliveries import HANDLERS, Delivery
@@ -31,7 +31,7 @@ from bridge.smstools import parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import Database, describe_error
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.outbox import Job
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Worker:
         self._next_token_at: float | None = None
         self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
         self.heartbeat: float | None = None  # time.monotonic() of the loop's last round
+        self._next_prune_at: float | None = None  # at the first round, then hourly
+        self._pruning: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -94,6 +96,7 @@ class Worker:
         try:
             while not self._stopping:
                 self.heartbeat = time.monotonic()  # /readyz: the loop goes round
+                self._maybe_prune()
                 try:
                     claimed = await self._claim()
                 except (SQLAlchemyError, OSError) as error:
@@ -115,10 +118,30 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
-            if listener is not None:
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+            for task in (listener, self._pruning):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self._shutdown()
+
+    def _maybe_prune(self) -> None:
+        """Start pruning (`retention`) when an hour has passed, beside the deliveries."""
+        now = self.now()
+        if self._next_prune_at is not None and now < self._next_prune_at:
+            return
+        if self._pruning is not None and not self._pruning.done():
+            return
+        self._next_prune_at = now + retention.EVERY
+        self._pruning = asyncio.create_task(self._prune(now), name="prune")
+
+    async def _prune(self, now: float) -> None:
+        try:
+            pruned = await retention.prune(self.database, self.config, now)
+        except UNAVAILABLE as error:
+            log.error("pruning failed (%s); trying again in an hour", describe_error(error))
+            return
+        if pruned.total:
+            log.info("pruned what outlived its retention: %s", "; ".join(pruned.lines()))
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""

@@ -68,6 +68,25 @@ STEPS: Sequence[Sequence[str]] = (
         # Jobs that carry their own content (operator notices) rather than an event's.
         "ALTER TABLE outbox ADD COLUMN payload TEXT",
     ),
+    (
+        # Retention and erasure: content is erased in place (the row stays, so counts and
+        # deduplication do too); `erased_at` marks what is done.
+        "ALTER TABLE events ADD COLUMN erased_at {float}",
+        "ALTER TABLE message_status ADD COLUMN erased_at {float}",
+        "CREATE INDEX events_unerased ON events (received_at) WHERE erased_at IS NULL",
+        "CREATE INDEX message_status_unerased ON message_status (updated_at) "
+        "WHERE erased_at IS NULL",
+        "CREATE INDEX webhook_requests_received ON webhook_requests (received_at)",
+        "CREATE INDEX outbox_finished ON outbox (status, finished_at)",
+        "CREATE INDEX chat_messages_created ON chat_messages (created_at)",
+        "CREATE INDEX chat_messages_conversation ON chat_messages (conversation_id)",
+        "CREATE INDEX conversations_last ON conversations (last_message_at)",
+        "CREATE INDEX alert_groups_last ON alert_groups (last_at)",
+        # Hot queries that scanned whole tables: a customer's live conversations (delivery
+        # reports), and whether a lane was used lately (operator notices).
+        "CREATE INDEX conversations_sender ON conversations (sender, last_message_at)",
+        "CREATE INDEX outbox_lane_created ON outbox (lane, created_at)",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -48,8 +48,9 @@ events = Table(
     Column("webhook_type", Text),
     Column("status", Text, nullable=False),
     Column("problem", Text),
-    Column("payload", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # `{}` once erased (retention, forget)
     Column("received_at", Float, nullable=False),
+    Column("erased_at", Float),
 )
 
 # The durable outbox: one job per (event, destination, kind). Jobs of one `lane` (a
@@ -121,6 +122,7 @@ message_status = Table(
     Column("read_at", Text),
     Column("read_event_id", BigInteger),
     Column("read_shown", Integer),
+    Column("erased_at", Float),  # sender and receiver blanked (retention, forget)
 )
 
 # Failures grouped à la Alertmanager: one row per group key (alerts route + group_by labels).
