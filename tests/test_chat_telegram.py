@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable, ThreadGone
-from bridge.chat.telegram import TelegramAdapter, utf16_length
+from bridge.chat.telegram import WORD_JOINER, TelegramAdapter, utf16_length
 from tests.fakes import FakeTelegram
-from tests.fakes.telegram import HtmlEntityError, parse_html
+from tests.fakes.telegram import HtmlEntityError, auto_entities, parse_html
 
 FORUM = -1001234567890  # a forum supergroup: conversations are topics
 GROUP = -4000000001  # a basic group: conversations are reply chains
@@ -106,8 +106,50 @@ async def test_customer_html_and_mentions_are_shown_literally_in_telegram(
     )
 
     (message,) = telegram.messages()
-    assert message.plain_text.count(evil) == 4 and "<today>" in message.plain_text
+    shown = message.plain_text.replace(WORD_JOINER, "")
+    assert shown.count(evil) == 4 and "<today>" in shown
     assert "<b>bold" not in message.text and "<a href" not in message.text
+
+
+async def test_customer_mentions_and_commands_become_no_entities_yet_read_the_same(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    text = "@someadmin please /start@helper_bot or /ban (@all) @@x //cmd, see https://x.example/a"
+    quote = Quote(text="@quoted /quoted", when="@when")
+    await group.send(
+        group.render(Post(heading="@heading", context=["/context"], body=text, quote=quote))[0],
+        None,
+    )
+
+    (message,) = telegram.messages()
+    assert [kind for kind, _ in message.entities] == ["url"]  # the link stays a link
+    assert message.link_preview_disabled
+    shown = message.plain_text.replace(WORD_JOINER, "")
+    for words in (text, "@quoted /quoted", "@when", "@heading", "/context"):
+        assert words in shown
+
+
+def test_the_fake_finds_the_entities_telegram_would() -> None:
+    found = auto_entities("@someadmin /start@bot #tag https://x.example/a/b me@mail.example")
+    assert found == (
+        ("mention", "@someadmin"),
+        ("bot_command", "/start@bot"),
+        ("hashtag", "#tag"),
+        ("url", "https://x.example/a/b"),
+    )
+    assert auto_entities(f"@{WORD_JOINER}someadmin /{WORD_JOINER}start@bot") == ()
+
+
+async def test_direction_overrides_and_invisible_characters_are_removed(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    body = "invoice_\u202egnp.exe \u2066iso\u2069 zero\u200bwidth\ufeff 👨‍👩‍👧"
+    await group.send(group.render(Post(heading="h\u202eeh", body=body))[0], None)
+
+    (message,) = telegram.messages()
+    assert "invoice_gnp.exe iso zerowidth 👨‍👩‍👧" in message.plain_text
+    assert "heh" in message.plain_text
+    assert not set(message.plain_text) & {"\u202e", "\u2066", "\u2069", "\u200b", "\ufeff"}
 
 
 async def test_layout_bold_heading_italic_context_and_dated_quote(

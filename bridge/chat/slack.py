@@ -2,7 +2,8 @@
 
 Threads are Slack's own: the first message of a conversation is the parent and its `ts` is the
 thread reference. Customer text is untrusted: only `&`, `<`, `>` are escaped (Slack's rule), which
-is enough to show `<!channel>` or `<https://evil|bank.com>` literally instead of acting on them.
+is enough to show `<!channel>` or `<https://evil|bank.com>` literally instead of acting on them,
+and direction overrides and invisible characters are removed (`text.neutralise`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from .base import Part, Permanent, Post, Reason, Retryable, Sent
 from .split import split
+from .text import neutralise
 
 SECTION_LIMIT = 3000  # characters of a section block's text
 BLOCKS_PER_MESSAGE = 45  # Slack allows 50; leave room for the heading and the part marker
@@ -51,7 +53,9 @@ _EMOJI_NAMES = {"👍": "+1", "👀": "eyes", "✅": "white_check_mark", "❌": 
 
 
 def escape(text: str) -> str:
-    """Slack's escaping for untrusted text: exactly `&`, `<` and `>`."""
+    """Slack's escaping for untrusted text: exactly `&`, `<` and `>`; direction overrides and
+    invisible characters removed first (`neutralise`)."""
+    text = neutralise(text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

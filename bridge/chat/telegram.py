@@ -2,7 +2,8 @@
 
 A conversation is a forum topic (`topics=True`) or, in a plain group, a reply chain under the
 conversation's first message. Customer text is untrusted: it is escaped with `html.escape`, so
-it can neither break the message (400 "can't parse entities") nor inject formatting or links.
+it can neither break the message (400 "can't parse entities") nor inject formatting or links,
+and made `inert`, so Telegram turns no `@name` into a mention nor `/cmd` into a command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import re
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from .base import DeliveryError, Part, Permanent, Post, Reason, Retryable, Sent, ThreadGone
 from .split import cut
+from .text import neutralise
 
 MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
 MARKER_ROOM = len("(99/99)\n")  # reserved in every part for the "(2/3)" marker
@@ -51,6 +54,23 @@ def utf16_length(text: str) -> int:
 def escape(text: str) -> str:
     """HTML-escape untrusted text for parse_mode=HTML (`<`, `>`, `&`)."""
     return html.escape(text, quote=False)
+
+
+# An `@` or `/` starting a word; not the slashes of `https://` nor the `@` of an e-mail.
+_ENTITY_START = re.compile(r"(?<![\w:])(?<!:/)[@/](?=\w)")
+WORD_JOINER = "\u2060"
+
+
+def inert(text: str) -> str:
+    """Untrusted text Telegram shows as written and never turns into a live entity.
+
+    Telegram's server makes mentions of `@name` and commands of `/cmd` even in HTML messages
+    (a mention notifies that member). A word joiner (U+2060, invisible) after an `@` or `/`
+    that starts a word stops that, and the words still read as the customer wrote them.
+    Direction overrides and invisible characters go first (`neutralise`). Links stay links;
+    their previews are off.
+    """
+    return _ENTITY_START.sub(lambda start: start[0] + WORD_JOINER, neutralise(text))
 
 
 class _ServerError(NetworkError):
@@ -132,23 +152,25 @@ class TelegramAdapter:
 
     def render(self, post: Post) -> Sequence[Part]:
         """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
+        # Made inert before measuring: the word joiners count towards the 4096.
         mention = f"{post.mention} " if post.mention else ""
-        heading = post.heading[:HEADING_LIMIT]
+        heading = inert(post.heading[:HEADING_LIMIT])
         messages = [_Message()]
         messages[0].add(f"{mention}<b>{escape(heading)}</b>", utf16_length(mention + heading))
         if post.context:
-            line = " · ".join(f"<i>{escape(item)}</i>" for item in post.context)
-            messages[0].add(line, utf16_length(" · ".join(post.context)))
+            context = [inert(item) for item in post.context]
+            line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
+            messages[0].add(line, utf16_length(" · ".join(context)))
         if post.quote is not None:
-            when = post.quote.when
+            when = inert(post.quote.when)
 
             def blockquote(piece: str, last: bool) -> str:
                 dated = f"\n<i>{escape(when)}</i>" if last else ""
                 return f"<blockquote>{escape(piece)}{dated}</blockquote>"
 
-            self._flow(messages, post.quote.text, utf16_length("\n" + when), blockquote)
+            self._flow(messages, inert(post.quote.text), utf16_length("\n" + when), blockquote)
         if post.body.strip():
-            self._flow(messages, post.body, 0, lambda piece, last: escape(piece))
+            self._flow(messages, inert(post.body), 0, lambda piece, last: escape(piece))
         total = len(messages)
         parts = [Part(text="\n".join(messages[0].lines))]
         for number, message in enumerate(messages[1:], start=2):

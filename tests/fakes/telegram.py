@@ -7,7 +7,9 @@
         assert telegram.messages(-1002)[0].message_thread_id == 2
 
 It validates what Telegram validates and the bridge depends on: HTML parse mode (supported tags,
-nesting, entities), 1-4096 characters after entity parsing, existing topics and messages.
+nesting, entities), 1-4096 characters after entity parsing, existing topics and messages. Like
+Telegram's server it finds mentions, bot commands, hashtags and links in the plain text
+(`TelegramMessage.entities`), a little more eagerly than Telegram does.
 Switches apply per chat, or to every chat when `chat_id` is None; flip them from any thread.
 """
 
@@ -59,6 +61,7 @@ class TelegramMessage:
     link_preview_disabled: bool
     at: float  # arrival, time.monotonic()
     params: dict[str, Any] = field(repr=False, default_factory=dict)
+    entities: tuple[tuple[str, str], ...] = ()  # (type, text) found in the plain text
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,27 @@ def parse_html(text: str) -> str:
 def utf16_length(text: str) -> int:
     """Telegram counts message length in UTF-16 code units."""
     return len(text.encode("utf-16-le")) // 2
+
+
+_URL = re.compile(r"https?://\S+|(?<![\w@./])(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?:/\S*)?")
+_FOUND = (
+    ("mention", re.compile(r"(?<!\w)@[A-Za-z0-9_]{1,32}")),
+    ("bot_command", re.compile(r"(?<!\w)/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,32})?")),
+    ("hashtag", re.compile(r"(?<!\w)#\w+")),
+)
+
+
+def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
+    """The entities Telegram's server makes of plain text by itself: links first, then
+    mentions, commands and hashtags outside them. A word joiner (U+2060) after `@` or `/`
+    is not a name character, so it breaks a mention or command as it does in Telegram."""
+    found = [(match.start(), match.end(), "url") for match in _URL.finditer(plain)]
+    links = list(found)
+    for kind, pattern in _FOUND:
+        for match in pattern.finditer(plain):
+            if not any(start < match.end() and match.start() < end for start, end, _ in links):
+                found.append((match.start(), match.end(), kind))
+    return tuple((kind, plain[start:end]) for start, end, kind in sorted(found))
 
 
 class FakeTelegram:
@@ -463,6 +487,7 @@ class FakeTelegram:
                 ),
                 at=_now(),
                 params=dict(params),
+                entities=auto_entities(plain),
             )
         )
         message = _message(chat_id, message_id, plain)
