@@ -90,6 +90,7 @@ async def delivery_parts(
         await migrate(database)
         if adapters is None:
             adapters = destinations.build_adapters(config, settings, environ)
+        await destinations.follow_moves(database, adapters)
         refused = await destinations.start_all(adapters)
         try:
             yield Parts(database, adapters, refused)

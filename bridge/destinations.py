@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from bridge import moves
 from bridge.chat.base import ChatAdapter, DeliveryError, Permanent
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
 from bridge.settings import Settings
+from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,17 @@ def build_adapters(
         else:
             adapters[name] = ConsoleAdapter(name)
     return adapters
+
+
+async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) -> None:
+    """Telegram groups that became supergroups since the config was written: post to their
+    new ids (remembered by `moves.follow`) without asking Telegram again."""
+    for adapter in adapters.values():
+        if isinstance(adapter, TelegramAdapter):
+            async with database.transaction() as connection:
+                moved_to = await moves.new_chat(connection, str(adapter.chat_id))
+            if moved_to is not None:
+                adapter.follow(int(moved_to))
 
 
 async def start_all(adapters: Mapping[str, ChatAdapter]) -> dict[str, str]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge import notices, retention
-from bridge.chat.base import ChatAdapter, DeliveryError, Permanent, Reason, Retryable
+from bridge import moves, notices, retention
+from bridge.chat.base import ChatAdapter, ChatMoved, DeliveryError, Permanent, Reason, Retryable
 from bridge.config import Config
 from bridge.deliveries import HANDLERS, Delivery
 from bridge.outbox import RetryPolicy
@@ -232,6 +232,8 @@ class Worker:
             # Inside the lease, so no other worker takes the job while this one may still post.
             await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
         except DeliveryError as error:
+            if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
+                await moves.follow(self.database, self.config, job.destination, error, self.now())
             await self._failed(job, error)
         except TimeoutError:
             await self._failed(

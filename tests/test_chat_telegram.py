@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.chat.base import Part, Permanent, Post, Quote, Reason, Retryable, ThreadGone
+from bridge.chat.base import (
+    ChatMoved,
+    Part,
+    Permanent,
+    Post,
+    Quote,
+    Reason,
+    Retryable,
+    ThreadClosed,
+    ThreadGone,
+)
 from bridge.chat.telegram import WORD_JOINER, TelegramAdapter, utf16_length
 from tests.fakes import FakeTelegram
 from tests.fakes.telegram import HtmlEntityError, auto_entities, parse_html
@@ -284,15 +295,74 @@ async def test_kicked_bot_is_permanent_forbidden(
     assert caught.value.reason is Reason.FORBIDDEN and "kicked" in caught.value.detail
 
 
-async def test_migrated_group_tells_which_chat_id_to_configure(
+async def test_a_migrated_group_is_followed_to_its_supergroup(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    first = await group.send(Part(text="before"), None)
+    telegram.set_migrated(GROUP, -1009876543210)
+
+    with pytest.raises(ChatMoved) as caught:
+        await group.send(Part(text="secret customer text"), None)
+    after = await group.send(Part(text="after"), None)
+    await group.react(first, "👀")  # the old message stayed behind: nothing to mark
+    with pytest.raises(Permanent, match="message to edit not found"):
+        await group.edit(first, Part(text="edited"))
+
+    moved = caught.value
+    assert (moved.old_chat, moved.new_chat) == (str(GROUP), "-1009876543210")
+    assert moved.reason is Reason.MOVED and moved.retry_after == 0
+    assert "set chat_id to -1009876543210 in the config" in moved.detail.lower()
+    assert "secret" not in moved.detail
+    assert group.chat_id == -1009876543210 and after.chat == "-1009876543210"
+    assert [m.plain_text for m in telegram.messages(-1009876543210)] == ["after"]
+    assert telegram.reactions() == []
+
+
+async def test_sends_in_flight_when_the_group_moved_all_name_the_old_and_new_chat(
     group: TelegramAdapter, telegram: FakeTelegram
 ) -> None:
     telegram.set_migrated(GROUP, -1009876543210)
 
-    with pytest.raises(Permanent) as caught:
-        await group.send(Part(text="x"), None)
+    outcomes = await asyncio.gather(
+        *(group.send(Part(text=f"x{n}"), None) for n in range(3)), return_exceptions=True
+    )
 
-    assert caught.value.reason is Reason.NOT_FOUND and "-1009876543210" in caught.value.detail
+    assert all(isinstance(moved, ChatMoved) for moved in outcomes)
+    assert {(m.old_chat, m.new_chat) for m in outcomes if isinstance(m, ChatMoved)} == {
+        (str(GROUP), "-1009876543210")
+    }
+    assert group.chat_id == -1009876543210
+
+
+async def test_a_closed_topic_is_reopened_and_the_message_sent(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("customer")
+    assert thread is not None
+    telegram.close_topic(FORUM, int(thread))
+
+    sent = await forum.send(Part(text="still here"), thread)
+
+    (reopened,) = telegram.calls("reopenForumTopic")
+    assert reopened.status == 200 and sent.thread == thread
+    (message,) = telegram.messages(FORUM)
+    assert message.message_thread_id == int(thread) and message.plain_text == "still here"
+
+
+async def test_a_closed_topic_the_bot_may_not_reopen_is_thread_closed(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("customer")
+    assert thread is not None
+    telegram.close_topic(FORUM, int(thread))
+    telegram.fail_method("reopenForumTopic", 400, "Bad Request: not enough rights to manage topics")
+
+    with pytest.raises(ThreadClosed) as caught:
+        await forum.send(Part(text="x"), thread)
+
+    assert f"topic {thread} is closed and the bot may not reopen it" in caught.value.detail
+    assert "not enough rights" in caught.value.detail.lower()
+    assert telegram.messages(FORUM) == []
 
 
 async def test_deleted_topic_raises_thread_gone(

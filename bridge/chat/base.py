@@ -69,6 +69,7 @@ class Reason(StrEnum):
     FORBIDDEN = "forbidden"
     BAD_REQUEST = "bad_request"
     CONFIG = "config"
+    MOVED = "moved"
 
 
 class DeliveryError(Exception):
@@ -94,6 +95,21 @@ class Permanent(DeliveryError):
 
 class ThreadGone(Permanent):
     """The conversation's thread no longer exists (deleted topic): start a new one."""
+
+
+class ThreadClosed(ThreadGone):
+    """The thread is closed and the bot may not reopen it (closed forum topic): start a new
+    one, and say there why."""
+
+
+class ChatMoved(Retryable):
+    """The chat has a new id (a Telegram group became a supergroup). The adapter posts to
+    `new_chat` from now on; the job is tried again at once, there."""
+
+    def __init__(self, detail: str, old_chat: str, new_chat: str) -> None:
+        super().__init__(Reason.MOVED, detail, retry_after=0.0)
+        self.old_chat = old_chat
+        self.new_chat = new_chat
 
 
 class ChatAdapter(Protocol):

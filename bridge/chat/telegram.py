@@ -31,7 +31,18 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from .base import DeliveryError, Part, Permanent, Post, Reason, Retryable, Sent, ThreadGone
+from .base import (
+    ChatMoved,
+    DeliveryError,
+    Part,
+    Permanent,
+    Post,
+    Reason,
+    Retryable,
+    Sent,
+    ThreadClosed,
+    ThreadGone,
+)
 from .split import cut
 from .text import neutralise
 
@@ -106,7 +117,11 @@ class _Message:
 
 
 class TelegramAdapter:
-    """Posts to one Telegram chat, in forum topics or reply chains."""
+    """Posts to one Telegram chat, in forum topics or reply chains.
+
+    A group that became a supergroup is followed (`ChatMoved`); a closed topic is reopened,
+    or, when the bot may not, reported as `ThreadClosed` so a new topic is opened.
+    """
 
     def __init__(
         self,
@@ -121,6 +136,7 @@ class TelegramAdapter:
         self.chat_id = chat_id
         self.topics = topics
         self._where = f"telegram destination '{name}' (chat {chat_id})"
+        self._moved_from: set[int] = set()  # earlier ids of the chat (groups before upgrade)
         # Opt in to PTB 23's behaviour (RetryAfter.retry_after as a timedelta). Without it PTB
         # 22 warns inside its own code whenever it builds a RetryAfter, on every 429.
         os.environ.setdefault("PTB_TIMEDELTA", "true")
@@ -141,6 +157,14 @@ class TelegramAdapter:
 
     async def close(self) -> None:
         await self._bot.shutdown()
+
+    def follow(self, new_chat_id: int) -> None:
+        """Post to the chat's new id from now on (the group became a supergroup)."""
+        if new_chat_id == self.chat_id:
+            return
+        self._moved_from.add(self.chat_id)
+        self.chat_id = new_chat_id
+        self._where = f"telegram destination '{self.name}' (chat {new_chat_id})"
 
     async def open_thread(self, title: str) -> str | None:
         """A new forum topic named `title` (topics mode), else None (reply chains)."""
@@ -193,8 +217,35 @@ class TelegramAdapter:
             messages[-1].add(wrap(piece, last), utf16_length(piece) + (overhead if last else 0))
 
     async def send(self, part: Part, thread: str | None) -> Sent:
-        """sendMessage into the topic, or as a reply to the conversation's first message."""
-        message = await self._call(
+        """sendMessage into the topic, or as a reply to the conversation's first message.
+
+        A closed topic is reopened and the part sent again; `ThreadClosed` when the bot may
+        not reopen it.
+        """
+        try:
+            message = await self._send_message(part, thread)
+        except ThreadClosed:
+            if not (thread and self.topics):
+                raise
+            await self._reopen(thread)
+            message = await self._send_message(part, thread)
+        message_id = str(message.message_id)
+        return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
+
+    async def _reopen(self, thread: str) -> None:
+        try:
+            await self._call(
+                self._bot.reopen_forum_topic(chat_id=self.chat_id, message_thread_id=int(thread))
+            )
+        except Permanent as refused:
+            reason = refused.detail.removeprefix(f"{self._where}: ")
+            if "topic_not_modified" in reason.lower():
+                return  # someone reopened it meanwhile
+            detail = f"{self._where}: topic {thread} is closed and the bot may not reopen it"
+            raise ThreadClosed(Reason.FORBIDDEN, f"{detail} ({reason})") from None
+
+    async def _send_message(self, part: Part, thread: str | None) -> Any:
+        return await self._call(
             self._bot.send_message(
                 chat_id=self.chat_id,
                 text=part.text,
@@ -208,11 +259,13 @@ class TelegramAdapter:
                 ),
             )
         )
-        message_id = str(message.message_id)
-        return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
 
     async def edit(self, sent: Sent, part: Part) -> None:
-        """editMessageText; an edit that changes nothing counts as done."""
+        """editMessageText; an edit that changes nothing counts as done. A message left in the
+        group before it became a supergroup is "not found" (the caller posts anew)."""
+        if int(sent.chat) in self._moved_from:
+            where = f"{self._where}: message to edit not found"
+            raise Permanent(Reason.NOT_FOUND, f"{where}: it stayed in chat {sent.chat}")
         try:
             await self._call(
                 self._bot.edit_message_text(
@@ -221,25 +274,46 @@ class TelegramAdapter:
                     message_id=int(sent.message),
                     parse_mode=ParseMode.HTML,
                     link_preview_options=_NO_PREVIEW,
-                )
+                ),
+                chat=int(sent.chat),
             )
         except Permanent as error:
             if "message is not modified" not in error.detail.lower():
                 raise
 
     async def react(self, sent: Sent, emoji: str) -> None:
-        """setMessageReaction with one of Telegram's reaction emoji (👍 👀 🔥 ...)."""
+        """setMessageReaction with one of Telegram's reaction emoji (👍 👀 🔥 ...). A message
+        left in the group before it became a supergroup can no longer be marked: skipped."""
+        if int(sent.chat) in self._moved_from:
+            return
         await self._call(
             self._bot.set_message_reaction(
                 chat_id=int(sent.chat), message_id=int(sent.message), reaction=emoji
-            )
+            ),
+            chat=int(sent.chat),
         )
 
-    async def _call(self, request: Awaitable[T]) -> T:
+    async def _call(self, request: Awaitable[T], chat: int | None = None) -> T:
+        """Await a Bot API call to `chat` (default: this destination's) and classify errors."""
+        target = self.chat_id if chat is None else chat  # before a concurrent call moves it
         try:
             return await request
+        except ChatMigrated as error:
+            raise self._moved(target, int(error.new_chat_id)) from None
         except TelegramError as error:
             raise self._classify(error) from None
+
+    def _moved(self, old: int, new: int) -> DeliveryError:
+        """`old` became `new`: follow it (unless a concurrent call already did)."""
+        if old != self.chat_id and new != self.chat_id:  # a message in some unrelated chat
+            return Permanent(Reason.NOT_FOUND, f"{self._where}: chat {old} not found (moved)")
+        where = f"telegram destination '{self.name}' (chat {old})"
+        self.follow(new)
+        detail = (
+            f"{where}: the group became the supergroup {new}; posting there from now on. "
+            f"Set chat_id to {new} in the config"
+        )
+        return ChatMoved(detail, str(old), str(new))
 
     def _classify(self, error: TelegramError) -> DeliveryError:
         # Details name the destination and Telegram's reason, never the text or the token
@@ -250,15 +324,14 @@ class TelegramAdapter:
             case RetryAfter():
                 seconds = _retry_after(error)
                 return Retryable(Reason.RATE_LIMITED, f"{where}: flood control", seconds)
-            case ChatMigrated():
-                detail = f"{where}: the group became a supergroup; set chat_id to "
-                return Permanent(Reason.NOT_FOUND, f"{detail}{error.new_chat_id} in the config")
             case InvalidToken():
                 return Permanent(Reason.AUTH, f"{where}: the bot token was rejected")
             case Forbidden():
                 return Permanent(Reason.FORBIDDEN, f"{where}: {error.message}")
             case TimedOut():
                 return Retryable(Reason.TIMEOUT, f"{where}: timed out")
+            case BadRequest() if "topic_closed" in message:
+                return ThreadClosed(Reason.FORBIDDEN, f"{where}: {error.message}")
             case BadRequest() if "chat not found" in message:
                 detail = f"{where}: chat not found — check chat_id and add the bot to the chat"
                 return Permanent(Reason.NOT_FOUND, detail)

@@ -202,8 +202,8 @@ def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
 
 class FakeTelegram:
     """Fake Bot API at `{url}/bot<token>/<method>`: getMe, sendMessage, createForumTopic,
-    editMessageText, setMessageReaction. Chats exist on first use: positive ids are private
-    chats, `-100…` ids forum supergroups, other negative ids basic groups."""
+    reopenForumTopic, editMessageText, setMessageReaction. Chats exist on first use: positive
+    ids are private chats, `-100…` ids forum supergroups, other negative ids basic groups."""
 
     TOKEN = "123456:TEST-token"
 
@@ -213,6 +213,8 @@ class FakeTelegram:
         self._closing = threading.Event()
         self._switches: dict[int | None, _Switches] = defaultdict(_Switches)
         self._gone_topics: set[tuple[int, int]] = set()
+        self._closed_topics: set[tuple[int, int]] = set()
+        self._method_errors: dict[tuple[str, int | None], _Refused] = {}
         self._refuse_all = False
         self._per_chat_per_second: float | None = None
         self._per_group_per_minute: float | None = None
@@ -274,6 +276,20 @@ class FakeTelegram:
         """Any other refusal, e.g. ``(400, "Bad Request: not enough rights to create a topic")``."""
         self._set_error(chat_id, _Refused(status, description))
 
+    def close_topic(self, chat_id: int, message_thread_id: int) -> None:
+        """Posts to the topic now fail with 400 "Bad Request: TOPIC_CLOSED" (as for a bot
+        without the Manage topics right) until reopenForumTopic."""
+        with self._lock:
+            self._closed_topics.add((chat_id, message_thread_id))
+
+    def fail_method(
+        self, method: str, status: int, description: str, chat_id: int | None = None
+    ) -> None:
+        """Refuse one Bot API method (in one chat, or all), e.g. ``("reopenForumTopic", 400,
+        "Bad Request: not enough rights to manage topics")``."""
+        with self._lock:
+            self._method_errors[(method.lower(), chat_id)] = _Refused(status, description)
+
     def delete_topic(self, chat_id: int, message_thread_id: int) -> None:
         """Posts to the topic now fail with 400 "Bad Request: message thread not found"."""
         with self._lock:
@@ -320,6 +336,8 @@ class FakeTelegram:
         with self._lock:
             self._switches.clear()
             self._gone_topics.clear()
+            self._closed_topics.clear()
+            self._method_errors.clear()
             self._refuse_all = False
             self._per_chat_per_second = self._per_group_per_minute = None
             self._recent.clear()
@@ -428,6 +446,8 @@ class FakeTelegram:
                     return self._edit(params)
                 case "setmessagereaction":
                     return self._react(params)
+                case "reopenforumtopic":
+                    return self._reopen_topic(params)
             raise _Refused(404, "Not Found")
 
     def _check_switches(self, token: str, method: str, chat_id: Any) -> None:
@@ -454,6 +474,9 @@ class FakeTelegram:
         for s in switches:
             if s.error:
                 raise s.error
+        for key in ((method.lower(), None), (method.lower(), chat_id)):
+            if key in self._method_errors:
+                raise self._method_errors[key]
 
     def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id: int = params["chat_id"]
@@ -462,6 +485,8 @@ class FakeTelegram:
         thread_id = params.get("message_thread_id")
         if thread_id is not None and not self._topic_exists(chat_id, thread_id):
             raise _Refused(400, "Bad Request: message thread not found")
+        if (chat_id, thread_id) in self._closed_topics:
+            raise _Refused(400, "Bad Request: TOPIC_CLOSED")
         reply = params.get("reply_parameters") or {}
         reply_to = reply.get("message_id") if isinstance(reply, dict) else None
         if reply_to is not None and (chat_id, reply_to) not in self._texts:
@@ -534,6 +559,16 @@ class FakeTelegram:
         if any(e not in set(ReactionEmoji) for e in emoji):
             raise _Refused(400, "Bad Request: REACTION_INVALID")
         self._reactions.append(TelegramReaction(chat_id, message_id, emoji, _now()))
+        return True
+
+    def _reopen_topic(self, params: dict[str, Any]) -> bool:
+        chat_id: int = params["chat_id"]
+        thread_id = params.get("message_thread_id")
+        if not self._topic_exists(chat_id, thread_id):
+            raise _Refused(400, "Bad Request: TOPIC_ID_INVALID")
+        if (chat_id, thread_id) not in self._closed_topics:
+            raise _Refused(400, "Bad Request: TOPIC_NOT_MODIFIED")
+        self._closed_topics.discard((chat_id, thread_id))
         return True
 
     def _topic_exists(self, chat_id: int, thread_id: Any) -> bool:
