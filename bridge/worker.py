@@ -140,6 +140,9 @@ class Worker:
         except UNAVAILABLE as error:
             log.error("pruning failed (%s); trying again in an hour", describe_error(error))
             return
+        except Exception:  # a bug: deliveries go on, the next hour tries again
+            log.exception("pruning failed unexpectedly; trying again in an hour")
+            return
         if pruned.total:
             log.info("pruned what outlived its retention: %s", "; ".join(pruned.lines()))
 

@@ -152,12 +152,14 @@ def test_the_fake_finds_the_entities_telegram_would() -> None:
 
 
 async def test_direction_overrides_and_invisible_characters_are_removed(
-    group: TelegramAdapter, telegram: FakeTelegram
+    group: TelegramAdapter, forum: TelegramAdapter, telegram: FakeTelegram
 ) -> None:
     body = "invoice_\u202egnp.exe \u2066iso\u2069 zero\u200bwidth\ufeff 👨‍👩‍👧"
     await group.send(group.render(Post(heading="h\u202eeh", body=body))[0], None)
 
-    (message,) = telegram.messages()
+    assert await forum.open_thread("\u202eCustomer\u200b") is not None
+    assert telegram.topics(FORUM)[-1].name == "Customer"
+    (message,) = telegram.messages(GROUP)
     assert "invoice_gnp.exe iso zerowidth 👨‍👩‍👧" in message.plain_text
     assert "heh" in message.plain_text
     assert not set(message.plain_text) & {"\u202e", "\u2066", "\u2069", "\u200b", "\ufeff"}

@@ -170,7 +170,7 @@ class TelegramAdapter:
         """A new forum topic named `title` (topics mode), else None (reply chains)."""
         if not self.topics:
             return None
-        name = title.strip()[:128] or "Conversation"
+        name = neutralise(title).strip()[:128] or "Conversation"
         topic = await self._call(self._bot.create_forum_topic(chat_id=self.chat_id, name=name))
         return str(topic.message_thread_id)
 

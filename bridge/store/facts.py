@@ -26,13 +26,3 @@ async def add(database: Database, connection: AsyncConnection, key: str, value: 
 async def get(connection: AsyncConnection, key: str) -> str | None:
     value = (await connection.execute(select(facts.c.value).where(facts.c.key == key))).scalar()
     return None if value is None else str(value)
-
-
-async def get_or_create(
-    database: Database, connection: AsyncConnection, key: str, value: str
-) -> str:
-    """Return the stored value of `key`, storing `value` first when there is none."""
-    await add(database, connection, key, value)
-    stored = await get(connection, key)
-    assert stored is not None
-    return stored
