@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import destinations, logs, readiness
 from bridge.chat.base import ChatAdapter
+from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import facts
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -39,7 +40,6 @@ class Options:
     run_worker: bool = True
     adapters: Mapping[str, ChatAdapter] | None = None
     now: Callable[[], float] = time.time
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     announce: Callable[[str], None] = print
 
 
@@ -77,7 +77,6 @@ class Parts:
 async def delivery_parts(
     settings: Settings,
     config: Config,
-    environ: Mapping[str, str],
     adapters: Mapping[str, ChatAdapter] | None = None,
 ) -> AsyncIterator[Parts]:
     """The migrated database and the started chat adapters, for `serve` and `worker` alike;
@@ -89,7 +88,7 @@ async def delivery_parts(
     try:
         await migrate(database)
         if adapters is None:
-            adapters = destinations.build_adapters(config, settings, environ)
+            adapters = destinations.build_adapters(config, settings)
         await destinations.follow_moves(database, adapters)
         refused = await destinations.start_all(adapters)
         try:
@@ -105,13 +104,21 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with delivery_parts(settings, config, options.environ, options.adapters) as parts:
+        async with delivery_parts(settings, config, options.adapters) as parts:
             database, adapters = parts.database, parts.adapters
             token, created = await webhook_token(database, settings)
             if created:  # once; `smsbridge webhook-url` shows it again
                 options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
-            worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
+            smstools = SmstoolsApi.from_settings(settings)
+            worker = Worker(
+                database,
+                config,
+                adapters,
+                now=options.now,
+                lease=settings.job_lease,
+                smstools=smstools,
+            )
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
                 database,
@@ -120,6 +127,22 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 options.now,
                 worker.wake,
                 secret=settings.webhook_secret,
+                body_timeout=settings.body_timeout,
+            )
+            app.state.slack_events = SlackEvents(
+                database,
+                config,
+                settings.slack_signing_secret,
+                options.now,
+                worker.wake,
+                body_timeout=settings.body_timeout,
+            )
+            app.state.telegram_updates = TelegramUpdates(
+                database,
+                config,
+                settings.telegram_webhook_secret,
+                options.now,
+                worker.wake,
                 body_timeout=settings.body_timeout,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
@@ -133,10 +156,20 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 if task is not None:
                     await worker.stop()
                     await task
+                if smstools is not None:
+                    await smstools.close()
 
     async def receive(request: Request) -> JSONResponse:
         receiver: WebhookReceiver = request.app.state.receiver
         return await receiver(request)
+
+    async def slack_events(request: Request) -> Response:
+        handler: SlackEvents = request.app.state.slack_events
+        return await handler(request)
+
+    async def telegram_updates(request: Request) -> Response:
+        handler: TelegramUpdates = request.app.state.telegram_updates
+        return await handler(request)
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -156,6 +189,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/telegram/webhook", telegram_updates, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -1,12 +1,12 @@
-"""`smsbridge serve | worker | migrate | check-config | dead-letters | webhook-url | prune |
-forget`."""
+"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters | telegram |
+webhook-url | prune | forget`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -19,11 +19,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import erasure, logs, retention
+from bridge import doctor, erasure, logs, phones, retention, telegram_webhook
 from bridge.app import Options, create_app, delivery_parts, webhook_token, webhook_url
 from bridge.config import Config, ConfigError
-from bridge.phones import e164_digits
+from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -33,7 +34,8 @@ from bridge.worker import Worker
 log = logging.getLogger("bridge")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the deployment files' commands are checked against it."""
     parser = argparse.ArgumentParser(
         prog="smsbridge", description="Smstools SMS/WhatsApp webhooks to Slack and Telegram."
     )
@@ -48,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     check = commands.add_parser("check-config", help="validate the config and show the routes")
     check.add_argument("path", nargs="?", type=Path, default=None)
+    doctor_command = commands.add_parser(
+        "doctor", help="check the live set-up: database, config, Slack, Telegram, Smstools"
+    )
+    doctor_command.add_argument(
+        "--config", type=Path, default=None, help="default: $BRIDGE_CONFIG, else built-in"
+    )
     dead = commands.add_parser("dead-letters", help="jobs that failed for good: list, retry")
     dead_commands = dead.add_subparsers(dest="action", required=True)
     dead_commands.add_parser("list", help="show each dead letter with its last error")
@@ -61,26 +69,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
     forget = commands.add_parser("forget", help="erase what is stored about one customer")
     forget.add_argument("number", help="in international format, e.g. '+32 470 12 34 56'")
+    telegram = commands.add_parser("telegram", help="register where agents' messages go")
+    telegram_commands = telegram.add_subparsers(dest="action", required=True)
+    set_webhook = telegram_commands.add_parser("set-webhook", help="setWebhook with the secret")
+    set_webhook.add_argument("--url", default=None, help="default: $BRIDGE_PUBLIC_URL + path")
+    telegram_commands.add_parser("delete-webhook", help="deleteWebhook")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command == "dead-letters" and arguments.action == "retry":
         if bool(arguments.ids) == arguments.all:
             parser.error("dead-letters retry: give job IDs or --all (not both)")
 
-    # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
-    logs.configure(os.environ.get("LOG_LEVEL", "INFO"), secrets=logs.secrets_in(os.environ))
-
     try:
         settings = Settings.from_env()
     except SettingsError as error:
-        print(f"smsbridge: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"smsbridge: environment: {problem}", file=sys.stderr)
         return 1
+    # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
+    logs.configure(settings.log_level, secrets=logs.secrets_in(settings.environ))
+
     if arguments.command == "check-config":
-        return check_config(arguments.path or settings.config_path)
+        return check_config(arguments.path or settings.config_path, settings)
+    if arguments.command == "doctor":
+        return run_doctor(settings, arguments.config or settings.config_path)
     if arguments.command == "webhook-url":
         return _with_database(settings, lambda: asyncio.run(show_webhook_url(settings)))
     if arguments.command == "forget":
         try:
-            number = e164_digits(arguments.number)
+            number = phones.parse(arguments.number)
         except ValueError as error:
             print(f"smsbridge: {error}; give it in international format", file=sys.stderr)
             return 1
@@ -92,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, lambda: asyncio.run(dead_letters(settings, arguments.action, ids))
         )
     try:
-        config = config_module.load(settings.config_path, os.environ)
+        config = config_module.load(settings.config_path, settings.environ)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -109,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "prune":
         dry_run = arguments.dry_run
         return _with_database(settings, lambda: asyncio.run(run_prune(settings, config, dry_run)))
+    if arguments.command == "telegram":
+        return _telegram(arguments.action, getattr(arguments, "url", None), config, settings)
     return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
 
 
@@ -126,9 +149,9 @@ def _with_database(settings: Settings, command: Callable[[], int]) -> int:
     return 1
 
 
-def check_config(path: Path | None) -> int:
+def check_config(path: Path | None, settings: Settings) -> int:
     try:
-        config = config_module.load(path, os.environ)
+        config = config_module.load(path, settings.environ)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -150,6 +173,25 @@ def check_config(path: Path | None) -> int:
     return 0
 
 
+def run_doctor(settings: Settings, config_path: Path | None) -> int:
+    """Print one line per check; exit 1 when any check found a problem."""
+    findings = asyncio.run(doctor.diagnose(settings, config_path))
+    # DATABASE_URL is shown with its password hidden; its whole value is no secret to blank.
+    environ = settings.environ
+    secrets = logs.secrets_in({k: v for k, v in environ.items() if k != "DATABASE_URL"})
+    for finding in findings:
+        line = finding.line()
+        for secret in secrets:  # the checks never show one; this is the second lock
+            line = line.replace(secret, logs.HIDDEN)
+        print(line)
+    problems = sum(finding.status is doctor.Status.PROBLEM for finding in findings)
+    if problems:
+        print(f"{problems} problem(s) found")
+        return 1
+    print("no problems found")
+    return 0
+
+
 def _print_problems(error: ConfigError) -> None:
     for problem in error.problems:
         print(f"config error: {problem}", file=sys.stderr)
@@ -159,7 +201,7 @@ def serve_forever(
     settings: Settings, config: Config, host: str, port: int | None, no_worker: bool
 ) -> int:
     port = port if port is not None else settings.port
-    settings = Settings(**{**settings.__dict__, "port": port})
+    settings = dataclasses.replace(settings, port=port)
     options = Options(run_worker=settings.run_worker and not no_worker)
     app = create_app(settings, config, options)
     server = uvicorn.Server(
@@ -185,14 +227,31 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config, os.environ) as parts:
-        worker = Worker(parts.database, config, parts.adapters, lease=settings.job_lease)
+    async with delivery_parts(settings, config) as parts:
+        smstools = SmstoolsApi.from_settings(settings)
+        worker = Worker(
+            parts.database, config, parts.adapters, lease=settings.job_lease, smstools=smstools
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            if smstools is not None:
+                await smstools.close()
     return 0
+
+
+def _telegram(action: str, url: str | None, config: Config, settings: Settings) -> int:
+    if action == "set-webhook":
+        lines = asyncio.run(telegram_webhook.set_webhook(config, settings, url))
+    else:
+        lines = asyncio.run(telegram_webhook.delete_webhook(config, settings))
+    for line in lines:
+        print(line)
+    return 0 if all("answered ok" in line for line in lines) else 1
 
 
 async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -> int:
@@ -202,7 +261,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
         await migrate(database)
         async with database.transaction() as connection:
             if action == "list":
-                total = (await outbox_store.counts(connection)).get(outbox_store.DEAD, 0)
+                total = await outbox_store.dead_count(connection)
                 return _list_dead_letters(await outbox_store.dead(connection), total)
             now, missing = time.time(), []
             if ids is None:
@@ -224,7 +283,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
     return 1 if missing else 0
 
 
-def _list_dead_letters(jobs: Sequence[outbox_store.Job], total: int) -> int:
+def _list_dead_letters(jobs: Sequence[Job], total: int) -> int:
     if not jobs:
         print("no dead letters")
         return 0

@@ -11,14 +11,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from bridge import pacing
+from bridge import pacing, phones
 from bridge.pacing import parse_rate
-from bridge.phones import e164_digits, international
+from bridge.phones import international
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -62,10 +62,21 @@ class ConsoleTarget(_Strict):
     pass
 
 
+DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
+
+
+class RepliesSpec(_Strict):
+    prefix: str = "note:"  # a message starting with it stays internal
+    allow: list[str | int] | None = None  # user ids that may answer; None: everyone
+    stop_words: list[str] = list(DEFAULT_STOP_WORDS)
+    max_parts: int = Field(default=3, ge=1, le=10)  # 3 GSM-7 parts: the gateway's 459 chars
+
+
 class DestinationSpec(_Strict):
     slack: SlackTarget | None = None
     telegram: TelegramTarget | None = None
     console: ConsoleTarget | None = None
+    replies: bool | RepliesSpec = False
     max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
 
 
@@ -95,6 +106,11 @@ class RetentionSpec(_Strict):
 
 Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
+# Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
+DEFAULT_ON_CODES = frozenset({2, 4, 5})
+# A group of per-recipient failures pages on-call (carries the mention) above this many.
+DEFAULT_PAGE_ABOVE = 20
+
 
 class AlertRouteSpec(_Strict):
     match: dict[str, list[str | int] | str | int]
@@ -103,16 +119,20 @@ class AlertRouteSpec(_Strict):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    resolve_after: Duration | None = None
+    page_above: int | None = Field(None, ge=0)
     mention: Mention | None = None
 
 
 class AlertsSpec(_Strict):
     to: list[str] = Field(min_length=1)
-    on_codes: list[int] = [2, 4, 5]
+    on_codes: list[int] = sorted(DEFAULT_ON_CODES)
     group_by: list[str] = ["delivery_code_detail", "sender"]
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
+    resolve_after: Duration | None = None  # default: the route's group_interval
+    page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
 
@@ -134,7 +154,7 @@ class Retention:
 
     raw_bodies: float = 30 * DAY  # webhook bodies exactly as they arrived
     content: float = 30 * DAY  # message text and numbers in events, statuses, alert groups,
-    # chat message links; conversations once also no longer live
+    # chat message links; what agents wrote, settled replies; conversations once no longer live
     done_jobs: float = 7 * DAY  # delivered outbox jobs
     dead_letters: float = 30 * DAY  # jobs that failed for good, with their message
 
@@ -155,6 +175,16 @@ def format_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
+class Replies:
+    """Agents may answer the customer from this destination's threads."""
+
+    prefix: str = "note:"
+    allow: frozenset[str] | None = None  # Slack / Telegram user ids; None: every member
+    stop_words: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)  # upper case
+    max_parts: int = 3
+
+
+@dataclass(frozen=True)
 class Destination:
     """A named place messages go to. `kind` is slack, telegram or console."""
 
@@ -162,6 +192,7 @@ class Destination:
     kind: Literal["slack", "telegram", "console"]
     target: SlackTarget | TelegramTarget | ConsoleTarget
     max_rate: float | None = None  # posts per second; None: unlimited
+    replies: Replies | None = None  # None: one-way
 
     def describe(self) -> str:
         if isinstance(self.target, SlackTarget):
@@ -215,6 +246,13 @@ class AlertRoute:
     group_interval: float
     repeat_interval: float
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+    page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
+    resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
+
+    @property
+    def quiet_after(self) -> float:
+        """How long a group must have no new failure before its alert says it is over."""
+        return self.group_interval if self.resolve_after is None else self.resolve_after
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(label, "") in values for label, values in self.matchers.items())
@@ -226,7 +264,9 @@ class AlertRoute:
         return (
             f"{conditions or 'every failure'} → {', '.join(self.to)} "
             f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
-            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s)"
+            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s, "
+            f"quiet after {self.quiet_after:g}s; pages for account-wide codes or "
+            f"above {self.page_above})"
         )
 
 
@@ -242,11 +282,8 @@ class Alerts:
         """The top level of the alerts section: its destinations, mention and intervals."""
         return self.routes[-1]
 
-    def route_for(self, labels: Mapping[str, str]) -> tuple[int, AlertRoute]:
-        for index, route in enumerate(self.routes):
-            if route.matches(labels):
-                return index, route
-        return len(self.routes) - 1, self.routes[-1]
+    def route_for(self, labels: Mapping[str, str]) -> AlertRoute:
+        return next(route for route in self.routes if route.matches(labels))
 
 
 @dataclass(frozen=True)
@@ -340,7 +377,15 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
         max_rate = destination.max_rate
         if max_rate is not None and max_rate < 0:
             max_rate = default_rate(target)
-        destinations[name] = Destination(name, kind, target, max_rate)  # type: ignore[arg-type]
+        replies = _replies(destination.replies, kind, f"{source}: destinations.{name}", environ)
+        problems.extend(replies[1])
+        destinations[name] = Destination(
+            name,
+            kind,  # type: ignore[arg-type]
+            target,
+            max_rate,
+            replies[0],
+        )
 
     def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
         for index, name in enumerate(names):
@@ -366,7 +411,7 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     lines: dict[str, str] = {}
     for number, label in spec.lines.items():
         try:
-            lines[e164_digits(str(number))] = label
+            lines[phones.parse(str(number))] = label
         except ValueError as error:
             problems.append(f"{source}: lines.{number}: {error}")
 
@@ -441,6 +486,8 @@ def _alerts(
         group_interval=spec.group_interval,
         repeat_interval=spec.repeat_interval,
         mention=mentions(spec.mention, top_to, "alerts.mention"),
+        page_above=spec.page_above,
+        resolve_after=spec.resolve_after,
     )
     routes = []
     for index, route in enumerate(spec.routes):
@@ -463,12 +510,51 @@ def _alerts(
                     if route.mention is not None
                     else top.mention
                 ),
+                page_above=_inherit(route.page_above, top.page_above),
+                resolve_after=(
+                    route.resolve_after if route.resolve_after is not None else top.resolve_after
+                ),
             )
         )
     return Alerts(frozenset(spec.on_codes), (*routes, top))
 
 
-def _inherit(value: float | None, default: float) -> float:
+# What answering from a platform needs from the environment, beyond the chat token.
+_REPLY_VARIABLES = {
+    "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
+    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "TELEGRAM_WEBHOOK_SECRET"),
+}
+
+
+def _replies(
+    spec: bool | RepliesSpec, kind: str, key: str, environ: Mapping[str, str]
+) -> tuple[Replies | None, list[str]]:
+    """The destination's `replies` setting, and what keeps it from working."""
+    if spec is False:
+        return None, []
+    if kind not in _REPLY_VARIABLES:
+        return None, [f"{key}.replies: only Slack and Telegram destinations can answer"]
+    spec = RepliesSpec() if spec is True else spec
+    missing = [name for name in _REPLY_VARIABLES[kind] if not environ.get(name, "").strip()]
+    problems = []
+    if missing:
+        problems.append(
+            f"{key}.replies: answering customers needs the environment variable(s) "
+            f"{', '.join(missing)}, which are not set"
+        )
+    replies = Replies(
+        prefix=spec.prefix.strip().lower(),
+        allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
+        stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
+        max_parts=spec.max_parts,
+    )
+    return replies, problems
+
+
+N = TypeVar("N", int, float)
+
+
+def _inherit(value: N | None, default: N) -> N:
     return default if value is None else value
 
 
@@ -478,8 +564,7 @@ def _label_value(label: str, value: str) -> str:
     if label.startswith("delivery_code"):
         return value.lstrip("0") or "0"
     if label in ("receiver", "sender"):
-        digits = re.sub(r"[\s().-]", "", value).removeprefix("+")
-        return digits if digits.isdigit() else value
+        return phones.key(value)
     return value
 
 
@@ -496,10 +581,8 @@ def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float 
 def _receiver_pattern(pattern: str) -> tuple[str, bool]:
     """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
     if pattern.endswith("*"):
-        digits = re.sub(r"[\s().-]", "", pattern[:-1]).removeprefix("+")
-        if digits.startswith("00"):
-            digits = digits[2:]
+        digits = phones.key(pattern[:-1])
         if not digits.isdigit():
             raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
         return digits, True
-    return e164_digits(pattern), False
+    return phones.parse(pattern), False

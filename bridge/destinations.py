@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from bridge import moves
-from bridge.chat.base import ChatAdapter, DeliveryError, Permanent
+from bridge.chat.base import ChatAdapter
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
+from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
+from bridge.store import facts
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
 
 
-def build_adapters(
-    config: Config, settings: Settings, environ: Mapping[str, str]
-) -> dict[str, ChatAdapter]:
+def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]:
     """One adapter per configured destination (the config already checked the tokens exist)."""
     adapters: dict[str, ChatAdapter] = {}
     for name, destination in config.destinations.items():
@@ -27,14 +26,14 @@ def build_adapters(
         if isinstance(target, SlackTarget):
             adapters[name] = SlackAdapter(
                 name,
-                token=environ[target.token_env].strip(),
+                token=settings.environ[target.token_env].strip(),
                 channel=target.channel,
                 base_url=settings.slack_api_url,
             )
         elif isinstance(target, TelegramTarget):
             adapters[name] = TelegramAdapter(
                 name,
-                token=environ[target.token_env].strip(),
+                token=settings.environ[target.token_env].strip(),
                 chat_id=target.chat_id,
                 topics=target.topics,
                 api_url=settings.telegram_api_url,
@@ -50,7 +49,7 @@ async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) 
     for adapter in adapters.values():
         if isinstance(adapter, TelegramAdapter):
             async with database.transaction() as connection:
-                moved_to = await moves.new_chat(connection, str(adapter.chat_id))
+                moved_to = await facts.moved_to(connection, str(adapter.chat_id))
             if moved_to is not None:
                 adapter.follow(int(moved_to))
 

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import reports, routing
+from bridge import phones, reports, routing
 from bridge.config import Config
-from bridge.deliveries import INBOX
+from bridge.jobs import ConversationKey, InboxJob
 from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
 from bridge.store import events as event_store
 from bridge.store import notify
@@ -83,16 +83,17 @@ async def ingest(
                 destinations = routing.destinations_for(event, config)
                 if not destinations:
                     result.unrouted += 1
+                conversation = ConversationKey(
+                    receiver=phones.key(event.message.receiver),
+                    sender=phones.key(event.message.sender),
+                )
                 for destination in destinations:
                     await outbox_store.enqueue(
                         database,
                         connection,
                         event_id=event_id,
                         destination=destination,
-                        lane=routing.lane(
-                            destination, event.message.receiver, event.message.sender
-                        ),
-                        kind=INBOX,
+                        payload=InboxJob(conversation=conversation),
                         now=now,
                     )
                     result.jobs += 1

@@ -12,16 +12,22 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 
-from bridge.phones import e164_digits, mask
+from bridge import phones
+from bridge.phones import mask
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HIDDEN = "•••"
 # Third-party loggers that print request URLs (Telegram's contain the bot token) at INFO.
 NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite", "asyncio")
 
-# `+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34 56`: digits in one run or in
-# groups of two or more, not part of a longer token (ids, chat -100..., Slack ts 17...123.45).
-_PHONE = re.compile(r"(?<![\w.:/+-])\+?\d+(?: ?\d{2,}){0,30}(?![\w]|\.\d)")
+# `+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34 56`: a run of digits, in
+# groups split by single spaces, not preceded by part of a longer token (ids, chat -100...,
+# Slack ts 17...123.45). Possessive, so the match never backtracks: linear in the text's length.
+# (phonenumbers' PhoneNumberMatcher was tried: it misses the gateway's bare international
+# digits of other countries, such as 33612345678, when given a default region.)
+_PHONE = re.compile(r"(?<![\w.:/+-])\+?\d(?: ?\d)*+")
+_AFTER_TOKEN = re.compile(r"\w|\.\d")  # what follows a run that is part of a longer token
+_MAX_GROUPS = 15  # a phone number has at most 15 digits, so at most 15 groups
 _TOKENS = (
     re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens
     re.compile(r"(?<!\d)\d{5,}:[A-Za-z0-9_-]{30,}"),  # Telegram bot tokens
@@ -52,9 +58,11 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def _mask_number(match: re.Match[str]) -> str:
     """Mask the numbers in a run of digit groups; several numbers may sit side by side."""
+    if _AFTER_TOKEN.match(match.string, match.end()):
+        return match.group(0)  # digits that continue into a longer token are not a number
     groups, shown, start = match.group(0).split(" "), [], 0
     while start < len(groups):
-        for end in range(len(groups), start, -1):
+        for end in range(min(len(groups), start + _MAX_GROUPS), start, -1):
             digits = _phone_digits(" ".join(groups[start:end]))
             if digits is not None:
                 shown.append(mask(digits))
@@ -72,7 +80,7 @@ def _phone_digits(raw: str) -> str | None:
         return None
     try:
         # A number starting with one 0 is national, as Belgian customers write it.
-        return e164_digits(raw, national=None if raw.startswith("+") else "BE")
+        return phones.parse(raw, national=None if raw.startswith("+") else "BE")
     except ValueError:
         return None
 

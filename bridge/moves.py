@@ -2,14 +2,13 @@
 
 The new chat id is remembered in the database, so every process and every restart posts
 there, whoever met the move first; reply chains left in the old group start afresh in the
-new chat; on-call is told once, so someone puts the new id in the config.
+new chat, where agents' answers are taken as before (`chat_inbound`); on-call is told once, so
+someone puts the new id in the config.
 """
 
 from __future__ import annotations
 
 import logging
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import notices
 from bridge.chat.base import ChatMoved
@@ -20,22 +19,13 @@ from bridge.store.db import Database
 log = logging.getLogger(__name__)
 
 
-def _fact(old_chat: str) -> str:
-    return f"telegram_chat_moved:{old_chat}"
-
-
 async def follow(
     database: Database, config: Config, destination: str, moved: ChatMoved, now: float
 ) -> None:
     """Remember the move, restart the threads left behind, tell on-call (the first time)."""
     async with database.transaction() as connection:
-        first = await facts.add(database, connection, _fact(moved.old_chat), moved.new_chat)
+        first = await facts.remember_move(database, connection, moved.old_chat, moved.new_chat)
         await conversations.forget_threads_in(connection, destination, moved.old_chat)
     if first:
         log.warning("%s", moved.detail)
         await notices.chat_moved(database, config, destination, moved.detail, now)
-
-
-async def new_chat(connection: AsyncConnection, old_chat: str) -> str | None:
-    """Where a chat moved to, if it did."""
-    return await facts.get(connection, _fact(old_chat))

@@ -45,12 +45,18 @@ class _Bucket:
 
 
 class Pacer:
-    """Token buckets by destination; destinations without a rate are never held back."""
+    """Token buckets by destination; a destination without a rate is held back only while
+    paused (the platform answered 429 with a Retry-After)."""
 
     def __init__(self, rates: Mapping[str, float | None], burst: float = 3.0) -> None:
         self._rates = dict(rates)
         self._burst = burst
         self._buckets: dict[str, _Bucket] = {}
+        self._paused: dict[str, float] = {}  # destination → until when
+
+    def pause(self, destination: str, until: float) -> None:
+        """No token for `destination` before `until`: it said to wait (429 Retry-After)."""
+        self._paused[destination] = max(until, self._paused.get(destination, until))
 
     def _bucket(self, destination: str, now: float) -> _Bucket | None:
         rate = self._rates.get(destination)
@@ -67,6 +73,8 @@ class Pacer:
 
     def take(self, destination: str, now: float) -> bool:
         """Use a token if there is one."""
+        if self._paused.get(destination, now) > now:
+            return False
         bucket = self._bucket(destination, now)
         if bucket is None:
             return True
@@ -77,7 +85,8 @@ class Pacer:
 
     def ready_at(self, destination: str, now: float) -> float:
         """When the destination next has a token (`now` when it has one already)."""
+        paused = self._paused.get(destination, now)
         bucket = self._bucket(destination, now)
         if bucket is None or bucket.tokens >= 1:
-            return now
-        return now + (1 - bucket.tokens) / bucket.rate
+            return max(now, paused)
+        return max(now + (1 - bucket.tokens) / bucket.rate, paused)

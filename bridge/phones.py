@@ -1,22 +1,49 @@
-"""Phone numbers: one canonical form (E.164 digits) in, readable and masked forms out."""
+"""Phone numbers: one key (E.164 digits) in, readable and masked forms out.
+
+`key` is the only way a number becomes the form the bridge matches and stores: routes, lines,
+lanes, conversations, statuses and alert labels all use it, so the same number written two
+ways (`+32 470 12 34 56`, `0032470123456`, Arabic-Indic or full-width digits) is one customer.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 
-_DIGITS = re.compile(r"\d")
+_DIGITS = re.compile(r"\d")  # any Unicode decimal digit
+_PUNCTUATION = re.compile(r"[\s+().-]")
 
 
-def e164_digits(raw: str, national: str | None = None) -> str:
-    """Parse a number in any common format into E.164 digits without `+` (`32470123456`).
+def _ascii_digits(text: str) -> str:
+    """Every decimal digit as ASCII: `٣٢٤٧٠` and `３２４７０` read as `32470`."""
+    if text.isascii():
+        return text
+    return _DIGITS.sub(lambda match: str(unicodedata.decimal(match.group())), text)
 
-    Accepts `+32 470 12 34 56`, `0032470123456` and the gateway's bare `32470123456`; with
-    `national` (a region such as "BE"), also `0470 12 34 56` as written in that country.
+
+def key(raw: str) -> str:
+    """The form a number is matched and stored in: E.164 digits without `+` (`32470123456`),
+    or an alphanumeric sender name as given (`Clinic`).
+
+    Accepts the gateway's bare digits, `+32 470 12 34 56`, `0032470123456` and digits of any
+    script. Never raises: whatever is not a number is a sender name.
+    """
+    text = _ascii_digits(raw.strip())
+    digits = _PUNCTUATION.sub("", text)
+    if digits.startswith("00"):
+        digits = digits[2:]
+    return digits if digits.isascii() and digits.isdigit() else text
+
+
+def parse(raw: str, national: str | None = None) -> str:
+    """The key of a number a person wrote (config, command line), checked to be possible.
+
+    With `national` (a region such as "BE"), also `0470 12 34 56` as written in that country.
     Raises ValueError naming what is wrong.
     """
-    text, region = raw.strip(), None
+    text, region = _ascii_digits(raw.strip()), None
     if text.startswith("00"):
         text = "+" + text[2:]
     elif national and text.startswith("0"):
@@ -29,11 +56,12 @@ def e164_digits(raw: str, national: str | None = None) -> str:
         raise ValueError(f"{raw!r} is not a phone number ({error})") from None
     if not phonenumbers.is_possible_number(number):
         raise ValueError(f"{raw!r} is not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    return key(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def international(number: str) -> str:
     """Show a gateway number as `+32 470 12 34 56`; alphanumeric senders stay as they are."""
+    number = key(number)
     if not number.isdigit():
         return number
     try:
@@ -45,6 +73,7 @@ def international(number: str) -> str:
 
 def mask(number: str) -> str:
     """A number fit for logs: `+32 470 •• •• 56` (country, first group and last two digits)."""
+    number = key(number)
     shown = international(number)
     if not number.isdigit():
         return shown[:2] + "•" * max(len(shown) - 2, 0)

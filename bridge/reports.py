@@ -8,27 +8,17 @@ read report marks the chat messages that show the message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import alerts, render, threads
-from bridge.chat.base import Permanent, Reason, Sent
-from bridge.config import Config
-from bridge.phones import international
-from bridge.routing import lane, number_key
+from bridge import alerts, phones
+from bridge.config import DEFAULT_ON_CODES, Config
+from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob, ReplyStatusJob
 from bridge.smstools import DELIVERY_CODES, DeliveryReport, ReadReport
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
+from bridge.store import replies as replies_store
 from bridge.store import reports as store
 from bridge.store.db import Database
-
-if TYPE_CHECKING:
-    from bridge.deliveries import Delivery
-
-FAILURE_NOTE = "failure_note"
-READ = "read"
-READ_EMOJI = "👀"  # Slack `eyes`; one of Telegram's allowed reactions
 
 # Higher rank wins. Final codes (delivered or failed) beat every non-final one; among those,
 # BUFFERED (at the operator) says more than UNKNOWN, which says more than SUBMITTED.
@@ -48,7 +38,7 @@ def rank(code: int | None) -> int:
 
 def failed(code: int | None, config: Config) -> bool:
     """A failure worth telling: one of `alerts.on_codes` (2, 4, 5 without an alerts section)."""
-    on_codes = config.alerts.on_codes if config.alerts is not None else frozenset({2, 4, 5})
+    on_codes = config.alerts.on_codes if config.alerts is not None else DEFAULT_ON_CODES
     return code is not None and code in on_codes
 
 
@@ -65,12 +55,13 @@ async def plan_delivery(
     Returns the number of outbox jobs added.
     """
     message = report.message
+    customer = phones.key(message.receiver)
     changed = await store.advance(
         database,
         connection,
         messageid=message.messageid,
-        sender=number_key(message.sender),
-        receiver=number_key(message.receiver),
+        sender=phones.key(message.sender),
+        receiver=customer,
         code=message.delivery_code,
         detail=message.delivery_code_detail,
         rank=rank(message.delivery_code),
@@ -78,21 +69,30 @@ async def plan_delivery(
         event_id=event_id,
         now=now,
     )
-    if not changed or not failed(message.delivery_code, config):
+    if not changed:
         return 0
-    jobs = await alerts.plan(database, connection, config, report, event_id, now)
-    customer = number_key(message.receiver)
+    reply_status = await _plan_reply_status(database, connection, message.messageid, event_id, now)
+    if not failed(message.delivery_code, config):
+        return reply_status
+    jobs = reply_status + await alerts.plan(database, connection, config, report, event_id, now)
+    if reply_status:
+        return jobs  # the agent's own message shows the failure, with a note in its thread
     for conversation in await conversations_store.live_conversations(
         connection, customer, since=now - config.idle_after
     ):
+        # In the conversation's own lane: the note lands in order with its messages.
+        note = FailureNoteJob(
+            conversation=ConversationKey(
+                receiver=conversation.receiver, sender=conversation.sender
+            ),
+            conversation_id=conversation.id,
+        )
         jobs += await outbox_store.enqueue(
             database,
             connection,
             event_id=event_id,
             destination=conversation.destination,
-            # The conversation's own lane: the note lands in order with its messages.
-            lane=lane(conversation.destination, conversation.receiver, conversation.sender),
-            kind=FAILURE_NOTE,
+            payload=note,
             now=now,
         )
     return jobs
@@ -111,67 +111,45 @@ async def plan_read(
         database,
         connection,
         messageid=message.messageid,
-        sender=number_key(message.sender),
-        receiver=number_key(message.receiver),
+        sender=phones.key(message.sender),
+        receiver=phones.key(message.receiver),
         read_at=message.read_datetime or message.datetime,
         event_id=event_id,
         now=now,
     )
     if not first:
         return 0
-    jobs = 0
+    jobs = await _plan_reply_status(database, connection, message.messageid, event_id, now)
     for shown in await store.shown_at(connection, message.messageid):
         jobs += await outbox_store.enqueue(
             database,
             connection,
             event_id=event_id,
             destination=shown.destination,
-            lane=f"{shown.destination}|read|{message.messageid}",
-            kind=READ,
+            payload=ReadJob(messageid=message.messageid),
             now=now,
         )
     return jobs
 
 
-async def deliver_failure_note(delivery: Delivery) -> None:
-    """The failure, noted in the customer's live thread at this destination."""
-    event, job = delivery.event, delivery.job
-    if not isinstance(event, DeliveryReport):
-        raise Permanent(Reason.CONFIG, f"job {job.id} is not a delivery report")
-    customer = number_key(event.message.receiver)
-    async with delivery.database.transaction() as connection:
-        live = await conversations_store.live_conversations(
-            connection, customer, since=delivery.received_at - delivery.config.idle_after
-        )
-    conversation = next((c for c in live if c.destination == job.destination), None)
+async def _plan_reply_status(
+    database: Database, connection: AsyncConnection, messageid: str, event_id: int, now: float
+) -> int:
+    """When `messageid` is an agent's reply, show its new status on the agent's message."""
+    reply = await replies_store.of_messageid(connection, messageid)
+    if reply is None:
+        return 0
+    conversation = await conversations_store.get(connection, reply.conversation_id)
     if conversation is None:
-        return  # the thread went away since: nothing to add to
-    await threads.post_in_thread(
-        delivery.database,
-        delivery.adapter,
-        conversation,
-        delivery.adapter.render(render.failure_note_post(event)),
-        title=international(customer),
-        outbox_id=job.id,
-        gateway_messageid=None,
-        # The note does not keep the conversation alive: only customer messages do.
-        at=conversation.last_message_at,
-        now=delivery.now(),
+        return 0
+    key = ConversationKey(receiver=conversation.receiver, sender=conversation.sender)
+    return int(
+        await outbox_store.enqueue(
+            database,
+            connection,
+            event_id=event_id,
+            destination=reply.destination,
+            payload=ReplyStatusJob(conversation=key, reply_id=reply.id),
+            now=now,
+        )
     )
-
-
-async def deliver_read(delivery: Delivery) -> None:
-    """Mark the chat message that shows the gateway message as read (👀)."""
-    event, job = delivery.event, delivery.job
-    if not isinstance(event, ReadReport):
-        raise Permanent(Reason.CONFIG, f"job {job.id} is not a read report")
-    async with delivery.database.transaction() as connection:
-        shown = [
-            s
-            for s in await store.shown_at(connection, event.message.messageid)
-            if s.destination == job.destination
-        ]
-    for place in shown:
-        await delivery.adapter.react(Sent(place.chat, place.message, place.message), READ_EMOJI)
-    async with delivery.database.transaction() as connection:
-        await store.count_read_shown(connection, event.message.messageid, len(shown))

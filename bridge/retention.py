@@ -4,9 +4,10 @@ The worker prunes once an hour, and `smsbridge prune [--dry-run]` runs the same 
 category goes in small batches, one short transaction each, so webhooks and deliveries go on
 in between; on PostgreSQL an advisory lock keeps two processes from pruning at once.
 
-A conversation's thread link is kept while the conversation is live (`threads.idle_after`),
-a message's content while a job still has to deliver it or a dead letter may be retried, and
-delivered jobs at least as long as an alert's `repeat_interval` needs them.
+A conversation's thread link is kept while the conversation is live (`threads.idle_after`) or
+a reply in it is still to be sent or settled, a message's content while a job still has to
+deliver it or a dead letter may be retried, what an agent wrote while their answer is still to
+be sent, and delivered jobs at least as long as an alert's `repeat_interval` needs them.
 """
 
 from __future__ import annotations

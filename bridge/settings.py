@@ -1,30 +1,60 @@
-"""The process environment (12-factor), read once at start-up."""
+"""The process environment (12-factor), read once at start-up and passed down from here.
+
+Nothing else in the bridge reads `os.environ`: the tokens a config names are looked up in
+`Settings.environ`, the snapshot taken here.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from pydantic import SecretStr
-
-Number = TypeVar("Number", int, float)
 
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
+DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 # The HTTP edge against slow or too many clients (README: "Timeouts and limits").
 DEFAULT_BODY_TIMEOUT = 10.0  # seconds to receive a whole body once its headers are in
 DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
 DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
 MIN_WEBHOOK_TOKEN = 32  # characters
 
+# Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
+# tuple, the code below and the deployment files in step.
+VARIABLES = (
+    "BRIDGE_CONFIG",
+    "DATABASE_URL",
+    "SMSTOOLS_WEBHOOK_TOKEN",
+    "SLACK_API_URL",
+    "TELEGRAM_API_URL",
+    "PORT",
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_WORKER",
+    "SMSTOOLS_WEBHOOK_SECRET",
+    "BRIDGE_JOB_LEASE",
+    "SMSTOOLS_API_URL",
+    "SMSTOOLS_CLIENT_ID",
+    "SMSTOOLS_CLIENT_SECRET",
+    "LOG_LEVEL",
+    "SLACK_SIGNING_SECRET",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "BRIDGE_BODY_TIMEOUT",
+    "BRIDGE_KEEP_ALIVE",
+    "BRIDGE_MAX_CONNECTIONS",
+)
+
 
 class SettingsError(Exception):
-    """An environment variable cannot be used; the message names it and says what to do."""
+    """The environment cannot be used; `problems` are `VARIABLE: what is wrong` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -34,9 +64,7 @@ class Settings:
     config_path: Path | None
     database_url: str
     webhook_token: SecretStr | None
-    slack_bot_token: SecretStr | None
     slack_api_url: str
-    telegram_bot_token: SecretStr | None
     telegram_api_url: str
     port: int
     public_url: str | None
@@ -44,13 +72,23 @@ class Settings:
     webhook_secret: SecretStr | None = None
     job_lease: float = DEFAULT_JOB_LEASE
     ephemeral_disk: str | None = None
+    smstools_api_url: str = DEFAULT_SMSTOOLS_API_URL
+    smstools_client_id: str | None = None
+    smstools_client_secret: SecretStr | None = None
+    log_level: str = "INFO"
+    slack_signing_secret: SecretStr | None = None  # verifies POST /slack/events
+    telegram_webhook_secret: SecretStr | None = None  # X-Telegram-Bot-Api-Secret-Token
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive: int = DEFAULT_KEEP_ALIVE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # The whole environment as read at start-up, for the token variables the config names.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        """Read the environment (default: the process's); SettingsError names each bad one."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
 
         def secret(name: str) -> SecretStr | None:
             value = env.get(name, "").strip()
@@ -61,52 +99,102 @@ class Settings:
             config_path: Path | None = Path(config)
         else:
             config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-        port = env.get("PORT", "").strip()
+        port = _number(env, "PORT", 8000.0, problems, "a port number from 1 to 65535")
+        if not (port.is_integer() and 1 <= port <= 65535):
+            problems.append(f"PORT: {env['PORT'].strip()!r} is not a port number from 1 to 65535")
+        lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
+        if not (lease > 0 and math.isfinite(lease)):
+            problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
         webhook_token = secret("SMSTOOLS_WEBHOOK_TOKEN")
         token_length = len(webhook_token.get_secret_value()) if webhook_token else None
         if token_length is not None and token_length < MIN_WEBHOOK_TOKEN:
-            raise SettingsError(
-                f"SMSTOOLS_WEBHOOK_TOKEN has {token_length} characters; it is the only "
-                f"secret guarding the webhook, so it needs at least {MIN_WEBHOOK_TOKEN}. Make one "
-                "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' (or unset "
-                "it and the bridge generates one)"
+            problems.append(
+                f"SMSTOOLS_WEBHOOK_TOKEN: {token_length} characters; it is the only secret "
+                f"guarding the webhook, so it needs at least {MIN_WEBHOOK_TOKEN}. Make one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' (or unset it and "
+                "the bridge generates one)"
             )
+        body_timeout = _positive(
+            env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, problems, "seconds above 0, like 10"
+        )
+        keep_alive = _positive(
+            env,
+            "BRIDGE_KEEP_ALIVE",
+            DEFAULT_KEEP_ALIVE,
+            problems,
+            "whole seconds above 0, like 5",
+            whole=True,
+        )
+        max_connections = _positive(
+            env,
+            "BRIDGE_MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS,
+            problems,
+            "a whole number above 0, like 100",
+            whole=True,
+        )
+        if problems:
+            raise SettingsError(problems)
         return cls(
             config_path=config_path,
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
             webhook_token=webhook_token,
-            slack_bot_token=secret("SLACK_BOT_TOKEN"),
             slack_api_url=env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/",
-            telegram_bot_token=secret("TELEGRAM_BOT_TOKEN"),
             telegram_api_url=(
                 env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
             ).rstrip("/"),
-            port=int(port) if port.isdigit() else 8000,
+            port=int(port),
             public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
-            job_lease=float(env.get("BRIDGE_JOB_LEASE", "").strip() or DEFAULT_JOB_LEASE),
+            job_lease=lease,
             ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
-            body_timeout=_positive(env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, float),
-            keep_alive=_positive(env, "BRIDGE_KEEP_ALIVE", DEFAULT_KEEP_ALIVE, int),
-            max_connections=_positive(env, "BRIDGE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, int),
+            smstools_api_url=(
+                env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
+            ).rstrip("/"),
+            smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
+            smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
+            log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
+            telegram_webhook_secret=secret("TELEGRAM_WEBHOOK_SECRET"),
+            body_timeout=body_timeout,
+            keep_alive=int(keep_alive),
+            max_connections=int(max_connections),
+            environ=env,
         )
 
 
-def _positive(env: Mapping[str, str], name: str, default: Number, kind: type[Number]) -> Number:
-    """A positive number from the environment, or the default when unset."""
+def _number(
+    env: Mapping[str, str], name: str, default: float, problems: list[str], expected: str
+) -> float:
+    """A numeric variable, or `default` when unset; a bad value is one problem line."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = kind(raw)
+        return float(raw)
     except ValueError:
-        value = kind(0)
-    if not 0 < value < math.inf:
-        unit = "a whole number" if kind is int else "a number"
-        raise SettingsError(f"{name}={raw!r}: expected {unit} above 0")
+        problems.append(f"{name}: {raw!r} is not a number ({expected})")
+        return default
+
+
+def _positive(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    problems: list[str],
+    expected: str,
+    *,
+    whole: bool = False,
+) -> float:
+    """A numeric variable above 0 (a whole number if `whole`), or `default` when unset; a bad
+    value is one problem line."""
+    value = _number(env, name, default, problems, expected)
+    if value <= 0 or not math.isfinite(value) or (whole and not float(value).is_integer()):
+        problems.append(f"{name}: {env[name].strip()!r} is not {expected}")
+        return default
     return value
 
 

@@ -6,9 +6,7 @@ the raw event is stored anyway, and newer payloads add fields we do not know yet
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -128,18 +126,6 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
         return Unparsed(webhook_id=ident, webhook_type=kind, problem=f"{where}: {first['msg']}")
 
 
-def local_time(value: str, timezone: str) -> datetime | None:
-    """Read a gateway date (`YYYY-MM-DD HH:MM:SS`, account time zone) as an aware datetime."""
-    try:
-        moment = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-    try:
-        return moment.replace(tzinfo=ZoneInfo(timezone or "Europe/Brussels"))
-    except (ZoneInfoNotFoundError, ValueError):
-        return moment.replace(tzinfo=ZoneInfo("Europe/Brussels"))
-
-
 # delivery_code → (status name, final?, failure?)
 DELIVERY_CODES: dict[int, tuple[str, bool, bool]] = {
     0: ("SUBMITTED", False, False),
@@ -180,6 +166,9 @@ DETAIL_CODES: dict[int, str] = {
     4006: "DUPLICATE: the message was a duplicate",
     4007: "INVALID_CONTENT: the content is not allowed",
 }
+
+# Detail codes that fail every message of the account, not one phone: these page on-call.
+ACCOUNT_WIDE_DETAILS = frozenset({2000, 2004, 2005, 4003, 4004, 4005})
 
 
 def describe_delivery(code: int | None, detail: int | None) -> str:

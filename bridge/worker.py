@@ -1,8 +1,8 @@
 """The delivery loop: claim due jobs, deliver each, record the outcome.
 
 Up to `concurrency` jobs run at once, each the head of its own lane, so one slow or
-rate-limited conversation never holds up another. A destination that answers 429 is paused
-for its Retry-After; its other lanes wait instead of hammering it.
+rate-limited conversation never holds up another. The pacer keeps each destination under its
+platform's rate, and a destination that answers 429 waits out its Retry-After.
 """
 
 from __future__ import annotations
@@ -21,18 +21,20 @@ from collections.abc import Callable, Mapping
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import moves, notices, retention
-from bridge.chat.base import ChatAdapter, ChatMoved, DeliveryError, Permanent, Reason, Retryable
+from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
-from bridge.deliveries import HANDLERS, Delivery
-from bridge.outbox import RetryPolicy
+from bridge.deliveries import HANDLERS
+from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.jobs import Delivery, Job, Kind, Unreadable
 from bridge.pacing import Pacer
+from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools import parse_event
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error
-from bridge.store.outbox import Job
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Worker:
         lease: float = DEFAULT_JOB_LEASE,
         poll_interval: float = 1.0,
         name: str | None = None,
+        smstools: SmstoolsApi | None = None,
     ) -> None:
         self.database = database
         self.config = config
@@ -66,10 +69,10 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.smstools = smstools  # the send API, for agents' replies
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._paused: dict[str, float] = {}  # destinations answering 429, until when
         self.pacer = Pacer(
             {name: destination.max_rate for name, destination in config.destinations.items()}
         )
@@ -102,8 +105,8 @@ class Worker:
                 except (SQLAlchemyError, OSError) as error:
                     # The database is away (restart, lock held too long): keep trying, never
                     # leave the web process acknowledging webhooks nobody delivers.
+                    wait = backoff(database_trouble, first=1.0, cap=30.0)
                     database_trouble += 1
-                    wait = min(30.0, 0.5 * 2 ** min(database_trouble, 6))
                     log.error(
                         "cannot claim jobs (%s); trying again in %.0fs",
                         describe_error(error),
@@ -173,7 +176,6 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             return 0
         now = self.now()
-        paused = {name for name, until in self._paused.items() if until > now}
         paced = {name for name in self.adapters if self.pacer.ready_at(name, now) > now}
         async with self.database.transaction() as connection:
             jobs = await outbox_store.claim(
@@ -183,7 +185,7 @@ class Worker:
                 now=now,
                 lease=self.lease,
                 limit=free,
-                paused=paused | paced,
+                paused=paced,
             )
         over_pace = []
         for job in jobs:
@@ -257,12 +259,21 @@ class Worker:
         adapter = self.adapters.get(job.destination)
         if adapter is None:
             raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
-        handler = HANDLERS.get(job.kind)
-        if handler is None:
-            raise Permanent(Reason.CONFIG, f"no handler for outbox jobs of kind {job.kind!r}")
+        if isinstance(job.payload, Unreadable):
+            raise Permanent(Reason.CONFIG, f"job {job.id}: {job.payload.problem}")
+        handler = HANDLERS[job.payload.kind]
         if job.event_id is None:  # a job with its own payload
             await handler(
-                Delivery(self.database, self.config, adapter, job, None, job.created_at, self.now)
+                Delivery(
+                    self.database,
+                    self.config,
+                    adapter,
+                    job,
+                    None,
+                    job.created_at,
+                    self.now,
+                    self.smstools,
+                )
             )
             return
         async with self.database.transaction() as connection:
@@ -271,16 +282,28 @@ class Worker:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
         await handler(
-            Delivery(self.database, self.config, adapter, job, event, stored.received_at, self.now)
+            Delivery(
+                self.database,
+                self.config,
+                adapter,
+                job,
+                event,
+                stored.received_at,
+                self.now,
+                self.smstools,
+            )
         )
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
         now = self.now()
         message = f"{error.reason}: {error.detail}"
-        if isinstance(error, Retryable) and not self.policy.exhausted(job.created_at, now):
-            if error.reason is Reason.RATE_LIMITED and error.retry_after is not None:
-                self._paused[job.destination] = now + error.retry_after
-            delay = self.policy.delay(job.attempts, error.retry_after, self.rand)
+        if error.reason is Reason.RATE_LIMITED and isinstance(error, Retryable):
+            if error.retry_after is not None:
+                self.pacer.pause(job.destination, now + error.retry_after)
+        delay = self.policy.next_attempt(
+            error, attempts=job.attempts, created_at=job.created_at, now=now, rand=self.rand
+        )
+        if delay is not None:
             async with self.database.transaction() as connection:
                 await outbox_store.retry_later(connection, job.id, at=now + delay, error=message)
             level = self._first_time(job.destination, error.reason, logging.WARNING)
@@ -296,7 +319,7 @@ class Worker:
         async with self.database.transaction() as connection:
             await outbox_store.bury(connection, job.id, error=message, now=now)
         level = self._first_time(job.destination, error.reason, logging.ERROR)
-        if level == logging.ERROR and job.kind != notices.NOTICE:
+        if level == logging.ERROR and job.kind != Kind.NOTICE:
             await notices.destination_failed(
                 self.database, self.config, job.destination, error, now
             )

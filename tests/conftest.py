@@ -16,8 +16,9 @@ import pytest
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
 
 SAMPLES = Path(__file__).parent / "samples"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -144,3 +145,18 @@ def telegram(telegram_server: FakeTelegram) -> FakeTelegram:
     telegram_server.reset()
     telegram_server.clear()
     return telegram_server
+
+
+@pytest.fixture(scope="session")
+def smstools_server() -> Iterator[FakeSmstools]:
+    with FakeSmstools() as fake:
+        yield fake
+
+
+@pytest.fixture
+def smstools(smstools_server: FakeSmstools) -> FakeSmstools:
+    """The fake Smstools API, switches reset and recordings cleared for this test."""
+    smstools_server.reset()
+    smstools_server.clear()
+    smstools_server.set_balance(123.45, "EUR")
+    return smstools_server

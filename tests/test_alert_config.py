@@ -8,6 +8,7 @@ import pytest
 
 from bridge.cli import check_config
 from bridge.config import ConfigError, load
+from bridge.settings import Settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "TELEGRAM_BOT_TOKEN": "123:abc"}
 
@@ -49,13 +50,13 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_routes_inherit_what_they_do_not_set_and_the_first_match_wins(tmp_path: Path) -> None:
     config = load(write(tmp_path, BASE + ALERTS), ENV)
     assert config.alerts is not None
-    index, funds = config.alerts.route_for({"delivery_code_detail": "2000", "sender": "Clinic"})
-    assert index == 0 and funds.to == ("billing", "oncall")
+    funds = config.alerts.route_for({"delivery_code_detail": "2000", "sender": "Clinic"})
+    assert funds is config.alerts.routes[0] and funds.to == ("billing", "oncall")
     assert (funds.group_wait, funds.group_interval, funds.repeat_interval) == (0, 300, 14400)
     assert funds.group_by == ("delivery_code_detail", "sender")
     assert funds.mention["slack"] == "<!subteam^S0ONCALL>"
-    index, other = config.alerts.route_for({"delivery_code_detail": "10"})
-    assert index == 1 and other.to == ("oncall",) and other.group_wait == 30
+    other = config.alerts.route_for({"delivery_code_detail": "10"})
+    assert other is config.alerts.top and other.to == ("oncall",) and other.group_wait == 30
     assert config.alerts.on_codes == {2, 4, 5}
 
 
@@ -119,14 +120,21 @@ def test_slack_markup_is_refused_as_a_telegram_mention(tmp_path: Path) -> None:
 
 
 def test_check_config_prints_the_alert_routes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    assert check_config(write(tmp_path, BASE + ALERTS)) == 0
+    settings = Settings.from_env(ENV)
+    assert check_config(write(tmp_path, BASE + ALERTS), settings) == 0
     out = capsys.readouterr().out
     assert "alerts on delivery codes 2, 4, 5 (first match wins):" in out
     assert "delivery_code_detail in [2000] → billing, oncall" in out
     assert "every failure → oncall (group by delivery_code_detail, sender; wait 30s" in out
-    assert check_config(write(tmp_path, BASE + "alerts: {to: [pager]}\n")) == 1
+    assert "quiet after 300s; pages for account-wide codes or above 20)" in out
+    assert check_config(write(tmp_path, BASE + "alerts: {to: [pager]}\n"), settings) == 1
     assert "alerts.to[0]: unknown destination 'pager'" in capsys.readouterr().err
+
+
+def test_a_negative_page_above_names_the_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(write(tmp_path, BASE + "alerts: {to: [oncall], page_above: -1}\n"), ENV)
+    assert "alerts.page_above" in str(raised.value)
+    assert str(tmp_path) in str(raised.value)

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import warnings
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from bridge.chat.base import (
     ChatMoved,
+    MessageGone,
     Part,
-    Permanent,
     Post,
     Quote,
-    Reason,
-    Retryable,
+    Sent,
     ThreadClosed,
     ThreadGone,
 )
 from bridge.chat.telegram import WORD_JOINER, TelegramAdapter, utf16_length
-from tests.fakes import FakeTelegram
-from tests.fakes.telegram import HtmlEntityError, auto_entities, parse_html
+from bridge.errors import Permanent, Reason, Retryable
+from testkit.fakes import FakeTelegram
+from testkit.fakes.telegram import HtmlEntityError, auto_entities, parse_html
 
 FORUM = -1001234567890  # a forum supergroup: conversations are topics
 GROUP = -4000000001  # a basic group: conversations are reply chains
@@ -195,6 +197,7 @@ async def test_long_body_is_split_into_accepted_parts_without_losing_text(
     messages = telegram.messages(FORUM)
     assert len(messages) == len(parts) >= 3
     assert all(utf16_length(m.plain_text) <= 4096 for m in messages)
+    assert messages[0].plain_text.endswith(f"\n(1/{len(parts)})")  # it says it continues
     assert messages[1].plain_text.startswith(f"(2/{len(parts)})\n")
     shown = " ".join(m.plain_text for m in messages)
     assert re.findall(r"w\d{4}<&>😀", shown) == re.findall(r"w\d{4}<&>😀", body)
@@ -307,7 +310,7 @@ async def test_a_migrated_group_is_followed_to_its_supergroup(
         await group.send(Part(text="secret customer text"), None)
     after = await group.send(Part(text="after"), None)
     await group.react(first, "👀")  # the old message stayed behind: nothing to mark
-    with pytest.raises(Permanent, match="message to edit not found"):
+    with pytest.raises(MessageGone, match="message to edit not found"):  # posted anew
         await group.edit(first, Part(text="edited"))
 
     moved = caught.value
@@ -442,3 +445,30 @@ def test_fake_parses_html_telegram_accepts() -> None:
         '<span class="tg-spoiler">sp</span><tg-spoiler>t</tg-spoiler> &lt;&gt;&amp;&quot;&#65;'
     )
     assert parse_html(text) == 'biusacpqspt <>&"A'
+
+
+async def test_editing_a_deleted_message_says_the_message_is_gone(group: TelegramAdapter) -> None:
+    with pytest.raises(MessageGone) as caught:
+        await group.edit(Sent(str(GROUP), "999999", "999999"), Part(text="2 failing"))
+    assert caught.value.reason is Reason.NOT_FOUND
+
+
+async def test_flood_control_is_read_without_a_warning_or_a_process_wide_switch(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    telegram.set_rate_limited(GROUP, retry_after=3, times=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Retryable) as caught:
+            await group.send(Part(text="x"), None)
+    assert caught.value.retry_after == 3
+    assert "PTB_TIMEDELTA" not in os.environ
+
+
+async def test_a_short_post_has_no_part_marker_and_a_later_post_no_heading(
+    forum: TelegramAdapter,
+) -> None:
+    (single,) = forum.render(Post(heading="+32 470 12 34 56", context=["SMS"], body="hi"))
+    assert "(1/" not in single.text
+    (later,) = forum.render(Post(heading="", context=["SMS · 09:14"], body="more"))
+    assert later.text == "<i>SMS · 09:14</i>\nmore"

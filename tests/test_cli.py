@@ -44,7 +44,7 @@ def test_a_short_webhook_token_is_refused_saying_how_to_make_one(
     for command in ("serve", "worker", "webhook-url"):
         assert main([command]) == 1
         error = capsys.readouterr().err
-        assert "SMSTOOLS_WEBHOOK_TOKEN has 14 characters" in error and "at least 32" in error
+        assert "SMSTOOLS_WEBHOOK_TOKEN: 14 characters" in error and "at least 32" in error
         assert "secrets.token_urlsafe(32)" in error
         assert "dev-token-1234" not in error and "Traceback" not in error
 

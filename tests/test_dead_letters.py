@@ -10,22 +10,16 @@ import pytest
 from sqlalchemy import select, update
 
 from bridge.cli import main
+from bridge.jobs import ConversationKey, InboxJob
 from bridge.settings import normalise_database_url
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import outbox
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
-from tests.test_pipeline import (
-    LINE_FR,
-    Clock,
-    adapters,
-    inbox,
-    make_config,
-    rows,
-)
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from tests.harness import Clock, running_bridge
+from tests.pipeline_fixtures import LINE_FR, adapters, inbox, make_config, rows
 
 CUSTOMER = "32470555101"
 
@@ -210,8 +204,9 @@ async def test_a_long_list_says_it_is_cut_and_gives_the_true_total(
                     connection,
                     event_id=n,
                     destination="sales",
-                    lane=f"sales|{n}",
-                    kind="inbox",
+                    payload=InboxJob(
+                        conversation=ConversationKey(receiver=LINE_FR, sender=f"3247{n:07d}")
+                    ),
                     now=1_800_000_000.0,
                 )
             await connection.execute(

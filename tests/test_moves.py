@@ -10,8 +10,8 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import Clock, RunningBridge, running_bridge
 
 GROUP, SUPERGROUP = -4000000001, -1004000000001

@@ -17,10 +17,12 @@ from sqlalchemy import event
 from bridge import retention
 from bridge.store import schema
 from bridge.store.db import Database
-from tests.alert_fixtures import Clock, adapters, make_config, report
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
+from tests import reply_fixtures as replying
+from tests.alert_fixtures import adapters, make_config, report
+from tests.harness import Clock, RunningBridge, running_bridge
 
 DAY = 86400.0
 TABLES = set(schema.metadata.tables)
@@ -130,4 +132,27 @@ async def test_no_query_on_the_webhook_or_worker_path_scans_a_whole_table(
     assert slack.posts("C0ONCALL"), "the alert and the notice were exercised"
     distinct = list({statement: parameters for statement, parameters in statements}.items())
     assert len(distinct) > 30
+    assert await full_scans(database_url, distinct) == {}
+
+
+async def test_no_query_answering_a_customer_scans_a_whole_table(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with replying.bridge_for(database_url, slack, telegram, smstools) as bridge:
+        database = bridge.running.worker.database
+        with recording(database) as statements:
+            thread = await replying.thread_of_customer(bridge, slack)
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("On its way", thread, member))
+            await bridge.drain()
+            (sent,) = smstools.sent()
+            await bridge.webhook(replying.report(sent.messageids[0], 1))
+            await bridge.webhook(replying.inbox("STOP"))
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("But wait", thread, member))
+            await bridge.drain()
+            config = replying.make_config(smstools)
+            await retention.prune(database, config, bridge.clock() + 40 * DAY)
+    assert len(smstools.sent()) == 1, "the answer and the blocked one were exercised"
+    distinct = list({statement: parameters for statement, parameters in statements}.items())
     assert await full_scans(database_url, distinct) == {}

@@ -18,10 +18,10 @@ from bridge.chat.slack import SlackAdapter
 from bridge.config import load
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
+from testkit.fakes.slack import FakeSlack
 from tests.conftest import sample
-from tests.fakes.slack import FakeSlack
 from tests.harness import RunningBridge, running_bridge
-from tests.test_pipeline import SLACK_TOKEN, make_config
+from tests.pipeline_fixtures import SLACK_TOKEN, make_config
 
 CONFIG = load(None, {})
 

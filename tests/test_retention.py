@@ -16,20 +16,24 @@ from bridge.cli import main
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from bridge.store.retention import ADVISORY_LOCK
+from bridge.store.retention import ADVISORY_LOCK, CATEGORIES
 from bridge.store.schema import (
     alert_groups,
+    chat_events,
     chat_messages,
     conversations,
     events,
     message_status,
     outbox,
+    replies,
     webhook_requests,
 )
-from tests.alert_fixtures import Clock, adapters, make_config, report
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
+from tests import reply_fixtures as replying
+from tests.alert_fixtures import adapters, make_config, report
+from tests.harness import Clock, RunningBridge, running_bridge
 
 DAY = 86400.0
 QUIET, REGULAR = "32470111001", "32470222002"  # customers
@@ -201,7 +205,7 @@ async def test_one_process_prunes_at_a_time(postgres_url: str) -> None:
         await database.close()
     assert busy.busy and busy.total == 0
     assert "another process is pruning" in busy.lines()[-1]
-    assert not free.busy and len(free.counts) == 8
+    assert not free.busy and len(free.counts) == len(CATEGORIES)
 
 
 async def test_prune_command_prints_what_it_removes_and_dry_run_removes_nothing(
@@ -235,3 +239,34 @@ async def test_prune_command_prints_what_it_removes_and_dry_run_removes_nothing(
     assert "raw webhook bodies: 1 deleted" in real
     assert "delivered jobs: 1 deleted" in real
     assert "raw webhook bodies: 0 deleted" in again
+
+
+async def test_what_agents_wrote_goes_with_the_content_unless_its_answer_is_still_to_send(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    config = replying.make_config(smstools)
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with replying.bridge_for(database_url, slack, telegram, smstools) as bridge:
+            thread = await replying.thread_of_customer(bridge, slack)
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("Sent a month ago", thread, member))
+            await bridge.drain()
+            # An answer whose job has not run yet (a worker down for a month, say).
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("Still to send", thread, member))
+            bridge.clock.advance(31 * DAY)
+            pruned = await retention.prune(database, config, bridge.clock())
+            bodies = [body for (body,) in await query(database, select(chat_events.c.body))]
+            states = [state for (state,) in await query(database, select(replies.c.state))]
+            await bridge.drain()
+    finally:
+        await database.close()
+
+    assert pruned.counts["agents' chat messages (text)"] == 1
+    assert pruned.counts["agents' replies"] == 1  # the settled one
+    assert pruned.counts["conversations no longer live"] == 0  # a reply still needs it
+    assert not any("Sent a month ago" in body for body in bodies)
+    assert any("Still to send" in body for body in bodies) and len(bodies) == 2
+    assert states == ["planned"]
+    assert [sent.message for sent in smstools.sent()] == ["Sent a month ago", "Still to send"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.config import load
-from bridge.routing import destinations_for, lane
+from bridge.jobs import ConversationKey, InboxJob, lane
+from bridge.routing import destinations_for
 from bridge.smstools import InboxMessage
 from tests.test_config import ENV, EXAMPLE
 
@@ -38,5 +39,15 @@ def test_without_default_unmatched_messages_go_nowhere(tmp_path: Path) -> None:
 
 
 def test_a_lane_is_one_customer_on_one_line_in_one_destination() -> None:
-    assert lane("support", "32460200000", "+32 470 12 34 56") == "support|32460200000|32470123456"
-    assert lane("support", "1", "2") != lane("log", "1", "2")
+    job = InboxJob(conversation=ConversationKey(receiver="32460200000", sender="32470123456"))
+    other = InboxJob(conversation=ConversationKey(receiver="32460200000", sender="32470999999"))
+    assert lane("support", job) == "support|32460200000|32470123456"
+    assert lane("support", job) != lane("log", job)
+    assert lane("support", job) != lane("support", other)
+
+
+def test_non_ascii_digits_route_like_the_same_number_in_ascii(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(EXAMPLE)
+    config = load(tmp_path / "c.yaml", ENV)
+    assert destinations_for(inbox("٣٢٤٦٠٢٠٠٠٠٠", "whatsapp"), config) == ("nl-team",)
+    assert destinations_for(inbox("３２４６０２０００００"), config) == ("support", "log")

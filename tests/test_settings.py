@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.cli import main
 from bridge.settings import (
     Settings,
     SettingsError,
@@ -64,12 +65,49 @@ def test_edge_limits_have_defaults_and_come_from_the_environment() -> None:
         ("BRIDGE_MAX_CONNECTIONS", "-3"),
     ],
 )
-def test_a_bad_limit_is_one_error_naming_the_variable(name: str, value: str) -> None:
-    with pytest.raises(SettingsError, match=f"^{name}='{value}': expected a"):
+def test_a_bad_limit_is_one_problem_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
         Settings.from_env({name: value})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{name}: '{value}' is not ")
+    assert "above 0" in problem
 
 
 def test_a_webhook_token_of_32_characters_is_enough_and_31_is_not() -> None:
     assert Settings.from_env({"SMSTOOLS_WEBHOOK_TOKEN": "x" * 32}).webhook_token is not None
-    with pytest.raises(SettingsError, match="has 31 characters"):
+    with pytest.raises(SettingsError) as caught:
         Settings.from_env({"SMSTOOLS_WEBHOOK_TOKEN": "x" * 31})
+    (problem,) = caught.value.problems
+    assert problem.startswith("SMSTOOLS_WEBHOOK_TOKEN: 31 characters;")
+    assert "secrets.token_urlsafe(32)" in problem
+
+
+def test_a_bad_port_or_job_lease_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PORT": "eighty", "BRIDGE_JOB_LEASE": "0"})
+    assert caught.value.problems == [
+        "PORT: 'eighty' is not a number (a port number from 1 to 65535)",
+        "BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0",
+    ]
+    with pytest.raises(SettingsError, match="PORT: '70000' is not a port number"):
+        Settings.from_env({"PORT": "70000"})
+    assert Settings.from_env({"PORT": "8080", "BRIDGE_JOB_LEASE": "5"}).job_lease == 5.0
+
+
+def test_the_cli_refuses_a_bad_environment_in_one_line_and_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_JOB_LEASE", "soon")
+    assert main(["migrate"]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error
+        == "smsbridge: environment: BRIDGE_JOB_LEASE: 'soon' is not a number (seconds, like 60)\n"
+    )
+
+
+def test_the_environment_is_read_once_and_kept_out_of_reprs() -> None:
+    settings = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-secret-value", "LOG_LEVEL": "debug"})
+    assert settings.environ["SLACK_BOT_TOKEN"] == "xoxb-secret-value"
+    assert settings.log_level == "DEBUG"
+    assert "xoxb-secret-value" not in repr(settings)

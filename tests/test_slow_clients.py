@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.processes import BridgeProcess
 from tests.conftest import sample
 from tests.harness import TOKEN
-from tests.processes import BridgeProcess
 
 pytestmark = pytest.mark.slow
 

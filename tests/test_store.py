@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
 from bridge.store import events, facts
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import LATEST, SchemaTooNew, migrate, pending
+from bridge.store.schema import outbox
 
 
 async def test_migrate_is_idempotent_and_records_the_version(database: Database) -> None:
@@ -61,22 +63,25 @@ async def test_an_event_id_seen_before_is_not_stored_twice(database: Database) -
     assert await _event(database, None) is not None  # events without an id are all kept
 
 
-async def _enqueue(database: Database, event_id: int, lane: str, destination: str = "d") -> None:
+async def _enqueue(
+    database: Database, event_id: int, customer: str, destination: str = "d"
+) -> None:
+    """An inbox job for `customer`'s conversation (its lane) on line L."""
+    payload = InboxJob(conversation=ConversationKey(receiver="L", sender=customer))
     async with database.transaction() as connection:
         await outbox_store.enqueue(
             database,
             connection,
             event_id=event_id,
             destination=destination,
-            lane=lane,
-            kind="inbox",
+            payload=payload,
             now=10.0,
         )
 
 
 async def _claim(
     database: Database, now: float = 10.0, worker: str = "w1", paused: tuple[str, ...] = ()
-) -> list[outbox_store.Job]:
+) -> list[Job]:
     async with database.transaction() as connection:
         return await outbox_store.claim(
             database,
@@ -93,7 +98,7 @@ async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None
     for event_id, lane in [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "b")]:
         await _enqueue(database, event_id, lane)
     first = await _claim(database)
-    assert [(job.event_id, job.lane) for job in first] == [(1, "a"), (3, "b")]
+    assert [(job.event_id, job.lane) for job in first] == [(1, "d|L|a"), (3, "d|L|b")]
     assert await _claim(database) == []  # heads are leased, the rest wait behind them
     async with database.transaction() as connection:
         await outbox_store.finish(connection, first[0].id, 11.0)
@@ -144,7 +149,8 @@ async def test_dead_letters_do_not_block_their_lane_and_can_be_requeued(
         (dead,) = await outbox_store.dead(connection)
         assert dead.last_error == "not_found: channel"
         assert await outbox_store.requeue(connection, None, now=20.0) == 1
-        assert await outbox_store.counts(connection) == {"pending": 2}
+        pending = select(func.count()).where(outbox.c.status == "pending")
+        assert (await connection.execute(pending)).scalar() == 2
 
 
 async def test_released_jobs_are_claimable_at_once(database: Database) -> None:
@@ -196,3 +202,63 @@ async def test_releasing_every_lease_makes_all_pending_jobs_claimable(database: 
     async with database.transaction() as connection:
         await outbox_store.release(connection, None)
     assert len(await _claim(database, worker="alive")) == 2
+
+
+async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: str) -> None:
+    from bridge.settings import normalise_database_url
+
+    database = Database(normalise_database_url(database_url))
+    try:
+        await migrate(database, target=3)
+        lane = "support|32460200000|32470123456"
+        old_jobs = [
+            (1, None, "support", lane, "inbox", None),
+            (2, 10, "support", lane, "failure_note", None),
+            (3, 11, "support", "support|read|m-1", "read", None),
+            (4, 10, "oncall", "alert|7|oncall", "alert", None),
+            (5, None, "oncall", "notice|support|auth|oncall", "notice", NOTICE_V3),
+        ]
+        async with database.transaction() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO events (id, request_id, webhook_id, status, payload, "
+                    "received_at) VALUES (11, 1, 'w11', 'ok', :payload, 1)"
+                ),
+                {"payload": '{"message": {"messageid": "m-1"}}'},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO conversations (id, destination, receiver, sender, thread, "
+                    "started_at, last_message_at) VALUES "
+                    "(3, 'support', '32460200000', '32470123456', '1.0', 1, 1)"
+                )
+            )
+            for job in old_jobs:
+                await connection.execute(
+                    text(
+                        "INSERT INTO outbox (id, event_id, destination, lane, kind, status, "
+                        "attempts, next_attempt_at, created_at, payload) VALUES "
+                        "(:i, :e, :d, :l, :k, 'pending', 0, 1, 1, :p)"
+                    ),
+                    dict(zip("iedlkp", job, strict=True)),
+                )
+        await migrate(database)
+        async with database.transaction() as connection:
+            jobs = await outbox_store.claim(
+                database, connection, worker="w", now=2.0, lease=30.0, limit=10
+            )
+            note = select(outbox.c.payload).where(outbox.c.id == 2)
+            (stored,) = (await connection.execute(note)).one()
+    finally:
+        await database.close()
+    conversation = ConversationKey(receiver="32460200000", sender="32470123456")
+    assert {job.id: job.payload for job in jobs} == {
+        1: InboxJob(conversation=conversation),
+        3: ReadJob(messageid="m-1"),
+        4: AlertJob(group_id=7),
+        5: NoticeJob(failing="support", reason="auth", detail="token revoked"),
+    }  # the failure note waits behind the inbox job of its lane
+    assert stored == {"conversation": conversation.model_dump(), "conversation_id": 3}
+
+
+NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revoked"}'

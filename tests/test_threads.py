@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
 from bridge.store.schema import outbox
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge
 
 FORUM = -1005000000001
@@ -89,7 +89,7 @@ async def test_a_closed_topic_the_bot_may_not_reopen_is_replaced_by_a_new_one_th
         for m in telegram.messages(FORUM)
         if m.message_thread_id == (new.message_thread_id)
     ]
-    assert new.name == old.name == "+32 470 00 00 42"
+    assert new.name == old.name and new.name.startswith("+32 470 00 00 42")
     assert len(in_new) == 3
     assert in_new[0].startswith("This conversation continues here")
     assert "may not reopen" in in_new[0]

@@ -28,9 +28,9 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_BODY, WebhookReceiver
+from testkit.processes import free_port
 from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge
-from tests.processes import free_port
 
 CONFIG = load(None, {})
 

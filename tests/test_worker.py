@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 
@@ -13,7 +12,7 @@ from bridge.config import load
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from tests.conftest import sample
-from tests.harness import running_bridge
+from tests.harness import running_bridge, wait_until
 
 
 async def rename_outbox(database_url: str, old: str, new: str) -> None:
@@ -32,14 +31,13 @@ async def test_the_worker_keeps_delivering_after_the_database_was_away(
     adapters = {"console": ConsoleAdapter("console", output)}
     async with running_bridge(database_url, load(None, {}), adapters) as bridge:
         await rename_outbox(database_url, "outbox", "outbox_away")
-        await asyncio.sleep(1.5)  # the worker's claims fail meanwhile
+        await wait_until(
+            lambda: any("cannot claim jobs" in r.getMessage() for r in caplog.records),
+            "a claim failed while the outbox was away",
+        )
         await rename_outbox(database_url, "outbox_away", "outbox")
         assert (await bridge.post(sample("inbox_message"))).status_code == 200
-        for _ in range(200):
-            if "Order 5531" in output.getvalue():
-                break
-            await asyncio.sleep(0.05)
-    assert "Order 5531" in output.getvalue()
+        await wait_until(lambda: "Order 5531" in output.getvalue(), "delivered", timeout=10)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("cannot claim jobs" in message for message in errors)
     assert not any("Hello, my parcel" in message for message in errors)

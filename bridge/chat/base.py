@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Protocol
+
+from bridge.errors import Permanent, Reason, Retryable
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,21 @@ class Quote:
     when: str
 
 
+class Tone(Enum):
+    """How a post should strike the eye: adapters show it as a colour or an emoji."""
+
+    PLAIN = "plain"
+    FIRING = "firing"  # an alert that needs someone (red)
+    RESOLVED = "resolved"  # an alert that is over (green)
+
+
 @dataclass(frozen=True)
 class Post:
     """One logical chat message, before any platform formatting.
 
-    `heading` is shown bold, `context` as small print (one item each), `body` verbatim.
+    `heading` is shown bold (left out when empty: a later post in a thread), `context` as
+    small print (one item each), `body` verbatim, exactly as written. `author` is who wrote it
+    (the customer), for platforms that can show a post under another name.
     """
 
     heading: str
@@ -33,6 +45,8 @@ class Post:
     body: str = ""
     quote: Quote | None = None
     mention: str | None = None
+    author: str | None = None
+    tone: Tone = Tone.PLAIN
 
 
 @dataclass(frozen=True)
@@ -57,44 +71,12 @@ class Sent:
     thread: str
 
 
-class Reason(StrEnum):
-    """Why a delivery failed; labels logs, dead letters and (later) metrics."""
-
-    RATE_LIMITED = "rate_limited"
-    SERVER = "server"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    AUTH = "auth"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    BAD_REQUEST = "bad_request"
-    CONFIG = "config"
-    MOVED = "moved"
-
-
-class DeliveryError(Exception):
-    """A failed chat API call, classified. `detail` never contains customer content."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Retryable(DeliveryError):
-    """Try again later; `retry_after` (seconds) is the platform's own wish when it gave one."""
-
-    def __init__(self, reason: Reason, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(reason, detail)
-        self.retry_after = retry_after
-
-
-class Permanent(DeliveryError):
-    """Retrying will not help until someone changes something (token, channel, config)."""
-
-
 class ThreadGone(Permanent):
     """The conversation's thread no longer exists (deleted topic): start a new one."""
+
+
+class MessageGone(Permanent):
+    """The message to edit no longer exists (someone deleted it): post it anew."""
 
 
 class ThreadClosed(ThreadGone):
@@ -137,7 +119,14 @@ class ChatAdapter(Protocol):
         """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
 
     async def edit(self, sent: Sent, part: Part) -> None:
-        """Replace a message in place (alerts that grow). Raises `Retryable` or `Permanent`."""
+        """Replace a message in place (alerts that grow). Raises `MessageGone` when the
+        message was deleted, else `Retryable` or `Permanent`."""
 
     async def react(self, sent: Sent, emoji: str) -> None:
         """Add a reaction (a Unicode emoji) to a message. Raises `Retryable` or `Permanent`."""
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Take back a reaction the bot added (where a new one does not replace it)."""
+
+    async def plain_text(self, text: str) -> str:
+        """An agent's message as this platform delivered it → the plain text of an SMS."""

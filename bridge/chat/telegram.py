@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
+import json
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from telegram import Bot, LinkPreviewOptions, ReplyParameters
@@ -31,18 +32,9 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from .base import (
-    ChatMoved,
-    DeliveryError,
-    Part,
-    Permanent,
-    Post,
-    Reason,
-    Retryable,
-    Sent,
-    ThreadClosed,
-    ThreadGone,
-)
+from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+
+from .base import ChatMoved, MessageGone, Part, Post, Sent, ThreadClosed, ThreadGone, Tone
 from .split import cut
 from .text import neutralise
 
@@ -52,6 +44,7 @@ MIN_PIECE = 200  # start a new message rather than leave a sliver of text at the
 HEADING_LIMIT = 1000
 _THREAD_GONE = ("message thread not found", "topic deleted", "topic_id_invalid", "topic_deleted")
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "🔴 ", Tone.RESOLVED: "🟢 "}
 
 T = TypeVar("T")
 Wrap = Callable[[str, bool], str]  # (piece, is last piece) -> HTML
@@ -97,7 +90,25 @@ class _Request(HTTPXRequest):
         status, payload = await super().do_request(*args, **kwargs)
         if status >= 500:
             raise _ServerError(status)
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            retry_after = _flood_wait(payload)
+            if retry_after is not None:
+                # PTB 22 builds the same RetryAfter from this answer, and warns as it does
+                # (its `retry_after` becomes a timedelta in PTB 23): build it here, quietly.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PTBDeprecationWarning)
+                    raise RetryAfter(retry_after)
         return status, payload
+
+
+def _flood_wait(payload: bytes) -> int | None:
+    """The `parameters.retry_after` of a Bot API 429 answer, if it has one."""
+    try:
+        answer = json.loads(payload)
+        seconds = answer["parameters"]["retry_after"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return seconds if isinstance(seconds, int) else None
 
 
 class _Message:
@@ -137,9 +148,6 @@ class TelegramAdapter:
         self.topics = topics
         self._where = f"telegram destination '{name}' (chat {chat_id})"
         self._moved_from: set[int] = set()  # earlier ids of the chat (groups before upgrade)
-        # Opt in to PTB 23's behaviour (RetryAfter.retry_after as a timedelta). Without it PTB
-        # 22 warns inside its own code whenever it builds a RetryAfter, on every 429.
-        os.environ.setdefault("PTB_TIMEDELTA", "true")
         request = _Request(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -178,9 +186,11 @@ class TelegramAdapter:
         """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
         # Made inert before measuring: the word joiners count towards the 4096.
         mention = f"{post.mention} " if post.mention else ""
-        heading = inert(post.heading[:HEADING_LIMIT])
+        heading = inert(_TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT])
         messages = [_Message()]
-        messages[0].add(f"{mention}<b>{escape(heading)}</b>", utf16_length(mention + heading))
+        if heading or mention:
+            line = f"{mention}<b>{escape(heading)}</b>" if heading else mention.rstrip()
+            messages[0].add(line, utf16_length(mention + heading))
         if post.context:
             context = [inert(item) for item in post.context]
             line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
@@ -196,7 +206,8 @@ class TelegramAdapter:
         if post.body.strip():
             self._flow(messages, inert(post.body), 0, lambda piece, last: escape(piece))
         total = len(messages)
-        parts = [Part(text="\n".join(messages[0].lines))]
+        first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
+        parts = [Part(text="\n".join(first))]
         for number, message in enumerate(messages[1:], start=2):
             parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
         return parts
@@ -262,10 +273,10 @@ class TelegramAdapter:
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """editMessageText; an edit that changes nothing counts as done. A message left in the
-        group before it became a supergroup is "not found" (the caller posts anew)."""
+        group before it became a supergroup is `MessageGone` (the caller posts anew)."""
         if int(sent.chat) in self._moved_from:
             where = f"{self._where}: message to edit not found"
-            raise Permanent(Reason.NOT_FOUND, f"{where}: it stayed in chat {sent.chat}")
+            raise MessageGone(Reason.NOT_FOUND, f"{where}: it stayed in chat {sent.chat}")
         try:
             await self._call(
                 self._bot.edit_message_text(
@@ -292,6 +303,12 @@ class TelegramAdapter:
             ),
             chat=int(sent.chat),
         )
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Nothing to do: a bot has one reaction per message, and the next replaces it."""
+
+    async def plain_text(self, text: str) -> str:
+        return text.strip()  # text and captions arrive plain; entities only format them
 
     async def _call(self, request: Awaitable[T], chat: int | None = None) -> T:
         """Await a Bot API call to `chat` (default: this destination's) and classify errors."""
@@ -337,6 +354,8 @@ class TelegramAdapter:
                 return Permanent(Reason.NOT_FOUND, detail)
             case BadRequest() if any(gone in message for gone in _THREAD_GONE):
                 return ThreadGone(Reason.NOT_FOUND, f"{where}: {error.message}")
+            case BadRequest() if "message to edit not found" in message:
+                return MessageGone(Reason.NOT_FOUND, f"{where}: {error.message}")
             case BadRequest():
                 return Permanent(Reason.BAD_REQUEST, f"{where}: {error.message}")
             case _ServerError():
@@ -348,7 +367,7 @@ class TelegramAdapter:
 
 
 def _retry_after(error: RetryAfter) -> float:
-    # PTB 22 warns on reading `retry_after` unless PTB_TIMEDELTA is set; either type is fine here.
+    # PTB 22 warns on reading `retry_after` (an int now, a timedelta in PTB 23); either will do.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value: int | float | dt.timedelta = error.retry_after

@@ -14,6 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from bridge.retry import backoff
+
 # What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
 # lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout).
 UNAVAILABLE: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, TimeoutError)
@@ -29,13 +31,12 @@ class Database:
     connection from the pool.
     """
 
-    def __init__(self, url: str, *, echo: bool = False, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         url, connect_args = _driver_options(url)
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.connect_args = connect_args
         # hide_parameters: an error's text must never carry message content into the logs.
         options: dict[str, Any] = {
-            "echo": echo,
             "connect_args": connect_args,
             "hide_parameters": True,
         }
@@ -111,10 +112,11 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
 def _switch_to_wal(cursor: Any) -> None:
     """SQLite answers "database is locked" at once, without waiting on busy_timeout, when two
     connections switch a new database to WAL together: try again for a few seconds."""
-    for _ in range(100):
+    for attempt in range(30):  # about five seconds in all
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError:
-            time.sleep(0.05)  # runs in the driver's own thread, not on the event loop
+            # Runs in the driver's own thread, not on the event loop.
+            time.sleep(backoff(attempt, first=0.01, cap=0.2))
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -1,27 +1,33 @@
 """Erasure's SQL: find and erase what is stored about one customer (`smsbridge forget`).
 
-Rows that count something stay (events, statuses, jobs, alert groups); the customer's
-content and number go from them. Conversations and their chat message links, which exist
-only to tie a customer to chat threads, are deleted.
+Rows that count something stay (events, statuses, jobs, alert groups, chat events); the
+customer's content and number go from them. Conversations with their chat message links and
+the replies sent in them, which exist only to tie a customer to chat threads, are deleted, and
+so is the customer's opt-out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.jobs import Payload, Unreadable, read_payload
 from bridge.store.outbox import DONE
 from bridge.store.retention import ERASED_PAYLOAD
 from bridge.store.schema import (
     alert_groups,
+    chat_events,
     chat_messages,
     conversations,
     events,
     message_status,
+    opt_outs,
     outbox,
+    replies,
     webhook_requests,
 )
 
@@ -67,31 +73,60 @@ async def erase_events(
     return int(erased.rowcount), int(bodies.rowcount)
 
 
-async def erase_jobs(
-    connection: AsyncConnection, event_ids: Collection[int], now: float
-) -> tuple[int, int]:
-    """The events' jobs lose their lane (it holds the number); those not delivered yet, or
-    dead letters that would be retried, are closed. Returns (jobs, closed)."""
-    if not event_ids:
-        return 0, 0
-    of_events = outbox.c.event_id.in_(list(event_ids))
-    open_jobs = outbox.c.status != DONE
-    closed = await connection.execute(
-        select(outbox.c.id).where(of_events, open_jobs, outbox.c.lane != ERASED_LANE)
+@dataclass(frozen=True)
+class StoredJob:
+    id: int
+    destination: str
+    lane: str
+    status: str
+    payload: Payload | Unreadable
+
+
+async def jobs_of(
+    connection: AsyncConnection, event_ids: Collection[int], lanes: Collection[str]
+) -> list[StoredJob]:
+    """Jobs not erased yet that came from these events or are in these lanes."""
+    found = []
+    if event_ids:
+        found.append(outbox.c.event_id.in_(list(event_ids)))
+    if lanes:
+        found.append(outbox.c.lane.in_(list(lanes)))
+    if not found:
+        return []
+    columns = (outbox.c.id, outbox.c.destination, outbox.c.lane, outbox.c.status)
+    rows = await connection.execute(
+        select(*columns, outbox.c.kind, outbox.c.payload)
+        .where(or_(*found), outbox.c.lane != ERASED_LANE)
+        .order_by(outbox.c.id)
     )
-    closing = len(closed.all())
-    result = await connection.execute(
-        update(outbox)
-        .where(of_events, outbox.c.lane != ERASED_LANE)
-        .values(
-            lane=ERASED_LANE,
-            last_error=case((open_jobs, NOT_DELIVERED), else_=outbox.c.last_error),
-            status=DONE,
-            finished_at=func.coalesce(outbox.c.finished_at, now),
-            locked_until=None,
-        )
-    )
-    return int(result.rowcount), closing
+    return [
+        StoredJob(id_, destination, lane, status, read_payload(kind, payload))
+        for id_, destination, lane, status, kind, payload in rows
+    ]
+
+
+async def erase_job(
+    connection: AsyncConnection,
+    job: StoredJob,
+    payload: dict[str, Any] | None,
+    now: float,
+    *,
+    lane: bool,
+) -> bool:
+    """Close the job if it was still to be delivered (or a dead letter that could be retried);
+    with `payload`, store that JSON instead (the number taken out); with `lane`, erase the
+    lane too (it holds the number). Returns whether the job was closed."""
+    closing = job.status != DONE
+    values: dict[str, Any] = {}
+    if lane:
+        values["lane"] = ERASED_LANE
+    if payload is not None:
+        values["payload"] = payload
+    if closing:
+        values.update(status=DONE, last_error=NOT_DELIVERED, finished_at=now, locked_until=None)
+    if values:
+        await connection.execute(update(outbox).where(outbox.c.id == job.id).values(**values))
+    return closing
 
 
 async def erase_statuses(connection: AsyncConnection, number: str, now: float) -> int:
@@ -105,46 +140,122 @@ async def erase_statuses(connection: AsyncConnection, number: str, now: float) -
 
 @dataclass(frozen=True)
 class Thread:
+    """A customer conversation at a destination, and where its chat thread is."""
+
+    id: int
     destination: str
+    receiver: str
     chat: str | None
     thread: str | None
 
 
-async def delete_conversations(
-    connection: AsyncConnection, number: str
-) -> tuple[int, int, list[Thread]]:
-    """The customer's conversations and their chat message links.
-
-    Returns (conversations, chat message links, the chat threads they were in).
-    """
-    rows = (
-        await connection.execute(
-            select(
-                conversations.c.id,
-                conversations.c.destination,
-                conversations.c.chat,
-                conversations.c.thread,
-            ).where(conversations.c.sender == number)
+async def conversations_of(connection: AsyncConnection, number: str) -> list[Thread]:
+    rows = await connection.execute(
+        select(
+            conversations.c.id,
+            conversations.c.destination,
+            conversations.c.receiver,
+            conversations.c.chat,
+            conversations.c.thread,
         )
-    ).all()
-    if not rows:
-        return 0, 0, []
-    ids = [row.id for row in rows]
+        .where(conversations.c.sender == number)
+        .order_by(conversations.c.id)
+    )
+    return [Thread(*row) for row in rows]
+
+
+async def chat_messages_of(
+    connection: AsyncConnection, conversation_ids: Collection[int]
+) -> set[tuple[str, str]]:
+    """(chat, message) of every chat message posted in these conversations."""
+    if not conversation_ids:
+        return set()
+    rows = await connection.execute(
+        select(chat_messages.c.chat, chat_messages.c.message).where(
+            chat_messages.c.conversation_id.in_(list(conversation_ids))
+        )
+    )
+    return {(str(chat), str(message)) for chat, message in rows}
+
+
+async def delete_conversations(
+    connection: AsyncConnection, conversation_ids: Collection[int]
+) -> tuple[int, int]:
+    """The conversations and their chat message links; returns how many of each."""
+    if not conversation_ids:
+        return 0, 0
+    ids = list(conversation_ids)
     links = await connection.execute(
         delete(chat_messages).where(chat_messages.c.conversation_id.in_(ids))
     )
-    await connection.execute(delete(conversations).where(conversations.c.id.in_(ids)))
-    threads = [Thread(row.destination, row.chat, row.thread) for row in rows]
-    return len(ids), int(links.rowcount), threads
+    deleted = await connection.execute(delete(conversations).where(conversations.c.id.in_(ids)))
+    return int(deleted.rowcount), int(links.rowcount)
+
+
+async def reply_events(connection: AsyncConnection, conversation_ids: Collection[int]) -> set[int]:
+    """The chat events (agents' messages) of the replies sent in these conversations."""
+    if not conversation_ids:
+        return set()
+    rows = await connection.execute(
+        select(replies.c.chat_event_id).where(replies.c.conversation_id.in_(list(conversation_ids)))
+    )
+    return {int(event_id) for (event_id,) in rows}
+
+
+async def delete_replies(connection: AsyncConnection, conversation_ids: Collection[int]) -> int:
+    if not conversation_ids:
+        return 0
+    result = await connection.execute(
+        delete(replies).where(replies.c.conversation_id.in_(list(conversation_ids)))
+    )
+    return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class StoredChatEvent:
+    id: int
+    platform: str
+    body: str
+
+
+async def chat_events_after(
+    connection: AsyncConnection, after: int, limit: int
+) -> list[StoredChatEvent]:
+    """Chat events with their body still stored, in id order after `after`."""
+    rows = await connection.execute(
+        select(chat_events.c.id, chat_events.c.platform, chat_events.c.body)
+        .where(chat_events.c.id > after, chat_events.c.erased_at.is_(None))
+        .order_by(chat_events.c.id)
+        .limit(limit)
+    )
+    return [StoredChatEvent(*row) for row in rows]
+
+
+async def erase_chat_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
+    """Blank the bodies (what agents wrote); the rows stay, so a retried event is still known."""
+    if not ids:
+        return 0
+    result = await connection.execute(
+        update(chat_events)
+        .where(chat_events.c.id.in_(list(ids)), chat_events.c.erased_at.is_(None))
+        .values(body=ERASED_PAYLOAD, erased_at=now)
+    )
+    return int(result.rowcount)
+
+
+async def delete_opt_outs(connection: AsyncConnection, number: str) -> int:
+    result = await connection.execute(delete(opt_outs).where(opt_outs.c.sender == number))
+    return int(result.rowcount)
 
 
 @dataclass(frozen=True)
 class AlertGroup:
     id: int
     group_key: str
-    labels: str
+    route: dict[str, list[str]] | None
+    labels: dict[str, str]
     sender: str
-    receivers: str
+    receivers: list[str]
     others: int
 
 
@@ -153,11 +264,12 @@ async def alert_groups_all(connection: AsyncConnection) -> Sequence[AlertGroup]:
         select(
             alert_groups.c.id,
             alert_groups.c.group_key,
+            alert_groups.c.route,
             alert_groups.c.labels,
             alert_groups.c.sender,
             alert_groups.c.receivers,
             alert_groups.c.others,
-        )
+        ).order_by(alert_groups.c.id)
     )
     return [AlertGroup(*row) for row in rows]
 

@@ -51,7 +51,6 @@ async def add_event(
 @dataclass(frozen=True)
 class StoredEvent:
     id: int
-    webhook_type: str | None
     payload: str
     received_at: float
 
@@ -59,9 +58,9 @@ class StoredEvent:
 async def get(connection: AsyncConnection, event_id: int) -> StoredEvent | None:
     row = (
         await connection.execute(
-            select(
-                events.c.id, events.c.webhook_type, events.c.payload, events.c.received_at
-            ).where(events.c.id == event_id)
+            select(events.c.id, events.c.payload, events.c.received_at).where(
+                events.c.id == event_id
+            )
         )
     ).first()
     return StoredEvent(*row) if row else None

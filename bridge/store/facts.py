@@ -26,3 +26,19 @@ async def add(database: Database, connection: AsyncConnection, key: str, value: 
 async def get(connection: AsyncConnection, key: str) -> str | None:
     value = (await connection.execute(select(facts.c.value).where(facts.c.key == key))).scalar()
     return None if value is None else str(value)
+
+
+def _moved(old_chat: str) -> str:
+    return f"telegram_chat_moved:{old_chat}"
+
+
+async def remember_move(
+    database: Database, connection: AsyncConnection, old_chat: str, new_chat: str
+) -> bool:
+    """A Telegram chat got a new id (`bridge.moves`); True when this call stored it first."""
+    return await add(database, connection, _moved(old_chat), new_chat)
+
+
+async def moved_to(connection: AsyncConnection, old_chat: str) -> str | None:
+    """Where a Telegram chat moved to, if it did."""
+    return await get(connection, _moved(old_chat))

@@ -6,7 +6,9 @@ advisory lock makes two release phases running at once take turns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,8 +17,55 @@ from bridge.store.db import Database
 
 _ADVISORY_LOCK = 0x5D5B_71D6  # any constant shared by every smsbridge process
 
-# `{id}` is an auto-increment primary key, `{blob}` raw bytes, `{float}` a double.
-STEPS: Sequence[Sequence[str]] = (
+
+async def _typed_job_payloads(connection: AsyncConnection) -> None:
+    """Give jobs queued by an older bridge the typed payload the handlers now read.
+
+    The older bridge carried a job's data in its lane; this is the one place that still
+    reads that old form, once, for jobs that may yet be delivered or retried.
+    """
+    rows = await connection.execute(
+        text(
+            "SELECT outbox.id, outbox.kind, outbox.lane, outbox.destination, outbox.payload, "
+            "events.payload FROM outbox LEFT JOIN events ON events.id = outbox.event_id "
+            "WHERE outbox.status <> 'done'"
+        )
+    )
+    for job_id, kind, lane, destination, stored, event in rows.all():
+        old = json.loads(stored) if isinstance(stored, str) else stored
+        payload: dict[str, Any] | None = None
+        if kind in ("inbox", "failure_note"):
+            receiver, sender = lane[len(destination) + 1 :].rsplit("|", 1)
+            payload = {"conversation": {"receiver": receiver, "sender": sender}}
+            if kind == "failure_note":
+                found = await connection.execute(
+                    text(
+                        "SELECT max(id) FROM conversations WHERE destination = :d "
+                        "AND receiver = :r AND sender = :s"
+                    ),
+                    {"d": destination, "r": receiver, "s": sender},
+                )
+                payload["conversation_id"] = found.scalar() or 0
+        elif kind == "read" and event is not None:
+            payload = {"messageid": json.loads(event)["message"]["messageid"]}
+        elif kind == "alert":
+            payload = {"group_id": int(lane.split("|")[1])}
+        elif kind == "notice" and old is not None:
+            payload = {"failing": old["destination"], "reason": old["reason"]}
+            payload["detail"] = old["detail"]
+        if payload is not None:
+            await connection.execute(
+                text("UPDATE outbox SET payload = :p WHERE id = :id"),
+                {"p": json.dumps(payload), "id": job_id},
+            )
+
+
+# A statement is SQL for every dialect (`{id}` an auto-increment primary key, `{blob}` raw
+# bytes, `{float}` a double, `{json}` a JSON value), SQL per dialect (none: nothing to do
+# there), or a data migration in Python.
+Statement = str | Mapping[str, str] | Callable[[AsyncConnection], Awaitable[None]]
+
+STEPS: Sequence[Sequence[Statement]] = (
     (
         "CREATE TABLE facts (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE webhook_requests (
@@ -69,10 +118,45 @@ STEPS: Sequence[Sequence[str]] = (
         "ALTER TABLE outbox ADD COLUMN payload TEXT",
     ),
     (
+        # Every job has a typed JSON payload (bridge/jobs.py); alert groups keep JSON state and
+        # the matchers of their route, so reordering the routes does not move a group.
+        {"postgresql": "ALTER TABLE outbox ALTER COLUMN payload TYPE JSONB USING payload::jsonb"},
+        {
+            "postgresql": "ALTER TABLE alert_groups ALTER COLUMN labels TYPE JSONB "
+            "USING labels::jsonb, ALTER COLUMN codes TYPE JSONB USING codes::jsonb, "
+            "ALTER COLUMN receivers TYPE JSONB USING receivers::jsonb"
+        },
+        "ALTER TABLE alert_groups ADD COLUMN route {json}",
+        _typed_job_payloads,
+    ),
+    (
+        # Agents answer from the chat thread: every inbound chat event kept raw, first.
+        """CREATE TABLE chat_events (
+            id {id}, platform TEXT NOT NULL, event_key TEXT NOT NULL, status TEXT NOT NULL,
+            body TEXT NOT NULL, received_at {float} NOT NULL, UNIQUE (platform, event_key))""",
+        """CREATE TABLE replies (
+            id {id}, chat_event_id BIGINT NOT NULL, destination TEXT NOT NULL,
+            conversation_id BIGINT NOT NULL, chat TEXT NOT NULL, message TEXT NOT NULL,
+            state TEXT NOT NULL, messageid TEXT, shown TEXT, problem TEXT,
+            created_at {float} NOT NULL, updated_at {float} NOT NULL)""",
+        "CREATE INDEX replies_messageid ON replies (messageid)",
+        """CREATE TABLE opt_outs (
+            receiver TEXT NOT NULL, sender TEXT NOT NULL, at {float} NOT NULL,
+            PRIMARY KEY (receiver, sender))""",
+    ),
+    (
+        # Alerts say when they are over; a read report finds the thread of the message a
+        # customer replied to.
+        "ALTER TABLE alert_notices ADD COLUMN resolved_at {float}",
+        "ALTER TABLE chat_messages ADD COLUMN replied_to TEXT",
+        "CREATE INDEX chat_messages_replied_to ON chat_messages (replied_to)",
+    ),
+    (
         # Retention and erasure: content is erased in place (the row stays, so counts and
         # deduplication do too); `erased_at` marks what is done.
         "ALTER TABLE events ADD COLUMN erased_at {float}",
         "ALTER TABLE message_status ADD COLUMN erased_at {float}",
+        "ALTER TABLE chat_events ADD COLUMN erased_at {float}",
         "CREATE INDEX events_unerased ON events (received_at) WHERE erased_at IS NULL",
         "CREATE INDEX message_status_unerased ON message_status (updated_at) "
         "WHERE erased_at IS NULL",
@@ -82,6 +166,11 @@ STEPS: Sequence[Sequence[str]] = (
         "CREATE INDEX chat_messages_conversation ON chat_messages (conversation_id)",
         "CREATE INDEX conversations_last ON conversations (last_message_at)",
         "CREATE INDEX alert_groups_last ON alert_groups (last_at)",
+        "CREATE INDEX chat_events_unerased ON chat_events (received_at) WHERE erased_at IS NULL",
+        # What pruning keeps: agents' messages not sent yet, conversations with a reply to settle.
+        "CREATE INDEX replies_chat_event ON replies (chat_event_id, state)",
+        "CREATE INDEX replies_conversation ON replies (conversation_id, state)",
+        "CREATE INDEX replies_updated ON replies (updated_at)",
         # Hot queries that scanned whole tables: a customer's live conversations (delivery
         # reports), and whether a lane was used lately (operator notices).
         "CREATE INDEX conversations_sender ON conversations (sender, last_message_at)",
@@ -92,11 +181,17 @@ STEPS: Sequence[Sequence[str]] = (
 LATEST = len(STEPS)
 
 _TYPES = {
-    "sqlite": {"id": "INTEGER PRIMARY KEY", "blob": "BLOB", "float": "DOUBLE PRECISION"},
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY",
+        "blob": "BLOB",
+        "float": "DOUBLE PRECISION",
+        "json": "TEXT",
+    },
     "postgresql": {
         "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
         "blob": "BYTEA",
         "float": "DOUBLE PRECISION",
+        "json": "JSONB",
     },
 }
 
@@ -113,26 +208,32 @@ async def current_version(connection: AsyncConnection) -> int:
     return int(version or 0)
 
 
-async def migrate(database: Database) -> tuple[int, int]:
-    """Bring the schema to LATEST; return (version before, version after)."""
+async def migrate(database: Database, target: int = LATEST) -> tuple[int, int]:
+    """Bring the schema to `target` (an older one only to test upgrades); return (version
+    before, version after)."""
     types = _TYPES[database.dialect]
     async with database.transaction() as connection:
         if database.dialect == "postgresql":
             # Held until this transaction ends: a second `migrate` waits, then sees LATEST.
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})"))
         before = version = await current_version(connection)
-        if version > LATEST:
-            raise SchemaTooNew(
-                f"the database schema is version {version}, newer than this smsbridge "
-                f"({LATEST}): upgrade smsbridge instead"
-            )
-        for number in range(version + 1, LATEST + 1):
+        for number in range(version + 1, target + 1):
             for statement in STEPS[number - 1]:
-                await connection.execute(text(statement.format(**types)))
+                if callable(statement):
+                    await statement(connection)
+                    continue
+                sql = statement if isinstance(statement, str) else statement.get(database.dialect)
+                if sql is not None:
+                    await connection.execute(text(sql.format(**types)))
             await connection.execute(
                 text("INSERT INTO schema_version (version) VALUES (:version)"), {"version": number}
             )
             version = number
+    if version > LATEST:  # raised once the transaction is over, its connection given back
+        raise SchemaTooNew(
+            f"the database schema is version {version}, newer than this smsbridge "
+            f"({LATEST}): upgrade smsbridge instead"
+        )
     return before, version
 
 

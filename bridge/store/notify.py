@@ -15,6 +15,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.retry import backoff
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,16 @@ async def listen(database: Database, on_notify: Callable[[], None]) -> None:
     Every (re)connection also calls `on_notify` once: a NOTIFY may have been missed meanwhile.
     """
     dsn = database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    delay = 1.0
+    failures = 0
     while True:
         try:
             connection = await asyncpg.connect(dsn, **database.connect_args)
         except (OSError, asyncpg.PostgresError) as error:
             log.warning("cannot LISTEN for new jobs (%s); polling meanwhile", type(error).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(backoff(failures, first=1.0, cap=30.0))
+            failures += 1
             continue
-        delay = 1.0
+        failures = 0
         try:
             await connection.add_listener(CHANNEL, lambda *_: on_notify())
             on_notify()

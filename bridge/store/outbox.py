@@ -8,29 +8,17 @@ a worker that dies loses its jobs to another once the lease runs out. On Postgre
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.jobs import Job, Payload, lane, read_payload
 from bridge.store.db import Database
 from bridge.store.schema import outbox
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    event_id: int | None
-    destination: str
-    lane: str
-    kind: str
-    attempts: int
-    created_at: float
-    last_error: str | None = None
-    payload: str | None = None
 
 
 _JOB_COLUMNS = (
@@ -39,11 +27,26 @@ _JOB_COLUMNS = (
     outbox.c.destination,
     outbox.c.lane,
     outbox.c.kind,
+    outbox.c.payload,
     outbox.c.attempts,
     outbox.c.created_at,
     outbox.c.last_error,
-    outbox.c.payload,
 )
+
+
+def _job(row: Sequence[Any]) -> Job:
+    id_, event_id, destination, lane_name, kind, payload, attempts, created_at, last_error = row
+    return Job(
+        id_,
+        event_id,
+        destination,
+        lane_name,
+        kind,
+        read_payload(kind, payload),
+        attempts,
+        created_at,
+        last_error,
+    )
 
 
 async def enqueue(
@@ -52,26 +55,24 @@ async def enqueue(
     *,
     event_id: int | None,
     destination: str,
-    lane: str,
-    kind: str,
+    payload: Payload,
     now: float,
     due: float | None = None,
-    payload: str | None = None,
 ) -> bool:
-    """Add a job, first tried at `due` (default: now); False when the same (event,
-    destination, kind) was added before, which keeps the one job."""
+    """Add a job, first tried at `due` (default: now), in the lane its payload belongs to;
+    False when the same (event, destination, kind) was added before, which keeps the one job."""
     result = await connection.execute(
         database.insert(outbox)
         .values(
             event_id=event_id,
             destination=destination,
-            lane=lane,
-            kind=kind,
+            lane=lane(destination, payload),
+            kind=payload.kind,
             status=PENDING,
             attempts=0,
             next_attempt_at=now if due is None else due,
             created_at=now,
-            payload=payload,
+            payload=payload.model_dump(mode="json"),
         )
         .on_conflict_do_nothing()
         .returning(outbox.c.id)
@@ -120,7 +121,7 @@ async def claim(
         .values(locked_until=now + lease, locked_by=worker)
         .returning(*_JOB_COLUMNS)
     )
-    return sorted((Job(*row) for row in rows), key=lambda job: job.id)
+    return sorted((_job(row) for row in rows), key=lambda job: job.id)
 
 
 async def finish(connection: AsyncConnection, job_id: int, now: float) -> None:
@@ -157,7 +158,7 @@ async def bury(connection: AsyncConnection, job_id: int, *, error: str, now: flo
 
 
 async def lane_used_since(
-    database: Database, connection: AsyncConnection, lane: str, since: float
+    database: Database, connection: AsyncConnection, lane_name: str, since: float
 ) -> bool:
     """Whether a job of `lane` was added after `since` (to say a thing once per interval).
 
@@ -165,21 +166,22 @@ async def lane_used_since(
     hear "no" (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already serialises).
     """
     if database.dialect == "postgresql":
-        await connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(lane))))
-    query = select(outbox.c.id).where(outbox.c.lane == lane, outbox.c.created_at > since)
+        await connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(lane_name))))
+    query = select(outbox.c.id).where(outbox.c.lane == lane_name, outbox.c.created_at > since)
     return (await connection.execute(query.limit(1))).first() is not None
 
 
-async def counts(connection: AsyncConnection) -> dict[str, int]:
-    rows = await connection.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status))
-    return {status: int(count) for status, count in rows}
+async def dead_count(connection: AsyncConnection) -> int:
+    """How many dead letters there are (`dead` lists only the first of them)."""
+    query = select(func.count()).select_from(outbox).where(outbox.c.status == DEAD)
+    return int((await connection.execute(query)).scalar_one())
 
 
 async def dead(connection: AsyncConnection, limit: int = 1000) -> list[Job]:
     rows = await connection.execute(
         select(*_JOB_COLUMNS).where(outbox.c.status == DEAD).order_by(outbox.c.id).limit(limit)
     )
-    return [Job(*row) for row in rows]
+    return [_job(row) for row in rows]
 
 
 async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, now: float) -> int:

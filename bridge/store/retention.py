@@ -17,14 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
 from bridge.store.outbox import DEAD, DONE, PENDING
+from bridge.store.replies import PLANNED, SENDING
 from bridge.store.schema import (
     alert_groups,
     alert_notices,
+    chat_events,
     chat_messages,
     conversations,
     events,
     message_status,
     outbox,
+    replies,
     webhook_requests,
 )
 
@@ -114,8 +117,41 @@ async def _delete_chat_messages(connection: AsyncConnection, ids: list[Any], _no
     await connection.execute(delete(chat_messages).where(chat_messages.c.id.in_(ids)))
 
 
+def _chat_events(cutoffs: Cutoffs) -> Select[Any]:
+    # An agent's answer not sent yet is read from its chat event when the job runs.
+    unsent = exists().where(replies.c.chat_event_id == chat_events.c.id, replies.c.state == PLANNED)
+    return select(chat_events.c.id).where(
+        chat_events.c.erased_at.is_(None), chat_events.c.received_at < cutoffs.content, ~unsent
+    )
+
+
+async def erase_chat_events(connection: AsyncConnection, ids: list[Any], now: float) -> None:
+    await connection.execute(
+        update(chat_events)
+        .where(chat_events.c.id.in_(ids))
+        .values(body=ERASED_PAYLOAD, erased_at=now)
+    )
+
+
+def _replies(cutoffs: Cutoffs) -> Select[Any]:
+    # Settled long ago: no status report is coming any more to show on the agent's message.
+    return select(replies.c.id).where(
+        replies.c.updated_at < cutoffs.content, replies.c.state.not_in([PLANNED, SENDING])
+    )
+
+
+async def _delete_replies(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
+    await connection.execute(delete(replies).where(replies.c.id.in_(ids)))
+
+
 def _conversations(cutoffs: Cutoffs) -> Select[Any]:
-    return select(conversations.c.id).where(conversations.c.last_message_at < cutoffs.conversations)
+    # A reply still to send or to settle needs its conversation (who, from which line).
+    unsettled = exists().where(
+        replies.c.conversation_id == conversations.c.id, replies.c.state.in_([PLANNED, SENDING])
+    )
+    return select(conversations.c.id).where(
+        conversations.c.last_message_at < cutoffs.conversations, ~unsettled
+    )
 
 
 async def delete_conversations(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
@@ -143,7 +179,9 @@ CATEGORIES: Sequence[Category] = (
     Category("message contents (text and numbers)", "erased", _event_contents, erase_events),
     Category("raw webhook bodies", "deleted", _raw_bodies, delete_bodies),
     Category("delivery statuses' numbers", "erased", _statuses, erase_statuses),
+    Category("agents' chat messages (text)", "erased", _chat_events, erase_chat_events),
     Category("chat message links", "deleted", _chat_message_links, _delete_chat_messages),
+    Category("agents' replies", "deleted", _replies, _delete_replies),
     Category("conversations no longer live", "deleted", _conversations, delete_conversations),
     Category("quiet alert groups", "deleted", _alert_groups, _delete_alert_groups),
 )

@@ -6,6 +6,7 @@ Times are UNIX seconds (float): the same on SQLite and PostgreSQL, and trivially
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Float,
@@ -15,8 +16,12 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
+
+# JSON values, stored as JSONB on PostgreSQL and as text on SQLite.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
@@ -71,7 +76,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
-    Column("payload", Text),  # for jobs not made from an event (operator notices)
+    Column("payload", Json),  # the job's typed payload (bridge/jobs.py)
 )
 
 # A conversation is (destination, receiver, sender) during one stretch of activity: after
@@ -103,6 +108,7 @@ chat_messages = Table(
     Column("part", Integer, nullable=False),
     Column("gateway_messageid", Text),
     Column("created_at", Float, nullable=False),
+    Column("replied_to", Text),  # the gateway message a customer's message answers
 )
 
 # One delivery status per gateway `messageid`, moved only forward by `rank` (final beats
@@ -125,20 +131,22 @@ message_status = Table(
     Column("erased_at", Float),  # sender and receiver blanked (retention, forget)
 )
 
-# Failures grouped à la Alertmanager: one row per group key (alerts route + group_by labels).
-# `codes` is JSON {"code/detail": count}; `receivers` the first ten distinct receivers (JSON)
-# and `others` the failures to anyone else.
+# Failures grouped à la Alertmanager: one row per group key (the alerts route's matchers and
+# the group_by labels' values, never the route's position in the config). `route` holds those
+# matchers, to find the route again; `codes` is {"code/detail": count}; `receivers` the first
+# ten distinct receivers and `others` the failures to anyone else.
 alert_groups = Table(
     "alert_groups",
     metadata,
     Column("id", BigInteger, primary_key=True),
     Column("group_key", Text, nullable=False, unique=True),
-    Column("labels", Text, nullable=False),
+    Column("route", Json),
+    Column("labels", Json, nullable=False),
     Column("sender", Text, nullable=False),
     Column("timezone", Text, nullable=False),
     Column("count", Integer, nullable=False),
-    Column("codes", Text, nullable=False),
-    Column("receivers", Text, nullable=False),
+    Column("codes", Json, nullable=False),
+    Column("receivers", Json, nullable=False),
     Column("others", Integer, nullable=False),
     Column("first_at", Float, nullable=False),
     Column("last_at", Float, nullable=False),
@@ -158,4 +166,50 @@ alert_notices = Table(
     Column("posted_at", Float),
     Column("chat", Text),
     Column("message", Text),
+    Column("resolved_at", Float),  # the alert was edited to say the group went quiet
+)
+
+# Every Slack event / Telegram update received, raw, committed before it is answered; unique on
+# the platform's own id (Slack `event_id`, Telegram `update_id`) so a retried event is a no-op.
+# `status` says what became of it: `reply`, or `ignored: <why>`.
+chat_events = Table(
+    "chat_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("platform", Text, nullable=False),
+    Column("event_key", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("body", Text, nullable=False),  # `{}` once erased (retention, forget)
+    Column("received_at", Float, nullable=False),
+    Column("erased_at", Float),
+)
+
+# An agent's answer to a customer. `state` is planned → sending → sent (or unknown, refused,
+# blocked, too_long, internal); `sending` is written before the gateway is called, so a job
+# taken over after a crash knows the SMS may have gone and never sends it again. `messageid`
+# is the gateway's id, `shown` the status emoji now on the agent's chat message.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("chat_event_id", BigInteger, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
+    Column("chat", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("messageid", Text),
+    Column("shown", Text),
+    Column("problem", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Customers who wrote STOP to a line: no further answers reach them from it.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("receiver", Text, primary_key=True),
+    Column("sender", Text, primary_key=True),
+    Column("at", Float, nullable=False),
 )

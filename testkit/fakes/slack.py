@@ -35,6 +35,27 @@ _MAX_BLOCKS = 50
 _MAX_SECTION_TEXT = 3000
 _MAX_HEADER_TEXT = 150
 _MAX_CONTEXT_ELEMENTS = 10
+_RICH_TEXT_ELEMENTS = ("rich_text_section", "rich_text_quote", "rich_text_preformatted")
+# Slack does not publish one; the bridge keeps its rich_text blocks within a section's 3000.
+_MAX_RICH_TEXT = 4000
+# What a freshly installed bridge app holds (README, Slack set-up), `channels:read` and
+# `groups:read` included so `smsbridge doctor` can look at the channels.
+DEFAULT_SCOPES = (
+    "chat:write",
+    "reactions:write",
+    "channels:read",
+    "groups:read",
+    "channels:history",
+    "groups:history",
+)
+# The scope each method needs; a token without it gets `missing_scope`.
+_NEEDED_SCOPE = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "reactions.add": "reactions:write",
+    "reactions.remove": "reactions:write",
+    "conversations.info": "channels:read",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,7 @@ class _Switches:
     down: int = 0  # requests left to answer 5xx; -1 = forever
     down_status: int = 503
     slow: float = 0.0
+    not_member: bool = False
 
 
 def _flag(value: Any) -> bool | None:
@@ -117,12 +139,51 @@ def _blocks_problem(blocks: Any) -> str | None:
             elements = block.get("elements", [])
             if not 1 <= len(elements) <= _MAX_CONTEXT_ELEMENTS:
                 return "invalid_blocks"
+        if block["type"] == "rich_text" and _rich_text_problem(block):
+            return "invalid_blocks"
     return None
 
 
+def _rich_text_problem(block: dict[str, Any]) -> bool:
+    """A rich_text block needs typed elements holding typed, non-empty children."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return True
+    size = 0
+    for element in elements:
+        if element.get("type") not in _RICH_TEXT_ELEMENTS:
+            return True
+        children = element.get("elements")
+        if not isinstance(children, list) or not children:
+            return True
+        for child in children:
+            if child.get("type") == "text" and isinstance(child.get("text"), str):
+                size += len(child["text"])
+                if not child["text"]:
+                    return True
+            elif child.get("type") == "link" and str(child.get("url", "")).startswith("http"):
+                size += len(child["url"]) + len(child.get("text", ""))
+            else:
+                return True
+    return size > _MAX_RICH_TEXT
+
+
+def rich_text(blocks: list[dict[str, Any]] | None, kind: str = "rich_text_section") -> str:
+    """The characters shown by the `kind` elements of a message's rich_text blocks."""
+    return "".join(
+        child.get("text") or child.get("url", "")
+        for block in blocks or []
+        if block["type"] == "rich_text"
+        for element in block["elements"]
+        if element["type"] == kind
+        for child in element["elements"]
+    )
+
+
 class FakeSlack:
-    """Fake Slack Web API at `{url}/api/<method>`: auth.test, chat.postMessage, chat.update,
-    reactions.add. Start with `start()` or `with FakeSlack() as slack:`."""
+    """Fake Slack Web API at `{url}/api/<method>`: auth.test (with the `x-oauth-scopes`
+    header), conversations.info, chat.postMessage, chat.update, reactions.add. Start with
+    `start()` or `with FakeSlack() as slack:`."""
 
     def __init__(self, tokens: Iterable[str] = ("xoxb-test",)) -> None:
         self.tokens: set[str] = set(tokens)
@@ -132,11 +193,14 @@ class FakeSlack:
         self._refuse_all = False
         self._rate_per_second: float | None = None
         self._recent: dict[str, deque[float]] = defaultdict(deque)
+        self._scopes: tuple[str, ...] = DEFAULT_SCOPES
         self._seq = 0
         self._posts: list[SlackMessage] = []
         self._edits: list[SlackEdit] = []
         self._reactions: list[SlackReaction] = []
         self._calls: list[SlackCall] = []
+        self._members: dict[str, str] = {}
+        self._member_messages: set[tuple[str, str]] = set()  # (channel, ts) people wrote
         app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["GET", "POST"])])
         self._server = FakeServer(app)
 
@@ -159,6 +223,10 @@ class FakeSlack:
     def stop(self) -> None:
         self._closing.set()  # wakes "slow" requests so shutdown is quick
         self._server.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
 
     def __enter__(self) -> FakeSlack:
         return self.start()
@@ -218,6 +286,30 @@ class FakeSlack:
         with self._lock:
             self._refuse_all = refuse
 
+    def set_scopes(self, scopes: Iterable[str]) -> None:
+        """The token's scopes (auth.test's `x-oauth-scopes`); methods needing others fail."""
+        with self._lock:
+            self._scopes = tuple(scopes)
+
+    def set_not_member(self, channel: str) -> None:
+        """The bot is not in the channel: `is_member: false`, and posts get `not_in_channel`."""
+        _check_channel(channel)
+        with self._lock:
+            self._switches[channel].not_member = True
+
+    def add_member(self, user: str, display_name: str) -> None:
+        """A workspace member `users.info` knows."""
+        with self._lock:
+            self._members[user] = display_name
+
+    def post_as_member(self, channel: str) -> str:
+        """A message a human wrote (as Slack would then send it in an event); its `ts`."""
+        with self._lock:
+            self._seq += 1
+            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            self._member_messages.add((channel, ts))
+        return ts
+
     def reset(self) -> None:
         """Drop every switch (recorded data is kept; see `clear`)."""
         with self._lock:
@@ -225,6 +317,7 @@ class FakeSlack:
             self._refuse_all = False
             self._rate_per_second = None
             self._recent.clear()
+            self._scopes = DEFAULT_SCOPES
 
     def clear(self) -> None:
         """Forget recorded posts, edits, reactions and calls."""
@@ -314,11 +407,18 @@ class FakeSlack:
                 return _error("invalid_auth"), slow
             if method == "auth.test":
                 return None, slow
+            needed = _NEEDED_SCOPE.get(method)
+            if needed is not None and needed not in self._scopes:
+                return _missing_scope(needed, self._scopes), slow
+            if method == "users.info":
+                return None, slow
             if channel is None:
                 return _error("channel_not_found"), slow
             for s in switches:
                 if s.error:
                     return _error(s.error), slow
+            if method != "conversations.info" and any(s.not_member for s in switches):
+                return _error("not_in_channel"), slow
             if method == "chat.postMessage" and self._over_rate(channel):
                 return _rate_limited(1), slow
             return None, slow
@@ -340,9 +440,16 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "reactions.add": self._react,
+            "reactions.remove": self._unreact,
         }.get(method)
+        if method == "users.info":
+            user = str(params.get("user") or "")
+            name = self._members.get(user)
+            if name is None:
+                return _error("user_not_found")
+            return _ok(user={"id": user, "name": name.lower(), "profile": {"display_name": name}})
         if method == "auth.test":
-            return _ok(
+            answer = _ok(
                 url="https://fake.slack.com/",
                 team="Fake Workspace",
                 user="bridge",
@@ -351,10 +458,31 @@ class FakeSlack:
                 bot_id="B0BRIDGE",
                 is_enterprise_install=False,
             )
+            with self._lock:
+                answer.headers["x-oauth-scopes"] = ",".join(self._scopes)
+            return answer
+        if method == "conversations.info":
+            assert channel is not None
+            return self._channel_info(channel)
         if handler is None:
             return _error("unknown_method")
         assert channel is not None
         return handler(channel, params)
+
+    def _channel_info(self, channel: str) -> Response:
+        with self._lock:
+            switches = self._switches.get(channel)
+            member = not (switches is not None and switches.not_member)
+        return _ok(
+            channel={
+                "id": channel,
+                "name": channel.lower().removeprefix("c0"),  # C0SUPPORT is #support
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": member,
+            }
+        )
 
     def _post_message(self, channel: str, params: dict[str, Any]) -> Response:
         text, blocks = params.get("text"), _json_field(params.get("blocks"))
@@ -402,12 +530,26 @@ class FakeSlack:
         if not name:
             return _error("invalid_name")
         with self._lock:
-            if not any(p.channel == channel and p.ts == ts for p in self._posts):
+            known = (channel, ts) in self._member_messages
+            if not known and not any(p.channel == channel and p.ts == ts for p in self._posts):
                 return _error("message_not_found")
             if any(r.channel == channel and r.ts == ts and r.name == name for r in self._reactions):
                 return _error("already_reacted")
             assert isinstance(ts, str)
             self._reactions.append(SlackReaction(channel, ts, name, _now()))
+        return _ok()
+
+    def _unreact(self, channel: str, params: dict[str, Any]) -> Response:
+        ts, name = params.get("timestamp"), str(params.get("name") or "").strip(":")
+        with self._lock:
+            kept = [
+                r
+                for r in self._reactions
+                if not (r.channel == channel and r.ts == ts and r.name == name)
+            ]
+            if len(kept) == len(self._reactions):
+                return _error("no_reaction")
+            self._reactions[:] = kept
         return _ok()
 
     async def _sleep(self, seconds: float) -> None:
@@ -463,6 +605,11 @@ def _ok(**fields: Any) -> JSONResponse:
 def _error(error: str) -> JSONResponse:
     # Slack answers API errors with HTTP 200; only the body says ok: false.
     return JSONResponse({"ok": False, "error": error})
+
+
+def _missing_scope(needed: str, provided: Iterable[str]) -> JSONResponse:
+    body = {"ok": False, "error": "missing_scope", "needed": needed, "provided": ",".join(provided)}
+    return JSONResponse(body)
 
 
 def _rate_limited(retry_after: int) -> JSONResponse:

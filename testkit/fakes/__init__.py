@@ -6,6 +6,7 @@ Each fake runs under uvicorn on 127.0.0.1 in a background thread, so the real SD
 
 from .server import FakeServer
 from .slack import FakeSlack
+from .smstools import FakeSmstools
 from .telegram import FakeTelegram
 
-__all__ = ["FakeServer", "FakeSlack", "FakeTelegram"]
+__all__ = ["FakeServer", "FakeSlack", "FakeSmstools", "FakeTelegram"]

@@ -201,9 +201,10 @@ def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
 
 
 class FakeTelegram:
-    """Fake Bot API at `{url}/bot<token>/<method>`: getMe, sendMessage, createForumTopic,
-    reopenForumTopic, editMessageText, setMessageReaction. Chats exist on first use: positive
-    ids are private chats, `-100…` ids forum supergroups, other negative ids basic groups."""
+    """Fake Bot API at `{url}/bot<token>/<method>`: getMe, getChat, getChatMember, sendMessage,
+    createForumTopic, reopenForumTopic, editMessageText, setMessageReaction. Chats exist on
+    first use: positive ids are private chats, `-100…` ids forum supergroups (the bot an admin
+    that manages topics), other negative ids basic groups (the bot a member)."""
 
     TOKEN = "123456:TEST-token"
 
@@ -215,12 +216,15 @@ class FakeTelegram:
         self._gone_topics: set[tuple[int, int]] = set()
         self._closed_topics: set[tuple[int, int]] = set()
         self._method_errors: dict[tuple[str, int | None], _Refused] = {}
+        self._topics_off: set[int] = set()
+        self._bot_rights: dict[int, tuple[str, bool]] = {}  # chat → (status, can_manage_topics)
         self._refuse_all = False
         self._per_chat_per_second: float | None = None
         self._per_group_per_minute: float | None = None
         self._recent: dict[int, deque[float]] = defaultdict(deque)
         self._next_id: dict[int, int] = defaultdict(lambda: 1)
         self._texts: dict[tuple[int, int], str] = {}
+        self.webhook: dict[str, Any] | None = None  # the last setWebhook's parameters
         self._messages: list[TelegramMessage] = []
         self._topics: list[TelegramTopic] = []
         self._edits: list[TelegramEdit] = []
@@ -243,6 +247,10 @@ class FakeTelegram:
     def stop(self) -> None:
         self._closing.set()  # wakes "slow" requests so shutdown is quick
         self._server.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
 
     def __enter__(self) -> FakeTelegram:
         return self.start()
@@ -295,6 +303,19 @@ class FakeTelegram:
         with self._lock:
             self._gone_topics.add((chat_id, message_thread_id))
 
+    def set_topics_off(self, chat_id: int) -> None:
+        """The supergroup has Topics turned off: `is_forum: false`, no createForumTopic."""
+        with self._lock:
+            self._topics_off.add(chat_id)
+
+    def set_bot_status(self, chat_id: int, status: str, *, can_manage_topics: bool = False) -> None:
+        """What getChatMember says of the bot: "member", "administrator", "left", "kicked".
+
+        Without admin rights to manage topics, createForumTopic is refused as Telegram does.
+        """
+        with self._lock:
+            self._bot_rights[chat_id] = (status, can_manage_topics)
+
     def set_rate_limited(
         self, chat_id: int | None = None, *, retry_after: int = 1, times: int | None = None
     ) -> None:
@@ -331,6 +352,13 @@ class FakeTelegram:
         with self._lock:
             self._refuse_all = refuse
 
+    def post_as_member(self, chat_id: int, text: str) -> int:
+        """A message a person wrote in the chat (then sent to the bot as an update); its id."""
+        with self._lock:
+            message_id = self._new_id(chat_id)
+            self._texts[(chat_id, message_id)] = text
+        return message_id
+
     def reset(self) -> None:
         """Drop every switch and deleted topic (recorded data is kept; see `clear`)."""
         with self._lock:
@@ -338,6 +366,8 @@ class FakeTelegram:
             self._gone_topics.clear()
             self._closed_topics.clear()
             self._method_errors.clear()
+            self._topics_off.clear()
+            self._bot_rights.clear()
             self._refuse_all = False
             self._per_chat_per_second = self._per_group_per_minute = None
             self._recent.clear()
@@ -438,6 +468,11 @@ class FakeTelegram:
                     return {"id": bot_id, "is_bot": True, "first_name": "Fake Bridge"} | {
                         "username": "fake_bridge_bot"
                     }
+                case "getchat":
+                    return self._chat_info(params["chat_id"])
+                case "getchatmember":
+                    bot_id = int(token.split(":")[0])
+                    return self._chat_member(params["chat_id"], params.get("user_id"), bot_id)
                 case "sendmessage":
                     return self._send_message(params)
                 case "createforumtopic":
@@ -448,6 +483,15 @@ class FakeTelegram:
                     return self._react(params)
                 case "reopenforumtopic":
                     return self._reopen_topic(params)
+                case "setwebhook":
+                    self.webhook = dict(params)
+                    return True
+                case "deletewebhook":
+                    self.webhook = None
+                    return True
+                case "getwebhookinfo":
+                    url = (self.webhook or {}).get("url", "")
+                    return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
             raise _Refused(404, "Not Found")
 
     def _check_switches(self, token: str, method: str, chat_id: Any) -> None:
@@ -467,7 +511,7 @@ class FakeTelegram:
             if s.throttled:
                 s.throttled -= 1 if s.throttled > 0 else 0
                 raise _too_many(s.retry_after)
-        if method.lower() == "getme":
+        if method.lower() in ("getme", "setwebhook", "deletewebhook", "getwebhookinfo"):
             return
         if not isinstance(chat_id, int):
             raise _Refused(400, "Bad Request: chat not found")
@@ -526,8 +570,11 @@ class FakeTelegram:
     def _create_topic(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id: int = params["chat_id"]
         name = str(params.get("name") or "")
-        if not str(chat_id).startswith("-100"):
+        if not str(chat_id).startswith("-100") or chat_id in self._topics_off:
             raise _Refused(400, "Bad Request: the chat is not a forum")
+        status, can_manage_topics = self._rights(chat_id)
+        if status != "administrator" or not can_manage_topics:
+            raise _Refused(400, "Bad Request: not enough rights to create a topic")
         if not 1 <= len(name) <= 128:
             raise _Refused(400, "Bad Request: TOPIC_NAME_INVALID")
         # As in Telegram, a topic's id is the id of the service message that opened it.
@@ -570,6 +617,57 @@ class FakeTelegram:
             raise _Refused(400, "Bad Request: TOPIC_NOT_MODIFIED")
         self._closed_topics.discard((chat_id, thread_id))
         return True
+
+    def _chat_info(self, chat_id: int) -> dict[str, Any]:
+        """getChat's ChatFullInfo, with the fields PTB requires."""
+        chat = _chat(chat_id)
+        if "is_forum" in chat:
+            chat["is_forum"] = chat_id not in self._topics_off
+        gifts = dict.fromkeys(
+            ("unlimited_gifts", "limited_gifts", "unique_gifts", "premium_subscription"), False
+        )
+        return chat | {
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": gifts | {"gifts_from_channels": False},
+        }
+
+    def _rights(self, chat_id: int) -> tuple[str, bool]:
+        if chat_id in self._bot_rights:
+            return self._bot_rights[chat_id]
+        if str(chat_id).startswith("-100"):
+            return "administrator", True
+        return "member", False
+
+    def _chat_member(self, chat_id: int, user_id: Any, bot_id: int) -> dict[str, Any]:
+        if str(user_id) != str(bot_id):  # only the bot itself is modelled
+            raise _Refused(400, "Bad Request: PARTICIPANT_ID_INVALID")
+        status, can_manage_topics = self._rights(chat_id)
+        user = {"id": bot_id, "is_bot": True, "first_name": "Fake Bridge"}
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "administrator":
+            rights = (
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_promote_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_post_stories",
+                "can_edit_stories",
+                "can_delete_stories",
+                "can_pin_messages",
+            )
+            member |= dict.fromkeys(rights, False) | {
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_manage_topics": can_manage_topics,
+            }
+        elif status == "kicked":
+            member["until_date"] = 0
+        return member
 
     def _topic_exists(self, chat_id: int, thread_id: Any) -> bool:
         if (chat_id, thread_id) in self._gone_topics:

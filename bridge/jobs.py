@@ -1,0 +1,187 @@
+"""What an outbox job is: its kind, its typed payload, its lane, and what a handler is given.
+
+Planning (ingest, reports, alerts, notices) and delivering (worker, deliveries) both import
+this leaf and not each other. A payload is stored as JSON in `outbox.payload`; a lane is built
+here and only here, and never parsed back: whatever a handler needs is in the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from bridge.chat.base import ChatAdapter
+    from bridge.config import Config
+    from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed
+    from bridge.smstools_api import SmstoolsApi
+    from bridge.store.db import Database
+
+
+class Kind(StrEnum):
+    """What a job does once claimed; each kind has one payload type and one handler."""
+
+    INBOX = "inbox"  # a customer message into its conversation's thread
+    FAILURE_NOTE = "failure_note"  # a failed delivery, noted in the customer's thread
+    READ = "read"  # a read report, marked on the chat message that shows the message
+    ALERT = "alert"  # a group of failures, posted or edited for on-call
+    NOTICE = "notice"  # a destination that fails for good, told to on-call
+    REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS
+    REPLY_STATUS = "reply_status"  # a reply's gateway status, shown on the agent's message
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[Kind]
+
+
+class ConversationKey(_Payload):
+    """A customer conversation at one destination: the line (receiver) and the customer."""
+
+    receiver: str
+    sender: str
+
+
+class InboxJob(_Payload):
+    kind: ClassVar[Kind] = Kind.INBOX
+    conversation: ConversationKey
+
+
+class FailureNoteJob(_Payload):
+    kind: ClassVar[Kind] = Kind.FAILURE_NOTE
+    conversation: ConversationKey
+    conversation_id: int
+
+
+class ReadJob(_Payload):
+    kind: ClassVar[Kind] = Kind.READ
+    messageid: str
+
+
+class AlertJob(_Payload):
+    kind: ClassVar[Kind] = Kind.ALERT
+    group_id: int
+    resolve: bool = False  # a check, once the group may have gone quiet, to say it is over
+
+
+class NoticeJob(_Payload):
+    kind: ClassVar[Kind] = Kind.NOTICE
+    failing: str  # the destination the notice is about: it fails for good, or it moved
+    reason: str
+    detail: str
+
+
+class ReplyJob(_Payload):
+    """An agent's chat message to send to the customer; its text stays in `chat_events`."""
+
+    kind: ClassVar[Kind] = Kind.REPLY
+    conversation: ConversationKey
+    reply_id: int
+
+
+class ReplyStatusJob(_Payload):
+    """Show the reply's current gateway status (a reaction, a note when it failed)."""
+
+    kind: ClassVar[Kind] = Kind.REPLY_STATUS
+    conversation: ConversationKey
+    reply_id: int
+
+
+Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob | ReplyJob | ReplyStatusJob
+
+PAYLOADS: dict[str, type[Payload]] = {
+    payload.kind: payload
+    for payload in (
+        InboxJob,
+        FailureNoteJob,
+        ReadJob,
+        AlertJob,
+        NoticeJob,
+        ReplyJob,
+        ReplyStatusJob,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored payload this code cannot read (a kind or shape from another version)."""
+
+    problem: str
+
+
+def read_payload(kind: str, stored: Any) -> Payload | Unreadable:
+    """The typed payload of a stored job, or what is wrong with it; never raises."""
+    model = PAYLOADS.get(kind)
+    if model is None:
+        return Unreadable(f"unknown job kind {kind!r}")
+    try:
+        payload: Payload = model.model_validate(stored if stored is not None else {})
+        return payload
+    except ValidationError as error:
+        return Unreadable(f"{kind} job payload: {error.errors()[0]['msg']}")
+
+
+def lane(destination: str, payload: Payload) -> str:
+    """The lane a job joins: jobs of one lane are delivered one at a time, in order.
+
+    Everything about one customer conversation shares its lane, so a failure note lands in
+    order with the messages around it and two quick answers reach the customer as typed;
+    every other job has a lane of its own kind.
+    """
+    match payload:
+        case (
+            InboxJob(conversation=conversation)
+            | FailureNoteJob(conversation=conversation)
+            | ReplyJob(conversation=conversation)
+            | ReplyStatusJob(conversation=conversation)
+        ):
+            return conversation_lane(destination, conversation)
+        case ReadJob(messageid=messageid):
+            parts: tuple[object, ...] = (destination, "read", messageid)
+        case AlertJob(group_id=group_id, resolve=False):
+            parts = ("alert", group_id, destination)
+        case AlertJob(group_id=group_id, resolve=True):
+            # Its own lane: a check due in an hour must not hold back the alert's edits.
+            parts = ("alert-quiet", group_id, destination)
+        case NoticeJob(failing=failing, reason=reason):
+            parts = ("notice", failing, reason, destination)
+    return "|".join(str(part) for part in parts)
+
+
+def conversation_lane(destination: str, conversation: ConversationKey) -> str:
+    """The lane of every job about one customer conversation at `destination`."""
+    return "|".join((destination, conversation.receiver, conversation.sender))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed outbox job."""
+
+    id: int
+    event_id: int | None
+    destination: str
+    lane: str
+    kind: str
+    payload: Payload | Unreadable
+    attempts: int
+    created_at: float
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything a handler may use for one job."""
+
+    database: Database
+    config: Config
+    adapter: ChatAdapter
+    job: Job
+    event: InboxMessage | DeliveryReport | ReadReport | Unparsed | None  # None: no event
+    received_at: float
+    now: Callable[[], float]
+    smstools: SmstoolsApi | None = None  # the send API, for replies; None: not configured

@@ -1,0 +1,243 @@
+"""The Smstools REST API (us → Smstools): credentials, balance, replies (`/message/send`).
+
+Every call carries `X-Client-Id` / `X-Client-Secret`. Failures are classified like the chat
+adapters' (`Retryable` / `Permanent` with a `Reason`), and keep the gateway's own error code
+(`{"error": "104", "errorMsg": "Invalid credentials"}`) so callers can act on it: 137 means
+"send a WhatsApp template instead", 131 "the customer opted out", and so on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.settings import DEFAULT_SMSTOOLS_API_URL, Settings
+
+# The gateway's error codes (`error` in a 4xx body, a string) and what they mean.
+ERROR_CODES: dict[str, str] = {
+    "104": "invalid credentials",
+    "116": "the account is inactive",
+    "118": "the message is too long (459 characters at most)",
+    "121": "invalid date",
+    "131": "the number is on the opt-out list",
+    "137": "the WhatsApp 24-hour window is not open (send a template instead)",
+    "139": "missing or invalid parameters",
+    "200": "this IP address is not allowed",
+}
+_AUTH_CODES = {"104", "116"}
+_FORBIDDEN_CODES = {"200"}
+
+
+class SmstoolsPermanent(Permanent):
+    """The gateway refused for good; `code` is its error code ("104") when it gave one."""
+
+    def __init__(self, reason: Reason, detail: str, code: str | None = None) -> None:
+        super().__init__(reason, detail)
+        self.code = code
+
+
+class SmstoolsRetryable(Retryable):
+    """Try again later (429, 5xx, timeout, connection); `code` as for `SmstoolsPermanent`."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(reason, detail, retry_after)
+        self.code = code
+
+
+class SendOutcomeUnknown(Permanent):
+    """The send request may have reached the gateway (a timeout after it was written, a
+    connection lost mid-answer): it may have been sent, so it must never be sent again."""
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's credit as the gateway states it (`amount` kept as text: no rounding)."""
+
+    amount: str
+    currency: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}" if self.currency else self.amount
+
+
+class SmstoolsApi:
+    """An async client for one Smstools account. Use `async with` or call `close()`."""
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: SecretStr,
+        *,
+        base_url: str = DEFAULT_SMSTOOLS_API_URL,
+        timeout: float = 10.0,
+    ) -> None:
+        self._where = "Smstools API"
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            # A retry belongs to the durable outbox; never follow a redirect with credentials.
+            follow_redirects=False,
+            headers={
+                "X-Client-Id": client_id,
+                "X-Client-Secret": client_secret.get_secret_value(),
+                "Accept": "application/json",
+            },
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmstoolsApi | None:
+        """The configured client, or None when SMSTOOLS_CLIENT_ID/_SECRET are not both set."""
+        if settings.smstools_client_id is None or settings.smstools_client_secret is None:
+            return None
+        return cls(
+            settings.smstools_client_id,
+            settings.smstools_client_secret,
+            base_url=settings.smstools_api_url,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> SmstoolsApi:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def balance(self) -> Balance:
+        """`GET /balance`: the account's credit; also proves the credentials are accepted."""
+        body = await self._request("GET", "/balance")
+        return _balance(body)
+
+    async def send(self, *, to: str, sender: str, message: str, reference: str) -> str:
+        """`POST /message/send` to one number; the gateway's `messageid`.
+
+        Sent at most once: only a request that certainly did not reach the gateway (refused
+        connection, DNS failure, connect timeout) or that it answered 5xx / 429 raises
+        `SmstoolsRetryable`; an outcome that cannot be known raises `SendOutcomeUnknown`.
+        """
+        body = {"to": to, "sender": sender, "message": message, "reference": reference}
+        try:
+            answer = await self._request("POST", "/message/send", body, once=True)
+        except httpx.HTTPError as error:
+            detail = f"{self._where}: no answer to the send request ({type(error).__name__})"
+            raise SendOutcomeUnknown(Reason.TIMEOUT, detail) from None
+        messageid = answer.get("messageid")
+        if messageid is None and isinstance(answer.get("messageids"), list):
+            messageid = next(iter(answer["messageids"]), None)
+        if not messageid:
+            detail = f"{self._where}: the send was answered without a messageid"
+            raise SendOutcomeUnknown(Reason.BAD_REQUEST, detail)
+        return str(messageid)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        once: bool = False,
+    ) -> dict[str, Any]:
+        """One call; with `once`, an error after the request may have been written is raised
+        as is (httpx's) instead of becoming retryable."""
+        try:
+            response = await self._client.request(method, path, json=payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # Never connected: nothing reached the gateway.
+            detail = f"{self._where}: cannot connect ({type(error).__name__})"
+            raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
+        except httpx.TimeoutException:
+            if once:
+                raise
+            raise SmstoolsRetryable(Reason.TIMEOUT, f"{self._where}: timed out") from None
+        except httpx.HTTPError as error:
+            if once:
+                raise
+            detail = f"{self._where}: network error ({type(error).__name__})"
+            raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
+        body = _json_object(response)
+        if response.is_success and body is not None:
+            return body
+        raise classify(response.status_code, body, response.headers.get("retry-after"))
+
+
+def classify(
+    status: int, body: dict[str, Any] | None, retry_after: str | None = None
+) -> DeliveryError:
+    """A failed answer → Retryable or Permanent, with the gateway's code and what it means.
+
+    The code decides before the HTTP status does: the gateway documents its codes, not which
+    4xx carries each one.
+    """
+    code, message = _error_fields(body)
+    meaning = ERROR_CODES.get(code or "") or message or f"HTTP {status}"
+    detail = f"Smstools API: {meaning}" + (f" (error {code})" if code else "")
+    if status == 429:
+        return SmstoolsRetryable(Reason.RATE_LIMITED, detail, _seconds(retry_after), code)
+    if status >= 500:
+        return SmstoolsRetryable(Reason.SERVER, f"Smstools API answered HTTP {status}", None, code)
+    if code in _AUTH_CODES or (code is None and status == 401):
+        hint = " — check SMSTOOLS_CLIENT_ID and SMSTOOLS_CLIENT_SECRET"
+        return SmstoolsPermanent(Reason.AUTH, detail + hint, code)
+    if code in _FORBIDDEN_CODES or (code is None and status == 403):
+        return SmstoolsPermanent(Reason.FORBIDDEN, detail, code)
+    if status == 404:
+        return SmstoolsPermanent(Reason.NOT_FOUND, detail, code)
+    if 200 <= status < 300:  # a 2xx that is not a JSON object: the API changed under us
+        return SmstoolsPermanent(Reason.BAD_REQUEST, "Smstools API: the answer is not JSON")
+    return SmstoolsPermanent(Reason.BAD_REQUEST, detail, code)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _error_fields(body: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """(code, message) of `{"error": "104", "errorMsg": "..."}` or `{"error": "some text"}`."""
+    if body is None:
+        return None, None
+    error, message = body.get("error"), body.get("errorMsg")
+    error = None if error is None else str(error).strip()
+    message = None if message is None else str(message).strip()
+    if error is not None and not error.isdigit():
+        return None, message or error
+    return error or None, message or None
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return max(float(retry_after), 0.0) if retry_after else None
+    except ValueError:
+        return None
+
+
+def _balance(body: dict[str, Any]) -> Balance:
+    # The shape of this answer is not documented. `balance` (or `amount`), a number or a
+    # string, with an optional `currency` is assumed; anything else is shown whole rather
+    # than guessed at, so the credentials check never fails on the shape alone.
+    amount = body.get("balance", body.get("amount"))
+    currency = body.get("currency")
+    if isinstance(amount, int | float | str) and not isinstance(amount, bool):
+        return Balance(str(amount), str(currency) if currency else None)
+    return Balance(json.dumps(body, separators=(",", ":"), ensure_ascii=False))

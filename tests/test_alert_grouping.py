@@ -1,0 +1,189 @@
+"""Alert grouping as pure functions, tested as Alertmanager tests its aggregation groups:
+no database, no HTTP, an explicit clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bridge import alerts
+from bridge.alerts import Action, Failure
+from bridge.config import AlertRoute, Config, build
+from bridge.store.alerts import Group, Notice
+
+ROUTE = AlertRoute(
+    matchers={},
+    to=("oncall",),
+    group_by=("delivery_code_detail", "sender"),
+    group_wait=30.0,
+    group_interval=300.0,
+    repeat_interval=4 * 3600.0,
+    mention={},
+)
+EMPTY = Group(
+    id=1,
+    group_key="k",
+    route={},
+    labels={},
+    sender="",
+    timezone="",
+    count=0,
+    codes={},
+    receivers=[],
+    others=0,
+    first_at=0.0,
+    last_at=0.0,
+    last_event_id=0,
+)
+NOTICE = Notice(1, "oncall", None, None, 0, None, None, None)
+
+
+def failure(receiver: str = "32470000001", code: str = "5", detail: str = "2000") -> Failure:
+    labels = {
+        "delivery_code": code,
+        "delivery_code_detail": detail,
+        "sender": "Clinic",
+        "receiver": receiver,
+    }
+    return Failure(labels, "Clinic", "Europe/Brussels", receiver, event_id=7)
+
+
+def test_failures_add_up_by_code_with_ten_receivers_named_and_the_rest_counted() -> None:
+    group = EMPTY
+    for n in range(12):
+        group = alerts.add_failure(group, failure(f"3247000000{n:02d}"), 100.0 + n, ROUTE)
+    group = alerts.add_failure(group, failure("32470000000000", detail="10"), 200.0, ROUTE)
+    assert group.count == 13
+    assert group.codes == {"5/2000": 12, "5/10": 1}
+    assert len(group.receivers) == 10 and group.others == 3
+    assert (group.first_at, group.last_at) == (100.0, 200.0)
+    assert (group.sender, group.last_event_id) == ("Clinic", 7)
+
+
+def test_a_receiver_failing_twice_is_named_once() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 1.0, ROUTE)
+    group = alerts.add_failure(group, failure(), 2.0, ROUTE)
+    assert group.count == 2 and group.receivers == ["32470000001"] and group.others == 0
+
+
+def test_a_group_quiet_for_repeat_interval_starts_from_zero() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 1.0, ROUTE)
+    group = alerts.add_failure(group, failure("32470000002"), 2.0, ROUTE)
+    still = alerts.add_failure(group, failure(), 2.0 + ROUTE.repeat_interval, ROUTE)
+    assert still.count == 3  # exactly repeat_interval later still belongs to the group
+    again = alerts.add_failure(group, failure(), 3.0 + ROUTE.repeat_interval, ROUTE)
+    assert again.count == 1 and again.first_at == 3.0 + ROUTE.repeat_interval
+    assert again.receivers == ["32470000001"]
+
+
+def test_the_first_notification_waits_group_wait_and_later_ones_group_interval() -> None:
+    assert alerts.schedule(NOTICE, 100.0, ROUTE) == 130.0
+    told = replace(NOTICE, notified_at=100.0)
+    assert alerts.schedule(told, 150.0, ROUTE) == 400.0
+    assert alerts.schedule(told, 1000.0, ROUTE) == 1000.0  # the interval has passed: now
+    assert alerts.schedule(replace(told, pending_at=400.0), 150.0, ROUTE) is None
+
+
+def test_the_next_action_is_post_edit_repost_or_nothing() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 1.0, ROUTE)
+    assert alerts.next_action(NOTICE, group, 31.0, ROUTE) is Action.POST
+    posted = replace(NOTICE, chat="C", message="1.0", posted_at=31.0, notified_count=1)
+    assert alerts.next_action(posted, group, 40.0, ROUTE) is Action.NOTHING
+    grown = alerts.add_failure(group, failure("32470000002"), 50.0, ROUTE)
+    assert alerts.next_action(posted, grown, 331.0, ROUTE) is Action.EDIT
+    later = 31.0 + ROUTE.repeat_interval
+    assert alerts.next_action(posted, grown, later - 1, ROUTE) is Action.EDIT
+    assert alerts.next_action(posted, grown, later, ROUTE) is Action.REPOST
+
+
+def _config(routes: list[dict[str, object]]) -> Config:
+    document = {
+        "destinations": {"oncall": {"console": {}}, "billing": {"console": {}}},
+        "alerts": {"to": ["oncall"], "routes": routes},
+    }
+    return build(document, "test config", {})
+
+
+FUNDS = {"match": {"delivery_code_detail": [2000]}, "to": ["billing"], "group_wait": "0s"}
+CLINIC = {"match": {"sender": ["Clinic"]}, "to": ["oncall"], "group_wait": "1m"}
+
+
+def test_a_group_key_names_the_routes_matchers_not_its_position() -> None:
+    before, after = _config([FUNDS, CLINIC]), _config([CLINIC, FUNDS])
+    assert before.alerts is not None and after.alerts is not None
+    labels = failure().labels
+    funds_before = before.alerts.routes[0]
+    funds_after = after.alerts.routes[1]
+    assert alerts.group_key(funds_before, labels) == alerts.group_key(funds_after, labels)
+    assert alerts.group_key(funds_before, labels) != alerts.group_key(after.alerts.top, labels)
+    group = replace(EMPTY, route=alerts.route_identity(funds_before))
+    assert alerts.route_of(after.alerts, group) is funds_after
+    gone = replace(EMPTY, route={"sender": ["Nobody"]})
+    assert alerts.route_of(after.alerts, gone) is after.alerts.top
+
+
+def test_only_account_wide_codes_or_a_group_above_page_above_page_someone() -> None:
+    lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, ROUTE)
+    assert alerts.pages(lone, ROUTE) is False
+    funds = alerts.add_failure(EMPTY, failure(code="5", detail="2000"), 1.0, ROUTE)
+    assert alerts.pages(funds, ROUTE) is True
+    for detail in ("2000", "2004", "2005", "4003", "4004", "4005"):
+        group = alerts.add_failure(EMPTY, failure(detail=detail), 1.0, ROUTE)
+        assert alerts.pages(group, ROUTE) is True, detail
+    many = lone
+    for n in range(ROUTE.page_above - 1):
+        many = alerts.add_failure(many, failure(f"324700001{n:02d}", "2", "11"), 2.0, ROUTE)
+    assert many.count == ROUTE.page_above == 20
+    assert alerts.pages(many, ROUTE) is False  # at page_above: not yet
+    more = alerts.add_failure(many, failure("32470009999", "2", "11"), 3.0, ROUTE)
+    assert alerts.pages(more, ROUTE) is True  # above it
+    assert alerts.pages(more, replace(ROUTE, page_above=30)) is False
+
+
+def test_a_told_group_quiet_for_resolve_after_is_resolved_once() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 100.0, ROUTE)
+    posted = replace(NOTICE, chat="C", message="1.0", posted_at=130.0, notified_count=1)
+    assert ROUTE.quiet_after == ROUTE.group_interval == 300.0  # the default
+    assert alerts.resolve_due(group, ROUTE, 130.0) == 400.0
+    assert alerts.resolve_action(posted, group, 399.0, ROUTE) is Action.NOTHING
+    assert alerts.resolve_action(posted, group, 400.0, ROUTE) is Action.RESOLVE
+    resolved = replace(posted, resolved_at=400.0)
+    assert alerts.resolve_action(resolved, group, 500.0, ROUTE) is Action.NOTHING
+    # a failure not told yet: its own notification comes first, then its own check
+    grown = alerts.add_failure(group, failure("32470000002"), 200.0, ROUTE)
+    assert alerts.resolve_action(posted, grown, 600.0, ROUTE) is Action.NOTHING
+    assert alerts.resolve_action(NOTICE, group, 600.0, ROUTE) is Action.NOTHING  # never posted
+    slow = replace(ROUTE, resolve_after=3600.0)
+    assert alerts.resolve_due(group, slow, 130.0) == 3700.0
+    assert alerts.resolve_action(posted, group, 3699.0, slow) is Action.NOTHING
+    assert alerts.resolve_action(posted, group, 3700.0, slow) is Action.RESOLVE
+
+
+def test_a_failure_after_the_alert_said_quiet_posts_a_new_one() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 1.0, ROUTE)
+    resolved = replace(
+        NOTICE, chat="C", message="1.0", posted_at=31.0, notified_count=1, resolved_at=400.0
+    )
+    grown = alerts.add_failure(group, failure("32470000002"), 500.0, ROUTE)
+    assert alerts.next_action(resolved, grown, 530.0, ROUTE) is Action.REPOST
+
+
+def test_page_above_and_resolve_after_are_set_on_top_and_per_route() -> None:
+    document = {
+        "destinations": {"oncall": {"console": {}}},
+        "alerts": {
+            "to": ["oncall"],
+            "page_above": 5,
+            "routes": [
+                {"match": {"sender": ["Clinic"]}, "page_above": 0, "resolve_after": "1h"},
+                {"match": {"sender": ["Shop"]}},
+            ],
+        },
+    }
+    config = build(document, "test config", {})
+    assert config.alerts is not None
+    clinic, shop, top = config.alerts.routes
+    assert (clinic.page_above, clinic.quiet_after) == (0, 3600.0)
+    assert (shop.page_above, shop.quiet_after) == (5, 300.0)
+    assert (top.page_above, top.quiet_after) == (5, 300.0)
+    default = _config([])
+    assert default.alerts is not None and default.alerts.top.page_above == 20
