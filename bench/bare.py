@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bridge.settings import DEFAULT_KEEP_ALIVE, DEFAULT_MAX_CONNECTIONS
+
 
 async def receive(request: Request) -> JSONResponse:
     items = json.loads(await request.body())
@@ -39,5 +41,9 @@ if __name__ == "__main__":
         lifespan="on",
         log_config=None,
         access_log=False,
+        # The bridge's defaults (the benchmark sets neither BRIDGE_MAX_CONNECTIONS nor
+        # BRIDGE_KEEP_ALIVE), so both sides bound connections alike.
+        limit_concurrency=DEFAULT_MAX_CONNECTIONS,
+        timeout_keep_alive=DEFAULT_KEEP_ALIVE,
     )
     uvicorn.Server(config).run()

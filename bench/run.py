@@ -32,7 +32,7 @@ from bridge.webhook import MAX_BODY
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess, free_port
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdefghijklmn"  # the bridge refuses tokens under 32 characters
 PATH = f"/webhooks/smstools/{TOKEN}"
 SERVER_CPU, LOAD_CPU = "0", "1"
 POSTGRES_ADMIN = os.environ.get(

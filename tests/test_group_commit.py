@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -84,7 +85,9 @@ async def test_hundreds_of_concurrent_webhooks_share_commits_and_each_is_answere
     assert requests == sum(1 for answer in answers if answer["accepted"] > 0)
 
 
-async def test_when_a_group_commit_fails_every_request_in_it_gets_503(sqlite_url: str) -> None:
+async def test_when_a_group_commit_fails_every_request_in_it_gets_503_and_one_log_line(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
         database = Database(normalise_database_url(sqlite_url))
         async with database.transaction() as connection:
@@ -93,7 +96,16 @@ async def test_when_a_group_commit_fails_every_request_in_it_gets_503(sqlite_url
         answers = await asyncio.gather(
             *(bridge.post([inbox("32470000001", "hi")]) for _ in range(20))
         )
+        commits: GroupCommit = bridge.app.state.receiver.commits
     assert {answer.status_code for answer in answers} == {503}
+    assert {answer.headers["retry-after"] for answer in answers} == {"5"}
+    assert all("send it again" in answer.json()["error"] for answer in answers)
+    lines = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert 1 <= len(lines) == commits.groups < len(answers)  # one per group, not per request
+    for line in lines:
+        assert line.name == "bridge.webhook" and line.exc_info is None
+        assert line.getMessage().startswith("could not store a ") and "\n" not in line.getMessage()
+    assert any("a group of" in line.getMessage() for line in lines)
 
 
 def _serve(tmp_path: Path, database_url: str, name: str) -> BridgeProcess:
