@@ -30,6 +30,9 @@ async def test_the_worker_keeps_delivering_after_the_database_was_away(
     output = io.StringIO()
     adapters = {"console": ConsoleAdapter("console", output)}
     async with running_bridge(database_url, load(None, {}), adapters) as bridge:
+        # Past its start-up release of old leases (which nothing retries): the loop's claims
+        # are what must outlive the outage.
+        await wait_until(lambda: bridge.worker.heartbeat is not None, "the loop went round")
         await rename_outbox(database_url, "outbox", "outbox_away")
         await wait_until(
             lambda: any("cannot claim jobs" in r.getMessage() for r in caplog.records),
