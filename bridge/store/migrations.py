@@ -151,6 +151,12 @@ STEPS: Sequence[Sequence[Statement]] = (
         "ALTER TABLE chat_messages ADD COLUMN replied_to TEXT",
         "CREATE INDEX chat_messages_replied_to ON chat_messages (replied_to)",
     ),
+    (
+        # One pace per destination, shared by every worker process (bridge/store/pace.py).
+        """CREATE TABLE pace (
+            destination TEXT PRIMARY KEY, tokens {float} NOT NULL, updated_at {float} NOT NULL,
+            paused_until {float} NOT NULL)""",
+    ),
 )
 
 LATEST = len(STEPS)
