@@ -171,7 +171,7 @@ class Worker:
                     continue
                 started.append(job)
             if over_pace:  # claimed beyond the destination's tokens: give them back untouched
-                await outbox_store.release(connection, [job.id for job in over_pace])
+                await outbox_store.release(connection, [job.id for job in over_pace], started=False)
                 ran_out = {job.destination for job in over_pace}
                 waiting.update(await self.pacer.waiting(connection, ran_out, now))
         for job in sorted(started, key=lambda job: job.id):

@@ -32,7 +32,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 
-from .base import MessageGone, Part, Post, Sent, ThreadGone, Tone
+from .base import MessageGone, Origin, Part, Post, Sent, ThreadGone, Tone
 from .split import cut
 
 MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
@@ -210,6 +210,10 @@ class TelegramAdapter:
         )
         message_id = str(message.message_id)
         return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
+
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+        """Telegram keeps no metadata and lets a bot read no history: it cannot tell."""
+        return None
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """editMessageText; an edit that changes nothing counts as done."""
