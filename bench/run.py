@@ -24,7 +24,7 @@ import httpx
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdefghijklmn"
 POSTGRES_ADMIN = os.environ.get(
     "BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

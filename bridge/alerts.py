@@ -73,7 +73,13 @@ def route_identity(route: AlertRoute) -> dict[str, list[str]]:
 
 def group_key(route: AlertRoute, labels: dict[str, str]) -> str:
     grouped = {label: labels.get(label, "") for label in route.group_by}
-    key = {"route": route_identity(route), "group_by": grouped}
+    return key_of(route_identity(route), grouped)
+
+
+def key_of(route: dict[str, list[str]] | None, grouped: dict[str, str]) -> str:
+    """A group key: the identity of the route (`route_identity`) and the values of its
+    `group_by` labels, as JSON."""
+    key = {"route": route, "group_by": grouped}
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import destinations
+from bridge import destinations, logs, readiness
 from bridge.chat.base import ChatAdapter
 from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
@@ -44,14 +44,33 @@ class Options:
 
 
 async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
-    """The secret URL token: from the environment, else generated once and kept in the DB."""
+    """The secret URL token: from the environment, else generated once and kept in the DB.
+    True when this call generated it. Either way the log filter hides it from now on."""
     if settings.webhook_token is not None:
-        return settings.webhook_token.get_secret_value(), False
-    async with database.transaction() as connection:
-        token = await facts.get_or_create(
-            database, connection, "webhook_token", secrets.token_urlsafe(32)
-        )
-    return token, True
+        token, created = settings.webhook_token.get_secret_value(), False
+    else:
+        async with database.transaction() as connection:
+            created = await facts.add(
+                database, connection, "webhook_token", secrets.token_urlsafe(32)
+            )
+            token = await facts.get(connection, "webhook_token") or ""
+    logs.hide(token)
+    return token, created
+
+
+def webhook_url(settings: Settings, token: str) -> str:
+    """The URL to paste into the Smstools dashboard."""
+    base = settings.public_url or f"http://localhost:{settings.port}"
+    return f"{base}{WEBHOOK_PATH.format(token=token)}"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What `serve` and `worker` deliver with."""
+
+    database: Database
+    adapters: Mapping[str, ChatAdapter]
+    refused: Mapping[str, str]  # destinations whose credentials were refused at start-up
 
 
 @asynccontextmanager
@@ -59,7 +78,7 @@ async def delivery_parts(
     settings: Settings,
     config: Config,
     adapters: Mapping[str, ChatAdapter] | None = None,
-) -> AsyncIterator[tuple[Database, Mapping[str, ChatAdapter]]]:
+) -> AsyncIterator[Parts]:
     """The migrated database and the started chat adapters, for `serve` and `worker` alike;
     both closed on the way out."""
     warning = sqlite_on_ephemeral_disk(settings)
@@ -70,9 +89,10 @@ async def delivery_parts(
         await migrate(database)
         if adapters is None:
             adapters = destinations.build_adapters(config, settings)
-        await destinations.start_all(adapters)
+        await destinations.follow_moves(database, adapters)
+        refused = await destinations.start_all(adapters)
         try:
-            yield database, adapters
+            yield Parts(database, adapters, refused)
         finally:
             await destinations.close_all(adapters)
     finally:
@@ -84,13 +104,11 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        parts = delivery_parts(settings, config, options.adapters)
-        async with parts as (database, adapters):
-            token, generated = await webhook_token(database, settings)
-            if generated:
-                base = settings.public_url or f"http://localhost:{settings.port}"
-                url = f"{base}{WEBHOOK_PATH.format(token=token)}"
-                options.announce(f"Smstools webhook URL: {url}")
+        async with delivery_parts(settings, config, options.adapters) as parts:
+            database, adapters = parts.database, parts.adapters
+            token, created = await webhook_token(database, settings)
+            if created:  # once; `smsbridge webhook-url` shows it again
+                options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
             smstools = SmstoolsApi.from_settings(settings)
             worker = Worker(
@@ -103,18 +121,38 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             )
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
-                database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+                database,
+                config,
+                token,
+                options.now,
+                worker.wake,
+                secret=settings.webhook_secret,
+                body_timeout=settings.body_timeout,
             )
             app.state.slack_events = SlackEvents(
-                database, config, settings.slack_signing_secret, options.now, worker.wake
+                database,
+                config,
+                settings.slack_signing_secret,
+                options.now,
+                worker.wake,
+                body_timeout=settings.body_timeout,
             )
             app.state.telegram_updates = TelegramUpdates(
-                database, config, settings.telegram_webhook_secret, options.now, worker.wake
+                database,
+                config,
+                settings.telegram_webhook_secret,
+                options.now,
+                worker.wake,
+                body_timeout=settings.body_timeout,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+            app.state.readiness = readiness.Probe(
+                database, task, lambda: worker.heartbeat, parts.refused
+            )
             try:
                 yield
             finally:
+                await app.state.readiness.close()
                 if task is not None:
                     await worker.stop()
                     await task
@@ -136,6 +174,11 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> JSONResponse:
+        probe: readiness.Probe = request.app.state.readiness
+        ready, body = readiness.as_json(await probe.checks())
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     async def http_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         return JSONResponse({"error": error.detail}, status_code=error.status_code)
@@ -145,6 +188,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         routes=[
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/telegram/webhook", telegram_updates, methods=["POST"]),
         ],

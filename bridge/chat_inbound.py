@@ -17,7 +17,7 @@ from typing import Any, Literal
 from bridge.config import Config, Destination, SlackTarget, TelegramTarget
 from bridge.jobs import ConversationKey, ReplyJob
 from bridge.store import conversations as conversations_store
-from bridge.store import notify
+from bridge.store import facts, notify
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as store
 from bridge.store.db import Database
@@ -118,6 +118,19 @@ def _answering(config: Config, platform: Platform, chat: str) -> list[Destinatio
     return found
 
 
+async def _moved_here(connection: Any, config: Config, chat: str) -> list[Destination]:
+    """Telegram destinations whose group became this supergroup (`bridge.moves`): their
+    agents answer from the new chat before the config names it."""
+    found = []
+    for destination in config.destinations.values():
+        target = destination.target
+        if destination.replies is None or not isinstance(target, TelegramTarget):
+            continue
+        if await facts.moved_to(connection, str(target.chat_id)) == chat:
+            found.append(destination)
+    return found
+
+
 @dataclass(frozen=True)
 class Planned:
     """What became of an inbound chat event."""
@@ -169,6 +182,8 @@ async def _plan_reply(
     if isinstance(message, Ignored):
         return message.why, None
     candidates = _answering(config, message.platform, message.chat)
+    if not candidates and message.platform == "telegram":
+        candidates = await _moved_here(connection, config, message.chat)
     if not candidates:
         return "no destination with replies on in this chat", None
     names = [destination.name for destination in candidates]
@@ -215,3 +230,40 @@ def stored_message(platform: str, body: str) -> AgentMessage | Ignored:
     """The agent's message again, from the event kept in `chat_events`."""
     document = json.loads(body)
     return slack_message(document) if platform == "slack" else telegram_message(document)
+
+
+def places(platform: str, body: str) -> set[tuple[str, str]]:
+    """Every (chat, message or thread id) a stored chat event is about, whoever wrote it and
+    whether or not it became a reply: how erasure finds the events of a customer's threads."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return set()
+    if not isinstance(document, dict):
+        return set()
+    found: set[tuple[str, str]] = set()
+    if platform == "slack":
+        event = document.get("event")
+        if isinstance(event, dict):
+            for item in (event, event.get("message"), event.get("previous_message")):
+                if isinstance(item, dict):
+                    channel = item.get("channel") or event.get("channel")
+                    for key in ("ts", "thread_ts"):
+                        if channel and item.get(key):
+                            found.add((str(channel), str(item[key])))
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("channel") and item.get("ts"):
+                found.add((str(item["channel"]), str(item["ts"])))
+        return found
+    for message in document.values():
+        if not isinstance(message, dict) or not isinstance(message.get("chat"), dict):
+            continue
+        chat = str(message["chat"].get("id"))
+        replied = message.get("reply_to_message")
+        ids = [
+            message.get("message_id"),
+            message.get("message_thread_id"),
+            replied.get("message_id") if isinstance(replied, dict) else None,
+        ]
+        found.update((chat, str(id_)) for id_ in ids if id_ is not None)
+    return found

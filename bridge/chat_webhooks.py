@@ -2,7 +2,8 @@
 
 verify → store (raw, deduplicated on the platform's id) → plan the reply → answer. Nothing on
 this path calls Slack, Telegram or Smstools: the worker sends. An unverified request is
-neither stored nor acted on.
+neither stored nor acted on. The body is bounded in size and time (`edge.read_body`), and a
+database that cannot store the event gets the platform a 503 to send it again.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 from pydantic import SecretStr
 from slack_sdk.signature import Clock, SignatureVerifier
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge import chat_inbound
+from bridge import chat_inbound, edge
 from bridge.config import Config
-from bridge.store.db import Database, describe_error
+from bridge.settings import DEFAULT_BODY_TIMEOUT
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,13 @@ class SlackEvents:
     signing_secret: SecretStr | None
     now: Callable[[], float]
     on_stored: Callable[[], None]
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     async def __call__(self, request: Request) -> Response:
         if self.signing_secret is None:
-            return _error(404, "Slack events are not enabled: set SLACK_SIGNING_SECRET")
-        body = await _read_body(request)
+            message = "Slack events are not enabled: set SLACK_SIGNING_SECRET"
+            return edge.error(404, message, close=True)
+        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, Response):
             return body
         verifier = SignatureVerifier(
@@ -63,15 +66,15 @@ class SlackEvents:
             valid = False
         if not valid:
             log.warning("Slack event refused (401): missing, wrong or stale signature")
-            return _error(401, "signature check failed")
+            return edge.error(401, "signature check failed")
         envelope = _json_object(body)
         if envelope is None:
-            return _error(400, "body is not a JSON object")
+            return edge.error(400, "body is not a JSON object")
         if envelope.get("type") == "url_verification":
             return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
         event_id = envelope.get("event_id")
         if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
-            return _error(400, "expected an event_callback with an event_id")
+            return edge.error(400, "expected an event_callback with an event_id")
         return await _plan(self, "slack", event_id, envelope, chat_inbound.slack_message(envelope))
 
 
@@ -84,20 +87,22 @@ class TelegramUpdates:
     secret: SecretStr | None
     now: Callable[[], float]
     on_stored: Callable[[], None]
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     async def __call__(self, request: Request) -> Response:
         if self.secret is None:
-            return _error(404, "Telegram updates are not enabled: set TELEGRAM_WEBHOOK_SECRET")
+            message = "Telegram updates are not enabled: set TELEGRAM_WEBHOOK_SECRET"
+            return edge.error(404, message, close=True)
         offered = request.headers.get(TELEGRAM_SECRET_HEADER, "").encode()
         if not hmac.compare_digest(offered, self.secret.get_secret_value().encode()):
             log.warning("Telegram update refused (403): wrong or missing secret token")
-            return _error(403, "wrong secret token")
-        body = await _read_body(request)
+            return edge.error(403, "wrong secret token", close=True)
+        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, Response):
             return body
         update = _json_object(body)
         if update is None or not isinstance(update.get("update_id"), int):
-            return _error(400, "expected a Telegram update with an update_id")
+            return edge.error(400, "expected a Telegram update with an update_id")
         key = str(update["update_id"])
         return await _plan(self, "telegram", key, update, chat_inbound.telegram_message(update))
 
@@ -119,25 +124,12 @@ async def _plan(
             message=message,
             now=receiver.now(),
         )
-    except SQLAlchemyError as error:
+    except UNAVAILABLE as error:  # down, locked or too slow: the platform sends it again
         log.error("could not store a %s event: %s", platform, describe_error(error))
-        return _error(503, "the event could not be stored; send it again")
+        return edge.error(503, "the event could not be stored; send it again", retry=True)
     if planned.reply_id is not None:
         receiver.on_stored()
     return JSONResponse({"ok": True, "duplicate": planned.duplicate})
-
-
-async def _read_body(request: Request) -> bytes | Response:
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                return _error(413, f"body larger than {MAX_BODY} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return _error(400, "the client disconnected before the body was complete")
-    return b"".join(chunks)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -146,7 +138,3 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)

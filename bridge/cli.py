@@ -1,4 +1,5 @@
-"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters | telegram`."""
+"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters | telegram |
+webhook-url | prune | forget`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import doctor, logs, telegram_webhook
-from bridge.app import Options, create_app, delivery_parts
+from bridge import doctor, erasure, logs, phones, retention, telegram_webhook
+from bridge.app import Options, create_app, delivery_parts, webhook_token, webhook_url
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     retry = dead_commands.add_parser("retry", help="queue dead letters again")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
     retry.add_argument("--all", action="store_true", help="retry every dead letter")
+    commands.add_parser("webhook-url", help="the URL to paste into the Smstools dashboard")
+    prune = commands.add_parser(
+        "prune", help="remove what outlived its retention now (the worker does it hourly)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    forget = commands.add_parser("forget", help="erase what is stored about one customer")
+    forget.add_argument("number", help="in international format, e.g. '+32 470 12 34 56'")
     telegram = commands.add_parser("telegram", help="register where agents' messages go")
     telegram_commands = telegram.add_subparsers(dest="action", required=True)
     set_webhook = telegram_commands.add_parser("set-webhook", help="setWebhook with the secret")
@@ -89,6 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(arguments.path or settings.config_path, settings)
     if arguments.command == "doctor":
         return run_doctor(settings, arguments.config or settings.config_path)
+    if arguments.command == "webhook-url":
+        return _with_database(settings, lambda: asyncio.run(show_webhook_url(settings)))
+    if arguments.command == "forget":
+        try:
+            number = phones.parse(arguments.number)
+        except ValueError as error:
+            print(f"smsbridge: {error}; give it in international format", file=sys.stderr)
+            return 1
+        return _with_database(settings, lambda: asyncio.run(run_forget(settings, number)))
     if arguments.command == "dead-letters":
         # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
@@ -110,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(settings, config, arguments.host, arguments.port, no_worker)
     if arguments.command == "worker":
         return _with_database(settings, lambda: asyncio.run(run_worker(settings, config)))
+    if arguments.command == "prune":
+        dry_run = arguments.dry_run
+        return _with_database(settings, lambda: asyncio.run(run_prune(settings, config, dry_run)))
     if arguments.command == "telegram":
         return _telegram(arguments.action, getattr(arguments, "url", None), config, settings)
     return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
@@ -144,6 +164,7 @@ def check_config(path: Path | None, settings: Settings) -> int:
         print(f"  {route.describe()}")
     print(f"  otherwise → {', '.join(config.default) or 'stored and counted, not posted'}")
     print(f"threads: a conversation quiet for {config.idle_after:g}s starts a new thread")
+    print(f"retention: {config.retention.describe()}")
     if config.alerts is not None:
         codes = ", ".join(str(code) for code in sorted(config.alerts.on_codes))
         print(f"alerts on delivery codes {codes} (first match wins):")
@@ -194,6 +215,10 @@ def serve_forever(
             # webhook token.
             log_config=None,
             access_log=False,
+            # Bounds against slow or piling-up clients. uvicorn has no timeout on reading a
+            # request's headers: that belongs to the router or proxy in front (README).
+            limit_concurrency=settings.max_connections,
+            timeout_keep_alive=settings.keep_alive,
         )
     )
     log.info("serving on %s:%d (worker %s)", host, port, "on" if options.run_worker else "off")
@@ -202,9 +227,11 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config) as (database, adapters):
+    async with delivery_parts(settings, config) as parts:
         smstools = SmstoolsApi.from_settings(settings)
-        worker = Worker(database, config, adapters, lease=settings.job_lease, smstools=smstools)
+        worker = Worker(
+            parts.database, config, parts.adapters, lease=settings.job_lease, smstools=smstools
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
@@ -234,7 +261,8 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
         await migrate(database)
         async with database.transaction() as connection:
             if action == "list":
-                return _list_dead_letters(await outbox_store.dead(connection))
+                total = await outbox_store.dead_count(connection)
+                return _list_dead_letters(await outbox_store.dead(connection), total)
             now, missing = time.time(), []
             if ids is None:
                 count = await outbox_store.requeue(connection, None, now)
@@ -255,7 +283,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
     return 1 if missing else 0
 
 
-def _list_dead_letters(jobs: Sequence[Job]) -> int:
+def _list_dead_letters(jobs: Sequence[Job], total: int) -> int:
     if not jobs:
         print("no dead letters")
         return 0
@@ -265,7 +293,46 @@ def _list_dead_letters(jobs: Sequence[Job]) -> int:
             f"{job.id}\t{job.destination}\t{job.kind}\tqueued {queued}\t"
             f"{job.attempts} attempt(s)\t{job.last_error or 'no error recorded'}"
         )
-    print(f"{len(jobs)} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
+    shown = f"the first {len(jobs)} of {total}" if total > len(jobs) else f"{total}"
+    print(f"{shown} dead letter(s); retry with: smsbridge dead-letters retry ID... | --all")
+    return 0
+
+
+async def show_webhook_url(settings: Settings) -> int:
+    """Print the webhook URL (generating the token if no process has yet)."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        token, _ = await webhook_token(database, settings)
+    finally:
+        await database.close()
+    print(webhook_url(settings, token))
+    return 0
+
+
+async def run_prune(settings: Settings, config: Config, dry_run: bool) -> int:
+    """What the worker does hourly, now; `dry_run` only counts."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        pruned = await retention.prune(database, config, time.time(), dry_run=dry_run)
+    finally:
+        await database.close()
+    print(f"retention: {config.retention.describe()}")
+    for line in pruned.lines(dry_run):
+        print(line)
+    return 0
+
+
+async def run_forget(settings: Settings, number: str) -> int:
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        erased = await erasure.forget(database, number, time.time())
+    finally:
+        await database.close()
+    for line in erased.lines():
+        print(line)
     return 0
 
 

@@ -94,6 +94,16 @@ class ThreadsSpec(_Strict):
     idle_after: Duration = 7 * 86400.0
 
 
+DAY = 86400.0
+
+
+class RetentionSpec(_Strict):
+    raw_bodies: Duration = 30 * DAY
+    content: Duration = 30 * DAY
+    done_jobs: Duration = 7 * DAY
+    dead_letters: Duration = 30 * DAY
+
+
 Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
 # Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
@@ -134,6 +144,34 @@ class ConfigSpec(_Strict):
     lines: dict[str | int, str] = {}
     threads: ThreadsSpec = ThreadsSpec()
     alerts: AlertsSpec | None = None
+    retention: RetentionSpec = RetentionSpec()
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long stored data is kept (seconds). Content is erased in place, leaving the record
+    that an event or status existed; what only served delivery is deleted."""
+
+    raw_bodies: float = 30 * DAY  # webhook bodies exactly as they arrived
+    content: float = 30 * DAY  # message text and numbers in events, statuses, alert groups,
+    # chat message links; what agents wrote, settled replies; conversations once no longer live
+    done_jobs: float = 7 * DAY  # delivered outbox jobs
+    dead_letters: float = 30 * DAY  # jobs that failed for good, with their message
+
+    def describe(self) -> str:
+        return (
+            f"raw bodies {format_duration(self.raw_bodies)}, message content "
+            f"{format_duration(self.content)}, done jobs {format_duration(self.done_jobs)}, "
+            f"dead letters {format_duration(self.dead_letters)}"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """`30d`, `4h`, `90s`: the largest unit that divides it."""
+    for unit in ("d", "h", "m", "s"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -257,6 +295,7 @@ class Config:
     lines: Mapping[str, str]
     idle_after: float
     alerts: Alerts | None = None
+    retention: Retention = Retention()
 
 
 class ConfigError(Exception):
@@ -382,7 +421,10 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
 
     if problems:
         raise ConfigError(problems)
-    return Config(source, destinations, routes, default, lines, spec.threads.idle_after, alerts)
+    retention = Retention(**spec.retention.model_dump())
+    return Config(
+        source, destinations, routes, default, lines, spec.threads.idle_after, alerts, retention
+    )
 
 
 def _alerts(

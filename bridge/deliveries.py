@@ -250,14 +250,19 @@ async def _resolve(
 
 
 async def deliver_notice(delivery: Delivery) -> None:
-    """A destination that fails for good, told to on-call."""
+    """A destination that fails for good, or whose chat moved, told to on-call."""
     notice = _payload(delivery, NoticeJob)
     alerts_config = delivery.config.alerts
     destination = delivery.config.destinations.get(delivery.job.destination)
     mention = None
     if alerts_config is not None and destination is not None:
         mention = alerts_config.top.mention.get(destination.kind)
-    post = render.destination_failure_post(notice.failing, notice.reason, notice.detail, mention)
+    if notice.reason == Reason.MOVED:
+        post = render.chat_moved_post(notice.failing, notice.detail, mention)
+    else:
+        post = render.destination_failure_post(
+            notice.failing, notice.reason, notice.detail, mention
+        )
     for part in delivery.adapter.render(post):
         await delivery.adapter.send(part, None)
 

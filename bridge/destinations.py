@@ -10,8 +10,10 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
-from bridge.errors import DeliveryError
+from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
+from bridge.store import facts
+from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,33 @@ def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]
     return adapters
 
 
-async def start_all(adapters: Mapping[str, ChatAdapter]) -> None:
+async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) -> None:
+    """Telegram groups that became supergroups since the config was written: post to their
+    new ids (remembered by `moves.follow`) without asking Telegram again."""
+    for adapter in adapters.values():
+        if isinstance(adapter, TelegramAdapter):
+            async with database.transaction() as connection:
+                moved_to = await facts.moved_to(connection, str(adapter.chat_id))
+            if moved_to is not None:
+                adapter.follow(int(moved_to))
+
+
+async def start_all(adapters: Mapping[str, ChatAdapter]) -> dict[str, str]:
     """Check every destination's token. A failure is logged, not fatal: webhooks must still be
-    stored while someone fixes the token, and the worker keeps the jobs."""
+    stored while someone fixes the token, and the worker keeps the jobs.
+
+    Returns the destinations refused for good (token rejected, chat unknown) and why, for
+    `/readyz`; a platform that was merely unreachable is not among them.
+    """
+    refused = {}
     for name, adapter in adapters.items():
         try:
             await adapter.start()
         except DeliveryError as error:
             log.error("destination %s is not usable yet: %s", name, error.detail)
+            if isinstance(error, Permanent):
+                refused[name] = error.detail
+    return refused
 
 
 async def close_all(adapters: Mapping[str, ChatAdapter]) -> None:

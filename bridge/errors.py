@@ -21,6 +21,7 @@ class Reason(StrEnum):
     FORBIDDEN = "forbidden"
     BAD_REQUEST = "bad_request"
     CONFIG = "config"
+    MOVED = "moved"  # the chat has a new id (Telegram group → supergroup); followed
 
 
 class DeliveryError(Exception):

@@ -70,7 +70,7 @@ class AlertJob(_Payload):
 
 class NoticeJob(_Payload):
     kind: ClassVar[Kind] = Kind.NOTICE
-    failing: str  # the destination that fails
+    failing: str  # the destination the notice is about: it fails for good, or it moved
     reason: str
     detail: str
 
@@ -140,9 +140,9 @@ def lane(destination: str, payload: Payload) -> str:
             | ReplyJob(conversation=conversation)
             | ReplyStatusJob(conversation=conversation)
         ):
-            parts: tuple[object, ...] = (destination, conversation.receiver, conversation.sender)
+            return conversation_lane(destination, conversation)
         case ReadJob(messageid=messageid):
-            parts = (destination, "read", messageid)
+            parts: tuple[object, ...] = (destination, "read", messageid)
         case AlertJob(group_id=group_id, resolve=False):
             parts = ("alert", group_id, destination)
         case AlertJob(group_id=group_id, resolve=True):
@@ -151,6 +151,11 @@ def lane(destination: str, payload: Payload) -> str:
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
     return "|".join(str(part) for part in parts)
+
+
+def conversation_lane(destination: str, conversation: ConversationKey) -> str:
+    """The lane of every job about one customer conversation at `destination`."""
+    return "|".join((destination, conversation.receiver, conversation.sender))
 
 
 @dataclass(frozen=True)

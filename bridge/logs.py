@@ -111,6 +111,16 @@ class PrivacyFilter(logging.Filter):
         return True
 
 
+def hide(secret: str) -> None:
+    """Add a secret learnt after start-up (the generated webhook token) to every filter."""
+    if len(secret) < _MIN_SECRET:
+        return
+    for handler in logging.getLogger().handlers:
+        for privacy in handler.filters:
+            if isinstance(privacy, PrivacyFilter) and secret not in privacy.secrets:
+                privacy.secrets.append(secret)
+
+
 def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> PrivacyFilter:
     """Log to stderr (unless the root logger already has handlers) through a `PrivacyFilter`
     on every root handler; quiet the third-party loggers that would print tokens."""

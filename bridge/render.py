@@ -277,3 +277,22 @@ def failure_note_post(report: DeliveryReport) -> Post:
         body=describe_delivery(message.delivery_code, message.delivery_code_detail),
         quote=Quote(text=message.content, when=message.datetime) if message.content else None,
     )
+
+
+def thread_closed_post() -> Post:
+    """The first words of a thread opened because the conversation's was closed."""
+    return Post(
+        heading="This conversation continues here",
+        context=("its previous topic is closed and the bot may not reopen it",),
+        body="To let the bot reopen closed topics, give it the Manage topics right.",
+    )
+
+
+def chat_moved_post(destination: str, detail: str, mention: str | None) -> Post:
+    """On-call learns once that a Telegram group became a supergroup and the bridge followed."""
+    return Post(
+        heading=f"{destination}: the Telegram group became a supergroup",
+        context=("nothing was lost: posts go to the new chat",),
+        body=f"{detail}.",
+        mention=mention,
+    )

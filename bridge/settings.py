@@ -18,6 +18,11 @@ DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
+# The HTTP edge against slow or too many clients (README: "Timeouts and limits").
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds to receive a whole body once its headers are in
+DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
+DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
+MIN_WEBHOOK_TOKEN = 32  # characters
 
 # Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
 # tuple, the code below and the deployment files in step.
@@ -38,6 +43,9 @@ VARIABLES = (
     "LOG_LEVEL",
     "SLACK_SIGNING_SECRET",
     "TELEGRAM_WEBHOOK_SECRET",
+    "BRIDGE_BODY_TIMEOUT",
+    "BRIDGE_KEEP_ALIVE",
+    "BRIDGE_MAX_CONNECTIONS",
 )
 
 
@@ -70,6 +78,9 @@ class Settings:
     log_level: str = "INFO"
     slack_signing_secret: SecretStr | None = None  # verifies POST /slack/events
     telegram_webhook_secret: SecretStr | None = None  # X-Telegram-Bot-Api-Secret-Token
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    keep_alive: int = DEFAULT_KEEP_ALIVE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -94,6 +105,34 @@ class Settings:
         lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
         if not (lease > 0 and math.isfinite(lease)):
             problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
+        webhook_token = secret("SMSTOOLS_WEBHOOK_TOKEN")
+        token_length = len(webhook_token.get_secret_value()) if webhook_token else None
+        if token_length is not None and token_length < MIN_WEBHOOK_TOKEN:
+            problems.append(
+                f"SMSTOOLS_WEBHOOK_TOKEN: {token_length} characters; it is the only secret "
+                f"guarding the webhook, so it needs at least {MIN_WEBHOOK_TOKEN}. Make one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' (or unset it and "
+                "the bridge generates one)"
+            )
+        body_timeout = _positive(
+            env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, problems, "seconds above 0, like 10"
+        )
+        keep_alive = _positive(
+            env,
+            "BRIDGE_KEEP_ALIVE",
+            DEFAULT_KEEP_ALIVE,
+            problems,
+            "whole seconds above 0, like 5",
+            whole=True,
+        )
+        max_connections = _positive(
+            env,
+            "BRIDGE_MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS,
+            problems,
+            "a whole number above 0, like 100",
+            whole=True,
+        )
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -101,7 +140,7 @@ class Settings:
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
-            webhook_token=secret("SMSTOOLS_WEBHOOK_TOKEN"),
+            webhook_token=webhook_token,
             slack_api_url=env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/",
             telegram_api_url=(
                 env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
@@ -120,6 +159,9 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
             telegram_webhook_secret=secret("TELEGRAM_WEBHOOK_SECRET"),
+            body_timeout=body_timeout,
+            keep_alive=int(keep_alive),
+            max_connections=int(max_connections),
             environ=env,
         )
 
@@ -136,6 +178,24 @@ def _number(
     except ValueError:
         problems.append(f"{name}: {raw!r} is not a number ({expected})")
         return default
+
+
+def _positive(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    problems: list[str],
+    expected: str,
+    *,
+    whole: bool = False,
+) -> float:
+    """A numeric variable above 0 (a whole number if `whole`), or `default` when unset; a bad
+    value is one problem line."""
+    value = _number(env, name, default, problems, expected)
+    if value <= 0 or not math.isfinite(value) or (whole and not float(value).is_integer()):
+        problems.append(f"{name}: {env[name].strip()!r} is not {expected}")
+        return default
+    return value
 
 
 # Variables that PaaS set on machines whose disk is wiped at every deploy or restart.

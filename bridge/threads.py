@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, ThreadGone
+from bridge import render
+from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, ThreadClosed, ThreadGone
 from bridge.store import conversations as store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
@@ -51,7 +52,8 @@ async def post_in_thread(
 
     Each part is recorded as soon as the platform accepted it, so a retry after a partial
     failure (a 429 on part 2 of 3) does not post part 1 again. A deleted thread (Telegram
-    topic) opens a new conversation once and carries on there.
+    topic), or one closed that the bot may not reopen, opens a new conversation once and
+    carries on there; for a closed one the new thread first says why it exists.
 
     Every part carries its `Origin`. `unsure_since`: an earlier attempt (since then) may have
     posted parts without recording them (a worker killed mid-post); each part is first looked
@@ -70,7 +72,7 @@ async def post_in_thread(
             if unsure_since is not None:
                 found = await adapter.find_posted(origin, conversation.thread, unsure_since)
             sent = found or await adapter.send(part, conversation.thread)
-        except ThreadGone:
+        except ThreadGone as gone:
             async with database.transaction() as connection:
                 conversation = await store.start(
                     connection,
@@ -80,6 +82,9 @@ async def post_in_thread(
                     at,
                 )
             conversation = await _ensure_thread(database, adapter, conversation, title)
+            if isinstance(gone, ThreadClosed):
+                for note in adapter.render(render.thread_closed_post()):
+                    await adapter.send(note, conversation.thread)
             sent = await adapter.send(part, conversation.thread)
         async with database.transaction() as connection:
             if conversation.thread is None or conversation.chat is None:

@@ -1,7 +1,8 @@
 """The HTTP edge for Smstools: receive → verify → parse, then hand over to `ingest`.
 
 Answers 200 only once the body and its events are committed. Errors are JSON that says
-what is wrong, without echoing the body back.
+what is wrong, without echoing the body back. A body must arrive within `body_timeout`
+(`edge.read_body`), and a refusal sent before the body was read closes the connection.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bridge import signature
+from bridge import edge, signature
 from bridge.config import Config
 from bridge.ingest import ingest
-from bridge.store.db import Database, describe_error
+from bridge.settings import DEFAULT_BODY_TIMEOUT
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ class WebhookReceiver:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     async def __call__(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
         if not hmac.compare_digest(offered, self.token.encode()):
-            return _error(404, "not found")
-        body = await _read_body(request)
+            return edge.error(404, "not found", close=True)
+        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, JSONResponse):
             return body
         if self.secret is not None:
@@ -55,53 +57,38 @@ class WebhookReceiver:
             )
             if refused is not None:
                 log.warning("webhook refused (401): %s", refused)
-                return _error(401, "signature check failed")
+                return edge.error(401, "signature check failed")
         items = _parse(body)
         if isinstance(items, JSONResponse):
             return items
         try:
             result = await ingest(self.database, self.config, body, items, self.now())
-        except SQLAlchemyError as error:
-            # Not log.exception: the statement's parameters would put message content in logs.
+        except UNAVAILABLE as error:
+            # Down, locked or too slow: the gateway sends it again. Not log.exception: the
+            # statement's parameters would put message content in logs.
             log.error("could not store a webhook body: %s", describe_error(error))
-            return _error(503, "the webhook could not be stored; send it again", retry=True)
+            return edge.error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
         return JSONResponse(result.as_json())
-
-
-async def _read_body(request: Request) -> bytes | JSONResponse:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        return _error(413, f"body larger than {MAX_BODY} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                return _error(413, f"body larger than {MAX_BODY} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return _error(400, "the client disconnected before the body was complete")
-    return b"".join(chunks)
 
 
 def _parse(body: bytes) -> list[Any] | JSONResponse:
     """The body is JSON whatever the Content-Type says: an array of events or one event."""
     if not body.strip():
-        return _error(400, "empty body: expected a JSON array of events")
+        return edge.error(400, "empty body: expected a JSON array of events")
     try:
         document = _storable(json.loads(body, parse_int=_integer))
     except UnicodeDecodeError:
-        return _error(400, "body is not valid UTF-8 JSON")
+        return edge.error(400, "body is not valid UTF-8 JSON")
     except RecursionError:
-        return _error(400, "body is JSON nested too deeply")
+        return edge.error(400, "body is JSON nested too deeply")
     except ValueError as error:
-        return _error(400, f"body is not valid JSON: {error}")
+        return edge.error(400, f"body is not valid JSON: {error}")
     if isinstance(document, dict):
         return [document]
     if isinstance(document, list):
         return document
-    return _error(400, "body must be a JSON array of events (or a single event object)")
+    return edge.error(400, "body must be a JSON array of events (or a single event object)")
 
 
 def _integer(digits: str) -> int | float:
@@ -123,8 +110,3 @@ def _storable(value: Any) -> Any:
     if isinstance(value, dict):
         return {_storable(key): _storable(item) for key, item in value.items()}
     return value
-
-
-def _error(status: int, message: str, *, retry: bool = False) -> JSONResponse:
-    headers = {"Retry-After": "5"} if retry else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)

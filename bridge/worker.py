@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge import notices
-from bridge.chat.base import ChatAdapter
+from bridge import moves, notices, retention
+from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
 from bridge.deliveries import HANDLERS
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
@@ -35,7 +35,7 @@ from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import Database, describe_error
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class Worker:
         )
         self._next_token_at: float | None = None
         self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
+        self.heartbeat: float | None = None  # time.monotonic() of the loop's last round
+        self._next_prune_at: float | None = None  # at the first round, then hourly
+        self._pruning: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -97,6 +100,8 @@ class Worker:
         database_trouble = 0
         try:
             while not self._stopping:
+                self.heartbeat = time.monotonic()  # /readyz: the loop goes round
+                self._maybe_prune()
                 try:
                     claimed = await self._claim()
                 except (SQLAlchemyError, OSError) as error:
@@ -118,10 +123,33 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
-            if listener is not None:
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+            for task in (listener, self._pruning):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self._shutdown()
+
+    def _maybe_prune(self) -> None:
+        """Start pruning (`retention`) when an hour has passed, beside the deliveries."""
+        now = self.now()
+        if self._next_prune_at is not None and now < self._next_prune_at:
+            return
+        if self._pruning is not None and not self._pruning.done():
+            return
+        self._next_prune_at = now + retention.EVERY
+        self._pruning = asyncio.create_task(self._prune(now), name="prune")
+
+    async def _prune(self, now: float) -> None:
+        try:
+            pruned = await retention.prune(self.database, self.config, now)
+        except UNAVAILABLE as error:
+            log.error("pruning failed (%s); trying again in an hour", describe_error(error))
+            return
+        except Exception:  # a bug: deliveries go on, the next hour tries again
+            log.exception("pruning failed unexpectedly; trying again in an hour")
+            return
+        if pruned.total:
+            log.info("pruned what outlived its retention: %s", "; ".join(pruned.lines()))
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""
@@ -146,7 +174,8 @@ class Worker:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # go round even while every slot is busy
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             return 0
         now = self.now()
         started = []
@@ -216,6 +245,8 @@ class Worker:
             # Inside the lease, so no other worker takes the job while this one may still post.
             await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
         except DeliveryError as error:
+            if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
+                await moves.follow(self.database, self.config, job.destination, error, self.now())
             await self._failed(job, error)
         except TimeoutError:
             await self._failed(

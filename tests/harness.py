@@ -18,7 +18,7 @@ from bridge.config import Config
 from bridge.settings import Settings
 from bridge.worker import Worker
 
-TOKEN = "test-webhook-token-0123456789"
+TOKEN = "test-webhook-token-0123456789-abcdefgh"
 
 
 async def wait_until(

@@ -49,6 +49,7 @@ async def test_customer_text_cannot_drive_the_operators_terminal() -> None:
     assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in part.text)
     assert "\u202e" not in part.text
     assert sanitize(evil) == "abcdefgh\ttab\nline"
+    assert sanitize("zero\u200bwidth\ufeff \u2066iso\u2069 👨‍👩‍👧") == "zerowidth iso 👨‍👩‍👧"
 
 
 async def test_edit_and_react_are_printed_to_stdout_by_default(

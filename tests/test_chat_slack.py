@@ -94,6 +94,19 @@ async def test_customer_mention_syntax_is_shown_literally_in_slack(
     assert evil in shown_text(message.blocks)
 
 
+async def test_direction_overrides_and_invisible_characters_are_removed_in_slack(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    body = "invoice_\u202egnp.exe \u2066iso\u2069 zero\u200bwidth\ufeff 👨‍👩‍👧"
+    quote = Quote(text="\u202equote", when="\u2067when\u2069")
+    await post(adapter, Post(heading="h\u202eeh", context=["\u200bctx"], body=body, quote=quote))
+
+    (message,) = slack.posts()
+    raw = str(message.blocks) + (message.text or "")
+    assert "invoice_gnp.exe iso zerowidth 👨‍👩‍👧" in shown_text(message.blocks)
+    assert not set(raw) & {"\u202e", "\u2066", "\u2067", "\u2069", "\u200b", "\ufeff"}
+
+
 async def test_customer_text_arrives_as_rich_text_with_exact_characters_and_one_link(
     adapter: SlackAdapter, slack: FakeSlack
 ) -> None:

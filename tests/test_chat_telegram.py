@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import warnings
@@ -9,11 +10,20 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.chat.base import MessageGone, Part, Post, Quote, Sent, ThreadGone
-from bridge.chat.telegram import TelegramAdapter, utf16_length
+from bridge.chat.base import (
+    ChatMoved,
+    MessageGone,
+    Part,
+    Post,
+    Quote,
+    Sent,
+    ThreadClosed,
+    ThreadGone,
+)
+from bridge.chat.telegram import WORD_JOINER, TelegramAdapter, utf16_length
 from bridge.errors import Permanent, Reason, Retryable
 from testkit.fakes import FakeTelegram
-from testkit.fakes.telegram import HtmlEntityError, parse_html
+from testkit.fakes.telegram import HtmlEntityError, auto_entities, parse_html
 
 FORUM = -1001234567890  # a forum supergroup: conversations are topics
 GROUP = -4000000001  # a basic group: conversations are reply chains
@@ -109,8 +119,52 @@ async def test_customer_html_and_mentions_are_shown_literally_in_telegram(
     )
 
     (message,) = telegram.messages()
-    assert message.plain_text.count(evil) == 4 and "<today>" in message.plain_text
+    shown = message.plain_text.replace(WORD_JOINER, "")
+    assert shown.count(evil) == 4 and "<today>" in shown
     assert "<b>bold" not in message.text and "<a href" not in message.text
+
+
+async def test_customer_mentions_and_commands_become_no_entities_yet_read_the_same(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    text = "@someadmin please /start@helper_bot or /ban (@all) @@x //cmd, see https://x.example/a"
+    quote = Quote(text="@quoted /quoted", when="@when")
+    await group.send(
+        group.render(Post(heading="@heading", context=["/context"], body=text, quote=quote))[0],
+        None,
+    )
+
+    (message,) = telegram.messages()
+    assert [kind for kind, _ in message.entities] == ["url"]  # the link stays a link
+    assert message.link_preview_disabled
+    shown = message.plain_text.replace(WORD_JOINER, "")
+    for words in (text, "@quoted /quoted", "@when", "@heading", "/context"):
+        assert words in shown
+
+
+def test_the_fake_finds_the_entities_telegram_would() -> None:
+    found = auto_entities("@someadmin /start@bot #tag https://x.example/a/b me@mail.example")
+    assert found == (
+        ("mention", "@someadmin"),
+        ("bot_command", "/start@bot"),
+        ("hashtag", "#tag"),
+        ("url", "https://x.example/a/b"),
+    )
+    assert auto_entities(f"@{WORD_JOINER}someadmin /{WORD_JOINER}start@bot") == ()
+
+
+async def test_direction_overrides_and_invisible_characters_are_removed(
+    group: TelegramAdapter, forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    body = "invoice_\u202egnp.exe \u2066iso\u2069 zero\u200bwidth\ufeff 👨‍👩‍👧"
+    await group.send(group.render(Post(heading="h\u202eeh", body=body))[0], None)
+
+    assert await forum.open_thread("\u202eCustomer\u200b") is not None
+    assert telegram.topics(FORUM)[-1].name == "Customer"
+    (message,) = telegram.messages(GROUP)
+    assert "invoice_gnp.exe iso zerowidth 👨‍👩‍👧" in message.plain_text
+    assert "heh" in message.plain_text
+    assert not set(message.plain_text) & {"\u202e", "\u2066", "\u2069", "\u200b", "\ufeff"}
 
 
 async def test_layout_bold_heading_italic_context_and_dated_quote(
@@ -246,15 +300,74 @@ async def test_kicked_bot_is_permanent_forbidden(
     assert caught.value.reason is Reason.FORBIDDEN and "kicked" in caught.value.detail
 
 
-async def test_migrated_group_tells_which_chat_id_to_configure(
+async def test_a_migrated_group_is_followed_to_its_supergroup(
+    group: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    first = await group.send(Part(text="before"), None)
+    telegram.set_migrated(GROUP, -1009876543210)
+
+    with pytest.raises(ChatMoved) as caught:
+        await group.send(Part(text="secret customer text"), None)
+    after = await group.send(Part(text="after"), None)
+    await group.react(first, "👀")  # the old message stayed behind: nothing to mark
+    with pytest.raises(MessageGone, match="message to edit not found"):  # posted anew
+        await group.edit(first, Part(text="edited"))
+
+    moved = caught.value
+    assert (moved.old_chat, moved.new_chat) == (str(GROUP), "-1009876543210")
+    assert moved.reason is Reason.MOVED and moved.retry_after == 0
+    assert "set chat_id to -1009876543210 in the config" in moved.detail.lower()
+    assert "secret" not in moved.detail
+    assert group.chat_id == -1009876543210 and after.chat == "-1009876543210"
+    assert [m.plain_text for m in telegram.messages(-1009876543210)] == ["after"]
+    assert telegram.reactions() == []
+
+
+async def test_sends_in_flight_when_the_group_moved_all_name_the_old_and_new_chat(
     group: TelegramAdapter, telegram: FakeTelegram
 ) -> None:
     telegram.set_migrated(GROUP, -1009876543210)
 
-    with pytest.raises(Permanent) as caught:
-        await group.send(Part(text="x"), None)
+    outcomes = await asyncio.gather(
+        *(group.send(Part(text=f"x{n}"), None) for n in range(3)), return_exceptions=True
+    )
 
-    assert caught.value.reason is Reason.NOT_FOUND and "-1009876543210" in caught.value.detail
+    assert all(isinstance(moved, ChatMoved) for moved in outcomes)
+    assert {(m.old_chat, m.new_chat) for m in outcomes if isinstance(m, ChatMoved)} == {
+        (str(GROUP), "-1009876543210")
+    }
+    assert group.chat_id == -1009876543210
+
+
+async def test_a_closed_topic_is_reopened_and_the_message_sent(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("customer")
+    assert thread is not None
+    telegram.close_topic(FORUM, int(thread))
+
+    sent = await forum.send(Part(text="still here"), thread)
+
+    (reopened,) = telegram.calls("reopenForumTopic")
+    assert reopened.status == 200 and sent.thread == thread
+    (message,) = telegram.messages(FORUM)
+    assert message.message_thread_id == int(thread) and message.plain_text == "still here"
+
+
+async def test_a_closed_topic_the_bot_may_not_reopen_is_thread_closed(
+    forum: TelegramAdapter, telegram: FakeTelegram
+) -> None:
+    thread = await forum.open_thread("customer")
+    assert thread is not None
+    telegram.close_topic(FORUM, int(thread))
+    telegram.fail_method("reopenForumTopic", 400, "Bad Request: not enough rights to manage topics")
+
+    with pytest.raises(ThreadClosed) as caught:
+        await forum.send(Part(text="x"), thread)
+
+    assert f"topic {thread} is closed and the bot may not reopen it" in caught.value.detail
+    assert "not enough rights" in caught.value.detail.lower()
+    assert telegram.messages(FORUM) == []
 
 
 async def test_deleted_topic_raises_thread_gone(

@@ -118,3 +118,24 @@ def test_unreadable_and_invalid_files_are_named(tmp_path: Path) -> None:
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_retention_has_documented_defaults_and_takes_durations(tmp_path: Path) -> None:
+    default = load(write(tmp_path, EXAMPLE), ENV).retention
+    assert (default.raw_bodies, default.content) == (30 * 86400, 30 * 86400)
+    assert (default.done_jobs, default.dead_letters) == (7 * 86400, 30 * 86400)
+    assert default.describe() == (
+        "raw bodies 30d, message content 30d, done jobs 7d, dead letters 30d"
+    )
+    tuned = load(
+        write(tmp_path, EXAMPLE + "retention: {raw_bodies: 2d, content: 90d, done_jobs: 12h}\n"),
+        ENV,
+    ).retention
+    assert (tuned.raw_bodies, tuned.content, tuned.done_jobs) == (2 * 86400, 90 * 86400, 43200)
+    assert tuned.dead_letters == 30 * 86400
+
+
+def test_retention_refuses_unknown_keys_and_bad_durations(tmp_path: Path) -> None:
+    found = problems(tmp_path, EXAMPLE + "retention: {bodies: 2d, content: forever}\n")
+    assert f"{tmp_path / 'bridge.yaml'}: retention.bodies: unknown key" in found
+    assert any(p.startswith(f"{tmp_path / 'bridge.yaml'}: retention.content: ") for p in found)

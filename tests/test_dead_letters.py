@@ -7,9 +7,14 @@ import asyncio
 import logging
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bridge.cli import main
+from bridge.jobs import ConversationKey, InboxJob
+from bridge.settings import normalise_database_url
+from bridge.store import outbox as outbox_store
+from bridge.store.db import Database
+from bridge.store.migrations import migrate
 from bridge.store.schema import outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
@@ -184,3 +189,33 @@ async def test_a_permanently_failing_destination_is_reported_once_not_per_messag
     assert len(errors) == 1
     assert "sales" in errors[0].getMessage() and "channel_not_found" in errors[0].getMessage()
     assert sum(status == "dead" for _, status, _ in (await statuses(sqlite_url)).values()) == 5
+
+
+async def test_a_long_list_says_it_is_cut_and_gives_the_true_total(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = Database(normalise_database_url(sqlite_url))
+    try:
+        await migrate(database)
+        async with database.transaction() as connection:
+            for n in range(1001):
+                await outbox_store.enqueue(
+                    database,
+                    connection,
+                    event_id=n,
+                    destination="sales",
+                    payload=InboxJob(
+                        conversation=ConversationKey(receiver=LINE_FR, sender=f"3247{n:07d}")
+                    ),
+                    now=1_800_000_000.0,
+                )
+            await connection.execute(
+                update(outbox).values(status=outbox_store.DEAD, last_error="not_in_channel")
+            )
+    finally:
+        await database.close()
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    assert await smsbridge("dead-letters", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1001
+    assert lines[-1].startswith("the first 1000 of 1001 dead letter(s); retry with:")

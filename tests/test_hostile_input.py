@@ -17,15 +17,19 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from bridge.chat.console import ConsoleAdapter
+from bridge.chat.telegram import WORD_JOINER
+from bridge.chat.text import neutralise
 from bridge.config import load
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_BODY
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge
-from tests.pipeline_fixtures import FORUM, adapters, make_config, rows
+from tests.pipeline_fixtures import FORUM, adapters, inbox, make_config, rows
 
 URL = f"/webhooks/smstools/{TOKEN}"
+# Direction overrides and isolates, and the invisible characters that hide word boundaries.
+MISLEADING = re.compile("[\u202a-\u202e\u2066-\u2069\u200b\u2060-\u2064\ufeff\u180e]")
 EXAMPLES = settings(
     max_examples=50,
     deadline=None,
@@ -53,7 +57,11 @@ HOSTILE_PIECES = [
     ">",
     "*bold* _it_ ~s~ `code`",
     "\u202eRTL override\u202c",
-    "\u200b\u200c\u200d\ufeff",
+    "\u2066isolate\u2069",
+    "\u200b\u200c\u200d\ufeff\u2060",
+    "@someadmin",
+    "/start@some_bot",
+    "(@all)",
     "שלום مرحبا",
     "😀👍🏽👨‍👩‍👧",
     "\x00",
@@ -317,9 +325,12 @@ async def test_customer_markup_never_reaches_slack_or_telegram_unescaped(
                 child["type"] == "link" and child["url"].startswith(("http://", "https://"))
             ), child
     shown = "\n".join(html.unescape(post.text or "") for post in posts)
-    assert content.strip() in shown or not content.strip()
+    assert not MISLEADING.search(shown)  # no direction override or invisible character
+    visible = neutralise(content)
+    assert visible.strip() in shown or not visible.strip()
     exact = ["".join(c.get("text") or c["url"] for c in rich_children(p.blocks)) for p in posts]
-    assert any(content in words for words in exact) or not content.strip()
+    assert not any(MISLEADING.search(words) for words in exact)
+    assert any(visible in words for words in exact) or not visible.strip()
 
     messages = telegram.messages(FORUM)
     assert len(messages) >= 2
@@ -329,8 +340,30 @@ async def test_customer_markup_never_reaches_slack_or_telegram_unescaped(
             "i",
             "blockquote",
         }
-    plain = "\n".join(message.plain_text for message in messages)
-    assert all(piece in plain for piece in content.split("\n") if piece.strip())
+        kinds = {kind for kind, _ in message.entities}
+        assert not kinds & {"mention", "bot_command"}, message.entities
+        assert not MISLEADING.search(message.plain_text.replace(WORD_JOINER, ""))
+    plain = "\n".join(message.plain_text.replace(WORD_JOINER, "") for message in messages)
+    pieces = neutralise(content).split("\n")
+    assert all(piece in plain for piece in pieces if piece.strip())
+
+
+async def test_misleading_characters_are_dropped_in_chat_but_stored_as_received(
+    chat_edge: RunningBridge, sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    content = "pay \u202eGBP 100\u202c to \u200bbank\u2066x\u2069, @someadmin /start 👨‍👩‍👧"
+    shown = "pay GBP 100 to bankx, @someadmin /start 👨‍👩‍👧"  # the family emoji keeps its ZWJs
+    body = [inbox("32470111333", content), inbox("32470111333", content, kind="whatsapp")]
+    assert (await chat_edge.post(body)).json()["accepted"] == 2
+    await chat_edge.worker.drain()
+    (post,) = slack.posts("C0SUPPORT")
+    (message,) = telegram.messages(FORUM)
+    stored = [payload for (payload,) in await rows(sqlite_url, select(events.c.payload))]
+    assert post.text is not None and shown in html.unescape(post.text)
+    assert shown in message.plain_text.replace(WORD_JOINER, "")
+    assert "@\u2060someadmin /\u2060start" in message.plain_text
+    assert [kind for kind, _ in message.entities] == []  # no mention, no command
+    assert all(json.loads(payload)["message"]["content"] == content for payload in stored)
 
 
 # -- the limits -----------------------------------------------------------------------------

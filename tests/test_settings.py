@@ -46,6 +46,42 @@ def test_sqlite_on_a_dyno_gets_a_loud_warning() -> None:
     assert sqlite_on_ephemeral_disk(Settings.from_env({})) is None
 
 
+def test_edge_limits_have_defaults_and_come_from_the_environment() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.body_timeout, defaults.keep_alive, defaults.max_connections) == (10.0, 5, 100)
+    tuned = Settings.from_env(
+        {"BRIDGE_BODY_TIMEOUT": "2.5", "BRIDGE_KEEP_ALIVE": "30", "BRIDGE_MAX_CONNECTIONS": "20"}
+    )
+    assert (tuned.body_timeout, tuned.keep_alive, tuned.max_connections) == (2.5, 30, 20)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BRIDGE_BODY_TIMEOUT", "0"),
+        ("BRIDGE_BODY_TIMEOUT", "soon"),
+        ("BRIDGE_BODY_TIMEOUT", "nan"),
+        ("BRIDGE_KEEP_ALIVE", "1.5"),
+        ("BRIDGE_MAX_CONNECTIONS", "-3"),
+    ],
+)
+def test_a_bad_limit_is_one_problem_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{name}: '{value}' is not ")
+    assert "above 0" in problem
+
+
+def test_a_webhook_token_of_32_characters_is_enough_and_31_is_not() -> None:
+    assert Settings.from_env({"SMSTOOLS_WEBHOOK_TOKEN": "x" * 32}).webhook_token is not None
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"SMSTOOLS_WEBHOOK_TOKEN": "x" * 31})
+    (problem,) = caught.value.problems
+    assert problem.startswith("SMSTOOLS_WEBHOOK_TOKEN: 31 characters;")
+    assert "secrets.token_urlsafe(32)" in problem
+
+
 def test_a_bad_port_or_job_lease_is_one_line_naming_the_variable() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"PORT": "eighty", "BRIDGE_JOB_LEASE": "0"})

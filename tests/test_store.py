@@ -189,8 +189,10 @@ async def test_parallel_claimers_never_get_the_same_job(database_url: str) -> No
 
 async def test_the_first_stored_fact_wins(database: Database) -> None:
     async with database.transaction() as connection:
-        assert await facts.get_or_create(database, connection, "k", "one") == "one"
-        assert await facts.get_or_create(database, connection, "k", "two") == "one"
+        assert await facts.get(connection, "k") is None
+        assert await facts.add(database, connection, "k", "one") is True
+        assert await facts.add(database, connection, "k", "two") is False
+        assert await facts.get(connection, "k") == "one"
 
 
 async def test_releasing_every_lease_makes_all_pending_jobs_claimable(database: Database) -> None:

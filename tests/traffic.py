@@ -17,7 +17,7 @@ from bridge.store.schema import outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 
-TOKEN = "serve-test-token"
+TOKEN = "serve-test-token-0123456789abcdefghij"
 FORUM = -1009999999999
 LINE_A, LINE_B = "32460200000", "32460300000"
 

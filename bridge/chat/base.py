@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from bridge.errors import Permanent
+from bridge.errors import Permanent, Reason, Retryable
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,21 @@ class ThreadGone(Permanent):
 
 class MessageGone(Permanent):
     """The message to edit no longer exists (someone deleted it): post it anew."""
+
+
+class ThreadClosed(ThreadGone):
+    """The thread is closed and the bot may not reopen it (closed forum topic): start a new
+    one, and say there why."""
+
+
+class ChatMoved(Retryable):
+    """The chat has a new id (a Telegram group became a supergroup). The adapter posts to
+    `new_chat` from now on; the job is tried again at once, there."""
+
+    def __init__(self, detail: str, old_chat: str, new_chat: str) -> None:
+        super().__init__(Reason.MOVED, detail, retry_after=0.0)
+        self.old_chat = old_chat
+        self.new_chat = new_chat
 
 
 class ChatAdapter(Protocol):

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .base import Origin, Part, Post, Sent, Tone
+from .text import neutralise
 
 # ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-byte ESC sequences) first, then
-# any remaining C0 control except tab and newline, DEL, C1 controls, and the Unicode bidi
-# overrides that make text display in an order other than it was written.
+# any remaining C0 control except tab and newline, DEL and C1 controls.
 _ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"
     r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)"
@@ -24,12 +24,13 @@ _ESCAPES = re.compile(
     re.DOTALL,
 )
 _TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "[FIRING] ", Tone.RESOLVED: "[RESOLVED] "}
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def sanitize(text: str) -> str:
-    """`text` without terminal escape sequences or control characters (tab, newline kept)."""
-    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+    """`text` without terminal escape sequences or control characters (tab, newline kept),
+    nor direction overrides and invisible characters (`text.neutralise`)."""
+    return neutralise(_CONTROLS.sub("", _ESCAPES.sub("", text)))
 
 
 class ConsoleAdapter:

@@ -5,7 +5,8 @@ thread reference. Customer text is untrusted: its words go into `rich_text` bloc
 elements, which Slack shows exactly as written (no bold from `*now*`, no mention from
 `<!channel>`), with its http(s) URLs as `link` elements. Elsewhere (headings, context, the `text`
 fallback) only `&`, `<`, `>` are escaped (Slack's rule), which is enough to show `<!channel>` or
-`<https://evil|bank.com>` literally instead of acting on them.
+`<https://evil|bank.com>` literally instead of acting on them. Everywhere, direction overrides
+and invisible characters are removed first (`text.neutralise`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bridge.errors import Permanent, Reason, Retryable
 from . import slack_text
 from .base import ORIGIN, MessageGone, Origin, Part, Post, Sent, Tone
 from .split import split
+from .text import neutralise
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,9 @@ _EMOJI_NAMES = {
 
 
 def escape(text: str) -> str:
-    """Slack's escaping for untrusted text: exactly `&`, `<` and `>`."""
+    """Slack's escaping for untrusted text: exactly `&`, `<` and `>`; direction overrides and
+    invisible characters removed first (`neutralise`)."""
+    text = neutralise(text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -222,26 +226,27 @@ class SlackAdapter:
             fallback.append(" · ".join(escape(item) for item in post.context))
         blocks: list[_Block] = []
         if post.quote is not None:
-            pieces = split(post.quote.text, SECTION_LIMIT - len(post.quote.when))
+            quoted, when = neutralise(post.quote.text), neutralise(post.quote.when)
+            pieces = split(quoted, SECTION_LIMIT - len(when))
             for number, piece in enumerate(pieces, start=1):
-                dated = [] if number < len(pieces) else [_dated(post.quote.when)]
+                dated = [] if number < len(pieces) else [_dated(when)]
                 blocks.append(
                     _Block(
                         _rich("rich_text_quote", piece, *dated),
-                        _quote_lines(escape(piece))
-                        + (f"\n> _{escape(post.quote.when)}_" if dated else ""),
+                        _quote_lines(escape(piece)) + (f"\n> _{escape(when)}_" if dated else ""),
                         False,
                     )
                 )
         # Slack refuses an empty element; whitespace-only pieces carry nothing visible.
         blocks.extend(
             _Block(_rich("rich_text_section", piece), escape(piece), True)
-            for piece in split(post.body, SECTION_LIMIT)
+            for piece in split(neutralise(post.body), SECTION_LIMIT)
             if piece.strip()
         )
         parts = self._pack(heading or "(continued)", fallback, head, blocks)
         if post.author:
-            parts = [Part(p.text, {**p.extra, "author": post.author}) for p in parts]
+            author = neutralise(post.author)
+            parts = [Part(p.text, {**p.extra, "author": author}) for p in parts]
         return parts
 
     def _pack(

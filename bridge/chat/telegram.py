@@ -2,7 +2,8 @@
 
 A conversation is a forum topic (`topics=True`) or, in a plain group, a reply chain under the
 conversation's first message. Customer text is untrusted: it is escaped with `html.escape`, so
-it can neither break the message (400 "can't parse entities") nor inject formatting or links.
+it can neither break the message (400 "can't parse entities") nor inject formatting or links,
+and made `inert`, so Telegram turns no `@name` into a mention nor `/cmd` into a command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -32,8 +34,19 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 
-from .base import MessageGone, Origin, Part, Post, Sent, ThreadGone, Tone
+from .base import (
+    ChatMoved,
+    MessageGone,
+    Origin,
+    Part,
+    Post,
+    Sent,
+    ThreadClosed,
+    ThreadGone,
+    Tone,
+)
 from .split import cut
+from .text import neutralise
 
 MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
 MARKER_ROOM = len("(99/99)\n")  # reserved in every part for the "(2/3)" marker
@@ -55,6 +68,23 @@ def utf16_length(text: str) -> int:
 def escape(text: str) -> str:
     """HTML-escape untrusted text for parse_mode=HTML (`<`, `>`, `&`)."""
     return html.escape(text, quote=False)
+
+
+# An `@` or `/` starting a word; not the slashes of `https://` nor the `@` of an e-mail.
+_ENTITY_START = re.compile(r"(?<![\w:])(?<!:/)[@/](?=\w)")
+WORD_JOINER = "\u2060"
+
+
+def inert(text: str) -> str:
+    """Untrusted text Telegram shows as written and never turns into a live entity.
+
+    Telegram's server makes mentions of `@name` and commands of `/cmd` even in HTML messages
+    (a mention notifies that member). A word joiner (U+2060, invisible) after an `@` or `/`
+    that starts a word stops that, and the words still read as the customer wrote them.
+    Direction overrides and invisible characters go first (`neutralise`). Links stay links;
+    their previews are off.
+    """
+    return _ENTITY_START.sub(lambda start: start[0] + WORD_JOINER, neutralise(text))
 
 
 class _ServerError(NetworkError):
@@ -108,7 +138,11 @@ class _Message:
 
 
 class TelegramAdapter:
-    """Posts to one Telegram chat, in forum topics or reply chains."""
+    """Posts to one Telegram chat, in forum topics or reply chains.
+
+    A group that became a supergroup is followed (`ChatMoved`); a closed topic is reopened,
+    or, when the bot may not, reported as `ThreadClosed` so a new topic is opened.
+    """
 
     def __init__(
         self,
@@ -123,6 +157,7 @@ class TelegramAdapter:
         self.chat_id = chat_id
         self.topics = topics
         self._where = f"telegram destination '{name}' (chat {chat_id})"
+        self._moved_from: set[int] = set()  # earlier ids of the chat (groups before upgrade)
         request = _Request(
             connect_timeout=timeout,
             read_timeout=timeout,
@@ -141,35 +176,45 @@ class TelegramAdapter:
     async def close(self) -> None:
         await self._bot.shutdown()
 
+    def follow(self, new_chat_id: int) -> None:
+        """Post to the chat's new id from now on (the group became a supergroup)."""
+        if new_chat_id == self.chat_id:
+            return
+        self._moved_from.add(self.chat_id)
+        self.chat_id = new_chat_id
+        self._where = f"telegram destination '{self.name}' (chat {new_chat_id})"
+
     async def open_thread(self, title: str) -> str | None:
         """A new forum topic named `title` (topics mode), else None (reply chains)."""
         if not self.topics:
             return None
-        name = title.strip()[:128] or "Conversation"
+        name = neutralise(title).strip()[:128] or "Conversation"
         topic = await self._call(self._bot.create_forum_topic(chat_id=self.chat_id, name=name))
         return str(topic.message_thread_id)
 
     def render(self, post: Post) -> Sequence[Part]:
         """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
+        # Made inert before measuring: the word joiners count towards the 4096.
         mention = f"{post.mention} " if post.mention else ""
-        heading = _TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT]
+        heading = inert(_TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT])
         messages = [_Message()]
         if heading or mention:
             line = f"{mention}<b>{escape(heading)}</b>" if heading else mention.rstrip()
             messages[0].add(line, utf16_length(mention + heading))
         if post.context:
-            line = " · ".join(f"<i>{escape(item)}</i>" for item in post.context)
-            messages[0].add(line, utf16_length(" · ".join(post.context)))
+            context = [inert(item) for item in post.context]
+            line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
+            messages[0].add(line, utf16_length(" · ".join(context)))
         if post.quote is not None:
-            when = post.quote.when
+            when = inert(post.quote.when)
 
             def blockquote(piece: str, last: bool) -> str:
                 dated = f"\n<i>{escape(when)}</i>" if last else ""
                 return f"<blockquote>{escape(piece)}{dated}</blockquote>"
 
-            self._flow(messages, post.quote.text, utf16_length("\n" + when), blockquote)
+            self._flow(messages, inert(post.quote.text), utf16_length("\n" + when), blockquote)
         if post.body.strip():
-            self._flow(messages, post.body, 0, lambda piece, last: escape(piece))
+            self._flow(messages, inert(post.body), 0, lambda piece, last: escape(piece))
         total = len(messages)
         first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
         parts = [Part(text="\n".join(first))]
@@ -193,8 +238,35 @@ class TelegramAdapter:
             messages[-1].add(wrap(piece, last), utf16_length(piece) + (overhead if last else 0))
 
     async def send(self, part: Part, thread: str | None) -> Sent:
-        """sendMessage into the topic, or as a reply to the conversation's first message."""
-        message = await self._call(
+        """sendMessage into the topic, or as a reply to the conversation's first message.
+
+        A closed topic is reopened and the part sent again; `ThreadClosed` when the bot may
+        not reopen it.
+        """
+        try:
+            message = await self._send_message(part, thread)
+        except ThreadClosed:
+            if not (thread and self.topics):
+                raise
+            await self._reopen(thread)
+            message = await self._send_message(part, thread)
+        message_id = str(message.message_id)
+        return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
+
+    async def _reopen(self, thread: str) -> None:
+        try:
+            await self._call(
+                self._bot.reopen_forum_topic(chat_id=self.chat_id, message_thread_id=int(thread))
+            )
+        except Permanent as refused:
+            reason = refused.detail.removeprefix(f"{self._where}: ")
+            if "topic_not_modified" in reason.lower():
+                return  # someone reopened it meanwhile
+            detail = f"{self._where}: topic {thread} is closed and the bot may not reopen it"
+            raise ThreadClosed(Reason.FORBIDDEN, f"{detail} ({reason})") from None
+
+    async def _send_message(self, part: Part, thread: str | None) -> Any:
+        return await self._call(
             self._bot.send_message(
                 chat_id=self.chat_id,
                 text=part.text,
@@ -208,15 +280,17 @@ class TelegramAdapter:
                 ),
             )
         )
-        message_id = str(message.message_id)
-        return Sent(chat=str(self.chat_id), message=message_id, thread=thread or message_id)
 
     async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
         """Telegram keeps no metadata and lets a bot read no history: it cannot tell."""
         return None
 
     async def edit(self, sent: Sent, part: Part) -> None:
-        """editMessageText; an edit that changes nothing counts as done."""
+        """editMessageText; an edit that changes nothing counts as done. A message left in the
+        group before it became a supergroup is `MessageGone` (the caller posts anew)."""
+        if int(sent.chat) in self._moved_from:
+            where = f"{self._where}: message to edit not found"
+            raise MessageGone(Reason.NOT_FOUND, f"{where}: it stayed in chat {sent.chat}")
         try:
             await self._call(
                 self._bot.edit_message_text(
@@ -225,18 +299,23 @@ class TelegramAdapter:
                     message_id=int(sent.message),
                     parse_mode=ParseMode.HTML,
                     link_preview_options=_NO_PREVIEW,
-                )
+                ),
+                chat=int(sent.chat),
             )
         except Permanent as error:
             if "message is not modified" not in error.detail.lower():
                 raise
 
     async def react(self, sent: Sent, emoji: str) -> None:
-        """setMessageReaction with one of Telegram's reaction emoji (👍 👀 🔥 ...)."""
+        """setMessageReaction with one of Telegram's reaction emoji (👍 👀 🔥 ...). A message
+        left in the group before it became a supergroup can no longer be marked: skipped."""
+        if int(sent.chat) in self._moved_from:
+            return
         await self._call(
             self._bot.set_message_reaction(
                 chat_id=int(sent.chat), message_id=int(sent.message), reaction=emoji
-            )
+            ),
+            chat=int(sent.chat),
         )
 
     async def unreact(self, sent: Sent, emoji: str) -> None:
@@ -245,11 +324,27 @@ class TelegramAdapter:
     async def plain_text(self, text: str) -> str:
         return text.strip()  # text and captions arrive plain; entities only format them
 
-    async def _call(self, request: Awaitable[T]) -> T:
+    async def _call(self, request: Awaitable[T], chat: int | None = None) -> T:
+        """Await a Bot API call to `chat` (default: this destination's) and classify errors."""
+        target = self.chat_id if chat is None else chat  # before a concurrent call moves it
         try:
             return await request
+        except ChatMigrated as error:
+            raise self._moved(target, int(error.new_chat_id)) from None
         except TelegramError as error:
             raise self._classify(error) from None
+
+    def _moved(self, old: int, new: int) -> DeliveryError:
+        """`old` became `new`: follow it (unless a concurrent call already did)."""
+        if old != self.chat_id and new != self.chat_id:  # a message in some unrelated chat
+            return Permanent(Reason.NOT_FOUND, f"{self._where}: chat {old} not found (moved)")
+        where = f"telegram destination '{self.name}' (chat {old})"
+        self.follow(new)
+        detail = (
+            f"{where}: the group became the supergroup {new}; posting there from now on. "
+            f"Set chat_id to {new} in the config"
+        )
+        return ChatMoved(detail, str(old), str(new))
 
     def _classify(self, error: TelegramError) -> DeliveryError:
         # Details name the destination and Telegram's reason, never the text or the token
@@ -260,15 +355,14 @@ class TelegramAdapter:
             case RetryAfter():
                 seconds = _retry_after(error)
                 return Retryable(Reason.RATE_LIMITED, f"{where}: flood control", seconds)
-            case ChatMigrated():
-                detail = f"{where}: the group became a supergroup; set chat_id to "
-                return Permanent(Reason.NOT_FOUND, f"{detail}{error.new_chat_id} in the config")
             case InvalidToken():
                 return Permanent(Reason.AUTH, f"{where}: the bot token was rejected")
             case Forbidden():
                 return Permanent(Reason.FORBIDDEN, f"{where}: {error.message}")
             case TimedOut():
                 return Retryable(Reason.TIMEOUT, f"{where}: timed out")
+            case BadRequest() if "topic_closed" in message:
+                return ThreadClosed(Reason.FORBIDDEN, f"{where}: {error.message}")
             case BadRequest() if "chat not found" in message:
                 detail = f"{where}: chat not found — check chat_id and add the bot to the chat"
                 return Permanent(Reason.NOT_FOUND, detail)

@@ -88,6 +88,16 @@ async def set_thread(
     )
 
 
+async def forget_threads_in(connection: AsyncConnection, destination: str, chat: str) -> None:
+    """Conversations whose threads stay behind in a chat that moved start a new thread on
+    their next message (a reply chain cannot follow a group into its supergroup)."""
+    await connection.execute(
+        update(conversations)
+        .where(conversations.c.destination == destination, conversations.c.chat == chat)
+        .values(thread=None, chat=None)
+    )
+
+
 async def touch(connection: AsyncConnection, conversation_id: int, at: float) -> None:
     await connection.execute(
         update(conversations)

@@ -11,10 +11,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bridge.retry import backoff
+
+# What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
+# lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout).
+UNAVAILABLE: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, TimeoutError)
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for a connection or a lock before giving up
 
 
 class Database:
@@ -22,9 +27,11 @@ class Database:
 
     SQLite runs in WAL mode with `synchronous=FULL` (a commit survives power loss) and takes
     the write lock at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
+    `timeout` bounds the waits: SQLite's busy_timeout; on PostgreSQL connecting and taking a
+    connection from the pool.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         url, connect_args = _driver_options(url)
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.connect_args = connect_args
@@ -34,12 +41,18 @@ class Database:
             "hide_parameters": True,
         }
         if self.dialect == "postgresql":
-            options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
+            options.update(
+                pool_size=10,
+                max_overflow=5,
+                pool_pre_ping=True,
+                pool_timeout=timeout,
+                connect_args={**connect_args, "timeout": timeout},
+            )
         else:
             options.update(pool_size=1, max_overflow=0)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, busy_timeout=timeout)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -79,13 +92,13 @@ def _driver_options(url: str) -> tuple[str, dict[str, Any]]:
     return urlunsplit(parts._replace(query=urlencode(kept))), connect_args
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -1,4 +1,4 @@
-"""Small durable key/value facts (the generated webhook token)."""
+"""Small durable key/value facts (the generated webhook token, chats that moved)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,36 @@ from bridge.store.db import Database
 from bridge.store.schema import facts
 
 
-async def get_or_create(
-    database: Database, connection: AsyncConnection, key: str, value: str
-) -> str:
-    """Return the stored value of `key`, storing `value` first when there is none.
+async def add(database: Database, connection: AsyncConnection, key: str, value: str) -> bool:
+    """Store `value` under `key` unless the key has one; True when this call stored it.
 
-    Concurrent starters agree: the first insert wins and everyone reads it back.
+    Concurrent callers agree: the first insert wins, the others get False.
     """
-    await connection.execute(
-        database.insert(facts).values(key=key, value=value).on_conflict_do_nothing()
+    result = await connection.execute(
+        database.insert(facts)
+        .values(key=key, value=value)
+        .on_conflict_do_nothing()
+        .returning(facts.c.key)
     )
-    return str(
-        (await connection.execute(select(facts.c.value).where(facts.c.key == key))).scalar_one()
-    )
+    return result.first() is not None
+
+
+async def get(connection: AsyncConnection, key: str) -> str | None:
+    value = (await connection.execute(select(facts.c.value).where(facts.c.key == key))).scalar()
+    return None if value is None else str(value)
+
+
+def _moved(old_chat: str) -> str:
+    return f"telegram_chat_moved:{old_chat}"
+
+
+async def remember_move(
+    database: Database, connection: AsyncConnection, old_chat: str, new_chat: str
+) -> bool:
+    """A Telegram chat got a new id (`bridge.moves`); True when this call stored it first."""
+    return await add(database, connection, _moved(old_chat), new_chat)
+
+
+async def moved_to(connection: AsyncConnection, old_chat: str) -> str | None:
+    """Where a Telegram chat moved to, if it did."""
+    return await get(connection, _moved(old_chat))

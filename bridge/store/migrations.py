@@ -152,10 +152,37 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX chat_messages_replied_to ON chat_messages (replied_to)",
     ),
     (
+        # Retention and erasure: content is erased in place (the row stays, so counts and
+        # deduplication do too); `erased_at` marks what is done.
+        "ALTER TABLE events ADD COLUMN erased_at {float}",
+        "ALTER TABLE message_status ADD COLUMN erased_at {float}",
+        "ALTER TABLE chat_events ADD COLUMN erased_at {float}",
+        "CREATE INDEX events_unerased ON events (received_at) WHERE erased_at IS NULL",
+        "CREATE INDEX message_status_unerased ON message_status (updated_at) "
+        "WHERE erased_at IS NULL",
+        "CREATE INDEX webhook_requests_received ON webhook_requests (received_at)",
+        "CREATE INDEX outbox_finished ON outbox (status, finished_at)",
+        "CREATE INDEX chat_messages_created ON chat_messages (created_at)",
+        "CREATE INDEX chat_messages_conversation ON chat_messages (conversation_id)",
+        "CREATE INDEX conversations_last ON conversations (last_message_at)",
+        "CREATE INDEX alert_groups_last ON alert_groups (last_at)",
+        "CREATE INDEX chat_events_unerased ON chat_events (received_at) WHERE erased_at IS NULL",
+        # What pruning keeps: agents' messages not sent yet, conversations with a reply to settle.
+        "CREATE INDEX replies_chat_event ON replies (chat_event_id, state)",
+        "CREATE INDEX replies_conversation ON replies (conversation_id, state)",
+        "CREATE INDEX replies_updated ON replies (updated_at)",
+        # Hot queries that scanned whole tables: a customer's live conversations (delivery
+        # reports), and whether a lane was used lately (operator notices).
+        "CREATE INDEX conversations_sender ON conversations (sender, last_message_at)",
+        "CREATE INDEX outbox_lane_created ON outbox (lane, created_at)",
+    ),
+    (
         # One pace per destination, shared by every worker process (bridge/store/pace.py).
         """CREATE TABLE pace (
             destination TEXT PRIMARY KEY, tokens {float} NOT NULL, updated_at {float} NOT NULL,
             paused_until {float} NOT NULL)""",
+        # Pruning finds the destinations at rest without reading the table.
+        "CREATE INDEX pace_updated ON pace (updated_at)",
     ),
 )
 

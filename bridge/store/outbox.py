@@ -178,6 +178,12 @@ async def lane_used_since(
     return (await connection.execute(query.limit(1))).first() is not None
 
 
+async def dead_count(connection: AsyncConnection) -> int:
+    """How many dead letters there are (`dead` lists only the first of them)."""
+    query = select(func.count()).select_from(outbox).where(outbox.c.status == DEAD)
+    return int((await connection.execute(query)).scalar_one())
+
+
 async def dead(connection: AsyncConnection, limit: int = 1000) -> list[Job]:
     rows = await connection.execute(
         select(*_JOB_COLUMNS).where(outbox.c.status == DEAD).order_by(outbox.c.id).limit(limit)

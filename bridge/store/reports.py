@@ -72,6 +72,7 @@ async def advance(
             "status_at": excluded.status_at,
             "event_id": excluded.event_id,
             "updated_at": excluded.updated_at,
+            "erased_at": None,  # numbers stored again: pruned again in time
         },
         where=message_status.c.rank < excluded.rank,
     ).returning(message_status.c.messageid)

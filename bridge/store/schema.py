@@ -53,8 +53,9 @@ events = Table(
     Column("webhook_type", Text),
     Column("status", Text, nullable=False),
     Column("problem", Text),
-    Column("payload", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # `{}` once erased (retention, forget)
     Column("received_at", Float, nullable=False),
+    Column("erased_at", Float),
 )
 
 # The durable outbox: one job per (event, destination, kind). Jobs of one `lane` (a
@@ -127,6 +128,7 @@ message_status = Table(
     Column("read_at", Text),
     Column("read_event_id", BigInteger),
     Column("read_shown", Integer),
+    Column("erased_at", Float),  # sender and receiver blanked (retention, forget)
 )
 
 # Failures grouped à la Alertmanager: one row per group key (the alerts route's matchers and
@@ -177,8 +179,9 @@ chat_events = Table(
     Column("platform", Text, nullable=False),
     Column("event_key", Text, nullable=False),
     Column("status", Text, nullable=False),
-    Column("body", Text, nullable=False),
+    Column("body", Text, nullable=False),  # `{}` once erased (retention, forget)
     Column("received_at", Float, nullable=False),
+    Column("erased_at", Float),
 )
 
 # An agent's answer to a customer. `state` is planned → sending → sent (or unknown, refused,

@@ -7,7 +7,9 @@
         assert telegram.messages(-1002)[0].message_thread_id == 2
 
 It validates what Telegram validates and the bridge depends on: HTML parse mode (supported tags,
-nesting, entities), 1-4096 characters after entity parsing, existing topics and messages.
+nesting, entities), 1-4096 characters after entity parsing, existing topics and messages. Like
+Telegram's server it finds mentions, bot commands, hashtags and links in the plain text
+(`TelegramMessage.entities`), a little more eagerly than Telegram does.
 Switches apply per chat, or to every chat when `chat_id` is None; flip them from any thread.
 """
 
@@ -59,6 +61,7 @@ class TelegramMessage:
     link_preview_disabled: bool
     at: float  # arrival, time.monotonic()
     params: dict[str, Any] = field(repr=False, default_factory=dict)
+    entities: tuple[tuple[str, str], ...] = ()  # (type, text) found in the plain text
 
 
 @dataclass(frozen=True)
@@ -176,11 +179,32 @@ def utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+_URL = re.compile(r"https?://\S+|(?<![\w@./])(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?:/\S*)?")
+_FOUND = (
+    ("mention", re.compile(r"(?<!\w)@[A-Za-z0-9_]{1,32}")),
+    ("bot_command", re.compile(r"(?<!\w)/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{1,32})?")),
+    ("hashtag", re.compile(r"(?<!\w)#\w+")),
+)
+
+
+def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
+    """The entities Telegram's server makes of plain text by itself: links first, then
+    mentions, commands and hashtags outside them. A word joiner (U+2060) after `@` or `/`
+    is not a name character, so it breaks a mention or command as it does in Telegram."""
+    found = [(match.start(), match.end(), "url") for match in _URL.finditer(plain)]
+    links = list(found)
+    for kind, pattern in _FOUND:
+        for match in pattern.finditer(plain):
+            if not any(start < match.end() and match.start() < end for start, end, _ in links):
+                found.append((match.start(), match.end(), kind))
+    return tuple((kind, plain[start:end]) for start, end, kind in sorted(found))
+
+
 class FakeTelegram:
     """Fake Bot API at `{url}/bot<token>/<method>`: getMe, getChat, getChatMember, sendMessage,
-    createForumTopic, editMessageText, setMessageReaction. Chats exist on first use: positive
-    ids are private chats, `-100…` ids forum supergroups (the bot an admin that manages
-    topics), other negative ids basic groups (the bot a member)."""
+    createForumTopic, reopenForumTopic, editMessageText, setMessageReaction. Chats exist on
+    first use: positive ids are private chats, `-100…` ids forum supergroups (the bot an admin
+    that manages topics), other negative ids basic groups (the bot a member)."""
 
     TOKEN = "123456:TEST-token"
 
@@ -190,6 +214,8 @@ class FakeTelegram:
         self._closing = threading.Event()
         self._switches: dict[int | None, _Switches] = defaultdict(_Switches)
         self._gone_topics: set[tuple[int, int]] = set()
+        self._closed_topics: set[tuple[int, int]] = set()
+        self._method_errors: dict[tuple[str, int | None], _Refused] = {}
         self._topics_off: set[int] = set()
         self._bot_rights: dict[int, tuple[str, bool]] = {}  # chat → (status, can_manage_topics)
         self._refuse_all = False
@@ -258,6 +284,20 @@ class FakeTelegram:
         """Any other refusal, e.g. ``(400, "Bad Request: not enough rights to create a topic")``."""
         self._set_error(chat_id, _Refused(status, description))
 
+    def close_topic(self, chat_id: int, message_thread_id: int) -> None:
+        """Posts to the topic now fail with 400 "Bad Request: TOPIC_CLOSED" (as for a bot
+        without the Manage topics right) until reopenForumTopic."""
+        with self._lock:
+            self._closed_topics.add((chat_id, message_thread_id))
+
+    def fail_method(
+        self, method: str, status: int, description: str, chat_id: int | None = None
+    ) -> None:
+        """Refuse one Bot API method (in one chat, or all), e.g. ``("reopenForumTopic", 400,
+        "Bad Request: not enough rights to manage topics")``."""
+        with self._lock:
+            self._method_errors[(method.lower(), chat_id)] = _Refused(status, description)
+
     def delete_topic(self, chat_id: int, message_thread_id: int) -> None:
         """Posts to the topic now fail with 400 "Bad Request: message thread not found"."""
         with self._lock:
@@ -324,6 +364,8 @@ class FakeTelegram:
         with self._lock:
             self._switches.clear()
             self._gone_topics.clear()
+            self._closed_topics.clear()
+            self._method_errors.clear()
             self._topics_off.clear()
             self._bot_rights.clear()
             self._refuse_all = False
@@ -439,6 +481,8 @@ class FakeTelegram:
                     return self._edit(params)
                 case "setmessagereaction":
                     return self._react(params)
+                case "reopenforumtopic":
+                    return self._reopen_topic(params)
                 case "setwebhook":
                     self.webhook = dict(params)
                     return True
@@ -474,6 +518,9 @@ class FakeTelegram:
         for s in switches:
             if s.error:
                 raise s.error
+        for key in ((method.lower(), None), (method.lower(), chat_id)):
+            if key in self._method_errors:
+                raise self._method_errors[key]
 
     def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id: int = params["chat_id"]
@@ -482,6 +529,8 @@ class FakeTelegram:
         thread_id = params.get("message_thread_id")
         if thread_id is not None and not self._topic_exists(chat_id, thread_id):
             raise _Refused(400, "Bad Request: message thread not found")
+        if (chat_id, thread_id) in self._closed_topics:
+            raise _Refused(400, "Bad Request: TOPIC_CLOSED")
         reply = params.get("reply_parameters") or {}
         reply_to = reply.get("message_id") if isinstance(reply, dict) else None
         if reply_to is not None and (chat_id, reply_to) not in self._texts:
@@ -507,6 +556,7 @@ class FakeTelegram:
                 ),
                 at=_now(),
                 params=dict(params),
+                entities=auto_entities(plain),
             )
         )
         message = _message(chat_id, message_id, plain)
@@ -556,6 +606,16 @@ class FakeTelegram:
         if any(e not in set(ReactionEmoji) for e in emoji):
             raise _Refused(400, "Bad Request: REACTION_INVALID")
         self._reactions.append(TelegramReaction(chat_id, message_id, emoji, _now()))
+        return True
+
+    def _reopen_topic(self, params: dict[str, Any]) -> bool:
+        chat_id: int = params["chat_id"]
+        thread_id = params.get("message_thread_id")
+        if not self._topic_exists(chat_id, thread_id):
+            raise _Refused(400, "Bad Request: TOPIC_ID_INVALID")
+        if (chat_id, thread_id) not in self._closed_topics:
+            raise _Refused(400, "Bad Request: TOPIC_NOT_MODIFIED")
+        self._closed_topics.discard((chat_id, thread_id))
         return True
 
     def _chat_info(self, chat_id: int) -> dict[str, Any]:

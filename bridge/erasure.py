@@ -1,0 +1,269 @@
+"""Erasure on request: `smsbridge forget NUMBER` removes what is stored about one customer.
+
+Their messages' text and their number go from events, raw bodies, delivery statuses, outbox
+jobs (lanes and payloads) and alert groups; what agents wrote in the customer's threads goes
+from the chat events; their conversations, the links to the chat messages that showed them,
+the replies sent to them and their opt-out are deleted. Counts stay right: events, statuses,
+jobs, chat events and alert groups keep their rows (a receiver removed from a group's list
+still counts among its "more"). Jobs not delivered yet are closed: the text they would post
+or send is gone. Posts already in Slack or Telegram are not the bridge's to delete; the
+threads they are in are listed so someone can.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge import alerts, phones
+from bridge.chat_inbound import places
+from bridge.jobs import (
+    ConversationKey,
+    FailureNoteJob,
+    InboxJob,
+    ReadJob,
+    ReplyJob,
+    ReplyStatusJob,
+    Unreadable,
+    conversation_lane,
+)
+from bridge.store import erasure as store
+from bridge.store.db import Database
+
+SCAN_BATCH = 1000  # rows read per transaction while looking for the customer's
+_NUMBER_FIELDS = {"sender", "receiver", "orig_sender", "orig_receiver"}
+FORGOTTEN = "forgotten"
+
+
+@dataclass
+class Erased:
+    number: str
+    events: int = 0
+    raw_bodies: int = 0
+    jobs: int = 0
+    closed_jobs: int = 0
+    statuses: int = 0
+    conversations: int = 0
+    chat_links: int = 0
+    replies: int = 0
+    chat_events: int = 0
+    opt_outs: int = 0
+    alert_groups: int = 0
+    threads: list[store.Thread] = field(default_factory=list)
+
+    @property
+    def anything(self) -> bool:
+        counts = (self.events, self.raw_bodies, self.jobs, self.statuses, self.conversations)
+        more = (self.chat_links, self.replies, self.chat_events, self.opt_outs, self.alert_groups)
+        return any(counts) or any(more)
+
+    def lines(self) -> list[str]:
+        who = phones.international(self.number)
+        if not self.anything:
+            return [f"nothing stored about {who}"]
+        lines = [
+            f"erased what was stored about {who}:",
+            f"  events: {self.events} (text and numbers erased; each still counted)",
+            f"  raw webhook bodies: {self.raw_bodies} deleted",
+            f"  outbox jobs: {self.jobs} (number erased; {self.closed_jobs} not delivered, closed)",
+            f"  delivery statuses: {self.statuses} (numbers erased)",
+            f"  conversations: {self.conversations} deleted, "
+            f"with {self.chat_links} chat message link(s)",
+            f"  agents' replies: {self.replies} deleted",
+            f"  chat events: {self.chat_events} (what agents wrote erased; each still counted)",
+            f"  alert groups: {self.alert_groups} (number taken out of the receivers)",
+        ]
+        if self.opt_outs:
+            lines.append(
+                f"  opt-outs: {self.opt_outs} deleted (if this customer writes again, agents "
+                "can answer them: they must write STOP again to stop that)"
+            )
+        threads = [thread for thread in self.threads if thread.thread is not None]
+        if threads:
+            lines.append("posts already made stay in the chat; delete them there if needed:")
+            for thread in threads:
+                lines.append(f"  {thread.destination}: chat {thread.chat}, thread {thread.thread}")
+        return lines
+
+
+def concerns(event: store.StoredEvent, number: str) -> bool:
+    """Whether a stored event is about the customer: a sender or receiver field holds their
+    number; in an event not understood, the number anywhere in it."""
+    try:
+        document = json.loads(event.payload)
+    except ValueError:
+        document = None
+    if any(phones.key(value) == number for value in _number_fields(document)):
+        return True
+    if event.status != "ok":
+        return _mentions(event.payload, number)
+    return False
+
+
+def _mentions(text: str, number: str) -> bool:
+    return re.search(rf"(?<!\d){re.escape(number)}(?!\d)", text) is not None
+
+
+def _number_fields(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _NUMBER_FIELDS and isinstance(item, str | int) and item != "":
+                yield str(item)
+            else:
+                yield from _number_fields(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _number_fields(item)
+
+
+def said_in(event: store.StoredChatEvent, where: set[tuple[str, str]], number: str) -> bool:
+    """Whether a chat event was written in one of the customer's threads (`where`: their
+    (chat, thread) and (chat, message) places), or names their number."""
+    return bool(places(event.platform, event.body) & where) or _mentions(event.body, number)
+
+
+@dataclass(frozen=True)
+class JobErasure:
+    """What to do with one of the customer's jobs: close it if still open, and..."""
+
+    payload: dict[str, Any] | None  # ...store this payload instead (None: keep it)
+    lane: bool  # ...erase its lane (it holds the number)
+
+
+def job_erasure(job: store.StoredJob, number: str) -> JobErasure | None:
+    """How a job found for the customer is erased; None when it is not theirs to erase (an
+    alert job: its group is rewritten and keeps notifying about the other failures)."""
+    match job.payload:
+        case (
+            InboxJob(conversation=conversation)
+            | FailureNoteJob(conversation=conversation)
+            | ReplyJob(conversation=conversation)
+            | ReplyStatusJob(conversation=conversation)
+        ) if conversation.sender == number:
+            erased = ConversationKey(receiver=conversation.receiver, sender="")
+            payload = job.payload.model_copy(update={"conversation": erased})
+            return JobErasure(payload.model_dump(mode="json"), lane=True)
+        case ReadJob():
+            return JobErasure(None, lane=False)  # its event is erased: nothing left to mark
+        case Unreadable():
+            return JobErasure({}, lane=True)
+    return None
+
+
+def without_number(group: store.AlertGroup, number: str) -> store.AlertGroup:
+    """The alert group with the customer's number taken out; its counts unchanged.
+
+    A group_by label that held the number says `forgotten`; the group key is built again
+    from the group's route and labels (`alerts.key_of`) with `forgotten-<group id>` there,
+    so two forgotten customers' groups stay two groups.
+    """
+    receivers, labels, others = list(group.receivers), dict(group.labels), group.others
+    if number in receivers:
+        receivers.remove(number)
+        others += 1  # still one of the failures, now among "and N more"
+    grouped, group_key = dict(labels), group.group_key
+    forgotten = [label for label, value in labels.items() if value == number]
+    for label in forgotten:
+        labels[label] = FORGOTTEN
+        grouped[label] = f"{FORGOTTEN}-{group.id}"
+    if forgotten:
+        group_key = alerts.key_of(group.route, grouped)
+    sender = "" if phones.key(group.sender) == number else group.sender
+    return replace(
+        group,
+        group_key=group_key,
+        labels=labels,
+        sender=sender,
+        receivers=receivers,
+        others=others,
+    )
+
+
+async def forget(database: Database, number: str, now: float) -> Erased:
+    """Erase what is stored about the customer with this number key (`phones.key`)."""
+    erased = Erased(number)
+    async with database.transaction() as connection:
+        threads = await store.conversations_of(connection, number)
+        conversation_ids = [thread.id for thread in threads]
+        where = await store.chat_messages_of(connection, conversation_ids)
+        said = await store.reply_events(connection, conversation_ids)
+    where |= {(t.chat, t.thread) for t in threads if t.chat is not None and t.thread is not None}
+    # Short read transactions: webhooks and chat events keep being stored meanwhile.
+    matching = [
+        event.id async for event in _scan(database, store.events_after) if concerns(event, number)
+    ]
+    said |= {
+        event.id
+        async for event in _scan(database, store.chat_events_after)
+        if said_in(event, where, number)
+    }
+    async with database.transaction() as connection:
+        erased.events, erased.raw_bodies = await store.erase_events(connection, matching, now)
+        threads = await store.conversations_of(connection, number)  # any started meanwhile
+        conversation_ids = [thread.id for thread in threads]
+        lanes = {
+            conversation_lane(t.destination, ConversationKey(receiver=t.receiver, sender=number))
+            for t in threads
+        }
+        found = await store.jobs_of(connection, matching, lanes)
+        # Jobs of the events may be in lanes no conversation names any more (not delivered
+        # yet, or the conversation pruned): everything else in those lanes is theirs too.
+        theirs = {job.lane for job in found if _is_theirs(job, number)} - lanes
+        known = {job.id for job in found}
+        found += [job for job in await store.jobs_of(connection, (), theirs) if job.id not in known]
+        for job in found:
+            plan = job_erasure(job, number)
+            if plan is not None:
+                erased.jobs += 1
+                erased.closed_jobs += await store.erase_job(
+                    connection, job, plan.payload, now, lane=plan.lane
+                )
+        erased.statuses = await store.erase_statuses(connection, number, now)
+        said |= await store.reply_events(connection, conversation_ids)
+        erased.replies = await store.delete_replies(connection, conversation_ids)
+        erased.chat_events = await store.erase_chat_events(connection, said, now)
+        erased.opt_outs = await store.delete_opt_outs(connection, number)
+        erased.conversations, erased.chat_links = await store.delete_conversations(
+            connection, conversation_ids
+        )
+        erased.threads = threads
+        for group in await store.alert_groups_all(connection):
+            changed = without_number(group, number)
+            if changed != group:
+                await store.rewrite_alert_group(connection, changed)
+                erased.alert_groups += 1
+    return erased
+
+
+def _is_theirs(job: store.StoredJob, number: str) -> bool:
+    plan = job_erasure(job, number)
+    return plan is not None and plan.lane
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=_Row)
+
+
+async def _scan(
+    database: Database, batch: Callable[[AsyncConnection, int, int], Awaitable[list[Row]]]
+) -> AsyncIterator[Row]:
+    """Every row `batch(connection, after, limit)` gives, in id order, a batch per
+    transaction."""
+    after = 0
+    while True:
+        async with database.transaction() as connection:
+            rows = await batch(connection, after, SCAN_BATCH)
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        after = rows[-1].id

@@ -1,0 +1,95 @@
+"""Retention: data is kept only as long as it serves (the config's `retention:` section).
+
+The worker prunes once an hour, and `smsbridge prune [--dry-run]` runs the same code. Each
+category goes in small batches, one short transaction each, so webhooks and deliveries go on
+in between; on PostgreSQL an advisory lock keeps two processes from pruning at once.
+
+A conversation's thread link is kept while the conversation is live (`threads.idle_after`) or
+a reply in it is still to be sent or settled, a message's content while a job still has to
+deliver it or a dead letter may be retried, what an agent wrote while their answer is still to
+be sent, and delivered jobs at least as long as an alert's `repeat_interval` needs them. A
+destination's pace (no customer data) goes once its bucket is full again and no 429 holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from bridge.config import Config
+from bridge.pacing import burst_for
+from bridge.store import retention as store
+from bridge.store.db import Database
+
+BATCH = 500  # rows per transaction
+EVERY = 3600.0  # the worker prunes this often (seconds)
+
+
+def cutoffs(config: Config, now: float) -> store.Cutoffs:
+    """What is older than these times goes."""
+    keep = config.retention
+    routes = config.alerts.routes if config.alerts is not None else ()
+    repeat = max((route.repeat_interval for route in routes), default=0.0)
+    return store.Cutoffs(
+        raw_bodies=now - keep.raw_bodies,
+        content=now - keep.content,
+        done_jobs=now - max(keep.done_jobs, repeat),
+        dead_letters=now - keep.dead_letters,
+        conversations=now - max(keep.content, config.idle_after),
+        alert_groups=now - max(keep.content, repeat),
+        pace=now - _refill_time(config),
+    )
+
+
+def _refill_time(config: Config) -> float:
+    """How long a destination's bucket takes to fill up from empty (at least `EVERY`)."""
+    rates = [d.max_rate for d in config.destinations.values() if d.max_rate]
+    return max([EVERY, *(burst_for(rate) / rate for rate in rates)])
+
+
+@dataclass
+class Pruned:
+    """What a run removed (or, dry, would remove): category → rows."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    busy: bool = False  # another process was pruning: this run stopped early
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def lines(self, dry_run: bool = False) -> list[str]:
+        verbs = {category.name: category.verb for category in store.CATEGORIES}
+        lines = []
+        for name, removed in self.counts.items():
+            verb = f"would be {verbs[name]}" if dry_run else verbs[name]
+            lines.append(f"{name}: {removed} {verb}")
+        if self.busy:
+            lines.append("another process is pruning: stopped early; it finishes the rest")
+        return lines
+
+
+async def prune(
+    database: Database, config: Config, now: float, *, dry_run: bool = False, batch: int = BATCH
+) -> Pruned:
+    """Remove (or, `dry_run`, count) everything past its retention at `now`."""
+    limits = cutoffs(config, now)
+    pruned = Pruned()
+    for category in store.CATEGORIES:
+        removed = 0
+        while True:
+            async with database.transaction() as connection:
+                if dry_run:
+                    removed = await store.count(connection, category, limits)
+                    break
+                if not await store.try_lock(database, connection):
+                    pruned.busy = True
+                    pruned.counts[category.name] = removed
+                    return pruned
+                done = await store.remove_batch(connection, category, limits, now, batch)
+            removed += done
+            if done < batch:
+                break
+            await asyncio.sleep(0)  # let the webhook and the deliveries in between batches
+        pruned.counts[category.name] = removed
+    return pruned
