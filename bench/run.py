@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench import paced
 from bridge.webhook import MAX_BODY
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess, free_port
@@ -308,6 +309,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3-second runs instead of 10")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    parser.add_argument("--no-paced", action="store_true", help="skip the paced-delivery run")
     arguments = parser.parse_args()
     seconds = 3 if arguments.quick else 10
     load = wait_for_quiet(1.0, 0 if arguments.no_wait else 600, print)
@@ -324,6 +326,16 @@ def main() -> None:
             print(f"benchmarking {name} ...", flush=True)
             figures = bridge(url, workdir, seconds, bare_figures.extra["half_rate"])
             tables += table(name, bare_figures, figures)
+        if not arguments.no_paced:
+            results = []
+            for name, url in targets:
+                print(f"benchmarking paced delivery on {name} ...", flush=True)
+                if name == "PostgreSQL":
+                    fresh = asyncio.run(postgres_database("paced")) or url
+                else:
+                    fresh = f"sqlite:///{workdir / 'paced.db'}"
+                results.append((name, paced.measure_paced(fresh, workdir, TOKEN)))
+            tables += paced.paced_table(results, Path("/proc/loadavg").read_text().split()[0])
     cpu = Path("/proc/cpuinfo").read_text()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [

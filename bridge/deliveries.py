@@ -85,6 +85,7 @@ async def deliver_inbox(delivery: Delivery) -> None:
         replied_to=(event.isreply.orig_messageid or None) if event.isreply else None,
         at=delivery.received_at,
         now=delivery.now(),
+        unsure_since=job.unsure_since,
     )
     destination = delivery.config.destinations.get(job.destination)
     if destination is not None and destination.replies is not None:
@@ -123,6 +124,7 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         # The note does not keep the conversation alive: only customer messages do.
         at=conversation.last_message_at,
         now=delivery.now(),
+        unsure_since=delivery.job.unsure_since,
     )
 
 
@@ -151,6 +153,7 @@ async def deliver_read(delivery: Delivery) -> None:
             # The line does not keep the conversation alive: only customer messages do.
             at=conversation.last_message_at,
             now=delivery.now(),
+            unsure_since=job.unsure_since,
         )
     async with database.transaction() as connection:
         await reports_store.count_read_shown(connection, messageid, 1 if live else 0)

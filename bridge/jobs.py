@@ -171,6 +171,13 @@ class Job:
     attempts: int
     created_at: float
     last_error: str | None = None
+    unsure: bool = False  # an earlier attempt may have posted without recording it
+
+    @property
+    def unsure_since(self) -> float | None:
+        """Since when an unsure job's earlier posts may be on the platform (a minute before
+        it was queued: clocks of worker hosts and platform differ a little)."""
+        return self.created_at - 60 if self.unsure else None
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,33 @@
 """Per-destination pacing: stay under the platform's rate limits instead of collecting 429s.
 
 A token bucket per destination: `rate` posts a second on average, bursts of up to `burst`.
-The worker only claims jobs for destinations with a token, so a busy channel waits for its
-own tokens while the other destinations go on.
+The bucket lives in the database (`store/pace.py`), so every worker process shares one pace
+per destination, and a 429's Retry-After holds the destination back for all of them. The
+worker only claims jobs for destinations with a token, so a busy channel waits for its own
+tokens while the other destinations go on.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store import pace as pace_store
+from bridge.store.db import Database
+from bridge.store.pace import Bucket
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
-# Documented platform limits (shared/reference): Slack about 1 post/s per channel with short
-# bursts; Telegram 1/s per private chat and 20/min per group.
-# Aim a little under 1/s: requests sent 1.0 s apart can arrive closer than that.
-SLACK_DEFAULT = 1 / 1.2
-TELEGRAM_PRIVATE_DEFAULT = 1 / 1.2
+# Documented platform limits (shared/reference): Slack about 1 post/s per channel;
+# Telegram 1/s per private chat and 20/min per group. Paced at those rates, less only the
+# 5 % it takes for network jitter: two posts granted 1.0 s apart can arrive 0.99 s apart.
+SLACK_DEFAULT = 1 / 1.05
+TELEGRAM_PRIVATE_DEFAULT = 1 / 1.05
 TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
+BURST = 3.0  # at most, and only where the rate allows several posts a second
 
 
 def parse_rate(value: object) -> float | None:
@@ -32,61 +40,77 @@ def parse_rate(value: object) -> float | None:
     return float(match.group(1)) / _PER[match.group(2)]
 
 
-@dataclass
-class _Bucket:
-    rate: float
-    burst: float
-    tokens: float
-    updated: float
+def burst_for(rate: float, burst: float = BURST) -> float:
+    """Bursts only where the rate allows several a second: Telegram's 20/min per group also
+    means 1/s per chat, and Slack's 1/s per channel is best kept strictly."""
+    return max(1.0, min(burst, rate))
 
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+
+def tokens_at(bucket: Bucket, rate: float, burst: float, now: float) -> float:
+    """The bucket's tokens at `now` (a clock behind the last writer's refills nothing)."""
+    return min(burst, bucket.tokens + max(0.0, now - bucket.updated_at) * rate)
+
+
+def ready_at(bucket: Bucket | None, rate: float | None, burst: float, now: float) -> float:
+    """When the destination next has a token (`now` when it has one already)."""
+    if bucket is None:
+        return now
+    paused = max(now, bucket.paused_until)
+    if rate is None:
+        return paused
+    tokens = tokens_at(bucket, rate, burst, now)
+    if tokens >= 1:
+        return paused
+    return max(now + (1 - tokens) / rate, paused)
 
 
 class Pacer:
-    """Token buckets by destination; a destination without a rate is held back only while
-    paused (the platform answered 429 with a Retry-After)."""
+    """The shared pace of the configured destinations, read and taken inside the caller's
+    transaction; a destination without a rate is held back only while paused."""
 
-    def __init__(self, rates: Mapping[str, float | None], burst: float = 3.0) -> None:
+    def __init__(
+        self, database: Database, rates: Mapping[str, float | None], burst: float = BURST
+    ) -> None:
+        self._database = database
         self._rates = dict(rates)
-        self._burst = burst
-        self._buckets: dict[str, _Bucket] = {}
-        self._paused: dict[str, float] = {}  # destination → until when
+        self._bursts = {name: burst_for(rate, burst) for name, rate in rates.items() if rate}
 
-    def pause(self, destination: str, until: float) -> None:
-        """No token for `destination` before `until`: it said to wait (429 Retry-After)."""
-        self._paused[destination] = max(until, self._paused.get(destination, until))
+    async def waiting(
+        self, connection: AsyncConnection, destinations: Collection[str], now: float
+    ) -> dict[str, float]:
+        """Destinations without a token now, and when each gets its next one."""
+        stored = await pace_store.buckets(connection, destinations)
+        waiting = {}
+        for destination, bucket in stored.items():
+            rate = self._rates.get(destination)
+            at = ready_at(bucket, rate, self._bursts.get(destination, 1.0), now)
+            if at > now:
+                waiting[destination] = at
+        return waiting
 
-    def _bucket(self, destination: str, now: float) -> _Bucket | None:
+    async def take(self, connection: AsyncConnection, destination: str, now: float) -> bool:
+        """Use a token of `destination` if it has one (any destination not paused, when it
+        has no rate)."""
         rate = self._rates.get(destination)
         if rate is None:
-            return None
-        bucket = self._buckets.get(destination)
-        if bucket is None:
-            # Bursts only where the rate allows several a second: Telegram's 20/min per group
-            # also means 1/s per chat, and Slack's 1/s per channel is best kept strictly.
-            burst = max(1.0, min(self._burst, rate))
-            bucket = self._buckets[destination] = _Bucket(rate, burst, burst, now)
-        bucket.refill(now)
-        return bucket
+            return True  # paused ones were left out of the claim
+        burst = self._bursts[destination]
+        return await pace_store.take(
+            self._database, connection, destination, rate=rate, burst=burst, now=now
+        )
 
-    def take(self, destination: str, now: float) -> bool:
-        """Use a token if there is one."""
-        if self._paused.get(destination, now) > now:
-            return False
-        bucket = self._bucket(destination, now)
+    async def spare(self, connection: AsyncConnection, destination: str, now: float) -> float:
+        """Tokens `destination` has left now (infinite when it has no rate)."""
+        rate = self._rates.get(destination)
+        if rate is None:
+            return float("inf")
+        bucket = (await pace_store.buckets(connection, [destination])).get(destination)
         if bucket is None:
-            return True
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return True
-        return False
+            return self._bursts[destination]
+        return tokens_at(bucket, rate, self._bursts[destination], now)
 
-    def ready_at(self, destination: str, now: float) -> float:
-        """When the destination next has a token (`now` when it has one already)."""
-        paused = self._paused.get(destination, now)
-        bucket = self._bucket(destination, now)
-        if bucket is None or bucket.tokens >= 1:
-            return max(now, paused)
-        return max(now + (1 - bucket.tokens) / bucket.rate, paused)
+    async def pause(
+        self, connection: AsyncConnection, destination: str, until: float, now: float
+    ) -> None:
+        """No token for `destination` before `until`, for every worker (429 Retry-After)."""
+        await pace_store.pause(self._database, connection, destination, until=until, now=now)

@@ -7,7 +7,8 @@ in between; on PostgreSQL an advisory lock keeps two processes from pruning at o
 A conversation's thread link is kept while the conversation is live (`threads.idle_after`) or
 a reply in it is still to be sent or settled, a message's content while a job still has to
 deliver it or a dead letter may be retried, what an agent wrote while their answer is still to
-be sent, and delivered jobs at least as long as an alert's `repeat_interval` needs them.
+be sent, and delivered jobs at least as long as an alert's `repeat_interval` needs them. A
+destination's pace (no customer data) goes once its bucket is full again and no 429 holds it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from bridge.config import Config
+from bridge.pacing import burst_for
 from bridge.store import retention as store
 from bridge.store.db import Database
 
@@ -35,7 +37,14 @@ def cutoffs(config: Config, now: float) -> store.Cutoffs:
         dead_letters=now - keep.dead_letters,
         conversations=now - max(keep.content, config.idle_after),
         alert_groups=now - max(keep.content, repeat),
+        pace=now - _refill_time(config),
     )
+
+
+def _refill_time(config: Config) -> float:
+    """How long a destination's bucket takes to fill up from empty (at least `EVERY`)."""
+    rates = [d.max_rate for d in config.destinations.values() if d.max_rate]
+    return max([EVERY, *(burst_for(rate) / rate for rate in rates)])
 
 
 @dataclass

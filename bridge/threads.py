@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bridge import render
-from bridge.chat.base import ChatAdapter, Part, ThreadClosed, ThreadGone
+from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, ThreadClosed, ThreadGone
 from bridge.store import conversations as store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
@@ -46,6 +46,7 @@ async def post_in_thread(
     replied_to: str | None = None,
     at: float,
     now: float,
+    unsure_since: float | None = None,
 ) -> Conversation:
     """Post every part not posted yet under the conversation's thread, recording each one.
 
@@ -53,15 +54,24 @@ async def post_in_thread(
     failure (a 429 on part 2 of 3) does not post part 1 again. A deleted thread (Telegram
     topic), or one closed that the bot may not reopen, opens a new conversation once and
     carries on there; for a closed one the new thread first says why it exists.
+
+    Every part carries its `Origin`. `unsure_since`: an earlier attempt (since then) may have
+    posted parts without recording them (a worker killed mid-post); each part is first looked
+    for on the platform, and one found is recorded instead of posted again.
     """
     async with database.transaction() as connection:
         already_sent = await store.sent_parts(connection, outbox_id)
     for index, part in enumerate(parts):
         if index in already_sent:
             continue
+        origin = Origin(outbox_id, index)
+        part = Part(part.text, {**part.extra, ORIGIN: origin})
         try:
             conversation = await _ensure_thread(database, adapter, conversation, title)
-            sent = await adapter.send(part, conversation.thread)
+            found = None
+            if unsure_since is not None:
+                found = await adapter.find_posted(origin, conversation.thread, unsure_since)
+            sent = found or await adapter.send(part, conversation.thread)
         except ThreadGone as gone:
             async with database.transaction() as connection:
                 conversation = await store.start(

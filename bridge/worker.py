@@ -2,7 +2,8 @@
 
 Up to `concurrency` jobs run at once, each the head of its own lane, so one slow or
 rate-limited conversation never holds up another. The pacer keeps each destination under its
-platform's rate, and a destination that answers 429 waits out its Retry-After.
+platform's rate, and a destination that answers 429 waits out its Retry-After; both live in
+the database, so any number of workers share one pace per destination.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Worker:
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self.pacer = Pacer(
-            {name: destination.max_rate for name, destination in config.destinations.items()}
+            database,
+            {name: destination.max_rate for name, destination in config.destinations.items()},
         )
         self._next_token_at: float | None = None
         self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
@@ -176,8 +178,9 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             return 0
         now = self.now()
-        paced = {name for name in self.adapters if self.pacer.ready_at(name, now) > now}
+        started = []
         async with self.database.transaction() as connection:
+            waiting = await self.pacer.waiting(connection, self.adapters, now)
             jobs = await outbox_store.claim(
                 self.database,
                 connection,
@@ -185,22 +188,27 @@ class Worker:
                 now=now,
                 lease=self.lease,
                 limit=free,
-                paused=paced,
+                paused=waiting,
             )
-        over_pace = []
-        for job in jobs:
-            if not self.pacer.take(job.destination, now):
-                over_pace.append(job.id)
-                paced.add(job.destination)
-                continue
+            over_pace = []
+            # Tokens are taken in one order by every worker, so none waits on another's.
+            for job in sorted(jobs, key=lambda job: (job.destination, job.id)):
+                if job.destination in waiting or not await self.pacer.take(
+                    connection, job.destination, now
+                ):
+                    over_pace.append(job)
+                    continue
+                started.append(job)
+            if over_pace:  # claimed beyond the destination's tokens: give them back untouched
+                await outbox_store.release(connection, [job.id for job in over_pace], started=False)
+                ran_out = {job.destination for job in over_pace}
+                waiting.update(await self.pacer.waiting(connection, ran_out, now))
+        for job in sorted(started, key=lambda job: job.id):
             task = asyncio.create_task(self._run_job(job), name=f"outbox-{job.id}")
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
-        if over_pace:  # claimed beyond the destination's tokens: give them back untouched
-            async with self.database.transaction() as connection:
-                await outbox_store.release(connection, over_pace)
-        self._next_token_at = min((self.pacer.ready_at(name, now) for name in paced), default=None)
-        return len(jobs) - len(over_pace)
+        self._next_token_at = min(waiting.values(), default=None)
+        return len(started)
 
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
@@ -299,7 +307,10 @@ class Worker:
         message = f"{error.reason}: {error.detail}"
         if error.reason is Reason.RATE_LIMITED and isinstance(error, Retryable):
             if error.retry_after is not None:
-                self.pacer.pause(job.destination, now + error.retry_after)
+                async with self.database.transaction() as connection:
+                    await self.pacer.pause(
+                        connection, job.destination, now + error.retry_after, now
+                    )
         delay = self.policy.next_attempt(
             error, attempts=job.attempts, created_at=job.created_at, now=now, rand=self.rand
         )

@@ -116,3 +116,69 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(
         f"(at most {CONCURRENCY} in flight)"
     )
     assert duplicates <= CONCURRENCY
+
+
+SLACK_ONLY = """
+destinations:
+  support: {slack: {channel: C0SUPPORT}, max_rate: unlimited}
+default: [support]
+"""
+
+
+def slack_burst(customers: int, per_customer: int) -> list[dict[str, Any]]:
+    """Customer c's n-th message reads `c:n`; everyone writes to the one Slack channel."""
+    return [
+        {
+            "webhook_id": f"wh_slack_{c}_{n}",
+            "webhook_type": "inbox_message",
+            "username": "myusername",
+            "message": {
+                "id": f"slack-{c}-{n}",
+                "date": "2026-11-26 10:00:00",
+                "sender": f"32470{c:06d}",
+                "receiver": "32460200000",
+                "content": f"{c}:{n}",
+                "type": "sms",
+            },
+        }
+        for n in range(per_customer)
+        for c in range(customers)
+    ]
+
+
+def test_kill_9_with_16_slack_posts_in_flight_leaves_no_duplicate_post(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Every Slack post carries its job in its metadata: the jobs of the killed worker look
+    for their own posts before posting again, so what landed is recorded, not repeated."""
+    with FakeSlack() as slack, FakeTelegram() as telegram:
+        slack.set_slow(0.5)
+        config = tmp_path / "bridge.yaml"
+        config.write_text(SLACK_ONLY)
+        env = env_for(str(config), slack, telegram, sqlite_url)
+        events = slack_burst(32, 4)
+        bridge = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
+        Sender(bridge.url, events).run()
+        slack.wait_for_posts(CONCURRENCY, timeout=30)  # the first 16, the next 16 in flight
+        time.sleep(0.4)  # within the next 16's 0.5 s, sent at once even on a busy machine
+        assert bridge.kill() == -9
+        slack.wait_idle()  # what was in flight lands now, unrecorded
+        landed = len(slack.posts())
+        slack.set_slow(0)
+        bridge = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
+        try:
+            slack.wait_for_posts(len(events), timeout=60)
+            wait_until_quiet(sqlite_url, slack, telegram)
+        finally:
+            bridge.stop()
+        found = check_threads_and_order(slack, telegram, 32, 4)
+        lookups = len(slack.calls("conversations.history")) + len(
+            slack.calls("conversations.replies")
+        )
+    assert landed > CONCURRENCY  # posts were in flight at the kill and landed unrecorded
+    assert found["duplicates"] == 0
+    assert len(slack.posts()) == len(events)
+    print(
+        f"\nkill -9 with {landed - CONCURRENCY} Slack posts in flight: {len(events)} posts, "
+        f"0 duplicates; {lookups} look-ups by the jobs taken over"
+    )

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from bridge import retention
 from bridge.cli import main
+from bridge.pacing import Pacer
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -25,6 +26,7 @@ from bridge.store.schema import (
     events,
     message_status,
     outbox,
+    pace,
     replies,
     webhook_requests,
 )
@@ -270,3 +272,26 @@ async def test_what_agents_wrote_goes_with_the_content_unless_its_answer_is_stil
     assert any("Still to send" in body for body in bodies) and len(bodies) == 2
     assert states == ["planned"]
     assert [sent.message for sent in smstools.sent()] == ["Sent a month ago", "Still to send"]
+
+
+async def test_a_destinations_pace_goes_once_at_rest_and_not_while_it_holds_anyone_back(
+    database: Database,
+) -> None:
+    """A pace row holds no customer data and serves only while its bucket is not full or a
+    429 pauses it: once at rest it is pruned, and the destination posts at once as before."""
+    config = make_config()
+    pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
+    start = 1_900_000_000.0
+    async with database.transaction() as connection:
+        assert await pacer.take(connection, "support", start)  # then quiet
+        await pacer.pause(connection, "oncall", start + 2 * retention.EVERY, start)  # a 429
+    async with database.transaction() as connection:
+        assert await pacer.take(connection, "billing", start + retention.EVERY - 60)
+    pruned = await retention.prune(database, config, start + retention.EVERY + 1)
+    kept = [name for (name,) in await query(database, select(pace.c.destination))]
+    async with database.transaction() as connection:
+        waiting = await pacer.waiting(connection, ["support", "oncall"], start + retention.EVERY)
+
+    assert pruned.counts["destinations' pace at rest"] == 1
+    assert sorted(kept) == ["billing", "oncall"]  # one used lately, one still paused
+    assert list(waiting) == ["oncall"]  # support has its full bucket, as a new row would

@@ -71,6 +71,19 @@ class Sent:
     thread: str
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Which outbox job and part a chat message shows: carried with the post where the
+    platform keeps it (Slack message metadata), so a job taken over after a crash can find
+    what it already posted."""
+
+    job: int
+    part: int
+
+
+ORIGIN = "origin"  # the `Part.extra` key that carries a part's `Origin`
+
+
 class ThreadGone(Permanent):
     """The conversation's thread no longer exists (deleted topic): start a new one."""
 
@@ -117,6 +130,10 @@ class ChatAdapter(Protocol):
 
     async def send(self, part: Part, thread: str | None) -> Sent:
         """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
+
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+        """The message posted for `origin` since `since` (in `thread`, or at the top level
+        when None), if the platform can tell; None when not found or it cannot look."""
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """Replace a message in place (alerts that grow). Raises `MessageGone` when the

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .base import Part, Post, Sent, Tone
+from .base import Origin, Part, Post, Sent, Tone
 from .text import neutralise
 
 # ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-byte ESC sequences) first, then
@@ -70,6 +70,9 @@ class ConsoleAdapter:
         where = f"new thread #{number}" if thread is None else f"thread #{thread}"
         self._write(f"── {self.name} · {where} ──", part.text)
         return Sent(chat=self.name, message=number, thread=thread or number)
+
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+        return None  # stdout keeps nothing to look in
 
     async def edit(self, sent: Sent, part: Part) -> None:
         header = f"── {self.name} · edit of #{sent.message} (thread #{sent.thread}) ──"

@@ -24,7 +24,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bridge.errors import Permanent, Reason, Retryable
 
 from . import slack_text
-from .base import MessageGone, Part, Post, Sent, Tone
+from .base import ORIGIN, MessageGone, Origin, Part, Post, Sent, Tone
 from .split import split
 from .text import neutralise
 
@@ -34,6 +34,8 @@ SECTION_LIMIT = 3000  # characters of a section block's text, and of a rich_text
 BLOCKS_PER_MESSAGE = 45  # Slack allows 50; leave room for the heading and the part marker
 CHARS_PER_MESSAGE = 36_000  # Slack truncates text at 40,000; leave room for the heading
 HEADING_LIMIT = 2000
+METADATA_EVENT = "smsbridge_post"  # the event_type of the metadata on every bridge post
+LOOKUP_PAGE, LOOKUP_PAGES = 200, 5  # how far back a job taken over looks for its own post
 CUSTOMIZE_SCOPE = "chat:write.customize"
 CUSTOMER_ICON = ":bust_in_silhouette:"  # customer posts, shown under the customer's number
 _TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: ":red_circle: ", Tone.RESOLVED: ":large_green_circle: "}
@@ -297,10 +299,48 @@ class SlackAdapter:
                 unfurl_media=False,
                 username=str(author) if customer else None,
                 icon_emoji=CUSTOMER_ICON if customer else None,
+                metadata=_metadata(part.extra.get(ORIGIN)),
             )
         )
         ts, channel = str(response["ts"]), str(response.get("channel") or self.channel)
         return Sent(chat=channel, message=ts, thread=thread or ts)
+
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+        """The bridge's own post for `origin`, by its metadata: in the thread's replies
+        (conversations.replies) or the channel's top-level messages (conversations.history),
+        no older than `since` and at most `LOOKUP_PAGES` pages back."""
+        payload = {"job": origin.job, "part": origin.part}
+        cursor = None
+        for _ in range(LOOKUP_PAGES):
+            arguments: dict[str, Any] = {
+                "channel": self.channel,
+                "oldest": f"{since:.6f}",
+                "limit": LOOKUP_PAGE,
+                "include_all_metadata": True,
+                "cursor": cursor,
+            }
+            try:
+                if thread is None:
+                    response = await self._call(self._client.conversations_history(**arguments))
+                else:
+                    response = await self._call(
+                        self._client.conversations_replies(ts=thread, **arguments)
+                    )
+            except Permanent as error:  # no channels:history scope, say: post as before
+                log.warning("cannot look for an earlier post (%s): posting it", error.detail)
+                return None
+            for message in response.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if (
+                    metadata.get("event_type") == METADATA_EVENT
+                    and metadata.get("event_payload") == payload
+                ):
+                    ts = str(message["ts"])
+                    return Sent(chat=self.channel, message=ts, thread=thread or ts)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return None
+        return None
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """chat.update of an earlier message."""
@@ -398,6 +438,13 @@ def _fallback(message: list[_Block]) -> list[str]:
 
 def _dated(when: str) -> dict[str, Any]:
     return {"type": "rich_text_section", "elements": [_text(when, {"italic": True})]}
+
+
+def _metadata(origin: object) -> dict[str, Any] | None:
+    """Message metadata naming the outbox job and part a post shows (`find_posted`)."""
+    if not isinstance(origin, Origin):
+        return None
+    return {"event_type": METADATA_EVENT, "event_payload": {"job": origin.job, "part": origin.part}}
 
 
 def _blocks(part: Part) -> list[dict[str, Any]] | None:

@@ -34,7 +34,17 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 
-from .base import ChatMoved, MessageGone, Part, Post, Sent, ThreadClosed, ThreadGone, Tone
+from .base import (
+    ChatMoved,
+    MessageGone,
+    Origin,
+    Part,
+    Post,
+    Sent,
+    ThreadClosed,
+    ThreadGone,
+    Tone,
+)
 from .split import cut
 from .text import neutralise
 
@@ -270,6 +280,10 @@ class TelegramAdapter:
                 ),
             )
         )
+
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+        """Telegram keeps no metadata and lets a bot read no history: it cannot tell."""
+        return None
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """editMessageText; an edit that changes nothing counts as done. A message left in the

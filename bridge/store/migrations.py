@@ -176,6 +176,14 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX conversations_sender ON conversations (sender, last_message_at)",
         "CREATE INDEX outbox_lane_created ON outbox (lane, created_at)",
     ),
+    (
+        # One pace per destination, shared by every worker process (bridge/store/pace.py).
+        """CREATE TABLE pace (
+            destination TEXT PRIMARY KEY, tokens {float} NOT NULL, updated_at {float} NOT NULL,
+            paused_until {float} NOT NULL)""",
+        # Pruning finds the destinations at rest without reading the table.
+        "CREATE INDEX pace_updated ON pace (updated_at)",
+    ),
 )
 
 LATEST = len(STEPS)

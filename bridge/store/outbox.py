@@ -9,7 +9,7 @@ a worker that dies loses its jobs to another once the lease runs out. On Postgre
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -124,7 +124,7 @@ async def claim(
         )
     )
     candidates = (
-        select(outbox.c.id)
+        select(outbox.c.id, outbox.c.locked_by)
         .where(
             outbox.c.status == PENDING,
             outbox.c.next_attempt_at <= now,
@@ -138,7 +138,12 @@ async def claim(
         candidates = candidates.where(outbox.c.destination.not_in(list(paused)))
     if database.dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=outbox)
-    ids = list((await connection.execute(candidates)).scalars())
+    # A job leased before and neither finished nor handed back unstarted may have been posted
+    # by a worker that died mid-post: whoever takes it over looks before posting again.
+    leased_before = {
+        id_: locked_by is not None for id_, locked_by in await connection.execute(candidates)
+    }
+    ids = list(leased_before)
     if not ids:
         return []
     rows = await connection.execute(
@@ -147,7 +152,8 @@ async def claim(
         .values(locked_until=now + lease, locked_by=worker)
         .returning(*_JOB_COLUMNS)
     )
-    return sorted((_job(row) for row in rows), key=lambda job: job.id)
+    jobs = (replace(_job(row), unsure=leased_before[row[0]]) for row in rows)
+    return sorted(jobs, key=lambda job: job.id)
 
 
 async def finish(connection: AsyncConnection, job_id: int, now: float) -> None:
@@ -223,12 +229,20 @@ async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, 
     return int(result.rowcount)
 
 
-async def release(connection: AsyncConnection, job_ids: Collection[int] | None) -> None:
+async def release(
+    connection: AsyncConnection, job_ids: Collection[int] | None, *, started: bool = True
+) -> None:
     """Give back leases: of jobs a stopping worker did not finish (so a restart resumes at
-    once), or of every job (`None`: the single delivering process on SQLite starts up)."""
+    once), or of every job (`None`: the single delivering process on SQLite starts up).
+
+    `started`: the jobs may have been partly delivered, so the next taker looks on the
+    platform first (`Job.unsure`); False for jobs handed back before they began."""
     statement = update(outbox).where(outbox.c.status == PENDING, outbox.c.locked_by.is_not(None))
     if job_ids is not None:
         if not job_ids:
             return
         statement = statement.where(outbox.c.id.in_(list(job_ids)))
-    await connection.execute(statement.values(locked_until=None, locked_by=None))
+    if started:
+        await connection.execute(statement.values(locked_until=None))
+    else:
+        await connection.execute(statement.values(locked_until=None, locked_by=None))

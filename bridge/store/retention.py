@@ -27,6 +27,7 @@ from bridge.store.schema import (
     events,
     message_status,
     outbox,
+    pace,
     replies,
     webhook_requests,
 )
@@ -45,6 +46,7 @@ class Cutoffs:
     dead_letters: float
     conversations: float  # quiet since before this, hence no longer live
     alert_groups: float
+    pace: float  # untouched since before this, a destination's bucket is full again
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,18 @@ async def _delete_alert_groups(connection: AsyncConnection, ids: list[Any], _now
     await connection.execute(delete(alert_groups).where(alert_groups.c.id.in_(ids)))
 
 
+def _pace_at_rest(cutoffs: Cutoffs) -> Select[Any]:
+    # A full bucket under no 429's pause holds nobody back: the same as no row at all.
+    return select(pace.c.destination).where(
+        pace.c.updated_at < cutoffs.pace, pace.c.paused_until < cutoffs.pace
+    )
+
+
+async def _delete_pace(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
+    # A worker taking a token in between at worst gets that one token back.
+    await connection.execute(delete(pace).where(pace.c.destination.in_(ids)))
+
+
 # Jobs first: a dead letter pruned now frees its event's content in the same run.
 CATEGORIES: Sequence[Category] = (
     Category("delivered jobs", "deleted", _done_jobs, _delete_jobs),
@@ -184,6 +198,7 @@ CATEGORIES: Sequence[Category] = (
     Category("agents' replies", "deleted", _replies, _delete_replies),
     Category("conversations no longer live", "deleted", _conversations, delete_conversations),
     Category("quiet alert groups", "deleted", _alert_groups, _delete_alert_groups),
+    Category("destinations' pace at rest", "deleted", _pace_at_rest, _delete_pace),
 )
 
 

@@ -213,3 +213,15 @@ opt_outs = Table(
     Column("sender", Text, primary_key=True),
     Column("at", Float, nullable=False),
 )
+
+
+# Each destination's pace, shared by every worker: a token bucket (`tokens` as of
+# `updated_at`) and how long a 429 told everyone to wait.
+pace = Table(
+    "pace",
+    metadata,
+    Column("destination", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("paused_until", Float, nullable=False),
+)

@@ -55,7 +55,10 @@ _NEEDED_SCOPE = {
     "reactions.add": "reactions:write",
     "reactions.remove": "reactions:write",
     "conversations.info": "channels:read",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
 }
+_PAGE = 200  # at most this many messages a history/replies page (Slack: up to 999)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class SlackMessage:
     unfurl_media: bool | None
     at: float
     params: dict[str, Any] = field(repr=False, default_factory=dict)
+    metadata: dict[str, Any] | None = None  # event_type + event_payload, as posted
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ class FakeSlack:
         self._rate_per_second: float | None = None
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._scopes: tuple[str, ...] = DEFAULT_SCOPES
-        self._seq = 0
+        self._last_ts = 0  # microseconds: ts are the time of posting, each one distinct
         self._posts: list[SlackMessage] = []
         self._edits: list[SlackEdit] = []
         self._reactions: list[SlackReaction] = []
@@ -305,8 +309,7 @@ class FakeSlack:
     def post_as_member(self, channel: str) -> str:
         """A message a human wrote (as Slack would then send it in an event); its `ts`."""
         with self._lock:
-            self._seq += 1
-            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            ts = self._next_ts()
             self._member_messages.add((channel, ts))
         return ts
 
@@ -441,6 +444,8 @@ class FakeSlack:
             "chat.update": self._update,
             "reactions.add": self._react,
             "reactions.remove": self._unreact,
+            "conversations.history": self._history,
+            "conversations.replies": self._history,
         }.get(method)
         if method == "users.info":
             user = str(params.get("user") or "")
@@ -491,9 +496,9 @@ class FakeSlack:
         if blocks is not None and (problem := _blocks_problem(blocks)):
             return _error(problem)
         thread_ts = params.get("thread_ts") or None
+        metadata = _json_field(params.get("metadata"))
         with self._lock:
-            self._seq += 1
-            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            ts = self._next_ts()
             self._posts.append(
                 SlackMessage(
                     channel=channel,
@@ -505,6 +510,7 @@ class FakeSlack:
                     unfurl_media=_flag(params.get("unfurl_media")),
                     at=_now(),
                     params=dict(params),
+                    metadata=metadata if isinstance(metadata, dict) else None,
                 )
             )
         message: dict[str, Any] = {"type": "message", "user": _BOT_USER, "text": text, "ts": ts}
@@ -513,6 +519,42 @@ class FakeSlack:
         if thread_ts:
             message["thread_ts"] = thread_ts
         return _ok(channel=channel, ts=ts, message=message)
+
+    def _next_ts(self) -> str:
+        """A message ts as Slack makes them: the posting time, unique in the channel."""
+        self._last_ts = max(int(time.time() * 1_000_000), self._last_ts + 1)
+        return f"{self._last_ts // 1_000_000}.{self._last_ts % 1_000_000:06d}"
+
+    def _history(self, channel: str, params: dict[str, Any]) -> Response:
+        """conversations.history (top-level messages, newest first) or, with `ts`,
+        conversations.replies (the parent then its replies, oldest first); `oldest`, `limit`
+        and a `cursor` (an offset here) as Slack takes them; metadata only when asked."""
+        parent = params.get("ts")
+        oldest = float(params.get("oldest") or 0)
+        limit = min(int(params.get("limit") or 100), _PAGE)
+        offset = int(params.get("cursor") or 0)
+        with self._lock:
+            if parent is None:
+                found = [p for p in reversed(self._posts) if p.thread_ts is None]
+            else:
+                found = [p for p in self._posts if p.ts == parent or p.thread_ts == parent]
+                if not any(p.ts == parent for p in found):
+                    return _error("thread_not_found")
+        found = [p for p in found if p.channel == channel and float(p.ts) >= oldest]
+        page = found[offset : offset + limit]
+        metadata = _flag(params.get("include_all_metadata"))
+        messages = []
+        for post in page:
+            message: dict[str, Any] = {"type": "message", "user": _BOT_USER, "ts": post.ts}
+            message["text"] = post.text or ""
+            if post.thread_ts:
+                message["thread_ts"] = post.thread_ts
+            if metadata and post.metadata is not None:
+                message["metadata"] = post.metadata
+            messages.append(message)
+        more = offset + limit < len(found)
+        cursor = str(offset + limit) if more else ""
+        return _ok(messages=messages, has_more=more, response_metadata={"next_cursor": cursor})
 
     def _update(self, channel: str, params: dict[str, Any]) -> Response:
         ts, text, blocks = params.get("ts"), params.get("text"), _json_field(params.get("blocks"))

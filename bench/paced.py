@@ -1,0 +1,99 @@
+"""Paced delivery: how close one worker comes to Slack's ceiling of one post a second per
+channel across 50 channels, each with a backlog (issue 14). Run by `make bench` after the
+ingest figures; the fake Slack enforces 1 post/s per channel with no burst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from testkit.fakes.slack import FakeSlack
+from testkit.processes import BridgeProcess
+
+PACED_CHANNELS, PACED_PER_CHANNEL = 50, 20
+
+
+def paced_config(channels: int) -> str:
+    lines = ["destinations:"]
+    lines += [f"  c{n}: {{slack: {{channel: C0PACE{n:02d}}}}}" for n in range(channels)]
+    lines += ["routes:"]
+    for n in range(channels):
+        lines += [f'  - match: {{receiver: "3246{n:07d}"}}', f"    to: [c{n}]"]
+    return "\n".join(lines) + "\n"
+
+
+def paced_event(channel: int, number: int) -> dict[str, Any]:
+    """A customer of its own (nothing to combine) writing to the line of `channel`."""
+    return {
+        "webhook_id": f"wh_paced_{channel}_{number}",
+        "webhook_type": "inbox_message",
+        "username": "bench",
+        "message": {
+            "id": f"paced-{channel}-{number}",
+            "date": "2026-11-26 10:00:00",
+            "sender": f"3247{channel:03d}{number:04d}",
+            "receiver": f"3246{channel:07d}",
+            "content": f"paced message {number}",
+            "type": "sms",
+        },
+    }
+
+
+def measure_paced(database_url: str, workdir: Path, token: str) -> dict[str, float]:
+    """50 channels at Slack's 1 post/s each, enforced by the fake with no burst: how close
+    one worker comes to the 50 posts/s ceiling once every channel has a backlog."""
+    config = workdir / "paced.yaml"
+    config.write_text(paced_config(PACED_CHANNELS))
+    total = PACED_CHANNELS * PACED_PER_CHANNEL
+    with FakeSlack() as slack:
+        slack.set_rate_limit(1.0)
+        env = {
+            "BRIDGE_CONFIG": str(config),
+            "DATABASE_URL": database_url,
+            "SMSTOOLS_WEBHOOK_TOKEN": token,
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_API_URL": slack.api_url,
+            "LOG_LEVEL": "WARNING",
+        }
+        web = BridgeProcess(["serve", "--no-worker"], env, workdir / "paced-web.log").start()
+        url = f"{web.url}/webhooks/smstools/{token}"
+        with httpx.Client(timeout=30) as client:
+            for number in range(PACED_PER_CHANNEL):
+                batch = [paced_event(channel, number) for channel in range(PACED_CHANNELS)]
+                assert client.post(url, json=batch).status_code == 200
+        web.stop()
+        worker = BridgeProcess(["worker"], env, workdir / "paced-worker.log").start()
+        slack.wait_for_posts(1, timeout=60)
+        first = min(post.at for post in slack.posts())
+        slack.wait_for_posts(total, timeout=600)
+        last = max(post.at for post in slack.posts())
+        worker.stop()
+        throttled = sum(1 for call in slack.calls("chat.postMessage") if call.status == 429)
+        assert len(slack.posts()) == total, "a benchmark run must also deliver exactly once"
+    # n posts per channel at 1/s span n - 1 seconds at best: the ceiling's own time.
+    ceiling = (PACED_PER_CHANNEL - 1) / (last - first)
+    return {"posts": total, "of_ceiling": ceiling, "throttled": throttled, "seconds": last - first}
+
+
+def paced_table(results: list[tuple[str, dict[str, float]]], load: str) -> list[str]:
+    lines = [
+        "## Paced delivery",
+        "",
+        f"{PACED_CHANNELS} Slack channels, {PACED_PER_CHANNEL} waiting messages each (one per",
+        "customer), the fake Slack enforcing 1 post/s per channel with no burst; one worker from",
+        f"its start, with the platform's default pace. The ceiling is {PACED_CHANNELS} posts/s;",
+        "the share is (posts per channel − 1) / (last post − first post).",
+        f"1-minute load average when the run ended: {load}.",
+        "",
+        "| database | posts | share of the ceiling | answered 429 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, result in results:
+        lines.append(
+            f"| {name} | {result['posts']:.0f} in {result['seconds']:.1f} s | "
+            f"{result['of_ceiling']:.2f}× | {result['throttled']:.0f} "
+            f"({result['throttled'] / result['posts']:.1%}) |"
+        )
+    return [*lines, ""]

@@ -1,0 +1,93 @@
+"""Each destination's pace, shared by every worker process: a token bucket per destination.
+
+One row per destination holds its tokens as of `updated_at` and `paused_until` (a 429's
+Retry-After). Taking a token is one statement that refills and takes at once (the row is
+locked by the upsert on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers), so workers
+together never take more tokens than the destination has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import case, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from bridge.store.db import Database
+from bridge.store.schema import pace
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A destination's stored pace: `tokens` as of `updated_at`, none before `paused_until`."""
+
+    tokens: float
+    updated_at: float
+    paused_until: float = 0.0
+
+
+def _refilled(rate: float, burst: float, now: float) -> ColumnElement[float]:
+    """The row's tokens at `now`: SQL for `pacing.tokens_at`."""
+    elapsed = case((pace.c.updated_at < now, literal(now) - pace.c.updated_at), else_=0.0)
+    refilled = pace.c.tokens + elapsed * rate
+    return case((refilled > burst, literal(burst)), else_=refilled)
+
+
+async def take(
+    database: Database,
+    connection: AsyncConnection,
+    destination: str,
+    *,
+    rate: float,
+    burst: float,
+    now: float,
+) -> bool:
+    """Take one token of `destination` if it has one and is not paused."""
+    refilled = _refilled(rate, burst, now)
+    statement = (
+        database.insert(pace)
+        .values(destination=destination, tokens=burst - 1, updated_at=now, paused_until=0.0)
+        .on_conflict_do_update(
+            index_elements=[pace.c.destination],
+            set_={
+                "tokens": refilled - 1,
+                "updated_at": case(
+                    (pace.c.updated_at < now, literal(now)), else_=pace.c.updated_at
+                ),
+            },
+            where=(pace.c.paused_until <= now) & (refilled >= 1),
+        )
+        .returning(pace.c.tokens)
+    )
+    return (await connection.execute(statement)).first() is not None
+
+
+async def pause(
+    database: Database, connection: AsyncConnection, destination: str, *, until: float, now: float
+) -> None:
+    """No token for `destination` before `until`, for any worker (never shortens a pause)."""
+    statement = (
+        database.insert(pace)
+        .values(destination=destination, tokens=0.0, updated_at=now, paused_until=until)
+        .on_conflict_do_update(
+            index_elements=[pace.c.destination],
+            set_={"paused_until": until},
+            where=pace.c.paused_until < until,
+        )
+    )
+    await connection.execute(statement)
+
+
+async def buckets(connection: AsyncConnection, destinations: Collection[str]) -> dict[str, Bucket]:
+    """The stored state of these destinations (a destination never paced has none)."""
+    rows = await connection.execute(
+        select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until).where(
+            pace.c.destination.in_(list(destinations))
+        )
+    )
+    return {
+        destination: Bucket(tokens, updated_at, paused_until)
+        for destination, tokens, updated_at, paused_until in rows
+    }
