@@ -19,7 +19,10 @@ from starlette.routing import Route
 from bridge import destinations
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
+from bridge.credit import CreditWatch
+from bridge.metrics import Metrics, endpoint
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import facts
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -39,6 +42,7 @@ class Options:
     adapters: Mapping[str, ChatAdapter] | None = None
     now: Callable[[], float] = time.time
     announce: Callable[[str], None] = print
+    metrics: Metrics | None = None  # default: a registry of this app's own
 
 
 async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
@@ -77,23 +81,67 @@ async def delivery_parts(
         await database.close()
 
 
+@asynccontextmanager
+async def credit_watch(
+    settings: Settings,
+    config: Config,
+    database: Database,
+    metrics: Metrics | None,
+    now: Callable[[], float],
+) -> AsyncIterator[CreditWatch | None]:
+    """The Smstools balance watcher when SMSTOOLS_CLIENT_ID/_SECRET are set, else None."""
+    api = SmstoolsApi.from_settings(settings)
+    if api is None:
+        yield None
+        return
+    async with api:
+        yield CreditWatch(database, config, api, now=now, metrics=metrics)
+
+
+def watch_database(
+    metrics: Metrics, config: Config, database: Database, now: Callable[[], float]
+) -> None:
+    """Let each scrape read the database gauges; alert groups stay open for repeat_interval."""
+    open_window = config.alerts.top.repeat_interval if config.alerts is not None else 0.0
+    metrics.watch(database, now, open_window)
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
     options = options or Options()
+    metrics = options.metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         parts = delivery_parts(settings, config, options.adapters)
-        async with parts as (database, adapters):
+        async with (
+            parts as (database, adapters),
+            credit_watch(settings, config, database, metrics, options.now) as credit,
+        ):
+            watch_database(metrics, config, database, options.now)
             token, generated = await webhook_token(database, settings)
             if generated:
                 base = settings.public_url or f"http://localhost:{settings.port}"
                 url = f"{base}{WEBHOOK_PATH.format(token=token)}"
                 options.announce(f"Smstools webhook URL: {url}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
-            worker = Worker(database, config, adapters, now=options.now, lease=settings.job_lease)
+            worker = Worker(
+                database,
+                config,
+                adapters,
+                now=options.now,
+                lease=settings.job_lease,
+                metrics=metrics,
+                credit=credit,
+            )
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
-                database, config, token, options.now, worker.wake, secret=settings.webhook_secret
+                database,
+                config,
+                token,
+                options.now,
+                worker.wake,
+                secret=settings.webhook_secret,
+                metrics=metrics,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             try:
@@ -119,6 +167,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         routes=[
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,
     )

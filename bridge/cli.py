@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
 from bridge import doctor, logs
-from bridge.app import Options, create_app, delivery_parts
+from bridge.app import Options, create_app, credit_watch, delivery_parts
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"smsbridge: environment: {problem}", file=sys.stderr)
         return 1
     # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
-    logs.configure(settings.log_level, secrets=logs.secrets_in(settings.environ))
+    logs.configure(
+        settings.log_level, secrets=logs.secrets_in(settings.environ), form=settings.log_format
+    )
 
     if arguments.command == "check-config":
         return check_config(arguments.path or settings.config_path, settings)
@@ -194,8 +196,12 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config) as (database, adapters):
-        worker = Worker(database, config, adapters, lease=settings.job_lease)
+    # A worker alone serves no /metrics (the web process's scrape shows the database gauges).
+    async with (
+        delivery_parts(settings, config) as (database, adapters),
+        credit_watch(settings, config, database, None, time.time) as credit,
+    ):
+        worker = Worker(database, config, adapters, lease=settings.job_lease, credit=credit)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))

@@ -108,6 +108,7 @@ class AlertsSpec(_Strict):
     repeat_interval: Duration = 4 * 3600.0
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
+    low_balance: float | None = Field(default=None, ge=0)  # Smstools credit that alerts
 
 
 class ConfigSpec(_Strict):
@@ -117,6 +118,7 @@ class ConfigSpec(_Strict):
     lines: dict[str | int, str] = {}
     threads: ThreadsSpec = ThreadsSpec()
     alerts: AlertsSpec | None = None
+    balance_check_interval: Duration = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class Alerts:
 
     on_codes: frozenset[int]
     routes: tuple[AlertRoute, ...]  # the configured routes, then the top level (matches all)
+    low_balance: float | None = None  # tell on-call when the Smstools credit falls under it
 
     @property
     def top(self) -> AlertRoute:
@@ -220,6 +223,7 @@ class Config:
     lines: Mapping[str, str]
     idle_after: float
     alerts: Alerts | None = None
+    balance_check_interval: float = 15 * 60.0  # how often the Smstools credit is read
 
 
 class ConfigError(Exception):
@@ -335,9 +339,21 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     if spec.alerts is not None:
         alerts = _alerts(spec.alerts, source, destinations, check_names, problems)
 
+    if spec.balance_check_interval < 1:
+        problems.append(f"{source}: balance_check_interval: give at least 1s")
+
     if problems:
         raise ConfigError(problems)
-    return Config(source, destinations, routes, default, lines, spec.threads.idle_after, alerts)
+    return Config(
+        source,
+        destinations,
+        routes,
+        default,
+        lines,
+        spec.threads.idle_after,
+        alerts,
+        balance_check_interval=spec.balance_check_interval,
+    )
 
 
 def _alerts(
@@ -423,7 +439,7 @@ def _alerts(
                 ),
             )
         )
-    return Alerts(frozenset(spec.on_codes), (*routes, top))
+    return Alerts(frozenset(spec.on_codes), (*routes, top), low_balance=spec.low_balance)
 
 
 def _inherit(value: float | None, default: float) -> float:

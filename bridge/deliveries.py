@@ -19,6 +19,7 @@ from bridge.chat.base import MessageGone, Sent
 from bridge.errors import Permanent, Reason
 from bridge.jobs import (
     AlertJob,
+    CreditJob,
     Delivery,
     FailureNoteJob,
     InboxJob,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 READ_EMOJI = "👀"  # Slack `eyes`; one of Telegram's allowed reactions
 
 
-P = TypeVar("P", InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob)
+P = TypeVar("P", InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob, CreditJob)
 E = TypeVar("E", InboxMessage, DeliveryReport, ReadReport)
 
 
@@ -83,6 +84,13 @@ async def deliver_inbox(delivery: Delivery) -> None:
         phones.mask(key.sender),
         job.destination,
         job.id,
+        extra={
+            "event_id": job.event_id,
+            "webhook_type": "inbox_message",
+            "destination": job.destination,
+            "job_id": job.id,
+            "outcome": "delivered",
+        },
     )
 
 
@@ -186,10 +194,24 @@ async def deliver_notice(delivery: Delivery) -> None:
         await delivery.adapter.send(part, None)
 
 
+async def deliver_credit(delivery: Delivery) -> None:
+    """The Smstools credit fell under `alerts.low_balance`, or rose above it again."""
+    credit = _payload(delivery, CreditJob)
+    alerts_config = delivery.config.alerts
+    destination = delivery.config.destinations.get(delivery.job.destination)
+    mention = None
+    if alerts_config is not None and destination is not None:
+        mention = alerts_config.top.mention.get(destination.kind)
+    post = render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+    for part in delivery.adapter.render(post):
+        await delivery.adapter.send(part, None)
+
+
 HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.INBOX: deliver_inbox,
     Kind.FAILURE_NOTE: deliver_failure_note,
     Kind.READ: deliver_read,
     Kind.ALERT: deliver_alert,
     Kind.NOTICE: deliver_notice,
+    Kind.CREDIT: deliver_credit,
 }

@@ -37,6 +37,10 @@ class IngestResult:
     jobs: int = 0
     unrouted: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # For the metrics: (webhook_type, accepted | duplicate | not_understood) per event, and
+    # the delivery code of each accepted delivery report.
+    outcomes: list[tuple[str | None, str]] = field(default_factory=list)
+    report_codes: list[int | None] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -74,11 +78,14 @@ async def ingest(
             )
             if event_id is None:
                 result.duplicates += 1
+                result.outcomes.append((event.webhook_type, "duplicate"))
                 continue
             if isinstance(event, Unparsed):
                 result.problems.append(Problem(index, event.webhook_id, event.problem))
+                result.outcomes.append((event.webhook_type, "not_understood"))
                 continue
             result.accepted += 1
+            result.outcomes.append((event.webhook_type, "accepted"))
             if isinstance(event, InboxMessage):
                 destinations = routing.destinations_for(event, config)
                 if not destinations:
@@ -98,6 +105,7 @@ async def ingest(
                     )
                     result.jobs += 1
             elif isinstance(event, DeliveryReport):
+                result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
                     database, connection, config, event, event_id, now
                 )
@@ -111,5 +119,6 @@ async def ingest(
             "no route",
             len(result.problems),
             result.unrouted,
+            extra={"outcome": "not_understood" if result.problems else "unrouted"},
         )
     return result

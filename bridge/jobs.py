@@ -29,6 +29,7 @@ class Kind(StrEnum):
     READ = "read"  # a read report, marked on the chat message that shows the message
     ALERT = "alert"  # a group of failures, posted or edited for on-call
     NOTICE = "notice"  # a destination that fails for good, told to on-call
+    CREDIT = "credit"  # the Smstools balance fell under alerts.low_balance, or rose again
 
 
 class _Payload(BaseModel):
@@ -71,10 +72,18 @@ class NoticeJob(_Payload):
     detail: str
 
 
-Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob
+class CreditJob(_Payload):
+    kind: ClassVar[Kind] = Kind.CREDIT
+    low: bool  # False: the balance is back above the threshold
+    balance: str
+    threshold: str
+
+
+Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob | CreditJob
 
 PAYLOADS: dict[str, type[Payload]] = {
-    payload.kind: payload for payload in (InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob)
+    payload.kind: payload
+    for payload in (InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob, CreditJob)
 }
 
 
@@ -112,6 +121,8 @@ def lane(destination: str, payload: Payload) -> str:
             parts = ("alert", group_id, destination)
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
+        case CreditJob():
+            parts = ("credit", destination)
     return "|".join(str(part) for part in parts)
 
 

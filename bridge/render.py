@@ -118,6 +118,26 @@ def destination_failure_post(
     )
 
 
+def credit_post(low: bool, balance: str, threshold: str, mention: str | None) -> Post:
+    """On-call learns the Smstools credit runs out before messages start bouncing."""
+    if not low:
+        return Post(
+            heading=f"Smstools credit is back above {threshold}",
+            context=(f"balance {balance}",),
+            body="Resolved: messages can be sent again.",
+            mention=None,
+        )
+    return Post(
+        heading=f"Smstools credit is low: {balance}",
+        context=(f"below alerts.low_balance ({threshold})",),
+        body=(
+            "Top up the Smstools account before messages fail with INSUFFICIENT FUNDS "
+            "(delivery code 5, detail 2000)."
+        ),
+        mention=mention,
+    )
+
+
 def failure_note_post(report: DeliveryReport) -> Post:
     """A short note in the customer's thread: our message did not reach them, and why."""
     message = report.message

@@ -36,7 +36,10 @@ VARIABLES = (
     "SMSTOOLS_CLIENT_ID",
     "SMSTOOLS_CLIENT_SECRET",
     "LOG_LEVEL",
+    "METRICS_TOKEN",
+    "LOG_FORMAT",
 )
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(Exception):
@@ -66,6 +69,8 @@ class Settings:
     smstools_client_id: str | None = None
     smstools_client_secret: SecretStr | None = None
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
+    log_format: str = "text"  # json | text; json by default on a PaaS
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -90,6 +95,12 @@ class Settings:
         lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
         if not (lease > 0 and math.isfinite(lease)):
             problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
+        ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
+        log_format = env.get("LOG_FORMAT", "").strip().lower()
+        if not log_format:
+            log_format = "json" if ephemeral_disk else "text"
+        elif log_format not in LOG_FORMATS:
+            problems.append(f"LOG_FORMAT: {log_format!r} is not json or text")
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -107,13 +118,15 @@ class Settings:
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=lease,
-            ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
+            ephemeral_disk=ephemeral_disk,
             smstools_api_url=(
                 env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
             ).rstrip("/"),
             smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
             smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            metrics_token=secret("METRICS_TOKEN"),
+            log_format=log_format,
             environ=env,
         )
 

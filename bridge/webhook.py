@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from starlette.responses import JSONResponse
 
 from bridge import signature
 from bridge.config import Config
-from bridge.ingest import ingest
+from bridge.ingest import IngestResult, ingest
+from bridge.metrics import Metrics, delivery_code, webhook_type
 from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,19 @@ class WebhookReceiver:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
+    metrics: Metrics | None = None
 
     async def __call__(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        response = await self._receive(request)
+        if self.metrics is not None:
+            status = response.status_code
+            outcome = "stored" if status == 200 else "rejected"
+            self.metrics.webhook_requests.labels(outcome, str(status)).inc()
+            self.metrics.webhook_seconds.observe(time.perf_counter() - started)
+        return response
+
+    async def _receive(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
         if not hmac.compare_digest(offered, self.token.encode()):
             return _error(404, "not found")
@@ -54,7 +67,7 @@ class WebhookReceiver:
                 self.now(),
             )
             if refused is not None:
-                log.warning("webhook refused (401): %s", refused)
+                log.warning("webhook refused (401): %s", refused, extra={"outcome": "rejected"})
                 return _error(401, "signature check failed")
         items = _parse(body)
         if isinstance(items, JSONResponse):
@@ -66,7 +79,17 @@ class WebhookReceiver:
             log.error("could not store a webhook body: %s", describe_error(error))
             return _error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
+        self._count(result)
         return JSONResponse(result.as_json())
+
+    def _count(self, result: IngestResult) -> None:
+        for kind, outcome in result.outcomes:
+            log.debug("webhook event %s", outcome, extra={"webhook_type": kind, "outcome": outcome})
+            if self.metrics is not None:
+                self.metrics.webhook_events.labels(webhook_type(kind), outcome).inc()
+        if self.metrics is not None:
+            for code in result.report_codes:
+                self.metrics.delivery_reports.labels(delivery_code(code)).inc()
 
 
 async def _read_body(request: Request) -> bytes | JSONResponse:

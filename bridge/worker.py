@@ -23,9 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge import notices
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
+from bridge.credit import CreditWatch
 from bridge.deliveries import HANDLERS
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 from bridge.jobs import Delivery, Job, Kind, Unreadable
+from bridge.metrics import Metrics
 from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
@@ -56,6 +58,8 @@ class Worker:
         lease: float = DEFAULT_JOB_LEASE,
         poll_interval: float = 1.0,
         name: str | None = None,
+        metrics: Metrics | None = None,
+        credit: CreditWatch | None = None,
     ) -> None:
         self.database = database
         self.config = config
@@ -67,6 +71,8 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = metrics
+        self.credit = credit  # reads the Smstools balance beside delivery, when configured
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -89,6 +95,9 @@ class Worker:
             # (killed), and waiting for them to expire would only delay the queue.
             async with self.database.transaction() as connection:
                 await outbox_store.release(connection, None)
+        watching = None
+        if self.credit is not None:
+            watching = asyncio.create_task(self.credit.run(), name="credit")
         database_trouble = 0
         try:
             while not self._stopping:
@@ -113,9 +122,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
-            if listener is not None:
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+            for helper in (listener, watching):
+                if helper is not None:
+                    helper.cancel()
+                    await asyncio.gather(helper, return_exceptions=True)
             await self._shutdown()
 
     def _idle_wait(self) -> float:
@@ -203,7 +213,7 @@ class Worker:
     async def _attempt(self, job: Job) -> None:
         try:
             # Inside the lease, so no other worker takes the job while this one may still post.
-            await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
+            received_at = await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
         except DeliveryError as error:
             await self._failed(job, error)
         except TimeoutError:
@@ -216,12 +226,31 @@ class Worker:
                 job, Retryable(Reason.SERVER, f"internal error: {type(error).__name__}")
             )
         else:
+            now = self.now()
             async with self.database.transaction() as connection:
-                await outbox_store.finish(connection, job.id, self.now())
+                await outbox_store.finish(connection, job.id, now)
+            self._delivered(job, received_at, now)
             if self._failing.pop(job.destination, None):
-                log.info("destination %s delivers again", job.destination)
+                log.info(
+                    "destination %s delivers again",
+                    job.destination,
+                    extra={"destination": job.destination, "outcome": "ok"},
+                )
 
-    async def _deliver(self, job: Job) -> None:
+    def _delivered(self, job: Job, received_at: float | None, now: float) -> None:
+        if self.metrics is None:
+            return
+        metrics, destination = self.metrics, job.destination
+        metrics.delivery_attempts.labels(destination, job.kind, "ok", "none").inc()
+        if job.kind == Kind.INBOX and received_at is not None:
+            metrics.delivery_latency.labels(destination).observe(max(0.0, now - received_at))
+        elif job.kind == Kind.ALERT:
+            metrics.alerts_sent.labels(destination).inc()
+        elif job.kind in (Kind.NOTICE, Kind.CREDIT):
+            metrics.notices_sent.labels(destination, job.kind).inc()
+
+    async def _deliver(self, job: Job) -> float | None:
+        """Run the job's handler; when its event was received (None: a job of its own)."""
         adapter = self.adapters.get(job.destination)
         if adapter is None:
             raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
@@ -232,7 +261,7 @@ class Worker:
             await handler(
                 Delivery(self.database, self.config, adapter, job, None, job.created_at, self.now)
             )
-            return
+            return None
         async with self.database.transaction() as connection:
             stored = await event_store.get(connection, job.event_id)
         if stored is None:
@@ -241,6 +270,7 @@ class Worker:
         await handler(
             Delivery(self.database, self.config, adapter, job, event, stored.received_at, self.now)
         )
+        return stored.received_at
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
         now = self.now()
@@ -251,6 +281,14 @@ class Worker:
         delay = self.policy.next_attempt(
             error, attempts=job.attempts, created_at=job.created_at, now=now, rand=self.rand
         )
+        self._count_failure(job, error, dead=delay is None)
+        fields = {
+            "job_id": job.id,
+            "destination": job.destination,
+            "kind": job.kind,
+            "event_id": job.event_id,
+            "reason": str(error.reason),
+        }
         if delay is not None:
             async with self.database.transaction() as connection:
                 await outbox_store.retry_later(connection, job.id, at=now + delay, error=message)
@@ -262,6 +300,7 @@ class Worker:
                 job.destination,
                 delay,
                 message,
+                extra={**fields, "outcome": "retry"},
             )
             return
         async with self.database.transaction() as connection:
@@ -277,7 +316,17 @@ class Worker:
             job.destination,
             job.id,
             message,
+            extra={**fields, "outcome": "dead"},
         )
+
+    def _count_failure(self, job: Job, error: DeliveryError, *, dead: bool) -> None:
+        if self.metrics is None:
+            return
+        outcome = "dead" if dead else "retry"
+        labels = (job.destination, job.kind, outcome, str(error.reason))
+        self.metrics.delivery_attempts.labels(*labels).inc()
+        if dead:
+            self.metrics.dead_letters.labels(job.destination).inc()
 
     def _first_time(self, destination: str, reason: Reason, level: int) -> int:
         """`level` the first time a destination fails for this reason since it last
