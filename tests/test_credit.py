@@ -7,8 +7,7 @@ import logging
 
 import pytest
 
-from bridge.credit import Tell, decide
-from bridge.credit import CreditWatch
+from bridge.credit import CreditWatch, Tell, decide
 from tests.alert_fixtures import ENV, Clock, adapters, make_config
 from tests.fakes.slack import FakeSlack
 from tests.fakes.smstools import FakeSmstools

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import delivery_code, webhook_type
 from bridge.config import Config
+from bridge.metrics import delivery_code, webhook_type
 from tests.alert_fixtures import CONFIG, Clock, adapters, make_config, report
 from tests.fakes.slack import FakeSlack
 from tests.fakes.telegram import FakeTelegram
@@ -49,7 +49,9 @@ async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) ->
     assert (await bridge.post(body)).status_code == 200  # every event a duplicate
     odd = [{"webhook_id": "wh_odd", "webhook_type": "mystery"}]
     assert (await bridge.post(odd)).status_code == 200  # kept, not understood
-    assert (await bridge.client.post("/webhooks/smstools/wrong-token", json=body)).status_code == 404
+    assert (
+        await bridge.client.post("/webhooks/smstools/wrong-token", json=body)
+    ).status_code == 404
     bad = await bridge.client.post(f"/webhooks/smstools/{TOKEN}", content=b"{not json")
     assert bad.status_code == 400
 
