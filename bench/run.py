@@ -1,6 +1,6 @@
 """Benchmark: webhook answer latency, ingest throughput and end-to-end delivery rate.
 
-Runs `smsbridge serve` as a real process against the fake Slack server of the tests, on
+Runs `smsbridge serve` as a real process against the fake Slack server (`testkit.fakes`), on
 SQLite and (when it answers) PostgreSQL, and writes the figures to docs/benchmarks.md.
 
     make bench            # or: .venv/bin/python -m bench.run [--quick]
@@ -13,7 +13,6 @@ import asyncio
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.fakes.slack import FakeSlack  # noqa: E402
-from tests.processes import BridgeProcess  # noqa: E402
+from testkit.fakes.slack import FakeSlack
+from testkit.processes import BridgeProcess
 
 TOKEN = "bench-token"
 POSTGRES_ADMIN = os.environ.get(

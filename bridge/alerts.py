@@ -4,8 +4,10 @@ A failure's labels (delivery_code, delivery_code_detail, sender, receiver) pick 
 matching alerts route; the route's matchers and its `group_by` values make the group key.
 Each destination of the route gets one alert message per group: posted `group_wait` after the
 group's first failure, then edited in place at most every `group_interval` while failures keep
-coming, and posted again once `repeat_interval` has passed since the last post. A group quiet
-for `repeat_interval` starts afresh.
+coming, and posted again once `repeat_interval` has passed since the last post. Once a group
+has had no new failure for `resolve_after` (default `group_interval`) its message is edited to
+say it is over; a failure after that posts a new message. A group quiet for `repeat_interval`
+starts afresh. Only account-wide problems, or groups above `page_above`, carry the mention.
 
 The rules are pure functions (`add_failure`, `schedule`, `next_action`), tested without a
 database or HTTP; `plan` runs them inside the webhook's transaction, and the notifications are
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge import phones
 from bridge.config import AlertRoute, Alerts, Config
 from bridge.jobs import AlertJob
-from bridge.smstools import DeliveryReport
+from bridge.smstools import ACCOUNT_WIDE_DETAILS, DeliveryReport
 from bridge.store import alerts as store
 from bridge.store import outbox as outbox_store
 from bridge.store.alerts import Group, Notice
@@ -127,18 +129,47 @@ class Action(Enum):
 
     POST = "post"  # nothing posted yet for this run of the group
     EDIT = "edit"  # the group grew: update the posted message in place
-    REPOST = "repost"  # `repeat_interval` passed since the post: post it again, below
+    REPOST = "repost"  # `repeat_interval` passed since the post, or it said it was over
+    RESOLVE = "resolve"  # quiet for `resolve_after`: edit the message to say it is over
     NOTHING = "nothing"  # the message already says all there is
 
 
 def next_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> Action:
     if notice.message is None or notice.posted_at is None:
         return Action.POST
+    if notice.resolved_at is not None:
+        return Action.REPOST  # the message says "quiet": new failures need a new one
     if now - notice.posted_at >= route.repeat_interval:
         return Action.REPOST
     if notice.notified_count == group.count:
         return Action.NOTHING
     return Action.EDIT
+
+
+def resolve_due(group: Group, route: AlertRoute, now: float) -> float:
+    """When to check whether the group went quiet: `resolve_after` after its last failure."""
+    return max(now, group.last_at + route.quiet_after)
+
+
+def resolve_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> Action:
+    """RESOLVE when the posted alert tells all failures and none came for `resolve_after`;
+    else NOTHING (a newer failure has its own notification and its own later check)."""
+    told = notice.message is not None and notice.notified_count == group.count
+    quiet = now - group.last_at >= route.quiet_after
+    if told and quiet and notice.resolved_at is None:
+        return Action.RESOLVE
+    return Action.NOTHING
+
+
+def pages(group: Group, route: AlertRoute) -> bool:
+    """Whether the alert carries the route's mention: a problem of the whole account (an
+    account-wide detail code), or more than `page_above` failures. A lone per-recipient
+    failure (a phone off, an unknown number) is posted without paging anyone."""
+    details = {code.partition("/")[2] for code in group.codes}
+    account_wide = any(
+        detail.isdigit() and int(detail) in ACCOUNT_WIDE_DETAILS for detail in details
+    )
+    return account_wide or group.count > route.page_above
 
 
 async def plan(

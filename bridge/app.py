@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import destinations
 from bridge.chat.base import ChatAdapter
+from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
 from bridge.credit import CreditWatch
 from bridge.metrics import Metrics, endpoint
@@ -82,20 +83,21 @@ async def delivery_parts(
 
 
 @asynccontextmanager
-async def credit_watch(
+async def smstools_parts(
     settings: Settings,
     config: Config,
     database: Database,
     metrics: Metrics | None,
     now: Callable[[], float],
-) -> AsyncIterator[CreditWatch | None]:
-    """The Smstools balance watcher when SMSTOOLS_CLIENT_ID/_SECRET are set, else None."""
+) -> AsyncIterator[tuple[SmstoolsApi | None, CreditWatch | None]]:
+    """One Smstools API client for replies and the balance watcher, closed on the way out;
+    (None, None) when SMSTOOLS_CLIENT_ID/_SECRET are not set."""
     api = SmstoolsApi.from_settings(settings)
     if api is None:
-        yield None
+        yield None, None
         return
     async with api:
-        yield CreditWatch(database, config, api, now=now, metrics=metrics)
+        yield api, CreditWatch(database, config, api, now=now, metrics=metrics)
 
 
 def watch_database(
@@ -115,7 +117,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         parts = delivery_parts(settings, config, options.adapters)
         async with (
             parts as (database, adapters),
-            credit_watch(settings, config, database, metrics, options.now) as credit,
+            smstools_parts(settings, config, database, metrics, options.now) as (smstools, credit),
         ):
             watch_database(metrics, config, database, options.now)
             token, generated = await webhook_token(database, settings)
@@ -130,6 +132,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 adapters,
                 now=options.now,
                 lease=settings.job_lease,
+                smstools=smstools,
                 metrics=metrics,
                 credit=credit,
             )
@@ -143,6 +146,12 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 secret=settings.webhook_secret,
                 metrics=metrics,
             )
+            app.state.slack_events = SlackEvents(
+                database, config, settings.slack_signing_secret, options.now, worker.wake
+            )
+            app.state.telegram_updates = TelegramUpdates(
+                database, config, settings.telegram_webhook_secret, options.now, worker.wake
+            )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             try:
                 yield
@@ -154,6 +163,14 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
     async def receive(request: Request) -> JSONResponse:
         receiver: WebhookReceiver = request.app.state.receiver
         return await receiver(request)
+
+    async def slack_events(request: Request) -> Response:
+        handler: SlackEvents = request.app.state.slack_events
+        return await handler(request)
+
+    async def telegram_updates(request: Request) -> Response:
+        handler: TelegramUpdates = request.app.state.telegram_updates
+        return await handler(request)
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -167,6 +184,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         routes=[
             Route(WEBHOOK_PATH, receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/telegram/webhook", telegram_updates, methods=["POST"]),
             Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -1,4 +1,4 @@
-"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters`."""
+"""`smsbridge serve | worker | migrate | check-config | doctor | dead-letters | telegram`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
-from bridge import doctor, logs
-from bridge.app import Options, create_app, credit_watch, delivery_parts
+from bridge import doctor, logs, telegram_webhook
+from bridge.app import Options, create_app, delivery_parts, smstools_parts
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry = dead_commands.add_parser("retry", help="queue dead letters again")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters to retry")
     retry.add_argument("--all", action="store_true", help="retry every dead letter")
+    telegram = commands.add_parser("telegram", help="register where agents' messages go")
+    telegram_commands = telegram.add_subparsers(dest="action", required=True)
+    set_webhook = telegram_commands.add_parser("set-webhook", help="setWebhook with the secret")
+    set_webhook.add_argument("--url", default=None, help="default: $BRIDGE_PUBLIC_URL + path")
+    telegram_commands.add_parser("delete-webhook", help="deleteWebhook")
     return parser
 
 
@@ -106,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(settings, config, arguments.host, arguments.port, no_worker)
     if arguments.command == "worker":
         return _with_database(settings, lambda: asyncio.run(run_worker(settings, config)))
+    if arguments.command == "telegram":
+        return _telegram(arguments.action, getattr(arguments, "url", None), config, settings)
     return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
 
 
@@ -199,15 +206,32 @@ async def run_worker(settings: Settings, config: Config) -> int:
     # A worker alone serves no /metrics (the web process's scrape shows the database gauges).
     async with (
         delivery_parts(settings, config) as (database, adapters),
-        credit_watch(settings, config, database, None, time.time) as credit,
+        smstools_parts(settings, config, database, None, time.time) as (smstools, credit),
     ):
-        worker = Worker(database, config, adapters, lease=settings.job_lease, credit=credit)
+        worker = Worker(
+            database,
+            config,
+            adapters,
+            lease=settings.job_lease,
+            smstools=smstools,
+            credit=credit,
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
         await worker.run()
     return 0
+
+
+def _telegram(action: str, url: str | None, config: Config, settings: Settings) -> int:
+    if action == "set-webhook":
+        lines = asyncio.run(telegram_webhook.set_webhook(config, settings, url))
+    else:
+        lines = asyncio.run(telegram_webhook.delete_webhook(config, settings))
+    for line in lines:
+        print(line)
+    return 0 if all("answered ok" in line for line in lines) else 1
 
 
 async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -> int:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -62,10 +62,21 @@ class ConsoleTarget(_Strict):
     pass
 
 
+DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
+
+
+class RepliesSpec(_Strict):
+    prefix: str = "note:"  # a message starting with it stays internal
+    allow: list[str | int] | None = None  # user ids that may answer; None: everyone
+    stop_words: list[str] = list(DEFAULT_STOP_WORDS)
+    max_parts: int = Field(default=3, ge=1, le=10)  # 3 GSM-7 parts: the gateway's 459 chars
+
+
 class DestinationSpec(_Strict):
     slack: SlackTarget | None = None
     telegram: TelegramTarget | None = None
     console: ConsoleTarget | None = None
+    replies: bool | RepliesSpec = False
     max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
 
 
@@ -87,6 +98,8 @@ Mention = str | dict[Literal["slack", "telegram", "console"], str]
 
 # Delivery codes that count as failures: NOT DELIVERED and the two REJECTED codes.
 DEFAULT_ON_CODES = frozenset({2, 4, 5})
+# A group of per-recipient failures pages on-call (carries the mention) above this many.
+DEFAULT_PAGE_ABOVE = 20
 
 
 class AlertRouteSpec(_Strict):
@@ -96,6 +109,8 @@ class AlertRouteSpec(_Strict):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    resolve_after: Duration | None = None
+    page_above: int | None = Field(None, ge=0)
     mention: Mention | None = None
 
 
@@ -106,6 +121,8 @@ class AlertsSpec(_Strict):
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
+    resolve_after: Duration | None = None  # default: the route's group_interval
+    page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
     low_balance: float | None = Field(default=None, ge=0)  # Smstools credit that alerts
@@ -122,6 +139,16 @@ class ConfigSpec(_Strict):
 
 
 @dataclass(frozen=True)
+class Replies:
+    """Agents may answer the customer from this destination's threads."""
+
+    prefix: str = "note:"
+    allow: frozenset[str] | None = None  # Slack / Telegram user ids; None: every member
+    stop_words: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)  # upper case
+    max_parts: int = 3
+
+
+@dataclass(frozen=True)
 class Destination:
     """A named place messages go to. `kind` is slack, telegram or console."""
 
@@ -129,6 +156,7 @@ class Destination:
     kind: Literal["slack", "telegram", "console"]
     target: SlackTarget | TelegramTarget | ConsoleTarget
     max_rate: float | None = None  # posts per second; None: unlimited
+    replies: Replies | None = None  # None: one-way
 
     def describe(self) -> str:
         if isinstance(self.target, SlackTarget):
@@ -182,6 +210,13 @@ class AlertRoute:
     group_interval: float
     repeat_interval: float
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+    page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
+    resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
+
+    @property
+    def quiet_after(self) -> float:
+        """How long a group must have no new failure before its alert says it is over."""
+        return self.group_interval if self.resolve_after is None else self.resolve_after
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(label, "") in values for label, values in self.matchers.items())
@@ -193,7 +228,9 @@ class AlertRoute:
         return (
             f"{conditions or 'every failure'} → {', '.join(self.to)} "
             f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
-            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s)"
+            f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s, "
+            f"quiet after {self.quiet_after:g}s; pages for account-wide codes or "
+            f"above {self.page_above})"
         )
 
 
@@ -305,7 +342,15 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
         max_rate = destination.max_rate
         if max_rate is not None and max_rate < 0:
             max_rate = default_rate(target)
-        destinations[name] = Destination(name, kind, target, max_rate)  # type: ignore[arg-type]
+        replies = _replies(destination.replies, kind, f"{source}: destinations.{name}", environ)
+        problems.extend(replies[1])
+        destinations[name] = Destination(
+            name,
+            kind,  # type: ignore[arg-type]
+            target,
+            max_rate,
+            replies[0],
+        )
 
     def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
         for index, name in enumerate(names):
@@ -415,6 +460,8 @@ def _alerts(
         group_interval=spec.group_interval,
         repeat_interval=spec.repeat_interval,
         mention=mentions(spec.mention, top_to, "alerts.mention"),
+        page_above=spec.page_above,
+        resolve_after=spec.resolve_after,
     )
     routes = []
     for index, route in enumerate(spec.routes):
@@ -437,12 +484,51 @@ def _alerts(
                     if route.mention is not None
                     else top.mention
                 ),
+                page_above=_inherit(route.page_above, top.page_above),
+                resolve_after=(
+                    route.resolve_after if route.resolve_after is not None else top.resolve_after
+                ),
             )
         )
     return Alerts(frozenset(spec.on_codes), (*routes, top), low_balance=spec.low_balance)
 
 
-def _inherit(value: float | None, default: float) -> float:
+# What answering from a platform needs from the environment, beyond the chat token.
+_REPLY_VARIABLES = {
+    "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
+    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "TELEGRAM_WEBHOOK_SECRET"),
+}
+
+
+def _replies(
+    spec: bool | RepliesSpec, kind: str, key: str, environ: Mapping[str, str]
+) -> tuple[Replies | None, list[str]]:
+    """The destination's `replies` setting, and what keeps it from working."""
+    if spec is False:
+        return None, []
+    if kind not in _REPLY_VARIABLES:
+        return None, [f"{key}.replies: only Slack and Telegram destinations can answer"]
+    spec = RepliesSpec() if spec is True else spec
+    missing = [name for name in _REPLY_VARIABLES[kind] if not environ.get(name, "").strip()]
+    problems = []
+    if missing:
+        problems.append(
+            f"{key}.replies: answering customers needs the environment variable(s) "
+            f"{', '.join(missing)}, which are not set"
+        )
+    replies = Replies(
+        prefix=spec.prefix.strip().lower(),
+        allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
+        stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
+        max_parts=spec.max_parts,
+    )
+    return replies, problems
+
+
+N = TypeVar("N", int, float)
+
+
+def _inherit(value: N | None, default: N) -> N:
     return default if value is None else value
 
 

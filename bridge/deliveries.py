@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from bridge import alerts, phones, render, threads
+from bridge import alerts, phones, render, replies, threads
 from bridge.alerts import Action
 from bridge.chat.base import MessageGone, Sent
+from bridge.config import AlertRoute
 from bridge.errors import Permanent, Reason
 from bridge.jobs import (
     AlertJob,
@@ -31,11 +32,11 @@ from bridge.smstools import DeliveryReport, InboxMessage, ReadReport
 from bridge.store import alerts as alerts_store
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
+from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
+from bridge.store.alerts import Group, Notice
 
 log = logging.getLogger(__name__)
-
-READ_EMOJI = "👀"  # Slack `eyes`; one of Telegram's allowed reactions
 
 
 P = TypeVar("P", InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob, CreditJob)
@@ -68,17 +69,32 @@ async def deliver_inbox(delivery: Delivery) -> None:
         at=delivery.received_at,
         idle_after=delivery.config.idle_after,
     )
+    async with delivery.database.transaction() as connection:
+        opens_thread = not await conversations_store.posted_before(
+            connection, conversation.id, job.id
+        )
+    post = render.inbox_post(event, delivery.config, opens_thread=opens_thread)
+    message = event.message
     await threads.post_in_thread(
         delivery.database,
         delivery.adapter,
         conversation,
-        delivery.adapter.render(render.inbox_post(event, delivery.config)),
-        title=render.thread_title(event),
+        delivery.adapter.render(post),
+        title=render.thread_title(message.sender, message.receiver, message.type, delivery.config),
         outbox_id=job.id,
-        gateway_messageid=event.message.id or None,
+        gateway_messageid=message.id or None,
+        replied_to=(event.isreply.orig_messageid or None) if event.isreply else None,
         at=delivery.received_at,
         now=delivery.now(),
     )
+    destination = delivery.config.destinations.get(job.destination)
+    if destination is not None and destination.replies is not None:
+        # In the conversation's lane: every answer planned after this message sees the STOP.
+        if event.message.content.strip().upper() in destination.replies.stop_words:
+            async with delivery.database.transaction() as connection:
+                await replies_store.opt_out(
+                    delivery.database, connection, key.receiver, key.sender, delivery.now()
+                )
     log.info(
         "delivered inbox message from %s to %s (job %d)",
         phones.mask(key.sender),
@@ -107,7 +123,9 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         delivery.adapter,
         conversation,
         delivery.adapter.render(render.failure_note_post(event)),
-        title=phones.international(conversation.sender),
+        title=render.thread_title(
+            conversation.sender, conversation.receiver, None, delivery.config
+        ),
         outbox_id=delivery.job.id,
         gateway_messageid=None,
         # The note does not keep the conversation alive: only customer messages do.
@@ -117,22 +135,41 @@ async def deliver_failure_note(delivery: Delivery) -> None:
 
 
 async def deliver_read(delivery: Delivery) -> None:
-    """Mark the chat message that shows the gateway message as read (👀)."""
+    """`✓ Read by the customer at 09:06: "Your parcel…"` in the thread where our message was
+    shown or answered; a report the bridge cannot place stays only recorded."""
+    event = _event(delivery, ReadReport)
     messageid = _payload(delivery, ReadJob).messageid
-    job = delivery.job
-    async with delivery.database.transaction() as connection:
-        shown = await reports_store.shown_at(connection, messageid)
-    places = [place for place in shown if place.destination == job.destination]
-    for place in places:
-        await delivery.adapter.react(Sent(place.chat, place.message, place.message), READ_EMOJI)
-    async with delivery.database.transaction() as connection:
-        await reports_store.count_read_shown(connection, messageid, len(places))
+    job, database = delivery.job, delivery.database
+    async with database.transaction() as connection:
+        found = await reports_store.conversations_of(connection, messageid, job.destination)
+        conversations = [await conversations_store.get(connection, i) for i in found]
+    live = [c for c in conversations if c is not None and c.thread is not None]
+    if live:
+        conversation = live[0]  # the newest: one line, where the customer last wrote
+        await threads.post_in_thread(
+            database,
+            delivery.adapter,
+            conversation,
+            delivery.adapter.render(render.read_post(event)),
+            title=render.thread_title(
+                conversation.sender, conversation.receiver, None, delivery.config
+            ),
+            outbox_id=job.id,
+            gateway_messageid=None,
+            # The line does not keep the conversation alive: only customer messages do.
+            at=conversation.last_message_at,
+            now=delivery.now(),
+        )
+    async with database.transaction() as connection:
+        await reports_store.count_read_shown(connection, messageid, 1 if live else 0)
 
 
 async def deliver_alert(delivery: Delivery) -> None:
-    """Post the group's alert, or edit the one posted, then plan the next if it grew."""
+    """Post the group's alert, or edit the one posted, then plan the next if it grew, else
+    a check for when it may have gone quiet; that check edits it to say it is over."""
     job, database = delivery.job, delivery.database
-    group_id = _payload(delivery, AlertJob).group_id
+    payload = _payload(delivery, AlertJob)
+    group_id = payload.group_id
     if delivery.config.alerts is None:
         raise Permanent(Reason.CONFIG, "alerts are no longer configured")
     async with database.transaction() as connection:
@@ -141,11 +178,16 @@ async def deliver_alert(delivery: Delivery) -> None:
         raise Permanent(Reason.CONFIG, f"alert group {group_id} of job {job.id} is missing")
     group, notice = loaded
     route = alerts.route_of(delivery.config.alerts, group)
+    now = delivery.now()
+    if payload.resolve:
+        await _resolve(delivery, group, notice, route, now)
+        return
     destination = delivery.config.destinations.get(job.destination)
-    mention = route.mention.get(destination.kind) if destination is not None else None
+    mention = None
+    if destination is not None and alerts.pages(group, route):
+        mention = route.mention.get(destination.kind)
     # An alert is short (ten receivers at most): its first part is all of it.
     part = delivery.adapter.render(render.alert_post(group, mention))[0]
-    now = delivery.now()
     action = alerts.next_action(notice, group, now, route)
     if action is Action.EDIT:
         assert notice.chat is not None and notice.message is not None
@@ -155,7 +197,9 @@ async def deliver_alert(delivery: Delivery) -> None:
             action = Action.REPOST  # someone deleted the alert message: post it again
     if action in (Action.POST, Action.REPOST):
         sent = await delivery.adapter.send(part, None)
-        notice = replace(notice, chat=sent.chat, message=sent.message, posted_at=now)
+        notice = replace(
+            notice, chat=sent.chat, message=sent.message, posted_at=now, resolved_at=None
+        )
         async with database.transaction() as connection:
             # Stored at once: a retry must edit this message, not post another.
             await alerts_store.save_notice(connection, notice)
@@ -177,8 +221,37 @@ async def deliver_alert(delivery: Delivery) -> None:
                 due=next_due,
             )
             next_due = next_due if added else None
+        elif action is not Action.NOTHING:
+            # Not tied to an event (which has its alert job already): checked when it is due.
+            await outbox_store.enqueue(
+                database,
+                connection,
+                event_id=None,
+                destination=job.destination,
+                payload=AlertJob(group_id=group_id, resolve=True),
+                now=now,
+                due=alerts.resolve_due(group, route, now),
+            )
         told = replace(notice, notified_at=now, notified_count=group.count, pending_at=next_due)
         await alerts_store.save_notice(connection, told)
+
+
+async def _resolve(
+    delivery: Delivery, group: Group, notice: Notice, route: AlertRoute, now: float
+) -> None:
+    """Edit the alert to `Quiet since 23:05: …` once its group has gone quiet."""
+    if alerts.resolve_action(notice, group, now, route) is not Action.RESOLVE:
+        return
+    assert notice.chat is not None and notice.message is not None
+    part = delivery.adapter.render(render.resolved_post(group))[0]
+    try:
+        await delivery.adapter.edit(Sent(notice.chat, notice.message, notice.message), part)
+    except MessageGone:
+        pass  # someone deleted the alert: nothing is left to say it is over
+    async with delivery.database.transaction() as connection:
+        current = await alerts_store.load(connection, group.id, notice.destination, lock=True)
+        if current is not None:
+            await alerts_store.save_notice(connection, replace(current[1], resolved_at=now))
 
 
 async def deliver_notice(delivery: Delivery) -> None:
@@ -213,5 +286,7 @@ HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.READ: deliver_read,
     Kind.ALERT: deliver_alert,
     Kind.NOTICE: deliver_notice,
+    Kind.REPLY: replies.deliver_reply,
+    Kind.REPLY_STATUS: replies.deliver_reply_status,
     Kind.CREDIT: deliver_credit,
 }

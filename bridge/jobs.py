@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bridge.chat.base import ChatAdapter
     from bridge.config import Config
     from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed
+    from bridge.smstools_api import SmstoolsApi
     from bridge.store.db import Database
 
 
@@ -29,6 +30,8 @@ class Kind(StrEnum):
     READ = "read"  # a read report, marked on the chat message that shows the message
     ALERT = "alert"  # a group of failures, posted or edited for on-call
     NOTICE = "notice"  # a destination that fails for good, told to on-call
+    REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS
+    REPLY_STATUS = "reply_status"  # a reply's gateway status, shown on the agent's message
     CREDIT = "credit"  # the Smstools balance fell under alerts.low_balance, or rose again
 
 
@@ -63,6 +66,7 @@ class ReadJob(_Payload):
 class AlertJob(_Payload):
     kind: ClassVar[Kind] = Kind.ALERT
     group_id: int
+    resolve: bool = False  # a check, once the group may have gone quiet, to say it is over
 
 
 class NoticeJob(_Payload):
@@ -72,6 +76,22 @@ class NoticeJob(_Payload):
     detail: str
 
 
+class ReplyJob(_Payload):
+    """An agent's chat message to send to the customer; its text stays in `chat_events`."""
+
+    kind: ClassVar[Kind] = Kind.REPLY
+    conversation: ConversationKey
+    reply_id: int
+
+
+class ReplyStatusJob(_Payload):
+    """Show the reply's current gateway status (a reaction, a note when it failed)."""
+
+    kind: ClassVar[Kind] = Kind.REPLY_STATUS
+    conversation: ConversationKey
+    reply_id: int
+
+
 class CreditJob(_Payload):
     kind: ClassVar[Kind] = Kind.CREDIT
     low: bool  # False: the balance is back above the threshold
@@ -79,11 +99,29 @@ class CreditJob(_Payload):
     threshold: str
 
 
-Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob | CreditJob
+Payload = (
+    InboxJob
+    | FailureNoteJob
+    | ReadJob
+    | AlertJob
+    | NoticeJob
+    | ReplyJob
+    | ReplyStatusJob
+    | CreditJob
+)
 
 PAYLOADS: dict[str, type[Payload]] = {
     payload.kind: payload
-    for payload in (InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob, CreditJob)
+    for payload in (
+        InboxJob,
+        FailureNoteJob,
+        ReadJob,
+        AlertJob,
+        NoticeJob,
+        ReplyJob,
+        ReplyStatusJob,
+        CreditJob,
+    )
 }
 
 
@@ -110,15 +148,24 @@ def lane(destination: str, payload: Payload) -> str:
     """The lane a job joins: jobs of one lane are delivered one at a time, in order.
 
     Everything about one customer conversation shares its lane, so a failure note lands in
-    order with the messages around it; every other job has a lane of its own kind.
+    order with the messages around it and two quick answers reach the customer as typed;
+    every other job has a lane of its own kind.
     """
     match payload:
-        case InboxJob(conversation=conversation) | FailureNoteJob(conversation=conversation):
+        case (
+            InboxJob(conversation=conversation)
+            | FailureNoteJob(conversation=conversation)
+            | ReplyJob(conversation=conversation)
+            | ReplyStatusJob(conversation=conversation)
+        ):
             parts: tuple[object, ...] = (destination, conversation.receiver, conversation.sender)
         case ReadJob(messageid=messageid):
             parts = (destination, "read", messageid)
-        case AlertJob(group_id=group_id):
+        case AlertJob(group_id=group_id, resolve=False):
             parts = ("alert", group_id, destination)
+        case AlertJob(group_id=group_id, resolve=True):
+            # Its own lane: a check due in an hour must not hold back the alert's edits.
+            parts = ("alert-quiet", group_id, destination)
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
         case CreditJob():
@@ -152,3 +199,6 @@ class Delivery:
     event: InboxMessage | DeliveryReport | ReadReport | Unparsed | None  # None: no event
     received_at: float
     now: Callable[[], float]
+    smstools: SmstoolsApi | None = None  # the send API, for replies; None: not configured
+    # Called with (destination, "sent" | "refused") once per reply that got there (metrics).
+    count_reply: Callable[[str, str], None] | None = None

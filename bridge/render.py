@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import phones
-from bridge.chat.base import Post, Quote
+from bridge.chat.base import Post, Quote, Tone
 from bridge.config import Config
 from bridge.phones import international
-from bridge.smstools import DETAIL_CODES, DeliveryReport, InboxMessage, describe_delivery
+from bridge.smstools import (
+    ACCOUNT_WIDE_DETAILS,
+    DELIVERY_CODES,
+    DETAIL_CODES,
+    DeliveryReport,
+    InboxMessage,
+    ReadReport,
+    describe_delivery,
+)
 from bridge.store.alerts import Group
 
 CHANNEL_NAMES = {"sms": "SMS", "whatsapp": "WhatsApp"}
+_CLOCK = re.compile(r"\b(\d{1,2}:\d{2})(?::\d{2})?\b")
 
 
 def line_label(receiver: str, config: Config) -> str:
@@ -22,23 +32,52 @@ def line_label(receiver: str, config: Config) -> str:
     return f"{name} ({number})" if name else number
 
 
-def thread_title(event: InboxMessage) -> str:
-    """A conversation's thread is named after the customer (Telegram topic names)."""
-    return international(event.message.sender)
+TOPIC_LIMIT = 128  # characters of a Telegram topic name
 
 
-def inbox_post(event: InboxMessage, config: Config) -> Post:
-    """Who wrote, on which line, over SMS or WhatsApp, when, what, and what it answers."""
+def thread_title(sender: str, receiver: str, channel: str | None, config: Config) -> str:
+    """`+32 470 12 34 56 · Support line · SMS`: who, on which line, over what (topic names;
+    `channel` None when not known). Within 128 characters: the line's name gives way first,
+    the customer's number never."""
+    who = international(sender)
+    line = config.lines.get(phones.key(receiver)) or international(receiver)
+    how = f" · {CHANNEL_NAMES.get(channel, channel)}" if channel else ""
+    room = TOPIC_LIMIT - len(f"{who} · {how}")
+    if room < len(line):
+        line = line[: max(room - 1, 0)].rstrip() + "…"
+    return f"{who} · {line}{how}"[:TOPIC_LIMIT]
+
+
+def clock(value: str) -> str:
+    """`09:14` out of a gateway date (`2026-01-01 09:14:00`); the value itself otherwise."""
+    match = _CLOCK.search(value)
+    return match.group(1) if match else value
+
+
+def inbox_post(event: InboxMessage, config: Config, *, opens_thread: bool = True) -> Post:
+    """What the customer wrote and what it answers. The post that opens a thread says who
+    wrote, on which line, over SMS or WhatsApp and when; later posts only `SMS · 09:14` (the
+    line is the thread's own, so it never changes within one)."""
     message = event.message
-    sent_at = message.date or "time unknown"
-    if event.timezone and message.date:
-        sent_at = f"{message.date} ({event.timezone})"
     quote = None
     if event.isreply is not None and event.isreply.orig_message_content:
         when = event.isreply.orig_messagedate or "date unknown"
         quote = Quote(text=event.isreply.orig_message_content, when=when)
+    author = international(message.sender)
+    if not opens_thread:
+        short = (CHANNEL_NAMES[message.type], clock(message.date) if message.date else "")
+        return Post(
+            heading="",
+            context=(" · ".join(item for item in short if item),),
+            body=message.content,
+            quote=quote,
+            author=author,
+        )
+    sent_at = message.date or "time unknown"
+    if event.timezone and message.date:
+        sent_at = f"{message.date} ({event.timezone})"
     return Post(
-        heading=international(message.sender),
+        heading=author,
         context=(
             f"to {line_label(message.receiver, config)}",
             CHANNEL_NAMES[message.type],
@@ -46,7 +85,27 @@ def inbox_post(event: InboxMessage, config: Config) -> Post:
         ),
         body=message.content,
         quote=quote,
+        author=author,
     )
+
+
+def read_post(report: ReadReport) -> Post:
+    """`✓ Read by the customer at 09:06: "Your parcel 5531 will be…"` for the thread."""
+    message = report.message
+    at = message.read_datetime or message.datetime
+    line = f"✓ Read by the customer at {clock(at)}" if at else "✓ Read by the customer"
+    if message.content:
+        line += f': "{snippet(message.content)}"'
+    return Post(heading="", context=(line,))
+
+
+def snippet(text: str, length: int = 24) -> str:
+    """The first words of `text`, about `length` characters, `…` when there is more."""
+    flat = " ".join(text.split())
+    if len(flat) <= length:
+        return flat
+    cut = flat.rfind(" ", 0, length + 1)
+    return flat[: cut if cut > length // 2 else length].rstrip() + "…"
 
 
 def detail_name(detail: int | None) -> str:
@@ -60,6 +119,38 @@ def detail_name(detail: int | None) -> str:
     return name if ":" in meaning and name.isupper() else meaning
 
 
+# What went wrong, in the alert's title, for the codes that fail the whole account.
+CAUSES: dict[int, str] = {
+    2000: "Out of credit",
+    2004: "Gateway problems",
+    2005: "Sender name refused",
+    4003: "Account locked",
+    4004: "Messages blocked",
+    4005: "Sending job failed",
+}
+# The next step for each detail code; every account-wide code has one.
+NEXT_STEPS: dict[int, str] = {
+    2000: "top up the Smstools credit; every message fails until you do",
+    2004: "contact Smstools support: their gateway reports problems",
+    2005: "check the sender name in Smstools (it must be allowed for the account)",
+    4003: "contact Smstools support: the account is locked",
+    4004: "contact Smstools support to learn why the messages are blocked",
+    4005: "contact Smstools support with the time of the failures",
+    10: "check the number with the customer",
+    2006: "check the number with the customer",
+    11: "nothing unless it lasts: the phone is off or out of range",
+    12: "nothing unless it lasts: the customer's phone has a problem",
+    13: "nothing unless it lasts: the operator's network has a problem",
+    14: "send it again if it still matters",
+    15: "reach the customer another way: the number is blacklisted",
+    16: "check the message's content",
+    4007: "check the message's content",
+    18: "reword the message: the operator took it for spam",
+    2001: "shorten the message",
+}
+DEFAULT_STEP = "look the message up in Smstools"
+
+
 def _code(code: str) -> tuple[int | None, int | None]:
     delivery, _, detail = code.partition("/")
     return (
@@ -68,38 +159,91 @@ def _code(code: str) -> tuple[int | None, int | None]:
     )
 
 
-def _when(at: float, timezone: str) -> str:
+def _when(at: float, timezone: str, pattern: str = "%Y-%m-%d %H:%M %Z") -> str:
     try:
         zone = ZoneInfo(timezone or "Europe/Brussels")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("Europe/Brussels")
-    return datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return datetime.fromtimestamp(at, zone).strftime(pattern)
+
+
+def labelled(code: int | None, detail: int | None) -> str:
+    """`rejected, code 5, detail 2000 INSUFFICIENT_FUNDS`: never mistaken for a `(2/3)`."""
+    status = DELIVERY_CODES.get(code, ("failed", True, True))[0] if code is not None else ""
+    words = [status.lower() or "failed"]
+    if code is not None:
+        words.append(f"code {code}")
+    if detail is not None:
+        name = detail_name(detail)
+        words.append(f"detail {detail} {name}" if name.isupper() else f"detail {detail}")
+    return ", ".join(words)
+
+
+def _meaning(detail: int | None) -> str:
+    meaning = DETAIL_CODES.get(detail, "") if detail is not None else ""
+    return meaning.split(": ", 1)[-1] if meaning else "no reason given"
+
+
+def _summary(group: Group) -> tuple[str, str]:
+    """(cause, what failed): `Out of credit`, `30 messages from Clinic not sent`."""
+    ranked = sorted(group.codes.items(), key=lambda item: (-item[1], item[0]))
+    details = [_code(code)[1] for code, _ in ranked]
+    account_wide = [detail for detail in details if detail in ACCOUNT_WIDE_DETAILS]
+    if account_wide:
+        cause = CAUSES[account_wide[0]]
+    elif len(details) == 1:
+        cause = "Not delivered"
+    else:
+        cause = "Not delivered, several reasons"
+    plural = "message" if group.count == 1 else "messages"
+    return cause, f"{group.count} {plural} from {international(group.sender)} not sent"
 
 
 def alert_post(group: Group, mention: str | None) -> Post:
-    """How many messages failed, why (every code in plain English), from which sender, to
-    whom (the first ten receivers, then how many more), first and last time."""
+    """A red title in plain words, then `Why:` (each code, labelled), `Do:` (the next step for
+    each), the receivers one per line (the first ten, then how many more), first and last time.
+    `mention` pages someone: the caller decides whether this group deserves it."""
+    cause, failed = _summary(group)
     ranked = sorted(group.codes.items(), key=lambda item: (-item[1], item[0]))
-    reasons = [_code(code) for code, _ in ranked]
-    why = detail_name(reasons[0][1]) if len(reasons) == 1 else "several reasons"
-    plural = "message" if group.count == 1 else "messages"
     lines = []
-    for (code, detail), (_, count) in zip(reasons, ranked, strict=True):
-        numbers = "/".join(str(n) for n in (code, detail) if n is not None)
-        lines.append(f"{count} × {describe_delivery(code, detail)} ({numbers})")
-    receivers = ", ".join(international(receiver) for receiver in group.receivers)
+    steps: list[str] = []
+    for code_text, count in ranked:
+        code, detail = _code(code_text)
+        many = f"{count} × " if len(ranked) > 1 else ""
+        lines.append(f"Why: {many}{_meaning(detail)} ({labelled(code, detail)})")
+        step = NEXT_STEPS.get(detail, DEFAULT_STEP) if detail is not None else DEFAULT_STEP
+        if step not in steps:
+            steps.append(step)
+    lines.extend(f"Do: {step}" for step in steps)
+    lines.append("Receivers:")
+    lines.extend(international(receiver) for receiver in group.receivers)
     if group.others:
-        receivers += f" and {group.others} more"
-    lines.append(f"Receivers: {receivers}")
+        lines.append(f"and {group.others} more")
     return Post(
-        heading=f"{group.count} {plural} not delivered: {why}",
-        context=(
-            f"sender {international(group.sender)}",
-            f"first {_when(group.first_at, group.timezone)}",
-            f"last {_when(group.last_at, group.timezone)}",
-        ),
+        heading=f"{cause}: {failed}",
+        context=_times(group),
         body="\n".join(lines),
         mention=mention,
+        tone=Tone.FIRING,
+    )
+
+
+def resolved_post(group: Group) -> Post:
+    """The alert once it is over: `Quiet since 23:05: 30 messages from Clinic not sent (out
+    of credit)`, in green, paging no one."""
+    cause, failed = _summary(group)
+    since = _when(group.last_at, group.timezone, "%H:%M")
+    return Post(
+        heading=f"Quiet since {since}: {failed} ({cause.lower()})",
+        context=_times(group),
+        tone=Tone.RESOLVED,
+    )
+
+
+def _times(group: Group) -> tuple[str, str]:
+    return (
+        f"first {_when(group.first_at, group.timezone)}",
+        f"last {_when(group.last_at, group.timezone)}",
     )
 
 
@@ -119,32 +263,39 @@ def destination_failure_post(
 
 
 def credit_post(low: bool, balance: str, threshold: str, mention: str | None) -> Post:
-    """On-call learns the Smstools credit runs out before messages start bouncing."""
+    """On-call learns the Smstools credit runs out before messages start bouncing (red, with
+    the next step), and, in green, that it is back up."""
     if not low:
         return Post(
             heading=f"Smstools credit is back above {threshold}",
             context=(f"balance {balance}",),
             body="Resolved: messages can be sent again.",
-            mention=None,
+            tone=Tone.RESOLVED,
         )
     return Post(
         heading=f"Smstools credit is low: {balance}",
         context=(f"below alerts.low_balance ({threshold})",),
         body=(
-            "Top up the Smstools account before messages fail with INSUFFICIENT FUNDS "
-            "(delivery code 5, detail 2000)."
+            "Why: messages fail with INSUFFICIENT_FUNDS (delivery code 5, detail 2000) once it "
+            f"runs out\nDo: {NEXT_STEPS[2000]}"
         ),
         mention=mention,
+        tone=Tone.FIRING,
     )
 
 
 def failure_note_post(report: DeliveryReport) -> Post:
-    """A short note in the customer's thread: our message did not reach them, and why."""
+    """A short note in the customer's thread: our message did not reach them, and why;
+    its times labelled (`from Acme · sent 09:38 · failed 09:40`)."""
     message = report.message
-    when = message.delivery_status_datetime or message.datetime or "time unknown"
+    context = [f"from {international(message.sender)}"]
+    if message.datetime:
+        context.append(f"sent {clock(message.datetime)}")
+    if message.delivery_status_datetime:
+        context.append(f"failed {clock(message.delivery_status_datetime)}")
     return Post(
         heading=f"Not delivered to {international(message.receiver)}",
-        context=(f"from {international(message.sender)}", when),
+        context=tuple(context),
         body=describe_delivery(message.delivery_code, message.delivery_code_detail),
         quote=Quote(text=message.content, when=message.datetime) if message.content else None,
     )

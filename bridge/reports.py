@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import alerts, phones
 from bridge.config import DEFAULT_ON_CODES, Config
-from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob
+from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob, ReplyStatusJob
 from bridge.smstools import DELIVERY_CODES, DeliveryReport, ReadReport
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
+from bridge.store import replies as replies_store
 from bridge.store import reports as store
 from bridge.store.db import Database
 
@@ -68,9 +69,14 @@ async def plan_delivery(
         event_id=event_id,
         now=now,
     )
-    if not changed or not failed(message.delivery_code, config):
+    if not changed:
         return 0
-    jobs = await alerts.plan(database, connection, config, report, event_id, now)
+    reply_status = await _plan_reply_status(database, connection, message.messageid, event_id, now)
+    if not failed(message.delivery_code, config):
+        return reply_status
+    jobs = reply_status + await alerts.plan(database, connection, config, report, event_id, now)
+    if reply_status:
+        return jobs  # the agent's own message shows the failure, with a note in its thread
     for conversation in await conversations_store.live_conversations(
         connection, customer, since=now - config.idle_after
     ):
@@ -113,7 +119,7 @@ async def plan_read(
     )
     if not first:
         return 0
-    jobs = 0
+    jobs = await _plan_reply_status(database, connection, message.messageid, event_id, now)
     for shown in await store.shown_at(connection, message.messageid):
         jobs += await outbox_store.enqueue(
             database,
@@ -124,3 +130,26 @@ async def plan_read(
             now=now,
         )
     return jobs
+
+
+async def _plan_reply_status(
+    database: Database, connection: AsyncConnection, messageid: str, event_id: int, now: float
+) -> int:
+    """When `messageid` is an agent's reply, show its new status on the agent's message."""
+    reply = await replies_store.of_messageid(connection, messageid)
+    if reply is None:
+        return 0
+    conversation = await conversations_store.get(connection, reply.conversation_id)
+    if conversation is None:
+        return 0
+    key = ConversationKey(receiver=conversation.receiver, sender=conversation.sender)
+    return int(
+        await outbox_store.enqueue(
+            database,
+            connection,
+            event_id=event_id,
+            destination=reply.destination,
+            payload=ReplyStatusJob(conversation=key, reply_id=reply.id),
+            now=now,
+        )
+    )

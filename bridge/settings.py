@@ -36,6 +36,8 @@ VARIABLES = (
     "SMSTOOLS_CLIENT_ID",
     "SMSTOOLS_CLIENT_SECRET",
     "LOG_LEVEL",
+    "SLACK_SIGNING_SECRET",
+    "TELEGRAM_WEBHOOK_SECRET",
     "METRICS_TOKEN",
     "LOG_FORMAT",
 )
@@ -69,6 +71,8 @@ class Settings:
     smstools_client_id: str | None = None
     smstools_client_secret: SecretStr | None = None
     log_level: str = "INFO"
+    slack_signing_secret: SecretStr | None = None  # verifies POST /slack/events
+    telegram_webhook_secret: SecretStr | None = None  # X-Telegram-Bot-Api-Secret-Token
     metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
     log_format: str = "text"  # json | text; json by default on a PaaS
     # The whole environment as read at start-up, for the token variables the config names.
@@ -125,6 +129,8 @@ class Settings:
             smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
             smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
+            telegram_webhook_secret=secret("TELEGRAM_WEBHOOK_SECRET"),
             metrics_token=secret("METRICS_TOKEN"),
             log_format=log_format,
             environ=env,

@@ -167,6 +167,9 @@ DETAIL_CODES: dict[int, str] = {
     4007: "INVALID_CONTENT: the content is not allowed",
 }
 
+# Detail codes that fail every message of the account, not one phone: these page on-call.
+ACCOUNT_WIDE_DETAILS = frozenset({2000, 2004, 2005, 4003, 4004, 4005})
+
 
 def describe_delivery(code: int | None, detail: int | None) -> str:
     """Plain English for a delivery code and detail code; unknown codes stay as numbers."""

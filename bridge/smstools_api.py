@@ -1,4 +1,4 @@
-"""The Smstools REST API (us → Smstools): credentials, balance; later replies (`/message/send`).
+"""The Smstools REST API (us → Smstools): credentials, balance, replies (`/message/send`).
 
 Every call carries `X-Client-Id` / `X-Client-Secret`. Failures are classified like the chat
 adapters' (`Retryable` / `Permanent` with a `Reason`), and keep the gateway's own error code
@@ -54,6 +54,11 @@ class SmstoolsRetryable(Retryable):
     ) -> None:
         super().__init__(reason, detail, retry_after)
         self.code = code
+
+
+class SendOutcomeUnknown(Permanent):
+    """The send request may have reached the gateway (a timeout after it was written, a
+    connection lost mid-answer): it may have been sent, so it must never be sent again."""
 
 
 @dataclass(frozen=True)
@@ -121,14 +126,50 @@ class SmstoolsApi:
         body = await self._request("GET", "/balance")
         return _balance(body)
 
+    async def send(self, *, to: str, sender: str, message: str, reference: str) -> str:
+        """`POST /message/send` to one number; the gateway's `messageid`.
+
+        Sent at most once: only a request that certainly did not reach the gateway (refused
+        connection, DNS failure, connect timeout) or that it answered 5xx / 429 raises
+        `SmstoolsRetryable`; an outcome that cannot be known raises `SendOutcomeUnknown`.
+        """
+        body = {"to": to, "sender": sender, "message": message, "reference": reference}
+        try:
+            answer = await self._request("POST", "/message/send", body, once=True)
+        except httpx.HTTPError as error:
+            detail = f"{self._where}: no answer to the send request ({type(error).__name__})"
+            raise SendOutcomeUnknown(Reason.TIMEOUT, detail) from None
+        messageid = answer.get("messageid")
+        if messageid is None and isinstance(answer.get("messageids"), list):
+            messageid = next(iter(answer["messageids"]), None)
+        if not messageid:
+            detail = f"{self._where}: the send was answered without a messageid"
+            raise SendOutcomeUnknown(Reason.BAD_REQUEST, detail)
+        return str(messageid)
+
     async def _request(
-        self, method: str, path: str, payload: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        once: bool = False,
     ) -> dict[str, Any]:
+        """One call; with `once`, an error after the request may have been written is raised
+        as is (httpx's) instead of becoming retryable."""
         try:
             response = await self._client.request(method, path, json=payload)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # Never connected: nothing reached the gateway.
+            detail = f"{self._where}: cannot connect ({type(error).__name__})"
+            raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
         except httpx.TimeoutException:
+            if once:
+                raise
             raise SmstoolsRetryable(Reason.TIMEOUT, f"{self._where}: timed out") from None
         except httpx.HTTPError as error:
+            if once:
+                raise
             detail = f"{self._where}: network error ({type(error).__name__})"
             raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
         body = _json_object(response)

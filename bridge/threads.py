@@ -42,6 +42,7 @@ async def post_in_thread(
     title: str,
     outbox_id: int,
     gateway_messageid: str | None,
+    replied_to: str | None = None,
     at: float,
     now: float,
 ) -> Conversation:
@@ -84,6 +85,7 @@ async def post_in_thread(
                     outbox_id=outbox_id,
                     part=index,
                     gateway_messageid=gateway_messageid,
+                    replied_to=replied_to,
                 ),
                 now,
             )

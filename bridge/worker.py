@@ -32,6 +32,7 @@ from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools import parse_event
+from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
@@ -58,6 +59,7 @@ class Worker:
         lease: float = DEFAULT_JOB_LEASE,
         poll_interval: float = 1.0,
         name: str | None = None,
+        smstools: SmstoolsApi | None = None,
         metrics: Metrics | None = None,
         credit: CreditWatch | None = None,
     ) -> None:
@@ -71,6 +73,7 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.smstools = smstools  # the send API, for agents' replies
         self.metrics = metrics
         self.credit = credit  # reads the Smstools balance beside delivery, when configured
         self._wake = asyncio.Event()
@@ -116,7 +119,9 @@ class Worker:
                     await asyncio.sleep(wait)
                     continue
                 database_trouble = 0
-                if claimed:
+                if claimed or self._stopping:
+                    # A stop() during the claim set the wake-up: clearing it below would
+                    # leave the worker asleep for a whole poll interval.
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -259,7 +264,17 @@ class Worker:
         handler = HANDLERS[job.payload.kind]
         if job.event_id is None:  # a job with its own payload
             await handler(
-                Delivery(self.database, self.config, adapter, job, None, job.created_at, self.now)
+                Delivery(
+                    self.database,
+                    self.config,
+                    adapter,
+                    job,
+                    None,
+                    job.created_at,
+                    self.now,
+                    self.smstools,
+                    self._count_reply,
+                )
             )
             return None
         async with self.database.transaction() as connection:
@@ -268,7 +283,17 @@ class Worker:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
         await handler(
-            Delivery(self.database, self.config, adapter, job, event, stored.received_at, self.now)
+            Delivery(
+                self.database,
+                self.config,
+                adapter,
+                job,
+                event,
+                stored.received_at,
+                self.now,
+                self.smstools,
+                self._count_reply,
+            )
         )
         return stored.received_at
 
@@ -318,6 +343,10 @@ class Worker:
             message,
             extra={**fields, "outcome": "dead"},
         )
+
+    def _count_reply(self, destination: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.replies.labels(destination, outcome).inc()
 
     def _count_failure(self, job: Job, error: DeliveryError, *, dead: bool) -> None:
         if self.metrics is None:

@@ -10,9 +10,8 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import Clock  # noqa: F401  (re-exported for the alert tests)
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 
 SLACK_TOKEN = "xoxb-test"
 ONCALL_CHAT = -1009999
@@ -32,6 +31,8 @@ CONFIG: dict[str, Any] = {
         "group_wait": "30s",
         "group_interval": "5m",
         "repeat_interval": "4h",
+        # Most tests look at posting and editing; the ones about resolution set their own.
+        "resolve_after": "1d",
         "mention": {"slack": "<!subteam^S0ONCALL>", "telegram": "@oncall_team"},
         "routes": [
             {

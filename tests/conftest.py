@@ -16,9 +16,9 @@ import pytest
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from tests.fakes.slack import FakeSlack
-from tests.fakes.smstools import FakeSmstools
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
 
 SAMPLES = Path(__file__).parent / "samples"
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 
 from bridge.app import Options, create_app
 from bridge.chat.base import ChatAdapter
@@ -16,6 +19,22 @@ from bridge.settings import Settings
 from bridge.worker import Worker
 
 TOKEN = "test-webhook-token-0123456789"
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 5.0
+) -> None:
+    """Poll `condition` (plain or async) every 20 ms until it holds; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.02)
 
 
 class Clock:

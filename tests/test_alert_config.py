@@ -128,5 +128,13 @@ def test_check_config_prints_the_alert_routes(
     assert "alerts on delivery codes 2, 4, 5 (first match wins):" in out
     assert "delivery_code_detail in [2000] → billing, oncall" in out
     assert "every failure → oncall (group by delivery_code_detail, sender; wait 30s" in out
+    assert "quiet after 300s; pages for account-wide codes or above 20)" in out
     assert check_config(write(tmp_path, BASE + "alerts: {to: [pager]}\n"), settings) == 1
     assert "alerts.to[0]: unknown destination 'pager'" in capsys.readouterr().err
+
+
+def test_a_negative_page_above_names_the_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(write(tmp_path, BASE + "alerts: {to: [oncall], page_above: -1}\n"), ENV)
+    assert "alerts.page_above" in str(raised.value)
+    assert str(tmp_path) in str(raised.value)

@@ -119,3 +119,71 @@ def test_a_group_key_names_the_routes_matchers_not_its_position() -> None:
     assert alerts.route_of(after.alerts, group) is funds_after
     gone = replace(EMPTY, route={"sender": ["Nobody"]})
     assert alerts.route_of(after.alerts, gone) is after.alerts.top
+
+
+def test_only_account_wide_codes_or_a_group_above_page_above_page_someone() -> None:
+    lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, ROUTE)
+    assert alerts.pages(lone, ROUTE) is False
+    funds = alerts.add_failure(EMPTY, failure(code="5", detail="2000"), 1.0, ROUTE)
+    assert alerts.pages(funds, ROUTE) is True
+    for detail in ("2000", "2004", "2005", "4003", "4004", "4005"):
+        group = alerts.add_failure(EMPTY, failure(detail=detail), 1.0, ROUTE)
+        assert alerts.pages(group, ROUTE) is True, detail
+    many = lone
+    for n in range(ROUTE.page_above - 1):
+        many = alerts.add_failure(many, failure(f"324700001{n:02d}", "2", "11"), 2.0, ROUTE)
+    assert many.count == ROUTE.page_above == 20
+    assert alerts.pages(many, ROUTE) is False  # at page_above: not yet
+    more = alerts.add_failure(many, failure("32470009999", "2", "11"), 3.0, ROUTE)
+    assert alerts.pages(more, ROUTE) is True  # above it
+    assert alerts.pages(more, replace(ROUTE, page_above=30)) is False
+
+
+def test_a_told_group_quiet_for_resolve_after_is_resolved_once() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 100.0, ROUTE)
+    posted = replace(NOTICE, chat="C", message="1.0", posted_at=130.0, notified_count=1)
+    assert ROUTE.quiet_after == ROUTE.group_interval == 300.0  # the default
+    assert alerts.resolve_due(group, ROUTE, 130.0) == 400.0
+    assert alerts.resolve_action(posted, group, 399.0, ROUTE) is Action.NOTHING
+    assert alerts.resolve_action(posted, group, 400.0, ROUTE) is Action.RESOLVE
+    resolved = replace(posted, resolved_at=400.0)
+    assert alerts.resolve_action(resolved, group, 500.0, ROUTE) is Action.NOTHING
+    # a failure not told yet: its own notification comes first, then its own check
+    grown = alerts.add_failure(group, failure("32470000002"), 200.0, ROUTE)
+    assert alerts.resolve_action(posted, grown, 600.0, ROUTE) is Action.NOTHING
+    assert alerts.resolve_action(NOTICE, group, 600.0, ROUTE) is Action.NOTHING  # never posted
+    slow = replace(ROUTE, resolve_after=3600.0)
+    assert alerts.resolve_due(group, slow, 130.0) == 3700.0
+    assert alerts.resolve_action(posted, group, 3699.0, slow) is Action.NOTHING
+    assert alerts.resolve_action(posted, group, 3700.0, slow) is Action.RESOLVE
+
+
+def test_a_failure_after_the_alert_said_quiet_posts_a_new_one() -> None:
+    group = alerts.add_failure(EMPTY, failure(), 1.0, ROUTE)
+    resolved = replace(
+        NOTICE, chat="C", message="1.0", posted_at=31.0, notified_count=1, resolved_at=400.0
+    )
+    grown = alerts.add_failure(group, failure("32470000002"), 500.0, ROUTE)
+    assert alerts.next_action(resolved, grown, 530.0, ROUTE) is Action.REPOST
+
+
+def test_page_above_and_resolve_after_are_set_on_top_and_per_route() -> None:
+    document = {
+        "destinations": {"oncall": {"console": {}}},
+        "alerts": {
+            "to": ["oncall"],
+            "page_above": 5,
+            "routes": [
+                {"match": {"sender": ["Clinic"]}, "page_above": 0, "resolve_after": "1h"},
+                {"match": {"sender": ["Shop"]}},
+            ],
+        },
+    }
+    config = build(document, "test config", {})
+    assert config.alerts is not None
+    clinic, shop, top = config.alerts.routes
+    assert (clinic.page_above, clinic.quiet_after) == (0, 3600.0)
+    assert (shop.page_above, shop.quiet_after) == (5, 300.0)
+    assert (top.page_above, top.quiet_after) == (5, 300.0)
+    default = _config([])
+    assert default.alerts is not None and default.alerts.top.page_above == 20

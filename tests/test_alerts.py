@@ -12,16 +12,15 @@ from sqlalchemy import select
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import alert_groups, outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
     ONCALL_CHAT,
-    Clock,
     adapters,
     make_config,
     report,
 )
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from tests.harness import Clock, RunningBridge, running_bridge
 
 
 async def rows(database_url: str, query: Any) -> list[Any]:
@@ -54,17 +53,106 @@ async def test_one_failure_is_one_alert_after_group_wait(
         assert slack.posts("C0ONCALL") == []  # still gathering the first batch
         await deliver(bridge, clock, 1)
     (alert,) = texts(slack, "C0ONCALL")
-    assert alert.startswith("<!subteam^S0ONCALL> ")
+    assert "<!" not in alert  # a lone per-recipient failure pages no one
     for shown in (
-        "1 message not delivered",
-        "NOT DELIVERED: the receiver's number is invalid or unknown",
-        "+32 470 99 98 88",
-        "sender +32 460 20 00 00",
+        ":red_circle: Not delivered: 1 message from +32 460 20 00 00 not sent",
+        "Why: the receiver's number is invalid or unknown (not delivered, code 2, detail 10)",
+        "Do: check the number with the customer",
+        "Receivers:\n+32 470 99 98 88",
         "first 2027-01-15",
         "last 2027-01-15",
     ):
         assert shown in alert
     assert slack.posts("C0BILLING") == []
+
+
+async def test_a_lone_2_11_failure_carries_no_mention_while_2000_does(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], group_wait="0s")
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 11)])
+        await bridge.worker.drain()
+        await bridge.post([report(5, 2000, sender="Shop")])
+        await deliver(bridge, clock, 2)
+    lone, funds = texts(slack, "C0ONCALL")
+    assert lone.startswith(":red_circle: Not delivered: 1 message from Clinic not sent")
+    assert funds.startswith("<!subteam^S0ONCALL> :red_circle: Out of credit: 1 message from Shop")
+    assert "(rejected, code 5, detail 2000 INSUFFICIENT_FUNDS)" in funds
+    assert "Do: top up the Smstools credit" in funds
+
+
+async def test_more_per_recipient_failures_than_page_above_page_someone(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], page_above=3)
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 11, receiver=f"3247000000{n}") for n in range(3)])
+        await deliver(bridge, clock, 30)
+        await bridge.post([report(2, 11, receiver="32470000009")])
+        await deliver(bridge, clock, 300)
+    (alert,) = slack.posts("C0ONCALL")
+    (edit,) = slack.edits("C0ONCALL")
+    assert alert.text is not None and not alert.text.startswith("<!")
+    assert edit.text is not None and edit.text.startswith("<!subteam^S0ONCALL> ")
+    assert "4 messages from Clinic not sent" in edit.text
+
+
+async def test_a_quiet_group_is_edited_to_resolved_and_nothing_new_is_posted(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], resolve_after=None, to=["oncall", "tg-oncall"])
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(5, 2000, receiver=f"3247000000{n}") for n in range(3)])
+        await deliver(bridge, clock, 30)
+        await bridge.post([report(5, 2000, receiver="32470000009")])  # at 0:30
+        await deliver(bridge, clock, 299)
+        assert slack.edits("C0ONCALL") == []
+        await deliver(bridge, clock, 1)  # 5:30: told of the fourth, quiet since 0:30...
+        await deliver(bridge, clock, 300)  # ...for group_interval (5m) by 5:30 + 0:00
+        await deliver(bridge, clock, 3600)
+    (alert,) = slack.posts("C0ONCALL")
+    grown, quiet = slack.edits("C0ONCALL")
+    assert grown.text is not None and "4 messages from Clinic not sent" in grown.text
+    assert quiet.ts == alert.ts and quiet.text is not None
+    assert quiet.text.startswith(":large_green_circle: Quiet since ")
+    assert "4 messages from Clinic not sent (out of credit)" in quiet.text
+    assert "<!" not in quiet.text
+    (message,) = telegram.messages(ONCALL_CHAT)
+    *_, telegram_quiet = telegram.edits(ONCALL_CHAT)
+    assert telegram_quiet.message_id == message.message_id
+    assert telegram_quiet.plain_text.startswith("🟢 Quiet since ")
+    jobs = await rows(database_url, select(outbox.c.kind, outbox.c.status))
+    assert {status for kind, status in jobs if kind == "alert"} == {"done"}
+
+
+async def test_a_failure_after_the_quiet_edit_posts_a_new_alert(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], resolve_after="10m")
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(2, 11)])
+        await deliver(bridge, clock, 30)
+        await deliver(bridge, clock, 570)  # ten minutes after the failure: over
+        await bridge.post([report(2, 11, receiver="32470000009")])
+        await deliver(bridge, clock, 300)
+    first, second = texts(slack, "C0ONCALL")
+    (quiet,) = slack.edits("C0ONCALL")
+    assert quiet.text is not None and "Quiet since" in quiet.text
+    assert "1 message from Clinic not sent" in first
+    assert "2 messages from Clinic not sent" in second
 
 
 async def test_two_hundred_failures_in_one_group_give_one_alert_that_says_200(
@@ -87,12 +175,12 @@ async def test_two_hundred_failures_in_one_group_give_one_alert_that_says_200(
     (alert,) = slack.posts("C0ONCALL")
     assert slack.edits("C0ONCALL") == []
     assert alert.text is not None
-    assert "200 messages not delivered: INSUFFICIENT_FUNDS" in alert.text
-    assert "REJECTED: INSUFFICIENT_FUNDS: the account is out of credit" in alert.text
+    assert "Out of credit: 200 messages from Clinic not sent" in alert.text
+    assert "(rejected, code 5, detail 2000 INSUFFICIENT_FUNDS)" in alert.text
     assert "+32 470 90 00 00" in alert.text and "+32 470 90 00 09" in alert.text
     assert "+32 470 90 00 10" not in alert.text
     assert "and 190 more" in alert.text
-    assert "sender Clinic" in alert.text
+    assert alert.text.startswith("<!subteam^S0ONCALL> ")
 
 
 async def test_later_failures_update_the_alert_in_place_after_group_interval(
@@ -113,8 +201,8 @@ async def test_later_failures_update_the_alert_in_place_after_group_interval(
     (alert,) = slack.posts("C0ONCALL")
     first, second = slack.edits("C0ONCALL")
     assert first.ts == second.ts == alert.ts
-    assert first.text is not None and "6 messages not delivered" in first.text
-    assert second.text is not None and "7 messages not delivered" in second.text
+    assert first.text is not None and "6 messages from Clinic not sent" in first.text
+    assert second.text is not None and "7 messages from Clinic not sent" in second.text
 
 
 async def test_two_groups_give_two_alerts(
@@ -129,8 +217,10 @@ async def test_two_groups_give_two_alerts(
         await deliver(bridge, clock, 2)  # the channel is paced at one post per 1.2 s
     alerts = sorted(texts(slack, "C0ONCALL"))
     assert len(alerts) == 2
-    assert "2 messages not delivered: the operator refused it as spam" in alerts[0]
-    assert "2 messages not delivered: the receiver's number is invalid" in alerts[1]
+    assert "2 messages from Clinic not sent" in alerts[0]
+    assert "Why: the operator refused it as spam" in alerts[0]
+    assert "2 messages from Clinic not sent" in alerts[1]
+    assert "Why: the receiver's number is invalid" in alerts[1]
 
 
 async def test_only_final_failures_alert_in_a_mix_of_codes(
@@ -145,7 +235,8 @@ async def test_only_final_failures_alert_in_a_mix_of_codes(
         await bridge.post(body)
         await deliver(bridge, clock, 30)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "2 messages not delivered: a problem in the operator's network" in alert
+    assert "2 messages from Clinic not sent" in alert
+    assert "Why: a problem in the operator's network" in alert
 
 
 async def test_a_failure_after_delivered_or_a_duplicate_report_is_not_counted_again(
@@ -162,7 +253,7 @@ async def test_a_failure_after_delivered_or_a_duplicate_report_is_not_counted_ag
         await bridge.post([duplicate])
         await deliver(bridge, clock, 30)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "2 messages not delivered" in alert
+    assert "2 messages from Clinic not sent" in alert
 
 
 async def test_insufficient_funds_goes_to_billing_and_oncall_at_once(
@@ -176,7 +267,7 @@ async def test_insufficient_funds_goes_to_billing_and_oncall_at_once(
         await bridge.worker.drain()  # group_wait 0s on this route
     for channel in ("C0BILLING", "C0ONCALL"):
         (alert,) = texts(slack, channel)
-        assert "1 message not delivered: INSUFFICIENT_FUNDS" in alert
+        assert "Out of credit: 1 message from Clinic not sent" in alert
 
 
 async def test_an_alert_survives_a_restart_during_group_wait_and_is_sent_once(
@@ -199,10 +290,11 @@ async def test_an_alert_survives_a_restart_during_group_wait_and_is_sent_once(
     ) as bridge:
         await deliver(bridge, clock, 3600)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "200 messages not delivered: INSUFFICIENT_FUNDS" in alert
+    assert "Out of credit: 200 messages from Clinic not sent" in alert
     assert slack.edits("C0ONCALL") == []
-    jobs = await rows(sqlite_url, select(outbox.c.kind, outbox.c.status))
-    assert [job for job in jobs if job.kind == "alert"] == [("alert", "done")]
+    jobs = await rows(sqlite_url, select(outbox.c.kind, outbox.c.status, outbox.c.payload))
+    told = [job for job in jobs if job.kind == "alert" and not job.payload.get("resolve")]
+    assert [(job.kind, job.status) for job in told] == [("alert", "done")]
     ((count,),) = await rows(sqlite_url, select(alert_groups.c.count))
     assert count == 200
 
@@ -221,11 +313,11 @@ async def test_a_group_still_failing_after_repeat_interval_is_posted_again(
             await bridge.post([report(2, 12)])
             await deliver(bridge, clock, 300)
     first, second = texts(slack, "C0ONCALL")
-    assert "1 message not delivered" in first
+    assert "1 message from Clinic not sent" in first
     # Posted at 0:30; failures 35 minutes apart are edited in until 4h have passed (4:05).
-    assert "8 messages not delivered" in second
+    assert "8 messages from Clinic not sent" in second
     assert len(slack.edits("C0ONCALL")) == 6 + 2  # six edits before the repost, two after
-    assert second.startswith("<!subteam^S0ONCALL>")
+    assert "<!" not in second  # 2/12 is one phone's problem, and 8 is not above 20
 
 
 async def test_a_group_quiet_for_repeat_interval_starts_afresh(
@@ -241,8 +333,8 @@ async def test_a_group_quiet_for_repeat_interval_starts_afresh(
         await bridge.post([report(2, 12)])
         await deliver(bridge, clock, 30)
     first, second = texts(slack, "C0ONCALL")
-    assert "2 messages not delivered" in first
-    assert "1 message not delivered" in second
+    assert "2 messages from Clinic not sent" in first
+    assert "1 message from Clinic not sent" in second
 
 
 async def test_telegram_alerts_are_edited_in_place_and_unknown_codes_shown_as_numbers(
@@ -258,12 +350,11 @@ async def test_telegram_alerts_are_edited_in_place_and_unknown_codes_shown_as_nu
         await bridge.post([report(7, 7777)])
         await deliver(bridge, clock, 300)
     (message,) = telegram.messages(ONCALL_CHAT)
-    assert message.plain_text.startswith("@oncall_team ")
-    assert "1 message not delivered: detail code 7777" in message.plain_text
-    assert "code 7: detail code 7777 (7/7777)" in message.plain_text
+    assert message.plain_text.startswith("🔴 Not delivered: 1 message from Clinic not sent")
+    assert "Why: no reason given (failed, code 7, detail 7777)" in message.plain_text
     (edit,) = telegram.edits(ONCALL_CHAT)
     assert edit.message_id == message.message_id
-    assert "2 messages not delivered" in edit.plain_text
+    assert "2 messages from Clinic not sent" in edit.plain_text
 
 
 async def test_a_deleted_alert_message_is_posted_again(
@@ -279,7 +370,7 @@ async def test_a_deleted_alert_message_is_posted_again(
         await bridge.post([report(2, 14)])
         await deliver(bridge, clock, 300)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "2 messages not delivered" in alert
+    assert "2 messages from Clinic not sent" in alert
 
 
 async def test_reordering_the_alert_routes_does_not_move_an_open_group(
@@ -309,5 +400,5 @@ async def test_reordering_the_alert_routes_does_not_move_an_open_group(
     ((count,),) = await rows(database_url, select(alert_groups.c.count))
     assert count == 2  # one group, grown, whatever position its route now has
     (alert,) = texts(slack, "C0ONCALL")  # the route's own group_wait (1m) and destination
-    assert "2 messages not delivered" in alert
+    assert "2 messages from Clinic not sent" in alert
     assert slack.posts("C0BILLING") == []

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bridge.chat.base import MessageGone, Part, Post, Quote
+from bridge.chat.base import MessageGone, Part, Post, Quote, Tone
 from bridge.chat.slack import SlackAdapter
 from bridge.errors import Permanent, Reason, Retryable
-from tests.fakes import FakeSlack
+from testkit.fakes import FakeSlack
+from testkit.fakes.slack import rich_text
 
 CHANNEL = "C0SUPPORT"
 
@@ -37,9 +38,14 @@ async def adapter(slack: FakeSlack) -> AsyncIterator[SlackAdapter]:
 
 
 def shown_text(blocks: list[dict[str, object]] | None) -> str:
-    """What a reader sees in the message's sections, unescaped."""
-    texts = [b["text"]["text"] for b in blocks or [] if b["type"] == "section"]  # type: ignore[index]
-    return html.unescape("".join(texts))
+    """What a reader sees in the message's sections (unescaped) and rich_text, in order."""
+    shown = []
+    for block in blocks or []:
+        if block["type"] == "section":
+            shown.append(html.unescape(block["text"]["text"]))  # type: ignore[index]
+        elif block["type"] == "rich_text":
+            shown.append(rich_text([block]))
+    return "".join(shown)
 
 
 async def post(adapter: SlackAdapter, post: Post, thread: str | None = None) -> list[str]:
@@ -76,11 +82,38 @@ async def test_customer_mention_syntax_is_shown_literally_in_slack(
     await post(adapter, Post(heading=f"SMS {evil}", context=[evil], body=evil))
 
     (message,) = slack.posts()
-    raw = str(message.blocks) + (message.text or "")
+    assert message.blocks is not None
+    # Where Slack parses markup (mrkdwn heading and context, the text fallback): escaped.
+    mrkdwn = [b for b in message.blocks if b["type"] != "rich_text"]
+    raw = str(mrkdwn) + (message.text or "")
     for control in ("<!", "<@", "<http", "<b>"):
         assert control not in raw
     assert "&lt;!channel&gt;" in raw and "&amp; done" in raw
+    # The customer's words: rich_text `text` elements, never parsed, exact characters.
+    assert rich_text(message.blocks) == evil
     assert evil in shown_text(message.blocks)
+
+
+async def test_customer_text_arrives_as_rich_text_with_exact_characters_and_one_link(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    body = "Ship it *now* _please_ ~maybe~ see https://example.com/track?id=5531. <!channel> <b>"
+    await post(adapter, Post(heading="+32 470 12 34 56", body=body))
+
+    (message,) = slack.posts()
+    assert message.blocks is not None
+    (rich,) = [b for b in message.blocks if b["type"] == "rich_text"]
+    (section,) = rich["elements"]
+    assert section["type"] == "rich_text_section"
+    assert [e["type"] for e in section["elements"]] == ["text", "link", "text"]
+    before, link, after = section["elements"]
+    assert before["text"] == "Ship it *now* _please_ ~maybe~ see "
+    assert link["url"] == link["text"] == "https://example.com/track?id=5531"
+    assert after["text"] == ". <!channel> <b>"
+    assert all("style" not in e for e in section["elements"])
+    assert rich_text(message.blocks) == body
+    # The fallback keeps the content, escaped for mrkdwn.
+    assert message.text is not None and "&lt;!channel&gt; &lt;b&gt;" in message.text
 
 
 async def test_slack_does_not_auto_parse_names_or_mentions_in_customer_text(
@@ -91,9 +124,11 @@ async def test_slack_does_not_auto_parse_names_or_mentions_in_customer_text(
 
     (message,) = slack.posts()
     assert message.blocks is not None
-    objects = [block["text"] for block in message.blocks if "text" in block]
-    objects += [element for block in message.blocks for element in block.get("elements", [])]
+    mrkdwn = [block for block in message.blocks if block["type"] != "rich_text"]
+    objects = [block["text"] for block in mrkdwn if "text" in block]
+    objects += [element for block in mrkdwn for element in block.get("elements", [])]
     assert objects and all(o["type"] == "mrkdwn" and o["verbatim"] is True for o in objects)
+    assert rich_text(message.blocks) == text  # no link: `www.` alone is not a URL
 
 
 async def test_operator_mention_is_kept_as_markup_at_the_front(
@@ -120,8 +155,60 @@ async def test_heading_context_and_quote_with_its_date_are_shown(
     heading, context, quoted, body = message.blocks
     assert heading["text"]["text"] == "*Reply*"
     assert [e["text"] for e in context["elements"]] == ["+49 151", "WhatsApp"]
-    assert quoted["text"]["text"] == "> Your order ships\n> tomorrow\n> _2024-05-01 10:00_"
-    assert body["text"]["text"] == "ok"
+    quote, dated = quoted["elements"]
+    assert quote["type"] == "rich_text_quote"
+    assert quote["elements"] == [{"type": "text", "text": "Your order ships\ntomorrow"}]
+    assert dated["elements"] == [
+        {"type": "text", "text": "2024-05-01 10:00", "style": {"italic": True}}
+    ]
+    assert rich_text([body]) == "ok"
+    quoted_lines = ["> Your order ships", "> tomorrow", "> _2024-05-01 10:00_"]
+    assert message.text == "\n".join(["Reply", "+49 151 · WhatsApp", *quoted_lines, "ok"])
+
+
+async def test_a_later_post_shows_only_its_short_context(
+    adapter: SlackAdapter, slack: FakeSlack
+) -> None:
+    await post(adapter, Post(heading="", context=["SMS · 09:14"], body="and one more thing"))
+
+    (message,) = slack.posts()
+    assert message.blocks is not None
+    context, body = message.blocks
+    assert [e["text"] for e in context["elements"]] == ["SMS · 09:14"]
+    assert rich_text([body]) == "and one more thing"
+    assert message.text == "SMS · 09:14\nand one more thing"
+
+
+async def test_customer_posts_show_the_customers_number_only_with_the_customize_scope(
+    slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    customer = Post(heading="", context=["SMS · 09:14"], body="hi", author="+32 470 12 34 56")
+    for scopes, shown_as in (((), None), (("chat:write.customize",), "+32 470 12 34 56")):
+        slack.clear()
+        slack.set_scopes(["chat:write", "reactions:write", *scopes])
+        adapter = SlackAdapter("support", "xoxb-test", CHANNEL, base_url=slack.api_url)
+        with caplog.at_level("INFO", logger="bridge.chat.slack"):
+            caplog.clear()
+            await adapter.start()
+            await adapter.start()  # detected once: one log line at most
+            await post(adapter, customer)
+            await post(adapter, Post(heading="Not delivered", body="bot note"))
+        await adapter.close()
+        mine, bots = slack.posts()
+        assert mine.params.get("username") == shown_as
+        assert (mine.params.get("icon_emoji") is not None) is (shown_as is not None)
+        assert "username" not in bots.params and "icon_emoji" not in bots.params
+        lacking = [r for r in caplog.records if "chat:write.customize" in r.getMessage()]
+        assert len(lacking) == (1 if shown_as is None else 0)
+
+
+async def test_alert_tones_show_red_when_firing_and_green_when_over(
+    adapter: SlackAdapter,
+) -> None:
+    firing = adapter.render(Post(heading="Out of credit", tone=Tone.FIRING))[0]
+    over = adapter.render(Post(heading="Quiet since 23:05", tone=Tone.RESOLVED))[0]
+    assert firing.text.startswith(":red_circle: Out of credit")
+    assert over.text.startswith(":large_green_circle: Quiet since 23:05")
 
 
 async def test_long_body_is_split_into_sections_without_losing_text(
@@ -134,10 +221,11 @@ async def test_long_body_is_split_into_sections_without_losing_text(
 
     (message,) = slack.posts()
     assert message.blocks is not None
-    sections = [b for b in message.blocks if b["type"] == "section"][1:]
-    assert len(sections) >= 3
-    assert all(len(s["text"]["text"]) <= 3000 for s in sections)
-    assert html.unescape("".join(s["text"]["text"] for s in sections)) == body
+    pieces = [b for b in message.blocks if b["type"] == "rich_text"]
+    assert len(pieces) >= 3
+    assert all(len(rich_text([piece])) <= 3000 for piece in pieces)
+    assert rich_text(message.blocks) == body
+    assert "(1/" not in (message.text or "")  # one message: no part marker
 
 
 async def test_huge_body_is_spread_over_several_messages_in_order(
@@ -154,9 +242,11 @@ async def test_huge_body_is_spread_over_several_messages_in_order(
     assert len(messages) == len(parts) >= 4
     assert all(m.blocks is not None and len(m.blocks) <= 50 for m in messages)
     assert all(m.thread_ts == first.message for m in messages[1:])
+    assert f"(1/{len(parts)})" in (messages[0].text or "")
     assert f"(2/{len(parts)})" in (messages[1].text or "")
-    shown = "".join(shown_text(m.blocks) for m in messages)
-    assert shown.replace("*huge*", "").split() == body.split()
+    contexts = [b for b in messages[0].blocks or [] if b["type"] == "context"]
+    assert f"(1/{len(parts)})" in [e["text"] for b in contexts for e in b["elements"]]
+    assert "".join(rich_text(m.blocks) for m in messages) == body
 
 
 async def test_edit_replaces_the_message_in_place(adapter: SlackAdapter, slack: FakeSlack) -> None:

@@ -12,8 +12,8 @@ import pytest
 from bridge.chat.base import MessageGone, Part, Post, Quote, Sent, ThreadGone
 from bridge.chat.telegram import TelegramAdapter, utf16_length
 from bridge.errors import Permanent, Reason, Retryable
-from tests.fakes import FakeTelegram
-from tests.fakes.telegram import HtmlEntityError, parse_html
+from testkit.fakes import FakeTelegram
+from testkit.fakes.telegram import HtmlEntityError, parse_html
 
 FORUM = -1001234567890  # a forum supergroup: conversations are topics
 GROUP = -4000000001  # a basic group: conversations are reply chains
@@ -143,6 +143,7 @@ async def test_long_body_is_split_into_accepted_parts_without_losing_text(
     messages = telegram.messages(FORUM)
     assert len(messages) == len(parts) >= 3
     assert all(utf16_length(m.plain_text) <= 4096 for m in messages)
+    assert messages[0].plain_text.endswith(f"\n(1/{len(parts)})")  # it says it continues
     assert messages[1].plain_text.startswith(f"(2/{len(parts)})\n")
     shown = " ".join(m.plain_text for m in messages)
     assert re.findall(r"w\d{4}<&>😀", shown) == re.findall(r"w\d{4}<&>😀", body)
@@ -349,3 +350,12 @@ async def test_flood_control_is_read_without_a_warning_or_a_process_wide_switch(
             await group.send(Part(text="x"), None)
     assert caught.value.retry_after == 3
     assert "PTB_TIMEDELTA" not in os.environ
+
+
+async def test_a_short_post_has_no_part_marker_and_a_later_post_no_heading(
+    forum: TelegramAdapter,
+) -> None:
+    (single,) = forum.render(Post(heading="+32 470 12 34 56", context=["SMS"], body="hi"))
+    assert "(1/" not in single.text
+    (later,) = forum.render(Post(heading="", context=["SMS · 09:14"], body="more"))
+    assert later.text == "<i>SMS · 09:14</i>\nmore"

@@ -12,10 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.processes import BridgeProcess
-from tests.traffic import CONFIG, FORUM, TOKEN, burst, check_threads_and_order, env_for
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from testkit.processes import BridgeProcess
+from tests.traffic import (
+    CONFIG,
+    FORUM,
+    TOKEN,
+    burst,
+    check_threads_and_order,
+    env_for,
+    wait_until_quiet,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +87,8 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(
     assert bridge.kill() == -9
     sender.join(10)
     acknowledged = set(sender.acknowledged)
-    time.sleep(0.5)  # posts that were in flight at the kill land (or not) now
+    slack.wait_idle()  # posts that were in flight at the kill land (or not) now
+    telegram.wait_idle()
     before_restart = len(posted_ids(slack, telegram))
 
     slack.set_slow(0)
@@ -93,7 +102,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_event(
         while len(set(posted_ids(slack, telegram))) < len(events):
             assert time.monotonic() < deadline, bridge.output()
             time.sleep(0.1)
-        time.sleep(1.0)
+        wait_until_quiet(sqlite_url, slack, telegram)  # duplicates, if any, have landed
     finally:
         bridge.stop()
     posted = posted_ids(slack, telegram)

@@ -8,23 +8,15 @@ import logging
 import pytest
 
 from bridge.credit import CreditWatch, Tell, decide
-from tests.alert_fixtures import ENV, Clock, adapters, make_config
-from tests.fakes.slack import FakeSlack
-from tests.fakes.smstools import FakeSmstools
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
-from tests.test_metrics import scrape, value
-from tests.test_pipeline import inbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
+from tests.alert_fixtures import adapters, make_config
+from tests.harness import Clock, RunningBridge, running_bridge
+from tests.metrics_fixtures import credentials, scrape, value
+from tests.pipeline_fixtures import inbox
 
 INTERVAL = 15 * 60
-
-
-def credentials(smstools: FakeSmstools) -> dict[str, str]:
-    return ENV | {
-        "SMSTOOLS_CLIENT_ID": smstools.client_id,
-        "SMSTOOLS_CLIENT_SECRET": smstools.client_secret,
-        "SMSTOOLS_API_URL": smstools.api_url,
-    }
 
 
 def watch(bridge: RunningBridge) -> CreditWatch:

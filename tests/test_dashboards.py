@@ -15,13 +15,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.alert_fixtures import Clock, adapters
-from tests.fakes.slack import FakeSlack
-from tests.fakes.smstools import FakeSmstools
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
-from tests.test_credit import credentials
-from tests.test_metrics import scripted_run, unpaced_config
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
+from tests.alert_fixtures import adapters
+from tests.harness import Clock, running_bridge
+from tests.metrics_fixtures import LABEL_VALUES, credentials, scripted_run, unpaced_config
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "smstools-bridge.json"
@@ -29,6 +28,8 @@ RULES = DEPLOY / "prometheus" / "alerts.yml"
 # Our metric names: every one starts with a prefix the bridge owns.
 _METRIC = re.compile(r"\b(?:smsbridge|smstools)_[a-z0-9_]+\b")
 _DURATION = re.compile(r"^\d+[smhdw]$")
+# A label matcher inside a selector: kind="reply", outcome!="ok", reason=~"server|timeout".
+_MATCHER = re.compile(r'\b([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
@@ -71,6 +72,25 @@ def queries(document: Any) -> list[str]:
     return []
 
 
+def unknown_label_values(expr: str) -> list[tuple[str, str]]:
+    """Matchers of a fixed-value label (kind, outcome, reason, ...) on a value it never takes."""
+    wrong = []
+    for label, operator, matched in _MATCHER.findall(expr):
+        if label not in LABEL_VALUES:
+            continue
+        alternatives = matched.split("|") if operator in ("=~", "!~") else [matched]
+        wrong += [(label, one) for one in alternatives if one not in LABEL_VALUES[label]]
+    return wrong
+
+
+def test_a_matcher_on_a_value_no_label_takes_is_caught() -> None:
+    assert unknown_label_values('x{kind="reply", outcome!="ok"}') == []
+    assert unknown_label_values('x{kind=~"reply|replies", reason="server"}') == [
+        ("kind", "replies")
+    ]
+    assert unknown_label_values('x{outcome="delivered"}') == [("outcome", "delivered")]
+
+
 def test_the_dashboard_is_json_whose_every_query_names_an_exported_metric(
     exported: set[str],
 ) -> None:
@@ -83,6 +103,7 @@ def test_the_dashboard_is_json_whose_every_query_names_an_exported_metric(
         named = set(_METRIC.findall(expr))
         assert named, f"query names no bridge metric: {expr}"
         assert named <= exported, f"{expr}: {named - exported} not exported"
+        assert unknown_label_values(expr) == [], expr
         shown |= named
     # The metrics the issue asks for each have a panel.
     for metric in (
@@ -120,6 +141,7 @@ def test_the_alert_rules_parse_and_name_exported_metrics(exported: set[str]) -> 
             assert rule["annotations"]["summary"]
             named = set(_METRIC.findall(rule["expr"]))
             assert named and named <= exported, (rule["alert"], named - exported)
+            assert unknown_label_values(rule["expr"]) == [], rule["alert"]
             alerts[rule["alert"]] = rule["expr"]
     assert set(alerts) == {
         "SmsBridgeOutboxStuck",

@@ -11,17 +11,10 @@ from sqlalchemy import select
 
 from bridge.cli import main
 from bridge.store.schema import outbox
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
-from tests.test_pipeline import (
-    LINE_FR,
-    Clock,
-    adapters,
-    inbox,
-    make_config,
-    rows,
-)
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from tests.harness import Clock, running_bridge
+from tests.pipeline_fixtures import LINE_FR, adapters, inbox, make_config, rows
 
 CUSTOMER = "32470555101"
 

@@ -113,9 +113,8 @@ def test_the_command_check_accepts_real_commands_and_refuses_others() -> None:
 
 def test_settings_lists_every_variable_it_reads() -> None:
     source = Path(settings_module.__file__).read_text()
-    read = set(
-        re.findall(r"""(?:env\.get\(|secret\(|_number\(env,)\s*"([A-Z][A-Z0-9_]*)\"""", source)
-    )
+    reads = r"""(?:env\.get\(|secret\(|_number\(env,)\s*"([A-Z][A-Z0-9_]*)\""""
+    read = set(re.findall(reads, source))
     assert read == set(settings_module.VARIABLES)
 
 

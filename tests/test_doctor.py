@@ -16,7 +16,7 @@ from bridge.cli import main
 from bridge.config import load
 from bridge.doctor import needed_slack_scopes
 from bridge.settings import Settings
-from tests.fakes import FakeServer, FakeSlack, FakeSmstools, FakeTelegram
+from testkit.fakes import FakeServer, FakeSlack, FakeSmstools, FakeTelegram
 
 FORUM = -1001234567890
 GROUP = -4242

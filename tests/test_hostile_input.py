@@ -20,10 +20,10 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_BODY
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge
-from tests.test_pipeline import FORUM, adapters, make_config, rows
+from tests.pipeline_fixtures import FORUM, adapters, make_config, rows
 
 URL = f"/webhooks/smstools/{TOKEN}"
 EXAMPLES = settings(
@@ -246,12 +246,25 @@ TELEGRAM_TAG = re.compile(r"</?([a-zA-Z-]+)[^>]*>")
 
 
 def slack_texts(text: str | None, blocks: list[dict[str, Any]] | None) -> list[str]:
+    """The texts Slack parses as mrkdwn: the fallback, sections and context elements."""
     texts = [text or ""]
     for block in blocks or []:
+        if block["type"] == "rich_text":
+            continue  # never parsed: checked by `rich_children`
         if "text" in block:
             texts.append(block["text"]["text"])
         texts.extend(element["text"] for element in block.get("elements", []))
     return texts
+
+
+def rich_children(blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [
+        child
+        for block in blocks or []
+        if block["type"] == "rich_text"
+        for element in block["elements"]
+        for child in element["elements"]
+    ]
 
 
 @settings(
@@ -299,8 +312,14 @@ async def test_customer_markup_never_reaches_slack_or_telegram_unescaped(
         for text in slack_texts(post.text, post.blocks):
             assert "<" not in text, text  # no mention, channel, link or special command
             assert not SLACK_ENTITY.search(text), text
+        for child in rich_children(post.blocks):  # shown as written: text, or a plain link
+            assert child["type"] == "text" or (
+                child["type"] == "link" and child["url"].startswith(("http://", "https://"))
+            ), child
     shown = "\n".join(html.unescape(post.text or "") for post in posts)
     assert content.strip() in shown or not content.strip()
+    exact = ["".join(c.get("text") or c["url"] for c in rich_children(p.blocks)) for p in posts]
+    assert any(content in words for words in exact) or not content.strip()
 
     messages = telegram.messages(FORUM)
     assert len(messages) >= 2

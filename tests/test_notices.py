@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bridge import notices
@@ -14,10 +16,10 @@ from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import outbox
-from tests.alert_fixtures import Clock, adapters, make_config
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from tests.alert_fixtures import adapters, make_config
+from tests.harness import Clock, running_bridge
 
 _counter = 0
 
@@ -62,8 +64,9 @@ async def test_a_destination_failing_for_good_is_one_notice_to_oncall(
 
 
 async def test_without_an_alerts_section_failures_are_only_logged(
-    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
     slack.set_error("C0SUPPORT", "channel_not_found")
     config = dataclasses.replace(make_config(), alerts=None)
     async with running_bridge(
@@ -71,7 +74,17 @@ async def test_without_an_alerts_section_failures_are_only_logged(
     ) as bridge:
         await bridge.post([inbox("hello")])
         await bridge.worker.drain()
-    assert slack.posts() == []
+        async with bridge.worker.database.transaction() as connection:
+            notice_jobs = (
+                await connection.execute(select(outbox.c.id).where(outbox.c.kind == "notice"))
+            ).all()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "delivery to support failed for good" in errors[0]
+    assert "not_found" in errors[0] and "channel_not_found" in errors[0]
+    assert "hello" not in caplog.text
+    assert notice_jobs == []
+    assert slack.posts() == [] and telegram.messages() == []
 
 
 async def test_two_processes_failing_at_once_plan_one_notice(database_url: str) -> None:

@@ -16,10 +16,10 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.store.schema import outbox
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
-from tests.test_pipeline import FORUM, SLACK_TOKEN, Clock, inbox, make_config, rows
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from tests.harness import Clock, running_bridge
+from tests.pipeline_fixtures import FORUM, SLACK_TOKEN, inbox, make_config, rows
 
 CUSTOMERS = 25
 PER_CUSTOMER = 20  # 500 events

@@ -3,97 +3,17 @@ Telegram through the real SDK clients."""
 
 from __future__ import annotations
 
-import copy
 import logging
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from bridge.chat.base import ChatAdapter
-from bridge.chat.slack import SlackAdapter
-from bridge.chat.telegram import TelegramAdapter
-from bridge.config import Config, build
-from bridge.settings import normalise_database_url
-from bridge.store.db import Database
 from bridge.store.schema import chat_messages, conversations, outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.conftest import sample
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import Clock, running_bridge
-
-SLACK_TOKEN = "xoxb-test"
-FORUM = -1001234567890
-ENV = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN}
-LINE_NL, LINE_FR = "32460200000", "32460300000"
-
-CONFIG: dict[str, Any] = {
-    "destinations": {
-        # Pacing has its own tests; here it would only slow the assertions down.
-        "support": {"slack": {"channel": "C0SUPPORT"}, "max_rate": "unlimited"},
-        "sales": {"slack": {"channel": "C0SALES"}, "max_rate": "unlimited"},
-        "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}, "max_rate": "unlimited"},
-    },
-    "routes": [
-        {"match": {"receiver": "+32 460 20 00 00", "type": "whatsapp"}, "to": ["nl-team"]},
-        {"match": {"receiver": "+32 460 20 00 00"}, "to": ["support"]},
-        {"match": {"receiver": "3246030*"}, "to": ["sales", "support"]},
-    ],
-    "lines": {"+32 460 20 00 00": "Support line"},
-    "threads": {"idle_after": "1h"},
-}
-
-
-def make_config(overrides: dict[str, Any] | None = None) -> Config:
-    return build({**copy.deepcopy(CONFIG), **(overrides or {})}, "test config", ENV)
-
-
-def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]:
-    return {
-        "support": SlackAdapter("support", SLACK_TOKEN, "C0SUPPORT", base_url=slack.api_url),
-        "sales": SlackAdapter("sales", SLACK_TOKEN, "C0SALES", base_url=slack.api_url),
-        "nl-team": TelegramAdapter(
-            "nl-team", FakeTelegram.TOKEN, FORUM, topics=True, api_url=telegram.url, timeout=2.0
-        ),
-    }
-
-
-_counter = 0
-
-
-def inbox(
-    sender: str,
-    content: str,
-    *,
-    receiver: str = LINE_NL,
-    kind: str = "sms",
-    webhook_id: str | None = None,
-) -> dict[str, Any]:
-    global _counter
-    _counter += 1
-    return {
-        "webhook_id": webhook_id or f"wh_test_{_counter}",
-        "webhook_type": "inbox_message",
-        "username": "myusername",
-        "timezone": "Europe/Brussels",
-        "message": {
-            "id": str(_counter),
-            "date": "2026-11-26 10:00:00",
-            "sender": sender,
-            "receiver": receiver,
-            "content": content,
-            "type": kind,
-        },
-    }
-
-
-async def rows(database_url: str, query: Any) -> list[Any]:
-    database = Database(normalise_database_url(database_url))
-    try:
-        async with database.transaction() as connection:
-            return list(await connection.execute(query))
-    finally:
-        await database.close()
+from tests.pipeline_fixtures import FORUM, LINE_FR, adapters, inbox, make_config, rows
 
 
 async def test_each_conversation_gets_one_thread_in_order(
@@ -119,16 +39,17 @@ async def test_each_conversation_gets_one_thread_in_order(
 
     topics = telegram.topics(FORUM)
     assert sorted(t.name for t in topics) == [
-        "+32 470 00 00 01",
-        "+32 470 00 00 02",
-        "+32 470 00 00 03",
+        "+32 470 00 00 01 · Support line · WhatsApp",
+        "+32 470 00 00 02 · Support line · WhatsApp",
+        "+32 470 00 00 03 · Support line · WhatsApp",
     ]
     for topic in topics:
         messages = [
             m for m in telegram.messages(FORUM) if m.message_thread_id == topic.message_thread_id
         ]
+        customer = topic.name.split(" · ")[0].replace("+", "").replace(" ", "")
         assert [m.plain_text.split("\n")[-1] for m in messages] == [
-            f"{topic.name.replace('+', '').replace(' ', '')} whatsapp {n}" for n in range(3)
+            f"{customer} whatsapp {n}" for n in range(3)
         ]
     assert len(await rows(database_url, select(conversations.c.id))) == 6
     assert len(await rows(database_url, select(chat_messages.c.id))) == 21
@@ -153,6 +74,33 @@ async def test_a_message_shows_customer_line_channel_time_and_content(
     ):
         assert shown in post.text
     assert (post.unfurl_links, post.unfurl_media) == (False, False)
+
+
+async def test_the_first_post_of_a_thread_has_full_context_and_later_ones_a_short_one(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    body = [inbox("32470000007", "first"), inbox("32470000007", "second")]
+    async with running_bridge(
+        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False
+    ) as bridge:
+        await bridge.post(body)
+        await bridge.worker.drain()
+        await bridge.post([inbox("32470000007", "wa one", kind="whatsapp")])
+        await bridge.post([inbox("32470000007", "wa two", kind="whatsapp")])
+        await bridge.worker.drain()
+    first, second = slack.posts("C0SUPPORT")
+    assert first.blocks is not None and second.blocks is not None
+    assert first.text == (
+        "+32 470 00 00 07\nto Support line (+32 460 20 00 00) · SMS · "
+        "2026-11-26 10:00:00 (Europe/Brussels)\nfirst"
+    )
+    assert [b["type"] for b in first.blocks] == ["section", "context", "rich_text"]
+    assert second.text == "SMS · 10:00\nsecond"
+    assert [b["type"] for b in second.blocks] == ["context", "rich_text"]
+    assert second.thread_ts == first.ts
+    opening, later = telegram.messages(FORUM)
+    assert opening.plain_text.startswith("+32 470 00 00 07\nto Support line")
+    assert later.plain_text == "WhatsApp · 10:00\nwa two"
 
 
 async def test_a_reply_quotes_the_message_it_answers(

@@ -18,10 +18,17 @@ from bridge import logs, signature
 from bridge.cli import main
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, running_bridge
-from tests.test_pipeline import CONFIG, LINE_FR, SLACK_TOKEN, adapters, inbox, make_config
+from tests.pipeline_fixtures import (
+    CONFIG,
+    LINE_FR,
+    SLACK_TOKEN,
+    adapters,
+    inbox,
+    make_config,
+)
 
 SECRET = "whsec-privacy-test-secret-42"
 CUSTOMER = "32470123456"

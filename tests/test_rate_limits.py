@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,10 +11,10 @@ import pytest
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import build
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import running_bridge
-from tests.test_pipeline import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from tests.harness import running_bridge, wait_until
+from tests.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +40,6 @@ def fakes() -> Iterator[tuple[FakeSlack, FakeTelegram]]:
         yield slack, telegram
 
 
-async def wait_until(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_paced_destinations_rarely_hit_429_and_a_busy_channel_holds_no_one_back(
     sqlite_url: str, fakes: tuple[FakeSlack, FakeTelegram]
 ) -> None:
@@ -63,12 +55,13 @@ async def test_paced_destinations_rarely_hit_429_and_a_busy_channel_holds_no_one
     forum = [inbox(f"324720000{n:02d}", f"forum {n}", kind="whatsapp") for n in range(5)]
     async with running_bridge(sqlite_url, build(CONFIG, "rate test", ENV), adapters) as bridge:
         await bridge.post(busy + forum)
-        await asyncio.sleep(0.5)  # the busy channel's backlog has started
+        await wait_until(lambda: len(slack.posts("C0SUPPORT")) >= 1, "the busy backlog started")
         await bridge.post([inbox("32473000000", "quiet", receiver=LINE_FR)])
-        await wait_until(lambda: len(slack.posts("C0SALES")) == 1, timeout=5)
+        await wait_until(lambda: len(slack.posts("C0SALES")) == 1, "the quiet post")
         quiet_done = time.monotonic()
         await wait_until(
             lambda: len(slack.posts("C0SUPPORT")) == 10 and len(telegram.messages(FORUM)) == 5,
+            "every busy post",
             timeout=40,
         )
     busy_posts = slack.posts("C0SUPPORT")

@@ -11,15 +11,14 @@ from bridge.settings import normalise_database_url
 from bridge.store import reports as report_store
 from bridge.store.db import Database
 from bridge.store.reports import Status
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
-    Clock,
     adapters,
     make_config,
     report,
 )
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import RunningBridge, running_bridge
+from tests.harness import Clock, RunningBridge, running_bridge
 
 CUSTOMER, LINE = "32470999888", "32460200000"
 
@@ -40,7 +39,9 @@ def inbox(message_id: str, content: str = "Is my appointment still on?") -> dict
     }
 
 
-def read_report(messageid: str, read_at: str = "2026-01-01 09:01:00") -> dict[str, Any]:
+def read_report(
+    messageid: str, read_at: str = "2026-01-01 09:01:00", content: str = ""
+) -> dict[str, Any]:
     return {
         "webhook_id": f"wh_read_{messageid}",
         "webhook_type": "read_report",
@@ -54,8 +55,21 @@ def read_report(messageid: str, read_at: str = "2026-01-01 09:01:00") -> dict[st
             "delivery_status": "delivered",
             "read_status": "message_read",
             "read_datetime": read_at,
+            "content": content,
         },
     }
+
+
+def reply_to(ours: str, message_id: str, content: str) -> dict[str, Any]:
+    """A customer's message answering our message `ours`."""
+    event = inbox(message_id, content)
+    event["isreply"] = {
+        "reply": True,
+        "orig_message_content": "Your parcel 5531 will be delivered tomorrow",
+        "orig_messageid": ours,
+        "orig_messagedate": "2026-01-01 08:00:00",
+    }
+    return event
 
 
 async def status(database_url: str, messageid: str) -> Status | None:
@@ -122,10 +136,11 @@ async def test_a_failure_is_noted_in_the_customers_live_thread(
     assert note.thread_ts == root.ts
     assert note.text is not None
     assert "Not delivered to +32 470 99 98 88" in note.text
+    assert "from +32 460 20 00 00 · sent 09:00" in note.text  # its times labelled
     assert "NOT DELIVERED: the receiver's number is invalid or unknown" in note.text
     assert "Your appointment is confirmed" in note.text  # which message did not arrive
     (alert,) = slack.posts("C0ONCALL")
-    assert alert.text is not None and "2 messages not delivered" in alert.text
+    assert alert.text is not None and "2 messages from +32 460 20 00 00 not sent" in alert.text
 
 
 async def test_no_note_once_the_conversation_went_quiet(
@@ -144,34 +159,41 @@ async def test_no_note_once_the_conversation_went_quiet(
     assert len(slack.posts("C0ONCALL")) == 1
 
 
-async def test_a_read_report_marks_the_known_message_and_only_counts_unknown_ones(
+async def test_a_read_report_gives_a_thread_line_not_a_reaction(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
     async with running_bridge(
         database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
-        await bridge.post([inbox("902"), inbox("903", "whatsapp too") | {"webhook_id": "w3"}])
+        # 902 stands for a message the bridge showed (an agent's reply); 903 answers ours-1.
+        await bridge.post([inbox("902"), reply_to("ours-1", "903", "Great, thanks")])
         await settle(bridge, clock, 6)
         await bridge.post([read_report("902"), read_report("902") | {"webhook_id": "again"}])
+        parcel = "Your parcel 5531 will be delivered tomorrow"
+        await bridge.post([read_report("ours-1", "2026-01-01 09:06:00", parcel)])
         await bridge.post([read_report("unknown-to-the-bridge")])
         await settle(bridge, clock)
-    root = slack.posts("C0SUPPORT")[0]
-    (reaction,) = slack.reactions("C0SUPPORT")
-    assert (reaction.ts, reaction.name) == (root.ts, "eyes")
+    root, answer, *lines = slack.posts("C0SUPPORT")
+    assert slack.reactions() == []
+    assert [line.thread_ts for line in lines] == [root.ts, root.ts]
+    shown = sorted(line.text or "" for line in lines)
+    assert shown == [
+        "✓ Read by the customer at 09:01",
+        '✓ Read by the customer at 09:06: "Your parcel 5531 will be…"',
+    ]
     assert slack.posts("C0ONCALL") == []
-    assert len(slack.posts()) == 2  # the two inbox messages, nothing for read reports
     read = await status(database_url, "902")
     assert read is not None and read.read_at == "2026-01-01 09:01:00"
     assert await counts(database_url) == {
-        "messages": 2,
-        "read": 2,
-        "read_shown": 1,
+        "messages": 3,
+        "read": 3,
+        "read_shown": 2,
         "read_not_shown": 1,
     }
 
 
-async def test_a_read_report_reacts_on_telegram(
+async def test_a_read_report_is_a_line_in_the_telegram_thread(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
@@ -179,10 +201,11 @@ async def test_a_read_report_reacts_on_telegram(
     async with running_bridge(
         sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
-        await bridge.post([inbox("904")])
+        await bridge.post([reply_to("ours-2", "904", "ok")])
         await settle(bridge, clock, 4)
-        await bridge.post([read_report("904")])
+        await bridge.post([read_report("ours-2", content="See you Monday")])
         await settle(bridge, clock, 4)
-    (message,) = telegram.messages()
-    (reaction,) = telegram.reactions()
-    assert (reaction.message_id, reaction.emoji) == (message.message_id, ("👀",))
+    message, line = telegram.messages()
+    assert telegram.reactions() == []
+    assert line.reply_to_message_id == message.message_id
+    assert line.plain_text == '✓ Read by the customer at 09:01: "See you Monday"'

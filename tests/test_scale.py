@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from testkit.processes import BridgeProcess
 from tests.alert_fixtures import report
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.processes import BridgeProcess
-from tests.traffic import CONFIG, FORUM, burst, check_threads_and_order, env_for, send
+from tests.traffic import (
+    CONFIG,
+    FORUM,
+    burst,
+    check_threads_and_order,
+    env_for,
+    send,
+    wait_until_quiet,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -62,7 +70,7 @@ def test_three_web_and_two_worker_processes_post_2000_events_exactly_once_in_ord
         sent = time.monotonic() - started
         wait_for_total(slack, telegram, 2000, timeout=240)
         elapsed = time.monotonic() - started
-        time.sleep(1.0)  # anything extra would arrive now
+        wait_until_quiet(postgres_url, slack, telegram)  # anything extra would have landed
     finally:
         for process in webs + workers:
             assert process.stop() in GRACEFUL, process.output()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
-from tests.processes import BridgeProcess
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
+from testkit.processes import BridgeProcess
 from tests.traffic import CONFIG, FORUM, burst, check_threads_and_order, env_for, send
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_check_config_prints_the_resolved_routes(
 ) -> None:
     import subprocess
 
-    from tests.processes import SMSBRIDGE
+    from testkit.processes import SMSBRIDGE
 
     slack, telegram = fakes
     env = bridge_env(tmp_path, slack, telegram, "sqlite:///unused.db")

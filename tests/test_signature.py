@@ -18,8 +18,7 @@ from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import webhook_requests
 from tests.conftest import sample
-from tests.harness import TOKEN, RunningBridge, running_bridge
-from tests.test_pipeline import Clock
+from tests.harness import TOKEN, Clock, RunningBridge, running_bridge
 
 SECRET = "whsec-test-0123456789abcdef"
 CONFIG = load(None, {})

@@ -19,7 +19,7 @@ from bridge.smstools_api import (
     SmstoolsRetryable,
     classify,
 )
-from tests.fakes.smstools import FakeSmstools
+from testkit.fakes.smstools import FakeSmstools
 
 SECRET = "secret-test"
 

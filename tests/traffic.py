@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections import defaultdict
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.telegram import FakeTelegram
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import outbox
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.telegram import FakeTelegram
 
 TOKEN = "serve-test-token"
 FORUM = -1009999999999
@@ -141,3 +147,27 @@ def check_threads_and_order(
         duplicates += len(numbers) - len(deduplicated)
         assert deduplicated == list(range(per_customer)), f"customer {customer}: {numbers}"
     return {"duplicates": duplicates, "telegram_topics": len(topics)}
+
+
+async def _pending_jobs(database_url: str) -> int:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
+            return int((await connection.execute(query)).scalar_one())
+    finally:
+        await database.close()
+
+
+def wait_until_quiet(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram, timeout: float = 60
+) -> None:
+    """Block until every outbox job is done or dead and the fakes have answered every
+    request: nothing more will be posted unless a webhook comes in."""
+    deadline = time.monotonic() + timeout
+    while (pending := asyncio.run(_pending_jobs(database_url))) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pending} outbox job(s) still pending after {timeout}s")
+        time.sleep(0.1)
+    slack.wait_idle()
+    telegram.wait_idle()

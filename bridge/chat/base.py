@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from bridge.errors import Permanent
@@ -22,11 +23,21 @@ class Quote:
     when: str
 
 
+class Tone(Enum):
+    """How a post should strike the eye: adapters show it as a colour or an emoji."""
+
+    PLAIN = "plain"
+    FIRING = "firing"  # an alert that needs someone (red)
+    RESOLVED = "resolved"  # an alert that is over (green)
+
+
 @dataclass(frozen=True)
 class Post:
     """One logical chat message, before any platform formatting.
 
-    `heading` is shown bold, `context` as small print (one item each), `body` verbatim.
+    `heading` is shown bold (left out when empty: a later post in a thread), `context` as
+    small print (one item each), `body` verbatim, exactly as written. `author` is who wrote it
+    (the customer), for platforms that can show a post under another name.
     """
 
     heading: str
@@ -34,6 +45,8 @@ class Post:
     body: str = ""
     quote: Quote | None = None
     mention: str | None = None
+    author: str | None = None
+    tone: Tone = Tone.PLAIN
 
 
 @dataclass(frozen=True)
@@ -96,3 +109,9 @@ class ChatAdapter(Protocol):
 
     async def react(self, sent: Sent, emoji: str) -> None:
         """Add a reaction (a Unicode emoji) to a message. Raises `Retryable` or `Permanent`."""
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Take back a reaction the bot added (where a new one does not replace it)."""
+
+    async def plain_text(self, text: str) -> str:
+        """An agent's message as this platform delivered it → the plain text of an SMS."""

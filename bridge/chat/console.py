@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .base import Part, Post, Sent
+from .base import Part, Post, Sent, Tone
 
 # ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-byte ESC sequences) first, then
 # any remaining C0 control except tab and newline, DEL, C1 controls, and the Unicode bidi
@@ -23,6 +23,7 @@ _ESCAPES = re.compile(
     r"|\x1b[ -/]*[0-~]?",
     re.DOTALL,
 )
+_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "[FIRING] ", Tone.RESOLVED: "[RESOLVED] "}
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -51,7 +52,9 @@ class ConsoleAdapter:
     def render(self, post: Post) -> Sequence[Part]:
         """One block: heading, indented context and quote, then the body."""
         lines = [f"{sanitize(post.mention)} " if post.mention else ""]
-        lines[0] += sanitize(post.heading)
+        lines[0] += _TONE_MARKS[post.tone] + sanitize(post.heading)
+        if not lines[0]:
+            lines.pop()  # a later post in a thread: its context says enough
         if post.context:
             lines.append("  " + " · ".join(sanitize(item) for item in post.context))
         if post.quote is not None:
@@ -73,6 +76,12 @@ class ConsoleAdapter:
 
     async def react(self, sent: Sent, emoji: str) -> None:
         self._write(f"── {self.name} · #{sent.message} reacted {sanitize(emoji)} ──")
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        self._write(f"── {self.name} · #{sent.message} unreacted {sanitize(emoji)} ──")
+
+    async def plain_text(self, text: str) -> str:
+        return text.strip()
 
     def _write(self, *lines: str) -> None:
         # Resolved per call so a redirected or captured sys.stdout is honoured.

@@ -1,14 +1,19 @@
 """Slack destination: posts as Block Kit messages with slack-sdk's AsyncWebClient.
 
 Threads are Slack's own: the first message of a conversation is the parent and its `ts` is the
-thread reference. Customer text is untrusted: only `&`, `<`, `>` are escaped (Slack's rule), which
-is enough to show `<!channel>` or `<https://evil|bank.com>` literally instead of acting on them.
+thread reference. Customer text is untrusted: its words go into `rich_text` blocks as `text`
+elements, which Slack shows exactly as written (no bold from `*now*`, no mention from
+`<!channel>`), with its http(s) URLs as `link` elements. Elsewhere (headings, context, the `text`
+fallback) only `&`, `<`, `>` are escaped (Slack's rule), which is enough to show `<!channel>` or
+`<https://evil|bank.com>` literally instead of acting on them.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -17,13 +22,22 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bridge.errors import Permanent, Reason, Retryable
 
-from .base import MessageGone, Part, Post, Sent
+from . import slack_text
+from .base import MessageGone, Part, Post, Sent, Tone
 from .split import split
 
-SECTION_LIMIT = 3000  # characters of a section block's text
+log = logging.getLogger(__name__)
+
+SECTION_LIMIT = 3000  # characters of a section block's text, and of a rich_text block's
 BLOCKS_PER_MESSAGE = 45  # Slack allows 50; leave room for the heading and the part marker
 CHARS_PER_MESSAGE = 36_000  # Slack truncates text at 40,000; leave room for the heading
 HEADING_LIMIT = 2000
+CUSTOMIZE_SCOPE = "chat:write.customize"
+CUSTOMER_ICON = ":bust_in_silhouette:"  # customer posts, shown under the customer's number
+_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: ":red_circle: ", Tone.RESOLVED: ":large_green_circle: "}
+# An http(s) URL up to the next space or angle bracket; trailing punctuation is not part of it.
+_URL = re.compile(r"https?://[^\s<>\"|]+", re.IGNORECASE)
+_URL_TRAILING = ".,;:!?)]}'\""
 
 _RETRYABLE_ERRORS = {
     "internal_error",
@@ -49,7 +63,16 @@ _HINTS = {
     "missing_scope": " — the Slack app needs the chat:write and reactions:write scopes",
 }
 # The worker names reactions with Unicode emoji (Telegram's form); Slack wants names.
-_EMOJI_NAMES = {"👍": "+1", "👀": "eyes", "✅": "white_check_mark", "❌": "x", "🔥": "fire"}
+_EMOJI_NAMES = {
+    "👍": "+1",
+    "👎": "-1",
+    "👌": "ok_hand",
+    "🤔": "thinking_face",
+    "👀": "eyes",
+    "✅": "white_check_mark",
+    "❌": "x",
+    "🔥": "fire",
+}
 
 
 def escape(text: str) -> str:
@@ -78,6 +101,43 @@ def _quote_lines(text: str) -> str:
     return "\n".join("> " + line for line in text.split("\n"))
 
 
+def inline(text: str, style: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """Rich-text elements showing `text` exactly: `text` elements, and a `link` element for
+    each http(s) URL. Nothing in a `text` element is parsed as mrkdwn or as a mention."""
+    elements: list[dict[str, Any]] = []
+    position = 0
+    for match in _URL.finditer(text):
+        url = match.group().rstrip(_URL_TRAILING)
+        if match.start() > position:
+            elements.append(_text(text[position : match.start()], style))
+        elements.append({"type": "link", "url": url, "text": url})
+        position = match.start() + len(url)
+    if position < len(text):
+        elements.append(_text(text[position:], style))
+    return elements
+
+
+def _text(text: str, style: dict[str, bool] | None) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "text", "text": text}
+    if style:
+        element["style"] = style
+    return element
+
+
+def _rich(kind: str, text: str, *more: dict[str, Any]) -> dict[str, Any]:
+    """A rich_text block: one `kind` element (section or quote) holding `text`, then `more`."""
+    return {
+        "type": "rich_text",
+        "elements": [{"type": kind, "elements": inline(text)}, *more],
+    }
+
+
+class _Block(NamedTuple):
+    block: dict[str, Any]
+    fallback: str  # the same content as `text` fallback (escaped: notifications parse it)
+    is_body: bool  # a piece of the body: fallback pieces are joined without a line break
+
+
 class SlackAdapter:
     """Posts to one Slack channel. `render` → blocks; `send`/`edit`/`react` map errors."""
 
@@ -101,10 +161,14 @@ class SlackAdapter:
             retry_handlers=[],
         )
         self._session: aiohttp.ClientSession | None = None
+        self._names: dict[str, str] = {}  # member id → display name, for agents' mentions
+        self.customize: bool | None = None  # chat:write.customize held; None: not known yet
 
     async def start(self) -> None:
         """Open a pooled connection and check the token with auth.test (→ Permanent(AUTH)).
 
+        auth.test also tells the token's scopes (`x-oauth-scopes`): with
+        `chat:write.customize`, customer messages are posted under the customer's number.
         Without `start()` the adapter still works, one connection per request, and then owns
         nothing that `close()` would have to release.
         """
@@ -112,7 +176,20 @@ class SlackAdapter:
             timeout = aiohttp.ClientTimeout(total=self._timeout)
             self._session = aiohttp.ClientSession(timeout=timeout)
             self._client.session = self._session
-        await self._call(self._client.auth_test())
+        response = await self._call(self._client.auth_test())
+        if self.customize is None:
+            header = next(
+                (v for k, v in response.headers.items() if k.lower() == "x-oauth-scopes"), ""
+            )
+            scopes = {scope.strip() for scope in str(header).split(",")}
+            self.customize = CUSTOMIZE_SCOPE in scopes
+            if not self.customize:
+                log.info(
+                    "slack destination '%s': the token lacks %s, so customer messages are "
+                    "posted under the bot's name (add the scope to show the customer's number)",
+                    self.name,
+                    CUSTOMIZE_SCOPE,
+                )
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -124,63 +201,87 @@ class SlackAdapter:
         return None  # the first message of a conversation becomes the thread parent
 
     def render(self, post: Post) -> Sequence[Part]:
-        """Blocks for the post: heading, context, quote, body in ≤3000-character sections.
+        """Blocks for the post: heading, context, then the customer's words (quote and body)
+        as rich_text blocks of ≤3000 characters, shown exactly as written, URLs as links.
 
         The `text` fallback (notifications, screen readers) has the same content as lines.
         """
         heading = escape(post.heading[:HEADING_LIMIT])
         mention = f"{post.mention} " if post.mention else ""
-        head: list[dict[str, Any]] = [_section(f"{mention}*{heading}*")]
-        fallback = [f"{mention}{heading}"]
+        head: list[dict[str, Any]] = []
+        fallback: list[str] = []
+        mark = _TONE_MARKS[post.tone]
+        if heading or mention:
+            title = f"*{heading}*" if heading else ""
+            head.append(_section(f"{mention}{mark}{title}".rstrip()))
+            fallback.append(f"{mention}{mark}{heading}".rstrip())
         if post.context:
             head.append(_context([escape(item) for item in post.context]))
             fallback.append(" · ".join(escape(item) for item in post.context))
-        sections: list[tuple[dict[str, Any], bool]] = []  # (block, is a piece of the body)
+        blocks: list[_Block] = []
         if post.quote is not None:
-            when = f"\n> _{escape(post.quote.when)}_"
-            budget = SECTION_LIMIT - len(when)
-            pieces = split(post.quote.text, budget, lambda s: len(_quote_lines(escape(s))))
-            quoted = [_quote_lines(escape(piece)) for piece in pieces]
-            quoted[-1] += when
-            sections.extend((_section(text), False) for text in quoted)
-        pieces = split(post.body, SECTION_LIMIT, lambda s: len(escape(s)))
-        # Slack refuses an empty section; whitespace-only pieces carry nothing visible.
-        sections.extend((_section(escape(p)), True) for p in pieces if p.strip())
-        return self._pack(heading, fallback, head, sections)
+            pieces = split(post.quote.text, SECTION_LIMIT - len(post.quote.when))
+            for number, piece in enumerate(pieces, start=1):
+                dated = [] if number < len(pieces) else [_dated(post.quote.when)]
+                blocks.append(
+                    _Block(
+                        _rich("rich_text_quote", piece, *dated),
+                        _quote_lines(escape(piece))
+                        + (f"\n> _{escape(post.quote.when)}_" if dated else ""),
+                        False,
+                    )
+                )
+        # Slack refuses an empty element; whitespace-only pieces carry nothing visible.
+        blocks.extend(
+            _Block(_rich("rich_text_section", piece), escape(piece), True)
+            for piece in split(post.body, SECTION_LIMIT)
+            if piece.strip()
+        )
+        parts = self._pack(heading or "(continued)", fallback, head, blocks)
+        if post.author:
+            parts = [Part(p.text, {**p.extra, "author": post.author}) for p in parts]
+        return parts
 
     def _pack(
         self,
         heading: str,
         fallback: list[str],
         head: list[dict[str, Any]],
-        sections: list[tuple[dict[str, Any], bool]],
+        blocks: list[_Block],
     ) -> list[Part]:
         """Spread blocks over as few messages as Slack's per-message limits allow.
 
-        Later messages carry a "(2/3)" marker and the heading, but not the mention again.
+        When there are several, the first says `(1/3)` and later ones carry a `(2/3)` marker
+        and the heading, but not the mention again.
         """
-        messages: list[list[tuple[dict[str, Any], bool]]] = [[]]
+        messages: list[list[_Block]] = [[]]
         size = sum(_length(block) for block in head)
-        for block, is_body in sections:
-            blocks = len(messages[-1]) + (len(head) if len(messages) == 1 else 1)
-            if blocks >= BLOCKS_PER_MESSAGE or size + _length(block) > CHARS_PER_MESSAGE:
+        for block in blocks:
+            count = len(messages[-1]) + (len(head) if len(messages) == 1 else 1)
+            if count >= BLOCKS_PER_MESSAGE or size + _length(block.block) > CHARS_PER_MESSAGE:
                 messages.append([])
                 size = 0
-            messages[-1].append((block, is_body))
-            size += _length(block)
+            messages[-1].append(block)
+            size += _length(block.block)
         parts = []
+        total = len(messages)
         for number, message in enumerate(messages, start=1):
+            marker = f"({number}/{total})"
             if number == 1:
-                top, lines = head, fallback
+                top, lines = list(head), list(fallback)
+                if total > 1:
+                    top.append(_context([marker]))
+                    lines.append(marker)
             else:
-                marker = f"({number}/{len(messages)})"
                 top, lines = [_context([marker])], [f"{heading} {marker}"]
-            text = "\n".join([*lines, *_fallback(message)])
-            parts.append(Part(text=text, extra={"blocks": [*top, *(b for b, _ in message)]}))
+            text = "\n".join([*lines, *_fallback(message)]) or " "
+            parts.append(Part(text=text, extra={"blocks": [*top, *(b.block for b in message)]}))
         return parts
 
     async def send(self, part: Part, thread: str | None) -> Sent:
         """chat.postMessage under `thread` (a parent `ts`); link unfurling off."""
+        author = part.extra.get("author")
+        customer = isinstance(author, str) and bool(self.customize)
         response = await self._call(
             self._client.chat_postMessage(
                 channel=self.channel,
@@ -189,6 +290,8 @@ class SlackAdapter:
                 thread_ts=thread,
                 unfurl_links=False,
                 unfurl_media=False,
+                username=str(author) if customer else None,
+                icon_emoji=CUSTOMER_ICON if customer else None,
             )
         )
         ts, channel = str(response["ts"]), str(response.get("channel") or self.channel)
@@ -212,6 +315,32 @@ class SlackAdapter:
         except Permanent as error:
             if "already_reacted" not in error.detail:
                 raise
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """reactions.remove; a reaction already gone counts as removed."""
+        name = _EMOJI_NAMES.get(emoji, emoji.strip(":"))
+        try:
+            await self._call(
+                self._client.reactions_remove(channel=sent.chat, timestamp=sent.message, name=name)
+            )
+        except Permanent as error:
+            if "no_reaction" not in error.detail and "message_not_found" not in error.detail:
+                raise
+
+    async def plain_text(self, text: str) -> str:
+        """Slack markup → plain text; `<@U…>` mentions become display names (users.info)."""
+        for member in dict.fromkeys(slack_text.MENTION.findall(text)):
+            if member not in self._names:
+                try:
+                    response = await self._call(self._client.users_info(user=member))
+                except Permanent:
+                    continue  # no users:read scope, or gone: the id stays
+                user = response.get("user") or {}
+                profile = user.get("profile") or {}
+                name = profile.get("display_name") or profile.get("real_name") or user.get("name")
+                if name:
+                    self._names[member] = str(name)
+        return slack_text.plain(text, self._names)
 
     async def _call(self, request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
         where = f"slack destination '{self.name}' (channel {self.channel})"
@@ -255,11 +384,15 @@ def _classify(where: str, error: SlackApiError) -> Retryable | Permanent:
     return Permanent(Reason.BAD_REQUEST, detail)
 
 
-def _fallback(message: list[tuple[dict[str, Any], bool]]) -> list[str]:
-    """Quote sections as lines, then the body pieces joined back into one text."""
-    lines = [block["text"]["text"] for block, is_body in message if not is_body]
-    body = "".join(block["text"]["text"] for block, is_body in message if is_body)
+def _fallback(message: list[_Block]) -> list[str]:
+    """Quote blocks as lines, then the body pieces joined back into one text."""
+    lines = [block.fallback for block in message if not block.is_body]
+    body = "".join(block.fallback for block in message if block.is_body)
     return [*lines, body] if body else lines
+
+
+def _dated(when: str) -> dict[str, Any]:
+    return {"type": "rich_text_section", "elements": [_text(when, {"italic": True})]}
 
 
 def _blocks(part: Part) -> list[dict[str, Any]] | None:
@@ -270,4 +403,10 @@ def _blocks(part: Part) -> list[dict[str, Any]] | None:
 def _length(block: dict[str, Any]) -> int:
     if block["type"] == "context":
         return sum(len(element["text"]) for element in block["elements"])
+    if block["type"] == "rich_text":
+        return sum(
+            len(child.get("text", "")) + len(child.get("url", ""))
+            for element in block["elements"]
+            for child in element["elements"]
+        )
     return len(block["text"]["text"])

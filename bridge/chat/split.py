@@ -7,7 +7,11 @@ UTF-16 units, with a quote prefix...). Joining the pieces gives back the origina
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+
+# The end of a sentence: its mark, any closing quote or bracket, then the space after it.
+_SENTENCE_END = re.compile(r"[.!?…。][)\]\"'»”’]*\s")
 
 Size = Callable[[str], int]
 
@@ -15,8 +19,10 @@ Size = Callable[[str], int]
 def cut(text: str, limit: int, size: Size = len) -> int:
     """How many leading characters of `text` to take so that `size(piece) <= limit`.
 
-    The cut moves back to just after a newline, else a space, when one lies in the second half
-    of the piece (so words and lines stay whole). Returns 0 when not one character fits.
+    The cut moves back to just after a line end or else a sentence end lying in the second
+    half of the piece, else to just after the last space: lines and sentences stay whole where
+    that costs little, and a word is cut only when it is longer than a whole piece. Returns 0
+    when not one character fits.
     """
     if size(text) <= limit:
         return len(text)
@@ -27,10 +33,15 @@ def cut(text: str, limit: int, size: Size = len) -> int:
             low = middle
         else:
             high = middle
-    for boundary in ("\n", " "):
-        position = text.rfind(boundary, 0, low)
-        if position >= low // 2:
-            return position + 1
+    position = text.rfind("\n", 0, low)
+    if position >= low // 2:
+        return position + 1
+    sentence_ends = [end.end() for end in _SENTENCE_END.finditer(text, 0, low)]
+    if sentence_ends and sentence_ends[-1] >= low // 2:
+        return sentence_ends[-1]
+    position = text.rfind(" ", 0, low)
+    if position > 0:
+        return position + 1  # a word is cut only when it is longer than a piece
     return low
 
 

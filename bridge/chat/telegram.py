@@ -32,7 +32,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 
-from .base import MessageGone, Part, Post, Sent, ThreadGone
+from .base import MessageGone, Part, Post, Sent, ThreadGone, Tone
 from .split import cut
 
 MAX_TEXT = 4096  # per message, after entity parsing (counted in UTF-16 code units)
@@ -41,6 +41,7 @@ MIN_PIECE = 200  # start a new message rather than leave a sliver of text at the
 HEADING_LIMIT = 1000
 _THREAD_GONE = ("message thread not found", "topic deleted", "topic_id_invalid", "topic_deleted")
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "🔴 ", Tone.RESOLVED: "🟢 "}
 
 T = TypeVar("T")
 Wrap = Callable[[str, bool], str]  # (piece, is last piece) -> HTML
@@ -151,9 +152,11 @@ class TelegramAdapter:
     def render(self, post: Post) -> Sequence[Part]:
         """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
         mention = f"{post.mention} " if post.mention else ""
-        heading = post.heading[:HEADING_LIMIT]
+        heading = _TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT]
         messages = [_Message()]
-        messages[0].add(f"{mention}<b>{escape(heading)}</b>", utf16_length(mention + heading))
+        if heading or mention:
+            line = f"{mention}<b>{escape(heading)}</b>" if heading else mention.rstrip()
+            messages[0].add(line, utf16_length(mention + heading))
         if post.context:
             line = " · ".join(f"<i>{escape(item)}</i>" for item in post.context)
             messages[0].add(line, utf16_length(" · ".join(post.context)))
@@ -168,7 +171,8 @@ class TelegramAdapter:
         if post.body.strip():
             self._flow(messages, post.body, 0, lambda piece, last: escape(piece))
         total = len(messages)
-        parts = [Part(text="\n".join(messages[0].lines))]
+        first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
+        parts = [Part(text="\n".join(first))]
         for number, message in enumerate(messages[1:], start=2):
             parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
         return parts
@@ -230,6 +234,12 @@ class TelegramAdapter:
                 chat_id=int(sent.chat), message_id=int(sent.message), reaction=emoji
             )
         )
+
+    async def unreact(self, sent: Sent, emoji: str) -> None:
+        """Nothing to do: a bot has one reaction per message, and the next replaces it."""
+
+    async def plain_text(self, text: str) -> str:
+        return text.strip()  # text and captions arrive plain; entities only format them
 
     async def _call(self, request: Awaitable[T]) -> T:
         try:

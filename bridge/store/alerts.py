@@ -50,6 +50,7 @@ class Notice:
     posted_at: float | None
     chat: str | None
     message: str | None
+    resolved_at: float | None = None  # when the alert was edited to say it is over
 
 
 _GROUP_COLUMNS = tuple(alert_groups.c[name] for name in Group.__dataclass_fields__)
@@ -103,7 +104,14 @@ async def forget_notices(connection: AsyncConnection, group_id: int) -> None:
     await connection.execute(
         update(alert_notices)
         .where(alert_notices.c.group_id == group_id)
-        .values(notified_at=None, notified_count=0, posted_at=None, chat=None, message=None)
+        .values(
+            notified_at=None,
+            notified_count=0,
+            posted_at=None,
+            chat=None,
+            message=None,
+            resolved_at=None,
+        )
     )
 
 

@@ -126,6 +126,7 @@ class ChatMessage:
     outbox_id: int | None
     part: int
     gateway_messageid: str | None
+    replied_to: str | None = None  # the gateway message it answers (`orig_messageid`)
 
 
 async def record_message(connection: AsyncConnection, message: ChatMessage, now: float) -> None:
@@ -138,9 +139,24 @@ async def record_message(connection: AsyncConnection, message: ChatMessage, now:
             outbox_id=message.outbox_id,
             part=message.part,
             gateway_messageid=message.gateway_messageid,
+            replied_to=message.replied_to,
             created_at=now,
         )
     )
+
+
+async def posted_before(connection: AsyncConnection, conversation_id: int, outbox_id: int) -> bool:
+    """Whether another job already posted in the conversation (so `outbox_id` does not open
+    its thread)."""
+    query = (
+        select(chat_messages.c.id)
+        .where(
+            chat_messages.c.conversation_id == conversation_id,
+            chat_messages.c.outbox_id != outbox_id,
+        )
+        .limit(1)
+    )
+    return (await connection.execute(query)).first() is not None
 
 
 async def sent_parts(connection: AsyncConnection, outbox_id: int) -> set[int]:

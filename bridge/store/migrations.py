@@ -129,6 +129,28 @@ STEPS: Sequence[Sequence[Statement]] = (
         "ALTER TABLE alert_groups ADD COLUMN route {json}",
         _typed_job_payloads,
     ),
+    (
+        # Agents answer from the chat thread: every inbound chat event kept raw, first.
+        """CREATE TABLE chat_events (
+            id {id}, platform TEXT NOT NULL, event_key TEXT NOT NULL, status TEXT NOT NULL,
+            body TEXT NOT NULL, received_at {float} NOT NULL, UNIQUE (platform, event_key))""",
+        """CREATE TABLE replies (
+            id {id}, chat_event_id BIGINT NOT NULL, destination TEXT NOT NULL,
+            conversation_id BIGINT NOT NULL, chat TEXT NOT NULL, message TEXT NOT NULL,
+            state TEXT NOT NULL, messageid TEXT, shown TEXT, problem TEXT,
+            created_at {float} NOT NULL, updated_at {float} NOT NULL)""",
+        "CREATE INDEX replies_messageid ON replies (messageid)",
+        """CREATE TABLE opt_outs (
+            receiver TEXT NOT NULL, sender TEXT NOT NULL, at {float} NOT NULL,
+            PRIMARY KEY (receiver, sender))""",
+    ),
+    (
+        # Alerts say when they are over; a read report finds the thread of the message a
+        # customer replied to.
+        "ALTER TABLE alert_notices ADD COLUMN resolved_at {float}",
+        "ALTER TABLE chat_messages ADD COLUMN replied_to TEXT",
+        "CREATE INDEX chat_messages_replied_to ON chat_messages (replied_to)",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -157,11 +157,38 @@ class Shown:
     message: str
 
 
+async def conversations_of(
+    connection: AsyncConnection, gateway_messageid: str, destination: str
+) -> list[int]:
+    """The conversations at `destination` where the gateway message was shown (an agent's
+    reply) or answered (a customer's message replying to it), newest first."""
+    rows = await connection.execute(
+        select(chat_messages.c.conversation_id)
+        .where(
+            chat_messages.c.destination == destination,
+            chat_messages.c.conversation_id.is_not(None),
+            or_(
+                chat_messages.c.gateway_messageid == gateway_messageid,
+                chat_messages.c.replied_to == gateway_messageid,
+            ),
+        )
+        .order_by(chat_messages.c.id.desc())
+    )
+    return list(dict.fromkeys(int(conversation) for (conversation,) in rows))
+
+
 async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[Shown]:
-    """Where the bridge posted the gateway message `gateway_messageid`, one per destination."""
+    """Where the bridge posted the gateway message `gateway_messageid`, or a customer's answer
+    to it, one per destination."""
     rows = await connection.execute(
         select(chat_messages.c.destination, chat_messages.c.chat, chat_messages.c.message)
-        .where(chat_messages.c.gateway_messageid == gateway_messageid, chat_messages.c.part == 0)
+        .where(
+            or_(
+                chat_messages.c.gateway_messageid == gateway_messageid,
+                chat_messages.c.replied_to == gateway_messageid,
+            ),
+            chat_messages.c.part == 0,
+        )
         .order_by(chat_messages.c.id)
     )
     found: dict[str, Shown] = {}

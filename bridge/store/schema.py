@@ -107,6 +107,7 @@ chat_messages = Table(
     Column("part", Integer, nullable=False),
     Column("gateway_messageid", Text),
     Column("created_at", Float, nullable=False),
+    Column("replied_to", Text),  # the gateway message a customer's message answers
 )
 
 # One delivery status per gateway `messageid`, moved only forward by `rank` (final beats
@@ -163,4 +164,49 @@ alert_notices = Table(
     Column("posted_at", Float),
     Column("chat", Text),
     Column("message", Text),
+    Column("resolved_at", Float),  # the alert was edited to say the group went quiet
+)
+
+# Every Slack event / Telegram update received, raw, committed before it is answered; unique on
+# the platform's own id (Slack `event_id`, Telegram `update_id`) so a retried event is a no-op.
+# `status` says what became of it: `reply`, or `ignored: <why>`.
+chat_events = Table(
+    "chat_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("platform", Text, nullable=False),
+    Column("event_key", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+
+# An agent's answer to a customer. `state` is planned → sending → sent (or unknown, refused,
+# blocked, too_long, internal); `sending` is written before the gateway is called, so a job
+# taken over after a crash knows the SMS may have gone and never sends it again. `messageid`
+# is the gateway's id, `shown` the status emoji now on the agent's chat message.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("chat_event_id", BigInteger, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
+    Column("chat", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("messageid", Text),
+    Column("shown", Text),
+    Column("problem", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Customers who wrote STOP to a line: no further answers reach them from it.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("receiver", Text, primary_key=True),
+    Column("sender", Text, primary_key=True),
+    Column("at", Float, nullable=False),
 )

@@ -12,15 +12,19 @@ import time
 from types import TracebackType
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class FakeServer:
     """A uvicorn server in a thread: `start()`, `.url`, `stop()`; or `with FakeServer(app):`."""
 
     def __init__(self, app: ASGIApp, *, startup_timeout: float = 10.0) -> None:
+        self._app = app
+        self._answering = 0  # requests being answered right now
+        self._answered = threading.Condition()
         self._config = uvicorn.Config(
-            app,
+            self._counting,
+            interface="asgi3",  # a bound method: uvicorn cannot tell by looking
             host="127.0.0.1",
             port=0,  # the OS picks a free port; read back after startup
             loop="asyncio",
@@ -43,6 +47,27 @@ class FakeServer:
         if self._port is None:
             raise RuntimeError("server not started")
         return f"http://127.0.0.1:{self._port}"
+
+    async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, counting the requests it is answering (see `wait_idle`)."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        with self._answered:
+            self._answering += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            with self._answered:
+                self._answering -= 1
+                self._answered.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered: posts in flight have landed (or not)."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: self._answering == 0, timeout):
+                unanswered = self._answering
+                raise TimeoutError(f"{unanswered} request(s) still unanswered after {timeout}s")
 
     def start(self) -> FakeServer:
         """Start serving; returns once the socket is listening."""

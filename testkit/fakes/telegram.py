@@ -198,6 +198,7 @@ class FakeTelegram:
         self._recent: dict[int, deque[float]] = defaultdict(deque)
         self._next_id: dict[int, int] = defaultdict(lambda: 1)
         self._texts: dict[tuple[int, int], str] = {}
+        self.webhook: dict[str, Any] | None = None  # the last setWebhook's parameters
         self._messages: list[TelegramMessage] = []
         self._topics: list[TelegramTopic] = []
         self._edits: list[TelegramEdit] = []
@@ -220,6 +221,10 @@ class FakeTelegram:
     def stop(self) -> None:
         self._closing.set()  # wakes "slow" requests so shutdown is quick
         self._server.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
 
     def __enter__(self) -> FakeTelegram:
         return self.start()
@@ -306,6 +311,13 @@ class FakeTelegram:
         """Answer 500 to every request, getMe included."""
         with self._lock:
             self._refuse_all = refuse
+
+    def post_as_member(self, chat_id: int, text: str) -> int:
+        """A message a person wrote in the chat (then sent to the bot as an update); its id."""
+        with self._lock:
+            message_id = self._new_id(chat_id)
+            self._texts[(chat_id, message_id)] = text
+        return message_id
 
     def reset(self) -> None:
         """Drop every switch and deleted topic (recorded data is kept; see `clear`)."""
@@ -427,6 +439,15 @@ class FakeTelegram:
                     return self._edit(params)
                 case "setmessagereaction":
                     return self._react(params)
+                case "setwebhook":
+                    self.webhook = dict(params)
+                    return True
+                case "deletewebhook":
+                    self.webhook = None
+                    return True
+                case "getwebhookinfo":
+                    url = (self.webhook or {}).get("url", "")
+                    return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
             raise _Refused(404, "Not Found")
 
     def _check_switches(self, token: str, method: str, chat_id: Any) -> None:
@@ -446,7 +467,7 @@ class FakeTelegram:
             if s.throttled:
                 s.throttled -= 1 if s.throttled > 0 else 0
                 raise _too_many(s.retry_after)
-        if method.lower() == "getme":
+        if method.lower() in ("getme", "setwebhook", "deletewebhook", "getwebhookinfo"):
             return
         if not isinstance(chat_id, int):
             raise _Refused(400, "Bad Request: chat not found")

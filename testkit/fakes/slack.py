@@ -35,6 +35,9 @@ _MAX_BLOCKS = 50
 _MAX_SECTION_TEXT = 3000
 _MAX_HEADER_TEXT = 150
 _MAX_CONTEXT_ELEMENTS = 10
+_RICH_TEXT_ELEMENTS = ("rich_text_section", "rich_text_quote", "rich_text_preformatted")
+# Slack does not publish one; the bridge keeps its rich_text blocks within a section's 3000.
+_MAX_RICH_TEXT = 4000
 # What a freshly installed bridge app holds (README, Slack set-up), `channels:read` and
 # `groups:read` included so `smsbridge doctor` can look at the channels.
 DEFAULT_SCOPES = (
@@ -50,6 +53,7 @@ _NEEDED_SCOPE = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "reactions.add": "reactions:write",
+    "reactions.remove": "reactions:write",
     "conversations.info": "channels:read",
 }
 
@@ -135,7 +139,45 @@ def _blocks_problem(blocks: Any) -> str | None:
             elements = block.get("elements", [])
             if not 1 <= len(elements) <= _MAX_CONTEXT_ELEMENTS:
                 return "invalid_blocks"
+        if block["type"] == "rich_text" and _rich_text_problem(block):
+            return "invalid_blocks"
     return None
+
+
+def _rich_text_problem(block: dict[str, Any]) -> bool:
+    """A rich_text block needs typed elements holding typed, non-empty children."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return True
+    size = 0
+    for element in elements:
+        if element.get("type") not in _RICH_TEXT_ELEMENTS:
+            return True
+        children = element.get("elements")
+        if not isinstance(children, list) or not children:
+            return True
+        for child in children:
+            if child.get("type") == "text" and isinstance(child.get("text"), str):
+                size += len(child["text"])
+                if not child["text"]:
+                    return True
+            elif child.get("type") == "link" and str(child.get("url", "")).startswith("http"):
+                size += len(child["url"]) + len(child.get("text", ""))
+            else:
+                return True
+    return size > _MAX_RICH_TEXT
+
+
+def rich_text(blocks: list[dict[str, Any]] | None, kind: str = "rich_text_section") -> str:
+    """The characters shown by the `kind` elements of a message's rich_text blocks."""
+    return "".join(
+        child.get("text") or child.get("url", "")
+        for block in blocks or []
+        if block["type"] == "rich_text"
+        for element in block["elements"]
+        if element["type"] == kind
+        for child in element["elements"]
+    )
 
 
 class FakeSlack:
@@ -157,6 +199,8 @@ class FakeSlack:
         self._edits: list[SlackEdit] = []
         self._reactions: list[SlackReaction] = []
         self._calls: list[SlackCall] = []
+        self._members: dict[str, str] = {}
+        self._member_messages: set[tuple[str, str]] = set()  # (channel, ts) people wrote
         app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["GET", "POST"])])
         self._server = FakeServer(app)
 
@@ -179,6 +223,10 @@ class FakeSlack:
     def stop(self) -> None:
         self._closing.set()  # wakes "slow" requests so shutdown is quick
         self._server.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
 
     def __enter__(self) -> FakeSlack:
         return self.start()
@@ -248,6 +296,19 @@ class FakeSlack:
         _check_channel(channel)
         with self._lock:
             self._switches[channel].not_member = True
+
+    def add_member(self, user: str, display_name: str) -> None:
+        """A workspace member `users.info` knows."""
+        with self._lock:
+            self._members[user] = display_name
+
+    def post_as_member(self, channel: str) -> str:
+        """A message a human wrote (as Slack would then send it in an event); its `ts`."""
+        with self._lock:
+            self._seq += 1
+            ts = f"{1700000000 + self._seq // 10000}.{self._seq % 10000:04d}00"
+            self._member_messages.add((channel, ts))
+        return ts
 
     def reset(self) -> None:
         """Drop every switch (recorded data is kept; see `clear`)."""
@@ -349,6 +410,8 @@ class FakeSlack:
             needed = _NEEDED_SCOPE.get(method)
             if needed is not None and needed not in self._scopes:
                 return _missing_scope(needed, self._scopes), slow
+            if method == "users.info":
+                return None, slow
             if channel is None:
                 return _error("channel_not_found"), slow
             for s in switches:
@@ -377,7 +440,14 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "reactions.add": self._react,
+            "reactions.remove": self._unreact,
         }.get(method)
+        if method == "users.info":
+            user = str(params.get("user") or "")
+            name = self._members.get(user)
+            if name is None:
+                return _error("user_not_found")
+            return _ok(user={"id": user, "name": name.lower(), "profile": {"display_name": name}})
         if method == "auth.test":
             answer = _ok(
                 url="https://fake.slack.com/",
@@ -460,12 +530,26 @@ class FakeSlack:
         if not name:
             return _error("invalid_name")
         with self._lock:
-            if not any(p.channel == channel and p.ts == ts for p in self._posts):
+            known = (channel, ts) in self._member_messages
+            if not known and not any(p.channel == channel and p.ts == ts for p in self._posts):
                 return _error("message_not_found")
             if any(r.channel == channel and r.ts == ts and r.name == name for r in self._reactions):
                 return _error("already_reacted")
             assert isinstance(ts, str)
             self._reactions.append(SlackReaction(channel, ts, name, _now()))
+        return _ok()
+
+    def _unreact(self, channel: str, params: dict[str, Any]) -> Response:
+        ts, name = params.get("timestamp"), str(params.get("name") or "").strip(":")
+        with self._lock:
+            kept = [
+                r
+                for r in self._reactions
+                if not (r.channel == channel and r.ts == ts and r.name == name)
+            ]
+            if len(kept) == len(self._reactions):
+                return _error("no_reaction")
+            self._reactions[:] = kept
         return _ok()
 
     async def _sleep(self, seconds: float) -> None:

@@ -1,0 +1,152 @@
+"""The HTTP edge for agents' messages: Slack's Events API and Telegram's webhook.
+
+verify → store (raw, deduplicated on the platform's id) → plan the reply → answer. Nothing on
+this path calls Slack, Telegram or Smstools: the worker sends. An unverified request is
+neither stored nor acted on.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+from slack_sdk.signature import Clock, SignatureVerifier
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from bridge import chat_inbound
+from bridge.config import Config
+from bridge.store.db import Database, describe_error
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+TELEGRAM_SECRET_HEADER = "x-telegram-bot-api-secret-token"
+
+
+class _InjectedClock(Clock):
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now()
+
+
+@dataclass
+class SlackEvents:
+    """`POST /slack/events`: signed with SLACK_SIGNING_SECRET (v0 HMAC, 5-minute window)."""
+
+    database: Database
+    config: Config
+    signing_secret: SecretStr | None
+    now: Callable[[], float]
+    on_stored: Callable[[], None]
+
+    async def __call__(self, request: Request) -> Response:
+        if self.signing_secret is None:
+            return _error(404, "Slack events are not enabled: set SLACK_SIGNING_SECRET")
+        body = await _read_body(request)
+        if isinstance(body, Response):
+            return body
+        verifier = SignatureVerifier(
+            self.signing_secret.get_secret_value(), clock=_InjectedClock(self.now)
+        )
+        try:
+            valid = verifier.is_valid_request(body, dict(request.headers))
+        except ValueError:  # a timestamp that is not a number
+            valid = False
+        if not valid:
+            log.warning("Slack event refused (401): missing, wrong or stale signature")
+            return _error(401, "signature check failed")
+        envelope = _json_object(body)
+        if envelope is None:
+            return _error(400, "body is not a JSON object")
+        if envelope.get("type") == "url_verification":
+            return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
+        event_id = envelope.get("event_id")
+        if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
+            return _error(400, "expected an event_callback with an event_id")
+        return await _plan(self, "slack", event_id, envelope, chat_inbound.slack_message(envelope))
+
+
+@dataclass
+class TelegramUpdates:
+    """`POST /telegram/webhook`: carries TELEGRAM_WEBHOOK_SECRET in its secret-token header."""
+
+    database: Database
+    config: Config
+    secret: SecretStr | None
+    now: Callable[[], float]
+    on_stored: Callable[[], None]
+
+    async def __call__(self, request: Request) -> Response:
+        if self.secret is None:
+            return _error(404, "Telegram updates are not enabled: set TELEGRAM_WEBHOOK_SECRET")
+        offered = request.headers.get(TELEGRAM_SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(offered, self.secret.get_secret_value().encode()):
+            log.warning("Telegram update refused (403): wrong or missing secret token")
+            return _error(403, "wrong secret token")
+        body = await _read_body(request)
+        if isinstance(body, Response):
+            return body
+        update = _json_object(body)
+        if update is None or not isinstance(update.get("update_id"), int):
+            return _error(400, "expected a Telegram update with an update_id")
+        key = str(update["update_id"])
+        return await _plan(self, "telegram", key, update, chat_inbound.telegram_message(update))
+
+
+async def _plan(
+    receiver: SlackEvents | TelegramUpdates,
+    platform: chat_inbound.Platform,
+    key: str,
+    document: dict[str, Any],
+    message: chat_inbound.AgentMessage | chat_inbound.Ignored,
+) -> Response:
+    try:
+        planned = await chat_inbound.plan(
+            receiver.database,
+            receiver.config,
+            platform=platform,
+            event_key=key,
+            body=document,
+            message=message,
+            now=receiver.now(),
+        )
+    except SQLAlchemyError as error:
+        log.error("could not store a %s event: %s", platform, describe_error(error))
+        return _error(503, "the event could not be stored; send it again")
+    if planned.reply_id is not None:
+        receiver.on_stored()
+    return JSONResponse({"ok": True, "duplicate": planned.duplicate})
+
+
+async def _read_body(request: Request) -> bytes | Response:
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return _error(413, f"body larger than {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return _error(400, "the client disconnected before the body was complete")
+    return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,203 @@
+"""Inbound chat events, agents' replies and their state, and customers who opted out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store.db import Database
+from bridge.store.schema import chat_events, chat_messages, conversations, opt_outs, replies
+
+# Reply states. `sending` is written before the gateway is called: whoever finds a reply in
+# that state cannot know whether the SMS went, and must not send it again.
+PLANNED, SENDING, SENT, UNKNOWN, REFUSED, BLOCKED, TOO_LONG = (
+    "planned",
+    "sending",
+    "sent",
+    "unknown",
+    "refused",
+    "blocked",
+    "too_long",
+)
+
+
+async def record_event(
+    database: Database,
+    connection: AsyncConnection,
+    *,
+    platform: str,
+    event_key: str,
+    body: str,
+    now: float,
+) -> int | None:
+    """Keep an inbound chat event; None when (platform, event_key) was stored before."""
+    statement = (
+        database.insert(chat_events)
+        .values(
+            platform=platform, event_key=event_key, status="received", body=body, received_at=now
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "event_key"])
+        .returning(chat_events.c.id)
+    )
+    return (await connection.execute(statement)).scalar_one_or_none()
+
+
+async def set_event_status(connection: AsyncConnection, event_id: int, status: str) -> None:
+    await connection.execute(
+        update(chat_events).where(chat_events.c.id == event_id).values(status=status)
+    )
+
+
+async def event_body(connection: AsyncConnection, event_id: int) -> str | None:
+    row = (
+        await connection.execute(select(chat_events.c.body).where(chat_events.c.id == event_id))
+    ).first()
+    return str(row[0]) if row else None
+
+
+async def conversation_of_thread(
+    connection: AsyncConnection, destinations: list[str], chat: str, thread: str
+) -> tuple[str, int] | None:
+    """(destination, conversation id) of the bridged thread `thread` in `chat`, if any."""
+    row = (
+        await connection.execute(
+            select(conversations.c.destination, conversations.c.id)
+            .where(
+                conversations.c.destination.in_(destinations),
+                conversations.c.chat == chat,
+                conversations.c.thread == thread,
+            )
+            .order_by(conversations.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return (str(row[0]), int(row[1])) if row else None
+
+
+async def conversation_of_message(
+    connection: AsyncConnection, destinations: list[str], chat: str, message: str
+) -> tuple[str, int] | None:
+    """(destination, conversation id) of a chat message the bridge posted, if any."""
+    row = (
+        await connection.execute(
+            select(chat_messages.c.destination, chat_messages.c.conversation_id)
+            .where(
+                chat_messages.c.destination.in_(destinations),
+                chat_messages.c.chat == chat,
+                chat_messages.c.message == message,
+                chat_messages.c.conversation_id.is_not(None),
+            )
+            .limit(1)
+        )
+    ).first()
+    return (str(row[0]), int(row[1])) if row else None
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    chat_event_id: int
+    destination: str
+    conversation_id: int
+    chat: str
+    message: str
+    state: str
+    messageid: str | None
+    shown: str | None
+
+
+_COLUMNS = (
+    replies.c.id,
+    replies.c.chat_event_id,
+    replies.c.destination,
+    replies.c.conversation_id,
+    replies.c.chat,
+    replies.c.message,
+    replies.c.state,
+    replies.c.messageid,
+    replies.c.shown,
+)
+
+
+async def add(
+    connection: AsyncConnection,
+    *,
+    chat_event_id: int,
+    destination: str,
+    conversation_id: int,
+    chat: str,
+    message: str,
+    now: float,
+) -> int:
+    result = await connection.execute(
+        insert(replies)
+        .values(
+            chat_event_id=chat_event_id,
+            destination=destination,
+            conversation_id=conversation_id,
+            chat=chat,
+            message=message,
+            state=PLANNED,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(replies.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def get(connection: AsyncConnection, reply_id: int, *, lock: bool = False) -> Reply | None:
+    query = select(*_COLUMNS).where(replies.c.id == reply_id)
+    if lock and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).first()
+    return Reply(*row) if row else None
+
+
+async def of_messageid(connection: AsyncConnection, messageid: str) -> Reply | None:
+    row = (
+        await connection.execute(select(*_COLUMNS).where(replies.c.messageid == messageid))
+    ).first()
+    return Reply(*row) if row else None
+
+
+async def set_state(
+    connection: AsyncConnection,
+    reply_id: int,
+    state: str,
+    now: float,
+    *,
+    messageid: str | None = None,
+    problem: str | None = None,
+) -> None:
+    values: dict[str, object] = {"state": state, "updated_at": now, "problem": problem}
+    if messageid is not None:
+        values["messageid"] = messageid
+    await connection.execute(update(replies).where(replies.c.id == reply_id).values(**values))
+
+
+async def set_shown(connection: AsyncConnection, reply_id: int, shown: str | None) -> None:
+    await connection.execute(update(replies).where(replies.c.id == reply_id).values(shown=shown))
+
+
+async def opt_out(
+    database: Database, connection: AsyncConnection, receiver: str, sender: str, now: float
+) -> None:
+    await connection.execute(
+        database.insert(opt_outs)
+        .values(receiver=receiver, sender=sender, at=now)
+        .on_conflict_do_nothing(index_elements=["receiver", "sender"])
+    )
+
+
+async def opted_out(connection: AsyncConnection, receiver: str, sender: str) -> bool:
+    row = (
+        await connection.execute(
+            select(opt_outs.c.at).where(
+                opt_outs.c.receiver == receiver, opt_outs.c.sender == sender
+            )
+        )
+    ).first()
+    return row is not None
