@@ -20,6 +20,8 @@ from bridge import destinations, logs, readiness
 from bridge.chat.base import ChatAdapter
 from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
+from bridge.credit import CreditWatch
+from bridge.metrics import Metrics, endpoint
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools_api import SmstoolsApi
 from bridge.store import facts
@@ -41,6 +43,7 @@ class Options:
     adapters: Mapping[str, ChatAdapter] | None = None
     now: Callable[[], float] = time.time
     announce: Callable[[str], None] = print
+    metrics: Metrics | None = None  # default: a registry of this app's own
 
 
 async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
@@ -99,18 +102,51 @@ async def delivery_parts(
         await database.close()
 
 
+@asynccontextmanager
+async def smstools_parts(
+    settings: Settings,
+    config: Config,
+    database: Database,
+    metrics: Metrics | None,
+    now: Callable[[], float],
+) -> AsyncIterator[tuple[SmstoolsApi | None, CreditWatch | None]]:
+    """One Smstools API client for replies and the balance watcher, closed on the way out;
+    (None, None) when SMSTOOLS_CLIENT_ID/_SECRET are not set."""
+    api = SmstoolsApi.from_settings(settings)
+    if api is None:
+        yield None, None
+        return
+    async with api:
+        yield api, CreditWatch(database, config, api, now=now, metrics=metrics)
+
+
+def watch_database(
+    metrics: Metrics, config: Config, database: Database, now: Callable[[], float]
+) -> None:
+    """Let each scrape read the database gauges; alert groups stay open for repeat_interval."""
+    open_window = config.alerts.top.repeat_interval if config.alerts is not None else 0.0
+    metrics.watch(database, now, open_window)
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
     options = options or Options()
+    metrics = options.metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with delivery_parts(settings, config, options.adapters) as parts:
+        async with (
+            delivery_parts(settings, config, options.adapters) as parts,
+            smstools_parts(settings, config, parts.database, metrics, options.now) as (
+                smstools,
+                credit,
+            ),
+        ):
             database, adapters = parts.database, parts.adapters
+            watch_database(metrics, config, database, options.now)
             token, created = await webhook_token(database, settings)
             if created:  # once; `smsbridge webhook-url` shows it again
                 options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
             # Built even when it does not run here, so tools and tests can drive it by hand.
-            smstools = SmstoolsApi.from_settings(settings)
             worker = Worker(
                 database,
                 config,
@@ -118,6 +154,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 now=options.now,
                 lease=settings.job_lease,
                 smstools=smstools,
+                metrics=metrics,
+                credit=credit,
             )
             app.state.worker = worker
             app.state.receiver = WebhookReceiver(
@@ -128,6 +166,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 worker.wake,
                 secret=settings.webhook_secret,
                 body_timeout=settings.body_timeout,
+                metrics=metrics,
             )
             app.state.slack_events = SlackEvents(
                 database,
@@ -156,8 +195,6 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 if task is not None:
                     await worker.stop()
                     await task
-                if smstools is not None:
-                    await smstools.close()
 
     async def receive(request: Request) -> JSONResponse:
         receiver: WebhookReceiver = request.app.state.receiver
@@ -191,6 +228,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             Route("/readyz", readyz, methods=["GET"]),
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/telegram/webhook", telegram_updates, methods=["POST"]),
+            Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,
     )

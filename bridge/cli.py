@@ -20,11 +20,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
 from bridge import doctor, erasure, logs, phones, retention, telegram_webhook
-from bridge.app import Options, create_app, delivery_parts, webhook_token, webhook_url
+from bridge.app import (
+    Options,
+    create_app,
+    delivery_parts,
+    smstools_parts,
+    webhook_token,
+    webhook_url,
+)
 from bridge.config import Config, ConfigError
 from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
-from bridge.smstools_api import SmstoolsApi
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database, describe_error
@@ -91,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"smsbridge: environment: {problem}", file=sys.stderr)
         return 1
     # Every record is masked (phone numbers) and scrubbed (secrets) whatever logged it.
-    logs.configure(settings.log_level, secrets=logs.secrets_in(settings.environ))
+    logs.configure(
+        settings.log_level, secrets=logs.secrets_in(settings.environ), form=settings.log_format
+    )
 
     if arguments.command == "check-config":
         return check_config(arguments.path or settings.config_path, settings)
@@ -227,20 +235,24 @@ def serve_forever(
 
 
 async def run_worker(settings: Settings, config: Config) -> int:
-    async with delivery_parts(settings, config) as parts:
-        smstools = SmstoolsApi.from_settings(settings)
+    # A worker alone serves no /metrics (the web process's scrape shows the database gauges).
+    async with (
+        delivery_parts(settings, config) as parts,
+        smstools_parts(settings, config, parts.database, None, time.time) as (smstools, credit),
+    ):
         worker = Worker(
-            parts.database, config, parts.adapters, lease=settings.job_lease, smstools=smstools
+            parts.database,
+            config,
+            parts.adapters,
+            lease=settings.job_lease,
+            smstools=smstools,
+            credit=credit,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        try:
-            await worker.run()
-        finally:
-            if smstools is not None:
-                await smstools.close()
+        await worker.run()
     return 0
 
 

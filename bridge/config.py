@@ -135,6 +135,7 @@ class AlertsSpec(_Strict):
     page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
+    low_balance: float | None = Field(default=None, ge=0)  # Smstools credit that alerts
 
 
 class ConfigSpec(_Strict):
@@ -145,6 +146,7 @@ class ConfigSpec(_Strict):
     threads: ThreadsSpec = ThreadsSpec()
     alerts: AlertsSpec | None = None
     retention: RetentionSpec = RetentionSpec()
+    balance_check_interval: Duration = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ class Alerts:
 
     on_codes: frozenset[int]
     routes: tuple[AlertRoute, ...]  # the configured routes, then the top level (matches all)
+    low_balance: float | None = None  # tell on-call when the Smstools credit falls under it
 
     @property
     def top(self) -> AlertRoute:
@@ -296,6 +299,7 @@ class Config:
     idle_after: float
     alerts: Alerts | None = None
     retention: Retention = Retention()
+    balance_check_interval: float = 15 * 60.0  # how often the Smstools credit is read
 
 
 class ConfigError(Exception):
@@ -419,11 +423,22 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     if spec.alerts is not None:
         alerts = _alerts(spec.alerts, source, destinations, check_names, problems)
 
+    if spec.balance_check_interval < 1:
+        problems.append(f"{source}: balance_check_interval: give at least 1s")
+
     if problems:
         raise ConfigError(problems)
     retention = Retention(**spec.retention.model_dump())
     return Config(
-        source, destinations, routes, default, lines, spec.threads.idle_after, alerts, retention
+        source,
+        destinations,
+        routes,
+        default,
+        lines,
+        spec.threads.idle_after,
+        alerts,
+        retention,
+        balance_check_interval=spec.balance_check_interval,
     )
 
 
@@ -516,7 +531,7 @@ def _alerts(
                 ),
             )
         )
-    return Alerts(frozenset(spec.on_codes), (*routes, top))
+    return Alerts(frozenset(spec.on_codes), (*routes, top), low_balance=spec.low_balance)
 
 
 # What answering from a platform needs from the environment, beyond the chat token.

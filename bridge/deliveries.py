@@ -20,6 +20,7 @@ from bridge.config import AlertRoute
 from bridge.errors import Permanent, Reason
 from bridge.jobs import (
     AlertJob,
+    CreditJob,
     Delivery,
     FailureNoteJob,
     InboxJob,
@@ -38,7 +39,7 @@ from bridge.store.alerts import Group, Notice
 log = logging.getLogger(__name__)
 
 
-P = TypeVar("P", InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob)
+P = TypeVar("P", InboxJob, FailureNoteJob, ReadJob, AlertJob, NoticeJob, CreditJob)
 E = TypeVar("E", InboxMessage, DeliveryReport, ReadReport)
 
 
@@ -100,6 +101,13 @@ async def deliver_inbox(delivery: Delivery) -> None:
         phones.mask(key.sender),
         job.destination,
         job.id,
+        extra={
+            "event_id": job.event_id,
+            "webhook_type": "inbox_message",
+            "destination": job.destination,
+            "job_id": job.id,
+            "outcome": "delivered",
+        },
     )
 
 
@@ -267,6 +275,19 @@ async def deliver_notice(delivery: Delivery) -> None:
         await delivery.adapter.send(part, None)
 
 
+async def deliver_credit(delivery: Delivery) -> None:
+    """The Smstools credit fell under `alerts.low_balance`, or rose above it again."""
+    credit = _payload(delivery, CreditJob)
+    alerts_config = delivery.config.alerts
+    destination = delivery.config.destinations.get(delivery.job.destination)
+    mention = None
+    if alerts_config is not None and destination is not None:
+        mention = alerts_config.top.mention.get(destination.kind)
+    post = render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+    for part in delivery.adapter.render(post):
+        await delivery.adapter.send(part, None)
+
+
 HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.INBOX: deliver_inbox,
     Kind.FAILURE_NOTE: deliver_failure_note,
@@ -275,4 +296,5 @@ HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.NOTICE: deliver_notice,
     Kind.REPLY: replies.deliver_reply,
     Kind.REPLY_STATUS: replies.deliver_reply_status,
+    Kind.CREDIT: deliver_credit,
 }

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    """Why a delivery failed; labels logs, dead letters and (later) metrics."""
+    """Why a delivery failed; labels logs, dead letters and metrics."""
 
     RATE_LIMITED = "rate_limited"
     SERVER = "server"

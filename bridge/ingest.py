@@ -52,6 +52,10 @@ class IngestResult:
     jobs: int = 0
     unrouted: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # For the metrics: (webhook_type, accepted | duplicate | not_understood) per event, and
+    # the delivery code of each accepted delivery report.
+    outcomes: list[tuple[str | None, str]] = field(default_factory=list)
+    report_codes: list[int | None] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -124,6 +128,7 @@ async def ingest_group(
                 "matching no route",
                 len(result.problems),
                 result.unrouted,
+                extra={"outcome": "not_understood" if result.problems else "unrouted"},
             )
     return results
 
@@ -163,14 +168,18 @@ class _Planner:
                     and self.unclaimed.pop(event.webhook_id, None) is None
                 ):
                     result.duplicates += 1
+                    result.outcomes.append((event.webhook_type, "duplicate"))
                 else:
                     result.problems.append(Problem(index, event.webhook_id, event.problem))
+                    result.outcomes.append((event.webhook_type, "not_understood"))
                 continue
             event_id = self.unclaimed.pop(event.webhook_id, None)
             if event_id is None:
                 result.duplicates += 1
+                result.outcomes.append((event.webhook_type, "duplicate"))
                 continue
             result.accepted += 1
+            result.outcomes.append((event.webhook_type, "accepted"))
             if isinstance(event, InboxMessage):
                 destinations = routing.destinations_for(event, self.config)
                 if not destinations:
@@ -191,6 +200,7 @@ class _Planner:
                 result.jobs += len(destinations)
             elif isinstance(event, DeliveryReport):
                 await self.flush()
+                result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
                     self.database, self.connection, self.config, event, event_id, now
                 )

@@ -32,6 +32,7 @@ class Kind(StrEnum):
     NOTICE = "notice"  # a destination that fails for good, told to on-call
     REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS
     REPLY_STATUS = "reply_status"  # a reply's gateway status, shown on the agent's message
+    CREDIT = "credit"  # the Smstools balance fell under alerts.low_balance, or rose again
 
 
 class _Payload(BaseModel):
@@ -91,7 +92,23 @@ class ReplyStatusJob(_Payload):
     reply_id: int
 
 
-Payload = InboxJob | FailureNoteJob | ReadJob | AlertJob | NoticeJob | ReplyJob | ReplyStatusJob
+class CreditJob(_Payload):
+    kind: ClassVar[Kind] = Kind.CREDIT
+    low: bool  # False: the balance is back above the threshold
+    balance: str
+    threshold: str
+
+
+Payload = (
+    InboxJob
+    | FailureNoteJob
+    | ReadJob
+    | AlertJob
+    | NoticeJob
+    | ReplyJob
+    | ReplyStatusJob
+    | CreditJob
+)
 
 PAYLOADS: dict[str, type[Payload]] = {
     payload.kind: payload
@@ -103,6 +120,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         NoticeJob,
         ReplyJob,
         ReplyStatusJob,
+        CreditJob,
     )
 }
 
@@ -150,6 +168,8 @@ def lane(destination: str, payload: Payload) -> str:
             parts = ("alert-quiet", group_id, destination)
         case NoticeJob(failing=failing, reason=reason):
             parts = ("notice", failing, reason, destination)
+        case CreditJob():
+            parts = ("credit", destination)
     return "|".join(str(part) for part in parts)
 
 
@@ -192,3 +212,5 @@ class Delivery:
     received_at: float
     now: Callable[[], float]
     smstools: SmstoolsApi | None = None  # the send API, for replies; None: not configured
+    # Called with (destination, "sent" | "refused") once per reply that got there (metrics).
+    count_reply: Callable[[str, str], None] | None = None

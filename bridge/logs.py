@@ -11,11 +11,18 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 from bridge import phones
 from bridge.phones import mask
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# LOG_FORMAT=json: one object per line, these four first, then the record's `extra` fields.
+JSON_FIELDS = {"asctime": "time", "levelname": "level", "name": "logger", "message": "message"}
+_STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "_smsbridge_redacted"}
 HIDDEN = "•••"
 # Third-party loggers that print request URLs (Telegram's contain the bot token) at INFO.
 NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite", "asyncio")
@@ -105,11 +112,23 @@ class PrivacyFilter(logging.Filter):
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text, self.secrets)
+            # Formatters show `exc_text` when `exc_info` is gone; the JSON formatter would
+            # otherwise format the traceback afresh, unredacted.
+            record.exc_info = None
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD:  # an `extra` field: shown by the JSON format
+                setattr(record, name, self._redact_value(value))
         record._smsbridge_redacted = True
         return True
 
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return redact(str(value), self.secrets)  # anything else is shown as redacted text
 
 def hide(secret: str) -> None:
     """Add a secret learnt after start-up (the generated webhook token) to every filter."""
@@ -121,13 +140,26 @@ def hide(secret: str) -> None:
                 privacy.secrets.append(secret)
 
 
-def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> PrivacyFilter:
-    """Log to stderr (unless the root logger already has handlers) through a `PrivacyFilter`
-    on every root handler; quiet the third-party loggers that would print tokens."""
+def formatter(form: str = "text") -> logging.Formatter:
+    """`text` (one readable line) or `json` (one JSON object per line)."""
+    if form == "json":
+        return JsonFormatter(
+            " ".join(f"%({name})s" for name in JSON_FIELDS),
+            rename_fields={name: shown for name, shown in JSON_FIELDS.items() if name != shown},
+            json_ensure_ascii=False,
+        )
+    return logging.Formatter(FORMAT)
+
+
+def configure(
+    level: str = "INFO", secrets: Iterable[str] = (), form: str = "text"
+) -> PrivacyFilter:
+    """Log to stderr in `form` (unless the root logger already has handlers) through a
+    `PrivacyFilter` on every root handler; quiet the third-party loggers that print tokens."""
     root = logging.getLogger()
     if not root.handlers:
         stderr = logging.StreamHandler(sys.stderr)
-        stderr.setFormatter(logging.Formatter(FORMAT))
+        stderr.setFormatter(formatter(form))
         root.addHandler(stderr)
     root.setLevel(level.upper())
     privacy = PrivacyFilter(secrets)

@@ -262,6 +262,28 @@ def destination_failure_post(
     )
 
 
+def credit_post(low: bool, balance: str, threshold: str, mention: str | None) -> Post:
+    """On-call learns the Smstools credit runs out before messages start bouncing (red, with
+    the next step), and, in green, that it is back up."""
+    if not low:
+        return Post(
+            heading=f"Smstools credit is back above {threshold}",
+            context=(f"balance {balance}",),
+            body="Resolved: messages can be sent again.",
+            tone=Tone.RESOLVED,
+        )
+    return Post(
+        heading=f"Smstools credit is low: {balance}",
+        context=(f"below alerts.low_balance ({threshold})",),
+        body=(
+            "Why: messages fail with INSUFFICIENT_FUNDS (delivery code 5, detail 2000) once it "
+            f"runs out\nDo: {NEXT_STEPS[2000]}"
+        ),
+        mention=mention,
+        tone=Tone.FIRING,
+    )
+
+
 def failure_note_post(report: DeliveryReport) -> Post:
     """A short note in the customer's thread: our message did not reach them, and why;
     its times labelled (`from Acme · sent 09:38 · failed 09:40`)."""

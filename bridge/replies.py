@@ -42,6 +42,9 @@ REFUSALS = {
     "139": "the gateway refused the request as invalid (missing or invalid parameters)",
 }
 _CREDENTIALS = {"104", "116", "200"}
+# States in which the bridge or the gateway would not send the answer (`unknown` is neither
+# sent nor refused: it may have gone).
+_REFUSED = {store.REFUSED, store.BLOCKED, store.TOO_LONG}
 
 
 async def deliver_reply(delivery: Delivery) -> None:
@@ -123,11 +126,13 @@ async def deliver_reply(delivery: Delivery) -> None:
         raise
     async with database.transaction() as connection:
         await store.set_state(connection, reply.id, store.SENT, now(), messageid=messageid)
+    _count(delivery, reply, "sent")
     log.info(
         "reply sent to %s from %s (job %d)",
         phones.mask(conversation.sender),
         reply.destination,
         delivery.job.id,
+        extra={"destination": reply.destination, "job_id": delivery.job.id, "outcome": "sent"},
     )
     await _show(delivery, reply, ACCEPTED)
     await show_status(delivery, payload.reply_id)
@@ -203,6 +208,8 @@ async def _settle(
     """Record why the answer was not (or maybe not) sent, and say so in the thread."""
     async with delivery.database.transaction() as connection:
         await store.set_state(connection, reply.id, state, delivery.now(), problem=why)
+    if state in _REFUSED:
+        _count(delivery, reply, "refused")
     log.warning(
         "reply to %s from %s (job %d) %s: %s",
         phones.mask(conversation.sender),
@@ -210,9 +217,16 @@ async def _settle(
         delivery.job.id,
         state,
         why,
+        extra={"destination": reply.destination, "job_id": delivery.job.id, "outcome": state},
     )
     await _show(delivery, reply, emoji)
     await _note(delivery, conversation, f"Your answer {why}")
+
+
+def _count(delivery: Delivery, reply: Reply, outcome: str) -> None:
+    """`smsbridge_replies_total{destination, outcome}`, once per reply that reached `outcome`."""
+    if delivery.count_reply is not None:
+        delivery.count_reply(reply.destination, outcome)
 
 
 async def _note(delivery: Delivery, conversation: Conversation, text: str) -> None:

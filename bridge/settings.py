@@ -46,7 +46,10 @@ VARIABLES = (
     "BRIDGE_BODY_TIMEOUT",
     "BRIDGE_KEEP_ALIVE",
     "BRIDGE_MAX_CONNECTIONS",
+    "METRICS_TOKEN",
+    "LOG_FORMAT",
 )
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(Exception):
@@ -81,6 +84,8 @@ class Settings:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive: int = DEFAULT_KEEP_ALIVE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
+    log_format: str = "text"  # json | text; json by default on a PaaS
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -133,6 +138,12 @@ class Settings:
             "a whole number above 0, like 100",
             whole=True,
         )
+        ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
+        log_format = env.get("LOG_FORMAT", "").strip().lower()
+        if not log_format:
+            log_format = "json" if ephemeral_disk else "text"
+        elif log_format not in LOG_FORMATS:
+            problems.append(f"LOG_FORMAT: {log_format!r} is not json or text")
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -150,7 +161,7 @@ class Settings:
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=lease,
-            ephemeral_disk=next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None),
+            ephemeral_disk=ephemeral_disk,
             smstools_api_url=(
                 env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
             ).rstrip("/"),
@@ -162,6 +173,8 @@ class Settings:
             body_timeout=body_timeout,
             keep_alive=int(keep_alive),
             max_connections=int(max_connections),
+            metrics_token=secret("METRICS_TOKEN"),
+            log_format=log_format,
             environ=env,
         )
 

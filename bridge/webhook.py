@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ from starlette.responses import JSONResponse
 from bridge import edge, signature
 from bridge.config import Config
 from bridge.group_commit import GroupCommit, NotStored
-from bridge.ingest import Body
+from bridge.ingest import Body, IngestResult
+from bridge.metrics import Metrics, delivery_code, webhook_type
 from bridge.settings import DEFAULT_BODY_TIMEOUT
 from bridge.store.db import Database, describe_error
 
@@ -45,12 +47,23 @@ class WebhookReceiver:
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    metrics: Metrics | None = None
     commits: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.database, self.config, _unavailable)
 
     async def __call__(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        response = await self._receive(request)
+        if self.metrics is not None:
+            status = response.status_code
+            outcome = "stored" if status == 200 else "rejected"
+            self.metrics.webhook_requests.labels(outcome, str(status)).inc()
+            self.metrics.webhook_seconds.observe(time.perf_counter() - started)
+        return response
+
+    async def _receive(self, request: Request) -> JSONResponse:
         offered = str(request.path_params.get("token", "")).encode()
         if not hmac.compare_digest(offered, self.token.encode()):
             return edge.error(404, "not found", close=True)
@@ -66,7 +79,7 @@ class WebhookReceiver:
                 self.now(),
             )
             if refused is not None:
-                log.warning("webhook refused (401): %s", refused)
+                log.warning("webhook refused (401): %s", refused, extra={"outcome": "rejected"})
                 return edge.error(401, "signature check failed")
         items = _parse(body)
         if isinstance(items, JSONResponse):
@@ -82,7 +95,17 @@ class WebhookReceiver:
         except NotStored:  # down, locked or too slow (logged once per group): sent again
             return edge.error(503, "the webhook could not be stored; send it again", retry=True)
         self.on_stored()
+        self._count(result)
         return JSONResponse(result.as_json())
+
+    def _count(self, result: IngestResult) -> None:
+        for kind, outcome in result.outcomes:
+            log.debug("webhook event %s", outcome, extra={"webhook_type": kind, "outcome": outcome})
+            if self.metrics is not None:
+                self.metrics.webhook_events.labels(webhook_type(kind), outcome).inc()
+        if self.metrics is not None:
+            for code in result.report_codes:
+                self.metrics.delivery_reports.labels(delivery_code(code)).inc()
 
 
 def _unavailable(error: Exception, bodies: int) -> None:

@@ -24,9 +24,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge import moves, notices, retention
 from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
+from bridge.credit import CreditWatch
 from bridge.deliveries import HANDLERS
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 from bridge.jobs import Delivery, Job, Kind, Unreadable
+from bridge.metrics import Metrics
 from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
@@ -59,6 +61,8 @@ class Worker:
         poll_interval: float = 1.0,
         name: str | None = None,
         smstools: SmstoolsApi | None = None,
+        metrics: Metrics | None = None,
+        credit: CreditWatch | None = None,
     ) -> None:
         self.database = database
         self.config = config
@@ -71,6 +75,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.smstools = smstools  # the send API, for agents' replies
+        self.metrics = metrics
+        self.credit = credit  # reads the Smstools balance beside delivery, when configured
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -97,6 +103,9 @@ class Worker:
             # (killed), and waiting for them to expire would only delay the queue.
             async with self.database.transaction() as connection:
                 await outbox_store.release(connection, None)
+        watching = None
+        if self.credit is not None:
+            watching = asyncio.create_task(self.credit.run(), name="credit")
         database_trouble = 0
         try:
             while not self._stopping:
@@ -117,16 +126,18 @@ class Worker:
                     await asyncio.sleep(wait)
                     continue
                 database_trouble = 0
-                if claimed:
+                if claimed or self._stopping:
+                    # A stop() during the claim set the wake-up: clearing it below would
+                    # leave the worker asleep for a whole poll interval.
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
-            for task in (listener, self._pruning):
-                if task is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+            for helper in (listener, self._pruning, watching):
+                if helper is not None:
+                    helper.cancel()
+                    await asyncio.gather(helper, return_exceptions=True)
             await self._shutdown()
 
     def _maybe_prune(self) -> None:
@@ -243,7 +254,7 @@ class Worker:
     async def _attempt(self, job: Job) -> None:
         try:
             # Inside the lease, so no other worker takes the job while this one may still post.
-            await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
+            received_at = await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
         except DeliveryError as error:
             if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
                 await moves.follow(self.database, self.config, job.destination, error, self.now())
@@ -258,12 +269,31 @@ class Worker:
                 job, Retryable(Reason.SERVER, f"internal error: {type(error).__name__}")
             )
         else:
+            now = self.now()
             async with self.database.transaction() as connection:
-                await outbox_store.finish(connection, job.id, self.now())
+                await outbox_store.finish(connection, job.id, now)
+            self._delivered(job, received_at, now)
             if self._failing.pop(job.destination, None):
-                log.info("destination %s delivers again", job.destination)
+                log.info(
+                    "destination %s delivers again",
+                    job.destination,
+                    extra={"destination": job.destination, "outcome": "ok"},
+                )
 
-    async def _deliver(self, job: Job) -> None:
+    def _delivered(self, job: Job, received_at: float | None, now: float) -> None:
+        if self.metrics is None:
+            return
+        metrics, destination = self.metrics, job.destination
+        metrics.delivery_attempts.labels(destination, job.kind, "ok", "none").inc()
+        if job.kind == Kind.INBOX and received_at is not None:
+            metrics.delivery_latency.labels(destination).observe(max(0.0, now - received_at))
+        elif job.kind == Kind.ALERT:
+            metrics.alerts_sent.labels(destination).inc()
+        elif job.kind in (Kind.NOTICE, Kind.CREDIT):
+            metrics.notices_sent.labels(destination, job.kind).inc()
+
+    async def _deliver(self, job: Job) -> float | None:
+        """Run the job's handler; when its event was received (None: a job of its own)."""
         adapter = self.adapters.get(job.destination)
         if adapter is None:
             raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
@@ -281,9 +311,10 @@ class Worker:
                     job.created_at,
                     self.now,
                     self.smstools,
+                    self._count_reply,
                 )
             )
-            return
+            return None
         async with self.database.transaction() as connection:
             stored = await event_store.get(connection, job.event_id)
         if stored is None:
@@ -299,8 +330,10 @@ class Worker:
                 stored.received_at,
                 self.now,
                 self.smstools,
+                self._count_reply,
             )
         )
+        return stored.received_at
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
         now = self.now()
@@ -314,6 +347,14 @@ class Worker:
         delay = self.policy.next_attempt(
             error, attempts=job.attempts, created_at=job.created_at, now=now, rand=self.rand
         )
+        self._count_failure(job, error, dead=delay is None)
+        fields = {
+            "job_id": job.id,
+            "destination": job.destination,
+            "kind": job.kind,
+            "event_id": job.event_id,
+            "reason": str(error.reason),
+        }
         if delay is not None:
             async with self.database.transaction() as connection:
                 await outbox_store.retry_later(connection, job.id, at=now + delay, error=message)
@@ -325,6 +366,7 @@ class Worker:
                 job.destination,
                 delay,
                 message,
+                extra={**fields, "outcome": "retry"},
             )
             return
         async with self.database.transaction() as connection:
@@ -340,7 +382,21 @@ class Worker:
             job.destination,
             job.id,
             message,
+            extra={**fields, "outcome": "dead"},
         )
+
+    def _count_reply(self, destination: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.replies.labels(destination, outcome).inc()
+
+    def _count_failure(self, job: Job, error: DeliveryError, *, dead: bool) -> None:
+        if self.metrics is None:
+            return
+        outcome = "dead" if dead else "retry"
+        labels = (job.destination, job.kind, outcome, str(error.reason))
+        self.metrics.delivery_attempts.labels(*labels).inc()
+        if dead:
+            self.metrics.dead_letters.labels(job.destination).inc()
 
     def _first_time(self, destination: str, reason: Reason, level: int) -> int:
         """`level` the first time a destination fails for this reason since it last

@@ -37,13 +37,19 @@ QUOTED = "Uw pakket 5531 komt morgen"
 FULL_NUMBERS = (CUSTOMER, "+32 470 12 34 56", "470 12 34 56", "0470123456", "0470 12 34 56")
 
 
+@pytest.fixture(params=["text", "json"])
+def log_format(request: pytest.FixtureRequest) -> str:
+    form: str = request.param
+    return form
+
+
 @pytest.fixture
-def all_logs() -> Iterator[io.StringIO]:
+def all_logs(log_format: str) -> Iterator[io.StringIO]:
     """Every record any logger emits, at DEBUG, as an operator's log file would hold it."""
     root = logging.getLogger()
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)
-    handler.setFormatter(logging.Formatter(logs.FORMAT))
+    handler.setFormatter(logs.formatter(log_format))
     saved_level = root.level
     saved_filters = {h: list(h.filters) for h in root.handlers}
     saved_noisy = {name: logging.getLogger(name).level for name in logs.NOISY}
@@ -80,6 +86,7 @@ async def test_a_full_run_logs_no_content_no_full_number_and_no_secret(
     slack: FakeSlack,
     telegram: FakeTelegram,
     all_logs: io.StringIO,
+    log_format: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -93,6 +100,7 @@ async def test_a_full_run_logs_no_content_no_full_number_and_no_secret(
         "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN,
         "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
         "SMSTOOLS_WEBHOOK_SECRET": SECRET,
+        "LOG_FORMAT": log_format,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -153,3 +161,35 @@ async def test_a_full_run_logs_no_content_no_full_number_and_no_secret(
         assert number not in everything, number
     for secret in (SLACK_TOKEN, FakeTelegram.TOKEN, TOKEN, SECRET):
         assert secret not in everything, secret
+    if log_format == "json":
+        records = [json.loads(line) for line in all_logs.getvalue().splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+        delivered = [r for r in records if r["message"].startswith("delivered inbox message")]
+        assert delivered and all(
+            r["outcome"] == "delivered" and r["destination"] and r["job_id"] for r in delivered
+        )
+        dead = [r for r in records if r.get("outcome") == "dead"]
+        assert dead and dead[0]["reason"] == "not_found" and dead[0]["destination"] == "sales"
+
+
+def test_extra_fields_pass_the_privacy_filter_too(log_format: str) -> None:
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(logs.formatter(log_format))
+    handler.addFilter(logs.PrivacyFilter([SECRET]))
+    logger = logging.getLogger("tests.privacy.extra")
+    logger.addHandler(handler)
+    try:
+        logger.error(
+            "with fields",
+            extra={"sender": f"+{CUSTOMER}", "token": SECRET, "job_id": 7, "at": Path("x")},
+        )
+    finally:
+        logger.removeHandler(handler)
+    shown = captured.getvalue()
+    assert CUSTOMER not in shown and SECRET not in shown
+    if log_format == "json":
+        record = json.loads(shown)
+        assert record["sender"] == "+32 470 •• •• 56"
+        assert record["token"] == logs.HIDDEN
+        assert record["job_id"] == 7 and record["level"] == "ERROR"

@@ -18,7 +18,8 @@ from bridge.store.schema import outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.harness import Clock, running_bridge
+from tests.harness import Clock, RunningBridge, running_bridge
+from tests.metrics_fixtures import scrape, unexpected_labels, value
 from tests.pipeline_fixtures import rows
 from tests.reply_fixtures import (
     CONFIG,
@@ -372,3 +373,41 @@ async def test_agents_answer_from_a_group_that_became_a_supergroup(
         assert (await bridge.telegram(update)).status_code == 200
         await bridge.drain()
     assert [(s.sender, s.message) for s in smstools.sent()] == [(GROUP_LINE, "Oui, nous suivons.")]
+
+
+async def test_replies_sent_and_refused_are_counted_once_each(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+
+        async def answer(text: str) -> None:
+            ts = slack.post_as_member("C0SUPPORT")
+            assert (await bridge.slack(slack_event(text, thread, ts))).status_code == 200
+            await bridge.drain()
+
+        await answer("Sent at once")
+        await bridge.webhook(report(smstools.sent()[0].messageids[0], 1))  # its status shown
+        smstools.set_down(times=1)
+        await answer("Sent on the second try")
+        bridge.clock.advance(3600)
+        await bridge.drain()
+        smstools.set_error("131")
+        await answer("Refused by the gateway")
+        smstools.set_error(None)
+        await answer("é€" + "😀" * 101)  # four SMS parts: refused by the bridge
+        await bridge.webhook(inbox("STOP"))
+        await answer("Blocked: the customer wrote STOP")
+        samples = await scrape(bridge.running)
+    assert [s.message for s in smstools.sent()] == ["Sent at once", "Sent on the second try"]
+    assert value(samples, "smsbridge_replies_total", destination="support", outcome="sent") == 2
+    assert value(samples, "smsbridge_replies_total", destination="support", outcome="refused") == 3
+
+    def attempts(kind: str, outcome: str, reason: str) -> float:
+        labels = {"destination": "support", "kind": kind, "outcome": outcome, "reason": reason}
+        return value(samples, "smsbridge_delivery_attempts_total", **labels)
+
+    assert attempts("reply", "retry", "server") == 1
+    assert attempts("reply", "ok", "none") == 5
+    assert attempts("reply_status", "ok", "none") == 1
+    assert unexpected_labels(samples, ["support", "nl-team", "group"]) == []

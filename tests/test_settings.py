@@ -111,3 +111,20 @@ def test_the_environment_is_read_once_and_kept_out_of_reprs() -> None:
     assert settings.environ["SLACK_BOT_TOKEN"] == "xoxb-secret-value"
     assert settings.log_level == "DEBUG"
     assert "xoxb-secret-value" not in repr(settings)
+
+
+def test_logs_are_json_on_a_paas_and_text_elsewhere_unless_log_format_says() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"DYNO": "web.1"}).log_format == "json"
+    assert Settings.from_env({"RENDER_SERVICE_ID": "srv-1", "LOG_FORMAT": "text"}).log_format == (
+        "text"
+    )
+    assert Settings.from_env({"LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(SettingsError, match="LOG_FORMAT: 'xml' is not json or text"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_metrics_token_is_a_secret() -> None:
+    settings = Settings.from_env({"METRICS_TOKEN": "metrics-secret-42"})
+    assert settings.metrics_token is not None
+    assert "metrics-secret-42" not in repr(settings)

@@ -1,0 +1,216 @@
+"""Prometheus metrics: what this process counted, and what the database holds right now.
+
+A `Metrics` owns its own `CollectorRegistry` (one per app or worker, a fresh one per test) and
+is passed down to the webhook receiver and the worker. Counters and histograms are this
+process's; gauges read from the database (outbox depth, oldest due job, dead letters, open
+alert groups, the Smstools balance) are computed at scrape time, so any process gives the same
+answer. Label values come only from the config (destination names) and fixed enums (job
+kinds, reasons, webhook types, delivery codes): never a number or a customer string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.smstools import DELIVERY_CODES
+from bridge.store import credit as credit_store
+from bridge.store import gauges
+from bridge.store.db import Database
+
+WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
+# Webhook handling is milliseconds; delivery spans retries and backoff (minutes, hours).
+_HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+def webhook_type(name: str | None) -> str:
+    """A webhook type as a label: one of the known types, else `unknown`."""
+    return name if name in WEBHOOK_TYPES else "unknown"
+
+
+def delivery_code(code: int | None) -> str:
+    """A delivery code as a label: a documented code, else `other` (or `none`)."""
+    if code is None:
+        return "none"
+    return str(code) if code in DELIVERY_CODES else "other"
+
+
+class Metrics:
+    """The metric objects of one process, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.webhook_requests = Counter(
+            "smsbridge_webhook_requests",
+            "Webhook requests answered, by outcome (stored, rejected) and HTTP status.",
+            ["outcome", "status"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "smsbridge_webhook_events",
+            "Webhook events received, by type and outcome (accepted, duplicate, not_understood).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "smsbridge_webhook_duration_seconds",
+            "Time to handle one webhook request, from its first byte to the answer.",
+            buckets=_HANDLING_BUCKETS,
+            registry=r,
+        )
+        self.delivery_attempts = Counter(
+            "smsbridge_delivery_attempts",
+            "Delivery attempts by destination, job kind, outcome (ok, retry, dead) and reason.",
+            ["destination", "kind", "outcome", "reason"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "smsbridge_delivery_latency_seconds",
+            "From a customer message's webhook received to its chat post acknowledged.",
+            ["destination"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "smsbridge_dead_letters",
+            "Jobs given up on (kept as dead letters) by this process, by destination.",
+            ["destination"],
+            registry=r,
+        )
+        self.alerts_sent = Counter(
+            "smsbridge_alerts_sent",
+            "On-call alerts posted or updated, by destination.",
+            ["destination"],
+            registry=r,
+        )
+        self.notices_sent = Counter(
+            "smsbridge_notices_sent",
+            "On-call notices posted (destination failing, Smstools credit), by destination "
+            "and kind.",
+            ["destination", "kind"],
+            registry=r,
+        )
+        self.delivery_reports = Counter(
+            "smsbridge_delivery_reports",
+            "Delivery reports accepted, by delivery code.",
+            ["code"],
+            registry=r,
+        )
+        # Replies (agent → customer through the Smstools send API): `sent` when the gateway
+        # accepted the message, `refused` when the bridge or the gateway would not send it.
+        self.replies = Counter(
+            "smsbridge_replies",
+            "Agent replies to customers, by destination and outcome (sent, refused).",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.balance_checks = Counter(
+            "smstools_balance_checks",
+            "Smstools balance reads by outcome (ok, or the error reason).",
+            ["outcome"],
+            registry=r,
+        )
+        self._database_view = DatabaseView()
+        r.register(self._database_view)
+
+    def watch(self, database: Database, now: Callable[[], float], open_window: float) -> None:
+        """Read the database gauges from `database` at each scrape; alert groups count as
+        open for `open_window` seconds after their last failure."""
+        self._database_view.source = (database, now, open_window)
+
+    async def exposition(self) -> bytes:
+        """The text format of every metric, the database gauges read just now."""
+        await self._database_view.refresh()
+        return generate_latest(self.registry)
+
+
+@dataclass(eq=False)  # registered by identity
+class DatabaseView:
+    """A collector of the gauges read from the database, refreshed before each scrape
+    (collectors are synchronous; the queries are not)."""
+
+    source: tuple[Database, Callable[[], float], float] | None = None
+    families: list[Metric] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def refresh(self) -> None:
+        if self.source is None:
+            return
+        database, now, open_window = self.source
+        async with self.lock:
+            at = now()
+            async with database.transaction() as connection:
+                backlog = await gauges.backlog(connection, at)
+                dead = await gauges.dead_letters(connection)
+                open_groups = await gauges.open_alert_groups(connection, at - open_window)
+                balance = await credit_store.last_balance(connection)
+            depth = GaugeMetricFamily(
+                "smsbridge_outbox_depth",
+                "Jobs waiting in the outbox, by destination and kind.",
+                labels=["destination", "kind"],
+            )
+            age = GaugeMetricFamily(
+                "smsbridge_outbox_oldest_due_age_seconds",
+                "How long the oldest due job has waited, by destination and kind.",
+                labels=["destination", "kind"],
+            )
+            for row in backlog:
+                depth.add_metric([row.destination, row.kind], row.depth)
+                age.add_metric([row.destination, row.kind], row.oldest_due_age)
+            kept = GaugeMetricFamily(
+                "smsbridge_dead_letters_kept",
+                "Dead letters in the database, by destination.",
+                labels=["destination"],
+            )
+            for destination, count in dead.items():
+                kept.add_metric([destination], count)
+            groups = GaugeMetricFamily(
+                "smsbridge_alert_groups_open",
+                "Alert groups with a failure within their repeat interval.",
+                value=open_groups,
+            )
+            families: list[Metric] = [depth, age, kept, groups]
+            if balance is not None:
+                families.append(
+                    GaugeMetricFamily(
+                        "smstools_balance",
+                        "The Smstools account credit, as last read from the API.",
+                        value=balance,
+                    )
+                )
+            self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # the families change with the data: never checked at registration
+
+
+def endpoint(metrics: Metrics, token: SecretStr | None) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`; with METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    expected = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+
+    async def serve(request: Request) -> Response:
+        if expected is not None:
+            offered = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(offered, expected):
+                return JSONResponse(
+                    {"error": "metrics need Authorization: Bearer <METRICS_TOKEN>"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return Response(await metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return serve
