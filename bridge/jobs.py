@@ -27,7 +27,7 @@ class Kind(StrEnum):
 
     INBOX = "inbox"  # a customer message into its conversation's thread
     FAILURE_NOTE = "failure_note"  # a failed delivery, noted in the customer's thread
-    READ = "read"  # a read report, marked on the chat message that shows the message
+    READ = "read"  # a read report, as a line in the thread that shows the message
     ALERT = "alert"  # a group of failures, posted or edited for on-call
     NOTICE = "notice"  # a destination that fails for good, told to on-call
     REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS

@@ -130,6 +130,7 @@ class PrivacyFilter(logging.Filter):
             return value
         return redact(str(value), self.secrets)  # anything else is shown as redacted text
 
+
 def hide(secret: str) -> None:
     """Add a secret learnt after start-up (the generated webhook token) to every filter."""
     if len(secret) < _MIN_SECRET:

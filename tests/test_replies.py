@@ -18,7 +18,7 @@ from bridge.store.schema import outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.harness import Clock, RunningBridge, running_bridge
+from tests.harness import Clock, running_bridge
 from tests.metrics_fixtures import scrape, unexpected_labels, value
 from tests.pipeline_fixtures import rows
 from tests.reply_fixtures import (
