@@ -127,7 +127,10 @@ async def test_customer_html_and_mentions_are_shown_literally_in_telegram(
 async def test_customer_mentions_and_commands_become_no_entities_yet_read_the_same(
     group: TelegramAdapter, telegram: FakeTelegram
 ) -> None:
-    text = "@someadmin please /start@helper_bot or /ban (@all) @@x //cmd, see https://x.example/a"
+    text = (
+        "@someadmin please /start@helper_bot or /ban (@all) @@x //cmd :@colon :/colon, "
+        "see https://x.example/a"
+    )
     quote = Quote(text="@quoted /quoted", when="@when")
     await group.send(
         group.render(Post(heading="@heading", context=["/context"], body=text, quote=quote))[0],

@@ -70,8 +70,9 @@ def escape(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-# An `@` or `/` starting a word; not the slashes of `https://` nor the `@` of an e-mail.
-_ENTITY_START = re.compile(r"(?<![\w:])(?<!:/)[@/](?=\w)")
+# An `@` or `/` starting a word, after any non-word character (`:@name` and `:/cmd` are
+# entities too); not the slashes of `https://` nor the `@` of an e-mail.
+_ENTITY_START = re.compile(r"(?<!\w)(?:@|(?<!:/)/)(?=\w)")
 WORD_JOINER = "\u2060"
 
 

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from types import TracebackType
+from typing import Self
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -100,6 +101,43 @@ class FakeServer:
             raise RuntimeError("fake server did not stop")
 
     def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class FakePlatform:
+    """What every platform fake shares: a `FakeServer` running its Starlette app, and its
+    lifecycle. A subclass sets `_server` and `_closing` (set on stop, so "slow" requests wake
+    and shutdown is quick) in its constructor."""
+
+    _server: FakeServer
+    _closing: threading.Event
+
+    @property
+    def url(self) -> str:
+        """Server root, e.g. ``http://127.0.0.1:5555``."""
+        return self._server.url
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()
+        self._server.stop()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until no request is being answered (e.g. those a killed process left)."""
+        self._server.wait_idle(timeout)
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -19,7 +19,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import FakeServer
+from .server import FakePlatform, FakeServer
 
 _BOT_USER = "U0BRIDGE"
 _MAX_BLOCKS = 50
@@ -184,7 +183,7 @@ def rich_text(blocks: list[dict[str, Any]] | None, kind: str = "rich_text_sectio
     )
 
 
-class FakeSlack:
+class FakeSlack(FakePlatform):
     """Fake Slack Web API at `{url}/api/<method>`: auth.test (with the `x-oauth-scopes`
     header), conversations.info, chat.postMessage, chat.update, reactions.add. Start with
     `start()` or `with FakeSlack() as slack:`."""
@@ -211,37 +210,9 @@ class FakeSlack:
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        """Server root, e.g. ``http://127.0.0.1:5555``; the SDK's base_url is ``url + "/api/"``."""
-        return self._server.url
-
-    @property
     def api_url(self) -> str:
         """``url + "/api/"``: what to give AsyncWebClient(base_url=...)."""
         return self.url + "/api/"
-
-    def start(self) -> FakeSlack:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._closing.set()  # wakes "slow" requests so shutdown is quick
-        self._server.stop()
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Block until no request is being answered (e.g. those a killed process left)."""
-        self._server.wait_idle(timeout)
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- behaviour switches ----------------------------------------------------------------
 

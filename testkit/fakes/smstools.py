@@ -22,7 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import FakeServer
+from .server import FakePlatform, FakeServer
 
 MAX_MESSAGE = 459
 MAX_REFERENCE = 255
@@ -91,7 +90,7 @@ class _Switches:
     opted_out: set[str] = field(default_factory=set)
 
 
-class FakeSmstools:
+class FakeSmstools(FakePlatform):
     """Fake Smstools API at `{url}/v1`: `GET /balance`, `POST /message/send`."""
 
     def __init__(
@@ -122,33 +121,9 @@ class FakeSmstools:
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        """Server root, e.g. ``http://127.0.0.1:5555``."""
-        return self._server.url
-
-    @property
     def api_url(self) -> str:
         """``url + "/v1"``: what SMSTOOLS_API_URL is set to."""
         return self.url + "/v1"
-
-    def start(self) -> FakeSmstools:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._closing.set()  # wakes "slow" requests so shutdown is quick
-        self._server.stop()
-
-    def __enter__(self) -> FakeSmstools:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- behaviour switches ----------------------------------------------------------------
 

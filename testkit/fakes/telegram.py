@@ -25,7 +25,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram.constants import ReactionEmoji
 
-from .server import FakeServer
+from .server import FakePlatform, FakeServer
 
 MAX_TEXT = 4096
 _TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]+")
@@ -200,7 +199,7 @@ def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
     return tuple((kind, plain[start:end]) for start, end, kind in sorted(found))
 
 
-class FakeTelegram:
+class FakeTelegram(FakePlatform):
     """Fake Bot API at `{url}/bot<token>/<method>`: getMe, getChat, getChatMember, sendMessage,
     createForumTopic, reopenForumTopic, editMessageText, setMessageReaction. Chats exist on
     first use: positive ids are private chats, `-100…` ids forum supergroups (the bot an admin
@@ -234,34 +233,6 @@ class FakeTelegram:
         self._server = FakeServer(Starlette(routes=[route]))
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Server root; PTB's base_url is ``url + "/bot"``."""
-        return self._server.url
-
-    def start(self) -> FakeTelegram:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._closing.set()  # wakes "slow" requests so shutdown is quick
-        self._server.stop()
-
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Block until no request is being answered (e.g. those a killed process left)."""
-        self._server.wait_idle(timeout)
-
-    def __enter__(self) -> FakeTelegram:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- behaviour switches ----------------------------------------------------------------
 
