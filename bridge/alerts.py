@@ -7,7 +7,8 @@ group's first failure, then edited in place at most every `group_interval` while
 coming, and posted again once `repeat_interval` has passed since the last post. Once a group
 has had no new failure for `resolve_after` (default `group_interval`) its message is edited to
 say it is over; a failure after that posts a new message. A group quiet for `repeat_interval`
-starts afresh. Only account-wide problems, or groups above `page_above`, carry the mention.
+starts afresh. Only account-wide problems, or groups above `page_above`, carry the mention;
+a route with `lone_failures: note` does not tell on-call of the others at all (`tells_on_call`).
 
 The rules are pure functions (`add_failure`, `schedule`, `next_action`), tested without a
 database or HTTP; `plan` runs them inside the webhook's transaction, and the notifications are
@@ -178,6 +179,14 @@ def pages(group: Group, route: AlertRoute) -> bool:
     return account_wide or group.count > route.page_above
 
 
+def tells_on_call(group: Group, route: AlertRoute) -> bool:
+    """Whether the group's alert is posted to the route's destinations. With
+    `lone_failures: note` a group that does not page (per-recipient codes, at most
+    `page_above` failures) is only noted in the customer's thread; once it pages, it is
+    posted as usual."""
+    return route.lone_failures == "post" or pages(group, route)
+
+
 async def plan(
     database: Database,
     connection: AsyncConnection,
@@ -205,6 +214,8 @@ async def plan(
     await store.save_group(connection, counted)
     if counted.count == 1 and group.count > 0:
         await store.forget_notices(connection, group.id)
+    if not tells_on_call(counted, route):
+        return 0
     jobs = 0
     for destination in route.to:
         notice = await store.lock_notice(database, connection, group.id, destination)

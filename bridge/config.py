@@ -110,6 +110,9 @@ Mention = str | dict[Literal["slack", "telegram", "console"], str]
 DEFAULT_ON_CODES = frozenset({2, 4, 5})
 # A group of per-recipient failures pages on-call (carries the mention) above this many.
 DEFAULT_PAGE_ABOVE = 20
+# What a group of per-recipient failures that does not page does: posted to on-call without
+# a mention, or only noted in the customer's live thread.
+LoneFailures = Literal["post", "note"]
 
 
 class AlertRouteSpec(_Strict):
@@ -121,6 +124,7 @@ class AlertRouteSpec(_Strict):
     repeat_interval: Duration | None = None
     resolve_after: Duration | None = None
     page_above: int | None = Field(None, ge=0)
+    lone_failures: LoneFailures | None = None
     mention: Mention | None = None
 
 
@@ -133,6 +137,7 @@ class AlertsSpec(_Strict):
     repeat_interval: Duration = 4 * 3600.0
     resolve_after: Duration | None = None  # default: the route's group_interval
     page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
+    lone_failures: LoneFailures = "post"
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
     low_balance: float | None = Field(default=None, ge=0)  # Smstools credit that alerts
@@ -250,6 +255,7 @@ class AlertRoute:
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
     page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
     resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
+    lone_failures: LoneFailures = "post"  # "note": not posted until the group pages
 
     @property
     def quiet_after(self) -> float:
@@ -263,12 +269,17 @@ class AlertRoute:
         conditions = " and ".join(
             f"{label} in [{', '.join(sorted(values))}]" for label, values in self.matchers.items()
         )
+        lone = (
+            "lone failures posted without a mention"
+            if self.lone_failures == "post"
+            else "lone failures only noted in the customer's thread"
+        )
         return (
             f"{conditions or 'every failure'} → {', '.join(self.to)} "
             f"(group by {', '.join(self.group_by) or 'nothing'}; wait {self.group_wait:g}s, "
             f"interval {self.group_interval:g}s, repeat {self.repeat_interval:g}s, "
             f"quiet after {self.quiet_after:g}s; pages for account-wide codes or "
-            f"above {self.page_above})"
+            f"above {self.page_above}; {lone})"
         )
 
 
@@ -503,6 +514,7 @@ def _alerts(
         mention=mentions(spec.mention, top_to, "alerts.mention"),
         page_above=spec.page_above,
         resolve_after=spec.resolve_after,
+        lone_failures=spec.lone_failures,
     )
     routes = []
     for index, route in enumerate(spec.routes):
@@ -528,6 +540,9 @@ def _alerts(
                 page_above=_inherit(route.page_above, top.page_above),
                 resolve_after=(
                     route.resolve_after if route.resolve_after is not None else top.resolve_after
+                ),
+                lone_failures=(
+                    route.lone_failures if route.lone_failures is not None else top.lone_failures
                 ),
             )
         )

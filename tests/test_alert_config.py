@@ -128,7 +128,7 @@ def test_check_config_prints_the_alert_routes(
     assert "alerts on delivery codes 2, 4, 5 (first match wins):" in out
     assert "delivery_code_detail in [2000] → billing, oncall" in out
     assert "every failure → oncall (group by delivery_code_detail, sender; wait 30s" in out
-    assert "quiet after 300s; pages for account-wide codes or above 20)" in out
+    assert "quiet after 300s; pages for account-wide codes or above 20; lone failures" in out
     assert check_config(write(tmp_path, BASE + "alerts: {to: [pager]}\n"), settings) == 1
     assert "alerts.to[0]: unknown destination 'pager'" in capsys.readouterr().err
 
@@ -138,3 +138,15 @@ def test_a_negative_page_above_names_the_file_and_key(tmp_path: Path) -> None:
         load(write(tmp_path, BASE + "alerts: {to: [oncall], page_above: -1}\n"), ENV)
     assert "alerts.page_above" in str(raised.value)
     assert str(tmp_path) in str(raised.value)
+
+
+def test_an_unknown_lone_failures_value_names_the_file_and_key(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "alerts:\n  to: [oncall]\n  lone_failures: drop\n"
+        "  routes: [{match: {sender: [Clinic]}, lone_failures: mute}]\n",
+    )
+    top, route = sorted(found)
+    assert top.startswith(f"{tmp_path / 'bridge.yaml'}: alerts.lone_failures: ")
+    assert route.startswith(f"{tmp_path / 'bridge.yaml'}: alerts.routes[0].lone_failures: ")
+    assert all("'post' or 'note'" in problem for problem in found)

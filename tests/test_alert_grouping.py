@@ -139,6 +139,33 @@ def test_only_account_wide_codes_or_a_group_above_page_above_page_someone() -> N
     assert alerts.pages(more, replace(ROUTE, page_above=30)) is False
 
 
+def test_lone_failures_post_tells_on_call_of_every_group() -> None:
+    assert ROUTE.lone_failures == "post"  # the default: today's behaviour
+    lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, ROUTE)
+    assert alerts.tells_on_call(lone, ROUTE) is True
+    assert alerts.pages(lone, ROUTE) is False  # told, without the mention
+
+
+def test_lone_failures_note_tells_on_call_only_once_the_group_pages() -> None:
+    noted = replace(ROUTE, lone_failures="note")
+    lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, noted)
+    assert alerts.tells_on_call(lone, noted) is False
+    for detail in ("2000", "2004", "2005", "4003", "4004", "4005"):
+        group = alerts.add_failure(EMPTY, failure(detail=detail), 1.0, noted)
+        assert alerts.tells_on_call(group, noted) is True, detail
+    many = lone
+    for n in range(noted.page_above - 1):
+        many = alerts.add_failure(many, failure(f"324700001{n:02d}", "2", "11"), 2.0, noted)
+    assert many.count == noted.page_above == 20
+    assert alerts.tells_on_call(many, noted) is False  # at page_above: still only noted
+    more = alerts.add_failure(many, failure("32470009999", "2", "11"), 3.0, noted)
+    assert alerts.tells_on_call(more, noted) is True  # above it: posted, with the mention
+    assert alerts.tells_on_call(more, replace(noted, page_above=30)) is False
+    # a group quiet for repeat_interval starts from zero: a lone failure again
+    later = alerts.add_failure(more, failure(code="2", detail="11"), 3.0 + 5 * 3600, noted)
+    assert later.count == 1 and alerts.tells_on_call(later, noted) is False
+
+
 def test_a_told_group_quiet_for_resolve_after_is_resolved_once() -> None:
     group = alerts.add_failure(EMPTY, failure(), 100.0, ROUTE)
     posted = replace(NOTICE, chat="C", message="1.0", posted_at=130.0, notified_count=1)
@@ -187,3 +214,25 @@ def test_page_above_and_resolve_after_are_set_on_top_and_per_route() -> None:
     assert (top.page_above, top.quiet_after) == (5, 300.0)
     default = _config([])
     assert default.alerts is not None and default.alerts.top.page_above == 20
+
+
+def test_lone_failures_is_set_on_top_and_inherited_or_overridden_per_route() -> None:
+    document = {
+        "destinations": {"oncall": {"console": {}}},
+        "alerts": {
+            "to": ["oncall"],
+            "lone_failures": "note",
+            "routes": [
+                {"match": {"sender": ["Clinic"]}, "lone_failures": "post"},
+                {"match": {"sender": ["Shop"]}},
+            ],
+        },
+    }
+    config = build(document, "test config", {})
+    assert config.alerts is not None
+    clinic, shop, top = config.alerts.routes
+    assert (clinic.lone_failures, shop.lone_failures, top.lone_failures) == ("post", "note", "note")
+    assert "lone failures only noted in the customer's thread" in shop.describe()
+    assert "lone failures posted without a mention" in clinic.describe()
+    default = _config([])
+    assert default.alerts is not None and default.alerts.top.lone_failures == "post"

@@ -143,6 +143,31 @@ async def test_a_failure_is_noted_in_the_customers_live_thread(
     assert alert.text is not None and "2 messages from +32 460 20 00 00 not sent" in alert.text
 
 
+async def test_with_lone_failures_note_a_lone_failure_is_only_noted_until_the_group_pages(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], lone_failures="note")  # page_above: 20, the default
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("902")])
+        await settle(bridge, clock, 4)
+        await bridge.post([report(2, 11, receiver=CUSTOMER, sender=LINE)])
+        await settle(bridge, clock)
+        root, note = slack.posts("C0SUPPORT")
+        assert note.thread_ts == root.ts and note.text is not None
+        assert "Not delivered to +32 470 99 98 88" in note.text
+        assert slack.posts("C0ONCALL") == []  # a lone per-recipient failure: not posted
+        others = [report(2, 11, receiver=f"324701112{n:02d}", sender=LINE) for n in range(24)]
+        await bridge.post(others)
+        await settle(bridge, clock)
+    (alert,) = slack.posts("C0ONCALL")  # 25 > page_above: one alert, with the mention
+    assert alert.text is not None and alert.text.startswith("<!subteam^S0ONCALL> ")
+    assert "25 messages from +32 460 20 00 00 not sent" in alert.text
+    assert len(slack.posts("C0SUPPORT")) == 2  # the others have no thread
+
+
 async def test_no_note_once_the_conversation_went_quiet(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
