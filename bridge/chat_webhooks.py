@@ -27,7 +27,6 @@ from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024
 TELEGRAM_SECRET_HEADER = "x-telegram-bot-api-secret-token"
 
 
@@ -54,7 +53,7 @@ class SlackEvents:
         if self.signing_secret is None:
             message = "Slack events are not enabled: set SLACK_SIGNING_SECRET"
             return edge.error(404, message, close=True)
-        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
+        body = await edge.read_body(request, limit=edge.MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, Response):
             return body
         verifier = SignatureVerifier(
@@ -97,7 +96,7 @@ class TelegramUpdates:
         if not hmac.compare_digest(offered, self.secret.get_secret_value().encode()):
             log.warning("Telegram update refused (403): wrong or missing secret token")
             return edge.error(403, "wrong secret token", close=True)
-        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
+        body = await edge.read_body(request, limit=edge.MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, Response):
             return body
         update = _json_object(body)

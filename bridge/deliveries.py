@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from bridge import alerts, phones, render, replies, threads
 from bridge.alerts import Action
-from bridge.chat.base import MessageGone, Sent
+from bridge.chat.base import MessageGone, Post, Sent
 from bridge.config import AlertRoute
 from bridge.errors import Permanent, Reason
 from bridge.jobs import (
@@ -260,30 +260,35 @@ async def _resolve(
 async def deliver_notice(delivery: Delivery) -> None:
     """A destination that fails for good, or whose chat moved, told to on-call."""
     notice = _payload(delivery, NoticeJob)
-    alerts_config = delivery.config.alerts
-    destination = delivery.config.destinations.get(delivery.job.destination)
-    mention = None
-    if alerts_config is not None and destination is not None:
-        mention = alerts_config.top.mention.get(destination.kind)
+    mention = _on_call_mention(delivery)
     if notice.reason == Reason.MOVED:
         post = render.chat_moved_post(notice.failing, notice.detail, mention)
     else:
         post = render.destination_failure_post(
             notice.failing, notice.reason, notice.detail, mention
         )
-    for part in delivery.adapter.render(post):
-        await delivery.adapter.send(part, None)
+    await _post_alone(delivery, post)
 
 
 async def deliver_credit(delivery: Delivery) -> None:
     """The Smstools credit fell under `alerts.low_balance`, or rose above it again."""
     credit = _payload(delivery, CreditJob)
-    alerts_config = delivery.config.alerts
+    mention = _on_call_mention(delivery)
+    await _post_alone(
+        delivery, render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+    )
+
+
+def _on_call_mention(delivery: Delivery) -> str | None:
+    """The top alerts level's mention for this destination's platform, if any."""
     destination = delivery.config.destinations.get(delivery.job.destination)
-    mention = None
-    if alerts_config is not None and destination is not None:
-        mention = alerts_config.top.mention.get(destination.kind)
-    post = render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+    if delivery.config.alerts is None or destination is None:
+        return None
+    return delivery.config.alerts.top.mention.get(destination.kind)
+
+
+async def _post_alone(delivery: Delivery, post: Post) -> None:
+    """A post of its own (no thread): every part of it."""
     for part in delivery.adapter.render(post):
         await delivery.adapter.send(part, None)
 

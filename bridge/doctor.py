@@ -147,21 +147,22 @@ def check_config(
 # -- Slack ---------------------------------------------------------------------------------
 
 
-def receives_inbox(config: Config, destination: str) -> bool:
-    """Whether customers' messages can be posted there (routes or the default)."""
-    return destination in config.default or any(destination in r.to for r in config.routes)
-
-
 def needed_slack_scopes(config: Config, destination: str) -> dict[str, str]:
     """The bot token scopes a Slack destination needs for what the config has it do, with why.
 
-    The one rule for scopes: a feature that calls another Slack method adds its scope here
-    (replies typed in Slack: `channels:history`/`groups:history`; posting under an agent's
-    name: `chat:write.customize`).
+    The one rule for scopes: a feature that calls another Slack method adds its scope here.
+    Optional ones are not asked for: without `chat:write.customize` customer posts keep the
+    bot's name, and without `channels:history` a job taken over after a crash posts without
+    first looking for its earlier post.
     """
     needed = {"chat:write": "to post"}
-    if receives_inbox(config, destination):
-        needed["reactions:write"] = "to mark what customers read with 👀"
+    settings = config.destinations.get(destination)
+    if settings is not None and settings.replies is not None:
+        needed["channels:history"] = (
+            "to receive agents' answers in threads; groups:history in a private channel"
+        )
+        needed["reactions:write"] = "to show each answer's status on the agent's message"
+        needed["users:read"] = "to turn @mentions in answers into names"
     return needed
 
 

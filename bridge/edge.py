@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 RETRY_AFTER = "5"  # seconds, on a 503: the database could not take the request now
+MAX_BODY = 1024 * 1024  # bytes: more is 413, before the rest is read
 
 
 async def read_body(request: Request, *, limit: int, timeout: float) -> bytes | JSONResponse:

@@ -99,16 +99,6 @@ class Pacer:
             self._database, connection, destination, rate=rate, burst=burst, now=now
         )
 
-    async def spare(self, connection: AsyncConnection, destination: str, now: float) -> float:
-        """Tokens `destination` has left now (infinite when it has no rate)."""
-        rate = self._rates.get(destination)
-        if rate is None:
-            return float("inf")
-        bucket = (await pace_store.buckets(connection, [destination])).get(destination)
-        if bucket is None:
-            return self._bursts[destination]
-        return tokens_at(bucket, rate, self._bursts[destination], now)
-
     async def pause(
         self, connection: AsyncConnection, destination: str, until: float, now: float
     ) -> None:

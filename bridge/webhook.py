@@ -32,7 +32,6 @@ from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024
 # Events in one body, at most: more is refused (413) before anything is stored, so one client
 # cannot hold the writer for long (Smstools sends far fewer per webhook).
 MAX_EVENTS = 10_000
@@ -67,7 +66,7 @@ class WebhookReceiver:
         offered = str(request.path_params.get("token", "")).encode()
         if not hmac.compare_digest(offered, self.token.encode()):
             return edge.error(404, "not found", close=True)
-        body = await edge.read_body(request, limit=MAX_BODY, timeout=self.body_timeout)
+        body = await edge.read_body(request, limit=edge.MAX_BODY, timeout=self.body_timeout)
         if isinstance(body, JSONResponse):
             return body
         if self.secret is not None:

@@ -4,6 +4,7 @@ says how to fix it."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ CHANNEL = "C0SUPPORT"
 SMSTOOLS_SECRET = "smstools-secret-value"
 CONFIG = f"""
 destinations:
-  support: {{slack: {{channel: {CHANNEL}}}}}
+  support: {{slack: {{channel: {CHANNEL}}}, replies: true}}
   topics: {{telegram: {{chat_id: {FORUM}, topics: true}}}}
   replies: {{telegram: {{chat_id: {GROUP}}}}}
 default: [support, topics, replies]
@@ -64,6 +65,7 @@ def set_up(
         "SMSTOOLS_API_URL": smstools.api_url,
         "SMSTOOLS_CLIENT_ID": smstools.client_id,
         "SMSTOOLS_CLIENT_SECRET": smstools.client_secret,
+        "SLACK_SIGNING_SECRET": "slack-signing-secret-for-the-doctor",
         "BRIDGE_PUBLIC_URL": public_bridge,
     }
     for name, value in environment.items():
@@ -96,7 +98,7 @@ def test_a_healthy_set_up_passes_every_check(
         "ok      config: ",
         f"ok      slack support: channel #support ({CHANNEL}) exists and @bridge is a member",
         "ok      slack support: the token has the scopes the config needs "
-        "(chat:write, reactions:write)",
+        "(chat:write, channels:history, reactions:write, users:read)",
         'ok      telegram topics: Topics are on in "Support"',
         '@fake_bridge_bot is an admin of "Support" that can manage topics',
         'ok      telegram replies: @fake_bridge_bot is a member of "Support"',
@@ -200,18 +202,21 @@ def test_a_wrong_channel_id_says_where_to_find_the_right_one(
 def test_a_missing_scope_is_named_with_what_needs_it(
     set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
 ) -> None:
-    slack.set_scopes(["chat:write", "channels:read"])
+    slack.set_scopes(["chat:write", "channels:read", "channels:history", "users:read"])
     code, lines = doctor(capsys)
     (line,) = problems(lines)
     assert code == 1
-    assert "the token lacks reactions:write (to mark what customers read with 👀)" in line
+    assert (
+        "the token lacks reactions:write (to show each answer's status on the agent's message)"
+        in line
+    )
     assert "→ add reactions:write under OAuth & Permissions → Bot Token Scopes" in line
 
 
 def test_without_channels_read_the_channel_check_is_skipped_not_failed(
     set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
 ) -> None:
-    slack.set_scopes(["chat:write", "reactions:write"])
+    slack.set_scopes(["chat:write", "reactions:write", "channels:history", "users:read"])
     code, lines = doctor(capsys)
     assert code == 0
     assert any(
@@ -302,6 +307,8 @@ def test_refused_smstools_credentials_say_where_to_find_them(
 def test_smstools_credentials_half_set_are_a_problem_and_unset_are_skipped(
     set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Without replies the Smstools API is optional (answering needs it: a config problem).
+    Path(os.environ["BRIDGE_CONFIG"]).write_text(CONFIG.replace(", replies: true", ""))
     set_up.delenv("SMSTOOLS_CLIENT_SECRET")
     code, lines = doctor(capsys)
     (line,) = problems(lines)
@@ -334,15 +341,30 @@ def test_a_public_url_that_is_not_the_bridge_is_a_problem(
     assert code == 1 and "answered HTTP 404, not the bridge" in line
 
 
-def test_reactions_are_only_needed_where_customers_messages_go(tmp_path: Path) -> None:
+def test_answering_from_slack_needs_history_reactions_and_users_and_posting_only_chat_write(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "bridge.yaml"
     path.write_text(
         "destinations:\n"
+        "  answers: {slack: {channel: C0}, replies: true}\n"
         "  support: {slack: {channel: C1}}\n"
         "  oncall: {slack: {channel: C2}}\n"
-        "default: [support]\n"
+        "default: [answers, support]\n"
         "alerts: {to: [oncall]}\n"
     )
-    config = load(path, {"SLACK_BOT_TOKEN": "xoxb-test"})
-    assert list(needed_slack_scopes(config, "support")) == ["chat:write", "reactions:write"]
+    environ = {
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "signing",
+        "SMSTOOLS_CLIENT_ID": "id",
+        "SMSTOOLS_CLIENT_SECRET": "secret",
+    }
+    config = load(path, environ)
+    assert list(needed_slack_scopes(config, "answers")) == [
+        "chat:write",
+        "channels:history",
+        "reactions:write",
+        "users:read",
+    ]
+    assert list(needed_slack_scopes(config, "support")) == ["chat:write"]
     assert list(needed_slack_scopes(config, "oncall")) == ["chat:write"]

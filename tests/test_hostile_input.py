@@ -20,8 +20,8 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.chat.telegram import WORD_JOINER
 from bridge.chat.text import neutralise
 from bridge.config import load
+from bridge.edge import MAX_BODY
 from bridge.store.schema import events, outbox, webhook_requests
-from bridge.webhook import MAX_BODY
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.harness import TOKEN, RunningBridge, running_bridge

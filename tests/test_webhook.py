@@ -23,12 +23,13 @@ from starlette.routing import Route
 from bridge.app import WEBHOOK_PATH
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
+from bridge.edge import MAX_BODY
 from bridge.ingest import PROBLEMS_LISTED
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
-from bridge.webhook import MAX_BODY, MAX_EVENTS, WebhookReceiver
+from bridge.webhook import MAX_EVENTS, WebhookReceiver
 from testkit.processes import free_port
 from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge

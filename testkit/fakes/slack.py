@@ -46,6 +46,7 @@ DEFAULT_SCOPES = (
     "groups:read",
     "channels:history",
     "groups:history",
+    "users:read",
 )
 # The scope each method needs; a token without it gets `missing_scope`.
 _NEEDED_SCOPE = {
@@ -56,6 +57,7 @@ _NEEDED_SCOPE = {
     "conversations.info": "channels:read",
     "conversations.history": "channels:history",
     "conversations.replies": "channels:history",
+    "users.info": "users:read",
 }
 _PAGE = 200  # at most this many messages a history/replies page (Slack: up to 999)
 
