@@ -19,8 +19,7 @@ from bridge import phones, reports, routing
 from bridge.config import Config
 from bridge.jobs import ConversationKey, InboxJob
 from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
-from bridge.store import events as event_store
-from bridge.store import notify
+from bridge.store import intake, notify
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 
@@ -82,45 +81,43 @@ async def ingest_group(
     Events not understood are stored with the reason and reported, never dropped; a
     `webhook_id` seen before (or earlier in the group) counts as a duplicate and changes
     nothing. A body whose events are all duplicates is not stored again.
+
+    Inbox jobs need no database to plan, so those of the events before the group's first
+    report go in with the events, in one call (`store.intake`); a report's planning reads
+    the database, so it and everything after it are planned once the events are in.
     """
-    async with database.transaction() as connection:
-        request_ids = await event_store.record_requests(
-            connection, [(body.raw, body.received_at) for body in bodies]
-        )
-        parsed = [[parse_event(item) for item in body.items] for body in bodies]
-        stored = await event_store.add_events(
-            database,
-            connection,
-            [
-                event_store.NewEvent(
-                    request_id=request_id,
-                    webhook_id=event.webhook_id,
-                    webhook_type=event.webhook_type,
-                    status="unparsed" if isinstance(event, Unparsed) else "ok",
-                    problem=event.problem if isinstance(event, Unparsed) else None,
-                    payload=json.dumps(item, separators=(",", ":")),
-                    received_at=body.received_at,
-                )
-                for request_id, body, body_events in zip(request_ids, bodies, parsed, strict=True)
-                for item, event in zip(body.items, body_events, strict=True)
-            ],
-        )
-        planner = _Planner(database, connection, config, stored)
-        results = [
-            await planner.plan_body(body, body_events)
-            for body, body_events in zip(bodies, parsed, strict=True)
-        ]
-        await planner.flush()
-        await event_store.forget_requests(
-            connection,
-            [
-                request_id
-                for request_id, body, result in zip(request_ids, bodies, results, strict=True)
-                if body.items and result.duplicates == len(body.items)
-            ],
-        )
-        if planner.jobs:
-            await notify.announce(database, connection)
+    parsed = [[parse_event(item) for item in body.items] for body in bodies]
+    flat = [event for body_events in parsed for event in body_events]
+    inbox = [_route(config, event) if isinstance(event, InboxMessage) else None for event in flat]
+    cut = next(
+        (n for n, event in enumerate(flat) if isinstance(event, DeliveryReport | ReadReport)),
+        len(flat),
+    )
+    group = intake.Group(
+        [intake.NewBody(body.raw, body.received_at, len(body.items)) for body in bodies],
+        [
+            intake.NewEvent(
+                body=index,
+                webhook_id=event.webhook_id,
+                webhook_type=event.webhook_type,
+                status="unparsed" if isinstance(event, Unparsed) else "ok",
+                problem=event.problem if isinstance(event, Unparsed) else None,
+                payload=json.dumps(item, separators=(",", ":")),
+                received_at=body.received_at,
+            )
+            for index, (body, body_events) in enumerate(zip(bodies, parsed, strict=True))
+            for item, event in zip(body.items, body_events, strict=True)
+        ],
+        _early_jobs(bodies, parsed, inbox, cut),
+    )
+    if cut == len(flat):  # nothing left to plan: one call, in a transaction of its own
+        stored = await intake.write_alone(database, group)
+        results = await _Planner(database, None, config, stored, inbox, cut).plan(bodies, parsed)
+    else:
+        async with database.transaction() as connection:
+            stored = await intake.write(database, connection, group)
+            planner = _Planner(database, connection, config, stored, inbox, cut)
+            results = await planner.plan(bodies, parsed)
     for result in results:
         if result.problems or result.unrouted:
             log.warning(
@@ -133,28 +130,86 @@ async def ingest_group(
     return results
 
 
+_Route = tuple[tuple[str, ...], ConversationKey]  # an inbox message's destinations and lane
+
+
+def _route(config: Config, event: InboxMessage) -> _Route:
+    conversation = ConversationKey(
+        receiver=phones.key(event.message.receiver), sender=phones.key(event.message.sender)
+    )
+    return routing.destinations_for(event, config), conversation
+
+
+def _early_jobs(
+    bodies: Sequence[Body], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
+) -> list[intake.NewJob]:
+    """The inbox jobs of the events before `cut`, each event once, in arrival order."""
+    jobs: list[intake.NewJob] = []
+    seen: set[str] = set()
+    position = 0
+    for body, body_events in zip(bodies, parsed, strict=True):
+        for event in body_events:
+            route = inbox[position]
+            position += 1
+            if position > cut:
+                return jobs
+            if route is None or event.webhook_id in seen:
+                continue
+            seen.add(event.webhook_id)
+            destinations, conversation = route
+            jobs += [
+                intake.NewJob(
+                    event.webhook_id,
+                    destination,
+                    InboxJob(conversation=conversation),
+                    body.received_at,
+                )
+                for destination in destinations
+            ]
+    return jobs
+
+
 class _Planner:
-    """Plans the jobs of a group's new events in arrival order. Inbox jobs are gathered and
-    inserted together; they are flushed before a report plans its own, so job ids (the order
-    within a lane) follow the order events arrived in."""
+    """Counts a group's events and plans the jobs of its new ones in arrival order. Jobs of
+    the events before `cut` went in with the events; later inbox jobs are gathered and
+    inserted together, flushed before a report plans its own, so job ids (the order within a
+    lane) follow the order events arrived in."""
 
     def __init__(
         self,
         database: Database,
-        connection: AsyncConnection,
+        connection: AsyncConnection | None,  # None: every job went in with the events
         config: Config,
         stored: dict[str, int],
+        inbox: list[_Route | None],
+        cut: int,
     ) -> None:
         self.database, self.connection, self.config = database, connection, config
         self.unclaimed = dict(stored)  # new event ids not yet given to an item
+        self.inbox, self.cut = inbox, cut
+        self.position = 0  # of the next event in the group
         self.pending: list[outbox_store.NewJob] = []
         self.pending_at = 0.0
         self.jobs = 0
 
+    async def plan(self, bodies: Sequence[Body], parsed: list[list[Any]]) -> list[IngestResult]:
+        results = [
+            await self.plan_body(body, body_events)
+            for body, body_events in zip(bodies, parsed, strict=True)
+        ]
+        await self.flush()
+        if self.jobs and self.connection is not None:
+            await notify.announce(self.database, self.connection)
+        return results
+
+    def _connection(self) -> AsyncConnection:
+        assert self.connection is not None, "planning after the cut needs the transaction"
+        return self.connection
+
     async def flush(self) -> None:
         if self.pending:
             await outbox_store.enqueue_many(
-                self.database, self.connection, self.pending, self.pending_at
+                self.database, self._connection(), self.pending, self.pending_at
             )
             self.pending = []
 
@@ -162,6 +217,8 @@ class _Planner:
         result = IngestResult()
         now = body.received_at
         for index, event in enumerate(body_events):
+            position = self.position
+            self.position += 1
             if isinstance(event, Unparsed):
                 if (
                     event.webhook_id is not None
@@ -180,14 +237,14 @@ class _Planner:
                 continue
             result.accepted += 1
             result.outcomes.append((event.webhook_type, "accepted"))
-            if isinstance(event, InboxMessage):
-                destinations = routing.destinations_for(event, self.config)
+            route = self.inbox[position]
+            if route is not None:
+                destinations, conversation = route
                 if not destinations:
                     result.unrouted += 1
-                conversation = ConversationKey(
-                    receiver=phones.key(event.message.receiver),
-                    sender=phones.key(event.message.sender),
-                )
+                result.jobs += len(destinations)
+                if position < self.cut:  # in already, with the events
+                    continue
                 if self.pending and self.pending_at != now:
                     await self.flush()
                 self.pending_at = now
@@ -197,17 +254,16 @@ class _Planner:
                             event_id, destination, InboxJob(conversation=conversation)
                         )
                     )
-                result.jobs += len(destinations)
             elif isinstance(event, DeliveryReport):
                 await self.flush()
                 result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
-                    self.database, self.connection, self.config, event, event_id, now
+                    self.database, self._connection(), self.config, event, event_id, now
                 )
             elif isinstance(event, ReadReport):
                 await self.flush()
                 result.jobs += await reports.plan_read(
-                    self.database, self.connection, event, event_id, now
+                    self.database, self._connection(), event, event_id, now
                 )
         self.jobs += result.jobs
         return result

@@ -118,7 +118,9 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
     if not body.strip():
         return edge.error(400, "empty body: expected a JSON array of events")
     try:
-        document = _storable(json.loads(body, parse_int=_integer))
+        document = json.loads(body, parse_int=_integer)
+        if b"\\u" in body or b"\x00" in body:  # only an escape can make what needs scrubbing
+            document = _storable(document)
     except UnicodeDecodeError:
         return edge.error(400, "body is not valid UTF-8 JSON")
     except RecursionError:
@@ -143,7 +145,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def _storable(value: Any) -> Any:
     """Every string made storable text: NUL (refused by PostgreSQL TEXT) and lone surrogates
-    (JSON allows `\\ud800`, UTF-8 does not) become U+FFFD. The raw body keeps the original."""
+    (JSON allows `\\ud800`, UTF-8 does not) become U+FFFD. The raw body keeps the original.
+    Only a `\\u` escape can put either in a UTF-8 body (raw control characters are not JSON);
+    a UTF-16 or UTF-32 body (which `json.loads` also reads) has NUL bytes and is scrubbed."""
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, list):

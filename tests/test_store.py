@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
-from bridge.store import events, facts
+from bridge.store import facts, intake
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
 from bridge.store.db import Database
@@ -40,15 +40,15 @@ async def test_concurrent_migrations_take_turns(database_url: str) -> None:
     assert sorted(before for before, _ in results) == [0, LATEST, LATEST]
 
 
-def _new(request_id: int, webhook_id: str | None) -> events.NewEvent:
-    return events.NewEvent(request_id, webhook_id, "inbox_message", "ok", None, "{}", 1.0)
+def _new(webhook_id: str | None, body: int = 0) -> intake.NewEvent:
+    return intake.NewEvent(body, webhook_id, "inbox_message", "ok", None, "{}", 1.0)
 
 
 async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int]:
     async with database.transaction() as connection:
-        (request_id,) = await events.record_requests(connection, [(b"[]", 1.0)])
-        new = [_new(request_id, webhook_id) for webhook_id in webhook_ids]
-        return await events.add_events(database, connection, new)
+        body = intake.NewBody(b"[]", 1.0, len(webhook_ids))
+        new = [_new(webhook_id) for webhook_id in webhook_ids]
+        return await intake.write(database, connection, intake.Group([body], new, []))
 
 
 async def _count_events(database: Database) -> int:
@@ -280,15 +280,43 @@ async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: s
 NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revoked"}'
 
 
-async def test_a_groups_raw_bodies_get_their_ids_in_the_order_given(database: Database) -> None:
-    bodies = [(f"[{number}]".encode(), float(number)) for number in range(50)]
+async def test_each_event_of_a_group_points_at_its_own_raw_body(database: Database) -> None:
+    bodies = [intake.NewBody(f"[{number}]".encode(), float(number), 1) for number in range(50)]
+    new = [_new(f"wh_{number}", body=number) for number in range(50)]
     async with database.transaction() as connection:
-        ids = await events.record_requests(connection, bodies)
-        stored = dict(
-            (
-                await connection.execute(
-                    select(tables.webhook_requests.c.id, tables.webhook_requests.c.body)
-                )
-            ).all()
+        await intake.write(database, connection, intake.Group(bodies, new, []))
+        rows = await connection.execute(
+            select(tables.events.c.webhook_id, tables.webhook_requests.c.body).join(
+                tables.webhook_requests,
+                tables.webhook_requests.c.id == tables.events.c.request_id,
+            )
         )
-    assert [stored[request_id] for request_id in ids] == [body for body, _ in bodies]
+        stored = dict(rows.all())
+    assert stored == {f"wh_{number}": f"[{number}]".encode() for number in range(50)}
+
+
+async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
+    database: Database,
+) -> None:
+    """A resent event plans nothing again, a body of resends is not kept, and job ids (the
+    order within a lane) follow the order given."""
+    await _events(database, "wh_old")
+    conversation = ConversationKey(receiver="32460200000", sender="32470123456")
+    payload = InboxJob(conversation=conversation)
+    order = ["wh_3", "wh_old", "wh_1", "wh_2", "wh_1"]
+    bodies = [intake.NewBody(b"[new]", 2.0, 4), intake.NewBody(b"[resent]", 2.0, 1)]
+    new = [_new(webhook_id) for webhook_id in order[:4]] + [_new("wh_old", body=1)]
+    jobs = [intake.NewJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
+    async with database.transaction() as connection:
+        stored = await intake.write(database, connection, intake.Group(bodies, new, jobs))
+        planned = await connection.execute(
+            select(outbox.c.event_id, outbox.c.lane, outbox.c.created_at).order_by(outbox.c.id)
+        )
+        kept = await connection.execute(select(tables.webhook_requests.c.body))
+        assert planned.all() == [
+            (stored["wh_3"], "support|32460200000|32470123456", 2.0),
+            (stored["wh_1"], "support|32460200000|32470123456", 2.0),
+            (stored["wh_2"], "support|32460200000|32470123456", 2.0),
+        ]
+        assert sorted(kept.scalars()) == [b"[]", b"[new]"]
+    assert set(stored) == {"wh_1", "wh_2", "wh_3"}

@@ -346,3 +346,39 @@ async def test_a_locked_sqlite_database_is_503_then_stores_once_free(
     finally:
         holder.close()
     assert free.status_code == 200 and free.json()["accepted"] == 1
+
+
+def _inbox(webhook_id: str) -> list[dict[str, object]]:
+    (event,) = sample("inbox_message")
+    return [{**event, "webhook_id": webhook_id}]
+
+
+@pytest.mark.postgres
+async def test_connections_the_server_dropped_cost_at_most_one_503_and_nothing_is_lost(
+    postgres_url: str,
+) -> None:
+    """Connections are not pinged before use: one the server dropped fails its first use, and
+    that invalidates the pool. The webhook that found it is answered 503 (and sent again);
+    the ones after it are stored on fresh connections."""
+    async with running_bridge(postgres_url, CONFIG, console(), run_worker=False) as bridge:
+        assert (await bridge.post(_inbox("wh_before"))).status_code == 200
+        admin = Database(normalise_database_url(postgres_url))
+        try:
+            async with admin.transaction() as connection:
+                dropped = await connection.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                assert dropped.scalar_one() >= 1
+        finally:
+            await admin.close()
+        statuses = []
+        for _attempt in range(3):
+            statuses.append((await bridge.post(_inbox("wh_after"))).status_code)
+            if statuses[-1] == 200:
+                break
+        later = [(await bridge.post(_inbox(f"wh_later_{n}"))).status_code for n in range(3)]
+    assert statuses in ([200], [503, 200])
+    assert later == [200, 200, 200]
+    assert await count(postgres_url, events) == 5
+    assert await count(postgres_url, outbox) == 5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import Table, event
@@ -17,8 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bridge.retry import backoff
 
 # What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
-# lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout).
-UNAVAILABLE: tuple[type[Exception], ...] = (SQLAlchemyError, OSError, TimeoutError)
+# lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout, sqlite3's own
+# errors from work run on its thread with `on_sqlite_thread`).
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    sqlite3.DatabaseError,
+)
+T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for a connection or a lock before giving up
 
 
@@ -41,15 +48,22 @@ class Database:
             "hide_parameters": True,
         }
         if self.dialect == "postgresql":
+            # No pre-ping: on asyncpg it costs three round trips (BEGIN, `;`, ROLLBACK) on every
+            # checkout. A connection the server dropped fails its first use instead, and that
+            # error invalidates the whole pool (SQLAlchemy's disconnect handling): one webhook
+            # answered 503 (and sent again) or one claim retried per lost server.
             options.update(
                 pool_size=10,
                 max_overflow=5,
-                pool_pre_ping=True,
                 pool_timeout=timeout,
                 connect_args={**connect_args, "timeout": timeout},
             )
         else:
-            options.update(pool_size=1, max_overflow=0)
+            # One connection, so one writer. No rollback when it goes back to the pool: every
+            # use ends its own transaction (`transaction()` commits or rolls back; work run on
+            # the driver's thread commits or rolls back in the same call), and on aiosqlite the
+            # rollback would be one more trip to the driver's thread per transaction.
+            options.update(pool_size=1, max_overflow=0, pool_reset_on_return=None)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
@@ -58,6 +72,29 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as connection:
             yield connection
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection outside any transaction: each statement commits on its own (on
+        SQLite, the caller's work on the driver's thread begins and commits its own)."""
+        async with self.engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+
+    async def on_sqlite_thread(
+        self, connection: AsyncConnection, function: Callable[..., T], *args: Any
+    ) -> T:
+        """Run `function(sqlite3_connection, *args)` on the driver's own thread, inside the
+        transaction `connection` holds: one hop from the event loop for a whole unit of work,
+        where each statement through SQLAlchemy would be a hop of its own."""
+        assert self.dialect == "sqlite"
+        driver = (await connection.get_raw_connection()).driver_connection
+        # aiosqlite runs everything of a connection on one thread, through `_execute`; its
+        # public calls are one statement each. Pinned in constraints.txt; the tests of every
+        # webhook go through here.
+        result: T = await driver._execute(function, driver._conn, *args)  # type: ignore[union-attr]
+        return result
 
     def insert(self, table: Table) -> Any:
         """An INSERT that knows this dialect's ON CONFLICT (both dialects spell it alike)."""
