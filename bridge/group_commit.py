@@ -55,8 +55,9 @@ class GroupCommit:
         self._waiting.append(waiting)
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_all(), name="group-commit")
-        # Shielded: a client going away must not cancel the commit other requests share.
-        return await asyncio.shield(waiting.answer)
+        # A request cancelled here cancels only its own answer: the commit is a task of its
+        # own, shares nothing else with it, and still stores its body.
+        return await waiting.answer
 
     async def _commit_all(self) -> None:
         while self._waiting:

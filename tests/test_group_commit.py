@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.group_commit import GroupCommit
+from bridge.ingest import Body
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import events, outbox, webhook_requests
@@ -224,3 +225,24 @@ def test_a_webhook_is_answered_well_under_a_second_while_a_10000_event_body_is_s
     # Not a benchmark: it waits for at most the big body's commit (under 1 s on a quiet
     # machine; it was a 503 after 30 s before group commit). The margin allows a busy CI box.
     assert waited < 3.0
+
+
+async def test_a_request_that_goes_away_leaves_the_commit_it_shares_alone(
+    database: Database,
+) -> None:
+    commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
+    events = [inbox("32470000001", f"hi {n}", webhook_id=f"wh_gone_{n}") for n in range(3)]
+    submits = [
+        asyncio.create_task(commits.submit(Body(json.dumps([event]).encode(), [event], 1.0)))
+        for event in events
+    ]
+    await asyncio.sleep(0)  # all three wait for the commit the first one started
+    submits[1].cancel()
+    answered = await asyncio.gather(submits[0], submits[2])
+    assert [result.accepted for result in answered] == [1, 1]
+    assert submits[1].cancelled()
+    assert await stored_ids(database, [event["webhook_id"] for event in events]) == {
+        "wh_gone_0",
+        "wh_gone_1",
+        "wh_gone_2",
+    }  # the body of the request that went away was stored all the same
