@@ -16,7 +16,6 @@ from pathlib import Path
 
 import uvicorn
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import config as config_module
 from bridge import doctor, erasure, logs, phones, retention, telegram_webhook
@@ -33,7 +32,7 @@ from bridge.jobs import Job
 from bridge.settings import Settings, SettingsError
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import Database, describe_error
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import SchemaTooNew, migrate
 from bridge.worker import Worker
 
@@ -149,7 +148,7 @@ def _with_database(settings: Settings, command: Callable[[], int]) -> int:
         return command()
     except SchemaTooNew as error:
         print(f"smsbridge: {error}", file=sys.stderr)
-    except (OSError, SQLAlchemyError) as error:
+    except UNAVAILABLE as error:
         where = make_url(settings.database_url).render_as_string(hide_password=True)
         print(
             f"smsbridge: cannot use the database {where}: {describe_error(error)}", file=sys.stderr

@@ -19,7 +19,6 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 from telegram import Bot, Chat, ChatFullInfo, ChatMember, ChatMemberAdministrator
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
@@ -29,7 +28,7 @@ from bridge.config import Config, ConfigError, SlackTarget, TelegramTarget
 from bridge.errors import DeliveryError, Reason
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools_api import SmstoolsApi
-from bridge.store.db import Database, describe_error
+from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import LATEST, current_version
 
 TIMEOUT = 10.0  # seconds for each call to a service
@@ -111,7 +110,7 @@ async def check_database(settings: Settings) -> list[Finding]:
     except TimeoutError:
         fix = "check DATABASE_URL, and that the server runs and accepts this machine"
         return [problem("database", f"{where} did not answer within {TIMEOUT:g} s", fix)]
-    except (OSError, SQLAlchemyError) as error:
+    except UNAVAILABLE as error:
         fix = "check DATABASE_URL, and that the server runs and accepts this machine"
         return [problem("database", f"cannot use {where}: {describe_error(error)}", fix)]
     finally:

@@ -19,8 +19,6 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from bridge import moves, notices, retention
 from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
@@ -113,7 +111,7 @@ class Worker:
                 self._maybe_prune()
                 try:
                     claimed = await self._claim()
-                except (SQLAlchemyError, OSError) as error:
+                except UNAVAILABLE as error:
                     # The database is away (restart, lock held too long): keep trying, never
                     # leave the web process acknowledging webhooks nobody delivers.
                     wait = backoff(database_trouble, first=1.0, cap=30.0)
@@ -241,7 +239,7 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         try:
             await self._attempt(job)
-        except (SQLAlchemyError, OSError) as error:
+        except UNAVAILABLE as error:
             # Recording the outcome failed: the lease runs out and the job is tried again.
             log.error(
                 "job %d to %s: cannot record its outcome (%s); it will be tried again "

@@ -13,6 +13,7 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 from bridge.retry import backoff
 
@@ -143,7 +144,11 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # One trip to aiosqlite's thread; through SQLAlchemy's cursor it would be three (open,
+        # execute, close) for every transaction. Like SQLAlchemy's own aiosqlite adapter,
+        # this goes through aiosqlite's queue to its thread.
+        driver = connection.connection.driver_connection
+        await_(driver._execute(driver._conn.execute, "BEGIN IMMEDIATE"))
 
 
 def _switch_to_wal(cursor: Any) -> None:
