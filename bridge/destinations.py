@@ -11,6 +11,7 @@ from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
 from bridge.errors import DeliveryError, Permanent
+from bridge.pacing import spacing_for
 from bridge.settings import Settings
 from bridge.store import facts
 from bridge.store.db import Database
@@ -29,6 +30,7 @@ def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]
                 token=settings.environ[target.token_env].strip(),
                 channel=target.channel,
                 base_url=settings.slack_api_url,
+                spacing=spacing_for(destination.max_rate),
             )
         elif isinstance(target, TelegramTarget):
             adapters[name] = TelegramAdapter(
@@ -37,6 +39,7 @@ def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]
                 chat_id=target.chat_id,
                 topics=target.topics,
                 api_url=settings.telegram_api_url,
+                spacing=spacing_for(destination.max_rate),
             )
         else:
             adapters[name] = ConsoleAdapter(name)

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.spacing import Spacing
 from bridge.store import pace as pace_store
 from bridge.store.db import Database
 from bridge.store.pace import Bucket
@@ -23,9 +24,10 @@ _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Documented platform limits (shared/reference): Slack about 1 post/s per channel;
 # Telegram 1/s per private chat and 20/min per group. Paced at those rates, less only the
-# 5 % it takes for network jitter: two posts granted 1.0 s apart can arrive 0.99 s apart.
-SLACK_DEFAULT = 1 / 1.05
-TELEGRAM_PRIVATE_DEFAULT = 1 / 1.05
+# 2 % it takes for jitter on the way: posts leave a process at least this far apart
+# (`Spacing`), but two sent 1.0 s apart can still arrive 0.99 s apart.
+SLACK_DEFAULT = 1 / 1.02
+TELEGRAM_PRIVATE_DEFAULT = 1 / 1.02
 TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
 BURST = 3.0  # at most, and only where the rate allows several posts a second
 
@@ -104,3 +106,11 @@ class Pacer:
     ) -> None:
         """No token for `destination` before `until`, for every worker (429 Retry-After)."""
         await pace_store.pause(self._database, connection, destination, until=until, now=now)
+
+
+def spacing_for(rate: float | None) -> Spacing | None:
+    """The gate for a destination paced with no burst (Slack channels, Telegram chats); None
+    where bursts are allowed or there is no rate."""
+    if rate is None or burst_for(rate) > 1:
+        return None
+    return Spacing(1 / rate)

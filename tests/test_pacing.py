@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import bisect
+import itertools
 import math
+import time
 
 import pytest
 
-from bridge.pacing import TELEGRAM_GROUP_DEFAULT, Pacer, parse_rate
+from bridge.pacing import TELEGRAM_GROUP_DEFAULT, Pacer, parse_rate, spacing_for
+from bridge.spacing import Spacing
 from bridge.store.db import Database
 
 
@@ -151,3 +155,40 @@ async def test_a_pause_holds_the_destination_back_for_every_pacer_and_outlives_t
     assert waiting == {"slack": 30.0, "console": 30.0}
     assert not await take(restarted, database, "slack", 29.0)
     assert await take(restarted, database, "slack", 30.0)
+
+
+async def test_posts_granted_together_leave_one_interval_apart() -> None:
+    """Tokens granted at the claim can reach the adapter close together: the gate spaces them
+    where they leave, in the order they asked."""
+    spacing = Spacing(0.05)
+    left: list[tuple[int, float]] = []
+
+    async def post(number: int) -> None:
+        await spacing.wait()
+        left.append((number, time.monotonic()))
+
+    await asyncio.gather(*(post(number) for number in range(4)))
+    assert [number for number, _ in left] == [0, 1, 2, 3]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(left)]
+    assert min(gaps) >= 0.05 - 0.005  # the loop's timers may fire a clock tick early
+
+
+async def test_a_post_after_a_quiet_spell_leaves_at_once() -> None:
+    ticks = iter([10.0, 10.2, 20.0])
+    spacing = Spacing(1.0, clock=lambda: next(ticks))
+    await spacing.wait()  # at 10.0
+    started = time.monotonic()
+    await spacing.wait()  # at 10.2: waits 0.8 s on the loop
+    assert time.monotonic() - started >= 0.8 - 0.005
+    started = time.monotonic()
+    await spacing.wait()  # at 20.0, long after 11.0: no wait
+    assert time.monotonic() - started < 0.5
+
+
+def test_only_destinations_paced_without_burst_get_a_gate() -> None:
+    slack = spacing_for(parse_rate("1/s"))
+    group = spacing_for(TELEGRAM_GROUP_DEFAULT)
+    assert slack is not None and slack.interval == 1.0
+    assert group is not None and group.interval == pytest.approx(60 / 19)
+    assert spacing_for(parse_rate("5/s")) is None  # bursts allowed: the bucket alone
+    assert spacing_for(None) is None

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bridge.errors import Permanent, Reason, Retryable
+from bridge.spacing import Spacing
 
 from . import slack_text
 from .base import ORIGIN, MessageGone, Origin, Part, Post, Sent, Tone
@@ -154,9 +155,11 @@ class SlackAdapter:
         channel: str,
         base_url: str = "https://slack.com/api/",
         timeout: float = 10.0,
+        spacing: Spacing | None = None,
     ) -> None:
         self.name = name
         self.channel = channel
+        self._spacing = spacing  # chat.postMessage's pace per channel (pacing.Spacing)
         self._timeout = timeout
         # No SDK retry handlers: a retry belongs to the durable outbox, which survives restarts.
         self._client = AsyncWebClient(
@@ -289,6 +292,8 @@ class SlackAdapter:
         """chat.postMessage under `thread` (a parent `ts`); link unfurling off."""
         author = part.extra.get("author")
         customer = isinstance(author, str) and bool(self.customize)
+        if self._spacing is not None:
+            await self._spacing.wait()
         response = await self._call(
             self._client.chat_postMessage(
                 channel=self.channel,

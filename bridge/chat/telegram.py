@@ -33,6 +33,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.spacing import Spacing
 
 from .base import (
     ChatMoved,
@@ -153,10 +154,12 @@ class TelegramAdapter:
         topics: bool,
         api_url: str = "https://api.telegram.org",
         timeout: float = 10.0,
+        spacing: Spacing | None = None,
     ) -> None:
         self.name = name
         self.chat_id = chat_id
         self.topics = topics
+        self._spacing = spacing  # sendMessage's pace per chat (pacing.Spacing)
         self._where = f"telegram destination '{name}' (chat {chat_id})"
         self._moved_from: set[int] = set()  # earlier ids of the chat (groups before upgrade)
         request = _Request(
@@ -267,6 +270,8 @@ class TelegramAdapter:
             raise ThreadClosed(Reason.FORBIDDEN, f"{detail} ({reason})") from None
 
     async def _send_message(self, part: Part, thread: str | None) -> Any:
+        if self._spacing is not None:
+            await self._spacing.wait()
         return await self._call(
             self._bot.send_message(
                 chat_id=self.chat_id,

@@ -1,0 +1,29 @@
+"""The last step of pacing, where a post leaves: a gate per destination, used by adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class Spacing:
+    """Posts of this process to one destination leave at least `interval` apart.
+
+    The shared bucket grants a destination's tokens at its rate when jobs are claimed; the time
+    from the claim to the request leaving varies (the job's own transactions, a busy event
+    loop), so two posts granted 1.0 s apart can leave 0.9 s apart, and a platform that allows
+    no burst answers the second with 429. The adapter waits here right before it posts, so the
+    spacing holds where the platform measures it.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self._clock = interval, clock
+        self._next = 0.0  # when the next post may leave
+
+    async def wait(self) -> None:
+        now = self._clock()
+        leaves = max(now, self._next)
+        self._next = leaves + self.interval  # taken before sleeping: concurrent posts queue
+        if leaves > now:
+            await asyncio.sleep(leaves - now)
