@@ -7,7 +7,9 @@ locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for th
 every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
 `synchronous=FULL`) this turns one fsync per webhook into one fsync per group, and it is the
 only webhook writer: the worker's short transactions wait for the connection in the pool's
-queue between groups.
+queue between groups. On PostgreSQL a second group commits beside the first (its round trip
+and the server's commit overlap the next requests' parsing), except where the two share a
+conversation: then the later one waits, so a conversation's jobs keep their arrival order.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge import phones
 from bridge.config import Config
 from bridge.ingest import Body, IngestResult, ingest_group
 from bridge.store.db import UNAVAILABLE, Database
 
 GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fits alone)
+# Groups committing at once. SQLite has one writer. On PostgreSQL a second group is written
+# while the first waits for its round trip and commit, unless they share a conversation.
+IN_FLIGHT = {"sqlite": 1, "postgresql": 2}
+_EVERY = "*"  # a body whose planning reads the database (reports) waits for every other
 
 
 class NotStored(Exception):
@@ -31,6 +38,7 @@ class NotStored(Exception):
 class _Waiting:
     body: Body
     answer: asyncio.Future[IngestResult]
+    conversations: frozenset[str]  # it plans jobs in these lanes (or _EVERY)
 
 
 class GroupCommit:
@@ -44,48 +52,88 @@ class GroupCommit:
         """`on_unavailable(error, bodies)`: called once per group the database could not take."""
         self.database, self.config, self.group_events = database, config, group_events
         self.on_unavailable = on_unavailable
+        self.in_flight = IN_FLIGHT[database.dialect]
         self._waiting: list[_Waiting] = []
-        self._committing: asyncio.Task[None] | None = None
+        self._committing: dict[asyncio.Task[None], frozenset[str]] = {}
         self.groups = 0  # transactions committed (or tried): fewer than requests under load
 
     async def submit(self, body: Body) -> IngestResult:
         """Store `body` with whatever else is waiting; return once it is committed. Raises
         `NotStored` when the database could not take its group."""
-        waiting = _Waiting(body, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiting)
-        if self._committing is None or self._committing.done():
-            self._committing = asyncio.create_task(self._commit_all(), name="group-commit")
+        answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(body, answer, _conversations(body)))
+        self._start()
         # A request cancelled here cancels only its own answer: the commit is a task of its
         # own, shares nothing else with it, and still stores its body.
-        return await waiting.answer
+        return await answer
 
-    async def _commit_all(self) -> None:
-        while self._waiting:
-            group = self._next_group()
-            self.groups += 1
-            try:
-                results = await ingest_group(
-                    self.database, self.config, [waiting.body for waiting in group]
-                )
-            except UNAVAILABLE as error:  # one log line for the group; each request a 503
-                self.on_unavailable(error, len(group))
-                for waiting in group:
-                    if not waiting.answer.done():
-                        waiting.answer.set_exception(NotStored())
-                continue
-            except Exception as error:  # a bug: every request of the group hears it
-                for waiting in group:
-                    if not waiting.answer.done():
-                        waiting.answer.set_exception(error)
-                continue
-            for waiting, result in zip(group, results, strict=True):
-                if not waiting.answer.done():
-                    waiting.answer.set_result(result)
+    def _start(self) -> None:
+        """Start groups from the waiting bodies, in arrival order, while fewer than
+        `in_flight` commit. A body waits while a group with one of its conversations commits,
+        so a conversation's jobs are committed (and delivered) in the order they arrived."""
+        while self._waiting and len(self._committing) < self.in_flight:
+            busy = frozenset().union(*self._committing.values())
+            group = self._next_group(busy)
+            if not group:
+                return
+            task = asyncio.create_task(self._commit(group), name="group-commit")
+            self._committing[task] = frozenset().union(*(w.conversations for w in group))
+            task.add_done_callback(self._committed)
 
-    def _next_group(self) -> list[_Waiting]:
-        group = [self._waiting.pop(0)]
-        events = len(group[0].body.items)
-        while self._waiting and events + len(self._waiting[0].body.items) <= self.group_events:
-            events += len(self._waiting[0].body.items)
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        del self._committing[task]
+        self._start()
+
+    def _next_group(self, busy: frozenset[str]) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        events = 0
+        while self._waiting and not _overlap(self._waiting[0].conversations, busy):
+            size = len(self._waiting[0].body.items)
+            if group and events + size > self.group_events:
+                break
+            events += size
             group.append(self._waiting.pop(0))
         return group
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        self.groups += 1
+        try:
+            results = await ingest_group(
+                self.database, self.config, [waiting.body for waiting in group]
+            )
+        except UNAVAILABLE as error:  # one log line for the group; each request a 503
+            self.on_unavailable(error, len(group))
+            for waiting in group:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(NotStored())
+            return
+        except Exception as error:  # a bug: every request of the group hears it
+            for waiting in group:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(error)
+            return
+        for waiting, result in zip(group, results, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(result)
+
+
+def _overlap(conversations: frozenset[str], busy: frozenset[str]) -> bool:
+    if not busy or not conversations:
+        return False
+    return _EVERY in busy or _EVERY in conversations or not conversations.isdisjoint(busy)
+
+
+def _conversations(body: Body) -> frozenset[str]:
+    """The lanes a body's jobs may join: each inbox message's (receiver, sender); every lane
+    for reports, whose planning reads and writes what other conversations share."""
+    found = set()
+    for item in body.items:
+        kind = item.get("webhook_type") if isinstance(item, dict) else None
+        if kind in ("delivery_report", "read_report"):
+            return frozenset({_EVERY})
+        message = item.get("message") if kind == "inbox_message" else None
+        if isinstance(message, dict):
+            receiver, sender = message.get("receiver"), message.get("sender")
+            if isinstance(receiver, str) and isinstance(sender, str):
+                found.add(f"{phones.key(receiver)}|{phones.key(sender)}")
+    return frozenset(found)

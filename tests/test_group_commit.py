@@ -18,13 +18,14 @@ from sqlalchemy import func, select
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.group_commit import GroupCommit
+from bridge.group_commit import IN_FLIGHT, GroupCommit, _conversations, _overlap
 from bridge.ingest import Body
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_EVENTS
 from testkit.processes import BridgeProcess
+from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge
 from tests.pipeline_fixtures import inbox
 
@@ -246,3 +247,23 @@ async def test_a_request_that_goes_away_leaves_the_commit_it_shares_alone(
         "wh_gone_1",
         "wh_gone_2",
     }  # the body of the request that went away was stored all the same
+
+
+def _body(*items: dict[str, Any]) -> Body:
+    return Body(json.dumps(list(items)).encode(), list(items), 1.0)
+
+
+def test_only_bodies_of_other_conversations_commit_beside_a_group() -> None:
+    """On PostgreSQL two groups may commit at once; a conversation's jobs are never in both,
+    so they commit, and are delivered, in the order they arrived."""
+    first = _conversations(_body(inbox("32470000001", "a"), inbox("32470000002", "b")))
+    same_customer = _conversations(_body(inbox("+32 470 00 00 01", "c")))
+    other_customer = _conversations(_body(inbox("32470000003", "d")))
+    report = _conversations(_body(*sample("delivery_report_failed")))
+    not_understood = _conversations(_body({"webhook_type": "inbox_message"}))
+    assert _overlap(same_customer, first)
+    assert not _overlap(other_customer, first)
+    assert _overlap(report, other_customer) and _overlap(other_customer, report)
+    assert not _overlap(not_understood, first)  # plans no job
+    assert not _overlap(report, frozenset())  # nothing committing: a report goes at once
+    assert IN_FLIGHT == {"sqlite": 1, "postgresql": 2}
