@@ -23,8 +23,8 @@ from bridge.jobs import (
     CreditJob,
     Delivery,
     FailureNoteJob,
+    Follower,
     InboxJob,
-    Job,
     Kind,
     NoticeJob,
     ReadJob,
@@ -64,7 +64,7 @@ async def deliver_inbox(delivery: Delivery) -> None:
     await _post_inbox(delivery, conversation, opens_thread)
 
 
-async def deliver_inbox_combined(delivery: Delivery) -> tuple[Job, ...]:
+async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
     """The head's message and as many of its followers as one chat message can show, posted
     as one (`combining`); returns the followers it showed. The others are left for the
     caller to hand back: they go out with the next post. A head that cannot share a post
@@ -136,7 +136,7 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Job, ...]:
             "outcome": "delivered",
         },
     )
-    return tuple(f.job for f in followers)
+    return followers
 
 
 async def _conversation(delivery: Delivery) -> tuple[Conversation, bool]:

@@ -230,8 +230,9 @@ class Worker:
     async def _claim_followers(
         self, connection: AsyncConnection, heads: list[Job], now: float
     ) -> dict[int, list[Job]]:
-        """For inbox heads whose destination is behind (no token left now that they took
-        theirs) and combines, the inbox jobs waiting right behind each in its lane."""
+        """The inbox jobs waiting right behind each inbox head in its lane, claimed with it,
+        where the head's destination combines and is behind: no token left now that the
+        head took its own."""
         inbox = [
             job
             for job in heads
@@ -376,8 +377,7 @@ class Worker:
         )
         shown: tuple[Follower, ...] = ()
         if delivery.followers:
-            showing = {f.id for f in await deliver_inbox_combined(delivery)}
-            shown = tuple(f for f in delivery.followers if f.job.id in showing)
+            shown = await deliver_inbox_combined(delivery)
         else:
             await handler(delivery)
         await self._hand_back(job, {f.job.id for f in shown})
