@@ -3,7 +3,9 @@
 Claiming takes only the oldest pending job of each lane (a conversation), so a lane is
 delivered strictly in order while other lanes proceed. A claim is a lease (`locked_until`):
 a worker that dies loses its jobs to another once the lease runs out. On PostgreSQL,
-`FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job.
+`FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job. The worker that holds
+a head may also lease the jobs right behind it (`claim_followers`), to show them in the
+same post; nobody else can claim those while the head is pending.
 """
 
 from __future__ import annotations
