@@ -78,6 +78,7 @@ class DestinationSpec(_Strict):
     console: ConsoleTarget | None = None
     replies: bool | RepliesSpec = False
     max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
+    combine: bool = True
 
 
 class MatchSpec(_Strict):
@@ -200,14 +201,17 @@ class Destination:
     target: SlackTarget | TelegramTarget | ConsoleTarget
     max_rate: float | None = None  # posts per second; None: unlimited
     replies: Replies | None = None  # None: one-way
+    # When it is behind, a conversation's waiting messages go out as one post (`combining`).
+    combine: bool = True
 
     def describe(self) -> str:
+        separately = ", one post per message even when behind" if not self.combine else ""
         if isinstance(self.target, SlackTarget):
-            return f"slack channel {self.target.channel}"
+            return f"slack channel {self.target.channel}{separately}"
         if isinstance(self.target, TelegramTarget):
             topics = ", one forum topic per conversation" if self.target.topics else ""
-            return f"telegram chat {self.target.chat_id}{topics}"
-        return "console (stdout)"
+            return f"telegram chat {self.target.chat_id}{topics}{separately}"
+        return f"console (stdout){separately}"
 
 
 @dataclass(frozen=True)
@@ -400,6 +404,7 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
             target,
             max_rate,
             replies[0],
+            destination.combine,
         )
 
     def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:

@@ -9,13 +9,13 @@ bookkeeping; what to post is `render`'s, where in the conversation is `threads`'
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from bridge import alerts, phones, render, replies, threads
+from bridge import alerts, combining, phones, render, replies, threads
 from bridge.alerts import Action
-from bridge.chat.base import MessageGone, Post, Sent
+from bridge.chat.base import MessageGone, Part, Post, Sent
 from bridge.config import AlertRoute
 from bridge.errors import Permanent, Reason
 from bridge.jobs import (
@@ -23,6 +23,7 @@ from bridge.jobs import (
     CreditJob,
     Delivery,
     FailureNoteJob,
+    Follower,
     InboxJob,
     Kind,
     NoticeJob,
@@ -35,6 +36,7 @@ from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
 from bridge.store.alerts import Group, Notice
+from bridge.store.conversations import Conversation
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,91 @@ def _event(delivery: Delivery, kind: type[E]) -> E:
 
 async def deliver_inbox(delivery: Delivery) -> None:
     """A customer message into its conversation's thread."""
+    conversation, opens_thread = await _conversation(delivery)
+    await _post_inbox(delivery, conversation, opens_thread)
+
+
+async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
+    """The head's message and as many of its followers as one chat message can show, posted
+    as one (`combining`); returns the followers it showed. The others are left for the
+    caller to hand back: they go out with the next post. A head that cannot share a post
+    (too long, or partly posted before) is posted alone, in as many parts as it needs."""
     event = _event(delivery, InboxMessage)
+    job, config, adapter = delivery.job, delivery.config, delivery.adapter
+    conversation, opens_thread = await _conversation(delivery)
+    async with delivery.database.transaction() as connection:
+        started = await conversations_store.with_parts_sent(connection, [job.id])
+    events = [event, *(follower.event for follower in delivery.followers)]
+    received = [delivery.received_at, *(f.received_at for f in delivery.followers)]
+    count = 1 if started else combining.one_conversation(received, config.idle_after)
+
+    def fits(messages: int) -> bool:
+        post = render.combined_post(events[:messages], config, opens_thread=opens_thread)
+        return len(adapter.render(post)) == 1
+
+    count = combining.most_that_fit(count, fits)
+    if count == 1:
+        await _post_inbox(delivery, conversation, opens_thread)
+        return ()
+    followers = delivery.followers[: count - 1]
+    by_job = {job.id: event, **{f.job.id: f.event for f in followers}}
+    shown = [
+        threads.Shown(job.id, event.message.id or None, _replied_to(event), delivery.received_at),
+        *(
+            threads.Shown(f.job.id, f.event.message.id or None, _replied_to(f.event), f.received_at)
+            for f in followers
+        ),
+    ]
+
+    def render_part(messages: Sequence[threads.Shown], untouched: bool) -> Part:
+        post = render.combined_post(
+            [by_job[message.outbox_id] for message in messages],
+            config,
+            opens_thread=opens_thread and untouched,
+        )
+        parts = adapter.render(post)
+        if len(parts) != 1:  # fewer messages than fitted never take more room
+            raise RuntimeError(f"{len(messages)} combined messages no longer fit one post")
+        return parts[0]
+
+    unsure = job.unsure or any(f.job.unsure for f in followers)
+    message = event.message
+    await threads.post_combined(
+        delivery.database,
+        adapter,
+        conversation,
+        shown,
+        render_part,
+        title=render.thread_title(message.sender, message.receiver, message.type, config),
+        now=delivery.now(),
+        unsure_since=job.created_at - 60 if unsure else None,
+    )
+    for shown_event in events[:count]:
+        await _opt_out_on_stop(delivery, shown_event)
     key = _payload(delivery, InboxJob).conversation
-    job = delivery.job
+    log.info(
+        "delivered %d inbox messages from %s to %s as one post (jobs %s)",
+        count,
+        phones.mask(key.sender),
+        job.destination,
+        ", ".join(str(job_id) for job_id in by_job),
+        extra={
+            "event_id": job.event_id,
+            "webhook_type": "inbox_message",
+            "destination": job.destination,
+            "job_id": job.id,
+            "outcome": "delivered",
+        },
+    )
+    return followers
+
+
+async def _conversation(delivery: Delivery) -> tuple[Conversation, bool]:
+    """The conversation the job's message belongs to, and whether it opens its thread."""
+    key = _payload(delivery, InboxJob).conversation
     conversation = await threads.current_conversation(
         delivery.database,
-        job.destination,
+        delivery.job.destination,
         key.receiver,
         key.sender,
         at=delivery.received_at,
@@ -71,8 +152,21 @@ async def deliver_inbox(delivery: Delivery) -> None:
     )
     async with delivery.database.transaction() as connection:
         opens_thread = not await conversations_store.posted_before(
-            connection, conversation.id, job.id
+            connection, conversation.id, delivery.job.id
         )
+    return conversation, opens_thread
+
+
+def _replied_to(event: InboxMessage) -> str | None:
+    """The gateway message a customer's message answers, if any."""
+    return (event.isreply.orig_messageid or None) if event.isreply else None
+
+
+async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thread: bool) -> None:
+    """The job's message alone, in as many parts as it needs."""
+    event = _event(delivery, InboxMessage)
+    key = _payload(delivery, InboxJob).conversation
+    job = delivery.job
     post = render.inbox_post(event, delivery.config, opens_thread=opens_thread)
     message = event.message
     await threads.post_in_thread(
@@ -83,19 +177,12 @@ async def deliver_inbox(delivery: Delivery) -> None:
         title=render.thread_title(message.sender, message.receiver, message.type, delivery.config),
         outbox_id=job.id,
         gateway_messageid=message.id or None,
-        replied_to=(event.isreply.orig_messageid or None) if event.isreply else None,
+        replied_to=_replied_to(event),
         at=delivery.received_at,
         now=delivery.now(),
         unsure_since=job.unsure_since,
     )
-    destination = delivery.config.destinations.get(job.destination)
-    if destination is not None and destination.replies is not None:
-        # In the conversation's lane: every answer planned after this message sees the STOP.
-        if event.message.content.strip().upper() in destination.replies.stop_words:
-            async with delivery.database.transaction() as connection:
-                await replies_store.opt_out(
-                    delivery.database, connection, key.receiver, key.sender, delivery.now()
-                )
+    await _opt_out_on_stop(delivery, event)
     log.info(
         "delivered inbox message from %s to %s (job %d)",
         phones.mask(key.sender),
@@ -109,6 +196,19 @@ async def deliver_inbox(delivery: Delivery) -> None:
             "outcome": "delivered",
         },
     )
+
+
+async def _opt_out_on_stop(delivery: Delivery, event: InboxMessage) -> None:
+    """A customer message that is only a stop word stops answers to that customer."""
+    key = _payload(delivery, InboxJob).conversation
+    destination = delivery.config.destinations.get(delivery.job.destination)
+    if destination is not None and destination.replies is not None:
+        # In the conversation's lane: every answer planned after this message sees the STOP.
+        if event.message.content.strip().upper() in destination.replies.stop_words:
+            async with delivery.database.transaction() as connection:
+                await replies_store.opt_out(
+                    delivery.database, connection, key.receiver, key.sender, delivery.now()
+                )
 
 
 async def deliver_failure_note(delivery: Delivery) -> None:

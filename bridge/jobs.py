@@ -201,8 +201,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Follower:
+    """An inbox job queued right behind the head of its lane, claimed with it to be shown in
+    the same chat message (`combining`)."""
+
+    job: Job
+    event: InboxMessage
+    received_at: float
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """Everything a handler may use for one job."""
+    """Everything a handler may use for one job (and, for a combined post, its followers)."""
 
     database: Database
     config: Config
@@ -214,3 +224,5 @@ class Delivery:
     smstools: SmstoolsApi | None = None  # the send API, for replies; None: not configured
     # Called with (destination, "sent" | "refused") once per reply that got there (metrics).
     count_reply: Callable[[str, str], None] | None = None
+    # Inbox jobs of the same lane, in order, that one post may show with this one.
+    followers: tuple[Follower, ...] = ()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -87,6 +89,17 @@ def inbox_post(event: InboxMessage, config: Config, *, opens_thread: bool = True
         quote=quote,
         author=author,
     )
+
+
+def combined_post(
+    events: Sequence[InboxMessage], config: Config, *, opens_thread: bool = True
+) -> Post:
+    """A conversation's waiting messages as one post, in the order given: the first as
+    `inbox_post` shows it, each later one under its own short time line (`SMS · 09:14`)."""
+    first, *later = events
+    post = inbox_post(first, config, opens_thread=opens_thread)
+    more = tuple(inbox_post(event, config, opens_thread=False) for event in later)
+    return replace(post, more=more)
 
 
 def read_post(report: ReadReport) -> Post:

@@ -7,11 +7,11 @@ Telegram forum topic first, where configured); later messages go under it. After
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from bridge import render
-from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, ThreadClosed, ThreadGone
+from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
 from bridge.store import conversations as store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
@@ -71,20 +71,9 @@ async def post_in_thread(
             found = None
             if unsure_since is not None:
                 found = await adapter.find_posted(origin, conversation.thread, unsure_since)
-            sent = found or await adapter.send(part, conversation.thread)
+            sent = found.sent if found else await adapter.send(part, conversation.thread)
         except ThreadGone as gone:
-            async with database.transaction() as connection:
-                conversation = await store.start(
-                    connection,
-                    conversation.destination,
-                    conversation.receiver,
-                    conversation.sender,
-                    at,
-                )
-            conversation = await _ensure_thread(database, adapter, conversation, title)
-            if isinstance(gone, ThreadClosed):
-                for note in adapter.render(render.thread_closed_post()):
-                    await adapter.send(note, conversation.thread)
+            conversation = await _elsewhere(database, adapter, conversation, gone, title, at)
             sent = await adapter.send(part, conversation.thread)
         async with database.transaction() as connection:
             if conversation.thread is None or conversation.chat is None:
@@ -105,6 +94,132 @@ async def post_in_thread(
                 now,
             )
             await store.touch(connection, conversation.id, at)
+    return conversation
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A message a combined post shows: its outbox job and what its chat message records."""
+
+    outbox_id: int
+    gateway_messageid: str | None
+    replied_to: str | None
+    at: float  # when the message was received: keeps the conversation alive
+
+
+async def post_combined(
+    database: Database,
+    adapter: ChatAdapter,
+    conversation: Conversation,
+    shown: Sequence[Shown],
+    render_part: Callable[[Sequence[Shown], bool], Part],
+    *,
+    title: str,
+    now: float,
+    unsure_since: float | None = None,
+) -> Conversation:
+    """Post several messages of the conversation as one chat message, recording each of
+    them against it (`ChatMessage` of part 0 per job), so reports, read lines and replies
+    find it as they find a message posted alone.
+
+    `render_part(messages, untouched)` makes the one part that shows `messages`; `untouched`
+    is False once some of the messages were found posted (the rest then opens no thread).
+    `unsure_since`: an earlier attempt may have posted some of them without recording it
+    (a worker killed mid-post, a timeout); posts showing them are looked for first, and what
+    they show is recorded instead of posted again. Only what no post shows yet is posted.
+    """
+    async with database.transaction() as connection:
+        done = await store.with_parts_sent(connection, [entry.outbox_id for entry in shown])
+    remaining = [entry for entry in shown if entry.outbox_id not in done]
+    untouched = not done
+    while remaining and unsure_since is not None:
+        wanted = _origin(remaining)
+        try:
+            conversation = await _ensure_thread(database, adapter, conversation, title)
+            found = await adapter.find_posted(wanted, conversation.thread, unsure_since)
+        except ThreadGone:
+            break  # the thread is gone, and with it whatever was posted in it
+        if found is None:
+            break
+        matched = [entry for entry in remaining if entry.outbox_id in found.origin.jobs]
+        if not matched:
+            break
+        conversation = await _record(database, conversation, found.sent, matched, now)
+        remaining = [entry for entry in remaining if entry not in matched]
+        untouched = False
+    if not remaining:
+        return conversation
+    part = render_part(remaining, untouched)
+    part = Part(part.text, {**part.extra, ORIGIN: _origin(remaining)})
+    try:
+        conversation = await _ensure_thread(database, adapter, conversation, title)
+        sent = await adapter.send(part, conversation.thread)
+    except ThreadGone as gone:
+        conversation = await _elsewhere(
+            database, adapter, conversation, gone, title, remaining[0].at
+        )
+        sent = await adapter.send(part, conversation.thread)
+    return await _record(database, conversation, sent, remaining, now)
+
+
+def _origin(shown: Sequence[Shown]) -> Origin:
+    first, *later = shown
+    return Origin(first.outbox_id, 0, tuple(entry.outbox_id for entry in later))
+
+
+async def _record(
+    database: Database,
+    conversation: Conversation,
+    sent: Sent,
+    shown: Sequence[Shown],
+    now: float,
+) -> Conversation:
+    """One chat message shows these messages: record it for each, in one transaction."""
+    async with database.transaction() as connection:
+        if conversation.thread is None or conversation.chat is None:
+            await store.set_thread(connection, conversation.id, sent.thread, sent.chat)
+            conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
+        for entry in shown:
+            await store.record_message(
+                connection,
+                ChatMessage(
+                    destination=conversation.destination,
+                    chat=sent.chat,
+                    message=sent.message,
+                    conversation_id=conversation.id,
+                    outbox_id=entry.outbox_id,
+                    part=0,
+                    gateway_messageid=entry.gateway_messageid,
+                    replied_to=entry.replied_to,
+                ),
+                now,
+            )
+        await store.touch(connection, conversation.id, max(entry.at for entry in shown))
+    return conversation
+
+
+async def _elsewhere(
+    database: Database,
+    adapter: ChatAdapter,
+    conversation: Conversation,
+    gone: ThreadGone,
+    title: str,
+    at: float,
+) -> Conversation:
+    """The conversation's thread is gone (a deleted topic) or closed for good: a new
+    conversation with a new thread, whose first words say why when the old one was closed."""
+    async with database.transaction() as connection:
+        conversation = await store.start(
+            connection,
+            conversation.destination,
+            conversation.receiver,
+            conversation.sender,
+            at,
+        )
+    conversation = await _ensure_thread(database, adapter, conversation, title)
+    if isinstance(gone, ThreadClosed):
+        for note in adapter.render(render.thread_closed_post()):
+            await adapter.send(note, conversation.thread)
     return conversation
 
 

@@ -3,7 +3,9 @@
 Up to `concurrency` jobs run at once, each the head of its own lane, so one slow or
 rate-limited conversation never holds up another. The pacer keeps each destination under its
 platform's rate, and a destination that answers 429 waits out its Retry-After; both live in
-the database, so any number of workers share one pace per destination.
+the database, so any number of workers share one pace per destination. When a destination is
+behind (no token left once a head took its own), an inbox head is claimed with the inbox
+jobs waiting right behind it in its lane, and one post shows them all (`combining`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from bridge import moves, notices, retention
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge import combining, moves, notices, retention
 from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
 from bridge.credit import CreditWatch
-from bridge.deliveries import HANDLERS
+from bridge.deliveries import HANDLERS, deliver_inbox_combined
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
-from bridge.jobs import Delivery, Job, Kind, Unreadable
+from bridge.jobs import Delivery, Follower, Job, Kind, Unreadable
 from bridge.metrics import Metrics
 from bridge.pacing import Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
-from bridge.smstools import parse_event
+from bridge.smstools import InboxMessage, parse_event
 from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
@@ -78,6 +82,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._followers: dict[int, list[Job]] = {}  # claimed with an inflight head
         self.pacer = Pacer(
             database,
             {name: destination.max_rate for name, destination in config.destinations.items()},
@@ -212,19 +217,52 @@ class Worker:
                 await outbox_store.release(connection, [job.id for job in over_pace], started=False)
                 ran_out = {job.destination for job in over_pace}
                 waiting.update(await self.pacer.waiting(connection, ran_out, now))
+            followers = await self._claim_followers(connection, started, now)
         for job in sorted(started, key=lambda job: job.id):
+            self._followers[job.id] = followers.get(job.id, [])
             task = asyncio.create_task(self._run_job(job), name=f"outbox-{job.id}")
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
         self._next_token_at = min(waiting.values(), default=None)
         return len(started)
 
+    async def _claim_followers(
+        self, connection: AsyncConnection, heads: list[Job], now: float
+    ) -> dict[int, list[Job]]:
+        """The inbox jobs waiting right behind each inbox head in its lane, claimed with it,
+        where the head's destination combines and is behind: no token left now that the
+        head took its own."""
+        inbox = [
+            job
+            for job in heads
+            if job.kind == Kind.INBOX
+            and (destination := self.config.destinations.get(job.destination)) is not None
+            and destination.combine
+        ]
+        if not inbox:
+            return {}
+        behind = await self.pacer.waiting(connection, {job.destination for job in inbox}, now)
+        followers = {}
+        for job in inbox:
+            if job.destination in behind:
+                followers[job.id] = await outbox_store.claim_followers(
+                    connection,
+                    job,
+                    kind=Kind.INBOX,
+                    worker=self.name,
+                    now=now,
+                    lease=self.lease,
+                    limit=combining.MOST - 1,
+                )
+        return followers
+
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
+        self._followers.pop(job_id, None)
         self._wake.set()  # the lane's next job may be due now
 
     async def _shutdown(self) -> None:
-        tasks = dict(self._inflight)
+        tasks, followers = dict(self._inflight), dict(self._followers)
         if not tasks:
             return
         _, unfinished = await asyncio.wait(tasks.values(), timeout=5)
@@ -232,6 +270,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
         cancelled = [job_id for job_id, task in tasks.items() if task.cancelled()]
+        cancelled += [f.id for job_id in cancelled for f in followers.get(job_id, [])]
         if cancelled:
             async with self.database.transaction() as connection:
                 await outbox_store.release(connection, cancelled)
@@ -252,7 +291,9 @@ class Worker:
     async def _attempt(self, job: Job) -> None:
         try:
             # Inside the lease, so no other worker takes the job while this one may still post.
-            received_at = await asyncio.wait_for(self._deliver(job), timeout=self.lease * 0.8)
+            received_at, shown = await asyncio.wait_for(
+                self._deliver(job), timeout=self.lease * 0.8
+            )
         except DeliveryError as error:
             if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
                 await moves.follow(self.database, self.config, job.destination, error, self.now())
@@ -269,8 +310,10 @@ class Worker:
         else:
             now = self.now()
             async with self.database.transaction() as connection:
-                await outbox_store.finish(connection, job.id, now)
+                await outbox_store.finish(connection, [job.id, *(f.job.id for f in shown)], now)
             self._delivered(job, received_at, now)
+            for follower in shown:
+                self._delivered(follower.job, follower.received_at, now)
             if self._failing.pop(job.destination, None):
                 log.info(
                     "destination %s delivers again",
@@ -290,8 +333,9 @@ class Worker:
         elif job.kind in (Kind.NOTICE, Kind.CREDIT):
             metrics.notices_sent.labels(destination, job.kind).inc()
 
-    async def _deliver(self, job: Job) -> float | None:
-        """Run the job's handler; when its event was received (None: a job of its own)."""
+    async def _deliver(self, job: Job) -> tuple[float | None, tuple[Follower, ...]]:
+        """Run the job's handler; when its event was received (None: a job of its own), and
+        the followers shown in the same post (the others claimed with it are handed back)."""
         adapter = self.adapters.get(job.destination)
         if adapter is None:
             raise Permanent(Reason.CONFIG, f"destination {job.destination!r} is not configured")
@@ -312,28 +356,64 @@ class Worker:
                     self._count_reply,
                 )
             )
-            return None
+            return None, ()
         async with self.database.transaction() as connection:
             stored = await event_store.get(connection, job.event_id)
         if stored is None:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))
-        await handler(
-            Delivery(
-                self.database,
-                self.config,
-                adapter,
-                job,
-                event,
-                stored.received_at,
-                self.now,
-                self.smstools,
-                self._count_reply,
-            )
+        delivery = Delivery(
+            self.database,
+            self.config,
+            adapter,
+            job,
+            event,
+            stored.received_at,
+            self.now,
+            self.smstools,
+            self._count_reply,
+            followers=await self._load_followers(self._followers.get(job.id, [])),
         )
-        return stored.received_at
+        shown: tuple[Follower, ...] = ()
+        if delivery.followers:
+            shown = await deliver_inbox_combined(delivery)
+        else:
+            await handler(delivery)
+        await self._hand_back(job, {f.job.id for f in shown})
+        return stored.received_at, shown
+
+    async def _load_followers(self, jobs: list[Job]) -> tuple[Follower, ...]:
+        """The followers' messages, up to the first that is missing or not a message."""
+        if not jobs:
+            return ()
+        followers = []
+        async with self.database.transaction() as connection:
+            for job in jobs:
+                stored = None
+                if job.event_id is not None and not isinstance(job.payload, Unreadable):
+                    stored = await event_store.get(connection, job.event_id)
+                event = parse_event(json.loads(stored.payload)) if stored is not None else None
+                if stored is None or not isinstance(event, InboxMessage):
+                    break  # it goes out on its own, as the head of its lane, and says why
+                followers.append(Follower(job, event, stored.received_at))
+        return tuple(followers)
+
+    async def _hand_back(self, job: Job, shown: set[int], *, started: bool = False) -> None:
+        """Give back the leases of the followers claimed with `job` that its post did not
+        show. `started`: the post may have been made (a failure), so whoever takes them next
+        looks for it first; otherwise only those leased before an earlier attempt are."""
+        rest = [f for f in self._followers.get(job.id, []) if f.id not in shown]
+        if not rest:
+            return
+        async with self.database.transaction() as connection:
+            unsure = [f.id for f in rest if started or f.unsure]
+            await outbox_store.release(connection, unsure)
+            await outbox_store.release(
+                connection, [f.id for f in rest if f.id not in unsure], started=False
+            )
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
+        await self._hand_back(job, set(), started=True)
         now = self.now()
         message = f"{error.reason}: {error.detail}"
         if error.reason is Reason.RATE_LIMITED and isinstance(error, Retryable):

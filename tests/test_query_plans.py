@@ -81,8 +81,9 @@ def recording(database: Database) -> Iterator[list[tuple[str, Any]]]:
 
 
 async def exercise(bridge: RunningBridge, clock: Clock, slack: FakeSlack) -> None:
-    """Receive (alone, and bodies sharing a group commit), deliver, alert, fail for good (a
-    notice to on-call), read, and prune."""
+    """Receive (alone, and bodies sharing a group commit), deliver (alone, and a customer's
+    waiting messages combined into one post), alert, fail for good (a notice to on-call),
+    read, and prune."""
     slack.set_error("C0BILLING", "channel_not_found")
     customer = "32470555005"
     first = [inbox(customer)]
@@ -105,7 +106,9 @@ async def exercise(bridge: RunningBridge, clock: Clock, slack: FakeSlack) -> Non
     # of duplicates whose raw copy is dropped again.
     not_understood = {"webhook_type": "inbox_message"}
     answers = await asyncio.gather(
-        bridge.post([inbox(customer), inbox("32470555006"), inbox("32470555007")]),
+        bridge.post(
+            [inbox(customer), inbox("32470555006"), inbox("32470555006"), inbox("32470555007")]
+        ),
         bridge.post([not_understood, not_understood]),
         bridge.post(first),
     )
@@ -160,6 +163,9 @@ async def test_no_query_on_the_webhook_or_worker_path_scans_a_whole_table(
         with recording(bridge.worker.database) as statements:
             await exercise(bridge, clock, slack)
     assert slack.posts("C0ONCALL"), "the alert and the notice were exercised"
+    payloads = [p.metadata["event_payload"] for p in slack.posts("C0SUPPORT") if p.metadata]
+    combined = [payload for payload in payloads if "combined" in payload]
+    assert combined, "a combined post was exercised"
     distinct = list({statement: parameters for statement, parameters in statements}.items())
     assert len(distinct) > 30
     ran = [statement.replace("\n", " ") for statement, _ in distinct]

@@ -9,10 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from testkit.fakes.slack import FakeSlack
-from testkit.fakes.telegram import FakeTelegram
+from testkit.fakes.slack import FakeSlack, SlackMessage
+from testkit.fakes.telegram import FakeTelegram, TelegramMessage
 from testkit.processes import BridgeProcess
-from tests.traffic import CONFIG, FORUM, burst, check_threads_and_order, env_for, send
+from tests.traffic import (
+    CONFIG,
+    FORUM,
+    burst,
+    check_threads_and_order,
+    env_for,
+    messages_in,
+    send,
+    wait_until_quiet,
+    wait_until_shown,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +44,15 @@ def bridge_env(
     return env_for(str(config), slack, telegram, database_url)
 
 
-def test_a_burst_of_200_events_from_20_customers_becomes_exactly_200_posts(
+def shown_in(posts: list[SlackMessage] | list[TelegramMessage]) -> int:
+    """How many customer messages the posts show (one, or several combined, each)."""
+    return sum(
+        len(messages_in(post.text if isinstance(post, SlackMessage) else post.plain_text))
+        for post in posts
+    )
+
+
+def test_a_burst_of_200_events_from_20_customers_shows_each_message_exactly_once(
     tmp_path: Path, fakes: tuple[FakeSlack, FakeTelegram], sqlite_url: str
 ) -> None:
     slack, telegram = fakes
@@ -43,16 +61,20 @@ def test_a_burst_of_200_events_from_20_customers_becomes_exactly_200_posts(
     try:
         started = time.monotonic()
         totals = send([bridge.url], burst(20, 10))
-        slack.wait_for_posts(150, timeout=60)
-        telegram.wait_for_messages(50, chat_id=FORUM, timeout=60)
+        wait_until_shown(slack, telegram, 200, timeout=60)
         elapsed = time.monotonic() - started
+        wait_until_quiet(sqlite_url, slack, telegram)
     finally:
         assert bridge.stop() in GRACEFUL, bridge.output()
     assert totals["accepted"] == 200 and totals["duplicates"] > 0
-    assert len(slack.posts("C0SUPPORT")) == 100 and len(slack.posts("C0SALES")) == 50
-    assert len(telegram.messages(FORUM)) == 50
+    assert shown_in(slack.posts("C0SUPPORT")) == 100 and shown_in(slack.posts("C0SALES")) == 50
+    assert shown_in(telegram.messages(FORUM)) == 50
     assert check_threads_and_order(slack, telegram, 20, 10)["duplicates"] == 0
-    print(f"200 events, {totals['duplicates']} duplicates → 200 posts in {elapsed:.1f}s")
+    posts = len(slack.posts()) + len(telegram.messages(FORUM))
+    print(
+        f"200 events, {totals['duplicates']} duplicates → 200 messages in {posts} posts "
+        f"in {elapsed:.1f}s"
+    )
 
 
 def test_jobs_queued_at_shutdown_arrive_once_after_a_restart(
@@ -71,11 +93,11 @@ def test_jobs_queued_at_shutdown_arrive_once_after_a_restart(
     # Jobs whose first try failed wait out their backoff (a few seconds) after the restart.
     bridge = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
     try:
-        slack.wait_for_posts(150, timeout=90)
-        telegram.wait_for_messages(50, chat_id=FORUM, timeout=90)
+        wait_until_shown(slack, telegram, 200, timeout=90)
+        wait_until_quiet(sqlite_url, slack, telegram)
     finally:
         assert bridge.stop() in GRACEFUL, bridge.output()
-    assert len(slack.posts()) == 150 and len(telegram.messages(FORUM)) == 50
+    assert shown_in(slack.posts()) == 150 and shown_in(telegram.messages(FORUM)) == 50
     assert check_threads_and_order(slack, telegram, 20, 10)["duplicates"] == 0
 
 

@@ -117,7 +117,7 @@ async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None
     assert [(job.event_id, job.lane) for job in first] == [(1, "d|L|a"), (3, "d|L|b")]
     assert await _claim(database) == []  # heads are leased, the rest wait behind them
     async with database.transaction() as connection:
-        await outbox_store.finish(connection, first[0].id, 11.0)
+        await outbox_store.finish(connection, [first[0].id], 11.0)
     assert [job.event_id for job in await _claim(database)] == [2]
 
 
@@ -196,7 +196,7 @@ async def test_parallel_claimers_never_get_the_same_job(database_url: str) -> No
             claimed += [job.id for job in batch]
             async with databases[0].transaction() as connection:
                 for job in batch:
-                    await outbox_store.finish(connection, job.id, 11.0)
+                    await outbox_store.finish(connection, [job.id], 11.0)
     finally:
         for db in databases:
             await db.close()

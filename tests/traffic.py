@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections import defaultdict
 from typing import Any
@@ -103,8 +104,31 @@ def send(urls: list[str], events: list[dict[str, Any]], resend_every: int = 5) -
     return totals
 
 
-def last_line(text: str | None) -> str:
-    return (text or "").rsplit("\n", 1)[-1]
+_MESSAGE = re.compile(r"^(\d+):(\d+)$", re.MULTILINE)
+
+
+def messages_in(text: str | None) -> list[tuple[str, int]]:
+    """(customer, n) of every message a post shows, in order: one, or several when the
+    destination was behind and combined a conversation's waiting messages."""
+    return [(customer, int(n)) for customer, n in _MESSAGE.findall(text or "")]
+
+
+def shown_count(slack: FakeSlack, telegram: FakeTelegram) -> int:
+    """How many customer messages the posts show, counting each showing."""
+    texts = [post.text for post in slack.posts()]
+    texts += [message.plain_text for message in telegram.messages(FORUM)]
+    return sum(len(messages_in(text)) for text in texts)
+
+
+def wait_until_shown(slack: FakeSlack, telegram: FakeTelegram, total: int, timeout: float) -> float:
+    """Block until the posts show `total` messages; how long that took."""
+    started = time.monotonic()
+    while shown_count(slack, telegram) < total:
+        if time.monotonic() - started > timeout:
+            have = shown_count(slack, telegram)
+            raise TimeoutError(f"expected {total} messages shown, got {have}")
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 def check_threads_and_order(
@@ -116,37 +140,55 @@ def check_threads_and_order(
     after_a_kill: bool = False,
 ) -> dict[str, int]:
     """One thread per conversation, each conversation complete and in order; returns how many
-    messages arrived more than once (0 unless a process was killed mid-post).
+    messages were shown more than once (`duplicates`) and by how many posts (`repeats`), 0
+    unless a process was killed mid-post.
 
-    `after_a_kill`: a first message posted by a killed worker but not recorded is posted again
-    and opens the thread the rest follows; the orphan is counted as a duplicate.
+    `after_a_kill`: a first post made by a killed worker but not recorded is posted again
+    and opens the thread the rest follows; the orphan's messages count as duplicates. A
+    message shown again (a post repeated, perhaps with more messages combined) comes after
+    its first showing, never before.
     """
-    duplicates = 0
-    threads: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    threads: dict[str, list[int]] = defaultdict(list)
     roots: dict[str, str] = {}
+    seen: set[tuple[str, int]] = set()
+    repeats = 0
+
+    def showing(shown: list[tuple[str, int]]) -> None:
+        nonlocal repeats
+        repeats += any(message in seen for message in shown)
+        seen.update(shown)
+
     for post in slack.posts():
-        customer, n = last_line(post.text).split(":")
+        shown = messages_in(post.text)
+        assert shown, f"a post shows no message: {post.text!r}"
+        customer = shown[0][0]
+        assert all(c == customer for c, _ in shown), "a post mixes conversations"
         if post.thread_ts is None:
             if customer in roots:
-                assert after_a_kill and n == "0", f"customer {customer} got a second thread"
+                assert after_a_kill and shown[0][1] == 0, f"customer {customer}: second thread"
             roots[customer] = post.ts
         else:
             assert post.thread_ts == roots[customer]
-        threads[customer].append((int(n), post.ts))
+        threads[customer].extend(n for _, n in shown)
+        showing(shown)
     topics = {t.message_thread_id for t in telegram.topics(FORUM)}
     topic_of: dict[str, int | None] = {}
     for message in telegram.messages(FORUM):
-        customer, n = last_line(message.plain_text).split(":")
+        shown = messages_in(message.plain_text)
+        assert shown, f"a message shows no customer message: {message.plain_text!r}"
+        customer = shown[0][0]
+        assert all(c == customer for c, _ in shown), "a message mixes conversations"
         assert topic_of.setdefault(customer, message.message_thread_id) == message.message_thread_id
-        threads[customer].append((int(n), str(message.message_id)))
+        threads[customer].extend(n for _, n in shown)
+        showing(shown)
     assert set(topic_of.values()) <= topics
     assert len(threads) == customers
-    for customer, messages in threads.items():
-        numbers = [n for n, _ in messages]
-        deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
-        duplicates += len(numbers) - len(deduplicated)
-        assert deduplicated == list(range(per_customer)), f"customer {customer}: {numbers}"
-    return {"duplicates": duplicates, "telegram_topics": len(topics)}
+    duplicates = 0
+    for customer, numbers in threads.items():
+        first_showings = list(dict.fromkeys(numbers))
+        duplicates += len(numbers) - len(first_showings)
+        assert first_showings == list(range(per_customer)), f"customer {customer}: {numbers}"
+    return {"duplicates": duplicates, "repeats": repeats, "telegram_topics": len(topics)}
 
 
 async def _pending_jobs(database_url: str) -> int:

@@ -38,6 +38,10 @@ class Post:
     `heading` is shown bold (left out when empty: a later post in a thread), `context` as
     small print (one item each), `body` verbatim, exactly as written. `author` is who wrote it
     (the customer), for platforms that can show a post under another name.
+
+    `more`: further posts shown in the same chat message after this one, in order (a
+    conversation's waiting messages combined): each shows its context, quote and body; their
+    heading, mention, author and tone are this post's.
     """
 
     heading: str
@@ -47,6 +51,7 @@ class Post:
     mention: str | None = None
     author: str | None = None
     tone: Tone = Tone.PLAIN
+    more: tuple[Post, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,28 @@ class Sent:
 class Origin:
     """Which outbox job and part a chat message shows: carried with the post where the
     platform keeps it (Slack message metadata), so a job taken over after a crash can find
-    what it already posted."""
+    what it already posted.
+
+    `combined`: the further jobs whose messages the same chat message shows (part 0 of each),
+    when a conversation's waiting messages were combined into one post.
+    """
 
     job: int
     part: int
+    combined: tuple[int, ...] = ()
+
+    @property
+    def jobs(self) -> frozenset[int]:
+        """Every job the chat message shows."""
+        return frozenset((self.job, *self.combined))
+
+
+@dataclass(frozen=True)
+class Found:
+    """A post `find_posted` found: where it landed, and what it says it shows."""
+
+    sent: Sent
+    origin: Origin
 
 
 ORIGIN = "origin"  # the `Part.extra` key that carries a part's `Origin`
@@ -131,9 +154,11 @@ class ChatAdapter(Protocol):
     async def send(self, part: Part, thread: str | None) -> Sent:
         """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
 
-    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
-        """The message posted for `origin` since `since` (in `thread`, or at the top level
-        when None), if the platform can tell; None when not found or it cannot look."""
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
+        """A message posted since `since` (in `thread`, or at the top level when None) that
+        shows `origin`: its job and part, or for part 0 any of `origin.jobs` (a combined
+        post shows part 0 of each of its jobs), if the platform can tell; None when not found
+        or it cannot look."""
 
     async def edit(self, sent: Sent, part: Part) -> None:
         """Replace a message in place (alerts that grow). Raises `MessageGone` when the

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .base import Origin, Part, Post, Sent, Tone
+from .base import Found, Origin, Part, Post, Sent, Tone
 from .text import neutralise
 
 # ANSI/VT escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-byte ESC sequences) first, then
@@ -51,18 +51,20 @@ class ConsoleAdapter:
         return None  # a conversation's thread is its first message, as in Slack
 
     def render(self, post: Post) -> Sequence[Part]:
-        """One block: heading, indented context and quote, then the body."""
+        """One block: heading, indented context and quote, then the body; then each of
+        `post.more` the same way."""
         lines = [f"{sanitize(post.mention)} " if post.mention else ""]
         lines[0] += _TONE_MARKS[post.tone] + sanitize(post.heading)
         if not lines[0]:
             lines.pop()  # a later post in a thread: its context says enough
-        if post.context:
-            lines.append("  " + " · ".join(sanitize(item) for item in post.context))
-        if post.quote is not None:
-            lines.extend(f"  > {line}" for line in sanitize(post.quote.text).split("\n"))
-            lines.append(f"  > — {sanitize(post.quote.when)}")
-        if post.body:
-            lines.append(sanitize(post.body))
+        for entry in (post, *post.more):
+            if entry.context:
+                lines.append("  " + " · ".join(sanitize(item) for item in entry.context))
+            if entry.quote is not None:
+                lines.extend(f"  > {line}" for line in sanitize(entry.quote.text).split("\n"))
+                lines.append(f"  > — {sanitize(entry.quote.when)}")
+            if entry.body:
+                lines.append(sanitize(entry.body))
         return [Part(text="\n".join(lines))]
 
     async def send(self, part: Part, thread: str | None) -> Sent:
@@ -71,7 +73,7 @@ class ConsoleAdapter:
         self._write(f"── {self.name} · {where} ──", part.text)
         return Sent(chat=self.name, message=number, thread=thread or number)
 
-    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         return None  # stdout keeps nothing to look in
 
     async def edit(self, sent: Sent, part: Part) -> None:

@@ -25,7 +25,7 @@ from bridge.errors import Permanent, Reason, Retryable
 from bridge.spacing import Spacing
 
 from . import slack_text
-from .base import ORIGIN, MessageGone, Origin, Part, Post, Sent, Tone
+from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, Tone
 from .split import split
 from .text import neutralise
 
@@ -142,7 +142,31 @@ def _rich(kind: str, text: str, *more: dict[str, Any]) -> dict[str, Any]:
 class _Block(NamedTuple):
     block: dict[str, Any]
     fallback: str  # the same content as `text` fallback (escaped: notifications parse it)
-    is_body: bool  # a piece of the body: fallback pieces are joined without a line break
+    is_body: bool  # a piece of a body: pieces of one body are joined without a line break
+
+
+def _words(post: Post) -> list[_Block]:
+    """The customer's words of a post: its quote, then its body, as rich_text blocks."""
+    blocks: list[_Block] = []
+    if post.quote is not None:
+        quoted, when = neutralise(post.quote.text), neutralise(post.quote.when)
+        pieces = split(quoted, SECTION_LIMIT - len(when))
+        for number, piece in enumerate(pieces, start=1):
+            dated = [] if number < len(pieces) else [_dated(when)]
+            blocks.append(
+                _Block(
+                    _rich("rich_text_quote", piece, *dated),
+                    _quote_lines(escape(piece)) + (f"\n> _{escape(when)}_" if dated else ""),
+                    False,
+                )
+            )
+    # Slack refuses an empty element; whitespace-only pieces carry nothing visible.
+    blocks.extend(
+        _Block(_rich("rich_text_section", piece), escape(piece), True)
+        for piece in split(neutralise(post.body), SECTION_LIMIT)
+        if piece.strip()
+    )
+    return blocks
 
 
 class SlackAdapter:
@@ -211,7 +235,8 @@ class SlackAdapter:
 
     def render(self, post: Post) -> Sequence[Part]:
         """Blocks for the post: heading, context, then the customer's words (quote and body)
-        as rich_text blocks of ≤3000 characters, shown exactly as written, URLs as links.
+        as rich_text blocks of ≤3000 characters, shown exactly as written, URLs as links; then
+        each of `post.more` the same way under its own context line.
 
         The `text` fallback (notifications, screen readers) has the same content as lines.
         """
@@ -227,25 +252,12 @@ class SlackAdapter:
         if post.context:
             head.append(_context([escape(item) for item in post.context]))
             fallback.append(" · ".join(escape(item) for item in post.context))
-        blocks: list[_Block] = []
-        if post.quote is not None:
-            quoted, when = neutralise(post.quote.text), neutralise(post.quote.when)
-            pieces = split(quoted, SECTION_LIMIT - len(when))
-            for number, piece in enumerate(pieces, start=1):
-                dated = [] if number < len(pieces) else [_dated(when)]
-                blocks.append(
-                    _Block(
-                        _rich("rich_text_quote", piece, *dated),
-                        _quote_lines(escape(piece)) + (f"\n> _{escape(when)}_" if dated else ""),
-                        False,
-                    )
-                )
-        # Slack refuses an empty element; whitespace-only pieces carry nothing visible.
-        blocks.extend(
-            _Block(_rich("rich_text_section", piece), escape(piece), True)
-            for piece in split(neutralise(post.body), SECTION_LIMIT)
-            if piece.strip()
-        )
+        blocks = _words(post)
+        for later in post.more:
+            if later.context:
+                context = [escape(item) for item in later.context]
+                blocks.append(_Block(_context(context), " · ".join(context), False))
+            blocks.extend(_words(later))
         parts = self._pack(heading or "(continued)", fallback, head, blocks)
         if post.author:
             author = neutralise(post.author)
@@ -310,11 +322,10 @@ class SlackAdapter:
         ts, channel = str(response["ts"]), str(response.get("channel") or self.channel)
         return Sent(chat=channel, message=ts, thread=thread or ts)
 
-    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
-        """The bridge's own post for `origin`, by its metadata: in the thread's replies
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
+        """The bridge's own post showing `origin`, by its metadata: in the thread's replies
         (conversations.replies) or the channel's top-level messages (conversations.history),
         no older than `since` and at most `LOOKUP_PAGES` pages back."""
-        payload = {"job": origin.job, "part": origin.part}
         cursor = None
         for _ in range(LOOKUP_PAGES):
             arguments: dict[str, Any] = {
@@ -335,13 +346,10 @@ class SlackAdapter:
                 log.warning("cannot look for an earlier post (%s): posting it", error.detail)
                 return None
             for message in response.get("messages") or []:
-                metadata = message.get("metadata") or {}
-                if (
-                    metadata.get("event_type") == METADATA_EVENT
-                    and metadata.get("event_payload") == payload
-                ):
+                posted = _origin(message.get("metadata"))
+                if posted is not None and _shows(posted, origin):
                     ts = str(message["ts"])
-                    return Sent(chat=self.channel, message=ts, thread=thread or ts)
+                    return Found(Sent(chat=self.channel, message=ts, thread=thread or ts), posted)
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
             if not response.get("has_more") or not cursor:
                 return None
@@ -435,10 +443,16 @@ def _classify(where: str, error: SlackApiError) -> Retryable | Permanent:
 
 
 def _fallback(message: list[_Block]) -> list[str]:
-    """Quote blocks as lines, then the body pieces joined back into one text."""
-    lines = [block.fallback for block in message if not block.is_body]
-    body = "".join(block.fallback for block in message if block.is_body)
-    return [*lines, body] if body else lines
+    """Context and quote blocks as lines, each body's pieces joined back into one text."""
+    lines: list[str] = []
+    joins = False  # the previous block was a piece of a body
+    for block in message:
+        if block.is_body and joins:
+            lines[-1] += block.fallback
+        else:
+            lines.append(block.fallback)
+        joins = block.is_body
+    return lines
 
 
 def _dated(when: str) -> dict[str, Any]:
@@ -446,10 +460,37 @@ def _dated(when: str) -> dict[str, Any]:
 
 
 def _metadata(origin: object) -> dict[str, Any] | None:
-    """Message metadata naming the outbox job and part a post shows (`find_posted`)."""
+    """Message metadata naming the outbox job and part a post shows (`find_posted`), and the
+    further jobs a combined post shows, as a list of objects (Slack's typed payload form)."""
     if not isinstance(origin, Origin):
         return None
-    return {"event_type": METADATA_EVENT, "event_payload": {"job": origin.job, "part": origin.part}}
+    payload: dict[str, Any] = {"job": origin.job, "part": origin.part}
+    if origin.combined:
+        payload["combined"] = [{"job": job} for job in origin.combined]
+    return {"event_type": METADATA_EVENT, "event_payload": payload}
+
+
+def _origin(metadata: object) -> Origin | None:
+    """What a message's metadata says it shows; None for anything but the bridge's own."""
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    if not isinstance(payload, dict):
+        return None
+    job, part, combined = payload.get("job"), payload.get("part"), payload.get("combined", [])
+    if not isinstance(job, int) or not isinstance(part, int) or not isinstance(combined, list):
+        return None
+    further = [item.get("job") if isinstance(item, dict) else None for item in combined]
+    jobs = tuple(other for other in further if isinstance(other, int))
+    return Origin(job, part, jobs) if len(jobs) == len(further) else None
+
+
+def _shows(posted: Origin, wanted: Origin) -> bool:
+    """Whether a post made for `posted` shows `wanted`: the same job and part, or part 0 of
+    any job that both name (a combined post shows part 0 of each of its jobs)."""
+    if (posted.job, posted.part) == (wanted.job, wanted.part):
+        return True
+    return posted.part == wanted.part == 0 and bool(posted.jobs & wanted.jobs)
 
 
 def _blocks(part: Part) -> list[dict[str, Any]] | None:

@@ -37,6 +37,7 @@ from bridge.spacing import Spacing
 
 from .base import (
     ChatMoved,
+    Found,
     MessageGone,
     Origin,
     Part,
@@ -197,7 +198,8 @@ class TelegramAdapter:
         return str(topic.message_thread_id)
 
     def render(self, post: Post) -> Sequence[Part]:
-        """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts."""
+        """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts.
+        Each of `post.more` follows under its own context line."""
         # Made inert before measuring: the word joiners count towards the 4096.
         mention = f"{post.mention} " if post.mention else ""
         heading = inert(_TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT])
@@ -205,10 +207,24 @@ class TelegramAdapter:
         if heading or mention:
             line = f"{mention}<b>{escape(heading)}</b>" if heading else mention.rstrip()
             messages[0].add(line, utf16_length(mention + heading))
-        if post.context:
-            context = [inert(item) for item in post.context]
-            line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
-            messages[0].add(line, utf16_length(" · ".join(context)))
+        for entry in (post, *post.more):
+            if entry.context:
+                context = [inert(item) for item in entry.context]
+                line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
+                visible = utf16_length(" · ".join(context))
+                if messages[-1].lines and messages[-1].room() < visible:
+                    messages.append(_Message())
+                messages[-1].add(line, visible)
+            self._words(messages, entry)
+        total = len(messages)
+        first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
+        parts = [Part(text="\n".join(first))]
+        for number, message in enumerate(messages[1:], start=2):
+            parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
+        return parts
+
+    def _words(self, messages: list[_Message], post: Post) -> None:
+        """The post's quote, then its body, poured into the messages."""
         if post.quote is not None:
             when = inert(post.quote.when)
 
@@ -219,12 +235,6 @@ class TelegramAdapter:
             self._flow(messages, inert(post.quote.text), utf16_length("\n" + when), blockquote)
         if post.body.strip():
             self._flow(messages, inert(post.body), 0, lambda piece, last: escape(piece))
-        total = len(messages)
-        first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
-        parts = [Part(text="\n".join(first))]
-        for number, message in enumerate(messages[1:], start=2):
-            parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
-        return parts
 
     @staticmethod
     def _flow(messages: list[_Message], raw: str, overhead: int, wrap: Wrap) -> None:
@@ -287,7 +297,7 @@ class TelegramAdapter:
             )
         )
 
-    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Sent | None:
+    async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         """Telegram keeps no metadata and lets a bot read no history: it cannot tell."""
         return None
 

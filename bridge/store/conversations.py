@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -175,3 +176,13 @@ async def sent_parts(connection: AsyncConnection, outbox_id: int) -> set[int]:
         select(chat_messages.c.part).where(chat_messages.c.outbox_id == outbox_id)
     )
     return {int(part) for (part,) in rows}
+
+
+async def with_parts_sent(connection: AsyncConnection, outbox_ids: Collection[int]) -> set[int]:
+    """Which of these jobs have any part posted already (a combined post's retry skips them)."""
+    rows = await connection.execute(
+        select(chat_messages.c.outbox_id)
+        .where(chat_messages.c.outbox_id.in_(list(outbox_ids)))
+        .distinct()
+    )
+    return {int(outbox_id) for (outbox_id,) in rows}

@@ -3,7 +3,9 @@
 Claiming takes only the oldest pending job of each lane (a conversation), so a lane is
 delivered strictly in order while other lanes proceed. A claim is a lease (`locked_until`):
 a worker that dies loses its jobs to another once the lease runs out. On PostgreSQL,
-`FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job.
+`FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job. The worker that holds
+a head may also lease the jobs right behind it (`claim_followers`), to show them in the
+same post; nobody else can claim those while the head is pending.
 """
 
 from __future__ import annotations
@@ -156,12 +158,50 @@ async def claim(
     return sorted(jobs, key=lambda job: job.id)
 
 
-async def finish(connection: AsyncConnection, job_id: int, now: float) -> None:
+async def finish(connection: AsyncConnection, job_ids: Collection[int], now: float) -> None:
+    """Mark jobs delivered (several at once: the jobs one combined post showed)."""
     await connection.execute(
         update(outbox)
-        .where(outbox.c.id == job_id)
+        .where(outbox.c.id.in_(list(job_ids)))
         .values(status=DONE, finished_at=now, locked_until=None, last_error=None)
     )
+
+
+async def claim_followers(
+    connection: AsyncConnection,
+    head: Job,
+    *,
+    kind: str,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
+) -> list[Job]:
+    """Lease the due `kind` jobs queued right behind `head` in its lane, in order: up to
+    `limit`, stopping at the first that is of another kind, not due, or leased. Nobody else
+    claims them meanwhile: they are not heads while `head` is pending."""
+    rows = await connection.execute(
+        select(*_JOB_COLUMNS, outbox.c.next_attempt_at, outbox.c.locked_until, outbox.c.locked_by)
+        .where(outbox.c.lane == head.lane, outbox.c.status == PENDING, outbox.c.id > head.id)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    followers = []
+    for row in rows:
+        job = _job(row[: len(_JOB_COLUMNS)])
+        due_at, locked_until, locked_by = row[len(_JOB_COLUMNS) :]
+        leased = locked_until is not None and locked_until >= now
+        if job.kind != kind or job.destination != head.destination or due_at > now or leased:
+            break
+        # Leased before and never finished: it may be in a post already (`Job.unsure`).
+        followers.append(replace(job, unsure=locked_by is not None))
+    if followers:
+        await connection.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([job.id for job in followers]))
+            .values(locked_until=now + lease, locked_by=worker)
+        )
+    return followers
 
 
 async def retry_later(connection: AsyncConnection, job_id: int, *, at: float, error: str) -> None:
