@@ -158,8 +158,8 @@ def test_kill_9_with_16_slack_posts_in_flight_leaves_no_duplicate_post(
         events = slack_burst(32, 4)
         bridge = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
         Sender(bridge.url, events).run()
-        slack.wait_for_posts(CONCURRENCY, timeout=30)  # the first 16, the next 16 in flight
-        time.sleep(0.4)  # within the next 16's 0.5 s, sent at once even on a busy machine
+        slack.wait_for_posts(CONCURRENCY, timeout=30)  # the first 16 landed
+        slack.wait_busy(CONCURRENCY, timeout=30)  # and the next 16 are in flight
         assert bridge.kill() == -9
         slack.wait_idle()  # what was in flight lands now, unrecorded
         landed = len(slack.posts())

@@ -56,6 +56,7 @@ class FakeServer:
             return
         with self._answered:
             self._answering += 1
+            self._answered.notify_all()
         try:
             await self._app(scope, receive, send)
         finally:
@@ -69,6 +70,12 @@ class FakeServer:
             if not self._answered.wait_for(lambda: self._answering == 0, timeout):
                 unanswered = self._answering
                 raise TimeoutError(f"{unanswered} request(s) still unanswered after {timeout}s")
+
+    def wait_busy(self, count: int, timeout: float = 10.0) -> None:
+        """Block until at least `count` requests are being answered at once (in flight)."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: self._answering >= count, timeout):
+                raise TimeoutError(f"never {count} requests in flight within {timeout}s")
 
     def start(self) -> FakeServer:
         """Start serving; returns once the socket is listening."""
@@ -136,6 +143,10 @@ class FakePlatform:
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until no request is being answered (e.g. those a killed process left)."""
         self._server.wait_idle(timeout)
+
+    def wait_busy(self, count: int, timeout: float = 10.0) -> None:
+        """Block until at least `count` requests are in flight (e.g. to kill a process then)."""
+        self._server.wait_busy(count, timeout)
 
     def __enter__(self) -> Self:
         return self.start()
