@@ -19,11 +19,15 @@ class Spacing:
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval, self._clock = interval, clock
-        self._next = 0.0  # when the next post may leave
+        self._next = float("-inf")  # when the next post may leave
 
     async def wait(self) -> None:
-        now = self._clock()
-        leaves = max(now, self._next)
-        self._next = leaves + self.interval  # taken before sleeping: concurrent posts queue
-        if leaves > now:
-            await asyncio.sleep(leaves - now)
+        """Return when a post may leave now. The interval counts from when the previous post
+        was let go, measured after its own wait: a wake-up the event loop delayed pushes the
+        next post back too, instead of letting it follow closer."""
+        while True:
+            now = self._clock()
+            if now >= self._next:
+                self._next = now + self.interval
+                return
+            await asyncio.sleep(self._next - now)

@@ -100,3 +100,17 @@ async def get(connection: AsyncConnection, event_id: int) -> StoredEvent | None:
         )
     ).first()
     return StoredEvent(*row) if row else None
+
+
+async def get_many(
+    connection: AsyncConnection, event_ids: Collection[int]
+) -> dict[int, StoredEvent]:
+    """Several events in one query, by id (missing ones are left out)."""
+    if not event_ids:
+        return {}
+    rows = await connection.execute(
+        select(events.c.id, events.c.payload, events.c.received_at).where(
+            events.c.id.in_(list(event_ids))
+        )
+    )
+    return {row[0]: StoredEvent(*row) for row in rows}

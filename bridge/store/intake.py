@@ -107,6 +107,7 @@ _SQLITE_EVENT = (
     "INSERT INTO events (request_id, webhook_id, webhook_type, status, problem, payload, "
     "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO NOTHING"
 )
+_SQLITE_FORGET = "DELETE FROM webhook_requests WHERE id = ?"
 _SQLITE_JOB = (
     "INSERT INTO outbox (event_id, destination, lane, kind, status, attempts, "
     f"next_attempt_at, created_at, payload) VALUES (?, ?, ?, ?, '{PENDING}', 0, ?, ?, ?) "
@@ -172,7 +173,7 @@ def _write_sqlite(
         )
         added_nothing = [(request_ids[index],) for index, keep in enumerate(kept) if not keep]
         if added_nothing:
-            cursor.executemany("DELETE FROM webhook_requests WHERE id = ?", added_nothing)
+            cursor.executemany(_SQLITE_FORGET, added_nothing)
         return stored
     finally:
         cursor.close()
