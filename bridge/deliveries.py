@@ -25,6 +25,7 @@ from bridge.jobs import (
     FailureNoteJob,
     Follower,
     InboxJob,
+    Job,
     Kind,
     NoticeJob,
     ReadJob,
@@ -122,19 +123,13 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
     for shown_event in events[:count]:
         await _opt_out_on_stop(delivery, shown_event)
     key = _payload(delivery, InboxJob).conversation
-    log.info(
+    _log_delivered(
+        job,
         "delivered %d inbox messages from %s to %s as one post (jobs %s)",
         count,
         phones.mask(key.sender),
         job.destination,
         ", ".join(str(job_id) for job_id in by_job),
-        extra={
-            "event_id": job.event_id,
-            "webhook_type": "inbox_message",
-            "destination": job.destination,
-            "job_id": job.id,
-            "outcome": "delivered",
-        },
     )
     return followers
 
@@ -183,18 +178,12 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
         unsure_since=job.unsure_since,
     )
     await _opt_out_on_stop(delivery, event)
-    log.info(
+    _log_delivered(
+        job,
         "delivered inbox message from %s to %s (job %d)",
         phones.mask(key.sender),
         job.destination,
         job.id,
-        extra={
-            "event_id": job.event_id,
-            "webhook_type": "inbox_message",
-            "destination": job.destination,
-            "job_id": job.id,
-            "outcome": "delivered",
-        },
     )
 
 
@@ -376,6 +365,20 @@ async def deliver_credit(delivery: Delivery) -> None:
     mention = _on_call_mention(delivery)
     await _post_alone(
         delivery, render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+    )
+
+
+def _log_delivered(job: Job, message: str, *args: object) -> None:
+    log.info(
+        message,
+        *args,
+        extra={
+            "event_id": job.event_id,
+            "webhook_type": "inbox_message",
+            "destination": job.destination,
+            "job_id": job.id,
+            "outcome": "delivered",
+        },
     )
 
 

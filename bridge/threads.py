@@ -75,25 +75,8 @@ async def post_in_thread(
         except ThreadGone as gone:
             conversation = await _elsewhere(database, adapter, conversation, gone, title, at)
             sent = await adapter.send(part, conversation.thread)
-        async with database.transaction() as connection:
-            if conversation.thread is None or conversation.chat is None:
-                await store.set_thread(connection, conversation.id, sent.thread, sent.chat)
-                conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
-            await store.record_message(
-                connection,
-                ChatMessage(
-                    destination=conversation.destination,
-                    chat=sent.chat,
-                    message=sent.message,
-                    conversation_id=conversation.id,
-                    outbox_id=outbox_id,
-                    part=index,
-                    gateway_messageid=gateway_messageid,
-                    replied_to=replied_to,
-                ),
-                now,
-            )
-            await store.touch(connection, conversation.id, at)
+        shown = [Shown(outbox_id, gateway_messageid, replied_to, at)]
+        conversation = await _record(database, conversation, sent, shown, now, part=index)
     return conversation
 
 
@@ -173,8 +156,10 @@ async def _record(
     sent: Sent,
     shown: Sequence[Shown],
     now: float,
+    part: int = 0,
 ) -> Conversation:
-    """One chat message shows these messages: record it for each, in one transaction."""
+    """One chat message (`part` of its post) shows these messages: record it for each, in
+    one transaction."""
     async with database.transaction() as connection:
         if conversation.thread is None or conversation.chat is None:
             await store.set_thread(connection, conversation.id, sent.thread, sent.chat)
@@ -188,7 +173,7 @@ async def _record(
                     message=sent.message,
                     conversation_id=conversation.id,
                     outbox_id=entry.outbox_id,
-                    part=0,
+                    part=part,
                     gateway_messageid=entry.gateway_messageid,
                     replied_to=entry.replied_to,
                 ),
