@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.jobs import Payload, lane
 from bridge.store import notify
 from bridge.store.db import Database
+from bridge.store.outbox import PENDING
 
-PENDING = "pending"  # outbox status of a new job (store/outbox.py's PENDING)
 _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane, kind, payload, at
 
 
