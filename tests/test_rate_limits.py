@@ -11,6 +11,8 @@ import pytest
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import build
+from bridge.pacing import spacing_for
+from bridge.spacing import Spacing
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge, wait_until
@@ -44,16 +46,30 @@ async def test_paced_destinations_rarely_hit_429_and_a_busy_channel_holds_no_one
     sqlite_url: str, fakes: tuple[FakeSlack, FakeTelegram]
 ) -> None:
     slack, telegram = fakes
+    config = build(CONFIG, "rate test", ENV)
+
+    def gate(name: str) -> Spacing | None:  # as destinations.build_adapters gives them
+        return spacing_for(config.destinations[name].max_rate)
+
     adapters = {
-        "support": SlackAdapter("support", SLACK_TOKEN, "C0SUPPORT", base_url=slack.api_url),
-        "sales": SlackAdapter("sales", SLACK_TOKEN, "C0SALES", base_url=slack.api_url),
+        "support": SlackAdapter(
+            "support", SLACK_TOKEN, "C0SUPPORT", base_url=slack.api_url, spacing=gate("support")
+        ),
+        "sales": SlackAdapter(
+            "sales", SLACK_TOKEN, "C0SALES", base_url=slack.api_url, spacing=gate("sales")
+        ),
         "nl-team": TelegramAdapter(
-            "nl-team", FakeTelegram.TOKEN, FORUM, topics=True, api_url=telegram.url
+            "nl-team",
+            FakeTelegram.TOKEN,
+            FORUM,
+            topics=True,
+            api_url=telegram.url,
+            spacing=gate("nl-team"),
         ),
     }
     busy = [inbox(f"324710000{n:02d}", f"busy {n}") for n in range(10)]
     forum = [inbox(f"324720000{n:02d}", f"forum {n}", kind="whatsapp") for n in range(5)]
-    async with running_bridge(sqlite_url, build(CONFIG, "rate test", ENV), adapters) as bridge:
+    async with running_bridge(sqlite_url, config, adapters) as bridge:
         await bridge.post(busy + forum)
         await wait_until(lambda: len(slack.posts("C0SUPPORT")) >= 1, "the busy backlog started")
         await bridge.post([inbox("32473000000", "quiet", receiver=LINE_FR)])
