@@ -61,7 +61,9 @@ class GroupCommit:
         """Store `body` with whatever else is waiting; return once it is committed. Raises
         `NotStored` when the database could not take its group."""
         answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(body, answer, _conversations(body)))
+        # Only a second group in flight needs to know what a body shares with the first.
+        shares = _conversations(body) if self.in_flight > 1 else frozenset()
+        self._waiting.append(_Waiting(body, answer, shares))
         self._start()
         # A request cancelled here cancels only its own answer: the commit is a task of its
         # own, shares nothing else with it, and still stores its body.

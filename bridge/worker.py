@@ -369,10 +369,7 @@ class Worker:
                 )
             )
             return None, ()
-        stored = self._events.pop(job.id, None)
-        if stored is None:  # not claimed by `_claim` (a test calling a handler directly)
-            async with self.database.transaction() as connection:
-                stored = await event_store.get(connection, job.event_id)
+        stored = self._events.pop(job.id, None)  # read with the claim
         if stored is None:
             raise Permanent(Reason.CONFIG, f"event {job.event_id} of job {job.id} is missing")
         event = parse_event(json.loads(stored.payload))

@@ -19,17 +19,6 @@ class StoredEvent:
     received_at: float
 
 
-async def get(connection: AsyncConnection, event_id: int) -> StoredEvent | None:
-    row = (
-        await connection.execute(
-            select(events.c.id, events.c.payload, events.c.received_at).where(
-                events.c.id == event_id
-            )
-        )
-    ).first()
-    return StoredEvent(*row) if row else None
-
-
 async def get_many(
     connection: AsyncConnection, event_ids: Collection[int]
 ) -> dict[int, StoredEvent]:
