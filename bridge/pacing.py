@@ -23,15 +23,18 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Documented platform limits (shared/reference): Slack about 1 post/s per channel;
-# Telegram 1/s per private chat and 20/min per group. Paced at those rates, less 5 % for
-# jitter: posts leave a process at least this far apart (`Spacing`), but what happens between
-# that moment and the wire, and tokens granted to other workers at their claims, can still
-# bring two arrivals closer. Measured: at 2 % three workers drew 6 × 429 in 60 posts, at 5 %
-# one.
-SLACK_DEFAULT = 1 / 1.05
-TELEGRAM_PRIVATE_DEFAULT = 1 / 1.05
+# Telegram 1/s per private chat and 20/min per group. Paced at those rates, less 3 % for
+# jitter: every worker's posts leave at the moments the shared bucket names (`Pacer`, with
+# `ahead`), but what happens between that moment and the platform's clock (the request on
+# its way, a busy event loop) can still bring two arrivals closer. Measured with three
+# workers on one channel: at 2 % 1 to 3 × 429 in 60 posts, at 3 % 1 to 2.
+SLACK_DEFAULT = 1 / 1.03
+TELEGRAM_PRIVATE_DEFAULT = 1 / 1.03
 TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
 BURST = 3.0  # at most, and only where the rate allows several posts a second
+# How long before its token is due a job may be claimed, so that it is prepared (its reads
+# and writes before the post) by then and its post leaves on time (`Pacer`).
+AHEAD = 0.1  # seconds
 
 
 def parse_rate(value: object) -> float | None:
@@ -70,38 +73,75 @@ def ready_at(bucket: Bucket | None, rate: float | None, burst: float, now: float
 
 class Pacer:
     """The shared pace of the configured destinations, read and taken inside the caller's
-    transaction; a destination without a rate is held back only while paused."""
+    transaction; a destination without a rate is held back only while paused.
+
+    With `ahead`, a destination paced without burst (the ones with a `Spacing` gate) gives
+    its next token up to `ahead` seconds before it is due: the job is claimed and prepared
+    meanwhile, and its post waits at the gate for the token's moment (`take` returns it).
+    Every worker's posts then leave at the moments the shared bucket names, one interval
+    apart, instead of one interval after each claim plus however long each job took to
+    prepare.
+    """
 
     def __init__(
-        self, database: Database, rates: Mapping[str, float | None], burst: float = BURST
+        self,
+        database: Database,
+        rates: Mapping[str, float | None],
+        burst: float = BURST,
+        ahead: float = 0.0,
     ) -> None:
         self._database = database
         self._rates = dict(rates)
         self._bursts = {name: burst_for(rate, burst) for name, rate in rates.items() if rate}
+        self._ahead = {name: ahead if b == 1 else 0.0 for name, b in self._bursts.items()}
 
     async def waiting(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> dict[str, float]:
-        """Destinations without a token now, and when each gets its next one."""
-        stored = await pace_store.buckets(connection, destinations)
-        waiting = {}
-        for destination, bucket in stored.items():
-            rate = self._rates.get(destination)
-            at = ready_at(bucket, rate, self._bursts.get(destination, 1.0), now)
-            if at > now:
-                waiting[destination] = at
-        return waiting
+        """Destinations without a token to give now, and when each can give its next one
+        (up to `ahead` before it is due)."""
+        return {
+            destination: at - self._ahead.get(destination, 0.0)
+            for destination, at in (await self._ready(connection, destinations, now)).items()
+            if at - self._ahead.get(destination, 0.0) > now
+        }
 
-    async def take(self, connection: AsyncConnection, destination: str, now: float) -> bool:
+    async def behind(
+        self, connection: AsyncConnection, destinations: Collection[str], now: float
+    ) -> set[str]:
+        """Destinations without a token due now."""
+        return {
+            d for d, at in (await self._ready(connection, destinations, now)).items() if at > now
+        }
+
+    async def _ready(
+        self, connection: AsyncConnection, destinations: Collection[str], now: float
+    ) -> dict[str, float]:
+        stored = await pace_store.buckets(connection, destinations)
+        return {
+            destination: ready_at(
+                bucket, self._rates.get(destination), self._bursts.get(destination, 1.0), now
+            )
+            for destination, bucket in stored.items()
+        }
+
+    async def take(self, connection: AsyncConnection, destination: str, now: float) -> float | None:
         """Use a token of `destination` if it has one (any destination not paused, when it
-        has no rate)."""
+        has no rate); return the moment it is due (`now`, or up to `ahead` later), or None
+        when there is none to give."""
         rate = self._rates.get(destination)
         if rate is None:
-            return True  # paused ones were left out of the claim
-        burst = self._bursts[destination]
-        return await pace_store.take(
-            self._database, connection, destination, rate=rate, burst=burst, now=now
+            return now  # paused ones were left out of the claim
+        left = await pace_store.take(
+            self._database,
+            connection,
+            destination,
+            rate=rate,
+            burst=self._bursts[destination],
+            now=now,
+            ahead=self._ahead[destination],
         )
+        return None if left is None else now + max(0.0, -left) / rate
 
     async def pause(
         self, connection: AsyncConnection, destination: str, until: float, now: float

@@ -5,6 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+
+# When the post of the job being delivered may leave, on `time.monotonic()`: the moment its
+# token is due in the destination's shared pace (`pacing.Pacer.take`, up to `ahead` after
+# the claim). Set by the worker for each job's task; the gate holds the post until then.
+NOT_BEFORE: ContextVar[float] = ContextVar("not_before", default=float("-inf"))
 
 
 class Spacing:
@@ -22,12 +28,14 @@ class Spacing:
         self._next = float("-inf")  # when the next post may leave
 
     async def wait(self) -> None:
-        """Return when a post may leave now. The interval counts from when the previous post
-        was let go, measured after its own wait: a wake-up the event loop delayed pushes the
-        next post back too, instead of letting it follow closer."""
+        """Return when a post may leave now: not before its job's token is due (`NOT_BEFORE`)
+        nor within `interval` of the previous post. The interval counts from when the
+        previous post was let go, measured after its own wait: a wake-up the event loop
+        delayed pushes the next post back too, instead of letting it follow closer."""
         while True:
             now = self._clock()
-            if now >= self._next:
+            until = max(self._next, NOT_BEFORE.get())
+            if now >= until:
                 self._next = now + self.interval
                 return
-            await asyncio.sleep(self._next - now)
+            await asyncio.sleep(until - now)

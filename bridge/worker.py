@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import combining, moves, notices, retention
+from bridge import combining, moves, notices, retention, spacing
 from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
 from bridge.credit import CreditWatch
@@ -31,7 +31,7 @@ from bridge.deliveries import HANDLERS, deliver_inbox_combined
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 from bridge.jobs import Delivery, Follower, Job, Kind, Unreadable
 from bridge.metrics import Metrics
-from bridge.pacing import Pacer
+from bridge.pacing import AHEAD, Pacer
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools import InboxMessage, parse_event
@@ -88,6 +88,7 @@ class Worker:
         self.pacer = Pacer(
             database,
             {name: destination.max_rate for name, destination in config.destinations.items()},
+            ahead=AHEAD,
         )
         self._next_token_at: float | None = None
         self._failing: dict[str, set[tuple[Reason, int]]] = {}  # reported since last success
@@ -207,13 +208,16 @@ class Worker:
                 paused=waiting,
             )
             over_pace = []
+            due: dict[int, float] = {}  # when each started job's token is due
             # Tokens are taken in one order by every worker, so none waits on another's.
             for job in sorted(jobs, key=lambda job: (job.destination, job.id)):
-                if job.destination in waiting or not await self.pacer.take(
-                    connection, job.destination, now
-                ):
+                at = None
+                if job.destination not in waiting:
+                    at = await self.pacer.take(connection, job.destination, now)
+                if at is None:
                     over_pace.append(job)
                     continue
+                due[job.id] = at
                 started.append(job)
             if over_pace:  # claimed beyond the destination's tokens: give them back untouched
                 await outbox_store.release(connection, [job.id for job in over_pace], started=False)
@@ -228,9 +232,11 @@ class Worker:
             for job in claimed:
                 if job.event_id in stored:
                     self._events[job.id] = stored[job.event_id]
+        claimed_at = time.monotonic()
         for job in sorted(started, key=lambda job: job.id):
             self._followers[job.id] = followers.get(job.id, [])
-            task = asyncio.create_task(self._run_job(job), name=f"outbox-{job.id}")
+            not_before = claimed_at + (due[job.id] - now)
+            task = asyncio.create_task(self._run_job(job, not_before), name=f"outbox-{job.id}")
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
         self._next_token_at = min(waiting.values(), default=None)
@@ -251,7 +257,7 @@ class Worker:
         ]
         if not inbox:
             return {}
-        behind = await self.pacer.waiting(connection, {job.destination for job in inbox}, now)
+        behind = await self.pacer.behind(connection, {job.destination for job in inbox}, now)
         followers = {}
         for job in inbox:
             if job.destination in behind:
@@ -287,7 +293,8 @@ class Worker:
             async with self.database.transaction() as connection:
                 await outbox_store.release(connection, cancelled)
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, not_before: float) -> None:
+        spacing.NOT_BEFORE.set(not_before)  # this task's own: its posts wait for its token
         try:
             await self._attempt(job)
         except UNAVAILABLE as error:

@@ -34,7 +34,7 @@ from tests.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, adapters, inbo
 from tests.test_crash import Sender, slack_burst
 from tests.traffic import check_threads_and_order, env_for, messages_in, wait_until_quiet
 
-SLACK_PACE = 1.1  # a little over the 1.05 s a Slack channel is paced at by default
+SLACK_PACE = 1.1  # a little over the 1.03 s a Slack channel is paced at by default
 TELEGRAM_PACE = 3.2  # a little over the 60/19 s of a Telegram group
 
 

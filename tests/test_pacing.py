@@ -9,13 +9,13 @@ import time
 import pytest
 
 from bridge.pacing import TELEGRAM_GROUP_DEFAULT, Pacer, parse_rate, spacing_for
-from bridge.spacing import Spacing
+from bridge.spacing import NOT_BEFORE, Spacing
 from bridge.store.db import Database
 
 
 async def take(pacer: Pacer, database: Database, destination: str, now: float) -> bool:
     async with database.transaction() as connection:
-        return await pacer.take(connection, destination, now)
+        return await pacer.take(connection, destination, now) is not None
 
 
 async def ready_at(pacer: Pacer, database: Database, destination: str, now: float) -> float:
@@ -192,3 +192,45 @@ def test_only_destinations_paced_without_burst_get_a_gate() -> None:
     assert group is not None and group.interval == pytest.approx(60 / 19)
     assert spacing_for(parse_rate("5/s")) is None  # bursts allowed: the bucket alone
     assert spacing_for(None) is None
+
+
+async def test_tokens_taken_ahead_are_due_one_interval_apart_whichever_worker_takes_them(
+    database: Database,
+) -> None:
+    """Two workers claim a busy channel's jobs as early as they may (`ahead`): each token is
+    given at most `ahead` before it is due, and the moments they are due (when the posts
+    leave) are one interval apart across both, however their claims interleave."""
+    workers = [Pacer(database, {"slack": 1.0}, ahead=0.25) for _ in range(2)]
+    taken: list[tuple[float, float]] = []  # (claimed at, due at)
+    now = 0.0
+    for pacer in itertools.cycle(workers):
+        if now >= 10:
+            break
+        async with database.transaction() as connection:
+            due = await pacer.take(connection, "slack", now)
+            waiting = await pacer.waiting(connection, ["slack"], now)
+        if due is not None:
+            taken.append((now, due))
+            continue
+        now = max(waiting.get("slack", now), math.nextafter(now, math.inf))
+    due_at = [due for _, due in taken]
+    assert due_at == sorted(due_at)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(due_at)] == [1.0] * (len(due_at) - 1)
+    assert all(0 <= due - claimed <= 0.25 for claimed, due in taken)
+    assert any(due - claimed > 0.2 for claimed, due in taken)  # claimed ahead, not at the time
+    assert len(due_at) == 11  # 0 s, 1 s, … 10 s: the rate, not more
+
+
+async def test_a_post_waits_for_the_moment_its_token_is_due() -> None:
+    spacing = Spacing(0.01)
+
+    async def job(not_before: float) -> float:
+        NOT_BEFORE.set(not_before)  # as the worker sets it for each job's task
+        await spacing.wait()
+        return time.monotonic()
+
+    due = time.monotonic() + 0.2
+    assert await asyncio.create_task(job(due)) >= due
+    started = time.monotonic()
+    await spacing.wait()  # another task, no token taken ahead: the interval only
+    assert time.monotonic() - started < 0.15

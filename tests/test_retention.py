@@ -283,10 +283,10 @@ async def test_a_destinations_pace_goes_once_at_rest_and_not_while_it_holds_anyo
     pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
     start = 1_900_000_000.0
     async with database.transaction() as connection:
-        assert await pacer.take(connection, "support", start)  # then quiet
+        assert await pacer.take(connection, "support", start) is not None  # then quiet
         await pacer.pause(connection, "oncall", start + 2 * retention.EVERY, start)  # a 429
     async with database.transaction() as connection:
-        assert await pacer.take(connection, "billing", start + retention.EVERY - 60)
+        assert await pacer.take(connection, "billing", start + retention.EVERY - 60) is not None
     pruned = await retention.prune(database, config, start + retention.EVERY + 1)
     kept = [name for (name,) in await query(database, select(pace.c.destination))]
     async with database.transaction() as connection:

@@ -43,8 +43,11 @@ async def take(
     rate: float,
     burst: float,
     now: float,
-) -> bool:
-    """Take one token of `destination` if it has one and is not paused."""
+    ahead: float = 0.0,
+) -> float | None:
+    """Take one token of `destination` if it has one (or will have within `ahead` seconds)
+    and is not paused; return the tokens left, below zero for a token taken ahead (None:
+    no token)."""
     refilled = _refilled(rate, burst, now)
     statement = (
         database.insert(pace)
@@ -57,11 +60,12 @@ async def take(
                     (pace.c.updated_at < now, literal(now)), else_=pace.c.updated_at
                 ),
             },
-            where=(pace.c.paused_until <= now) & (refilled >= 1),
+            where=(pace.c.paused_until <= now) & (refilled >= 1 - rate * ahead),
         )
         .returning(pace.c.tokens)
     )
-    return (await connection.execute(statement)).first() is not None
+    left = (await connection.execute(statement)).scalar()
+    return None if left is None else float(left)
 
 
 async def pause(
