@@ -39,7 +39,7 @@ from bridge.smstools_api import SmstoolsApi
 from bridge.store import events as event_store
 from bridge.store import notify
 from bridge.store import outbox as outbox_store
-from bridge.store.db import UNAVAILABLE, Database, describe_error
+from bridge.store.db import UNAVAILABLE, Database, describe_error, relax_commits
 from bridge.store.events import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class Worker:
 
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
+        relax_commits()  # claims: one taken back by a power cut is claimed again
         listener = None
         if self.database.dialect == "postgresql":
             listener = asyncio.create_task(notify.listen(self.database, self.wake), name="listen")
@@ -295,6 +296,9 @@ class Worker:
 
     async def _run_job(self, job: Job, not_before: float) -> None:
         spacing.NOT_BEFORE.set(not_before)  # this task's own: its posts wait for its token
+        # What a power cut may take back of a chat delivery's records only repeats a chat
+        # post; a reply's mark that it is being sent must be on disk before the SMS goes.
+        relax_commits(job.kind != Kind.REPLY)
         try:
             await self._attempt(job)
         except UNAVAILABLE as error:

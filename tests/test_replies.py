@@ -411,3 +411,35 @@ async def test_replies_sent_and_refused_are_counted_once_each(
     assert attempts("reply", "ok", "none") == 5
     assert attempts("reply_status", "ok", "none") == 1
     assert unexpected_labels(samples, ["support", "nl-team", "group"]) == []
+
+
+async def test_a_reply_is_on_disk_as_sending_before_its_sms_while_chat_records_commit_relaxed(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    # Every SQLite transaction says how it commits; collect them with what each one wrote.
+    statements: list[str] = []
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        database = bridge.running.worker.database
+        async with database.autocommit() as connection:
+            await database.on_sqlite_thread(
+                connection, lambda raw: raw.set_trace_callback(statements.append)
+            )
+        thread = await thread_of_customer(bridge, slack)
+        event = slack_event("On its way", thread, slack.post_as_member("C0SUPPORT"))
+        assert (await bridge.slack(event)).status_code == 200
+        await bridge.drain()
+    assert len(smstools.sent()) == 1
+    transactions: list[tuple[str, str]] = []  # (synchronous, what it wrote)
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous="):
+            transactions.append((statement.removeprefix("PRAGMA synchronous="), ""))
+        elif transactions:
+            mode, wrote = transactions[-1]
+            transactions[-1] = (mode, f"{wrote}\n{statement}")
+
+    def modes(written: str) -> set[str]:
+        return {mode for mode, wrote in transactions if written in wrote}
+
+    assert modes("INSERT INTO events") == {"FULL"}  # webhooks: on disk before their 2xx
+    assert modes("'sending'") == {"FULL"}  # before the SMS goes out
+    assert modes("INSERT INTO chat_messages") == {"NORMAL"}  # a chat post's record

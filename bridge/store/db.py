@@ -6,6 +6,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,14 +28,37 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlite3.DatabaseError,
 )
 T = TypeVar("T")
+
+# How a SQLite commit of this task (and of the tasks it starts) is made durable. FULL, the
+# default: the WAL is synced before COMMIT returns, so the commit survives a power cut. NORMAL
+# (`relax_commits`): it survives a crash of the process, and is synced with the next FULL
+# commit or checkpoint; a power cut may take back the last moments of such commits.
+_SYNCHRONOUS: ContextVar[str] = ContextVar("sqlite_synchronous", default="FULL")
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for a connection or a lock before giving up
+
+
+def relax_commits(relaxed: bool = True) -> None:
+    """From here on in this task, SQLite commits survive a crash of the process but not
+    necessarily of the machine (`synchronous=NORMAL` in WAL mode), and cost no sync of their
+    own: for the worker's chat deliveries, where losing a record after a power cut can only
+    repeat a chat post. Never on the webhook path, nor before an SMS is sent (`relaxed=False`
+    undoes it). PostgreSQL commits are unchanged."""
+    _SYNCHRONOUS.set("NORMAL" if relaxed else "FULL")
+
+
+def sqlite_begin(connection: sqlite3.Connection, synchronous: str = "FULL") -> None:
+    """Begin a write transaction that commits `synchronous` (FULL or NORMAL); runs on the
+    driver's thread. The setting is the connection's, so every transaction sets its own."""
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute("BEGIN IMMEDIATE")
 
 
 class Database:
     """Owns the engine. Every unit of work is `async with database.transaction() as conn`.
 
-    SQLite runs in WAL mode with `synchronous=FULL` (a commit survives power loss) and takes
-    the write lock at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
+    SQLite runs in WAL mode with `synchronous=FULL` (a commit survives power loss; the
+    worker's chat deliveries relax it to NORMAL, `relax_commits`) and takes the write lock
+    at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
     `timeout` bounds the waits: SQLite's busy_timeout; on PostgreSQL connecting and taking a
     connection from the pool.
     """
@@ -138,17 +162,16 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         _switch_to_wal(cursor)
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
         # One trip to aiosqlite's thread; through SQLAlchemy's cursor it would be three (open,
-        # execute, close) for every transaction. Like SQLAlchemy's own aiosqlite adapter,
-        # this goes through aiosqlite's queue to its thread.
+        # execute, close) per statement. Like SQLAlchemy's own aiosqlite adapter, this goes
+        # through aiosqlite's queue to its thread.
         driver = connection.connection.driver_connection
-        await_(driver._execute(driver._conn.execute, "BEGIN IMMEDIATE"))
+        await_(driver._execute(sqlite_begin, driver._conn, _SYNCHRONOUS.get()))
 
 
 def _switch_to_wal(cursor: Any) -> None:

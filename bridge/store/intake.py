@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, lane
 from bridge.store import notify
-from bridge.store.db import Database
+from bridge.store.db import Database, sqlite_begin
 from bridge.store.outbox import PENDING
 
 _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane, kind, payload, at
@@ -121,7 +121,7 @@ def _in_transaction(
     events: Sequence[NewEvent],
     jobs: Sequence[_JobRow],
 ) -> dict[str, int]:
-    connection.execute("BEGIN IMMEDIATE")
+    sqlite_begin(connection, "FULL")  # the webhook path's commits always survive a power cut
     try:
         stored = _write_sqlite(connection, bodies, events, jobs)
     except BaseException:
