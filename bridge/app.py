@@ -191,6 +191,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             try:
                 yield
             finally:
+                await app.state.receiver.commits.close()
                 await app.state.readiness.close()
                 if task is not None:
                     await worker.stop()

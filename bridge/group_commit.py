@@ -7,7 +7,7 @@ locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for th
 every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
 `synchronous=FULL`) this turns one fsync per webhook into one fsync per group, and it is the
 only webhook writer: the worker's short transactions wait for the connection in the pool's
-queue between groups. On PostgreSQL a second group commits beside the first (its round trip
+queue until the group commit gives it back (within KEEP seconds, even under a steady stream). On PostgreSQL a second group commits beside the first (its round trip
 and the server's commit overlap the next requests' parsing), except where the two share a
 conversation: then the later one waits, so a conversation's jobs keep their arrival order.
 """
@@ -15,8 +15,12 @@ conversation: then the later one waits, so a conversation's jobs keep their arri
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import phones
 from bridge.config import Config
@@ -27,6 +31,12 @@ GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fi
 # Groups committing at once. SQLite has one writer. On PostgreSQL a second group is written
 # while the first waits for its round trip and commit, unless they share a conversation.
 IN_FLIGHT = {"sqlite": 1, "postgresql": 2}
+# A group's connection is kept for the next group, for at most this long from its checkout:
+# checking one out of SQLAlchemy's pool and back costs about as much CPU as storing a group of
+# eight webhooks. The bound gives the worker (on SQLite the pool's only connection is the
+# webhooks' too) its turn under a steady stream of webhooks.
+KEEP = 0.05  # seconds
+IDLE = 0.002  # seconds a kept connection waits for the next group: answered requests return
 _EVERY = "*"  # a body whose planning reads the database (reports) waits for every other
 
 
@@ -55,6 +65,11 @@ class GroupCommit:
         self.in_flight = IN_FLIGHT[database.dialect]
         self._waiting: list[_Waiting] = []
         self._committing: dict[asyncio.Task[None], frozenset[str]] = {}
+        self._sizes: dict[asyncio.Task[None], int] = {}  # bodies in each committing group
+        self._answered = 0  # bodies of the group that just committed
+        self._kept: list[tuple[AsyncConnection, float]] = []  # connections, and since when
+        self._idle: asyncio.TimerHandle | None = None  # gives the kept ones back
+        self._closing: set[asyncio.Task[None]] = set()
         self.groups = 0  # transactions committed (or tried): fewer than requests under load
 
     async def submit(self, body: Body) -> IngestResult:
@@ -75,21 +90,36 @@ class GroupCommit:
         so a conversation's jobs are committed (and delivered) in the order they arrived."""
         while self._waiting and len(self._committing) < self.in_flight:
             busy = frozenset().union(*self._committing.values())
-            group = self._next_group(busy)
+            group = self._next_group(busy, self._share())
             if not group:
-                return
+                break
             task = asyncio.create_task(self._commit(group), name="group-commit")
             self._committing[task] = frozenset().union(*(w.conversations for w in group))
+            self._sizes[task] = len(group)
             task.add_done_callback(self._committed)
+        self._answered = 0
+
+    def _share(self) -> int:
+        """How many bodies a group may take: an equal share, among the groups that may be in
+        flight, of the requests under way (those waiting, committing, or just answered and
+        soon back). Without it, two groups in flight settle into one of a single body and
+        one of all the others, which pays a second commit for one request."""
+        requests = self._answered + len(self._waiting) + sum(self._sizes.values())
+        return max(1, -(-requests // self.in_flight))
 
     def _committed(self, task: asyncio.Task[None]) -> None:
         del self._committing[task]
+        self._answered = self._sizes.pop(task)
         self._start()
 
-    def _next_group(self, busy: frozenset[str]) -> list[_Waiting]:
+    def _next_group(self, busy: frozenset[str], share: int) -> list[_Waiting]:
         group: list[_Waiting] = []
         events = 0
-        while self._waiting and not _overlap(self._waiting[0].conversations, busy):
+        while (
+            self._waiting
+            and len(group) < share
+            and not _overlap(self._waiting[0].conversations, busy)
+        ):
             size = len(self._waiting[0].body.items)
             if group and events + size > self.group_events:
                 break
@@ -100,9 +130,13 @@ class GroupCommit:
     async def _commit(self, group: list[_Waiting]) -> None:
         self.groups += 1
         try:
-            results = await ingest_group(
-                self.database, self.config, [waiting.body for waiting in group]
-            )
+            async with self._connection() as connection:
+                results = await ingest_group(
+                    self.database, connection, self.config, [waiting.body for waiting in group]
+                )
+                for waiting, result in zip(group, results, strict=True):
+                    if not waiting.answer.done():
+                        waiting.answer.set_result(result)
         except UNAVAILABLE as error:  # one log line for the group; each request a 503
             self.on_unavailable(error, len(group))
             for waiting in group:
@@ -113,10 +147,49 @@ class GroupCommit:
             for waiting in group:
                 if not waiting.answer.done():
                     waiting.answer.set_exception(error)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one group: one an earlier group kept, else one from the pool.
+        Kept for the next group for up to KEEP seconds from its checkout, and given back once
+        no group took it within IDLE; dropped after an error (it may be the connection's)."""
+        if self._kept:
+            connection, since = self._kept.pop()
+        else:
+            connection, since = await self.database.connect(), time.monotonic()
+        try:
+            yield connection
+        except BaseException:
+            await connection.close()
+            raise
+        if time.monotonic() - since >= KEEP:
+            await connection.close()
             return
-        for waiting, result in zip(group, results, strict=True):
-            if not waiting.answer.done():
-                waiting.answer.set_result(result)
+        self._kept.append((connection, since))
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(IDLE, self._give_back)
+
+    def _give_back(self) -> None:
+        """No group took the kept connections within IDLE: back to the pool with them."""
+        self._idle = None
+        kept, self._kept = self._kept, []
+        if kept:
+            task = asyncio.create_task(_close([connection for connection, _ in kept]))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Give back what is kept (at shutdown, once no request is under way)."""
+        if self._idle is not None:
+            self._idle.cancel()
+        self._give_back()
+        await asyncio.gather(*self._closing)
+
+
+async def _close(connections: list[AsyncConnection]) -> None:
+    for connection in connections:
+        await connection.close()
 
 
 def _overlap(conversations: frozenset[str], busy: frozenset[str]) -> bool:

@@ -69,14 +69,16 @@ async def ingest(
     database: Database, config: Config, body: bytes, items: list[Any], now: float
 ) -> IngestResult:
     """Store one parsed webhook body and plan its deliveries, in a transaction of its own."""
-    (result,) = await ingest_group(database, config, [Body(body, items, now)])
+    async with database.autocommit() as connection:
+        (result,) = await ingest_group(database, connection, config, [Body(body, items, now)])
     return result
 
 
 async def ingest_group(
-    database: Database, config: Config, bodies: Sequence[Body]
+    database: Database, connection: AsyncConnection, config: Config, bodies: Sequence[Body]
 ) -> list[IngestResult]:
-    """Store parsed webhook bodies and plan their deliveries, all in one transaction.
+    """Store parsed webhook bodies and plan their deliveries, all in one transaction, from
+    `connection`, which is outside any transaction (`Database.autocommit`).
 
     Events not understood are stored with the reason and reported, never dropped; a
     `webhook_id` seen before (or earlier in the group) counts as a duplicate and changes
@@ -111,12 +113,12 @@ async def ingest_group(
         _early_jobs(bodies, parsed, inbox, cut),
     )
     if cut == len(flat):  # nothing left to plan: one call, in a transaction of its own
-        stored = await intake.write_alone(database, group)
+        stored = await intake.write_alone(database, connection, group)
         results = await _Planner(database, None, config, stored, inbox, cut).plan(bodies, parsed)
     else:
-        async with database.transaction() as connection:
-            stored = await intake.write(database, connection, group)
-            planner = _Planner(database, connection, config, stored, inbox, cut)
+        async with database.transaction_beside(connection) as transaction:
+            stored = await intake.write(database, transaction, group)
+            planner = _Planner(database, transaction, config, stored, inbox, cut)
             results = await planner.plan(bodies, parsed)
     for result in results:
         if result.problems or result.unrouted:

@@ -284,6 +284,7 @@ async def edge_on(database: Database) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
             yield client
     finally:
+        await receiver.commits.close()
         await database.close()
 
 

@@ -102,10 +102,37 @@ class Database:
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection outside any transaction: each statement commits on its own (on
         SQLite, the caller's work on the driver's thread begins and commits its own)."""
-        async with self.engine.connect() as connection:
-            if self.dialect == "postgresql":
-                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection = await self.connect()
+        try:
             yield connection
+        finally:
+            await connection.close()
+
+    async def connect(self) -> AsyncConnection:
+        """`autocommit`'s connection, for a caller that keeps it beyond one block; the caller
+        closes it (gives it back to the pool)."""
+        connection = await self.engine.connect()
+        if self.dialect == "postgresql":
+            try:
+                return await connection.execution_options(isolation_level="AUTOCOMMIT")
+            except BaseException:
+                await connection.close()
+                raise
+        return connection
+
+    @asynccontextmanager
+    async def transaction_beside(
+        self, connection: AsyncConnection
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction for work next to `connection`, one of `autocommit`'s: on SQLite on
+        that connection (the only one there is: another would wait for it forever); on
+        PostgreSQL on one of its own (`connection` commits each statement by itself)."""
+        if self.dialect == "sqlite":
+            async with connection.begin():
+                yield connection
+        else:
+            async with self.transaction() as other:
+                yield other
 
     async def on_sqlite_thread(
         self, connection: AsyncConnection, function: Callable[..., T], *args: Any

@@ -64,16 +64,16 @@ class Group:
     jobs: Sequence[NewJob]
 
 
-async def write_alone(database: Database, group: Group) -> dict[str, int]:
+async def write_alone(
+    database: Database, connection: AsyncConnection, group: Group
+) -> dict[str, int]:
     """Store a group in a transaction of its own, in one call (the common case: nothing
-    else to plan); return the ids of the events stored now, by `webhook_id`. Workers
-    listening on PostgreSQL hear of the new jobs once it commits."""
-    async with database.autocommit() as connection:
-        if database.dialect == "sqlite":
-            return await database.on_sqlite_thread(
-                connection, _in_transaction, *_sqlite_rows(group)
-            )
-        return await _write_postgresql(connection, group)
+    else to plan), on a connection outside any transaction (`Database.autocommit`); return
+    the ids of the events stored now, by `webhook_id`. Workers listening on PostgreSQL hear
+    of the new jobs once it commits."""
+    if database.dialect == "sqlite":
+        return await database.on_sqlite_thread(connection, _in_transaction, *_sqlite_rows(group))
+    return await _write_postgresql(connection, group)
 
 
 async def write(database: Database, connection: AsyncConnection, group: Group) -> dict[str, int]:
