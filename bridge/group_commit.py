@@ -7,8 +7,9 @@ locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for th
 every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
 `synchronous=FULL`) this turns one fsync per webhook into one fsync per group, and it is the
 only webhook writer: the worker's short transactions wait for the connection in the pool's
-queue until the group commit gives it back (within KEEP seconds, even under a steady stream). On PostgreSQL a second group commits beside the first (its round trip
-and the server's commit overlap the next requests' parsing), except where the two share a
+queue until the group commit gives it back (within KEEP seconds, even under a steady stream
+of webhooks). On PostgreSQL a second group commits beside the first (its round trip and the
+server's commit overlap the next requests' parsing), except where the two share a
 conversation: then the later one waits, so a conversation's jobs keep their arrival order.
 """
 
