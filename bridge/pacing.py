@@ -28,13 +28,14 @@ _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # `ahead`), but what happens between that moment and the platform's clock (the request on
 # its way, a busy event loop) can still bring two arrivals closer. Measured with three
 # workers on one channel: at 2 % 1 to 3 × 429 in 60 posts, at 3 % 1 to 2.
-SLACK_DEFAULT = 1 / 1.03
-TELEGRAM_PRIVATE_DEFAULT = 1 / 1.03
+MARGIN = 1.03
+SLACK_DEFAULT = 1 / MARGIN
+TELEGRAM_PRIVATE_DEFAULT = 1 / MARGIN
 TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
 BURST = 3.0  # at most, and only where the rate allows several posts a second
 # How long before its token is due a job may be claimed, so that it is prepared (its reads
 # and writes before the post) by then and its post leaves on time (`Pacer`).
-AHEAD = 0.1  # seconds
+AHEAD = 0.25  # seconds
 
 
 def parse_rate(value: object) -> float | None:
@@ -155,4 +156,4 @@ def spacing_for(rate: float | None) -> Spacing | None:
     where bursts are allowed or there is no rate."""
     if rate is None or burst_for(rate) > 1:
         return None
-    return Spacing(1 / rate)
+    return Spacing(1 / rate, after_answer=1 / (rate * MARGIN))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
 # When the post of the job being delivered may leave, on `time.monotonic()`: the moment its
@@ -23,8 +24,16 @@ class Spacing:
     spacing holds where the platform measures it.
     """
 
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval: float,
+        after_answer: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`after_answer`: how long after a post was answered the next may leave, at least
+        (the platform's own interval: `interval` less the pacing margin)."""
         self.interval, self._clock = interval, clock
+        self.after_answer = interval if after_answer is None else after_answer
         self._next = float("-inf")  # when the next post may leave
 
     async def wait(self) -> None:
@@ -39,3 +48,24 @@ class Spacing:
                 self._next = now + self.interval
                 return
             await asyncio.sleep(until - now)
+
+    def answered(self) -> None:
+        """The post that left last was answered: the platform saw it by now, so the next
+        one leaves no sooner than `after_answer` from here. A post held up after it left (a
+        busy event loop, a slow connection) then cannot reach the platform too close to
+        the one after it."""
+        self._next = max(self._next, self._clock() + self.after_answer)
+
+
+@asynccontextmanager
+async def leaving(spacing: Spacing | None) -> AsyncIterator[None]:
+    """Around one post: wait at the gate (if the destination has one), post, count the
+    answer."""
+    if spacing is None:
+        yield
+        return
+    await spacing.wait()
+    try:
+        yield
+    finally:
+        spacing.answered()

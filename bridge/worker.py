@@ -50,6 +50,10 @@ DEFAULT_POLICY = RetryPolicy()
 # of each was out within 0.4-0.5 s of the worker's start with 48, within 1.0-1.3 s with 16),
 # while a paced destination's next job waits for its token's moment (up to `pacing.AHEAD`).
 CONCURRENCY = 48
+# Jobs claimed in one round, at most. Jobs beyond their destination's tokens are given back
+# at once, so a busy channel with many waiting conversations costs every round this many
+# leases written and released; the loop claims again at once after a round that started any.
+CLAIM_BATCH = 16
 
 
 class Worker:
@@ -210,7 +214,7 @@ class Worker:
                 worker=self.name,
                 now=now,
                 lease=self.lease,
-                limit=free,
+                limit=min(free, CLAIM_BATCH),
                 paused=waiting,
             )
             over_pace = []

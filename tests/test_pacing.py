@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bridge.pacing import TELEGRAM_GROUP_DEFAULT, Pacer, parse_rate, spacing_for
-from bridge.spacing import NOT_BEFORE, Spacing
+from bridge.spacing import NOT_BEFORE, Spacing, leaving
 from bridge.store.db import Database
 
 
@@ -234,3 +234,18 @@ async def test_a_post_waits_for_the_moment_its_token_is_due() -> None:
     started = time.monotonic()
     await spacing.wait()  # another task, no token taken ahead: the interval only
     assert time.monotonic() - started < 0.15
+
+
+async def test_a_post_answered_late_holds_the_next_back_from_its_answer() -> None:
+    """The platform sees a post somewhere between when it left and when it was answered: the
+    next one leaves `after_answer` after the answer, so a post held up on its way (a busy
+    loop, a slow connection) cannot arrive too close to the one after it."""
+    spacing = Spacing(0.1, after_answer=0.09)
+    async with leaving(spacing):
+        await asyncio.sleep(0.05)  # on its way for 50 ms
+    answered = time.monotonic()
+    async with leaving(spacing):
+        left = time.monotonic()
+    assert left - answered >= 0.09 - 0.005  # not 0.1 after it left: 0.05 after its answer
+    async with leaving(None):  # a destination without a gate: nothing to wait for
+        pass

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bridge.errors import Permanent, Reason, Retryable
-from bridge.spacing import Spacing
+from bridge.spacing import Spacing, leaving
 
 from . import slack_text
 from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, Tone
@@ -304,21 +304,20 @@ class SlackAdapter:
         """chat.postMessage under `thread` (a parent `ts`); link unfurling off."""
         author = part.extra.get("author")
         customer = isinstance(author, str) and bool(self.customize)
-        if self._spacing is not None:
-            await self._spacing.wait()
-        response = await self._call(
-            self._client.chat_postMessage(
-                channel=self.channel,
-                text=part.text,
-                blocks=_blocks(part),
-                thread_ts=thread,
-                unfurl_links=False,
-                unfurl_media=False,
-                username=str(author) if customer else None,
-                icon_emoji=CUSTOMER_ICON if customer else None,
-                metadata=_metadata(part.extra.get(ORIGIN)),
+        async with leaving(self._spacing):
+            response = await self._call(
+                self._client.chat_postMessage(
+                    channel=self.channel,
+                    text=part.text,
+                    blocks=_blocks(part),
+                    thread_ts=thread,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    username=str(author) if customer else None,
+                    icon_emoji=CUSTOMER_ICON if customer else None,
+                    metadata=_metadata(part.extra.get(ORIGIN)),
+                )
             )
-        )
         ts, channel = str(response["ts"]), str(response.get("channel") or self.channel)
         return Sent(chat=channel, message=ts, thread=thread or ts)
 

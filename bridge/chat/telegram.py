@@ -33,7 +33,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
-from bridge.spacing import Spacing
+from bridge.spacing import Spacing, leaving
 
 from .base import (
     ChatMoved,
@@ -280,22 +280,21 @@ class TelegramAdapter:
             raise ThreadClosed(Reason.FORBIDDEN, f"{detail} ({reason})") from None
 
     async def _send_message(self, part: Part, thread: str | None) -> Any:
-        if self._spacing is not None:
-            await self._spacing.wait()
-        return await self._call(
-            self._bot.send_message(
-                chat_id=self.chat_id,
-                text=part.text,
-                parse_mode=ParseMode.HTML,
-                link_preview_options=_NO_PREVIEW,
-                message_thread_id=int(thread) if thread and self.topics else None,
-                reply_parameters=(
-                    ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
-                    if thread and not self.topics
-                    else None
-                ),
+        async with leaving(self._spacing):
+            return await self._call(
+                self._bot.send_message(
+                    chat_id=self.chat_id,
+                    text=part.text,
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=_NO_PREVIEW,
+                    message_thread_id=int(thread) if thread and self.topics else None,
+                    reply_parameters=(
+                        ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
+                        if thread and not self.topics
+                        else None
+                    ),
+                )
             )
-        )
 
     async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         """Telegram keeps no metadata and lets a bot read no history: it cannot tell."""
