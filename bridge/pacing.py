@@ -99,29 +99,33 @@ class Pacer:
     async def waiting(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> dict[str, float]:
-        """Destinations without a token to give now, and when each can give its next one
-        (up to `ahead` before it is due)."""
-        return {
-            destination: at - self._ahead.get(destination, 0.0)
-            for destination, at in (await self._ready(connection, destinations, now)).items()
-            if at - self._ahead.get(destination, 0.0) > now
-        }
+        """Destinations without a token to give now, and when each can give its next one:
+        up to `ahead` before it is due, never while a 429 pauses it."""
+        waiting = {}
+        for destination, (at, bucket) in (await self._ready(connection, destinations, now)).items():
+            at = max(at - self._ahead.get(destination, 0.0), bucket.paused_until)
+            if at > now:
+                waiting[destination] = at
+        return waiting
 
     async def behind(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> set[str]:
         """Destinations without a token due now."""
-        return {
-            d for d, at in (await self._ready(connection, destinations, now)).items() if at > now
-        }
+        ready = await self._ready(connection, destinations, now)
+        return {destination for destination, (at, _) in ready.items() if at > now}
 
     async def _ready(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
-    ) -> dict[str, float]:
+    ) -> dict[str, tuple[float, Bucket]]:
+        """When each stored destination has its next token due, with its stored bucket."""
         stored = await pace_store.buckets(connection, destinations)
         return {
-            destination: ready_at(
-                bucket, self._rates.get(destination), self._bursts.get(destination, 1.0), now
+            destination: (
+                ready_at(
+                    bucket, self._rates.get(destination), self._bursts.get(destination, 1.0), now
+                ),
+                bucket,
             )
             for destination, bucket in stored.items()
         }

@@ -249,3 +249,16 @@ async def test_a_post_answered_late_holds_the_next_back_from_its_answer() -> Non
     assert left - answered >= 0.09 - 0.005  # not 0.1 after it left: 0.05 after its answer
     async with leaving(None):  # a destination without a gate: nothing to wait for
         pass
+
+
+async def test_a_paused_destination_gives_no_token_ahead_of_the_pause_end(
+    database: Database,
+) -> None:
+    pacer = Pacer(database, {"slack": 1.0}, ahead=0.25)
+    async with database.transaction() as connection:
+        await pacer.pause(connection, "slack", until=10.0, now=0.0)  # a 429's Retry-After
+        waiting = await pacer.waiting(connection, ["slack"], 9.8)
+        early = await pacer.take(connection, "slack", 9.8)
+        due = await pacer.take(connection, "slack", 10.0)
+    assert waiting == {"slack": 10.0}  # the worker sleeps until then, not 9.75
+    assert early is None and due == 10.0

@@ -189,6 +189,7 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         _switch_to_wal(cursor)
+        cursor.execute("PRAGMA synchronous=FULL")  # and each transaction sets its own
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
