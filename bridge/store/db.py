@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_
 
 from bridge.retry import backoff
+from bridge.store import sqlite_driver
 
 # What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
 # lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout, sqlite3's own
@@ -89,6 +90,8 @@ class Database:
             # the driver's thread commits or rolls back in the same call), and on aiosqlite the
             # rollback would be one more trip to the driver's thread per transaction.
             options.update(pool_size=1, max_overflow=0, pool_reset_on_return=None)
+            # Each statement in one trip to aiosqlite's thread, not four.
+            options.update(module=sqlite_driver.dbapi())
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
@@ -195,9 +198,8 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        # One trip to aiosqlite's thread; through SQLAlchemy's cursor it would be three (open,
-        # execute, close) per statement. Like SQLAlchemy's own aiosqlite adapter, this goes
-        # through aiosqlite's queue to its thread.
+        # The transaction's PRAGMA and BEGIN in one trip to aiosqlite's thread (as each
+        # statement is, `sqlite_driver`), through aiosqlite's queue like everything else.
         driver = connection.connection.driver_connection
         await_(driver._execute(sqlite_begin, driver._conn, _SYNCHRONOUS.get()))
 
