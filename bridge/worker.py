@@ -53,6 +53,8 @@ CONCURRENCY = 48
 # Jobs claimed in one round, at most. Jobs beyond their destination's tokens are given back
 # at once, so a busy channel with many waiting conversations costs every round this many
 # leases written and released; the loop claims again at once after a round that started any.
+# (64 a round put the first post of all 50 channels within 0.13-0.39 s, but three workers on
+# one channel drew 7-8 x 429 in 60 posts, against 2-3 with 16.)
 CLAIM_BATCH = 16
 
 

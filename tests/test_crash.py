@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.worker import CONCURRENCY
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
@@ -28,7 +29,7 @@ from tests.traffic import (
 
 pytestmark = pytest.mark.slow
 
-CONCURRENCY = 16  # the worker's jobs in flight at most
+FIRST_POSTS = 16  # posts landed before the kill in the Slack look-up test, and as many in flight
 
 
 @pytest.fixture
@@ -158,8 +159,8 @@ def test_kill_9_with_16_slack_posts_in_flight_leaves_no_duplicate_post(
         events = slack_burst(32, 4)
         bridge = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
         Sender(bridge.url, events).run()
-        slack.wait_for_posts(CONCURRENCY, timeout=30)  # the first 16 landed
-        slack.wait_busy(CONCURRENCY, timeout=30)  # and the next 16 are in flight
+        slack.wait_for_posts(FIRST_POSTS, timeout=30)  # the first 16 landed
+        slack.wait_busy(FIRST_POSTS, timeout=30)  # and the next 16 are in flight
         assert bridge.kill() == -9
         slack.wait_idle()  # what was in flight lands now, unrecorded
         landed = len(slack.posts())
@@ -174,10 +175,10 @@ def test_kill_9_with_16_slack_posts_in_flight_leaves_no_duplicate_post(
         lookups = len(slack.calls("conversations.history")) + len(
             slack.calls("conversations.replies")
         )
-    assert landed > CONCURRENCY  # posts were in flight at the kill and landed unrecorded
+    assert landed > FIRST_POSTS  # posts were in flight at the kill and landed unrecorded
     assert found["duplicates"] == 0
     assert len(slack.posts()) == len(events)
     print(
-        f"\nkill -9 with {landed - CONCURRENCY} Slack posts in flight: {len(events)} posts, "
+        f"\nkill -9 with {landed - FIRST_POSTS} Slack posts in flight: {len(events)} posts, "
         f"0 duplicates; {lookups} look-ups by the jobs taken over"
     )

@@ -3,6 +3,7 @@ own driver's do: rows, row counts, RETURNING, many rows at once, and the driver'
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,6 +56,33 @@ async def test_a_statement_with_rows_is_one_trip_to_the_driver_thread(
         rows = (await connection.execute(select(things.c.name).order_by(things.c.id))).all()
         assert len(trips) - before == 1
     assert [row.name for row in rows] == ["a", "b"]
+
+
+async def test_a_transaction_begins_in_the_trip_of_its_first_statement(
+    sqlite: Database, trips: list[Any]
+) -> None:
+    async with sqlite.transaction() as connection:
+        await connection.execute(insert(things).values(name="a"))
+        await connection.execute(insert(things).values(name="b"))
+    assert len(trips) == 3  # BEGIN with the first INSERT, the second, COMMIT
+    async with sqlite.transaction():
+        pass
+    assert len(trips) == 3  # nothing run: no BEGIN, no COMMIT
+
+
+async def test_work_on_the_driver_thread_is_inside_the_transaction_begun_before_it(
+    sqlite: Database,
+) -> None:
+    def write(raw: sqlite3.Connection) -> bool:
+        raw.execute("INSERT INTO things (name) VALUES ('x')")
+        return raw.in_transaction
+
+    with pytest.raises(RuntimeError, match="after the write"):
+        async with sqlite.transaction() as connection:
+            assert await sqlite.on_sqlite_thread(connection, write)
+            raise RuntimeError("after the write")
+    async with sqlite.transaction() as connection:
+        assert (await connection.execute(select(things))).all() == []
 
 
 async def test_row_counts_returning_and_many_rows_come_back_as_before(sqlite: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,6 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import await_
 
 from bridge.retry import backoff
 from bridge.store import sqlite_driver
@@ -144,12 +144,9 @@ class Database:
         transaction `connection` holds: one hop from the event loop for a whole unit of work,
         where each statement through SQLAlchemy would be a hop of its own."""
         assert self.dialect == "sqlite"
-        driver = (await connection.get_raw_connection()).driver_connection
-        # aiosqlite runs everything of a connection on one thread, through `_execute`; its
-        # public calls are one statement each. Pinned in constraints.txt; the tests of every
-        # webhook go through here.
-        result: T = await driver._execute(function, driver._conn, *args)  # type: ignore[union-attr]
-        return result
+        adapted = (await connection.get_raw_connection()).dbapi_connection
+        assert isinstance(adapted, sqlite_driver.OneTripConnection)
+        return await adapted.trip(function, *args)
 
     def insert(self, table: Table) -> Any:
         """An INSERT that knows this dialect's ON CONFLICT (both dialects spell it alike)."""
@@ -198,10 +195,12 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        # The transaction's PRAGMA and BEGIN in one trip to aiosqlite's thread (as each
-        # statement is, `sqlite_driver`), through aiosqlite's queue like everything else.
-        driver = connection.connection.driver_connection
-        await_(driver._execute(sqlite_begin, driver._conn, _SYNCHRONOUS.get()))
+        # The transaction's PRAGMA and BEGIN go with its first statement, in one trip to
+        # aiosqlite's thread (`sqlite_driver`). The setting is read here, on the loop, where
+        # the ContextVar is the caller's.
+        adapted = connection.connection.dbapi_connection
+        assert isinstance(adapted, sqlite_driver.OneTripConnection)
+        adapted.begin = functools.partial(sqlite_begin, synchronous=_SYNCHRONOUS.get())
 
 
 def _switch_to_wal(cursor: Any) -> None:
