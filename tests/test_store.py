@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
+from bridge.settings import normalise_database_url
 from bridge.store import facts, intake
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
@@ -29,8 +30,6 @@ async def test_a_database_newer_than_the_code_is_refused(database: Database) -> 
 
 
 async def test_concurrent_migrations_take_turns(database_url: str) -> None:
-    from bridge.settings import normalise_database_url
-
     databases = [Database(normalise_database_url(database_url)) for _ in range(3)]
     try:
         results = await asyncio.gather(*(migrate(db) for db in databases))
@@ -178,8 +177,6 @@ async def test_released_jobs_are_claimable_at_once(database: Database) -> None:
 
 
 async def test_parallel_claimers_never_get_the_same_job(database_url: str) -> None:
-    from bridge.settings import normalise_database_url
-
     databases = [Database(normalise_database_url(database_url)) for _ in range(4)]
     try:
         await migrate(databases[0])
@@ -221,8 +218,6 @@ async def test_releasing_every_lease_makes_all_pending_jobs_claimable(database: 
 
 
 async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: str) -> None:
-    from bridge.settings import normalise_database_url
-
     database = Database(normalise_database_url(database_url))
     try:
         await migrate(database, target=3)
@@ -320,3 +315,27 @@ async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
         ]
         assert sorted(kept.scalars()) == [b"[]", b"[new]"]
     assert set(stored) == {"wh_1", "wh_2", "wh_3"}
+
+
+@pytest.mark.postgres
+async def test_postgresql_connections_are_kept_not_opened_per_checkout_under_load(
+    postgres_url: str,
+) -> None:
+    """A worker runs 48 jobs at once: past the pool's size they wait for a connection, rather
+    than each opening one that is closed again at its return (and prepares its statements
+    anew)."""
+
+    database = Database(normalise_database_url(postgres_url))
+    opened: list[object] = []
+    event.listen(database.engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+    async def short_transaction() -> None:
+        async with database.transaction() as connection:
+            await connection.execute(text("SELECT pg_sleep(0.01)"))
+
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(short_transaction() for _ in range(48)))
+    finally:
+        await database.close()
+    assert len(opened) <= 15

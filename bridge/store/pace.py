@@ -8,14 +8,16 @@ together never take more tokens than the destination has.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, literal, select
+from sqlalchemy import Float, bindparam, case, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store.db import Database
+from bridge.store.db import Database, insert_for
 from bridge.store.schema import pace
 
 
@@ -28,11 +30,39 @@ class Bucket:
     paused_until: float = 0.0
 
 
-def _refilled(rate: float, burst: float, now: float) -> ColumnElement[float]:
+_NOW = bindparam("now", type_=Float)
+
+
+def _refilled(rate: float, burst: float) -> ColumnElement[float]:
     """The row's tokens at `now`: SQL for `pacing.tokens_at`."""
-    elapsed = case((pace.c.updated_at < now, literal(now) - pace.c.updated_at), else_=0.0)
+    elapsed = case((pace.c.updated_at < _NOW, _NOW - pace.c.updated_at), else_=0.0)
     refilled = pace.c.tokens + elapsed * rate
     return case((refilled > burst, literal(burst)), else_=refilled)
+
+
+@functools.cache
+def _taking(dialect: str, rate: float, burst: float, ahead: float) -> Any:
+    """`take`'s statement, built once per pace: building and keying it was a tenth of a
+    worker's CPU when it posted to 50 channels at once."""
+    refilled = _refilled(rate, burst)
+    return (
+        insert_for(dialect, pace)
+        .values(
+            destination=bindparam("destination"),
+            tokens=burst - 1,
+            updated_at=_NOW,
+            paused_until=0.0,
+        )
+        .on_conflict_do_update(
+            index_elements=[pace.c.destination],
+            set_={
+                "tokens": refilled - 1,
+                "updated_at": case((pace.c.updated_at < _NOW, _NOW), else_=pace.c.updated_at),
+            },
+            where=(pace.c.paused_until <= _NOW) & (refilled >= 1 - rate * ahead),
+        )
+        .returning(pace.c.tokens)
+    )
 
 
 async def take(
@@ -48,23 +78,8 @@ async def take(
     """Take one token of `destination` if it has one (or will have within `ahead` seconds)
     and is not paused; return the tokens left, below zero for a token taken ahead (None:
     no token)."""
-    refilled = _refilled(rate, burst, now)
-    statement = (
-        database.insert(pace)
-        .values(destination=destination, tokens=burst - 1, updated_at=now, paused_until=0.0)
-        .on_conflict_do_update(
-            index_elements=[pace.c.destination],
-            set_={
-                "tokens": refilled - 1,
-                "updated_at": case(
-                    (pace.c.updated_at < now, literal(now)), else_=pace.c.updated_at
-                ),
-            },
-            where=(pace.c.paused_until <= now) & (refilled >= 1 - rate * ahead),
-        )
-        .returning(pace.c.tokens)
-    )
-    left = (await connection.execute(statement)).scalar()
+    statement = _taking(database.dialect, rate, burst, ahead)
+    left = (await connection.execute(statement, {"destination": destination, "now": now})).scalar()
     return None if left is None else float(left)
 
 
