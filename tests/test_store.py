@@ -324,10 +324,9 @@ async def test_postgresql_connections_are_kept_not_opened_per_checkout_under_loa
     """A worker runs 48 jobs at once: past the pool's size they wait for a connection, rather
     than each opening one that is closed again at its return (and prepares its statements
     anew)."""
-
     database = Database(normalise_database_url(postgres_url))
     opened: list[object] = []
-    event.listen(database.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    event.listen(database.engine.sync_engine, "connect", lambda *args: opened.append(args))
 
     async def short_transaction() -> None:
         async with database.transaction() as connection:

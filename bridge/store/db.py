@@ -145,8 +145,8 @@ class Database:
         self, connection: AsyncConnection, function: Callable[..., T], *args: Any
     ) -> T:
         """Run `function(sqlite3_connection, *args)` on the driver's own thread, inside the
-        transaction `connection` holds: one hop from the event loop for a whole unit of work,
-        where each statement through SQLAlchemy would be a hop of its own."""
+        transaction `connection` holds: one trip from the event loop for a whole unit of work,
+        where each statement through SQLAlchemy would be a trip of its own."""
         assert self.dialect == "sqlite"
         adapted = (await connection.get_raw_connection()).dbapi_connection
         assert isinstance(adapted, sqlite_driver.OneTripConnection)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -41,26 +41,19 @@ def _after(
 
 
 def _execute(
-    connection: sqlite3.Connection, operation: str, parameters: Sequence[Any] | None
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool = False
 ) -> _Outcome:
-    """On aiosqlite's thread: the whole statement, from opening its cursor to closing it."""
+    """On aiosqlite's thread: the whole statement, from opening its cursor to closing it
+    (`many`: once for each set of `parameters`)."""
     cursor = connection.cursor()
     try:
-        cursor.execute(operation, () if parameters is None else parameters)
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, () if parameters is None else parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
         return description, rows, cursor.rowcount, cursor.lastrowid
-    finally:
-        cursor.close()
-
-
-def _executemany(
-    connection: sqlite3.Connection, operation: str, parameters: Sequence[Sequence[Any]]
-) -> _Outcome:
-    cursor = connection.cursor()
-    try:
-        cursor.executemany(operation, parameters)
-        return cursor.description, [], cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
 
@@ -107,16 +100,16 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         pass
 
     async def _execute_async(self, operation: Any, parameters: Any) -> None:
-        await self._trip(_execute, operation, parameters)
+        await self._trip(operation, parameters, many=False)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> None:
-        await self._trip(_executemany, operation, seq_of_parameters)
+        await self._trip(operation, seq_of_parameters, many=True)
 
-    async def _trip(self, function: Callable[..., _Outcome], *args: Any) -> None:
+    async def _trip(self, operation: Any, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection
         assert isinstance(connection, OneTripConnection)
         async with connection._execute_mutex:
-            outcome = await connection.trip(function, *args)
+            outcome = await connection.trip(_execute, operation, parameters, many)
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = deque(rows)
 
