@@ -1,10 +1,11 @@
 """Group commit: webhook bodies that arrive together share one transaction and one commit.
 
-The first body is stored at once; bodies arriving while a commit is under way wait for it
-and then go together in the next one. Each request is answered only after the commit that
-holds its events (`submit` returns then). When the database cannot take a group (down,
-locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for the group and
-every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
+Bodies submitted in the same pass of the event loop go together (the pass that read several
+requests parses them all before the group starts), and bodies arriving while a commit is
+under way wait for it and then go together in the next one. Each request is answered only
+after the commit that holds its events (`submit` returns then). When the database cannot take
+a group (down, locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for
+the group and every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
 `synchronous=FULL`) this turns one fsync per webhook into one fsync per group, and it is the
 only webhook writer: the worker's short transactions wait for the connection in the pool's
 queue until the group commit gives it back (within KEEP seconds, even under a steady stream
@@ -70,6 +71,7 @@ class GroupCommit:
         self._committing: dict[asyncio.Task[None], list[_Waiting]] = {}  # the groups
         self._kept: list[tuple[AsyncConnection, float]] = []  # connections, and since when
         self._idle: asyncio.TimerHandle | None = None  # gives the kept ones back
+        self._start_due = False  # a start is scheduled for the end of this loop pass
         self._closing: set[asyncio.Task[None]] = set()
         self.groups = 0  # transactions committed (or tried): fewer than requests under load
 
@@ -80,10 +82,19 @@ class GroupCommit:
         # Only a second group in flight needs to know what a body shares with the first.
         shares = _conversations(body) if self.in_flight > 1 else frozenset()
         self._waiting.append(_Waiting(body, answer, shares))
-        self._start()
+        if not self._start_due:
+            # At the end of this pass: the other requests it read join this group instead of
+            # waiting for a commit of this body alone (about 0.5 ms of CPU on SQLite, 1 ms on
+            # PostgreSQL, whatever the group's size).
+            self._start_due = True
+            asyncio.get_running_loop().call_soon(self._start_now)
         # A request cancelled here cancels only its own answer: the commit is a task of its
         # own, shares nothing else with it, and still stores its body.
         return await answer
+
+    def _start_now(self) -> None:
+        self._start_due = False
+        self._start()
 
     def _start(self, answered: int = 0) -> None:
         """Start groups from the waiting bodies, in arrival order, while fewer than

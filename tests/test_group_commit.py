@@ -254,6 +254,19 @@ def _body(*items: dict[str, Any]) -> Body:
     return Body(json.dumps(list(items)).encode(), list(items), 1.0)
 
 
+async def test_bodies_that_arrive_together_share_a_commit_instead_of_the_first_going_alone(
+    database: Database,
+) -> None:
+    commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
+    events = [inbox(f"3247000000{n}", "hi", webhook_id=f"wh_together_{n}") for n in range(6)]
+    answered = await asyncio.gather(*(commits.submit(_body(event)) for event in events))
+    assert [result.accepted for result in answered] == [1] * 6
+    # One group per commit that may be in flight (these are six conversations), where the
+    # first body used to start a commit of its own and the others waited for it.
+    assert commits.groups == IN_FLIGHT[database.dialect]
+    await commits.close()
+
+
 def test_only_bodies_of_other_conversations_commit_beside_a_group() -> None:
     """On PostgreSQL two groups may commit at once; a conversation's jobs are never in both,
     so they commit, and are delivered, in the order they arrived."""
