@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bridge import destinations, logs, readiness
 from bridge.chat.base import ChatAdapter
@@ -197,10 +198,6 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                     await worker.stop()
                     await task
 
-    async def receive(request: Request) -> JSONResponse:
-        receiver: WebhookReceiver = request.app.state.receiver
-        return await receiver(request)
-
     async def slack_events(request: Request) -> Response:
         handler: SlackEvents = request.app.state.slack_events
         return await handler(request)
@@ -224,7 +221,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
     return Starlette(
         exception_handlers={HTTPException: http_error},
         routes=[
-            Route(WEBHOOK_PATH, receive, methods=["POST"]),
+            Route(WEBHOOK_PATH, _Webhook(), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/slack/events", slack_events, methods=["POST"]),
@@ -233,3 +230,13 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         ],
         lifespan=lifespan,
     )
+
+
+class _Webhook:
+    """The Smstools webhook's endpoint: an ASGI app, which Starlette calls as it is (a
+    function endpoint it wraps as `request -> response`), answered by the receiver built at
+    start-up."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        receiver: WebhookReceiver = scope["app"].state.receiver
+        await receiver(scope, receive, send)

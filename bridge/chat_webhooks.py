@@ -2,7 +2,7 @@
 
 verify → store (raw, deduplicated on the platform's id) → plan the reply → answer. Nothing on
 this path calls Slack, Telegram or Smstools: the worker sends. An unverified request is
-neither stored nor acted on. The body is bounded in size and time (`edge.read_body`), and a
+neither stored nor acted on. The body is bounded in size and time (`edge.BodyReader`), and a
 database that cannot store the event gets the platform a 503 to send it again.
 """
 
@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
@@ -48,12 +48,16 @@ class SlackEvents:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    bodies: edge.BodyReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bodies = edge.BodyReader(self.body_timeout)
 
     async def __call__(self, request: Request) -> Response:
         if self.signing_secret is None:
             message = "Slack events are not enabled: set SLACK_SIGNING_SECRET"
             return edge.error(404, message, close=True)
-        body = await edge.read_body(request, limit=edge.MAX_BODY, timeout=self.body_timeout)
+        body = await self.bodies.read(request.receive, request.headers.get("content-length"))
         if isinstance(body, Response):
             return body
         verifier = SignatureVerifier(
@@ -87,6 +91,10 @@ class TelegramUpdates:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    bodies: edge.BodyReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bodies = edge.BodyReader(self.body_timeout)
 
     async def __call__(self, request: Request) -> Response:
         if self.secret is None:
@@ -96,7 +104,7 @@ class TelegramUpdates:
         if not hmac.compare_digest(offered, self.secret.get_secret_value().encode()):
             log.warning("Telegram update refused (403): wrong or missing secret token")
             return edge.error(403, "wrong secret token", close=True)
-        body = await edge.read_body(request, limit=edge.MAX_BODY, timeout=self.body_timeout)
+        body = await self.bodies.read(request.receive, request.headers.get("content-length"))
         if isinstance(body, Response):
             return body
         update = _json_object(body)

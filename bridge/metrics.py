@@ -14,6 +14,7 @@ import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -123,6 +124,30 @@ class Metrics:
         )
         self._database_view = DatabaseView()
         r.register(self._database_view)
+        # The webhook path's labelled counters, looked up once per label values: `labels()`
+        # takes a lock and builds a key on every call. Values are bounded (see above).
+        self._webhook_children: dict[tuple[object, ...], Any] = {}
+
+    def webhook_answered(self, status: int, seconds: float) -> None:
+        """A webhook request answered with `status` after `seconds`."""
+        outcome = "stored" if status == 200 else "rejected"
+        self._child(self.webhook_requests, outcome, str(status)).inc()
+        self.webhook_seconds.observe(seconds)
+
+    def webhook_event(self, kind: str | None, outcome: str) -> None:
+        """An event of a webhook: accepted, duplicate or not_understood."""
+        self._child(self.webhook_events, webhook_type(kind), outcome).inc()
+
+    def delivery_report(self, code: int | None) -> None:
+        """An accepted delivery report, by its delivery code."""
+        self._child(self.delivery_reports, delivery_code(code)).inc()
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._webhook_children.get(key)
+        if child is None:
+            child = self._webhook_children[key] = metric.labels(*labels)
+        return child
 
     def watch(self, database: Database, now: Callable[[], float], open_window: float) -> None:
         """Read the database gauges from `database` at each scrape; alert groups count as

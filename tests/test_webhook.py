@@ -16,8 +16,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bridge.app import WEBHOOK_PATH
@@ -274,11 +272,7 @@ async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: 
 async def edge_on(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The webhook receiver alone, on a database that may not work (no start-up migration)."""
     receiver = WebhookReceiver(database, CONFIG, TOKEN, time.time, lambda: None)
-
-    async def receive(request: Request) -> JSONResponse:
-        return await receiver(request)
-
-    app = Starlette(routes=[Route(WEBHOOK_PATH, receive, methods=["POST"])])
+    app = Starlette(routes=[Route(WEBHOOK_PATH, receiver, methods=["POST"])])
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
