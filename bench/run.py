@@ -49,7 +49,7 @@ default: [support]
 BENCH = Path(__file__).parent
 
 
-ROUNDS = 5  # ingest: rounds of bare endpoint, then bridge, in turn
+ROUNDS = 7  # ingest: rounds of bare endpoint, then bridge, in turn
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -237,6 +237,6 @@ class _Webhook:
     function endpoint it wraps as `request -> response`), answered by the receiver built at
     start-up."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         receiver: WebhookReceiver = scope["app"].state.receiver
-        await receiver(scope, receive, send)
+        return receiver(scope, receive, send)  # its coroutine, awaited by the router

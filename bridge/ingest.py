@@ -26,6 +26,9 @@ from bridge.store.db import Database
 log = logging.getLogger(__name__)
 
 PROBLEMS_LISTED = 20  # a reply lists the first problems only, and counts them all
+# An event as stored: compact JSON. One encoder for all (`json.dumps` with options builds one
+# per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
@@ -104,7 +107,7 @@ async def ingest_group(
                 webhook_type=event.webhook_type,
                 status="unparsed" if isinstance(event, Unparsed) else "ok",
                 problem=event.problem if isinstance(event, Unparsed) else None,
-                payload=json.dumps(item, separators=(",", ":")),
+                payload=_COMPACT.encode(item),
                 received_at=body.received_at,
             )
             for index, (body, body_events) in enumerate(zip(bodies, parsed, strict=True))

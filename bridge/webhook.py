@@ -49,10 +49,12 @@ class WebhookReceiver:
     metrics: Metrics | None = None
     commits: GroupCommit = field(init=False)
     bodies: edge.BodyReader = field(init=False)
+    _token: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.database, self.config, _unavailable)
         self.bodies = edge.BodyReader(self.body_timeout)
+        self._token = self.token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An ASGI endpoint (the route's own app): the bridge's hot path skips building a
@@ -65,7 +67,7 @@ class WebhookReceiver:
 
     async def _receive(self, scope: Scope, receive: Receive) -> JSONResponse:
         offered = str(scope.get("path_params", {}).get("token", "")).encode()
-        if not hmac.compare_digest(offered, self.token.encode()):
+        if not hmac.compare_digest(offered, self._token):
             return edge.error(404, "not found", close=True)
         body = await self.bodies.read(receive, edge.header(scope, b"content-length"))
         if isinstance(body, JSONResponse):
