@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import destinations, logs, readiness
+from bridge import destinations, heap, logs, readiness
 from bridge.chat.base import ChatAdapter
 from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
@@ -45,6 +45,7 @@ class Options:
     now: Callable[[], float] = time.time
     announce: Callable[[str], None] = print
     metrics: Metrics | None = None  # default: a registry of this app's own
+    settle_heap: bool = False  # once started, `heap.settle()` (a process of its own: `serve`)
 
 
 async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
@@ -189,6 +190,8 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             app.state.readiness = readiness.Probe(
                 database, task, lambda: worker.heartbeat, parts.refused
             )
+            if options.settle_heap:
+                heap.settle()
             try:
                 yield
             finally:

@@ -209,7 +209,7 @@ def serve_forever(
 ) -> int:
     port = port if port is not None else settings.port
     settings = dataclasses.replace(settings, port=port)
-    options = Options(run_worker=settings.run_worker and not no_worker)
+    options = Options(run_worker=settings.run_worker and not no_worker, settle_heap=True)
     app = create_app(settings, config, options)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge import heap
 from testkit.fakes.slack import FakeSlack, SlackMessage
 from testkit.fakes.telegram import FakeTelegram, TelegramMessage
 from testkit.processes import BridgeProcess
@@ -132,3 +134,16 @@ def test_check_config_prints_the_resolved_routes(
     assert result.returncode == 1
     assert f"{broken}: routes[2].to[0]: unknown destination 'sails'" in result.stderr
     assert json.dumps(result.stdout)  # nothing else printed to stdout is required
+
+
+def test_settling_the_heap_hides_start_up_objects_from_the_collector() -> None:
+    """`serve` calls it once started: a full collection no longer scans what start-up
+    built, and young collections run every YOUNG_THRESHOLD allocations."""
+    threshold = gc.get_threshold()
+    try:
+        heap.settle()
+        assert gc.get_freeze_count() > 10_000  # this test process's modules, at least
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
