@@ -331,7 +331,7 @@ def table(name: str, bare_figures: Figures, figures: Figures) -> list[str]:
         "| figure | bare Starlette | bridge | bridge ÷ bare | target |",
         "| --- | --- | --- | --- | --- |",
         f"| ingest, 16 connections (median of {ROUNDS} rounds) | {f.bare_rps:.0f} req/s | "
-        f"{f.rps:.0f} req/s | {f.ratio:.2f}× ({spread(f.extra['ratios'])}) | ≥ 0.5× |",
+        f"{f.rps:.0f} req/s | {f.ratio:.3f}× ({spread(f.extra['ratios'])}) | ≥ 0.5× |",
         f"| p50 / p99 at {b.extra['half_rate']:.0f} req/s (half the bare rate) | "
         f"{ms(b.half_p50)} / {ms(b.half_p99)} | {ms(f.half_p50)} / {ms(f.half_p99)} | "
         f"{ratio(f.half_p99, b.half_p99)} (p99) | p99 < 25 ms |",
