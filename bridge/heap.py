@@ -3,7 +3,8 @@
 Start-up builds about 120,000 objects that live as long as the process (modules, SQLAlchemy
 and pydantic schemas, the config); every full collection scanned them all again, stalling
 the event loop for about 90 ms, and young collections ran every 35 webhooks or so. A webhook
-leaves almost no cyclic garbage (its objects are freed by reference counting), so:
+leaves almost no cyclic garbage (its objects are freed by reference counting), so neither is
+needed that often. `worker` processes keep CPython's defaults.
 """
 
 from __future__ import annotations
