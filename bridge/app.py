@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import destinations, heap, logs, readiness
+from bridge import destinations, edge, heap, logs, readiness
 from bridge.chat.base import ChatAdapter
 from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
@@ -160,6 +160,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 credit=credit,
             )
             app.state.worker = worker
+            bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
             app.state.receiver = WebhookReceiver(
                 database,
                 config,
@@ -167,7 +168,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 options.now,
                 worker.wake,
                 secret=settings.webhook_secret,
-                body_timeout=settings.body_timeout,
+                bodies=bodies,
                 metrics=metrics,
             )
             app.state.slack_events = SlackEvents(
@@ -176,7 +177,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 settings.slack_signing_secret,
                 options.now,
                 worker.wake,
-                body_timeout=settings.body_timeout,
+                bodies=bodies,
             )
             app.state.telegram_updates = TelegramUpdates(
                 database,
@@ -184,7 +185,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
                 settings.telegram_webhook_secret,
                 options.now,
                 worker.wake,
-                body_timeout=settings.body_timeout,
+                bodies=bodies,
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             app.state.readiness = readiness.Probe(

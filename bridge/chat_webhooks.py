@@ -22,7 +22,6 @@ from starlette.responses import JSONResponse, Response
 
 from bridge import chat_inbound, edge
 from bridge.config import Config
-from bridge.settings import DEFAULT_BODY_TIMEOUT
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
@@ -47,11 +46,7 @@ class SlackEvents:
     signing_secret: SecretStr | None
     now: Callable[[], float]
     on_stored: Callable[[], None]
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
-    bodies: edge.BodyReader = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.bodies = edge.BodyReader(self.body_timeout)
+    bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
 
     async def __call__(self, request: Request) -> Response:
         if self.signing_secret is None:
@@ -90,11 +85,7 @@ class TelegramUpdates:
     secret: SecretStr | None
     now: Callable[[], float]
     on_stored: Callable[[], None]
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
-    bodies: edge.BodyReader = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.bodies = edge.BodyReader(self.body_timeout)
+    bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
 
     async def __call__(self, request: Request) -> Response:
         if self.secret is None:

@@ -125,7 +125,7 @@ class Metrics:
         self._database_view = DatabaseView()
         r.register(self._database_view)
         # The webhook path's labelled counters, looked up once per label values: `labels()`
-        # takes a lock and builds a key on every call. Values are bounded (see above).
+        # takes a lock and builds a key on every call. Values are bounded (module docstring).
         self._webhook_children: dict[tuple[object, ...], Any] = {}
 
     def webhook_answered(self, status: int, seconds: float) -> None:

@@ -3,7 +3,7 @@
 
 Answers 200 only once the body and its events are committed; 503 with `Retry-After` when the
 database could not take them (one log line per group). Errors are JSON that says
-what is wrong, without echoing the body back. A body must arrive within `body_timeout`
+what is wrong, without echoing the body back. A body must arrive within `BRIDGE_BODY_TIMEOUT`
 (`edge.BodyReader`), and a refusal sent before the body was read closes the connection.
 """
 
@@ -27,7 +27,6 @@ from bridge.config import Config
 from bridge.group_commit import GroupCommit, NotStored
 from bridge.ingest import Body, IngestResult
 from bridge.metrics import Metrics
-from bridge.settings import DEFAULT_BODY_TIMEOUT
 from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
@@ -45,15 +44,13 @@ class WebhookReceiver:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
     metrics: Metrics | None = None
     commits: GroupCommit = field(init=False)
-    bodies: edge.BodyReader = field(init=False)
     _token: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.database, self.config, _unavailable)
-        self.bodies = edge.BodyReader(self.body_timeout)
         self._token = self.token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

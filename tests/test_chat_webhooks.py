@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import load
+from bridge.edge import BodyReader
 from bridge.store.db import Database
 from testkit.processes import free_port
 from tests.reply_fixtures import SIGNING_SECRET, TELEGRAM_SECRET, sign, slack_event
@@ -32,11 +33,12 @@ BODY_TIMEOUT = 0.3
 @asynccontextmanager
 async def chat_edge(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The two chat edges alone, on a database that may not work (no start-up migration)."""
+    bodies = BodyReader(BODY_TIMEOUT)  # one for both edges, as the app has
     slack = SlackEvents(
-        database, CONFIG, SecretStr(SIGNING_SECRET), time.time, lambda: None, BODY_TIMEOUT
+        database, CONFIG, SecretStr(SIGNING_SECRET), time.time, lambda: None, bodies
     )
     telegram = TelegramUpdates(
-        database, CONFIG, SecretStr(TELEGRAM_SECRET), time.time, lambda: None, BODY_TIMEOUT
+        database, CONFIG, SecretStr(TELEGRAM_SECRET), time.time, lambda: None, bodies
     )
 
     async def slack_events(request: Request) -> Response:

@@ -154,8 +154,8 @@ async def test_reads_past_their_deadline_get_408_and_others_go_on_from_one_sweep
     reader = BodyReader(timeout=0.4)
     stalled: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
-    async def never(_stalled: asyncio.Future[Message] = stalled) -> Message:
-        return await _stalled
+    async def never() -> Message:
+        return await stalled
 
     async def prompt() -> Message:
         return {"type": "http.request", "body": b"[]", "more_body": False}
