@@ -45,7 +45,7 @@ async def _plan(
     planned = 0
     async with database.transaction() as connection:
         for target in top.to:
-            if target in skip or await outbox_store.lane_used_since(
+            if target in skip or await outbox_store.notice_lane_used_since(
                 database, connection, lane(target, notice), now - top.repeat_interval
             ):
                 continue

@@ -15,14 +15,15 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.jobs import Job, Payload, lane, read_payload
+from bridge.jobs import Job, Kind, Payload, lane, read_payload
 from bridge.store.db import Database
 from bridge.store.schema import outbox
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
+_NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
 
 
 _JOB_COLUMNS = (
@@ -229,17 +230,22 @@ async def bury(connection: AsyncConnection, job_id: int, *, error: str, now: flo
     )
 
 
-async def lane_used_since(
+async def notice_lane_used_since(
     database: Database, connection: AsyncConnection, lane_name: str, since: float
 ) -> bool:
-    """Whether a job of `lane` was added after `since` (to say a thing once per interval).
+    """Whether a notice job of `lane` was added after `since` (to say a thing once per
+    interval).
 
     Holds the lane until the transaction ends, so two processes asking at once do not both
     hear "no" (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already serialises).
     """
     if database.dialect == "postgresql":
         await connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(lane_name))))
-    query = select(outbox.c.id).where(outbox.c.lane == lane_name, outbox.c.created_at > since)
+    query = select(outbox.c.id).where(
+        outbox.c.lane == lane_name,
+        outbox.c.created_at > since,
+        _NOTICES,  # as the partial index outbox_notice_lane says it, a literal
+    )
     return (await connection.execute(query.limit(1))).first() is not None
 
 
