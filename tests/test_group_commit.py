@@ -22,6 +22,7 @@ from bridge.group_commit import IDLE, IN_FLIGHT, GroupCommit, _conversations, _o
 from bridge.ingest import Body
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
+from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
 from bridge.webhook import MAX_EVENTS
 from testkit.processes import BridgeProcess
@@ -283,9 +284,12 @@ def test_only_bodies_of_other_conversations_commit_beside_a_group() -> None:
     assert IN_FLIGHT == {"sqlite": 1, "postgresql": 2}
 
 
-async def stream_of_webhooks(commits: GroupCommit, clients: int, until: float) -> int:
-    """`clients` senders, each sending its next webhook once the last is answered, until
-    `until` (monotonic); returns how many were answered."""
+async def stream_of_webhooks(
+    commits: GroupCommit, clients: int, until: float, spread: int = 0
+) -> int:
+    """`clients` senders, each sending its next webhook once the last is answered (after up
+    to 3 × `spread` passes of the event loop, as answers and requests that cross a network
+    arrive one by one), until `until` (monotonic); returns how many were answered."""
     answered = 0
 
     async def client(number: int) -> None:
@@ -296,6 +300,8 @@ async def stream_of_webhooks(commits: GroupCommit, clients: int, until: float) -
             sent += 1
             await commits.submit(Body(json.dumps([event]).encode(), [event], 1.0))
             answered += 1
+            for _ in range(number % 4 * spread):
+                await asyncio.sleep(0)
 
     await asyncio.gather(*(client(number) for number in range(clients)))
     return answered
@@ -321,6 +327,39 @@ async def test_groups_under_load_share_a_connection_and_give_it_back_once_none_w
     await asyncio.sleep(IDLE * 10)
     assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     await commits.close()
+
+
+async def test_senders_answered_by_a_commit_share_the_next_one_with_those_that_waited(
+    sqlite_url: str,
+) -> None:
+    """One group at a time (SQLite): sixteen senders, each sending again once answered,
+    commit together instead of in two alternating halves of eight."""
+    database = Database(normalise_database_url(sqlite_url))
+    await migrate(database)
+    commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
+    answered = await stream_of_webhooks(commits, clients=16, until=time.monotonic() + 1.0, spread=2)
+    await commits.close()
+    await database.close()
+    assert answered / commits.groups > 12  # about 16; 8 without waiting for them
+
+
+async def test_bodies_that_waited_commit_even_when_the_answered_senders_do_not_come_back(
+    sqlite_url: str,
+) -> None:
+    database = Database(normalise_database_url(sqlite_url))
+    await migrate(database)
+    commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
+    first = asyncio.create_task(commits.submit(_body(inbox("32470000001", "a"))))
+    while commits.groups == 0:  # the first body's commit is under way
+        await asyncio.sleep(0)
+    second = asyncio.create_task(commits.submit(_body(inbox("32470000002", "b"))))
+    # The first sender sends nothing more: the second body waits for it (COMEBACK at most),
+    # then commits.
+    results = await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+    assert [result.accepted for result in results] == [1, 1]
+    assert commits.groups == 2
+    await commits.close()
+    await database.close()
 
 
 async def test_a_steady_stream_of_webhooks_leaves_the_worker_its_turn_on_the_connection(
