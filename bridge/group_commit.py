@@ -45,8 +45,8 @@ IN_FLIGHT = {"sqlite": 1, "postgresql": 2}
 # storing a group of eight webhooks does. The bound gives the worker (on SQLite the pool's
 # only connection is the webhooks' too) its turn under a steady stream of webhooks.
 KEEP = 0.05  # seconds
-# How long a kept connection waits for the next group before going back to the pool: long
-# enough for the senders just answered to send again, short enough to hold nothing idle.
+# How long a kept connection waits for the next group, once none commits or waits for its
+# senders (COMEBACK), before going back to the pool: short enough to hold nothing idle.
 IDLE = 0.002  # seconds
 # How long, at most, the next group waits for the senders a commit answered (one group at a
 # time only): long enough for the event loop to send the answers and read the next requests,
@@ -116,6 +116,7 @@ class GroupCommit:
     def _come_back(self) -> None:
         self._comeback = None
         self._start()
+        self._give_back_later()
 
     def _start(self, answered: int = 0) -> None:
         """Start groups from the waiting bodies, in arrival order, while fewer than
@@ -151,6 +152,7 @@ class GroupCommit:
             self._comeback = asyncio.get_running_loop().call_later(COMEBACK, self._come_back)
             return
         self._start(answered)
+        self._give_back_later()
 
     def _next_group(self, busy: frozenset[str], share: int) -> list[_Waiting]:
         group: list[_Waiting] = []
@@ -208,9 +210,14 @@ class GroupCommit:
             await connection.close()
             return
         self._kept.append((connection, since))
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(IDLE, self._give_back)
+
+    def _give_back_later(self) -> None:
+        """Once a group is done and no other starts (or commits) now: the kept connections
+        go back to the pool unless a group takes them within IDLE."""
+        if self._kept and not self._committing and self._comeback is None:
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle = asyncio.get_running_loop().call_later(IDLE, self._give_back)
 
     def _give_back(self) -> None:
         """No group took the kept connections within IDLE: back to the pool with them."""
@@ -227,6 +234,7 @@ class GroupCommit:
             self._idle.cancel()
         if self._comeback is not None:
             self._comeback.cancel()
+            self._comeback = None
         self._give_back()
         await asyncio.gather(*self._closing)
 

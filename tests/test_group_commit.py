@@ -285,11 +285,13 @@ def test_only_bodies_of_other_conversations_commit_beside_a_group() -> None:
 
 
 async def stream_of_webhooks(
-    commits: GroupCommit, clients: int, until: float, spread: int = 0
+    commits: GroupCommit, clients: int, until: float, spread: int = 0, busy: float = 0.0
 ) -> int:
     """`clients` senders, each sending its next webhook once the last is answered (after up
     to 3 × `spread` passes of the event loop, as answers and requests that cross a network
-    arrive one by one), until `until` (monotonic); returns how many were answered."""
+    arrive one by one), until `until` (monotonic); returns how many were answered. Each
+    answer holds the event loop for `busy` seconds (as sending it does); the last sender
+    waits `busy` × 100 seconds before it sends again."""
     answered = 0
 
     async def client(number: int) -> None:
@@ -300,6 +302,9 @@ async def stream_of_webhooks(
             sent += 1
             await commits.submit(Body(json.dumps([event]).encode(), [event], 1.0))
             answered += 1
+            time.sleep(busy)
+            if busy and number == clients - 1:
+                await asyncio.sleep(busy * 100)
             for _ in range(number % 4 * spread):
                 await asyncio.sleep(0)
 
@@ -360,6 +365,26 @@ async def test_bodies_that_waited_commit_even_when_the_answered_senders_do_not_c
     assert commits.groups == 2
     await commits.close()
     await database.close()
+
+
+async def test_groups_keep_their_connection_while_the_loop_is_busy_with_the_answers(
+    database: Database,
+) -> None:
+    """The connection waits for the next group while the event loop sends a group's answers
+    (here 16 × 0.1 ms) and the group waits for its senders, one of them slow, instead of
+    going back to the pool."""
+    checkouts = 0
+
+    def count(*_args: Any) -> None:
+        nonlocal checkouts
+        checkouts += 1
+
+    event.listen(database.engine.sync_engine.pool, "checkout", count)
+    commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
+    await stream_of_webhooks(commits, clients=16, until=time.monotonic() + 1.0, busy=0.0001)
+    await commits.close()
+    # One checkout every KEEP (0.05 s) or so; about one a group when it went back each time.
+    assert checkouts < commits.groups / 3
 
 
 async def test_a_steady_stream_of_webhooks_leaves_the_worker_its_turn_on_the_connection(
