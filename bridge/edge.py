@@ -47,9 +47,9 @@ class BodyReader:
         client went away."""
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return self._too_large()
-        task = asyncio.current_task()
-        assert task is not None
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
         read = self._reads[task] = _Read(loop.time() + self.timeout)
         if self._sweep is None:
             self._sweep = loop.call_later(self.tick, self._cut_overdue, loop)
