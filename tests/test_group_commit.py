@@ -312,22 +312,27 @@ async def stream_of_webhooks(
     return answered
 
 
+class Checkouts:
+    """Counts the connections taken from a database's pool from now on."""
+
+    def __init__(self, database: Database) -> None:
+        self.count = 0
+        event.listen(database.engine.sync_engine.pool, "checkout", self._add)
+
+    def _add(self, *_args: Any) -> None:
+        self.count += 1
+
+
 async def test_groups_under_load_share_a_connection_and_give_it_back_once_none_wait(
     database: Database,
 ) -> None:
-    checkouts = 0
-
-    def count(*_args: Any) -> None:
-        nonlocal checkouts
-        checkouts += 1
-
-    event.listen(database.engine.sync_engine.pool, "checkout", count)
+    checkouts = Checkouts(database)
     commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
     answered = await stream_of_webhooks(commits, clients=16, until=time.monotonic() + 1.0)
     assert answered > 0 and commits.groups > 1
     # A group's connection went on to the next group while bodies waited (each checkout
     # and check-in costs about what storing a group of eight does) ...
-    assert checkouts < commits.groups / 2
+    assert checkouts.count < commits.groups / 2
     # ... and went back to the pool once no group took it: nothing is held while idle.
     await asyncio.sleep(IDLE * 10)
     assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
@@ -373,18 +378,12 @@ async def test_groups_keep_their_connection_while_the_loop_is_busy_with_the_answ
     """The connection waits for the next group while the event loop sends a group's answers
     (here 16 × 0.1 ms) and the group waits for its senders, one of them slow, instead of
     going back to the pool."""
-    checkouts = 0
-
-    def count(*_args: Any) -> None:
-        nonlocal checkouts
-        checkouts += 1
-
-    event.listen(database.engine.sync_engine.pool, "checkout", count)
+    checkouts = Checkouts(database)
     commits = GroupCommit(database, CONFIG, lambda _error, _bodies: None)
     await stream_of_webhooks(commits, clients=16, until=time.monotonic() + 1.0, busy=0.0001)
     await commits.close()
     # One checkout every KEEP (0.05 s) or so; about one a group when it went back each time.
-    assert checkouts < commits.groups / 3
+    assert checkouts.count < commits.groups / 3
 
 
 async def test_a_steady_stream_of_webhooks_leaves_the_worker_its_turn_on_the_connection(
