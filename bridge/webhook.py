@@ -9,6 +9,7 @@ what is wrong, without echoing the body back. A body must arrive within `BRIDGE_
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -112,16 +113,13 @@ def _answer(result: IngestResult) -> Response:
     building the JSON was about a third of what answering cost."""
     if result.problems:
         return JSONResponse(result.as_json())
-    key = (result.accepted, result.duplicates)
-    rendered = _RENDERED.get(key)
-    if rendered is None:
-        rendered = bytes(JSONResponse(result.as_json()).body)
-        if len(_RENDERED) < 4096:
-            _RENDERED[key] = rendered
-    return Response(rendered, media_type="application/json")
+    return Response(_rendered(result.accepted, result.duplicates), media_type="application/json")
 
 
-_RENDERED: dict[tuple[int, int], bytes] = {}  # (accepted, duplicates) -> the answer's body
+@functools.lru_cache(maxsize=1024)
+def _rendered(accepted: int, duplicates: int) -> bytes:
+    """The body of an answer whose every event was understood."""
+    return bytes(JSONResponse(IngestResult(accepted, duplicates).as_json()).body)
 
 
 def _unavailable(error: Exception, bodies: int) -> None:
