@@ -31,7 +31,7 @@ import asyncpg
 import httpx
 
 from bench import paced
-from bridge.edge import MAX_BODY
+from bridge.http.edge import MAX_BODY
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess, free_port
 

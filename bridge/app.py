@@ -17,19 +17,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import destinations, edge, heap, logs, readiness
+from bridge import heap, logs
 from bridge.chat.base import ChatAdapter
-from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import Config
-from bridge.credit import CreditWatch
+from bridge.delivery import destinations
+from bridge.delivery.worker import Worker
+from bridge.http import edge
+from bridge.http.chat_events import SlackEvents, TelegramUpdates
+from bridge.http.webhook import WebhookReceiver
 from bridge.metrics import Metrics, endpoint
+from bridge.ops import readiness
+from bridge.ops.credit import CreditWatch
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
-from bridge.smstools_api import SmstoolsApi
+from bridge.smstools.api import SmstoolsApi
 from bridge.store import facts
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from bridge.webhook import WebhookReceiver
-from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from bridge import config as config_module
-from bridge import doctor, erasure, logs, phones, retention, telegram_webhook
+from bridge import logs, phones
 from bridge.app import (
     Options,
     create_app,
@@ -28,13 +28,14 @@ from bridge.app import (
     webhook_url,
 )
 from bridge.config import Config, ConfigError
+from bridge.delivery.worker import Worker
 from bridge.jobs import Job
+from bridge.ops import doctor, erasure, retention, telegram_setup
 from bridge.settings import Settings, SettingsError
-from bridge.store import notify
 from bridge.store import outbox as outbox_store
+from bridge.store import wakeups
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import SchemaTooNew, migrate
-from bridge.worker import Worker
 
 log = logging.getLogger("bridge")
 
@@ -257,9 +258,9 @@ async def run_worker(settings: Settings, config: Config) -> int:
 
 def _telegram(action: str, url: str | None, config: Config, settings: Settings) -> int:
     if action == "set-webhook":
-        lines = asyncio.run(telegram_webhook.set_webhook(config, settings, url))
+        lines = asyncio.run(telegram_setup.set_webhook(config, settings, url))
     else:
-        lines = asyncio.run(telegram_webhook.delete_webhook(config, settings))
+        lines = asyncio.run(telegram_setup.delete_webhook(config, settings))
     for line in lines:
         print(line)
     return 0 if all("answered ok" in line for line in lines) else 1
@@ -285,7 +286,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
                     if not queued:
                         missing.append(job_id)
             if count:
-                await notify.announce(database, connection)
+                await wakeups.announce(database, connection)
     finally:
         await database.close()
     for job_id in missing:

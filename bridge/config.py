@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from bridge import pacing, phones
-from bridge.pacing import parse_rate
+from bridge import phones
+from bridge.chat import limits
 from bridge.phones import international
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -41,6 +41,20 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: object) -> float | None:
+    """`1/s`, `20/m`, `500/h` → posts per second; `unlimited` → None."""
+    if isinstance(value, str) and value.strip().lower() == "unlimited":
+        return None
+    match = _RATE.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a rate like 1/s, 20/m or unlimited")
+    return float(match.group(1)) / _PER[match.group(2)]
 
 
 class _Strict(BaseModel):
@@ -606,10 +620,10 @@ def _label_value(label: str, value: str) -> str:
 def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float | None:
     """The platform's documented limit: Slack per channel, Telegram per private chat / group."""
     if isinstance(target, SlackTarget):
-        return pacing.SLACK_DEFAULT
+        return limits.SLACK_DEFAULT
     if isinstance(target, TelegramTarget):
         group = target.chat_id < 0
-        return pacing.TELEGRAM_GROUP_DEFAULT if group else pacing.TELEGRAM_PRIVATE_DEFAULT
+        return limits.TELEGRAM_GROUP_DEFAULT if group else limits.TELEGRAM_PRIVATE_DEFAULT
     return None
 
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 if TYPE_CHECKING:
     from bridge.chat.base import ChatAdapter
     from bridge.config import Config
-    from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed
-    from bridge.smstools_api import SmstoolsApi
+    from bridge.smstools.api import SmstoolsApi
+    from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed
     from bridge.store.db import Database
 
 

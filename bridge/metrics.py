@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.smstools import DELIVERY_CODES
+from bridge.smstools.webhooks import DELIVERY_CODES
 from bridge.store import credit as credit_store
 from bridge.store import gauges
 from bridge.store.db import Database

@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from bridge.app import Options, create_app
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
+from bridge.delivery.worker import Worker
 from bridge.settings import Settings
-from bridge.worker import Worker
 
 TOKEN = "test-webhook-token-0123456789-abcdefgh"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bridge import alerts
-from bridge.alerts import Action, Failure
 from bridge.config import AlertRoute, Config, build
+from bridge.intake import alerts
+from bridge.intake.alerts import Action, Failure
 from bridge.store.alerts import Group, Notice
 
 ROUTE = AlertRoute(

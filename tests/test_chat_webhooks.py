@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.chat_webhooks import SlackEvents, TelegramUpdates
 from bridge.config import load
-from bridge.edge import BodyReader
+from bridge.http.chat_events import SlackEvents, TelegramUpdates
+from bridge.http.edge import BodyReader
 from bridge.store.db import Database
 from testkit.processes import free_port
 from tests.reply_fixtures import SIGNING_SECRET, TELEGRAM_SECRET, sign, slack_event

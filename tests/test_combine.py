@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge import combining, render
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, ConfigError, build
+from bridge.delivery import combining, render
 from bridge.jobs import ConversationKey, InboxJob, Kind
-from bridge.smstools import InboxMessage, parse_event
+from bridge.smstools.webhooks import InboxMessage, parse_event
 from bridge.store import outbox as outbox_store
 from bridge.store import reports as reports_store
 from bridge.store.db import Database

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.worker import CONCURRENCY
+from bridge.delivery.worker import CONCURRENCY
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess

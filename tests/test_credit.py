@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.credit import CreditWatch, Tell, decide
+from bridge.ops.credit import CreditWatch, Tell, decide
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
@@ -116,11 +116,11 @@ async def test_an_api_error_is_logged_once_and_delivery_goes_on(
         now=clock,
         env=credentials(smstools),
     ) as bridge:
-        with caplog.at_level(logging.WARNING, logger="bridge.credit"):
+        with caplog.at_level(logging.WARNING, logger="bridge.ops.credit"):
             for _ in range(3):
                 await check_and_deliver(bridge, clock, INTERVAL)
         assert len(smstools.calls("/balance")) == 3
-        problems = [r for r in caplog.records if r.name == "bridge.credit"]
+        problems = [r for r in caplog.records if r.name == "bridge.ops.credit"]
         assert len(problems) == 1
         assert "cannot read the Smstools balance (server)" in problems[0].getMessage()
         assert (await bridge.post([inbox("32470111111", "hello")])).status_code == 200

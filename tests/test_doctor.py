@@ -15,7 +15,7 @@ from bridge import settings as settings_module
 from bridge.app import create_app
 from bridge.cli import main
 from bridge.config import load
-from bridge.doctor import needed_slack_scopes
+from bridge.ops.doctor import needed_slack_scopes
 from bridge.settings import Settings
 from testkit.fakes import FakeServer, FakeSlack, FakeSmstools, FakeTelegram
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bridge import alerts, erasure
 from bridge.cli import main
-from bridge.erasure import without_number
+from bridge.intake import alerts
+from bridge.ops import erasure
+from bridge.ops.erasure import without_number
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.erasure import AlertGroup

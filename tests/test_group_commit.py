@@ -18,13 +18,13 @@ from sqlalchemy import event, func, select
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.group_commit import IDLE, IN_FLIGHT, KEEP, GroupCommit, _conversations, _overlap
-from bridge.ingest import Body
+from bridge.http.webhook import MAX_EVENTS
+from bridge.intake.group_commit import IDLE, IN_FLIGHT, KEEP, GroupCommit, _conversations, _overlap
+from bridge.intake.ingest import Body
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
-from bridge.webhook import MAX_EVENTS
 from testkit.processes import BridgeProcess
 from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge
@@ -106,7 +106,7 @@ async def test_when_a_group_commit_fails_every_request_in_it_gets_503_and_one_lo
     lines = [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert 1 <= len(lines) == commits.groups < len(answers)  # one per group, not per request
     for line in lines:
-        assert line.name == "bridge.webhook" and line.exc_info is None
+        assert line.name == "bridge.http.webhook" and line.exc_info is None
         assert line.getMessage().startswith("could not store a ") and "\n" not in line.getMessage()
     assert any("a group of" in line.getMessage() for line in lines)
 

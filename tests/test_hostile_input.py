@@ -20,7 +20,7 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.chat.telegram import WORD_JOINER
 from bridge.chat.text import neutralise
 from bridge.config import load
-from bridge.edge import MAX_BODY
+from bridge.http.edge import MAX_BODY
 from bridge.store.schema import events, outbox, webhook_requests
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram

@@ -126,7 +126,7 @@ async def test_without_alerts_a_move_is_followed_and_logged(
         await deliver(bridge, clock)
     (message,) = telegram.messages(SUPERGROUP)
     assert message.plain_text.endswith("hello") and slack.posts() == []
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.moves"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.delivery.moves"]
     assert warnings == [
         f"telegram destination 'nl-group' (chat {GROUP}): the group became the supergroup "
         f"{SUPERGROUP}; posting there from now on. Set chat_id to {SUPERGROUP} in the config"

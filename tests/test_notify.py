@@ -14,12 +14,12 @@ import pytest
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.ingest import ingest
+from bridge.delivery.worker import Worker
+from bridge.intake.ingest import ingest
 from bridge.settings import normalise_database_url
-from bridge.store import notify
+from bridge.store import wakeups
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from bridge.worker import Worker
 from tests.conftest import sample
 from tests.harness import wait_until
 
@@ -49,15 +49,15 @@ async def test_a_listener_is_called_once_for_connecting_then_once_per_committed_
     async def woken(times: int) -> bool:
         return wakes >= times
 
-    listening = asyncio.create_task(notify.listen(database, on_notify))
+    listening = asyncio.create_task(wakeups.listen(database, on_notify))
     try:
         await wait_until(lambda: woken(1), "the listener connected")
         with pytest.raises(RuntimeError):
             async with database.transaction() as connection:
-                await notify.announce(database, connection)
+                await wakeups.announce(database, connection)
                 raise RuntimeError("planning failed: the transaction rolls back")
         async with database.transaction() as connection:
-            await notify.announce(database, connection)
+            await wakeups.announce(database, connection)
         await wait_until(lambda: woken(2), "the committed announce arrived")
         # NOTIFYs arrive in commit order: a rolled-back one would have come before it.
         assert wakes == 2

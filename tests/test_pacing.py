@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from bridge.pacing import TELEGRAM_GROUP_DEFAULT, Pacer, parse_rate, spacing_for
-from bridge.spacing import NOT_BEFORE, Spacing, leaving
+from bridge.chat.limits import TELEGRAM_GROUP_DEFAULT
+from bridge.chat.spacing import NOT_BEFORE, Spacing, leaving
+from bridge.config import parse_rate
+from bridge.delivery.pacing import Pacer, spacing_for
 from bridge.store.db import Database
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge import logs, signature
+from bridge import logs
 from bridge.cli import main
+from bridge.http import signature
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from testkit.fakes.slack import FakeSlack

@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 
-from bridge import retention
-from bridge.store import intake, schema
+from bridge.ops import retention
+from bridge.store import group_writes, schema
 from bridge.store.db import Database
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
@@ -42,13 +42,13 @@ BULK = {
     },
     "sqlite": {"jobs planned after a report": re.compile(r"^INSERT INTO outbox ")},
 }
-# On SQLite a group's write runs on the driver's thread (store/intake.py), past SQLAlchemy's
+# On SQLite a group's write runs on the driver's thread (store/group_writes.py), past SQLAlchemy's
 # events: its statements are explained as written, with parameters of their shape.
 SQLITE_INTAKE = [
-    (intake._SQLITE_BODY, (1.0, b"[]")),
-    (intake._SQLITE_EVENT, (1, "wh_1", "inbox_message", "ok", None, "{}", 1.0)),
-    (intake._SQLITE_JOB, (1, "support", "support|1|2", "inbox", 1.0, 1.0, "{}")),
-    (intake._SQLITE_FORGET, (1,)),
+    (group_writes._SQLITE_BODY, (1.0, b"[]")),
+    (group_writes._SQLITE_EVENT, (1, "wh_1", "inbox_message", "ok", None, "{}", 1.0)),
+    (group_writes._SQLITE_JOB, (1, "support", "support|1|2", "inbox", 1.0, 1.0, "{}")),
+    (group_writes._SQLITE_FORGET, (1,)),
 ]
 _counter = 0
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from bridge.chat.slack import SlackAdapter
+from bridge.chat.spacing import Spacing
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import build
-from bridge.pacing import spacing_for
-from bridge.spacing import Spacing
+from bridge.delivery.pacing import spacing_for
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.harness import running_bridge, wait_until

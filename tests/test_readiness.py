@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 
-from bridge import readiness
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.config import load
+from bridge.ops import readiness
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from testkit.fakes.slack import FakeSlack

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge import render
 from bridge.chat.base import Tone
 from bridge.config import Config, build
-from bridge.smstools import (
+from bridge.delivery import render
+from bridge.smstools.webhooks import (
     ACCOUNT_WIDE_DETAILS,
     DeliveryReport,
     InboxMessage,

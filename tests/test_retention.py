@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from bridge import retention
 from bridge.cli import main
-from bridge.pacing import Pacer
+from bridge.delivery.pacing import Pacer
+from bridge.ops import retention
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate

@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.config import load
+from bridge.intake.routing import destinations_for
 from bridge.jobs import ConversationKey, InboxJob, lane
-from bridge.routing import destinations_for
-from bridge.smstools import InboxMessage
+from bridge.smstools.webhooks import InboxMessage
 from tests.test_config import ENV, EXAMPLE
 
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from bridge import signature
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
+from bridge.http import signature
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import webhook_requests

@@ -17,7 +17,7 @@ import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Message
 
-from bridge.edge import BodyReader
+from bridge.http.edge import BodyReader
 from testkit.processes import BridgeProcess
 from tests.conftest import sample
 from tests.harness import TOKEN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sms_parts import encoding, parts
+from bridge.smstools.sms_parts import encoding, parts
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bridge.smstools import (
+from bridge.smstools.webhooks import (
     DeliveryReport,
     InboxMessage,
     ReadReport,

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from bridge.errors import Reason
 from bridge.settings import Settings
-from bridge.smstools_api import (
+from bridge.smstools.api import (
     Balance,
     SmstoolsApi,
     SmstoolsPermanent,

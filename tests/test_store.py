@@ -9,7 +9,7 @@ from sqlalchemy import event, func, select, text
 
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
 from bridge.settings import normalise_database_url
-from bridge.store import facts, intake
+from bridge.store import facts, group_writes
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
 from bridge.store.db import Database
@@ -39,15 +39,15 @@ async def test_concurrent_migrations_take_turns(database_url: str) -> None:
     assert sorted(before for before, _ in results) == [0, LATEST, LATEST]
 
 
-def _new(webhook_id: str | None, body: int = 0) -> intake.NewEvent:
-    return intake.NewEvent(body, webhook_id, "inbox_message", "ok", None, "{}", 1.0)
+def _new(webhook_id: str | None, body: int = 0) -> group_writes.NewEvent:
+    return group_writes.NewEvent(body, webhook_id, "inbox_message", "ok", None, "{}", 1.0)
 
 
 async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int]:
     async with database.transaction() as connection:
-        body = intake.NewBody(b"[]", 1.0, len(webhook_ids))
+        body = group_writes.NewBody(b"[]", 1.0, len(webhook_ids))
         new = [_new(webhook_id) for webhook_id in webhook_ids]
-        return await intake.write(database, connection, intake.Group([body], new, []))
+        return await group_writes.write(database, connection, group_writes.Group([body], new, []))
 
 
 async def _count_events(database: Database) -> int:
@@ -276,10 +276,12 @@ NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revok
 
 
 async def test_each_event_of_a_group_points_at_its_own_raw_body(database: Database) -> None:
-    bodies = [intake.NewBody(f"[{number}]".encode(), float(number), 1) for number in range(50)]
+    bodies = [
+        group_writes.NewBody(f"[{number}]".encode(), float(number), 1) for number in range(50)
+    ]
     new = [_new(f"wh_{number}", body=number) for number in range(50)]
     async with database.transaction() as connection:
-        await intake.write(database, connection, intake.Group(bodies, new, []))
+        await group_writes.write(database, connection, group_writes.Group(bodies, new, []))
         rows = await connection.execute(
             select(tables.events.c.webhook_id, tables.webhook_requests.c.body).join(
                 tables.webhook_requests,
@@ -299,11 +301,13 @@ async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
     conversation = ConversationKey(receiver="32460200000", sender="32470123456")
     payload = InboxJob(conversation=conversation)
     order = ["wh_3", "wh_old", "wh_1", "wh_2", "wh_1"]
-    bodies = [intake.NewBody(b"[new]", 2.0, 4), intake.NewBody(b"[resent]", 2.0, 1)]
+    bodies = [group_writes.NewBody(b"[new]", 2.0, 4), group_writes.NewBody(b"[resent]", 2.0, 1)]
     new = [_new(webhook_id) for webhook_id in order[:4]] + [_new("wh_old", body=1)]
-    jobs = [intake.NewJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
+    jobs = [group_writes.NewJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
     async with database.transaction() as connection:
-        stored = await intake.write(database, connection, intake.Group(bodies, new, jobs))
+        stored = await group_writes.write(
+            database, connection, group_writes.Group(bodies, new, jobs)
+        )
         planned = await connection.execute(
             select(outbox.c.event_id, outbox.c.lane, outbox.c.created_at).order_by(outbox.c.id)
         )

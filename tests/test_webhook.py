@@ -21,13 +21,13 @@ from starlette.routing import Route
 from bridge.app import WEBHOOK_PATH
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.edge import MAX_BODY
-from bridge.ingest import PROBLEMS_LISTED
+from bridge.http.edge import MAX_BODY
+from bridge.http.webhook import MAX_EVENTS, WebhookReceiver
+from bridge.intake.ingest import PROBLEMS_LISTED
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
-from bridge.webhook import MAX_EVENTS, WebhookReceiver
 from testkit.processes import free_port
 from tests.conftest import sample
 from tests.harness import TOKEN, running_bridge
@@ -287,7 +287,7 @@ def assert_503_logged_once(response: httpx.Response, caplog: pytest.LogCaptureFi
     assert response.headers["retry-after"] == "5"
     assert "send it again" in response.json()["error"]
     (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert record.name == "bridge.webhook" and record.exc_info is None
+    assert record.name == "bridge.http.webhook" and record.exc_info is None
     message = record.getMessage()
     assert "could not store a webhook body" in message and "\n" not in message
     assert "Hello, my parcel" not in message and "[parameters" not in message

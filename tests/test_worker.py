@@ -11,10 +11,10 @@ import pytest
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
+from bridge.delivery.worker import Worker
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
-from bridge.worker import Worker
 from tests.conftest import sample
 from tests.harness import running_bridge, wait_until
 

@@ -21,8 +21,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import Permanent, Reason, Retryable
-from bridge.spacing import Spacing, leaving
 
 from . import slack_text
 from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, Tone

@@ -32,8 +32,8 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
-from bridge.spacing import Spacing, leaving
 
 from .base import (
     ChatMoved,

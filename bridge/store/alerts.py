@@ -1,5 +1,5 @@
 """Alert groups and their notices per destination, kept in the database so a restart neither
-loses a pending alert nor repeats a sent one. The rules live in `bridge/alerts.py`; here a
+loses a pending alert nor repeats a sent one. The rules live in `bridge/intake/alerts.py`; here a
 group or notice is only locked and loaded, then saved.
 
 Locks are taken inside the caller's transaction (on PostgreSQL `FOR UPDATE`; SQLite takes its

@@ -35,7 +35,7 @@ def _moved(old_chat: str) -> str:
 async def remember_move(
     database: Database, connection: AsyncConnection, old_chat: str, new_chat: str
 ) -> bool:
-    """A Telegram chat got a new id (`bridge.moves`); True when this call stored it first."""
+    """A Telegram chat got a new id (`delivery.moves`); True when this call stored it first."""
     return await add(database, connection, _moved(old_chat), new_chat)
 
 

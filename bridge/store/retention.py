@@ -38,7 +38,7 @@ ERASED_PAYLOAD = "{}"
 
 @dataclass(frozen=True)
 class Cutoffs:
-    """UNIX times: what is older goes (see `bridge.retention.cutoffs`)."""
+    """UNIX times: what is older goes (see `bridge.ops.retention.cutoffs`)."""
 
     raw_bodies: float
     content: float

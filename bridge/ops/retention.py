@@ -17,7 +17,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from bridge.config import Config
-from bridge.pacing import burst_for
+from bridge.delivery.pacing import burst_for
 from bridge.store import retention as store
 from bridge.store.db import Database
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from bridge import render
 from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
+from bridge.delivery import render
 from bridge.store import conversations as store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from bridge import alerts, combining, phones, render, replies, threads
-from bridge.alerts import Action
+from bridge import phones
 from bridge.chat.base import MessageGone, Part, Post, Sent
 from bridge.config import AlertRoute
+from bridge.delivery import combining, render, replies, threads
 from bridge.errors import Permanent, Reason
+from bridge.intake import alerts
+from bridge.intake.alerts import Action
 from bridge.jobs import (
     AlertJob,
     CreditJob,
@@ -30,7 +32,7 @@ from bridge.jobs import (
     NoticeJob,
     ReadJob,
 )
-from bridge.smstools import DeliveryReport, InboxMessage, ReadReport
+from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport
 from bridge.store import alerts as alerts_store
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store

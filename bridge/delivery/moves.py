@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from bridge import notices
 from bridge.chat.base import ChatMoved
 from bridge.config import Config
+from bridge.intake import notices
 from bridge.store import conversations, facts
 from bridge.store.db import Database
 

@@ -19,10 +19,10 @@ from bridge.config import Config
 from bridge.errors import DeliveryError
 from bridge.jobs import CreditJob
 from bridge.metrics import Metrics
-from bridge.smstools_api import SmstoolsApi
+from bridge.smstools.api import SmstoolsApi
 from bridge.store import credit as credit_store
-from bridge.store import notify
 from bridge.store import outbox as outbox_store
+from bridge.store import wakeups
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class CreditWatch:
                     payload=job,
                     now=now,
                 )
-            await notify.announce(self.database, connection)
+            await wakeups.announce(self.database, connection)
         log.warning(
             "Smstools credit %s: %s (alerts.low_balance %g); on-call told",
             "is low" if tell is Tell.LOW else "is back up",

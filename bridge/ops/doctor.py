@@ -27,7 +27,7 @@ from bridge import config as config_module
 from bridge.config import Config, ConfigError, SlackTarget, TelegramTarget
 from bridge.errors import DeliveryError, Reason
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
-from bridge.smstools_api import SmstoolsApi
+from bridge.smstools.api import SmstoolsApi
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import LATEST, current_version
 

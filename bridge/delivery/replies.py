@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 
-from bridge import notices, phones, reports, sms_parts
+from bridge import phones
 from bridge.chat.base import Post, Sent
-from bridge.chat_inbound import AgentMessage, stored_message
 from bridge.errors import Permanent, Reason, Retryable
+from bridge.intake import notices, reports
+from bridge.intake.agent_messages import AgentMessage, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
-from bridge.smstools import DELIVERY_CODES, describe_delivery
-from bridge.smstools_api import SendOutcomeUnknown, SmstoolsPermanent
+from bridge.smstools import sms_parts
+from bridge.smstools.api import SendOutcomeUnknown, SmstoolsPermanent
+from bridge.smstools.webhooks import DELIVERY_CODES, describe_delivery
 from bridge.store import conversations as conversations_store
 from bridge.store import replies as store
 from bridge.store import reports as reports_store

@@ -20,8 +20,9 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge import chat_inbound, edge
 from bridge.config import Config
+from bridge.http import edge
+from bridge.intake import agent_messages
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ class SlackEvents:
         event_id = envelope.get("event_id")
         if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
             return edge.error(400, "expected an event_callback with an event_id")
-        return await _plan(self, "slack", event_id, envelope, chat_inbound.slack_message(envelope))
+        return await _plan(
+            self, "slack", event_id, envelope, agent_messages.slack_message(envelope)
+        )
 
 
 @dataclass
@@ -102,18 +105,18 @@ class TelegramUpdates:
         if update is None or not isinstance(update.get("update_id"), int):
             return edge.error(400, "expected a Telegram update with an update_id")
         key = str(update["update_id"])
-        return await _plan(self, "telegram", key, update, chat_inbound.telegram_message(update))
+        return await _plan(self, "telegram", key, update, agent_messages.telegram_message(update))
 
 
 async def _plan(
     receiver: SlackEvents | TelegramUpdates,
-    platform: chat_inbound.Platform,
+    platform: agent_messages.Platform,
     key: str,
     document: dict[str, Any],
-    message: chat_inbound.AgentMessage | chat_inbound.Ignored,
+    message: agent_messages.AgentMessage | agent_messages.Ignored,
 ) -> Response:
     try:
-        planned = await chat_inbound.plan(
+        planned = await agent_messages.plan(
             receiver.database,
             receiver.config,
             platform=platform,

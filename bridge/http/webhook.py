@@ -23,10 +23,10 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from bridge import edge, signature
 from bridge.config import Config
-from bridge.group_commit import GroupCommit, NotStored
-from bridge.ingest import Body, IngestResult
+from bridge.http import edge, signature
+from bridge.intake.group_commit import GroupCommit, NotStored
+from bridge.intake.ingest import Body, IngestResult
 from bridge.metrics import Metrics
 from bridge.store.db import Database, describe_error
 

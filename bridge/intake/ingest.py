@@ -15,11 +15,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import phones, reports, routing
+from bridge import phones
 from bridge.config import Config
+from bridge.intake import reports, routing
 from bridge.jobs import ConversationKey, InboxJob
-from bridge.smstools import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
-from bridge.store import intake, notify
+from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
+from bridge.store import group_writes, wakeups
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 
@@ -98,10 +99,10 @@ async def ingest_group(
         (n for n, event in enumerate(flat) if isinstance(event, DeliveryReport | ReadReport)),
         len(flat),
     )
-    group = intake.Group(
-        [intake.NewBody(body.raw, body.received_at, len(body.items)) for body in bodies],
+    group = group_writes.Group(
+        [group_writes.NewBody(body.raw, body.received_at, len(body.items)) for body in bodies],
         [
-            intake.NewEvent(
+            group_writes.NewEvent(
                 body=index,
                 webhook_id=event.webhook_id,
                 webhook_type=event.webhook_type,
@@ -116,11 +117,11 @@ async def ingest_group(
         _early_jobs(bodies, parsed, inbox, cut),
     )
     if cut == len(flat):  # nothing left to plan: one call, in a transaction of its own
-        stored = await intake.write_alone(database, connection, group)
+        stored = await group_writes.write_alone(database, connection, group)
         results = await _Planner(database, None, config, stored, inbox, cut).plan(bodies, parsed)
     else:
         async with database.transaction_beside(connection) as transaction:
-            stored = await intake.write(database, transaction, group)
+            stored = await group_writes.write(database, transaction, group)
             planner = _Planner(database, transaction, config, stored, inbox, cut)
             results = await planner.plan(bodies, parsed)
     for result in results:
@@ -147,9 +148,9 @@ def _route(config: Config, event: InboxMessage) -> _Route:
 
 def _early_jobs(
     bodies: Sequence[Body], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
-) -> list[intake.NewJob]:
+) -> list[group_writes.NewJob]:
     """The inbox jobs of the events before `cut`, each event once, in arrival order."""
-    jobs: list[intake.NewJob] = []
+    jobs: list[group_writes.NewJob] = []
     seen: set[str] = set()
     position = 0
     for body, body_events in zip(bodies, parsed, strict=True):
@@ -163,7 +164,7 @@ def _early_jobs(
             seen.add(event.webhook_id)
             destinations, conversation = route
             jobs += [
-                intake.NewJob(
+                group_writes.NewJob(
                     event.webhook_id,
                     destination,
                     InboxJob(conversation=conversation),
@@ -204,7 +205,7 @@ class _Planner:
         ]
         await self.flush()
         if self.jobs and self.connection is not None:
-            await notify.announce(self.database, self.connection)
+            await wakeups.announce(self.database, self.connection)
         return results
 
     def _connection(self) -> AsyncConnection:

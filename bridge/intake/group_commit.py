@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import phones
 from bridge.config import Config
-from bridge.ingest import Body, IngestResult, ingest_group
+from bridge.intake.ingest import Body, IngestResult, ingest_group
 from bridge.store.db import UNAVAILABLE, Database
 
 GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fits alone)

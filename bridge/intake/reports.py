@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import alerts, phones
+from bridge import phones
 from bridge.config import DEFAULT_ON_CODES, Config
+from bridge.intake import alerts
 from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob, ReplyStatusJob
-from bridge.smstools import DELIVERY_CODES, DeliveryReport, ReadReport
+from bridge.smstools.webhooks import DELIVERY_CODES, DeliveryReport, ReadReport
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store

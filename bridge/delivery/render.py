@@ -12,7 +12,7 @@ from bridge import phones
 from bridge.chat.base import Post, Quote, Tone
 from bridge.config import Config
 from bridge.phones import international
-from bridge.smstools import (
+from bridge.smstools.webhooks import (
     ACCOUNT_WIDE_DETAILS,
     DELIVERY_CODES,
     DETAIL_CODES,

@@ -9,43 +9,20 @@ tokens while the other destinations go on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.spacing import Spacing
+from bridge.chat.limits import MARGIN
+from bridge.chat.spacing import Spacing
 from bridge.store import pace as pace_store
 from bridge.store.db import Database
 from bridge.store.pace import Bucket
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-# Documented platform limits (shared/reference): Slack about 1 post/s per channel;
-# Telegram 1/s per private chat and 20/min per group. Paced at those rates, less 3 % for
-# jitter: every worker's posts leave at the moments the shared bucket names (`Pacer`, with
-# `ahead`), but what happens between that moment and the platform's clock (the request on
-# its way, a busy event loop) can still bring two arrivals closer. Measured with three
-# workers on one channel: at 2 % 1 to 3 × 429 in 60 posts, at 3 % 1 to 2.
-MARGIN = 1.03
-SLACK_DEFAULT = 1 / MARGIN
-TELEGRAM_PRIVATE_DEFAULT = 1 / MARGIN
-TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
 BURST = 3.0  # at most, and only where the rate allows several posts a second
 # How long before its token is due a job may be claimed, so that it is prepared (its reads
 # and writes before the post) by then and its post leaves on time (`Pacer`).
 AHEAD = 0.25  # seconds
-
-
-def parse_rate(value: object) -> float | None:
-    """`1/s`, `20/m`, `500/h` → posts per second; `unlimited` → None."""
-    if isinstance(value, str) and value.strip().lower() == "unlimited":
-        return None
-    match = _RATE.match(str(value))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not a rate like 1/s, 20/m or unlimited")
-    return float(match.group(1)) / _PER[match.group(2)]
 
 
 def burst_for(rate: float, burst: float = BURST) -> float:

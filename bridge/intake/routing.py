@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge import phones
 from bridge.config import Config
-from bridge.smstools import InboxMessage
+from bridge.smstools.webhooks import InboxMessage
 
 
 def destinations_for(event: InboxMessage, config: Config) -> tuple[str, ...]:

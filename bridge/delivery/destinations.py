@@ -10,8 +10,8 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, SlackTarget, TelegramTarget
+from bridge.delivery.pacing import spacing_for
 from bridge.errors import DeliveryError, Permanent
-from bridge.pacing import spacing_for
 from bridge.settings import Settings
 from bridge.store import facts
 from bridge.store.db import Database

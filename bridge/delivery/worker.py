@@ -23,22 +23,25 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import combining, moves, notices, retention, spacing
+from bridge.chat import spacing
 from bridge.chat.base import ChatAdapter, ChatMoved
 from bridge.config import Config
-from bridge.credit import CreditWatch
-from bridge.deliveries import HANDLERS, deliver_inbox_combined
+from bridge.delivery import combining, moves
+from bridge.delivery.handlers import HANDLERS, deliver_inbox_combined
+from bridge.delivery.pacing import AHEAD, Pacer
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.intake import notices
 from bridge.jobs import Delivery, Follower, Job, Kind, Unreadable
 from bridge.metrics import Metrics
-from bridge.pacing import AHEAD, Pacer
+from bridge.ops import retention
+from bridge.ops.credit import CreditWatch
 from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
-from bridge.smstools import InboxMessage, parse_event
-from bridge.smstools_api import SmstoolsApi
+from bridge.smstools.api import SmstoolsApi
+from bridge.smstools.webhooks import InboxMessage, parse_event
 from bridge.store import events as event_store
-from bridge.store import notify
 from bridge.store import outbox as outbox_store
+from bridge.store import wakeups
 from bridge.store.db import UNAVAILABLE, Database, describe_error, relax_commits
 from bridge.store.events import StoredEvent
 
@@ -115,7 +118,7 @@ class Worker:
         relax_commits()  # claims: one taken back by a power cut is claimed again
         listener = None
         if self.database.dialect == "postgresql":
-            listener = asyncio.create_task(notify.listen(self.database, self.wake), name="listen")
+            listener = asyncio.create_task(wakeups.listen(self.database, self.wake), name="listen")
         else:
             # SQLite has one delivering process: leases still held are from its previous life
             # (killed), and waiting for them to expire would only delay the queue.

@@ -20,8 +20,9 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import alerts, phones
-from bridge.chat_inbound import places
+from bridge import phones
+from bridge.intake import alerts
+from bridge.intake.agent_messages import places
 from bridge.jobs import (
     ConversationKey,
     FailureNoteJob,

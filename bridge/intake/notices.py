@@ -14,8 +14,8 @@ from collections.abc import Collection
 from bridge.config import Config
 from bridge.errors import DeliveryError, Reason
 from bridge.jobs import NoticeJob, lane
-from bridge.store import notify
 from bridge.store import outbox as outbox_store
+from bridge.store import wakeups
 from bridge.store.db import Database
 
 
@@ -53,5 +53,5 @@ async def _plan(
                 database, connection, event_id=None, destination=target, payload=notice, now=now
             )
         if planned:
-            await notify.announce(database, connection)
+            await wakeups.announce(database, connection)
     return planned

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from bridge.config import Config, Destination, SlackTarget, TelegramTarget
 from bridge.jobs import ConversationKey, ReplyJob
 from bridge.store import conversations as conversations_store
-from bridge.store import facts, notify
+from bridge.store import facts, wakeups
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as store
 from bridge.store.db import Database
@@ -119,7 +119,7 @@ def _answering(config: Config, platform: Platform, chat: str) -> list[Destinatio
 
 
 async def _moved_here(connection: Any, config: Config, chat: str) -> list[Destination]:
-    """Telegram destinations whose group became this supergroup (`bridge.moves`): their
+    """Telegram destinations whose group became this supergroup (`bridge.delivery.moves`): their
     agents answer from the new chat before the config names it."""
     found = []
     for destination in config.destinations.values():
@@ -165,7 +165,7 @@ async def plan(
         why, reply_id = await _plan_reply(database, connection, config, message, event_id, now)
         await store.set_event_status(connection, event_id, why or "reply")
         if reply_id is not None:
-            await notify.announce(database, connection)
+            await wakeups.announce(database, connection)
     if why is not None:
         log.debug("%s event %s ignored: %s", platform, event_key, why)
     return Planned(reply_id=reply_id, ignored=why)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, lane
-from bridge.store import notify
+from bridge.store import wakeups
 from bridge.store.db import Database, sqlite_begin
 from bridge.store.outbox import PENDING
 
@@ -260,7 +260,7 @@ async def _write_postgresql(
     for job in jobs:
         for column, value in zip(columns, job, strict=True):
             column.append(value)
-    parameters += [*columns, notify.CHANNEL]
+    parameters += [*columns, wakeups.CHANNEL]
     if alone:  # a transaction of its own: the statement runs on asyncpg itself
         rows = await database.fetch_on_asyncpg(connection, _POSTGRESQL, *parameters)
     else:  # in SQLAlchemy's transaction

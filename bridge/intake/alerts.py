@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge import phones
 from bridge.config import AlertRoute, Alerts, Config
 from bridge.jobs import AlertJob
-from bridge.smstools import ACCOUNT_WIDE_DETAILS, DeliveryReport
+from bridge.smstools.webhooks import ACCOUNT_WIDE_DETAILS, DeliveryReport
 from bridge.store import alerts as store
 from bridge.store import outbox as outbox_store
 from bridge.store.alerts import Group, Notice
