@@ -31,8 +31,8 @@ class BodyReader:
 
     One timer serves every read under way (the app shares one reader among its edges): a sweep
     every `timeout / 8` cancels the reads past their deadline, and stops while nothing is
-    read. A timer per request (`asyncio.timeout`)
-    cost about 15 us of CPU per webhook, 2 % of the whole request.
+    read. One timer for all is cheaper on the hot path than a timer per request
+    (`asyncio.timeout`).
     """
 
     def __init__(self, timeout: float = DEFAULT_BODY_TIMEOUT, limit: int = MAX_BODY) -> None:

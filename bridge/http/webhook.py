@@ -39,6 +39,9 @@ MAX_EVENTS = 10_000
 
 @dataclass
 class WebhookReceiver:
+    """The Smstools webhook endpoint: answers 200 once a body's events are committed, 503
+    when the database cannot take them, and a JSON error for anything it refuses."""
+
     database: Database
     config: Config
     token: str
@@ -109,8 +112,8 @@ class WebhookReceiver:
 
 
 def _answer(result: IngestResult) -> Response:
-    """The 200 for a stored body. The usual ones (every event understood) are rendered once:
-    building the JSON was about a third of what answering cost."""
+    """The 200 for a stored body. The usual ones (every event understood) are rendered once
+    and looked up, since building the JSON is a large share of what answering costs."""
     if result.problems:
         return JSONResponse(result.as_json())
     return Response(_rendered(result.accepted, result.duplicates), media_type="application/json")

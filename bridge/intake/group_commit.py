@@ -15,10 +15,9 @@ conversation: then the later one waits, so a conversation's jobs keep their arri
 
 Where one group commits at a time (SQLite), the next group waits, for up to COMEBACK after a
 commit, for the senders that commit answered: under load they send their next webhook at
-once. Sixteen senders then share one commit instead of two alternating halves of eight each
-paying one (on a core shared with the writer, the writer's idle moment costs nothing; a
-commit's fixed cost, its WAL sync and the index pages every group writes, is a third of a
-webhook's CPU at eight a group). A sender alone, or the last of them back, starts it at once.
+once. All the senders then share one commit, where otherwise they split into two halves
+taking turns, each paying a commit's fixed cost (its WAL sync and the index pages every group
+writes). A sender alone, or the last of them back, starts it at once.
 """
 
 from __future__ import annotations
@@ -41,9 +40,9 @@ GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fi
 # while the first waits for its round trip and commit, unless they share a conversation.
 IN_FLIGHT = {"sqlite": 1, "postgresql": 2}
 # A group's connection is kept for the next group, for at most this long from its checkout:
-# checking one out of SQLAlchemy's pool and back costs about 100 us of CPU, a tenth of what
-# storing a group of eight webhooks does. The bound gives the worker (on SQLite the pool's
-# only connection is the webhooks' too) its turn under a steady stream of webhooks.
+# checking one out of SQLAlchemy's pool and back is a noticeable share of what storing a
+# small group costs. The bound gives the worker (on SQLite the pool's only connection is the
+# webhooks' too) its turn under a steady stream of webhooks.
 KEEP = 0.05  # seconds
 # How long a kept connection waits for the next group, once none commits or waits for its
 # senders (COMEBACK), before going back to the pool: short enough to hold nothing idle.
@@ -67,6 +66,9 @@ class _Waiting:
 
 
 class GroupCommit:
+    """Stores webhook bodies in shared transactions: `submit` returns once its body is
+    committed, with whatever else was waiting (see the module's docstring)."""
+
     def __init__(
         self,
         database: Database,
@@ -100,8 +102,8 @@ class GroupCommit:
             self._comeback = None
         if not self._start_due and self._comeback is None:
             # At the end of this pass: the other requests it read join this group instead of
-            # waiting for a commit of this body alone (about 0.5 ms of CPU on SQLite, 1 ms on
-            # PostgreSQL, whatever the group's size).
+            # waiting for a commit of this body alone (a commit costs much the same whatever
+            # the group's size).
             self._start_due = True
             asyncio.get_running_loop().call_soon(self._start_now)
         # A request cancelled here cancels only its own answer: the commit is a task of its
