@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 # Documented platform limits (shared/reference): Slack about 1 post/s per channel;
-# Telegram 1/s per private chat and 20/min per group. Paced at those rates, less 3 % for
+# Telegram 1/s per private chat and 20/min per group. Paced at those rates less a margin for
 # jitter: every worker's posts leave at the moments the shared bucket names (`Pacer`, with
 # `ahead`), but what happens between that moment and the platform's clock (the request on
-# its way, a busy event loop) can still bring two arrivals closer. Measured with three
-# workers on one channel: at 2 % 1 to 3 × 429 in 60 posts, at 3 % 1 to 2.
+# its way, a busy event loop) can still bring two arrivals closer.
 MARGIN = 1.03
 SLACK_DEFAULT = 1 / MARGIN
 TELEGRAM_PRIVATE_DEFAULT = 1 / MARGIN

@@ -341,7 +341,7 @@ class SlackAdapter:
                     response = await self._call(
                         self._client.conversations_replies(ts=thread, **arguments)
                     )
-            except Permanent as error:  # no channels:history scope, say: post as before
+            except Permanent as error:  # no channels:history scope, say: post without looking
                 log.warning("cannot look for an earlier post (%s): posting it", error.detail)
                 return None
             for message in response.get("messages") or []:

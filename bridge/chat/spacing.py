@@ -19,9 +19,9 @@ class Spacing:
 
     The shared bucket grants a destination's tokens at its rate when jobs are claimed; the time
     from the claim to the request leaving varies (the job's own transactions, a busy event
-    loop), so two posts granted 1.0 s apart can leave 0.9 s apart, and a platform that allows
-    no burst answers the second with 429. The adapter waits here right before it posts, so the
-    spacing holds where the platform measures it.
+    loop), so two posts granted one interval apart can leave closer together, and a platform
+    that allows no burst answers the second with 429. The adapter waits here right before it
+    posts, so the spacing holds where the platform counts it.
     """
 
     def __init__(
@@ -39,7 +39,7 @@ class Spacing:
     async def wait(self) -> None:
         """Return when a post may leave now: not before its job's token is due (`NOT_BEFORE`)
         nor within `interval` of the previous post. The interval counts from when the
-        previous post was let go, measured after its own wait: a wake-up the event loop
+        previous post was let go, counted after its own wait: a wake-up the event loop
         delayed pushes the next post back too, instead of letting it follow closer."""
         while True:
             now = self._clock()

@@ -3,7 +3,7 @@
 The worker claims a lane's head inbox job with the due inbox jobs queued right behind it
 (its followers) only when the destination has no token left once the head took its own:
 waiting messages pile up only when tokens ran short or the platform was down, and a lone
-message, or one with a token free, is posted at once as before. These pure decisions say how
+message, or one with a token free, is posted at once on its own. These pure decisions say how
 many of the claimed messages one chat message shows; the rest wait for the next post.
 """
 

@@ -2,8 +2,8 @@
 
 The new chat id is remembered in the database, so every process and every restart posts
 there, whoever met the move first; reply chains left in the old group start afresh in the
-new chat, where agents' answers are taken as before (`chat_inbound`); on-call is told once, so
-someone puts the new id in the config.
+new chat, where agents' answers are taken like any others (`chat_inbound`); on-call is told
+once, so someone puts the new id in the config.
 """
 
 from __future__ import annotations

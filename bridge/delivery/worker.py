@@ -49,15 +49,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = RetryPolicy()
 # Jobs running at once, each the head of its own lane. Enough for the first posts of dozens of
-# channels with a backlog to go out together (measured with 50 Slack channels: the first post
-# of each was out within 0.4-0.5 s of the worker's start with 48, within 1.0-1.3 s with 16),
-# while a paced destination's next job waits for its token's moment (up to `pacing.AHEAD`).
+# channels with a backlog to go out together, while a paced destination's next job waits for
+# its token's moment (up to `pacing.AHEAD`).
 CONCURRENCY = 48
 # Jobs claimed in one round, at most. Jobs beyond their destination's tokens are given back
 # at once, so a busy channel with many waiting conversations costs every round this many
 # leases written and released; the loop claims again at once after a round that started any.
-# (64 a round put the first post of all 50 channels within 0.13-0.39 s, but three workers on
-# one channel drew 7-8 x 429 in 60 posts, against 2-3 with 16.)
+# Larger rounds reach many channels sooner but let several workers on one channel crowd it
+# into 429s.
 CLAIM_BATCH = 16
 
 
