@@ -30,8 +30,8 @@ NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite", "asyncio")
 # `+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34 56`: a run of digits, in
 # groups split by single spaces, not preceded by part of a longer token (ids, chat -100...,
 # Slack ts 17...123.45). Possessive, so the match never backtracks: linear in the text's length.
-# (phonenumbers' PhoneNumberMatcher was tried: it misses the gateway's bare international
-# digits of other countries, such as 33612345678, when given a default region.)
+# (Not phonenumbers' PhoneNumberMatcher: given a default region, it misses the gateway's
+# bare international digits of other countries, such as 33612345678.)
 _PHONE = re.compile(r"(?<![\w.:/+-])\+?\d(?: ?\d)*+")
 _AFTER_TOKEN = re.compile(r"\w|\.\d")  # what follows a run that is part of a longer token
 _MAX_GROUPS = 15  # a phone number has at most 15 digits, so at most 15 groups

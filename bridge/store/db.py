@@ -83,8 +83,8 @@ class Database:
             # error invalidates the whole pool (SQLAlchemy's disconnect handling): one webhook
             # answered 503 (and sent again) or one claim retried per lost server.
             # Up to 15 connections per process, kept once opened: an overflow connection is
-            # opened for one checkout and closed at its return, and under load (a worker's
-            # 48 jobs at once) that was a new connection, with its statements prepared
+            # opened for one checkout and closed at its return, so under load (a worker's
+            # jobs at once) it would be a new connection, with its statements prepared
             # again, every few jobs.
             options.update(
                 pool_size=15,
@@ -162,7 +162,7 @@ class Database:
         """Run `statement` on asyncpg itself (prepared once per connection, one round trip),
         past SQLAlchemy's execution layer, on a connection outside any transaction
         (`autocommit`): it commits by itself. For the webhook path's one statement, where
-        that layer was a third of the statement's cost. (In a transaction SQLAlchemy begins
+        that layer is a large share of the statement's cost. (In a transaction SQLAlchemy begins
         with its first statement, this one would run before the BEGIN.) A connection found
         closed is shown to SQLAlchemy, which then drops it and the pool's older connections,
         as it does when one of its own statements finds it."""
@@ -189,7 +189,7 @@ class Database:
 
 async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
     """The pool's connection under `connection`. Read directly while connected: SQLAlchemy's
-    `get_raw_connection` spawns a greenlet (about 10 us) for a connection that must reconnect
+    `get_raw_connection` spawns a greenlet, needed only for a connection that must reconnect
     first."""
     sync = connection.sync_connection
     if sync is not None and not sync.invalidated and not sync.closed:

@@ -31,8 +31,8 @@ from bridge.store.outbox import PENDING
 _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane, kind, payload, at
 
 
-# A group's rows, one per body, event and job, built for every webhook: named tuples (a frozen
-# dataclass sets each field through `object.__setattr__`, several times slower).
+# A group's rows, one per body, event and job, built for every webhook: named tuples, cheaper
+# to build than frozen dataclasses (which set each field through `object.__setattr__`).
 class NewBody(NamedTuple):
     raw: bytes
     received_at: float

@@ -171,7 +171,7 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX replies_chat_event ON replies (chat_event_id, state)",
         "CREATE INDEX replies_conversation ON replies (conversation_id, state)",
         "CREATE INDEX replies_updated ON replies (updated_at)",
-        # Hot queries that scanned whole tables: a customer's live conversations (delivery
+        # Hot queries that would scan whole tables: a customer's live conversations (delivery
         # reports), and whether a lane was used lately (operator notices).
         "CREATE INDEX conversations_sender ON conversations (sender, last_message_at)",
         "CREATE INDEX outbox_lane_created ON outbox (lane, created_at)",
@@ -186,10 +186,10 @@ STEPS: Sequence[Sequence[Statement]] = (
     ),
     (
         # Fewer index pages written for every job, which each group commit pays for. Only
-        # notice lanes ask when they were last used: over every lane, the index cost a leaf
-        # page per conversation, about a quarter of what a SQLite commit of eight webhooks
-        # wrote to its WAL (12 of 43 pages). And outbox_finished (status, finished_at)
-        # serves every query by status that outbox_status (status, id) did.
+        # notice lanes ask when they were last used, so the index covers notice lanes only
+        # (over every lane it costs a leaf page per conversation in each commit). And
+        # outbox_finished (status, finished_at) serves every query by status, so
+        # outbox_status (status, id) goes.
         "DROP INDEX outbox_lane_created",
         "CREATE INDEX outbox_notice_lane ON outbox (lane, created_at) WHERE kind = 'notice'",
         "DROP INDEX outbox_status",

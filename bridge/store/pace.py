@@ -42,8 +42,8 @@ def _refilled(rate: float, burst: float) -> ColumnElement[float]:
 
 @functools.cache
 def _taking(dialect: str, rate: float, burst: float, ahead: float) -> Any:
-    """`take`'s statement, built once per pace: building and keying it was a tenth of a
-    worker's CPU when it posted to 50 channels at once."""
+    """`take`'s statement, built once per pace: building and keying it for every token
+    would weigh on a worker posting to many channels at once."""
     refilled = _refilled(rate, burst)
     return (
         insert_for(dialect, pace)

@@ -4,10 +4,9 @@ aiosqlite runs every call of a connection on a thread of its own, and SQLAlchemy
 makes four calls for one statement (open a cursor, execute, fetch the rows, close it): four
 trips from the event loop to that thread and back. With the loop busy with other work, each
 trip waits its turn, and on SQLite's single connection every other transaction waits behind
-them (measured in the worker delivering to 50 Slack channels: about 3 ms a statement, a
-round of 16 claims taking 150-250 ms). Here a statement makes one trip: the cursor is
-opened, executed, read and closed on the thread, and the rows come back together; and a
-transaction's BEGIN goes with its first statement instead of making a trip of its own.
+them. Here a statement makes one trip: the cursor is opened, executed, read and closed on the
+thread, and the rows come back together; and a transaction's BEGIN goes with its first
+statement instead of making a trip of its own.
 
 Built on the adapter's own classes (SQLAlchemy is pinned in constraints.txt), and handed to
 `create_async_engine` as its DBAPI module (`module=`).
