@@ -7,7 +7,6 @@ environment variable that holds its token.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,43 +17,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from bridge import phones
 from bridge.chat import limits
+from bridge.config_values import Duration, format_duration, label_value, receiver_pattern
+from bridge.config_values import parse_duration as parse_duration
+from bridge.config_values import parse_rate as parse_rate
 from bridge.phones import international
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> float:
-    """`30s`, `5m`, `4h`, `7d` (or a number of seconds) → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m, 4h or 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 30s, 5m, 4h or 7d")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(value: object) -> float | None:
-    """`1/s`, `20/m`, `500/h` → posts per second; `unlimited` → None."""
-    if isinstance(value, str) and value.strip().lower() == "unlimited":
-        return None
-    match = _RATE.match(str(value))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not a rate like 1/s, 20/m or unlimited")
-    return float(match.group(1)) / _PER[match.group(2)]
 
 
 class _Strict(BaseModel):
@@ -186,14 +152,6 @@ class Retention:
             f"{format_duration(self.content)}, done jobs {format_duration(self.done_jobs)}, "
             f"dead letters {format_duration(self.dead_letters)}"
         )
-
-
-def format_duration(seconds: float) -> str:
-    """`30d`, `4h`, `90s`: the largest unit that divides it."""
-    for unit in ("d", "h", "m", "s"):
-        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
-    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -435,7 +393,7 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
         receiver, is_prefix = None, False
         if route.match.receiver is not None:
             try:
-                receiver, is_prefix = _receiver_pattern(str(route.match.receiver))
+                receiver, is_prefix = receiver_pattern(str(route.match.receiver))
             except ValueError as error:
                 problems.append(f"{source}: routes[{index}].match.receiver: {error}")
         to = check_names(route.to, f"routes[{index}].to")
@@ -519,7 +477,7 @@ def _alerts(
                 str(value).strip().isdigit() for value in values
             ):
                 problems.append(f"{source}: {key}.{label}: codes are numbers, like 2000")
-            result[label] = frozenset(_label_value(label, str(value)) for value in values)
+            result[label] = frozenset(label_value(label, str(value)) for value in values)
         return result
 
     top_to = check_names(spec.to, "alerts.to")
@@ -607,16 +565,6 @@ def _inherit(value: N | None, default: N) -> N:
     return default if value is None else value
 
 
-def _label_value(label: str, value: str) -> str:
-    """Matcher values in the form labels have: codes as plain numbers, numbers as digits."""
-    value = value.strip()
-    if label.startswith("delivery_code"):
-        return value.lstrip("0") or "0"
-    if label in ("receiver", "sender"):
-        return phones.key(value)
-    return value
-
-
 def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float | None:
     """The platform's documented limit: Slack per channel, Telegram per private chat / group."""
     if isinstance(target, SlackTarget):
@@ -625,13 +573,3 @@ def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float 
         group = target.chat_id < 0
         return limits.TELEGRAM_GROUP_DEFAULT if group else limits.TELEGRAM_PRIVATE_DEFAULT
     return None
-
-
-def _receiver_pattern(pattern: str) -> tuple[str, bool]:
-    """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
-    if pattern.endswith("*"):
-        digits = phones.key(pattern[:-1])
-        if not digits.isdigit():
-            raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
-        return digits, True
-    return phones.parse(pattern), False
