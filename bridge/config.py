@@ -3,58 +3,31 @@
 Every problem is reported as `<file>: <key>: <what is wrong>`, all of them at once, so an
 operator fixes the file in one go. Tokens never live in the file: a destination names the
 environment variable that holds its token.
+
+Two layers: the `...Spec` pydantic models are the file as written, and hold every default;
+the frozen dataclasses below them (`Config`, `Destination`, `Route`, `AlertRoute`, ...) are
+what the rest of the code uses, built by `build` from a spec once it is checked, with names
+resolved, words normalised and alert settings inherited.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge import phones
 from bridge.chat import limits
+from bridge.config_values import Duration, format_duration, label_value, receiver_pattern
+from bridge.config_values import parse_duration as parse_duration
+from bridge.config_values import parse_rate as parse_rate
 from bridge.phones import international
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> float:
-    """`30s`, `5m`, `4h`, `7d` (or a number of seconds) → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m, 4h or 7d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 30s, 5m, 4h or 7d")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(value: object) -> float | None:
-    """`1/s`, `20/m`, `500/h` → posts per second; `unlimited` → None."""
-    if isinstance(value, str) and value.strip().lower() == "unlimited":
-        return None
-    match = _RATE.match(str(value))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not a rate like 1/s, 20/m or unlimited")
-    return float(match.group(1)) / _PER[match.group(2)]
+# The file as written: one strict model per section. Each default lives here, once.
 
 
 class _Strict(BaseModel):
@@ -75,6 +48,9 @@ class TelegramTarget(_Strict):
 class ConsoleTarget(_Strict):
     pass
 
+
+Kind = Literal["slack", "telegram", "console"]
+Target = SlackTarget | TelegramTarget | ConsoleTarget
 
 DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
 
@@ -128,9 +104,12 @@ DEFAULT_PAGE_ABOVE = 20
 # What a group of per-recipient failures that does not page does: posted to on-call without
 # a mention, or only noted in the customer's live thread.
 LoneFailures = Literal["post", "note"]
+DEFAULT_LONE_FAILURES: LoneFailures = "post"
 
 
 class AlertRouteSpec(_Strict):
+    """A route under `alerts`; a setting it does not give (None) is the top level's."""
+
     match: dict[str, list[str | int] | str | int]
     to: list[str] | None = None
     group_by: list[str] | None = None
@@ -152,7 +131,7 @@ class AlertsSpec(_Strict):
     repeat_interval: Duration = 4 * 3600.0
     resolve_after: Duration | None = None  # default: the route's group_interval
     page_above: int = Field(DEFAULT_PAGE_ABOVE, ge=0)
-    lone_failures: LoneFailures = "post"
+    lone_failures: LoneFailures = DEFAULT_LONE_FAILURES
     mention: Mention | None = None
     routes: list[AlertRouteSpec] = []
     low_balance: float | None = Field(default=None, ge=0)  # Smstools credit that alerts
@@ -166,7 +145,11 @@ class ConfigSpec(_Strict):
     threads: ThreadsSpec = ThreadsSpec()
     alerts: AlertsSpec | None = None
     retention: RetentionSpec = RetentionSpec()
-    balance_check_interval: Duration = 15 * 60.0
+    balance_check_interval: Duration = 15 * 60.0  # how often the Smstools credit is read
+
+
+# What the rest of the code uses: checked, resolved and frozen. `build` fills every field
+# from the spec, so no default is restated here; AlertRoute's few name the constants above.
 
 
 @dataclass(frozen=True)
@@ -174,11 +157,11 @@ class Retention:
     """How long stored data is kept (seconds). Content is erased in place, leaving the record
     that an event or status existed; what only served delivery is deleted."""
 
-    raw_bodies: float = 30 * DAY  # webhook bodies exactly as they arrived
-    content: float = 30 * DAY  # message text and numbers in events, statuses, alert groups,
+    raw_bodies: float  # webhook bodies exactly as they arrived
+    content: float  # message text and numbers in events, statuses, alert groups,
     # chat message links; what agents wrote, settled replies; conversations once no longer live
-    done_jobs: float = 7 * DAY  # delivered outbox jobs
-    dead_letters: float = 30 * DAY  # jobs that failed for good, with their message
+    done_jobs: float  # delivered outbox jobs
+    dead_letters: float  # jobs that failed for good, with their message
 
     def describe(self) -> str:
         return (
@@ -188,22 +171,14 @@ class Retention:
         )
 
 
-def format_duration(seconds: float) -> str:
-    """`30d`, `4h`, `90s`: the largest unit that divides it."""
-    for unit in ("d", "h", "m", "s"):
-        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
-    return f"{seconds:g}s"
-
-
 @dataclass(frozen=True)
 class Replies:
     """Agents may answer the customer from this destination's threads."""
 
-    prefix: str = "note:"
-    allow: frozenset[str] | None = None  # Slack / Telegram user ids; None: every member
-    stop_words: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)  # upper case
-    max_parts: int = 3
+    prefix: str  # lower case
+    allow: frozenset[str] | None  # Slack / Telegram user ids; None: every member
+    stop_words: frozenset[str]  # upper case
+    max_parts: int
 
 
 @dataclass(frozen=True)
@@ -211,12 +186,12 @@ class Destination:
     """A named place messages go to. `kind` is slack, telegram or console."""
 
     name: str
-    kind: Literal["slack", "telegram", "console"]
-    target: SlackTarget | TelegramTarget | ConsoleTarget
-    max_rate: float | None = None  # posts per second; None: unlimited
-    replies: Replies | None = None  # None: one-way
+    kind: Kind
+    target: Target
+    max_rate: float | None  # posts per second; None: unlimited
+    replies: Replies | None  # None: one-way
     # When it is behind, a conversation's waiting messages go out as one post (`combining`).
-    combine: bool = True
+    combine: bool
 
     def describe(self) -> str:
         separately = ", one post per message even when behind" if not self.combine else ""
@@ -271,9 +246,10 @@ class AlertRoute:
     group_interval: float
     repeat_interval: float
     mention: Mapping[str, str]  # destination kind → trusted markup that pages someone
+    # For routes built in code: the same defaults as the alerts section's.
     page_above: int = DEFAULT_PAGE_ABOVE  # per-recipient failures page beyond this many
     resolve_after: float | None = None  # quiet this long → resolved; None: group_interval
-    lone_failures: LoneFailures = "post"  # "note": not posted until the group pages
+    lone_failures: LoneFailures = DEFAULT_LONE_FAILURES  # "note": not posted until it pages
 
     @property
     def quiet_after(self) -> float:
@@ -307,7 +283,7 @@ class Alerts:
 
     on_codes: frozenset[int]
     routes: tuple[AlertRoute, ...]  # the configured routes, then the top level (matches all)
-    low_balance: float | None = None  # tell on-call when the Smstools credit falls under it
+    low_balance: float | None  # tell on-call when the Smstools credit falls under it
 
     @property
     def top(self) -> AlertRoute:
@@ -326,9 +302,9 @@ class Config:
     default: tuple[str, ...]
     lines: Mapping[str, str]
     idle_after: float
-    alerts: Alerts | None = None
-    retention: Retention = Retention()
-    balance_check_interval: float = 15 * 60.0  # how often the Smstools credit is read
+    alerts: Alerts | None  # None: no alerts section, failures are not told
+    retention: Retention
+    balance_check_interval: float  # how often the Smstools credit is read
 
 
 class ConfigError(Exception):
@@ -362,17 +338,58 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
     return build(document, str(path), environ)
 
 
-def _key(location: Sequence[int | str]) -> str:
-    key = ""
-    for part in location:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key or "(top level)"
-
-
 def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
     """Validate a parsed document; collect every problem before refusing."""
+    spec = _validated(document, source)
+    problems = _Problems(source, spec.destinations)
+    destinations = _destinations(spec.destinations, environ, problems)
+    routes = [
+        _route(route, f"routes[{index}]", problems) for index, route in enumerate(spec.routes)
+    ]
+    default = problems.destination_names(spec.default, "default")
+    lines = _lines(spec.lines, problems)
+    alerts = None if spec.alerts is None else _alerts(spec.alerts, destinations, problems)
+    if spec.balance_check_interval < 1:
+        problems.add("balance_check_interval", "give at least 1s")
+    if problems.found:
+        raise ConfigError(problems.found)
+    return Config(
+        source=source,
+        destinations=destinations,
+        routes=routes,
+        default=default,
+        lines=lines,
+        idle_after=spec.threads.idle_after,
+        alerts=alerts,
+        retention=Retention(**spec.retention.model_dump()),
+        balance_check_interval=spec.balance_check_interval,
+    )
+
+
+class _Problems:
+    """The `file: key: what is wrong` lines found so far, and the checks every section uses."""
+
+    def __init__(self, source: str, known_destinations: Collection[str]) -> None:
+        self.source = source
+        self.known_destinations = known_destinations
+        self.found: list[str] = []
+
+    def add(self, key: str, problem: str) -> None:
+        self.found.append(f"{self.source}: {key}: {problem}")
+
+    def destination_names(self, names: Sequence[str], key: str) -> tuple[str, ...]:
+        """`names` once each, in order; an unknown one is a problem at `key[index]`."""
+        for index, name in enumerate(names):
+            if name not in self.known_destinations:
+                known = ", ".join(sorted(self.known_destinations))
+                self.add(f"{key}[{index}]", f"unknown destination {name!r} (known: {known})")
+        return tuple(dict.fromkeys(names))
+
+
+def _validated(document: Mapping[str, Any], source: str) -> ConfigSpec:
+    """The document as a spec, or every schema problem at once."""
     try:
-        spec = ConfigSpec.model_validate(document)
+        return ConfigSpec.model_validate(document)
     except ValidationError as error:
         schema_problems = []
         for issue in error.errors():
@@ -383,189 +400,50 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
             schema_problems.append(f"{source}: {_key(location)}: {message}")
         raise ConfigError(schema_problems) from None
 
-    problems: list[str] = []
-    destinations: dict[str, Destination] = {}
-    for name, destination in spec.destinations.items():
-        chosen = [
-            (kind, target)
-            for kind, target in (
-                ("slack", destination.slack),
-                ("telegram", destination.telegram),
-                ("console", destination.console),
-            )
-            if target is not None
-        ]
-        if len(chosen) != 1:
-            problems.append(
-                f"{source}: destinations.{name}: give exactly one of slack, telegram or console"
-            )
-            continue
-        kind, target = chosen[0]
-        token_env = getattr(target, "token_env", None)
-        if token_env is not None and not environ.get(token_env, "").strip():
-            problems.append(
-                f"{source}: destinations.{name}.{kind}: the environment variable {token_env} "
-                "that holds its token is not set"
-            )
-        max_rate = destination.max_rate
-        if max_rate is not None and max_rate < 0:
-            max_rate = default_rate(target)
-        replies = _replies(destination.replies, kind, f"{source}: destinations.{name}", environ)
-        problems.extend(replies[1])
-        destinations[name] = Destination(
-            name,
-            kind,  # type: ignore[arg-type]
-            target,
-            max_rate,
-            replies[0],
-            destination.combine,
-        )
 
-    def check_names(names: Sequence[str], key: str) -> tuple[str, ...]:
-        for index, name in enumerate(names):
-            if name not in spec.destinations:
-                known = ", ".join(sorted(spec.destinations))
-                problems.append(
-                    f"{source}: {key}[{index}]: unknown destination {name!r} (known: {known})"
-                )
-        return tuple(dict.fromkeys(names))
+def _key(location: Sequence[int | str]) -> str:
+    key = ""
+    for part in location:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
 
-    routes: list[Route] = []
-    for index, route in enumerate(spec.routes):
-        receiver, is_prefix = None, False
-        if route.match.receiver is not None:
-            try:
-                receiver, is_prefix = _receiver_pattern(str(route.match.receiver))
-            except ValueError as error:
-                problems.append(f"{source}: routes[{index}].match.receiver: {error}")
-        to = check_names(route.to, f"routes[{index}].to")
-        routes.append(Route(receiver, is_prefix, route.match.type, to))
-    default = check_names(spec.default, "default")
 
-    lines: dict[str, str] = {}
-    for number, label in spec.lines.items():
-        try:
-            lines[phones.parse(str(number))] = label
-        except ValueError as error:
-            problems.append(f"{source}: lines.{number}: {error}")
+def _destinations(
+    specs: Mapping[str, DestinationSpec], environ: Mapping[str, str], problems: _Problems
+) -> dict[str, Destination]:
+    """The usable destinations by name; a broken one is left out and its problems noted."""
+    destinations = {}
+    for name, spec in specs.items():
+        destination = _destination(name, spec, environ, problems)
+        if destination is not None:
+            destinations[name] = destination
+    return destinations
 
-    alerts = None
-    if spec.alerts is not None:
-        alerts = _alerts(spec.alerts, source, destinations, check_names, problems)
 
-    if spec.balance_check_interval < 1:
-        problems.append(f"{source}: balance_check_interval: give at least 1s")
-
-    if problems:
-        raise ConfigError(problems)
-    retention = Retention(**spec.retention.model_dump())
-    return Config(
-        source,
-        destinations,
-        routes,
-        default,
-        lines,
-        spec.threads.idle_after,
-        alerts,
-        retention,
-        balance_check_interval=spec.balance_check_interval,
+def _destination(
+    name: str, spec: DestinationSpec, environ: Mapping[str, str], problems: _Problems
+) -> Destination | None:
+    key = f"destinations.{name}"
+    platforms: tuple[tuple[Kind, Target | None], ...] = (
+        ("slack", spec.slack),
+        ("telegram", spec.telegram),
+        ("console", spec.console),
     )
-
-
-def _alerts(
-    spec: AlertsSpec,
-    source: str,
-    destinations: Mapping[str, Destination],
-    check_names: Callable[[Sequence[str], str], tuple[str, ...]],
-    problems: list[str],
-) -> Alerts:
-    """The `alerts` section: routes inherit every setting they do not give from the top."""
-
-    def labels(names: Sequence[str], key: str) -> tuple[str, ...]:
-        for index, name in enumerate(names):
-            if name not in ALERT_LABELS:
-                problems.append(
-                    f"{source}: {key}[{index}]: unknown label {name!r} "
-                    f"(known: {', '.join(ALERT_LABELS)})"
-                )
-        return tuple(dict.fromkeys(names))
-
-    def mentions(mention: Mention | None, to: Sequence[str], key: str) -> dict[str, str]:
-        if mention is None:
-            return {}
-        if isinstance(mention, dict):
-            return {str(kind): markup for kind, markup in mention.items()}
-        for name in to:
-            destination = destinations.get(name)
-            if destination is not None and destination.kind == "telegram" and "<" in mention:
-                problems.append(
-                    f"{source}: {key}: {mention!r} is Slack markup but {name!r} is a Telegram "
-                    "destination; give one per platform: {slack: '<!subteam^…>', "
-                    "telegram: '@name'}"
-                )
-        return {"slack": mention, "telegram": mention, "console": mention}
-
-    def matchers(match: Mapping[str, object], key: str) -> dict[str, frozenset[str]]:
-        result: dict[str, frozenset[str]] = {}
-        for label, accepted in match.items():
-            values = accepted if isinstance(accepted, list) else [accepted]
-            if label not in ALERT_LABELS:
-                problems.append(
-                    f"{source}: {key}.{label}: unknown label (known: {', '.join(ALERT_LABELS)})"
-                )
-            elif not values:
-                problems.append(f"{source}: {key}.{label}: give at least one value")
-            elif label.startswith("delivery_code") and not all(
-                str(value).strip().isdigit() for value in values
-            ):
-                problems.append(f"{source}: {key}.{label}: codes are numbers, like 2000")
-            result[label] = frozenset(_label_value(label, str(value)) for value in values)
-        return result
-
-    top_to = check_names(spec.to, "alerts.to")
-    top = AlertRoute(
-        matchers={},
-        to=top_to,
-        group_by=labels(spec.group_by, "alerts.group_by"),
-        group_wait=spec.group_wait,
-        group_interval=spec.group_interval,
-        repeat_interval=spec.repeat_interval,
-        mention=mentions(spec.mention, top_to, "alerts.mention"),
-        page_above=spec.page_above,
-        resolve_after=spec.resolve_after,
-        lone_failures=spec.lone_failures,
-    )
-    routes = []
-    for index, route in enumerate(spec.routes):
-        key = f"alerts.routes[{index}]"
-        to = check_names(route.to, f"{key}.to") if route.to is not None else top.to
-        routes.append(
-            AlertRoute(
-                matchers=matchers(route.match, f"{key}.match"),
-                to=to,
-                group_by=(
-                    labels(route.group_by, f"{key}.group_by")
-                    if route.group_by is not None
-                    else top.group_by
-                ),
-                group_wait=_inherit(route.group_wait, top.group_wait),
-                group_interval=_inherit(route.group_interval, top.group_interval),
-                repeat_interval=_inherit(route.repeat_interval, top.repeat_interval),
-                mention=(
-                    mentions(route.mention, to, f"{key}.mention")
-                    if route.mention is not None
-                    else top.mention
-                ),
-                page_above=_inherit(route.page_above, top.page_above),
-                resolve_after=(
-                    route.resolve_after if route.resolve_after is not None else top.resolve_after
-                ),
-                lone_failures=(
-                    route.lone_failures if route.lone_failures is not None else top.lone_failures
-                ),
-            )
+    chosen = [(kind, target) for kind, target in platforms if target is not None]
+    if len(chosen) != 1:
+        problems.add(key, "give exactly one of slack, telegram or console")
+        return None
+    kind, target = chosen[0]
+    if not isinstance(target, ConsoleTarget) and not environ.get(target.token_env, "").strip():
+        problems.add(
+            f"{key}.{kind}",
+            f"the environment variable {target.token_env} that holds its token is not set",
         )
-    return Alerts(frozenset(spec.on_codes), (*routes, top), low_balance=spec.low_balance)
+    max_rate = spec.max_rate
+    if max_rate is not None and max_rate < 0:
+        max_rate = default_rate(target)
+    replies = _replies(spec.replies, kind, f"{key}.replies", environ, problems)
+    return Destination(name, kind, target, max_rate, replies, spec.combine)
 
 
 # What answering from a platform needs from the environment, beyond the chat token.
@@ -576,48 +454,35 @@ _REPLY_VARIABLES = {
 
 
 def _replies(
-    spec: bool | RepliesSpec, kind: str, key: str, environ: Mapping[str, str]
-) -> tuple[Replies | None, list[str]]:
-    """The destination's `replies` setting, and what keeps it from working."""
+    spec: bool | RepliesSpec,
+    kind: Kind,
+    key: str,
+    environ: Mapping[str, str],
+    problems: _Problems,
+) -> Replies | None:
+    """The destination's `replies` setting; what keeps it from working is a problem."""
     if spec is False:
-        return None, []
+        return None
     if kind not in _REPLY_VARIABLES:
-        return None, [f"{key}.replies: only Slack and Telegram destinations can answer"]
+        problems.add(key, "only Slack and Telegram destinations can answer")
+        return None
     spec = RepliesSpec() if spec is True else spec
     missing = [name for name in _REPLY_VARIABLES[kind] if not environ.get(name, "").strip()]
-    problems = []
     if missing:
-        problems.append(
-            f"{key}.replies: answering customers needs the environment variable(s) "
-            f"{', '.join(missing)}, which are not set"
+        problems.add(
+            key,
+            "answering customers needs the environment variable(s) "
+            f"{', '.join(missing)}, which are not set",
         )
-    replies = Replies(
+    return Replies(
         prefix=spec.prefix.strip().lower(),
         allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
         stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
         max_parts=spec.max_parts,
     )
-    return replies, problems
 
 
-N = TypeVar("N", int, float)
-
-
-def _inherit(value: N | None, default: N) -> N:
-    return default if value is None else value
-
-
-def _label_value(label: str, value: str) -> str:
-    """Matcher values in the form labels have: codes as plain numbers, numbers as digits."""
-    value = value.strip()
-    if label.startswith("delivery_code"):
-        return value.lstrip("0") or "0"
-    if label in ("receiver", "sender"):
-        return phones.key(value)
-    return value
-
-
-def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float | None:
+def default_rate(target: Target) -> float | None:
     """The platform's documented limit: Slack per channel, Telegram per private chat / group."""
     if isinstance(target, SlackTarget):
         return limits.SLACK_DEFAULT
@@ -627,11 +492,132 @@ def default_rate(target: SlackTarget | TelegramTarget | ConsoleTarget) -> float 
     return None
 
 
-def _receiver_pattern(pattern: str) -> tuple[str, bool]:
-    """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
-    if pattern.endswith("*"):
-        digits = phones.key(pattern[:-1])
-        if not digits.isdigit():
-            raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
-        return digits, True
-    return phones.parse(pattern), False
+def _route(spec: RouteSpec, key: str, problems: _Problems) -> Route:
+    receiver, is_prefix = None, False
+    if spec.match.receiver is not None:
+        try:
+            receiver, is_prefix = receiver_pattern(str(spec.match.receiver))
+        except ValueError as error:
+            problems.add(f"{key}.match.receiver", str(error))
+    to = problems.destination_names(spec.to, f"{key}.to")
+    return Route(receiver, is_prefix, spec.match.type, to)
+
+
+def _lines(spec: Mapping[str | int, str], problems: _Problems) -> dict[str, str]:
+    """Labels of our own numbers, keyed by their E.164 digits."""
+    lines = {}
+    for number, label in spec.items():
+        try:
+            lines[phones.parse(str(number))] = label
+        except ValueError as error:
+            problems.add(f"lines.{number}", str(error))
+    return lines
+
+
+def _alerts(
+    spec: AlertsSpec, destinations: Mapping[str, Destination], problems: _Problems
+) -> Alerts:
+    """The `alerts` section: routes inherit every setting they do not give from the top."""
+    to = problems.destination_names(spec.to, "alerts.to")
+    top = AlertRoute(
+        matchers={},
+        to=to,
+        group_by=_labels(spec.group_by, "alerts.group_by", problems),
+        group_wait=spec.group_wait,
+        group_interval=spec.group_interval,
+        repeat_interval=spec.repeat_interval,
+        mention=_mentions(spec.mention, to, "alerts.mention", destinations, problems),
+        page_above=spec.page_above,
+        resolve_after=spec.resolve_after,
+        lone_failures=spec.lone_failures,
+    )
+    routes = [
+        _alert_route(route, top, f"alerts.routes[{index}]", destinations, problems)
+        for index, route in enumerate(spec.routes)
+    ]
+    return Alerts(frozenset(spec.on_codes), (*routes, top), low_balance=spec.low_balance)
+
+
+# The route settings taken as written; `to`, `group_by` and `mention` are checked first.
+_PLAIN_ROUTE_SETTINGS = {
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "resolve_after",
+    "page_above",
+    "lone_failures",
+}
+
+
+def _alert_route(
+    spec: AlertRouteSpec,
+    top: AlertRoute,
+    key: str,
+    destinations: Mapping[str, Destination],
+    problems: _Problems,
+) -> AlertRoute:
+    """A route under `alerts`: the top level, with what the route gives in its place."""
+    to = top.to if spec.to is None else problems.destination_names(spec.to, f"{key}.to")
+    matchers = _matchers(spec.match, f"{key}.match", problems)
+    group_by = top.group_by
+    if spec.group_by is not None:
+        group_by = _labels(spec.group_by, f"{key}.group_by", problems)
+    mention = top.mention
+    if spec.mention is not None:
+        mention = _mentions(spec.mention, to, f"{key}.mention", destinations, problems)
+    # The spec's keys are AlertRoute's attribute names; None means "not given".
+    given = spec.model_dump(include=_PLAIN_ROUTE_SETTINGS, exclude_none=True)
+    return replace(top, matchers=matchers, to=to, group_by=group_by, mention=mention, **given)
+
+
+def _labels(names: Sequence[str], key: str, problems: _Problems) -> tuple[str, ...]:
+    """`group_by`: alert labels once each, in order; an unknown one is a problem."""
+    for index, name in enumerate(names):
+        if name not in ALERT_LABELS:
+            problems.add(
+                f"{key}[{index}]", f"unknown label {name!r} (known: {', '.join(ALERT_LABELS)})"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _mentions(
+    mention: Mention | None,
+    to: Sequence[str],
+    key: str,
+    destinations: Mapping[str, Destination],
+    problems: _Problems,
+) -> dict[str, str]:
+    """Destination kind → markup. One string serves every platform, unless it is Slack
+    markup and a Telegram destination would show it as text."""
+    if mention is None:
+        return {}
+    if isinstance(mention, dict):
+        return {str(kind): markup for kind, markup in mention.items()}
+    for name in to:
+        destination = destinations.get(name)
+        if destination is not None and destination.kind == "telegram" and "<" in mention:
+            problems.add(
+                key,
+                f"{mention!r} is Slack markup but {name!r} is a Telegram destination; give one "
+                "per platform: {slack: '<!subteam^…>', telegram: '@name'}",
+            )
+    return {"slack": mention, "telegram": mention, "console": mention}
+
+
+def _matchers(
+    match: Mapping[str, object], key: str, problems: _Problems
+) -> dict[str, frozenset[str]]:
+    """Label → the values it accepts, in the form failures are labelled with."""
+    result: dict[str, frozenset[str]] = {}
+    for label, accepted in match.items():
+        values = accepted if isinstance(accepted, list) else [accepted]
+        if label not in ALERT_LABELS:
+            problems.add(f"{key}.{label}", f"unknown label (known: {', '.join(ALERT_LABELS)})")
+        elif not values:
+            problems.add(f"{key}.{label}", "give at least one value")
+        elif label.startswith("delivery_code") and not all(
+            str(value).strip().isdigit() for value in values
+        ):
+            problems.add(f"{key}.{label}", "codes are numbers, like 2000")
+        result[label] = frozenset(label_value(label, str(value)) for value in values)
+    return result
