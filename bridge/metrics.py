@@ -23,12 +23,11 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.smstools.webhooks import DELIVERY_CODES
+from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from bridge.store import credit as credit_store
 from bridge.store import gauges
 from bridge.store.db import Database
 
-WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
 # Webhook handling is milliseconds; delivery spans retries and backoff (minutes, hours).
 _HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)

@@ -18,7 +18,7 @@ from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.smstools import sms_parts
-from bridge.smstools.api import SendOutcomeUnknown, SmstoolsPermanent
+from bridge.smstools.api import ACCOUNT_CODES, REFUSALS, SendOutcomeUnknown, SmstoolsPermanent
 from bridge.smstools.webhooks import DELIVERY_CODES, describe_delivery
 from bridge.store import conversations as conversations_store
 from bridge.store import replies as store
@@ -33,17 +33,6 @@ ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "�
 
 MAY_HAVE_BEEN_SENT = "may not have been sent: check before sending again"
 
-# What a refusal by the gateway means for the agent, by Smstools error code.
-REFUSALS = {
-    "104": "Smstools refused the bridge's API credentials; on-call has been told",
-    "116": "the Smstools account is inactive; on-call has been told",
-    "200": "Smstools does not accept the bridge's IP address; on-call has been told",
-    "118": "the answer is too long for the gateway (459 characters at most)",
-    "131": "the customer's number is on the opt-out list",
-    "137": "the WhatsApp 24-hour window is closed: a WhatsApp template is needed to write first",
-    "139": "the gateway refused the request as invalid (missing or invalid parameters)",
-}
-_CREDENTIALS = {"104", "116", "200"}
 # States in which the bridge or the gateway would not send the answer (`unknown` is neither
 # sent nor refused: it may have gone).
 _REFUSED = {store.REFUSED, store.BLOCKED, store.TOO_LONG}
@@ -113,7 +102,7 @@ async def deliver_reply(delivery: Delivery) -> None:
         await _settle(delivery, reply, conversation, store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT)
         return
     except SmstoolsPermanent as error:
-        if error.code in _CREDENTIALS or error.reason is Reason.AUTH:
+        if error.code in ACCOUNT_CODES or error.reason is Reason.AUTH:
             await notices.destination_failed(
                 database, delivery.config, "Smstools API", error, now()
             )
