@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from bridge.store import credit as credit_store
-from bridge.store import gauges
+from bridge.store import gauges as gauges_store
 from bridge.store.db import Database
 
 # Webhook handling is milliseconds; delivery spans retries and backoff (minutes, hours).
@@ -175,9 +175,9 @@ class DatabaseView:
         async with self.lock:
             at = now()
             async with database.transaction() as connection:
-                backlog = await gauges.backlog(connection, at)
-                dead = await gauges.dead_letters(connection)
-                open_groups = await gauges.open_alert_groups(connection, at - open_window)
+                backlog = await gauges_store.backlog(connection, at)
+                dead = await gauges_store.dead_letters(connection)
+                open_groups = await gauges_store.open_alert_groups(connection, at - open_window)
                 balance = await credit_store.last_balance(connection)
             depth = GaugeMetricFamily(
                 "smsbridge_outbox_depth",

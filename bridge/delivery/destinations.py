@@ -13,7 +13,7 @@ from bridge.config import Config, SlackTarget, TelegramTarget
 from bridge.delivery.pacing import spacing_for
 from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
-from bridge.store import facts
+from bridge.store import facts as facts_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) 
     for adapter in adapters.values():
         if isinstance(adapter, TelegramAdapter):
             async with database.transaction() as connection:
-                moved_to = await facts.moved_to(connection, str(adapter.chat_id))
+                moved_to = await facts_store.moved_to(connection, str(adapter.chat_id))
             if moved_to is not None:
                 adapter.follow(int(moved_to))
 

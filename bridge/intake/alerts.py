@@ -27,7 +27,7 @@ from bridge import phones
 from bridge.config import AlertRoute, Alerts, Config
 from bridge.jobs import AlertJob
 from bridge.smstools.webhooks import ACCOUNT_WIDE_DETAILS, DeliveryReport
-from bridge.store import alerts as store
+from bridge.store import alerts as alerts_store
 from bridge.store import outbox as outbox_store
 from bridge.store.alerts import Group, Notice
 from bridge.store.db import Database
@@ -201,7 +201,7 @@ async def plan(
         return 0
     failure = failure_of(report, event_id)
     route = config.alerts.route_for(failure.labels)
-    group = await store.lock_group(
+    group = await alerts_store.lock_group(
         database,
         connection,
         group_key=group_key(route, failure.labels),
@@ -211,18 +211,18 @@ async def plan(
         event_id=event_id,
     )
     counted = add_failure(group, failure, now, route)
-    await store.save_group(connection, counted)
+    await alerts_store.save_group(connection, counted)
     if counted.count == 1 and group.count > 0:
-        await store.forget_notices(connection, group.id)
+        await alerts_store.forget_notices(connection, group.id)
     if not tells_on_call(counted, route):
         return 0
     jobs = 0
     for destination in route.to:
-        notice = await store.lock_notice(database, connection, group.id, destination)
+        notice = await alerts_store.lock_notice(database, connection, group.id, destination)
         due = schedule(notice, now, route)
         if due is None:
             continue
-        await store.save_notice(connection, replace(notice, pending_at=due))
+        await alerts_store.save_notice(connection, replace(notice, pending_at=due))
         jobs += await outbox_store.enqueue(
             database,
             connection,
