@@ -10,7 +10,7 @@ from typing import Any
 from bridge.settings import normalise_database_url
 from bridge.store import reports as report_store
 from bridge.store.db import Database
-from bridge.store.reports import Status
+from bridge.store.reports import MessageStatus
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
@@ -72,7 +72,7 @@ def reply_to(ours: str, message_id: str, content: str) -> dict[str, Any]:
     return event
 
 
-async def status(database_url: str, messageid: str) -> Status | None:
+async def status(database_url: str, messageid: str) -> MessageStatus | None:
     database = Database(normalise_database_url(database_url))
     try:
         async with database.transaction() as connection:

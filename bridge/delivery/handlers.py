@@ -234,7 +234,7 @@ async def deliver_read(delivery: Delivery) -> None:
     messageid = _payload(delivery, ReadJob).messageid
     job, database = delivery.job, delivery.database
     async with database.transaction() as connection:
-        found = await reports_store.conversations_of(connection, messageid, job.destination)
+        found = await reports_store.conversations_showing(connection, messageid, job.destination)
         conversations = [await conversations_store.get(connection, i) for i in found]
     live = [c for c in conversations if c is not None and c.thread is not None]
     if live:

@@ -100,7 +100,7 @@ async def ingest_group(
         (n for n, event in enumerate(flat) if isinstance(event, DeliveryReport | ReadReport)),
         len(flat),
     )
-    group = group_writes_store.Group(
+    group = group_writes_store.GroupWrite(
         [
             group_writes_store.NewBody(body.raw, body.received_at, len(body.items))
             for body in bodies
@@ -152,9 +152,9 @@ def _route(config: Config, event: InboxMessage) -> _Route:
 
 def _early_jobs(
     bodies: Sequence[Body], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
-) -> list[group_writes_store.NewJob]:
+) -> list[group_writes_store.NewEventJob]:
     """The inbox jobs of the events before `cut`, each event once, in arrival order."""
-    jobs: list[group_writes_store.NewJob] = []
+    jobs: list[group_writes_store.NewEventJob] = []
     seen: set[str] = set()
     position = 0
     for body, body_events in zip(bodies, parsed, strict=True):
@@ -168,7 +168,7 @@ def _early_jobs(
             seen.add(event.webhook_id)
             destinations, conversation = route
             jobs += [
-                group_writes_store.NewJob(
+                group_writes_store.NewEventJob(
                     event.webhook_id,
                     destination,
                     InboxJob(conversation=conversation),

@@ -92,7 +92,7 @@ class Erased:
         return lines
 
 
-def concerns(event: erasure_store.StoredEvent, number: str) -> bool:
+def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
     """Whether a stored event is about the customer: a sender or receiver field holds their
     number; in an event not understood, the number anywhere in it."""
     try:

@@ -36,14 +36,14 @@ NOT_DELIVERED = "not delivered: erased on request (smsbridge forget)"
 
 
 @dataclass(frozen=True)
-class StoredEvent:
+class UnerasedEvent:
     id: int
     request_id: int
     status: str
     payload: str
 
 
-async def events_after(connection: AsyncConnection, after: int, limit: int) -> list[StoredEvent]:
+async def events_after(connection: AsyncConnection, after: int, limit: int) -> list[UnerasedEvent]:
     """Events with content still stored, in id order after `after`."""
     rows = await connection.execute(
         select(events.c.id, events.c.request_id, events.c.status, events.c.payload)
@@ -51,7 +51,7 @@ async def events_after(connection: AsyncConnection, after: int, limit: int) -> l
         .order_by(events.c.id)
         .limit(limit)
     )
-    return [StoredEvent(*row) for row in rows]
+    return [UnerasedEvent(*row) for row in rows]
 
 
 async def erase_events(

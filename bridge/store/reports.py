@@ -12,7 +12,7 @@ from bridge.store.schema import chat_messages, message_status
 
 
 @dataclass(frozen=True)
-class Status:
+class MessageStatus:
     messageid: str
     delivery_code: int | None
     delivery_detail: int | None
@@ -122,13 +122,13 @@ async def count_read_shown(connection: AsyncConnection, messageid: str, shown: i
     )
 
 
-async def get(connection: AsyncConnection, messageid: str) -> Status | None:
+async def get(connection: AsyncConnection, messageid: str) -> MessageStatus | None:
     row = (
         await connection.execute(
             select(*_STATUS_COLUMNS).where(message_status.c.messageid == messageid)
         )
     ).first()
-    return Status(*row) if row else None
+    return MessageStatus(*row) if row else None
 
 
 async def counts(connection: AsyncConnection) -> dict[str, int]:
@@ -150,7 +150,7 @@ async def counts(connection: AsyncConnection) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class Shown:
+class ShownAt:
     """The first part of a chat message that shows a gateway message."""
 
     destination: str
@@ -158,7 +158,7 @@ class Shown:
     message: str
 
 
-async def conversations_of(
+async def conversations_showing(
     connection: AsyncConnection, gateway_messageid: str, destination: str
 ) -> list[int]:
     """The conversations at `destination` where the gateway message was shown (an agent's
@@ -178,7 +178,7 @@ async def conversations_of(
     return list(dict.fromkeys(int(conversation) for (conversation,) in rows))
 
 
-async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[Shown]:
+async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[ShownAt]:
     """Where the bridge posted the gateway message `gateway_messageid`, or a customer's answer
     to it, one per destination."""
     rows = await connection.execute(
@@ -192,7 +192,7 @@ async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[
         )
         .order_by(chat_messages.c.id)
     )
-    found: dict[str, Shown] = {}
+    found: dict[str, ShownAt] = {}
     for destination, chat, message in rows:
-        found.setdefault(destination, Shown(destination, chat, message))
+        found.setdefault(destination, ShownAt(destination, chat, message))
     return list(found.values())
