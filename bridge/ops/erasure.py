@@ -206,9 +206,8 @@ async def forget(database: Database, number: str, now: float) -> Erased:
         if said_in(event, where, number)
     }
     async with database.transaction() as connection:
-        erased.events, erased.raw_bodies = await erasure_store.erase_events(
-            connection, matching, now
-        )
+        erased.raw_bodies = await erasure_store.delete_bodies_of(connection, matching)
+        erased.events = await erasure_store.erase_events(connection, matching, now)
         threads = await erasure_store.conversations_of(connection, number)  # any started meanwhile
         conversation_ids = [thread.id for thread in threads]
         lanes = {
@@ -232,7 +231,8 @@ async def forget(database: Database, number: str, now: float) -> Erased:
                 erased.closed_jobs += await erasure_store.erase_job(
                     connection, job, plan.payload, now, lane=plan.lane
                 )
-        erased.statuses = await erasure_store.erase_statuses(connection, number, now)
+        statuses = await erasure_store.statuses_of(connection, number)
+        erased.statuses = await erasure_store.erase_statuses(connection, statuses, now)
         said |= await erasure_store.reply_events(connection, conversation_ids)
         erased.replies = await erasure_store.delete_replies(connection, conversation_ids)
         erased.chat_events = await erasure_store.erase_chat_events(connection, said, now)

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
 from bridge.store.outbox import DONE
-from bridge.store.retention import ERASED_PAYLOAD
 from bridge.store.schema import (
     alert_groups,
     chat_events,
@@ -32,6 +31,7 @@ from bridge.store.schema import (
 )
 
 ERASED_LANE = "erased"
+ERASED_PAYLOAD = "{}"
 NOT_DELIVERED = "not delivered: erased on request (smsbridge forget)"
 
 
@@ -54,23 +54,29 @@ async def events_after(connection: AsyncConnection, after: int, limit: int) -> l
     return [UnerasedEvent(*row) for row in rows]
 
 
-async def erase_events(
-    connection: AsyncConnection, ids: Collection[int], now: float
-) -> tuple[int, int]:
-    """Erase the events' content and delete the raw bodies they came in (a body may hold
-    other customers' events too: those keep their stored copy). Returns (events, bodies)."""
+async def erase_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
+    """Blank the events' content (text and numbers); the rows stay, so a retried webhook is
+    still known. Returns how many were erased now."""
     if not ids:
-        return 0, 0
-    requests = select(events.c.request_id).where(events.c.id.in_(list(ids))).distinct()
-    bodies = await connection.execute(
-        delete(webhook_requests).where(webhook_requests.c.id.in_(requests))
-    )
+        return 0
     erased = await connection.execute(
         update(events)
         .where(events.c.id.in_(list(ids)), events.c.erased_at.is_(None))
         .values(payload=ERASED_PAYLOAD, erased_at=now)
     )
-    return int(erased.rowcount), int(bodies.rowcount)
+    return int(erased.rowcount)
+
+
+async def delete_bodies_of(connection: AsyncConnection, event_ids: Collection[int]) -> int:
+    """Delete the raw bodies these events came in (a body may hold other customers' events
+    too: those keep their stored copy); returns how many."""
+    if not event_ids:
+        return 0
+    requests = select(events.c.request_id).where(events.c.id.in_(list(event_ids))).distinct()
+    bodies = await connection.execute(
+        delete(webhook_requests).where(webhook_requests.c.id.in_(requests))
+    )
+    return int(bodies.rowcount)
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,25 @@ async def erase_job(
     return closing
 
 
-async def erase_statuses(connection: AsyncConnection, number: str, now: float) -> int:
+async def statuses_of(connection: AsyncConnection, number: str) -> list[str]:
+    """The messageids of the delivery statuses that name this number."""
+    rows = await connection.execute(
+        select(message_status.c.messageid).where(
+            or_(message_status.c.receiver == number, message_status.c.sender == number)
+        )
+    )
+    return [str(messageid) for (messageid,) in rows]
+
+
+async def erase_statuses(
+    connection: AsyncConnection, messageids: Collection[str], now: float
+) -> int:
+    """Take the numbers out of these delivery statuses; returns how many."""
+    if not messageids:
+        return 0
     result = await connection.execute(
         update(message_status)
-        .where(or_(message_status.c.receiver == number, message_status.c.sender == number))
+        .where(message_status.c.messageid.in_(list(messageids)))
         .values(sender="", receiver="", erased_at=now)
     )
     return int(result.rowcount)
