@@ -324,7 +324,7 @@ async def deliver_alert(delivery: Delivery) -> None:
                 destination=job.destination,
                 payload=AlertJob(group_id=group_id, resolve=True),
                 now=now,
-                due=alerts.resolve_due(group, route, now),
+                due=alerts.resolve_after_ends(group, route, now),
             )
         told = replace(notice, notified_at=now, notified_count=group.count, pending_at=next_due)
         await alerts_store.save_notice(connection, told)

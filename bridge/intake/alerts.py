@@ -153,16 +153,22 @@ def next_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> 
     return Action.EDIT
 
 
-def resolve_due(group: Group, route: AlertRoute, now: float) -> float:
+def resolve_after(route: AlertRoute) -> float:
+    """How long a group must have no new failure before its alert says it is over: the
+    route's `resolve_after`, by default its `group_interval`."""
+    return route.quiet_after  # the config's name for the value with its default
+
+
+def resolve_after_ends(group: Group, route: AlertRoute, now: float) -> float:
     """When to check whether the group went quiet: `resolve_after` after its last failure."""
-    return max(now, group.last_at + route.quiet_after)
+    return max(now, group.last_at + resolve_after(route))
 
 
 def resolve_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> Action:
     """RESOLVE when the posted alert tells all failures and none came for `resolve_after`;
     else NOTHING (a newer failure has its own notification and its own later check)."""
     told = notice.message is not None and notice.notified_count == group.count
-    quiet = now - group.last_at >= route.quiet_after
+    quiet = now - group.last_at >= resolve_after(route)
     if told and quiet and notice.resolved_at is None:
         return Action.RESOLVE
     return Action.NOTHING
