@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -129,24 +129,6 @@ async def get(connection: AsyncConnection, messageid: str) -> MessageStatus | No
         )
     ).first()
     return MessageStatus(*row) if row else None
-
-
-async def counts(connection: AsyncConnection) -> dict[str, int]:
-    """Messages by status, plus read reports shown in chat and those only recorded."""
-    rows = await connection.execute(
-        select(
-            func.count(message_status.c.messageid),
-            func.count(message_status.c.read_at),
-            func.sum(case((message_status.c.read_shown > 0, 1), else_=0)),
-        )
-    )
-    total, read, shown = rows.one()
-    return {
-        "messages": int(total),
-        "read": int(read),
-        "read_shown": int(shown or 0),
-        "read_not_shown": int(read) - int(shown or 0),
-    }
 
 
 @dataclass(frozen=True)
