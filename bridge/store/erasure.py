@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Column, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
@@ -45,26 +45,14 @@ class UnerasedEvent:
 
 async def events_after(connection: AsyncConnection, after: int, limit: int) -> list[UnerasedEvent]:
     """Events with content still stored, in id order after `after`."""
-    rows = await connection.execute(
-        select(events.c.id, events.c.request_id, events.c.status, events.c.payload)
-        .where(events.c.id > after, events.c.erased_at.is_(None))
-        .order_by(events.c.id)
-        .limit(limit)
-    )
-    return [UnerasedEvent(*row) for row in rows]
+    columns = (events.c.id, events.c.request_id, events.c.status, events.c.payload)
+    return [UnerasedEvent(*row) for row in await _unerased_after(connection, columns, after, limit)]
 
 
 async def erase_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
     """Blank the events' content (text and numbers); the rows stay, so a retried webhook is
     still known. Returns how many were erased now."""
-    if not ids:
-        return 0
-    erased = await connection.execute(
-        update(events)
-        .where(events.c.id.in_(list(ids)), events.c.erased_at.is_(None))
-        .values(payload=ERASED_PAYLOAD, erased_at=now)
-    )
-    return int(erased.rowcount)
+    return await _erase(connection, events.c.id, ids, now, payload=ERASED_PAYLOAD)
 
 
 async def delete_bodies_of(connection: AsyncConnection, event_ids: Collection[int]) -> int:
@@ -148,15 +136,10 @@ async def statuses_of(connection: AsyncConnection, number: str) -> list[str]:
 async def erase_statuses(
     connection: AsyncConnection, messageids: Collection[str], now: float
 ) -> int:
-    """Take the numbers out of these delivery statuses; returns how many."""
-    if not messageids:
-        return 0
-    result = await connection.execute(
-        update(message_status)
-        .where(message_status.c.messageid.in_(list(messageids)))
-        .values(sender="", receiver="", erased_at=now)
+    """Take the numbers out of these delivery statuses; returns how many were erased now."""
+    return await _erase(
+        connection, message_status.c.messageid, messageids, now, sender="", receiver=""
     )
-    return int(result.rowcount)
 
 
 @dataclass(frozen=True)
@@ -243,25 +226,49 @@ async def chat_events_after(
     connection: AsyncConnection, after: int, limit: int
 ) -> list[StoredChatEvent]:
     """Chat events with their body still stored, in id order after `after`."""
-    rows = await connection.execute(
-        select(chat_events.c.id, chat_events.c.platform, chat_events.c.body)
-        .where(chat_events.c.id > after, chat_events.c.erased_at.is_(None))
-        .order_by(chat_events.c.id)
-        .limit(limit)
-    )
-    return [StoredChatEvent(*row) for row in rows]
+    columns = (chat_events.c.id, chat_events.c.platform, chat_events.c.body)
+    return [
+        StoredChatEvent(*row) for row in await _unerased_after(connection, columns, after, limit)
+    ]
 
 
 async def erase_chat_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
     """Blank the bodies (what agents wrote); the rows stay, so a retried event is still known."""
-    if not ids:
+    return await _erase(connection, chat_events.c.id, ids, now, body=ERASED_PAYLOAD)
+
+
+async def _erase(
+    connection: AsyncConnection,
+    key: Column[Any],
+    keys: Collection[Any],
+    now: float,
+    **blanks: str,
+) -> int:
+    """Overwrite `blanks` in the rows of `key`'s table with these keys not erased yet, and
+    mark them erased; returns how many."""
+    if not keys:
         return 0
+    table = key.table
     result = await connection.execute(
-        update(chat_events)
-        .where(chat_events.c.id.in_(list(ids)), chat_events.c.erased_at.is_(None))
-        .values(body=ERASED_PAYLOAD, erased_at=now)
+        update(table)
+        .where(key.in_(list(keys)), table.c.erased_at.is_(None))
+        .values(erased_at=now, **blanks)
     )
     return int(result.rowcount)
+
+
+async def _unerased_after(
+    connection: AsyncConnection, columns: tuple[Column[Any], ...], after: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """`columns` (the first one the id) of the rows not erased yet, in id order after `after`."""
+    table = columns[0].table
+    query = (
+        select(*columns)
+        .where(table.c.id > after, table.c.erased_at.is_(None))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    return [tuple(row) for row in await connection.execute(query)]
 
 
 async def delete_opt_outs(connection: AsyncConnection, number: str) -> int:
