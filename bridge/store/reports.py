@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -49,21 +51,22 @@ async def advance(
 
     True when the status changed: a repeated or late lower-ranked report changes nothing.
     """
-    statement = database.insert(message_status).values(
-        messageid=messageid,
-        sender=sender,
-        receiver=receiver,
-        delivery_code=code,
-        delivery_detail=detail,
-        rank=rank,
-        status_at=status_at,
-        event_id=event_id,
-        updated_at=now,
-    )
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=[message_status.c.messageid],
-        set_={
+    values: dict[str, Any] = {
+        "messageid": messageid,
+        "sender": sender,
+        "receiver": receiver,
+        "delivery_code": code,
+        "delivery_detail": detail,
+        "rank": rank,
+        "status_at": status_at,
+        "event_id": event_id,
+        "updated_at": now,
+    }
+    return await _upsert(
+        database,
+        connection,
+        values,
+        lambda excluded: {
             "sender": excluded.sender,
             "receiver": excluded.receiver,
             "delivery_code": excluded.delivery_code,
@@ -74,9 +77,8 @@ async def advance(
             "updated_at": excluded.updated_at,
             "erased_at": None,  # numbers stored again: pruned again in time
         },
-        where=message_status.c.rank < excluded.rank,
-    ).returning(message_status.c.messageid)
-    return (await connection.execute(statement)).first() is not None
+        lambda excluded: message_status.c.rank < excluded.rank,
+    )
 
 
 async def mark_read(
@@ -91,25 +93,44 @@ async def mark_read(
     now: float,
 ) -> bool:
     """Record when a message was read; True the first time only."""
-    statement = database.insert(message_status).values(
-        messageid=messageid,
-        sender=sender,
-        receiver=receiver,
-        rank=0,
-        updated_at=now,
-        read_at=read_at,
-        read_event_id=event_id,
-        read_shown=0,
-    )
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=[message_status.c.messageid],
-        set_={
+    values: dict[str, Any] = {
+        "messageid": messageid,
+        "sender": sender,
+        "receiver": receiver,
+        "rank": 0,
+        "updated_at": now,
+        "read_at": read_at,
+        "read_event_id": event_id,
+        "read_shown": 0,
+    }
+    return await _upsert(
+        database,
+        connection,
+        values,
+        lambda excluded: {
             "read_at": excluded.read_at,
             "read_event_id": excluded.read_event_id,
             "read_shown": 0,
         },
-        where=message_status.c.read_at.is_(None),
+        lambda _excluded: message_status.c.read_at.is_(None),
+    )
+
+
+async def _upsert(
+    database: Database,
+    connection: AsyncConnection,
+    values: Mapping[str, Any],
+    changes: Callable[[Any], Mapping[str, Any]],
+    when: Callable[[Any], ColumnElement[bool]],
+) -> bool:
+    """Store a new status row, or apply `changes` (of the row offered, `excluded`) to the
+    stored one `when` it holds; True when a row was written."""
+    statement = database.insert(message_status).values(**values)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[message_status.c.messageid],
+        set_=changes(excluded),
+        where=when(excluded),
     ).returning(message_status.c.messageid)
     return (await connection.execute(statement)).first() is not None
 
@@ -150,10 +171,7 @@ async def conversations_showing(
         .where(
             chat_messages.c.destination == destination,
             chat_messages.c.conversation_id.is_not(None),
-            or_(
-                chat_messages.c.gateway_messageid == gateway_messageid,
-                chat_messages.c.replied_to == gateway_messageid,
-            ),
+            _shows(gateway_messageid),
         )
         .order_by(chat_messages.c.id.desc())
     )
@@ -166,10 +184,7 @@ async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[
     rows = await connection.execute(
         select(chat_messages.c.destination, chat_messages.c.chat, chat_messages.c.message)
         .where(
-            or_(
-                chat_messages.c.gateway_messageid == gateway_messageid,
-                chat_messages.c.replied_to == gateway_messageid,
-            ),
+            _shows(gateway_messageid),
             chat_messages.c.part == 0,
         )
         .order_by(chat_messages.c.id)
@@ -178,3 +193,12 @@ async def shown_at(connection: AsyncConnection, gateway_messageid: str) -> list[
     for destination, chat, message in rows:
         found.setdefault(destination, ShownAt(destination, chat, message))
     return list(found.values())
+
+
+def _shows(gateway_messageid: str) -> ColumnElement[bool]:
+    """A chat message that shows the gateway message (an agent's reply) or answers it (a
+    customer's message replying to it)."""
+    return or_(
+        chat_messages.c.gateway_messageid == gateway_messageid,
+        chat_messages.c.replied_to == gateway_messageid,
+    )
