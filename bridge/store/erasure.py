@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, delete, or_, select, update
+from sqlalchemy import Column, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
@@ -61,10 +61,7 @@ async def delete_bodies_of(connection: AsyncConnection, event_ids: Collection[in
     if not event_ids:
         return 0
     requests = select(events.c.request_id).where(events.c.id.in_(list(event_ids))).distinct()
-    bodies = await connection.execute(
-        delete(webhook_requests).where(webhook_requests.c.id.in_(requests))
-    )
-    return int(bodies.rowcount)
+    return await _delete(connection, webhook_requests.c.id, requests)
 
 
 @dataclass(frozen=True)
@@ -189,11 +186,8 @@ async def delete_conversations(
     if not conversation_ids:
         return 0, 0
     ids = list(conversation_ids)
-    links = await connection.execute(
-        delete(chat_messages).where(chat_messages.c.conversation_id.in_(ids))
-    )
-    deleted = await connection.execute(delete(conversations).where(conversations.c.id.in_(ids)))
-    return int(deleted.rowcount), int(links.rowcount)
+    links = await _delete(connection, chat_messages.c.conversation_id, ids)
+    return await _delete(connection, conversations.c.id, ids), links
 
 
 async def reply_events(connection: AsyncConnection, conversation_ids: Collection[int]) -> set[int]:
@@ -209,9 +203,14 @@ async def reply_events(connection: AsyncConnection, conversation_ids: Collection
 async def delete_replies(connection: AsyncConnection, conversation_ids: Collection[int]) -> int:
     if not conversation_ids:
         return 0
-    result = await connection.execute(
-        delete(replies).where(replies.c.conversation_id.in_(list(conversation_ids)))
-    )
+    return await _delete(connection, replies.c.conversation_id, list(conversation_ids))
+
+
+async def _delete(
+    connection: AsyncConnection, key: Column[Any], keys: list[Any] | Select[Any]
+) -> int:
+    """Delete the rows of `key`'s table whose key is one of `keys`; returns how many."""
+    result = await connection.execute(delete(key.table).where(key.in_(keys)))
     return int(result.rowcount)
 
 
