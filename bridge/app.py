@@ -30,7 +30,7 @@ from bridge.ops import readiness
 from bridge.ops.credit import CreditWatch
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
-from bridge.store import facts
+from bridge.store import facts as facts_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 
@@ -58,10 +58,10 @@ async def webhook_token(database: Database, settings: Settings) -> tuple[str, bo
         token, created = settings.webhook_token.get_secret_value(), False
     else:
         async with database.transaction() as connection:
-            created = await facts.add(
+            created = await facts_store.add(
                 database, connection, "webhook_token", secrets.token_urlsafe(32)
             )
-            token = await facts.get(connection, "webhook_token") or ""
+            token = await facts_store.get(connection, "webhook_token") or ""
     logs.hide(token)
     return token, created
 

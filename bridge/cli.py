@@ -33,7 +33,7 @@ from bridge.jobs import Job
 from bridge.ops import doctor, erasure, retention, telegram_setup
 from bridge.settings import Settings, SettingsError
 from bridge.store import outbox as outbox_store
-from bridge.store import wakeups
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import SchemaTooNew, migrate
 
@@ -286,7 +286,7 @@ async def dead_letters(settings: Settings, action: str, ids: list[int] | None) -
                     if not queued:
                         missing.append(job_id)
             if count:
-                await wakeups.announce(database, connection)
+                await wakeups_store.announce(database, connection)
     finally:
         await database.close()
     for job_id in missing:

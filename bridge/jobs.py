@@ -47,14 +47,24 @@ class ConversationKey(_Payload):
     sender: str
 
 
-class InboxJob(_Payload):
+class _ConversationPayload(_Payload):
+    """A job about one customer conversation: it joins that conversation's lane."""
+
+    conversation: ConversationKey
+
+
+class _ReplyPayload(_ConversationPayload):
+    """A job about one agent's reply in a conversation."""
+
+    reply_id: int
+
+
+class InboxJob(_ConversationPayload):
     kind: ClassVar[Kind] = Kind.INBOX
-    conversation: ConversationKey
 
 
-class FailureNoteJob(_Payload):
+class FailureNoteJob(_ConversationPayload):
     kind: ClassVar[Kind] = Kind.FAILURE_NOTE
-    conversation: ConversationKey
     conversation_id: int
 
 
@@ -76,20 +86,16 @@ class NoticeJob(_Payload):
     detail: str
 
 
-class ReplyJob(_Payload):
+class ReplyJob(_ReplyPayload):
     """An agent's chat message to send to the customer; its text stays in `chat_events`."""
 
     kind: ClassVar[Kind] = Kind.REPLY
-    conversation: ConversationKey
-    reply_id: int
 
 
-class ReplyStatusJob(_Payload):
+class ReplyStatusJob(_ReplyPayload):
     """Show the reply's current gateway status (a reaction, a note when it failed)."""
 
     kind: ClassVar[Kind] = Kind.REPLY_STATUS
-    conversation: ConversationKey
-    reply_id: int
 
 
 class CreditJob(_Payload):
@@ -152,12 +158,7 @@ def lane(destination: str, payload: Payload) -> str:
     every other job has a lane of its own kind.
     """
     match payload:
-        case (
-            InboxJob(conversation=conversation)
-            | FailureNoteJob(conversation=conversation)
-            | ReplyJob(conversation=conversation)
-            | ReplyStatusJob(conversation=conversation)
-        ):
+        case _ConversationPayload(conversation=conversation):
             return conversation_lane(destination, conversation)
         case ReadJob(messageid=messageid):
             parts: tuple[object, ...] = (destination, "read", messageid)

@@ -23,12 +23,11 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.smstools.webhooks import DELIVERY_CODES
+from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from bridge.store import credit as credit_store
-from bridge.store import gauges
+from bridge.store import gauges as gauges_store
 from bridge.store.db import Database
 
-WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
 # Webhook handling is milliseconds; delivery spans retries and backoff (minutes, hours).
 _HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -176,9 +175,9 @@ class DatabaseView:
         async with self.lock:
             at = now()
             async with database.transaction() as connection:
-                backlog = await gauges.backlog(connection, at)
-                dead = await gauges.dead_letters(connection)
-                open_groups = await gauges.open_alert_groups(connection, at - open_window)
+                backlog = await gauges_store.backlog(connection, at)
+                dead = await gauges_store.dead_letters(connection)
+                open_groups = await gauges_store.open_alert_groups(connection, at - open_window)
                 balance = await credit_store.last_balance(connection)
             depth = GaugeMetricFamily(
                 "smsbridge_outbox_depth",

@@ -13,8 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.config import Config
 from bridge.errors import Reason
 from bridge.jobs import Kind
-from bridge.metrics import WEBHOOK_TYPES
-from bridge.smstools.webhooks import DELIVERY_CODES
+from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from tests.alert_fixtures import CONFIG, ENV, make_config, report

@@ -169,8 +169,8 @@ def test_lone_failures_note_tells_on_call_only_once_the_group_pages() -> None:
 def test_a_told_group_quiet_for_resolve_after_is_resolved_once() -> None:
     group = alerts.add_failure(EMPTY, failure(), 100.0, ROUTE)
     posted = replace(NOTICE, chat="C", message="1.0", posted_at=130.0, notified_count=1)
-    assert ROUTE.quiet_after == ROUTE.group_interval == 300.0  # the default
-    assert alerts.resolve_due(group, ROUTE, 130.0) == 400.0
+    assert alerts.resolve_after(ROUTE) == ROUTE.group_interval == 300.0  # the default
+    assert alerts.resolve_after_ends(group, ROUTE, 130.0) == 400.0
     assert alerts.resolve_action(posted, group, 399.0, ROUTE) is Action.NOTHING
     assert alerts.resolve_action(posted, group, 400.0, ROUTE) is Action.RESOLVE
     resolved = replace(posted, resolved_at=400.0)
@@ -180,7 +180,7 @@ def test_a_told_group_quiet_for_resolve_after_is_resolved_once() -> None:
     assert alerts.resolve_action(posted, grown, 600.0, ROUTE) is Action.NOTHING
     assert alerts.resolve_action(NOTICE, group, 600.0, ROUTE) is Action.NOTHING  # never posted
     slow = replace(ROUTE, resolve_after=3600.0)
-    assert alerts.resolve_due(group, slow, 130.0) == 3700.0
+    assert alerts.resolve_after_ends(group, slow, 130.0) == 3700.0
     assert alerts.resolve_action(posted, group, 3699.0, slow) is Action.NOTHING
     assert alerts.resolve_action(posted, group, 3700.0, slow) is Action.RESOLVE
 
@@ -209,9 +209,9 @@ def test_page_above_and_resolve_after_are_set_on_top_and_per_route() -> None:
     config = build(document, "test config", {})
     assert config.alerts is not None
     clinic, shop, top = config.alerts.routes
-    assert (clinic.page_above, clinic.quiet_after) == (0, 3600.0)
-    assert (shop.page_above, shop.quiet_after) == (5, 300.0)
-    assert (top.page_above, top.quiet_after) == (5, 300.0)
+    assert (clinic.page_above, alerts.resolve_after(clinic)) == (0, 3600.0)
+    assert (shop.page_above, alerts.resolve_after(shop)) == (5, 300.0)
+    assert (top.page_above, alerts.resolve_after(top)) == (5, 300.0)
     default = _config([])
     assert default.alerts is not None and default.alerts.top.page_above == 20
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from bridge.settings import normalise_database_url
 from bridge.store import reports as report_store
 from bridge.store.db import Database
-from bridge.store.reports import Status
+from bridge.store.reports import MessageStatus
+from bridge.store.schema import message_status
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.alert_fixtures import (
@@ -72,7 +75,7 @@ def reply_to(ours: str, message_id: str, content: str) -> dict[str, Any]:
     return event
 
 
-async def status(database_url: str, messageid: str) -> Status | None:
+async def status(database_url: str, messageid: str) -> MessageStatus | None:
     database = Database(normalise_database_url(database_url))
     try:
         async with database.transaction() as connection:
@@ -82,12 +85,24 @@ async def status(database_url: str, messageid: str) -> Status | None:
 
 
 async def counts(database_url: str) -> dict[str, int]:
+    """Messages with a status, plus read reports shown in chat and those only recorded."""
     database = Database(normalise_database_url(database_url))
     try:
         async with database.transaction() as connection:
-            return await report_store.counts(connection)
+            rows = await connection.execute(
+                select(message_status.c.read_at, message_status.c.read_shown)
+            )
+            statuses = rows.all()
     finally:
         await database.close()
+    read = sum(1 for read_at, _ in statuses if read_at is not None)
+    shown = sum(1 for _, marked in statuses if (marked or 0) > 0)
+    return {
+        "messages": len(statuses),
+        "read": read,
+        "read_shown": shown,
+        "read_not_shown": read - shown,
+    }
 
 
 async def settle(bridge: RunningBridge, clock: Clock, seconds: float = 60) -> None:

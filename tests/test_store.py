@@ -47,7 +47,9 @@ async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int
     async with database.transaction() as connection:
         body = group_writes.NewBody(b"[]", 1.0, len(webhook_ids))
         new = [_new(webhook_id) for webhook_id in webhook_ids]
-        return await group_writes.write(database, connection, group_writes.Group([body], new, []))
+        return await group_writes.write(
+            database, connection, group_writes.GroupWrite([body], new, [])
+        )
 
 
 async def _count_events(database: Database) -> int:
@@ -281,7 +283,7 @@ async def test_each_event_of_a_group_points_at_its_own_raw_body(database: Databa
     ]
     new = [_new(f"wh_{number}", body=number) for number in range(50)]
     async with database.transaction() as connection:
-        await group_writes.write(database, connection, group_writes.Group(bodies, new, []))
+        await group_writes.write(database, connection, group_writes.GroupWrite(bodies, new, []))
         rows = await connection.execute(
             select(tables.events.c.webhook_id, tables.webhook_requests.c.body).join(
                 tables.webhook_requests,
@@ -303,10 +305,10 @@ async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
     order = ["wh_3", "wh_old", "wh_1", "wh_2", "wh_1"]
     bodies = [group_writes.NewBody(b"[new]", 2.0, 4), group_writes.NewBody(b"[resent]", 2.0, 1)]
     new = [_new(webhook_id) for webhook_id in order[:4]] + [_new("wh_old", body=1)]
-    jobs = [group_writes.NewJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
+    jobs = [group_writes.NewEventJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
     async with database.transaction() as connection:
         stored = await group_writes.write(
-            database, connection, group_writes.Group(bodies, new, jobs)
+            database, connection, group_writes.GroupWrite(bodies, new, jobs)
         )
         planned = await connection.execute(
             select(outbox.c.event_id, outbox.c.lane, outbox.c.created_at).order_by(outbox.c.id)

@@ -1,4 +1,5 @@
-"""Each chat platform's documented post rates, which the pacing keeps under by default."""
+"""Each chat platform's documented limits: post rates, which the pacing keeps under by default,
+and sizes."""
 
 from __future__ import annotations
 
@@ -11,3 +12,5 @@ MARGIN = 1.03
 SLACK_DEFAULT = 1 / MARGIN
 TELEGRAM_PRIVATE_DEFAULT = 1 / MARGIN
 TELEGRAM_GROUP_DEFAULT = 19 / 60  # a bucket of one plus 19 refills stays at 20 in any minute
+
+TELEGRAM_TOPIC_NAME = 128  # characters of a Telegram forum topic's name

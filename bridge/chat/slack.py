@@ -52,14 +52,11 @@ _RETRYABLE_ERRORS = {
     "ratelimited",
     "rate_limited",
 }
-_AUTH_ERRORS = {
-    "invalid_auth",
-    "not_authed",
-    "account_inactive",
-    "token_revoked",
-    "token_expired",
-    "missing_scope",
-}
+# Slack's errors that refuse the bot token itself.
+TOKEN_REFUSED = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
+)
+_AUTH_ERRORS = TOKEN_REFUSED | {"missing_scope"}
 _HINTS = {
     "channel_not_found": " — check the channel id and invite the bot to the channel",
     "not_in_channel": " — invite the bot to the channel",

@@ -32,6 +32,7 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from bridge.chat.limits import TELEGRAM_TOPIC_NAME
 from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 
@@ -193,7 +194,7 @@ class TelegramAdapter:
         """A new forum topic named `title` (topics mode), else None (reply chains)."""
         if not self.topics:
             return None
-        name = neutralise(title).strip()[:128] or "Conversation"
+        name = neutralise(title).strip()[:TELEGRAM_TOPIC_NAME] or "Conversation"
         topic = await self._call(self._bot.create_forum_topic(chat_id=self.chat_id, name=name))
         return str(topic.message_thread_id)
 

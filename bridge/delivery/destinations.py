@@ -9,11 +9,11 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
-from bridge.config import Config, SlackTarget, TelegramTarget
+from bridge.config import Config, Destination, SlackTarget, TelegramTarget
 from bridge.delivery.pacing import spacing_for
 from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
-from bridge.store import facts
+from bridge.store import facts as facts_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -21,29 +21,34 @@ log = logging.getLogger(__name__)
 
 def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]:
     """One adapter per configured destination (the config already checked the tokens exist)."""
-    adapters: dict[str, ChatAdapter] = {}
-    for name, destination in config.destinations.items():
-        target = destination.target
-        if isinstance(target, SlackTarget):
-            adapters[name] = SlackAdapter(
-                name,
-                token=settings.environ[target.token_env].strip(),
-                channel=target.channel,
-                base_url=settings.slack_api_url,
-                spacing=spacing_for(destination.max_rate),
-            )
-        elif isinstance(target, TelegramTarget):
-            adapters[name] = TelegramAdapter(
-                name,
-                token=settings.environ[target.token_env].strip(),
-                chat_id=target.chat_id,
-                topics=target.topics,
-                api_url=settings.telegram_api_url,
-                spacing=spacing_for(destination.max_rate),
-            )
-        else:
-            adapters[name] = ConsoleAdapter(name)
-    return adapters
+    return {
+        name: _adapter(name, destination, settings)
+        for name, destination in config.destinations.items()
+    }
+
+
+def _adapter(name: str, destination: Destination, settings: Settings) -> ChatAdapter:
+    target = destination.target
+    if not isinstance(target, SlackTarget | TelegramTarget):
+        return ConsoleAdapter(name)
+    token = settings.environ[target.token_env].strip()
+    spacing = spacing_for(destination.max_rate)
+    if isinstance(target, SlackTarget):
+        return SlackAdapter(
+            name,
+            token=token,
+            channel=target.channel,
+            base_url=settings.slack_api_url,
+            spacing=spacing,
+        )
+    return TelegramAdapter(
+        name,
+        token=token,
+        chat_id=target.chat_id,
+        topics=target.topics,
+        api_url=settings.telegram_api_url,
+        spacing=spacing,
+    )
 
 
 async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) -> None:
@@ -52,7 +57,7 @@ async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) 
     for adapter in adapters.values():
         if isinstance(adapter, TelegramAdapter):
             async with database.transaction() as connection:
-                moved_to = await facts.moved_to(connection, str(adapter.chat_id))
+                moved_to = await facts_store.moved_to(connection, str(adapter.chat_id))
             if moved_to is not None:
                 adapter.follow(int(moved_to))
 

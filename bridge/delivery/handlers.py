@@ -234,7 +234,7 @@ async def deliver_read(delivery: Delivery) -> None:
     messageid = _payload(delivery, ReadJob).messageid
     job, database = delivery.job, delivery.database
     async with database.transaction() as connection:
-        found = await reports_store.conversations_of(connection, messageid, job.destination)
+        found = await reports_store.conversations_showing(connection, messageid, job.destination)
         conversations = [await conversations_store.get(connection, i) for i in found]
     live = [c for c in conversations if c is not None and c.thread is not None]
     if live:
@@ -324,7 +324,7 @@ async def deliver_alert(delivery: Delivery) -> None:
                 destination=job.destination,
                 payload=AlertJob(group_id=group_id, resolve=True),
                 now=now,
-                due=alerts.resolve_due(group, route, now),
+                due=alerts.resolve_after_ends(group, route, now),
             )
         told = replace(notice, notified_at=now, notified_count=group.count, pending_at=next_due)
         await alerts_store.save_notice(connection, told)

@@ -13,7 +13,8 @@ import logging
 from bridge.chat.base import ChatMoved
 from bridge.config import Config
 from bridge.intake import notices
-from bridge.store import conversations, facts
+from bridge.store import conversations as conversations_store
+from bridge.store import facts as facts_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,10 @@ async def follow(
 ) -> None:
     """Remember the move, restart the threads left behind, tell on-call (the first time)."""
     async with database.transaction() as connection:
-        first = await facts.remember_move(database, connection, moved.old_chat, moved.new_chat)
-        await conversations.forget_threads_in(connection, destination, moved.old_chat)
+        first = await facts_store.remember_move(
+            database, connection, moved.old_chat, moved.new_chat
+        )
+        await conversations_store.forget_threads_in(connection, destination, moved.old_chat)
     if first:
         log.warning("%s", moved.detail)
         await notices.chat_moved(database, config, destination, moved.detail, now)

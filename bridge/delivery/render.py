@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import phones
 from bridge.chat.base import Post, Quote, Tone
+from bridge.chat.limits import TELEGRAM_TOPIC_NAME
 from bridge.config import Config
 from bridge.phones import international
 from bridge.smstools.webhooks import (
@@ -34,9 +35,6 @@ def line_label(receiver: str, config: Config) -> str:
     return f"{name} ({number})" if name else number
 
 
-TOPIC_LIMIT = 128  # characters of a Telegram topic name
-
-
 def thread_title(sender: str, receiver: str, channel: str | None, config: Config) -> str:
     """`+32 470 12 34 56 · Support line · SMS`: who, on which line, over what (topic names;
     `channel` None when not known). Within 128 characters: the line's name gives way first,
@@ -44,10 +42,10 @@ def thread_title(sender: str, receiver: str, channel: str | None, config: Config
     who = international(sender)
     line = config.lines.get(phones.key(receiver)) or international(receiver)
     how = f" · {CHANNEL_NAMES.get(channel, channel)}" if channel else ""
-    room = TOPIC_LIMIT - len(f"{who} · {how}")
+    room = TELEGRAM_TOPIC_NAME - len(f"{who} · {how}")
     if room < len(line):
         line = line[: max(room - 1, 0)].rstrip() + "…"
-    return f"{who} · {line}{how}"[:TOPIC_LIMIT]
+    return f"{who} · {line}{how}"[:TELEGRAM_TOPIC_NAME]
 
 
 def clock(value: str) -> str:

@@ -18,10 +18,10 @@ from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.smstools import sms_parts
-from bridge.smstools.api import SendOutcomeUnknown, SmstoolsPermanent
+from bridge.smstools.api import ACCOUNT_CODES, REFUSALS, SendOutcomeUnknown, SmstoolsPermanent
 from bridge.smstools.webhooks import DELIVERY_CODES, describe_delivery
 from bridge.store import conversations as conversations_store
-from bridge.store import replies as store
+from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
 from bridge.store.conversations import Conversation
 from bridge.store.replies import Reply
@@ -33,20 +33,9 @@ ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "�
 
 MAY_HAVE_BEEN_SENT = "may not have been sent: check before sending again"
 
-# What a refusal by the gateway means for the agent, by Smstools error code.
-REFUSALS = {
-    "104": "Smstools refused the bridge's API credentials; on-call has been told",
-    "116": "the Smstools account is inactive; on-call has been told",
-    "200": "Smstools does not accept the bridge's IP address; on-call has been told",
-    "118": "the answer is too long for the gateway (459 characters at most)",
-    "131": "the customer's number is on the opt-out list",
-    "137": "the WhatsApp 24-hour window is closed: a WhatsApp template is needed to write first",
-    "139": "the gateway refused the request as invalid (missing or invalid parameters)",
-}
-_CREDENTIALS = {"104", "116", "200"}
 # States in which the bridge or the gateway would not send the answer (`unknown` is neither
 # sent nor refused: it may have gone).
-_REFUSED = {store.REFUSED, store.BLOCKED, store.TOO_LONG}
+_REFUSED = {replies_store.REFUSED, replies_store.BLOCKED, replies_store.TOO_LONG}
 
 
 async def deliver_reply(delivery: Delivery) -> None:
@@ -56,20 +45,26 @@ async def deliver_reply(delivery: Delivery) -> None:
         raise Permanent(Reason.CONFIG, f"job {delivery.job.id} has no reply payload")
     database, now = delivery.database, delivery.now
     async with database.transaction() as connection:
-        reply = await store.get(connection, payload.reply_id)
+        reply = await replies_store.get(connection, payload.reply_id)
         conversation = (
             None
             if reply is None
             else await conversations_store.get(connection, reply.conversation_id)
         )
-        body = None if reply is None else await store.event_body(connection, reply.chat_event_id)
+        body = (
+            None
+            if reply is None
+            else await replies_store.event_body(connection, reply.chat_event_id)
+        )
     if reply is None or conversation is None or body is None:
         raise Permanent(Reason.CONFIG, f"reply {payload.reply_id} of job {delivery.job.id} is gone")
-    if reply.state == store.SENDING:
+    if reply.state == replies_store.SENDING:
         # An earlier attempt called the gateway and never learnt the outcome.
-        await _settle(delivery, reply, conversation, store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT)
+        await _settle(
+            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
+        )
         return
-    if reply.state != store.PLANNED:
+    if reply.state != replies_store.PLANNED:
         return  # done before (the job was finished twice): nothing more to do
     destination = delivery.config.destinations.get(reply.destination)
     settings = destination.replies if destination is not None else None
@@ -81,13 +76,17 @@ async def deliver_reply(delivery: Delivery) -> None:
     text = await delivery.adapter.plain_text(message.text) if message.text else ""
     media = " Only text is sent: the attachment was not." if message.media else ""
     async with database.transaction() as connection:
-        stopped = await store.opted_out(connection, conversation.receiver, conversation.sender)
+        stopped = await replies_store.opted_out(
+            connection, conversation.receiver, conversation.sender
+        )
     if stopped:
         why = "was not sent: the customer wrote STOP and gets no further answers."
-        await _settle(delivery, reply, conversation, store.BLOCKED, FAILED, why)
+        await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why)
         return
     if not text:
-        await _settle(delivery, reply, conversation, store.REFUSED, FAILED, "was not sent." + media)
+        await _settle(
+            delivery, reply, conversation, replies_store.REFUSED, FAILED, "was not sent." + media
+        )
         return
     parts = sms_parts.parts(text)
     if parts > settings.max_parts:
@@ -96,12 +95,12 @@ async def deliver_reply(delivery: Delivery) -> None:
             f"{sms_parts.encoding(text)}); "
             f"at most {settings.max_parts} are allowed. Shorten it and send again."
         )
-        await _settle(delivery, reply, conversation, store.TOO_LONG, FAILED, why)
+        await _settle(delivery, reply, conversation, replies_store.TOO_LONG, FAILED, why)
         return
     if delivery.smstools is None:
         raise Permanent(Reason.CONFIG, "SMSTOOLS_CLIENT_ID / SMSTOOLS_CLIENT_SECRET are not set")
     async with database.transaction() as connection:
-        await store.set_state(connection, reply.id, store.SENDING, now())
+        await replies_store.set_state(connection, reply.id, replies_store.SENDING, now())
     try:
         messageid = await delivery.smstools.send(
             to=conversation.sender,
@@ -110,24 +109,30 @@ async def deliver_reply(delivery: Delivery) -> None:
             reference=f"smsbridge-{delivery.job.id}",
         )
     except SendOutcomeUnknown:
-        await _settle(delivery, reply, conversation, store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT)
+        await _settle(
+            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
+        )
         return
     except SmstoolsPermanent as error:
-        if error.code in _CREDENTIALS or error.reason is Reason.AUTH:
+        if error.code in ACCOUNT_CODES or error.reason is Reason.AUTH:
             await notices.destination_failed(
                 database, delivery.config, "Smstools API", error, now()
             )
         why = REFUSALS.get(error.code or "", error.detail)
-        await _settle(delivery, reply, conversation, store.REFUSED, FAILED, f"was not sent: {why}.")
+        await _settle(
+            delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}."
+        )
         return
     except Retryable:
         # It never reached Smstools, or Smstools answered 5xx / 429: safe to try again. (A
         # cancelled call, the lease running out, leaves `sending` on purpose.)
         async with database.transaction() as connection:
-            await store.set_state(connection, reply.id, store.PLANNED, now())
+            await replies_store.set_state(connection, reply.id, replies_store.PLANNED, now())
         raise
     async with database.transaction() as connection:
-        await store.set_state(connection, reply.id, store.SENT, now(), messageid=messageid)
+        await replies_store.set_state(
+            connection, reply.id, replies_store.SENT, now(), messageid=messageid
+        )
     _count(delivery, reply, "sent")
     log.info(
         "reply sent to %s from %s (job %d)",
@@ -164,7 +169,7 @@ def status_emoji(code: int | None, read: bool, failed: bool) -> str:
 async def show_status(delivery: Delivery, reply_id: int) -> None:
     """React with the reply's current status; a new failure also gets a note with the reason."""
     async with delivery.database.transaction() as connection:
-        reply = await store.get(connection, reply_id)
+        reply = await replies_store.get(connection, reply_id)
         status = None
         if reply is not None and reply.messageid is not None:
             status = await reports_store.get(connection, reply.messageid)
@@ -187,7 +192,7 @@ async def show_status(delivery: Delivery, reply_id: int) -> None:
 async def _show(delivery: Delivery, reply: Reply, emoji: str) -> None:
     """Replace the reaction on the agent's message (stored first: a retry redoes no harm)."""
     async with delivery.database.transaction() as connection:
-        current = await store.get(connection, reply.id)
+        current = await replies_store.get(connection, reply.id)
     shown = current.shown if current is not None else None
     if shown == emoji:
         return
@@ -196,7 +201,7 @@ async def _show(delivery: Delivery, reply: Reply, emoji: str) -> None:
         await delivery.adapter.unreact(where, shown)
     await delivery.adapter.react(where, emoji)
     async with delivery.database.transaction() as connection:
-        await store.set_shown(connection, reply.id, emoji)
+        await replies_store.set_shown(connection, reply.id, emoji)
 
 
 async def _settle(
@@ -209,7 +214,7 @@ async def _settle(
 ) -> None:
     """Record why the answer was not (or maybe not) sent, and say so in the thread."""
     async with delivery.database.transaction() as connection:
-        await store.set_state(connection, reply.id, state, delivery.now(), problem=why)
+        await replies_store.set_state(connection, reply.id, state, delivery.now(), problem=why)
     if state in _REFUSED:
         _count(delivery, reply, "refused")
     log.warning(

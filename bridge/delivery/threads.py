@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
 from bridge.delivery import render
-from bridge.store import conversations as store
+from bridge.store import conversations as conversations_store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
 
@@ -28,9 +28,11 @@ async def current_conversation(
 ) -> Conversation:
     """The live conversation for this customer and line, or a new one after a quiet spell."""
     async with database.transaction() as connection:
-        conversation = await store.latest(connection, destination, receiver, sender)
+        conversation = await conversations_store.latest(connection, destination, receiver, sender)
         if conversation is None or at - conversation.last_message_at > idle_after:
-            conversation = await store.start(connection, destination, receiver, sender, at)
+            conversation = await conversations_store.start(
+                connection, destination, receiver, sender, at
+            )
         return conversation
 
 
@@ -60,7 +62,7 @@ async def post_in_thread(
     for on the platform, and one found is recorded instead of posted again.
     """
     async with database.transaction() as connection:
-        already_sent = await store.sent_parts(connection, outbox_id)
+        already_sent = await conversations_store.sent_parts(connection, outbox_id)
     for index, part in enumerate(parts):
         if index in already_sent:
             continue
@@ -112,7 +114,9 @@ async def post_combined(
     they show is recorded instead of posted again. Only what no post shows yet is posted.
     """
     async with database.transaction() as connection:
-        done = await store.with_parts_sent(connection, [entry.outbox_id for entry in shown])
+        done = await conversations_store.with_parts_sent(
+            connection, [entry.outbox_id for entry in shown]
+        )
     remaining = [entry for entry in shown if entry.outbox_id not in done]
     untouched = not done
     while remaining and unsure_since is not None:
@@ -162,10 +166,12 @@ async def _record(
     one transaction."""
     async with database.transaction() as connection:
         if conversation.thread is None or conversation.chat is None:
-            await store.set_thread(connection, conversation.id, sent.thread, sent.chat)
+            await conversations_store.set_thread(
+                connection, conversation.id, sent.thread, sent.chat
+            )
             conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
         for entry in shown:
-            await store.record_message(
+            await conversations_store.record_message(
                 connection,
                 ChatMessage(
                     destination=conversation.destination,
@@ -179,7 +185,9 @@ async def _record(
                 ),
                 now,
             )
-        await store.touch(connection, conversation.id, max(entry.at for entry in shown))
+        await conversations_store.touch(
+            connection, conversation.id, max(entry.at for entry in shown)
+        )
     return conversation
 
 
@@ -194,7 +202,7 @@ async def _elsewhere(
     """The conversation's thread is gone (a deleted topic) or closed for good: a new
     conversation with a new thread, whose first words say why when the old one was closed."""
     async with database.transaction() as connection:
-        conversation = await store.start(
+        conversation = await conversations_store.start(
             connection,
             conversation.destination,
             conversation.receiver,
@@ -219,5 +227,5 @@ async def _ensure_thread(
         return conversation  # the first message will be the thread
     async with database.transaction() as connection:
         # Stored at once: a crash now must not create a second topic on retry.
-        await store.set_thread(connection, conversation.id, thread)
+        await conversations_store.set_thread(connection, conversation.id, thread)
     return replace(conversation, thread=thread)

@@ -39,9 +39,9 @@ from bridge.retry import RetryPolicy, backoff
 from bridge.settings import DEFAULT_JOB_LEASE
 from bridge.smstools.api import SmstoolsApi
 from bridge.smstools.webhooks import InboxMessage, parse_event
-from bridge.store import events as event_store
+from bridge.store import events as events_store
 from bridge.store import outbox as outbox_store
-from bridge.store import wakeups
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error, relax_commits
 from bridge.store.events import StoredEvent
 
@@ -117,7 +117,9 @@ class Worker:
         relax_commits()  # claims: one taken back by a power cut is claimed again
         listener = None
         if self.database.dialect == "postgresql":
-            listener = asyncio.create_task(wakeups.listen(self.database, self.wake), name="listen")
+            listener = asyncio.create_task(
+                wakeups_store.listen(self.database, self.wake), name="listen"
+            )
         else:
             # SQLite has one delivering process: leases still held are from its previous life
             # (killed), and waiting for them to expire would only delay the queue.
@@ -240,7 +242,7 @@ class Worker:
             followers = await self._claim_followers(connection, started, now)
             # Their events come with the claim: one query, not one transaction per job.
             claimed = [*started, *(f for fs in followers.values() for f in fs)]
-            stored = await event_store.get_many(
+            stored = await events_store.get_many(
                 connection, {job.event_id for job in claimed if job.event_id is not None}
             )
             for job in claimed:

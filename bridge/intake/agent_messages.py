@@ -17,9 +17,10 @@ from typing import Any, Literal
 from bridge.config import Config, Destination, SlackTarget, TelegramTarget
 from bridge.jobs import ConversationKey, ReplyJob
 from bridge.store import conversations as conversations_store
-from bridge.store import facts, wakeups
+from bridge.store import facts as facts_store
 from bridge.store import outbox as outbox_store
-from bridge.store import replies as store
+from bridge.store import replies as replies_store
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ async def _moved_here(connection: Any, config: Config, chat: str) -> list[Destin
         target = destination.target
         if destination.replies is None or not isinstance(target, TelegramTarget):
             continue
-        if await facts.moved_to(connection, str(target.chat_id)) == chat:
+        if await facts_store.moved_to(connection, str(target.chat_id)) == chat:
             found.append(destination)
     return found
 
@@ -152,7 +153,7 @@ async def plan(
 ) -> Planned:
     """Keep the event (once: a retried event changes nothing), then plan the reply if any."""
     async with database.transaction() as connection:
-        event_id = await store.record_event(
+        event_id = await replies_store.record_event(
             database,
             connection,
             platform=platform,
@@ -163,9 +164,9 @@ async def plan(
         if event_id is None:
             return Planned(duplicate=True)
         why, reply_id = await _plan_reply(database, connection, config, message, event_id, now)
-        await store.set_event_status(connection, event_id, why or "reply")
+        await replies_store.set_event_status(connection, event_id, why or "reply")
         if reply_id is not None:
-            await wakeups.announce(database, connection)
+            await wakeups_store.announce(database, connection)
     if why is not None:
         log.debug("%s event %s ignored: %s", platform, event_key, why)
     return Planned(reply_id=reply_id, ignored=why)
@@ -189,9 +190,11 @@ async def _plan_reply(
     names = [destination.name for destination in candidates]
     found = None
     if message.thread is not None:
-        found = await store.conversation_of_thread(connection, names, message.chat, message.thread)
+        found = await replies_store.conversation_of_thread(
+            connection, names, message.chat, message.thread
+        )
     if found is None and message.replying_to is not None:
-        found = await store.conversation_of_message(
+        found = await replies_store.conversation_of_message(
             connection, names, message.chat, message.replying_to
         )
     if found is None:
@@ -205,7 +208,7 @@ async def _plan_reply(
         return "an internal note", None
     conversation = await conversations_store.get(connection, conversation_id)
     assert conversation is not None
-    reply_id = await store.add(
+    reply_id = await replies_store.add(
         connection,
         chat_event_id=event_id,
         destination=destination_name,

@@ -27,7 +27,7 @@ from bridge import phones
 from bridge.config import AlertRoute, Alerts, Config
 from bridge.jobs import AlertJob
 from bridge.smstools.webhooks import ACCOUNT_WIDE_DETAILS, DeliveryReport
-from bridge.store import alerts as store
+from bridge.store import alerts as alerts_store
 from bridge.store import outbox as outbox_store
 from bridge.store.alerts import Group, Notice
 from bridge.store.db import Database
@@ -153,16 +153,22 @@ def next_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> 
     return Action.EDIT
 
 
-def resolve_due(group: Group, route: AlertRoute, now: float) -> float:
+def resolve_after(route: AlertRoute) -> float:
+    """How long a group must have no new failure before its alert says it is over: the
+    route's `resolve_after`, by default its `group_interval`."""
+    return route.quiet_after  # the config's name for the value with its default
+
+
+def resolve_after_ends(group: Group, route: AlertRoute, now: float) -> float:
     """When to check whether the group went quiet: `resolve_after` after its last failure."""
-    return max(now, group.last_at + route.quiet_after)
+    return max(now, group.last_at + resolve_after(route))
 
 
 def resolve_action(notice: Notice, group: Group, now: float, route: AlertRoute) -> Action:
     """RESOLVE when the posted alert tells all failures and none came for `resolve_after`;
     else NOTHING (a newer failure has its own notification and its own later check)."""
     told = notice.message is not None and notice.notified_count == group.count
-    quiet = now - group.last_at >= route.quiet_after
+    quiet = now - group.last_at >= resolve_after(route)
     if told and quiet and notice.resolved_at is None:
         return Action.RESOLVE
     return Action.NOTHING
@@ -201,7 +207,7 @@ async def plan(
         return 0
     failure = failure_of(report, event_id)
     route = config.alerts.route_for(failure.labels)
-    group = await store.lock_group(
+    group = await alerts_store.lock_group(
         database,
         connection,
         group_key=group_key(route, failure.labels),
@@ -211,18 +217,18 @@ async def plan(
         event_id=event_id,
     )
     counted = add_failure(group, failure, now, route)
-    await store.save_group(connection, counted)
+    await alerts_store.save_group(connection, counted)
     if counted.count == 1 and group.count > 0:
-        await store.forget_notices(connection, group.id)
+        await alerts_store.forget_notices(connection, group.id)
     if not tells_on_call(counted, route):
         return 0
     jobs = 0
     for destination in route.to:
-        notice = await store.lock_notice(database, connection, group.id, destination)
+        notice = await alerts_store.lock_notice(database, connection, group.id, destination)
         due = schedule(notice, now, route)
         if due is None:
             continue
-        await store.save_notice(connection, replace(notice, pending_at=due))
+        await alerts_store.save_notice(connection, replace(notice, pending_at=due))
         jobs += await outbox_store.enqueue(
             database,
             connection,

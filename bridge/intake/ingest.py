@@ -20,8 +20,9 @@ from bridge.config import Config
 from bridge.intake import reports, routing
 from bridge.jobs import ConversationKey, InboxJob
 from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
-from bridge.store import group_writes, wakeups
+from bridge.store import group_writes as group_writes_store
 from bridge.store import outbox as outbox_store
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,13 @@ async def ingest_group(
         (n for n, event in enumerate(flat) if isinstance(event, DeliveryReport | ReadReport)),
         len(flat),
     )
-    group = group_writes.Group(
-        [group_writes.NewBody(body.raw, body.received_at, len(body.items)) for body in bodies],
+    group = group_writes_store.GroupWrite(
         [
-            group_writes.NewEvent(
+            group_writes_store.NewBody(body.raw, body.received_at, len(body.items))
+            for body in bodies
+        ],
+        [
+            group_writes_store.NewEvent(
                 body=index,
                 webhook_id=event.webhook_id,
                 webhook_type=event.webhook_type,
@@ -117,11 +121,11 @@ async def ingest_group(
         _early_jobs(bodies, parsed, inbox, cut),
     )
     if cut == len(flat):  # nothing left to plan: one call, in a transaction of its own
-        stored = await group_writes.write_alone(database, connection, group)
+        stored = await group_writes_store.write_alone(database, connection, group)
         results = await _Planner(database, None, config, stored, inbox, cut).plan(bodies, parsed)
     else:
         async with database.transaction_beside(connection) as transaction:
-            stored = await group_writes.write(database, transaction, group)
+            stored = await group_writes_store.write(database, transaction, group)
             planner = _Planner(database, transaction, config, stored, inbox, cut)
             results = await planner.plan(bodies, parsed)
     for result in results:
@@ -148,9 +152,9 @@ def _route(config: Config, event: InboxMessage) -> _Route:
 
 def _early_jobs(
     bodies: Sequence[Body], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
-) -> list[group_writes.NewJob]:
+) -> list[group_writes_store.NewEventJob]:
     """The inbox jobs of the events before `cut`, each event once, in arrival order."""
-    jobs: list[group_writes.NewJob] = []
+    jobs: list[group_writes_store.NewEventJob] = []
     seen: set[str] = set()
     position = 0
     for body, body_events in zip(bodies, parsed, strict=True):
@@ -164,7 +168,7 @@ def _early_jobs(
             seen.add(event.webhook_id)
             destinations, conversation = route
             jobs += [
-                group_writes.NewJob(
+                group_writes_store.NewEventJob(
                     event.webhook_id,
                     destination,
                     InboxJob(conversation=conversation),
@@ -205,7 +209,7 @@ class _Planner:
         ]
         await self.flush()
         if self.jobs and self.connection is not None:
-            await wakeups.announce(self.database, self.connection)
+            await wakeups_store.announce(self.database, self.connection)
         return results
 
     def _connection(self) -> AsyncConnection:

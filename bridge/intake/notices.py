@@ -15,7 +15,7 @@ from bridge.config import Config
 from bridge.errors import DeliveryError, Reason
 from bridge.jobs import NoticeJob, lane
 from bridge.store import outbox as outbox_store
-from bridge.store import wakeups
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
 
 
@@ -53,5 +53,5 @@ async def _plan(
                 database, connection, event_id=None, destination=target, payload=notice, now=now
             )
         if planned:
-            await wakeups.announce(database, connection)
+            await wakeups_store.announce(database, connection)
     return planned

@@ -18,7 +18,7 @@ from bridge.smstools.webhooks import DELIVERY_CODES, DeliveryReport, ReadReport
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store
-from bridge.store import reports as store
+from bridge.store import reports as reports_store
 from bridge.store.db import Database
 
 # Higher rank wins. Final codes (delivered or failed) beat every non-final one; among those,
@@ -57,7 +57,7 @@ async def plan_delivery(
     """
     message = report.message
     customer = phones.key(message.receiver)
-    changed = await store.advance(
+    changed = await reports_store.advance(
         database,
         connection,
         messageid=message.messageid,
@@ -108,7 +108,7 @@ async def plan_read(
 ) -> int:
     """Record when the message was read; mark it where the bridge showed it, if anywhere."""
     message = report.message
-    first = await store.mark_read(
+    first = await reports_store.mark_read(
         database,
         connection,
         messageid=message.messageid,
@@ -121,7 +121,7 @@ async def plan_read(
     if not first:
         return 0
     jobs = await _plan_reply_status(database, connection, message.messageid, event_id, now)
-    for shown in await store.shown_at(connection, message.messageid):
+    for shown in await reports_store.shown_at(connection, message.messageid):
         jobs += await outbox_store.enqueue(
             database,
             connection,

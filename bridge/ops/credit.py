@@ -22,7 +22,7 @@ from bridge.metrics import Metrics
 from bridge.smstools.api import SmstoolsApi
 from bridge.store import credit as credit_store
 from bridge.store import outbox as outbox_store
-from bridge.store import wakeups
+from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class CreditWatch:
                     payload=job,
                     now=now,
                 )
-            await wakeups.announce(self.database, connection)
+            await wakeups_store.announce(self.database, connection)
         log.warning(
             "Smstools credit %s: %s (alerts.low_balance %g); on-call told",
             "is low" if tell is Tell.LOW else "is back up",

@@ -24,6 +24,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Te
 from telegram.request import HTTPXRequest
 
 from bridge import config as config_module
+from bridge.chat.slack import TOKEN_REFUSED
 from bridge.config import Config, ConfigError, SlackTarget, TelegramTarget
 from bridge.errors import DeliveryError, Reason
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
@@ -32,8 +33,6 @@ from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import LATEST, current_version
 
 TIMEOUT = 10.0  # seconds for each call to a service
-_SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "account_inactive", "token_revoked"}
-_SLACK_TOKEN_REFUSED |= {"token_expired"}
 
 
 class Status(StrEnum):
@@ -175,7 +174,7 @@ async def check_slack(
         auth = await client.auth_test()
     except SlackApiError as error:
         code = error.response.get("error")
-        if code in _SLACK_TOKEN_REFUSED:
+        if code in TOKEN_REFUSED:
             fix = (
                 f"copy the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & "
                 f"Permissions page into {target.token_env}"

@@ -33,7 +33,7 @@ from bridge.jobs import (
     Unreadable,
     conversation_lane,
 )
-from bridge.store import erasure as store
+from bridge.store import erasure as erasure_store
 from bridge.store.db import Database
 
 SCAN_BATCH = 1000  # rows read per transaction while looking for the customer's
@@ -55,7 +55,7 @@ class Erased:
     chat_events: int = 0
     opt_outs: int = 0
     alert_groups: int = 0
-    threads: list[store.Thread] = field(default_factory=list)
+    threads: list[erasure_store.Thread] = field(default_factory=list)
 
     @property
     def anything(self) -> bool:
@@ -92,7 +92,7 @@ class Erased:
         return lines
 
 
-def concerns(event: store.StoredEvent, number: str) -> bool:
+def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
     """Whether a stored event is about the customer: a sender or receiver field holds their
     number; in an event not understood, the number anywhere in it."""
     try:
@@ -122,7 +122,7 @@ def _number_fields(value: Any) -> Iterator[str]:
             yield from _number_fields(item)
 
 
-def said_in(event: store.StoredChatEvent, where: set[tuple[str, str]], number: str) -> bool:
+def said_in(event: erasure_store.StoredChatEvent, where: set[tuple[str, str]], number: str) -> bool:
     """Whether a chat event was written in one of the customer's threads (`where`: their
     (chat, thread) and (chat, message) places), or names their number."""
     return bool(places(event.platform, event.body) & where) or _mentions(event.body, number)
@@ -136,7 +136,7 @@ class JobErasure:
     lane: bool  # ...erase its lane (it holds the number)
 
 
-def job_erasure(job: store.StoredJob, number: str) -> JobErasure | None:
+def job_erasure(job: erasure_store.StoredJob, number: str) -> JobErasure | None:
     """How a job found for the customer is erased; None when it is not theirs to erase (an
     alert job: its group is rewritten and keeps notifying about the other failures)."""
     match job.payload:
@@ -156,7 +156,7 @@ def job_erasure(job: store.StoredJob, number: str) -> JobErasure | None:
     return None
 
 
-def without_number(group: store.AlertGroup, number: str) -> store.AlertGroup:
+def without_number(group: erasure_store.AlertGroup, number: str) -> erasure_store.AlertGroup:
     """The alert group with the customer's number taken out; its counts unchanged.
 
     A group_by label that held the number says `forgotten`; the group key is built again
@@ -189,59 +189,67 @@ async def forget(database: Database, number: str, now: float) -> Erased:
     """Erase what is stored about the customer with this number key (`phones.key`)."""
     erased = Erased(number)
     async with database.transaction() as connection:
-        threads = await store.conversations_of(connection, number)
+        threads = await erasure_store.conversations_of(connection, number)
         conversation_ids = [thread.id for thread in threads]
-        where = await store.chat_messages_of(connection, conversation_ids)
-        said = await store.reply_events(connection, conversation_ids)
+        where = await erasure_store.chat_messages_of(connection, conversation_ids)
+        said = await erasure_store.reply_events(connection, conversation_ids)
     where |= {(t.chat, t.thread) for t in threads if t.chat is not None and t.thread is not None}
     # Short read transactions: webhooks and chat events keep being stored meanwhile.
     matching = [
-        event.id async for event in _scan(database, store.events_after) if concerns(event, number)
+        event.id
+        async for event in _scan(database, erasure_store.events_after)
+        if concerns(event, number)
     ]
     said |= {
         event.id
-        async for event in _scan(database, store.chat_events_after)
+        async for event in _scan(database, erasure_store.chat_events_after)
         if said_in(event, where, number)
     }
     async with database.transaction() as connection:
-        erased.events, erased.raw_bodies = await store.erase_events(connection, matching, now)
-        threads = await store.conversations_of(connection, number)  # any started meanwhile
+        erased.raw_bodies = await erasure_store.delete_bodies_of(connection, matching)
+        erased.events = await erasure_store.erase_events(connection, matching, now)
+        threads = await erasure_store.conversations_of(connection, number)  # any started meanwhile
         conversation_ids = [thread.id for thread in threads]
         lanes = {
             conversation_lane(t.destination, ConversationKey(receiver=t.receiver, sender=number))
             for t in threads
         }
-        found = await store.jobs_of(connection, matching, lanes)
+        found = await erasure_store.jobs_of(connection, matching, lanes)
         # Jobs of the events may be in lanes no conversation names any more (not delivered
         # yet, or the conversation pruned): everything else in those lanes is theirs too.
         theirs = {job.lane for job in found if _is_theirs(job, number)} - lanes
         known = {job.id for job in found}
-        found += [job for job in await store.jobs_of(connection, (), theirs) if job.id not in known]
+        found += [
+            job
+            for job in await erasure_store.jobs_of(connection, (), theirs)
+            if job.id not in known
+        ]
         for job in found:
             plan = job_erasure(job, number)
             if plan is not None:
                 erased.jobs += 1
-                erased.closed_jobs += await store.erase_job(
+                erased.closed_jobs += await erasure_store.erase_job(
                     connection, job, plan.payload, now, lane=plan.lane
                 )
-        erased.statuses = await store.erase_statuses(connection, number, now)
-        said |= await store.reply_events(connection, conversation_ids)
-        erased.replies = await store.delete_replies(connection, conversation_ids)
-        erased.chat_events = await store.erase_chat_events(connection, said, now)
-        erased.opt_outs = await store.delete_opt_outs(connection, number)
-        erased.conversations, erased.chat_links = await store.delete_conversations(
+        statuses = await erasure_store.statuses_of(connection, number)
+        erased.statuses = await erasure_store.erase_statuses(connection, statuses, now)
+        said |= await erasure_store.reply_events(connection, conversation_ids)
+        erased.replies = await erasure_store.delete_replies(connection, conversation_ids)
+        erased.chat_events = await erasure_store.erase_chat_events(connection, said, now)
+        erased.opt_outs = await erasure_store.delete_opt_outs(connection, number)
+        erased.conversations, erased.chat_links = await erasure_store.delete_conversations(
             connection, conversation_ids
         )
         erased.threads = threads
-        for group in await store.alert_groups_all(connection):
+        for group in await erasure_store.alert_groups_all(connection):
             changed = without_number(group, number)
             if changed != group:
-                await store.rewrite_alert_group(connection, changed)
+                await erasure_store.rewrite_alert_group(connection, changed)
                 erased.alert_groups += 1
     return erased
 
 
-def _is_theirs(job: store.StoredJob, number: str) -> bool:
+def _is_theirs(job: erasure_store.StoredJob, number: str) -> bool:
     plan = job_erasure(job, number)
     return plan is not None and plan.lane
 

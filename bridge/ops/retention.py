@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 
 from bridge.config import Config
 from bridge.delivery.pacing import burst_for
-from bridge.store import retention as store
+from bridge.store import retention as retention_store
 from bridge.store.db import Database
 
 BATCH = 500  # rows per transaction
 EVERY = 3600.0  # the worker prunes this often (seconds)
 
 
-def cutoffs(config: Config, now: float) -> store.Cutoffs:
+def cutoffs(config: Config, now: float) -> retention_store.Cutoffs:
     """What is older than these times goes."""
     keep = config.retention
     routes = config.alerts.routes if config.alerts is not None else ()
     repeat = max((route.repeat_interval for route in routes), default=0.0)
-    return store.Cutoffs(
+    return retention_store.Cutoffs(
         raw_bodies=now - keep.raw_bodies,
         content=now - keep.content,
         done_jobs=now - max(keep.done_jobs, repeat),
@@ -59,7 +59,7 @@ class Pruned:
         return sum(self.counts.values())
 
     def lines(self, dry_run: bool = False) -> list[str]:
-        verbs = {category.name: category.verb for category in store.CATEGORIES}
+        verbs = {category.name: category.verb for category in retention_store.CATEGORIES}
         lines = []
         for name, removed in self.counts.items():
             verb = f"would be {verbs[name]}" if dry_run else verbs[name]
@@ -75,18 +75,18 @@ async def prune(
     """Remove (or, `dry_run`, count) everything past its retention at `now`."""
     limits = cutoffs(config, now)
     pruned = Pruned()
-    for category in store.CATEGORIES:
+    for category in retention_store.CATEGORIES:
         removed = 0
         while True:
             async with database.transaction() as connection:
                 if dry_run:
-                    removed = await store.count(connection, category, limits)
+                    removed = await retention_store.count(connection, category, limits)
                     break
-                if not await store.try_lock(database, connection):
+                if not await retention_store.try_lock(database, connection):
                     pruned.busy = True
                     pruned.counts[category.name] = removed
                     return pruned
-                done = await store.remove_batch(connection, category, limits, now, batch)
+                done = await retention_store.remove_batch(connection, category, limits, now, batch)
             removed += done
             if done < batch:
                 break

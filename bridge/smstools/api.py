@@ -19,19 +19,56 @@ from pydantic import SecretStr
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
 from bridge.settings import DEFAULT_SMSTOOLS_API_URL, Settings
 
-# The gateway's error codes (`error` in a 4xx body, a string) and what they mean.
-ERROR_CODES: dict[str, str] = {
-    "104": "invalid credentials",
-    "116": "the account is inactive",
-    "118": "the message is too long (459 characters at most)",
-    "121": "invalid date",
-    "131": "the number is on the opt-out list",
-    "137": "the WhatsApp 24-hour window is not open (send a template instead)",
-    "139": "missing or invalid parameters",
-    "200": "this IP address is not allowed",
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One of the gateway's error codes: what it means, what an agent whose reply it refused
+    reads (None: the error's detail), and, for a refusal of the account itself rather than of
+    one message, its `Reason`."""
+
+    meaning: str
+    for_agent: str | None
+    account: Reason | None = None
+
+
+# The gateway's error codes (`error` in a 4xx body, a string).
+ERROR_CODES: dict[str, ErrorCode] = {
+    "104": ErrorCode(
+        "invalid credentials",
+        "Smstools refused the bridge's API credentials; on-call has been told",
+        Reason.AUTH,
+    ),
+    "116": ErrorCode(
+        "the account is inactive",
+        "the Smstools account is inactive; on-call has been told",
+        Reason.AUTH,
+    ),
+    "118": ErrorCode(
+        "the message is too long (459 characters at most)",
+        "the answer is too long for the gateway (459 characters at most)",
+    ),
+    "121": ErrorCode("invalid date", None),
+    "131": ErrorCode(
+        "the number is on the opt-out list", "the customer's number is on the opt-out list"
+    ),
+    "137": ErrorCode(
+        "the WhatsApp 24-hour window is not open (send a template instead)",
+        "the WhatsApp 24-hour window is closed: a WhatsApp template is needed to write first",
+    ),
+    "139": ErrorCode(
+        "missing or invalid parameters",
+        "the gateway refused the request as invalid (missing or invalid parameters)",
+    ),
+    "200": ErrorCode(
+        "this IP address is not allowed",
+        "Smstools does not accept the bridge's IP address; on-call has been told",
+        Reason.FORBIDDEN,
+    ),
 }
-_AUTH_CODES = {"104", "116"}
-_FORBIDDEN_CODES = {"200"}
+# Codes that refuse the bridge's account (credentials, IP), whatever the message.
+ACCOUNT_CODES = frozenset(code for code, known in ERROR_CODES.items() if known.account)
+# What a refusal means for the agent whose reply it was, by code.
+REFUSALS = {code: known.for_agent for code, known in ERROR_CODES.items() if known.for_agent}
 
 
 class SmstoolsPermanent(Permanent):
@@ -187,16 +224,18 @@ def classify(
     4xx carries each one.
     """
     code, message = _error_fields(body)
-    meaning = ERROR_CODES.get(code or "") or message or f"HTTP {status}"
+    known = ERROR_CODES.get(code or "")
+    meaning = known.meaning if known else message or f"HTTP {status}"
     detail = f"Smstools API: {meaning}" + (f" (error {code})" if code else "")
     if status == 429:
         return SmstoolsRetryable(Reason.RATE_LIMITED, detail, _seconds(retry_after), code)
     if status >= 500:
         return SmstoolsRetryable(Reason.SERVER, f"Smstools API answered HTTP {status}", None, code)
-    if code in _AUTH_CODES or (code is None and status == 401):
+    account = known.account if known else None
+    if account is Reason.AUTH or (code is None and status == 401):
         hint = " — check SMSTOOLS_CLIENT_ID and SMSTOOLS_CLIENT_SECRET"
         return SmstoolsPermanent(Reason.AUTH, detail + hint, code)
-    if code in _FORBIDDEN_CODES or (code is None and status == 403):
+    if account is Reason.FORBIDDEN or (code is None and status == 403):
         return SmstoolsPermanent(Reason.FORBIDDEN, detail, code)
     if status == 404:
         return SmstoolsPermanent(Reason.NOT_FOUND, detail, code)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-KNOWN_TYPES = ("inbox_message", "delivery_report", "read_report")
+WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
 
 # The gateway sends numbers and codes as strings, sometimes as JSON numbers: accept both.
 Text = Annotated[
@@ -111,9 +111,9 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
         return Unparsed(webhook_id=None, webhook_type=None, problem="event is not a JSON object")
     webhook_id = raw.get("webhook_id")
     webhook_type = raw.get("webhook_type")
-    ident = webhook_id if isinstance(webhook_id, str) and 0 < len(webhook_id) <= 200 else None
+    ident = webhook_id if isinstance(webhook_id, str) and 0 < len(webhook_id) <= IDENT else None
     kind = webhook_type if isinstance(webhook_type, str) else None
-    if kind not in KNOWN_TYPES:
+    if kind not in WEBHOOK_TYPES:
         shown = repr(kind)[:60] if kind is not None else "missing"
         return Unparsed(
             webhook_id=ident, webhook_type=kind, problem=f"webhook_type {shown} unknown"

@@ -12,12 +12,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Column, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
 from bridge.store.outbox import DONE
-from bridge.store.retention import ERASED_PAYLOAD
 from bridge.store.schema import (
     alert_groups,
     chat_events,
@@ -32,45 +31,37 @@ from bridge.store.schema import (
 )
 
 ERASED_LANE = "erased"
+ERASED_PAYLOAD = "{}"
 NOT_DELIVERED = "not delivered: erased on request (smsbridge forget)"
 
 
 @dataclass(frozen=True)
-class StoredEvent:
+class UnerasedEvent:
     id: int
     request_id: int
     status: str
     payload: str
 
 
-async def events_after(connection: AsyncConnection, after: int, limit: int) -> list[StoredEvent]:
+async def events_after(connection: AsyncConnection, after: int, limit: int) -> list[UnerasedEvent]:
     """Events with content still stored, in id order after `after`."""
-    rows = await connection.execute(
-        select(events.c.id, events.c.request_id, events.c.status, events.c.payload)
-        .where(events.c.id > after, events.c.erased_at.is_(None))
-        .order_by(events.c.id)
-        .limit(limit)
-    )
-    return [StoredEvent(*row) for row in rows]
+    columns = (events.c.id, events.c.request_id, events.c.status, events.c.payload)
+    return [UnerasedEvent(*row) for row in await _unerased_after(connection, columns, after, limit)]
 
 
-async def erase_events(
-    connection: AsyncConnection, ids: Collection[int], now: float
-) -> tuple[int, int]:
-    """Erase the events' content and delete the raw bodies they came in (a body may hold
-    other customers' events too: those keep their stored copy). Returns (events, bodies)."""
-    if not ids:
-        return 0, 0
-    requests = select(events.c.request_id).where(events.c.id.in_(list(ids))).distinct()
-    bodies = await connection.execute(
-        delete(webhook_requests).where(webhook_requests.c.id.in_(requests))
-    )
-    erased = await connection.execute(
-        update(events)
-        .where(events.c.id.in_(list(ids)), events.c.erased_at.is_(None))
-        .values(payload=ERASED_PAYLOAD, erased_at=now)
-    )
-    return int(erased.rowcount), int(bodies.rowcount)
+async def erase_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
+    """Blank the events' content (text and numbers); the rows stay, so a retried webhook is
+    still known. Returns how many were erased now."""
+    return await _erase(connection, events.c.id, ids, now, payload=ERASED_PAYLOAD)
+
+
+async def delete_bodies_of(connection: AsyncConnection, event_ids: Collection[int]) -> int:
+    """Delete the raw bodies these events came in (a body may hold other customers' events
+    too: those keep their stored copy); returns how many."""
+    if not event_ids:
+        return 0
+    requests = select(events.c.request_id).where(events.c.id.in_(list(event_ids))).distinct()
+    return await _delete(connection, webhook_requests.c.id, requests)
 
 
 @dataclass(frozen=True)
@@ -129,13 +120,23 @@ async def erase_job(
     return closing
 
 
-async def erase_statuses(connection: AsyncConnection, number: str, now: float) -> int:
-    result = await connection.execute(
-        update(message_status)
-        .where(or_(message_status.c.receiver == number, message_status.c.sender == number))
-        .values(sender="", receiver="", erased_at=now)
+async def statuses_of(connection: AsyncConnection, number: str) -> list[str]:
+    """The messageids of the delivery statuses that name this number."""
+    rows = await connection.execute(
+        select(message_status.c.messageid).where(
+            or_(message_status.c.receiver == number, message_status.c.sender == number)
+        )
     )
-    return int(result.rowcount)
+    return [str(messageid) for (messageid,) in rows]
+
+
+async def erase_statuses(
+    connection: AsyncConnection, messageids: Collection[str], now: float
+) -> int:
+    """Take the numbers out of these delivery statuses; returns how many were erased now."""
+    return await _erase(
+        connection, message_status.c.messageid, messageids, now, sender="", receiver=""
+    )
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,8 @@ async def delete_conversations(
     if not conversation_ids:
         return 0, 0
     ids = list(conversation_ids)
-    links = await connection.execute(
-        delete(chat_messages).where(chat_messages.c.conversation_id.in_(ids))
-    )
-    deleted = await connection.execute(delete(conversations).where(conversations.c.id.in_(ids)))
-    return int(deleted.rowcount), int(links.rowcount)
+    links = await _delete(connection, chat_messages.c.conversation_id, ids)
+    return await _delete(connection, conversations.c.id, ids), links
 
 
 async def reply_events(connection: AsyncConnection, conversation_ids: Collection[int]) -> set[int]:
@@ -205,9 +203,14 @@ async def reply_events(connection: AsyncConnection, conversation_ids: Collection
 async def delete_replies(connection: AsyncConnection, conversation_ids: Collection[int]) -> int:
     if not conversation_ids:
         return 0
-    result = await connection.execute(
-        delete(replies).where(replies.c.conversation_id.in_(list(conversation_ids)))
-    )
+    return await _delete(connection, replies.c.conversation_id, list(conversation_ids))
+
+
+async def _delete(
+    connection: AsyncConnection, key: Column[Any], keys: list[Any] | Select[Any]
+) -> int:
+    """Delete the rows of `key`'s table whose key is one of `keys`; returns how many."""
+    result = await connection.execute(delete(key.table).where(key.in_(keys)))
     return int(result.rowcount)
 
 
@@ -222,25 +225,49 @@ async def chat_events_after(
     connection: AsyncConnection, after: int, limit: int
 ) -> list[StoredChatEvent]:
     """Chat events with their body still stored, in id order after `after`."""
-    rows = await connection.execute(
-        select(chat_events.c.id, chat_events.c.platform, chat_events.c.body)
-        .where(chat_events.c.id > after, chat_events.c.erased_at.is_(None))
-        .order_by(chat_events.c.id)
-        .limit(limit)
-    )
-    return [StoredChatEvent(*row) for row in rows]
+    columns = (chat_events.c.id, chat_events.c.platform, chat_events.c.body)
+    return [
+        StoredChatEvent(*row) for row in await _unerased_after(connection, columns, after, limit)
+    ]
 
 
 async def erase_chat_events(connection: AsyncConnection, ids: Collection[int], now: float) -> int:
     """Blank the bodies (what agents wrote); the rows stay, so a retried event is still known."""
-    if not ids:
+    return await _erase(connection, chat_events.c.id, ids, now, body=ERASED_PAYLOAD)
+
+
+async def _erase(
+    connection: AsyncConnection,
+    key: Column[Any],
+    keys: Collection[Any],
+    now: float,
+    **blanks: str,
+) -> int:
+    """Overwrite `blanks` in the rows of `key`'s table with these keys not erased yet, and
+    mark them erased; returns how many."""
+    if not keys:
         return 0
+    table = key.table
     result = await connection.execute(
-        update(chat_events)
-        .where(chat_events.c.id.in_(list(ids)), chat_events.c.erased_at.is_(None))
-        .values(body=ERASED_PAYLOAD, erased_at=now)
+        update(table)
+        .where(key.in_(list(keys)), table.c.erased_at.is_(None))
+        .values(erased_at=now, **blanks)
     )
     return int(result.rowcount)
+
+
+async def _unerased_after(
+    connection: AsyncConnection, columns: tuple[Column[Any], ...], after: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """`columns` (the first one the id) of the rows not erased yet, in id order after `after`."""
+    table = columns[0].table
+    query = (
+        select(*columns)
+        .where(table.c.id > after, table.c.erased_at.is_(None))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    return [tuple(row) for row in await connection.execute(query)]
 
 
 async def delete_opt_outs(connection: AsyncConnection, number: str) -> int:

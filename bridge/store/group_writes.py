@@ -49,7 +49,7 @@ class NewEvent(NamedTuple):
     received_at: float
 
 
-class NewJob(NamedTuple):
+class NewEventJob(NamedTuple):
     webhook_id: str  # added only if this event is stored now
     destination: str
     payload: Payload
@@ -57,14 +57,14 @@ class NewJob(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Group:
+class GroupWrite:
     bodies: Sequence[NewBody]
     events: Sequence[NewEvent]
-    jobs: Sequence[NewJob]
+    jobs: Sequence[NewEventJob]
 
 
 async def write_alone(
-    database: Database, connection: AsyncConnection, group: Group
+    database: Database, connection: AsyncConnection, group: GroupWrite
 ) -> dict[str, int]:
     """Store a group in a transaction of its own, in one call (the common case: nothing
     else to plan), on a connection outside any transaction (`Database.autocommit`); return
@@ -75,7 +75,9 @@ async def write_alone(
     return await _write_postgresql(database, connection, group, alone=True)
 
 
-async def write(database: Database, connection: AsyncConnection, group: Group) -> dict[str, int]:
+async def write(
+    database: Database, connection: AsyncConnection, group: GroupWrite
+) -> dict[str, int]:
     """Store a group in the caller's transaction; return the ids of the events stored now,
     by `webhook_id`."""
     if database.dialect == "sqlite":
@@ -83,7 +85,7 @@ async def write(database: Database, connection: AsyncConnection, group: Group) -
     return await _write_postgresql(database, connection, group, alone=False)
 
 
-def _job_rows(jobs: Sequence[NewJob]) -> list[_JobRow]:
+def _job_rows(jobs: Sequence[NewEventJob]) -> list[_JobRow]:
     return [
         (
             job.webhook_id,
@@ -97,7 +99,7 @@ def _job_rows(jobs: Sequence[NewJob]) -> list[_JobRow]:
     ]
 
 
-def _sqlite_rows(group: Group) -> tuple[Sequence[NewBody], Sequence[NewEvent], list[_JobRow]]:
+def _sqlite_rows(group: GroupWrite) -> tuple[Sequence[NewBody], Sequence[NewEvent], list[_JobRow]]:
     return group.bodies, group.events, _job_rows(group.jobs)
 
 
@@ -241,7 +243,7 @@ WHERE webhook_id IS NOT NULL
 
 
 async def _write_postgresql(
-    database: Database, connection: AsyncConnection, group: Group, *, alone: bool
+    database: Database, connection: AsyncConnection, group: GroupWrite, *, alone: bool
 ) -> dict[str, int]:
     bodies, events, jobs = group.bodies, group.events, _job_rows(group.jobs)
     parameters: list[Any] = [

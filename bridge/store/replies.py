@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -61,37 +62,36 @@ async def conversation_of_thread(
     connection: AsyncConnection, destinations: list[str], chat: str, thread: str
 ) -> tuple[str, int] | None:
     """(destination, conversation id) of the bridged thread `thread` in `chat`, if any."""
-    row = (
-        await connection.execute(
-            select(conversations.c.destination, conversations.c.id)
-            .where(
-                conversations.c.destination.in_(destinations),
-                conversations.c.chat == chat,
-                conversations.c.thread == thread,
-            )
-            .order_by(conversations.c.id.desc())
-            .limit(1)
+    query = (
+        select(conversations.c.destination, conversations.c.id)
+        .where(
+            conversations.c.destination.in_(destinations),
+            conversations.c.chat == chat,
+            conversations.c.thread == thread,
         )
-    ).first()
-    return (str(row[0]), int(row[1])) if row else None
+        .order_by(conversations.c.id.desc())
+    )
+    return await _first_conversation(connection, query)
 
 
 async def conversation_of_message(
     connection: AsyncConnection, destinations: list[str], chat: str, message: str
 ) -> tuple[str, int] | None:
     """(destination, conversation id) of a chat message the bridge posted, if any."""
-    row = (
-        await connection.execute(
-            select(chat_messages.c.destination, chat_messages.c.conversation_id)
-            .where(
-                chat_messages.c.destination.in_(destinations),
-                chat_messages.c.chat == chat,
-                chat_messages.c.message == message,
-                chat_messages.c.conversation_id.is_not(None),
-            )
-            .limit(1)
-        )
-    ).first()
+    query = select(chat_messages.c.destination, chat_messages.c.conversation_id).where(
+        chat_messages.c.destination.in_(destinations),
+        chat_messages.c.chat == chat,
+        chat_messages.c.message == message,
+        chat_messages.c.conversation_id.is_not(None),
+    )
+    return await _first_conversation(connection, query)
+
+
+async def _first_conversation(
+    connection: AsyncConnection, query: Select[Any]
+) -> tuple[str, int] | None:
+    """The first (destination, conversation id) `query` finds, if any."""
+    row = (await connection.execute(query.limit(1))).first()
     return (str(row[0]), int(row[1])) if row else None
 
 

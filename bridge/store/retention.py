@@ -12,10 +12,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select, text, update
+from sqlalchemy import Select, delete, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
+from bridge.store.erasure import (
+    delete_conversations,
+    erase_chat_events,
+    erase_events,
+    erase_statuses,
+)
 from bridge.store.outbox import DEAD, DONE, PENDING
 from bridge.store.replies import PLANNED, SENDING
 from bridge.store.schema import (
@@ -33,7 +39,6 @@ from bridge.store.schema import (
 )
 
 ADVISORY_LOCK = 0x5D5B_71D7  # one pruner at a time across every smsbridge process
-ERASED_PAYLOAD = "{}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Category:
     name: str  # "raw webhook bodies"
     verb: str  # what happens to them: "deleted", "erased"
     candidates: Callable[[Cutoffs], Select[Any]]  # one column: the keys past their cutoff
-    apply: Callable[[AsyncConnection, list[Any], float], Awaitable[None]]
+    apply: Callable[[AsyncConnection, list[Any], float], Awaitable[object]]
 
 
 def _done_jobs(cutoffs: Cutoffs) -> Select[Any]:
@@ -81,31 +86,17 @@ def _event_contents(cutoffs: Cutoffs) -> Select[Any]:
     )
 
 
-async def erase_events(connection: AsyncConnection, ids: list[Any], now: float) -> None:
-    await connection.execute(
-        update(events).where(events.c.id.in_(ids)).values(payload=ERASED_PAYLOAD, erased_at=now)
-    )
-
-
 def _raw_bodies(cutoffs: Cutoffs) -> Select[Any]:
     return select(webhook_requests.c.id).where(webhook_requests.c.received_at < cutoffs.raw_bodies)
 
 
-async def delete_bodies(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
+async def _delete_bodies(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
     await connection.execute(delete(webhook_requests).where(webhook_requests.c.id.in_(ids)))
 
 
 def _statuses(cutoffs: Cutoffs) -> Select[Any]:
     return select(message_status.c.messageid).where(
         message_status.c.erased_at.is_(None), message_status.c.updated_at < cutoffs.content
-    )
-
-
-async def erase_statuses(connection: AsyncConnection, ids: list[Any], now: float) -> None:
-    await connection.execute(
-        update(message_status)
-        .where(message_status.c.messageid.in_(ids))
-        .values(sender="", receiver="", erased_at=now)
     )
 
 
@@ -124,14 +115,6 @@ def _chat_events(cutoffs: Cutoffs) -> Select[Any]:
     unsent = exists().where(replies.c.chat_event_id == chat_events.c.id, replies.c.state == PLANNED)
     return select(chat_events.c.id).where(
         chat_events.c.erased_at.is_(None), chat_events.c.received_at < cutoffs.content, ~unsent
-    )
-
-
-async def erase_chat_events(connection: AsyncConnection, ids: list[Any], now: float) -> None:
-    await connection.execute(
-        update(chat_events)
-        .where(chat_events.c.id.in_(ids))
-        .values(body=ERASED_PAYLOAD, erased_at=now)
     )
 
 
@@ -156,10 +139,8 @@ def _conversations(cutoffs: Cutoffs) -> Select[Any]:
     )
 
 
-async def delete_conversations(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
-    """Conversations with the links of their chat messages."""
-    await connection.execute(delete(chat_messages).where(chat_messages.c.conversation_id.in_(ids)))
-    await connection.execute(delete(conversations).where(conversations.c.id.in_(ids)))
+async def _delete_conversations(connection: AsyncConnection, ids: list[Any], _now: float) -> None:
+    await delete_conversations(connection, ids)
 
 
 def _alert_groups(cutoffs: Cutoffs) -> Select[Any]:
@@ -191,12 +172,12 @@ CATEGORIES: Sequence[Category] = (
     Category("delivered jobs", "deleted", _done_jobs, _delete_jobs),
     Category("dead letters", "deleted", _dead_letters, _delete_jobs),
     Category("message contents (text and numbers)", "erased", _event_contents, erase_events),
-    Category("raw webhook bodies", "deleted", _raw_bodies, delete_bodies),
+    Category("raw webhook bodies", "deleted", _raw_bodies, _delete_bodies),
     Category("delivery statuses' numbers", "erased", _statuses, erase_statuses),
     Category("agents' chat messages (text)", "erased", _chat_events, erase_chat_events),
     Category("chat message links", "deleted", _chat_message_links, _delete_chat_messages),
     Category("agents' replies", "deleted", _replies, _delete_replies),
-    Category("conversations no longer live", "deleted", _conversations, delete_conversations),
+    Category("conversations no longer live", "deleted", _conversations, _delete_conversations),
     Category("quiet alert groups", "deleted", _alert_groups, _delete_alert_groups),
     Category("destinations' pace at rest", "deleted", _pace_at_rest, _delete_pace),
 )
