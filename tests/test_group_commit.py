@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import event, func, select
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.http.webhook import MAX_EVENTS
-from bridge.intake.group_commit import IDLE, IN_FLIGHT, KEEP, GroupCommit, _conversations, _overlap
+from bridge.intake.group_commit import IN_FLIGHT, KEEP, GroupCommit, _conversations, _overlap
 from bridge.intake.ingest import Body
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
@@ -206,12 +207,25 @@ def test_a_webhook_is_answered_well_under_a_second_while_a_10000_event_body_is_s
     big_body = json.dumps(big, separators=(",", ":")).encode()
     big_answer: list[httpx.Response] = []
     try:
+        sent = threading.Event()
+
+        def big_body_then_tell() -> Iterator[bytes]:
+            for start in range(0, len(big_body), 65536):
+                yield big_body[start : start + 65536]
+            sent.set()
+
         with httpx.Client(timeout=30) as client:
             thread = threading.Thread(
-                target=lambda: big_answer.append(client.post(url, content=big_body))
+                target=lambda: big_answer.append(
+                    client.post(
+                        url,
+                        content=big_body_then_tell(),
+                        headers={"Content-Length": str(len(big_body))},
+                    )
+                )
             )
             thread.start()
-            time.sleep(0.05)  # let the big body start (the check below holds either way)
+            assert sent.wait(30)  # the bridge has the whole big body to store while we ask
             with httpx.Client(timeout=30) as other:
                 started = time.monotonic()
                 small = other.post(url, json=[inbox("32470000001", "hello")])
@@ -339,7 +353,7 @@ async def test_groups_under_load_share_a_connection_and_give_it_back_once_none_w
     # and check-in costs about what storing a group of eight does) ...
     assert checkouts.count < commits.groups / 2
     # ... and went back to the pool once no group took it: nothing is held while idle.
-    await asyncio.sleep(IDLE * 10)
+    await asyncio.wait_for(commits.at_rest.wait(), timeout=5)
     assert database.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     await commits.close()
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.schema import alert_groups, alert_notices
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
@@ -122,6 +127,35 @@ alerts:
 """
 
 
+async def _alerts(database_url: str) -> list[tuple[int, float | None, float | None]]:
+    """(failures in the group, when its alert was posted, when it is next due) for each alert
+    at each destination."""
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            query = select(
+                alert_groups.c.count, alert_notices.c.posted_at, alert_notices.c.pending_at
+            ).join(alert_notices, alert_notices.c.group_id == alert_groups.c.id)
+            return [(row[0], row[1], row[2]) for row in await connection.execute(query)]
+    finally:
+        await database.close()
+
+
+def wait_until_alerted(database_url: str, failures: int, timeout: float) -> None:
+    """Block until the groups hold `failures`, every alert is posted and none is due within
+    `timeout`: nothing more is posted until then."""
+    deadline = time.monotonic() + timeout
+    while not (
+        (alerts := asyncio.run(_alerts(database_url)))
+        and sum(count for count, _, _ in alerts) >= failures
+        and all(posted is not None for _, posted, _ in alerts)
+        and all(due is None or due > time.time() + timeout for _, _, due in alerts)
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"alerts (failures, posted, due) still {alerts} after {timeout}s")
+        time.sleep(0.1)
+
+
 def test_failures_received_by_different_processes_make_one_alert(
     tmp_path: Path, fakes: tuple[FakeSlack, FakeTelegram], postgres_url: str
 ) -> None:
@@ -144,7 +178,10 @@ def test_failures_received_by_different_processes_make_one_alert(
     try:
         totals = send([web.url for web in webs], failures, resend_every=10)
         slack.wait_for_posts(1, channel="C0ONCALL", timeout=30)
-        time.sleep(4.0)  # a second alert, if any, would be posted by now
+        # Once every failure is in a group and each alert is posted with its next update
+        # not due for a while, a second alert could only have come from a second group.
+        wait_until_alerted(postgres_url, 200, timeout=30)
+        slack.wait_idle()
     finally:
         for process in webs + workers:
             assert process.stop() in GRACEFUL, process.output()

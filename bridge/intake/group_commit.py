@@ -89,6 +89,10 @@ class GroupCommit:
         self._expected = 0  # bodies waiting once they are back
         self._closing: set[asyncio.Task[None]] = set()
         self.groups = 0  # transactions committed (or tried): fewer than requests under load
+        # Set while no body waits, no group commits and no connection is kept: the pool has
+        # every connection this took back. Lets a caller wait for that instead of guessing.
+        self.at_rest = asyncio.Event()
+        self.at_rest.set()
 
     async def submit(self, body: Body) -> IngestResult:
         """Store `body` with whatever else is waiting; return once it is committed. Raises
@@ -97,6 +101,7 @@ class GroupCommit:
         # Only a second group in flight needs to know what a body shares with the first.
         shares = _conversations(body) if self.in_flight > 1 else frozenset()
         self._waiting.append(_Waiting(body, answer, shares))
+        self.at_rest.clear()
         if self._comeback is not None and len(self._waiting) >= self._expected:
             self._comeback.cancel()  # the answered senders are back
             self._comeback = None
@@ -119,6 +124,7 @@ class GroupCommit:
         self._comeback = None
         self._start()
         self._give_back_later()
+        self._rest_if_idle()
 
     def _start(self, answered: int = 0) -> None:
         """Start groups from the waiting bodies, in arrival order, while fewer than
@@ -155,6 +161,7 @@ class GroupCommit:
             return
         self._start(answered)
         self._give_back_later()
+        self._rest_if_idle()
 
     def _next_group(self, busy: frozenset[str], share: int) -> list[_Waiting]:
         group: list[_Waiting] = []
@@ -228,7 +235,17 @@ class GroupCommit:
         if kept:
             task = asyncio.create_task(_close([connection for connection, _ in kept]))
             self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            task.add_done_callback(self._closed)
+        self._rest_if_idle()
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        self._rest_if_idle()
+
+    def _rest_if_idle(self) -> None:
+        if not (self._waiting or self._committing or self._kept or self._closing):
+            if self._comeback is None:
+                self.at_rest.set()
 
     async def close(self) -> None:
         """Give back what is kept (at shutdown, once no request is under way)."""
