@@ -13,9 +13,10 @@ import logging
 
 from bridge import phones
 from bridge.chat.base import Post, Sent
+from bridge.config import Replies
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
-from bridge.intake.agent_messages import AgentMessage, stored_message
+from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.smstools import sms_parts
 from bridge.smstools.api import SendOutcomeUnknown, SmstoolsPermanent
@@ -69,6 +70,9 @@ async def deliver_reply(delivery: Delivery) -> None:
         # An earlier attempt called the gateway and never learnt the outcome.
         await _settle(delivery, reply, conversation, store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT)
         return
+    if reply.state == store.DECLINED:
+        await _declined(delivery, reply, conversation)
+        return
     if reply.state != store.PLANNED:
         return  # done before (the job was finished twice): nothing more to do
     destination = delivery.config.destinations.get(reply.destination)
@@ -80,6 +84,8 @@ async def deliver_reply(delivery: Delivery) -> None:
         raise Permanent(Reason.CONFIG, f"reply {reply.id}: {message.why}")
     text = await delivery.adapter.plain_text(message.text) if message.text else ""
     media = " Only text is sent: the attachment was not." if message.media else ""
+    if await _kept_internal(delivery, reply, conversation, text, settings):
+        return
     async with database.transaction() as connection:
         stopped = await store.opted_out(connection, conversation.receiver, conversation.sender)
     if stopped:
@@ -223,6 +229,27 @@ async def _settle(
     )
     await _show(delivery, reply, emoji)
     await _note(delivery, conversation, f"Your answer {why}")
+
+
+async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation) -> None:
+    """A reply refused on the request path (`agent_messages.decide`): say why in the thread."""
+    why = f"was not sent: {reply.problem or 'it may not be sent'}."
+    await _settle(delivery, reply, conversation, store.REFUSED, FAILED, why)
+
+
+async def _kept_internal(
+    delivery: Delivery, reply: Reply, conversation: Conversation, text: str, settings: Replies
+) -> bool:
+    """The last look before sending: text that reads as an internal note once it is plain
+    (a link's label, say) is never sent; True when it was held back and the thread told."""
+    if not settings.prefix or not is_internal_note(text, settings.prefix):
+        return False
+    why = (
+        f'was not sent: as the customer would read it, it starts with "{settings.prefix}", '
+        "which marks an internal note."
+    )
+    await _settle(delivery, reply, conversation, store.BLOCKED, FAILED, why)
+    return True
 
 
 def _count(delivery: Delivery, reply: Reply, outcome: str) -> None:
