@@ -77,12 +77,14 @@ class ConsoleTarget(_Strict):
 
 
 DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
+DEFAULT_START_WORDS = ("START", "UNSTOP")  # undo a stop word
 
 
 class RepliesSpec(_Strict):
     prefix: str = "note:"  # a message starting with it stays internal
     allow: list[str | int] | None = None  # user ids that may answer; None: everyone
     stop_words: list[str] = list(DEFAULT_STOP_WORDS)
+    start_words: list[str] = list(DEFAULT_START_WORDS)
     max_parts: int = Field(default=3, ge=1, le=10)  # 3 GSM-7 parts: the gateway's 459 chars
 
 
@@ -203,6 +205,7 @@ class Replies:
     prefix: str = "note:"
     allow: frozenset[str] | None = None  # Slack / Telegram user ids; None: every member
     stop_words: frozenset[str] = frozenset(DEFAULT_STOP_WORDS)  # upper case
+    start_words: frozenset[str] = frozenset(DEFAULT_START_WORDS)  # upper case
     max_parts: int = 3
 
 
@@ -595,6 +598,7 @@ def _replies(
         prefix=spec.prefix.strip().lower(),
         allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
         stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
+        start_words=frozenset(word.strip().upper() for word in spec.start_words),
         max_parts=spec.max_parts,
     )
     return replies, problems

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bridge.config import build
 from bridge.store import facts as facts_store
+from bridge.store import replies as replies_store
 from bridge.store.db import Database
 from bridge.store.schema import facts
 from testkit.fakes.slack import FakeSlack
@@ -382,10 +384,74 @@ async def test_telegram_text_links_are_sent_as_label_and_url_in_texts_and_captio
     assert "Only text is sent" in note
 
 
+# -- §3 STOP and START ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["Stop.", "STOP!", " stop ", "stop", "¡Stop!"])
+async def test_a_stop_word_with_punctuation_opts_the_customer_out_and_the_thread_says_so(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools, word: str
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        await bridge.webhook(inbox(word))
+        await bridge.slack(slack_event("But wait!", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    assert smstools.sent() == []
+    opted_out, refused = notes(slack)
+    assert "opted out" in opted_out and "START" in opted_out
+    assert "was not sent" in refused and "STOP" in refused
+
+
+async def test_stop_inside_a_sentence_is_a_message_not_an_opt_out(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        await bridge.webhook(inbox("stop please"))
+        await bridge.slack(slack_event("Stopped.", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    assert [s.message for s in smstools.sent()] == ["Stopped."]
+    assert notes(slack) == []
+
+
+@pytest.mark.parametrize("word", ["START", "unstop!"])
+async def test_start_or_unstop_undoes_an_opt_out_and_the_thread_says_so(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools, word: str
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        await bridge.webhook(inbox("STOP"))
+        await bridge.webhook(inbox(word))
+        await bridge.slack(slack_event("Welcome back!", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    assert [s.message for s in smstools.sent()] == ["Welcome back!"]
+    opted_out, opted_in = notes(slack)
+    assert "opted out" in opted_out and "opted back in" in opted_in
+
+
+async def test_start_words_are_configurable_beside_stop_words(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    settings = {"allow": ["U0AGENT"], "stop_words": ["ARRET"], "start_words": ["REPRISE"]}
+    async with bridge_with(sqlite_url, slack, telegram, smstools, {"support": settings}) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        await bridge.webhook(inbox("Arrêt"))  # not the configured word: a message
+        await bridge.webhook(inbox("arret."))
+        await bridge.slack(slack_event("Blocked", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+        await bridge.webhook(inbox("START"))  # not a start word here: still opted out
+        await bridge.slack(slack_event("Blocked too", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+        await bridge.webhook(inbox("Reprise"))
+        await bridge.slack(slack_event("Sent", thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    assert [s.message for s in smstools.sent()] == ["Sent"]
+
+
 # -- the store, on SQLite and PostgreSQL -----------------------------------------------------
 
 
-async def test_the_slack_team_is_replaced_on_both_databases(
+async def test_the_slack_team_is_replaced_and_an_opt_out_undone_on_both_databases(
     database: Database,
 ) -> None:
     async with database.transaction() as connection:
@@ -393,3 +459,9 @@ async def test_the_slack_team_is_replaced_on_both_databases(
         await facts_store.remember_slack_team(database, connection, "support", "T0NEW")
         assert await facts_store.slack_team(connection, "support") == "T0NEW"
         assert await facts_store.slack_team(connection, "other") is None
+        await replies_store.opt_out(database, connection, "line", "customer", 1.0)
+        await replies_store.opt_out(database, connection, "line", "customer", 2.0)
+        assert await replies_store.opted_out(connection, "line", "customer")
+        await replies_store.opt_in(connection, "line", "customer")
+        await replies_store.opt_in(connection, "line", "customer")
+        assert not await replies_store.opted_out(connection, "line", "customer")

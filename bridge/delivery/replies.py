@@ -10,6 +10,8 @@ worker killed mid-call, a lease taken over) tells the thread "may not have been 
 from __future__ import annotations
 
 import logging
+import unicodedata
+from typing import Literal
 
 from bridge import phones
 from bridge.chat.base import Post, Sent
@@ -264,3 +266,46 @@ async def _note(delivery: Delivery, conversation: Conversation, text: str) -> No
         return
     for part in delivery.adapter.render(Post(heading="Bridge", body=text)):
         await delivery.adapter.send(part, conversation.thread)
+
+
+def customer_keyword(content: str, settings: Replies) -> Literal["stop", "start"] | None:
+    """Whether a customer's message is one of the stop words or start words alone:
+    case-insensitive, after trimming whitespace and punctuation (`Stop.`, ` STOP! `), as
+    carriers do. A keyword inside a sentence (`stop please`) is an ordinary message."""
+    word = _trimmed(content)
+    if word in {_trimmed(stop) for stop in settings.stop_words}:
+        return "stop"
+    if word in {_trimmed(start) for start in settings.start_words}:
+        return "start"
+    return None
+
+
+def _trimmed(text: str) -> str:
+    def loose(character: str) -> bool:
+        return character.isspace() or unicodedata.category(character)[0] in "PZC"
+
+    start, end = 0, len(text)
+    while start < end and loose(text[start]):
+        start += 1
+    while end > start and loose(text[end - 1]):
+        end -= 1
+    return text[start:end].upper()
+
+
+async def note_opt_out(
+    delivery: Delivery,
+    conversation: Conversation,
+    keyword: Literal["stop", "start"],
+    settings: Replies,
+) -> None:
+    """Tell the conversation's thread that the customer opted out, or back in."""
+    if keyword == "start":
+        text = "The customer opted back in (a start word): answers are sent to them again."
+    elif settings.start_words:
+        words = " or ".join(sorted(settings.start_words))
+        text = (
+            f"The customer opted out (STOP): answers are not sent to them until they write {words}."
+        )
+    else:
+        text = "The customer opted out (STOP): answers are no longer sent to them."
+    await _note(delivery, conversation, text)

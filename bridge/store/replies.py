@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -210,3 +210,10 @@ async def opted_out(connection: AsyncConnection, receiver: str, sender: str) -> 
         )
     ).first()
     return row is not None
+
+
+async def opt_in(connection: AsyncConnection, receiver: str, sender: str) -> None:
+    """Undo `opt_out`: answers from the line reach the customer again."""
+    await connection.execute(
+        delete(opt_outs).where(opt_outs.c.receiver == receiver, opt_outs.c.sender == sender)
+    )
