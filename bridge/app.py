@@ -99,6 +99,7 @@ async def delivery_parts(
             adapters = destinations.build_adapters(config, settings)
         await destinations.follow_moves(database, adapters)
         refused = await destinations.start_all(adapters)
+        await destinations.remember_teams(database, adapters)
         try:
             yield Parts(database, adapters, refused)
         finally:

@@ -53,12 +53,14 @@ Kind = Literal["slack", "telegram", "console"]
 Target = SlackTarget | TelegramTarget | ConsoleTarget
 
 DEFAULT_STOP_WORDS = ("STOP", "STOPP", "UNSUBSCRIBE")
+DEFAULT_START_WORDS = ("START", "UNSTOP")  # undo a stop word
 
 
 class RepliesSpec(_Strict):
     prefix: str = "note:"  # a message starting with it stays internal
     allow: list[str | int] | None = None  # user ids that may answer; None: everyone
     stop_words: list[str] = list(DEFAULT_STOP_WORDS)
+    start_words: list[str] = list(DEFAULT_START_WORDS)
     max_parts: int = Field(default=3, ge=1, le=10)  # 3 GSM-7 parts: the gateway's 459 chars
 
 
@@ -178,6 +180,7 @@ class Replies:
     prefix: str  # lower case
     allow: frozenset[str] | None  # Slack / Telegram user ids; None: every member
     stop_words: frozenset[str]  # upper case
+    start_words: frozenset[str]  # upper case
     max_parts: int
 
 
@@ -478,6 +481,7 @@ def _replies(
         prefix=spec.prefix.strip().lower(),
         allow=None if spec.allow is None else frozenset(str(user).strip() for user in spec.allow),
         stop_words=frozenset(word.strip().upper() for word in spec.stop_words),
+        start_words=frozenset(word.strip().upper() for word in spec.start_words),
         max_parts=spec.max_parts,
     )
 

@@ -293,8 +293,8 @@ async def test_stop_from_the_customer_blocks_further_answers(
         await bridge.slack(slack_event("But wait!", thread, slack.post_as_member("C0SUPPORT")))
         await bridge.drain()
     assert smstools.sent() == []
-    (note,) = notes(slack)
-    assert "STOP" in note
+    opted_out, note = notes(slack)  # the thread is told of the opt-out, then of the refusal
+    assert "opted out" in opted_out and "STOP" in note
 
 
 async def test_two_quick_answers_keep_their_order(

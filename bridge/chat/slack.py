@@ -193,12 +193,14 @@ class SlackAdapter:
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # member id → display name, for agents' mentions
         self.customize: bool | None = None  # chat:write.customize held; None: not known yet
+        self.team: str | None = None  # the token's workspace (auth.test); None: not started
 
     async def start(self) -> None:
         """Open a pooled connection and check the token with auth.test (→ Permanent(AUTH)).
 
         auth.test also tells the token's scopes (`x-oauth-scopes`): with
-        `chat:write.customize`, customer messages are posted under the customer's number.
+        `chat:write.customize`, customer messages are posted under the customer's number; and
+        its workspace (`team`), whose members alone may answer customers.
         Without `start()` the adapter still works, one connection per request, and then owns
         nothing that `close()` would have to release.
         """
@@ -207,6 +209,7 @@ class SlackAdapter:
             self._session = aiohttp.ClientSession(timeout=timeout)
             self._client.session = self._session
         response = await self._call(self._client.auth_test())
+        self.team = str(response.get("team_id") or "") or None
         if self.customize is None:
             header = next(
                 (v for k, v in response.headers.items() if k.lower() == "x-oauth-scopes"), ""

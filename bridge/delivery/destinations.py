@@ -80,6 +80,15 @@ async def start_all(adapters: Mapping[str, ChatAdapter]) -> dict[str, str]:
     return refused
 
 
+async def remember_teams(database: Database, adapters: Mapping[str, ChatAdapter]) -> None:
+    """Keep each started Slack destination's workspace, so that the request path can tell
+    the workspace's members from other organisations' (Slack Connect) without calling Slack."""
+    for name, adapter in adapters.items():
+        if isinstance(adapter, SlackAdapter) and adapter.team is not None:
+            async with database.transaction() as connection:
+                await facts_store.remember_slack_team(database, connection, name, adapter.team)
+
+
 async def close_all(adapters: Mapping[str, ChatAdapter]) -> None:
     for adapter in adapters.values():
         await adapter.close()

@@ -190,16 +190,28 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
 
 
 async def _opt_out_on_stop(delivery: Delivery, event: InboxMessage) -> None:
-    """A customer message that is only a stop word stops answers to that customer."""
+    """A customer message that is only a stop word stops answers to that customer; one that is
+    only a start word lets them through again. The thread says which."""
     key = _payload(delivery, InboxJob).conversation
     destination = delivery.config.destinations.get(delivery.job.destination)
-    if destination is not None and destination.replies is not None:
-        # In the conversation's lane: every answer planned after this message sees the STOP.
-        if event.message.content.strip().upper() in destination.replies.stop_words:
-            async with delivery.database.transaction() as connection:
-                await replies_store.opt_out(
-                    delivery.database, connection, key.receiver, key.sender, delivery.now()
-                )
+    if destination is None or destination.replies is None:
+        return
+    keyword = replies.customer_keyword(event.message.content, destination.replies)
+    if keyword is None:
+        return
+    # In the conversation's lane: every answer planned after this message sees the change.
+    async with delivery.database.transaction() as connection:
+        if keyword == "stop":
+            await replies_store.opt_out(
+                delivery.database, connection, key.receiver, key.sender, delivery.now()
+            )
+        else:
+            await replies_store.opt_in(connection, key.receiver, key.sender)
+        conversation = await conversations_store.latest(
+            connection, delivery.job.destination, key.receiver, key.sender
+        )
+    if conversation is not None:
+        await replies.note_opt_out(delivery, conversation, keyword, destination.replies)
 
 
 async def deliver_failure_note(delivery: Delivery) -> None:

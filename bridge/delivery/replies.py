@@ -10,12 +10,15 @@ worker killed mid-call, a lease taken over) tells the thread "may not have been 
 from __future__ import annotations
 
 import logging
+import unicodedata
+from typing import Literal
 
 from bridge import phones
 from bridge.chat.base import Post, Sent
+from bridge.config import Replies
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
-from bridge.intake.agent_messages import AgentMessage, stored_message
+from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.smstools import sms_parts
 from bridge.smstools.api import ACCOUNT_CODES, REFUSALS, SendOutcomeUnknown, SmstoolsPermanent
@@ -64,6 +67,9 @@ async def deliver_reply(delivery: Delivery) -> None:
             delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
         )
         return
+    if reply.state == replies_store.DECLINED:
+        await _declined(delivery, reply, conversation)
+        return
     if reply.state != replies_store.PLANNED:
         return  # done before (the job was finished twice): nothing more to do
     destination = delivery.config.destinations.get(reply.destination)
@@ -75,6 +81,8 @@ async def deliver_reply(delivery: Delivery) -> None:
         raise Permanent(Reason.CONFIG, f"reply {reply.id}: {message.why}")
     text = await delivery.adapter.plain_text(message.text) if message.text else ""
     media = " Only text is sent: the attachment was not." if message.media else ""
+    if await _kept_internal(delivery, reply, conversation, text, settings):
+        return
     async with database.transaction() as connection:
         stopped = await replies_store.opted_out(
             connection, conversation.receiver, conversation.sender
@@ -230,6 +238,27 @@ async def _settle(
     await _note(delivery, conversation, f"Your answer {why}")
 
 
+async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation) -> None:
+    """A reply refused on the request path (`agent_messages.decide`): say why in the thread."""
+    why = f"was not sent: {reply.problem or 'it may not be sent'}."
+    await _settle(delivery, reply, conversation, replies_store.REFUSED, FAILED, why)
+
+
+async def _kept_internal(
+    delivery: Delivery, reply: Reply, conversation: Conversation, text: str, settings: Replies
+) -> bool:
+    """The last look before sending: text that reads as an internal note once it is plain
+    (a link's label, say) is never sent; True when it was held back and the thread told."""
+    if not settings.prefix or not is_internal_note(text, settings.prefix):
+        return False
+    why = (
+        f'was not sent: as the customer would read it, it starts with "{settings.prefix}", '
+        "which marks an internal note."
+    )
+    await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why)
+    return True
+
+
 def _count(delivery: Delivery, reply: Reply, outcome: str) -> None:
     """`smsbridge_replies_total{destination, outcome}`, once per reply that reached `outcome`."""
     if delivery.count_reply is not None:
@@ -242,3 +271,46 @@ async def _note(delivery: Delivery, conversation: Conversation, text: str) -> No
         return
     for part in delivery.adapter.render(Post(heading="Bridge", body=text)):
         await delivery.adapter.send(part, conversation.thread)
+
+
+def customer_keyword(content: str, settings: Replies) -> Literal["stop", "start"] | None:
+    """Whether a customer's message is one of the stop words or start words alone:
+    case-insensitive, after trimming whitespace and punctuation (`Stop.`, ` STOP! `), as
+    carriers do. A keyword inside a sentence (`stop please`) is an ordinary message."""
+    word = _trimmed(content)
+    if word in {_trimmed(stop) for stop in settings.stop_words}:
+        return "stop"
+    if word in {_trimmed(start) for start in settings.start_words}:
+        return "start"
+    return None
+
+
+def _trimmed(text: str) -> str:
+    def loose(character: str) -> bool:
+        return character.isspace() or unicodedata.category(character)[0] in "PZC"
+
+    start, end = 0, len(text)
+    while start < end and loose(text[start]):
+        start += 1
+    while end > start and loose(text[end - 1]):
+        end -= 1
+    return text[start:end].upper()
+
+
+async def note_opt_out(
+    delivery: Delivery,
+    conversation: Conversation,
+    keyword: Literal["stop", "start"],
+    settings: Replies,
+) -> None:
+    """Tell the conversation's thread that the customer opted out, or back in."""
+    if keyword == "start":
+        text = "The customer opted back in (a start word): answers are sent to them again."
+    elif settings.start_words:
+        words = " or ".join(sorted(settings.start_words))
+        text = (
+            f"The customer opted out (STOP): answers are not sent to them until they write {words}."
+        )
+    else:
+        text = "The customer opted out (STOP): answers are no longer sent to them."
+    await _note(delivery, conversation, text)

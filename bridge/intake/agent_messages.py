@@ -3,18 +3,23 @@ then store and plan in one transaction (called on the request path: no chat or g
 
 A message becomes a reply when it comes from a human, in a thread the bridge started, at a
 destination with `replies` on, from an allowed member, and does not start with the internal
-prefix (`note:`). Everything else is kept in `chat_events` with why it was ignored.
+prefix (`note:`), however formatted or quoted. Everything else is kept in `chat_events` with
+why it was ignored. What an agent meant to send but may not (a member of another Slack
+workspace, an anonymous Telegram admin where `allow` is set, a bot command) is planned as a
+`declined` reply, so that the worker says in the thread why nothing was sent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.config import Config, Destination, SlackTarget, TelegramTarget
+from bridge.config import Config, Destination, Replies, SlackTarget, TelegramTarget
 from bridge.jobs import ConversationKey, ReplyJob
 from bridge.store import conversations as conversations_store
 from bridge.store import facts as facts_store
@@ -27,12 +32,19 @@ log = logging.getLogger(__name__)
 
 Platform = Literal["slack", "telegram"]
 _MEDIA = ("photo", "document", "video", "audio", "voice", "sticker", "animation", "video_note")
+# Telegram's `from` for a group admin who remains anonymous; `sender_chat` is then the group.
+ANONYMOUS_ADMIN = 1087968824
 
 
 @dataclass(frozen=True)
 class AgentMessage:
     """A human's chat message, platform-neutral. `thread` is Slack's `thread_ts` or a Telegram
-    topic id; `replying_to` the Telegram message it answers (reply chains)."""
+    topic id; `replying_to` the Telegram message it answers (reply chains). `text` is as the
+    platform sent it, but with Telegram's hidden link targets shown (`label (url)`).
+
+    `team` is the Slack workspace of the author and `home` the one the event was delivered to;
+    `anonymous` marks a Telegram admin writing as the group; `command` a Telegram message that
+    is one bot command and nothing else."""
 
     platform: Platform
     chat: str
@@ -42,10 +54,23 @@ class AgentMessage:
     thread: str | None = None
     replying_to: str | None = None
     media: bool = False
+    team: str | None = None
+    home: str | None = None
+    anonymous: bool = False
+    command: bool = False
 
 
 @dataclass(frozen=True)
 class Ignored:
+    """Not an answer at all (kept in `chat_events` with this reason, nothing said)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    """An answer that must not reach the customer; the thread is told `why`."""
+
     why: str
 
 
@@ -57,15 +82,25 @@ def slack_message(envelope: Mapping[str, Any]) -> AgentMessage | Ignored:
     if event.get("bot_id") or event.get("bot_profile"):
         return Ignored("a bot's message")
     subtype = event.get("subtype")
-    if subtype not in (None, "thread_broadcast"):
+    if subtype not in (None, "thread_broadcast", "file_share"):
         return Ignored(f"a {subtype} message")
     thread, ts, user = event.get("thread_ts"), event.get("ts"), event.get("user")
     if not thread or thread == ts:
         return Ignored("not in a thread")
     if not isinstance(user, str) or not isinstance(event.get("channel"), str):
         return Ignored("no user or channel")
+    team = event.get("user_team") or event.get("team")
+    home = envelope.get("team_id")
     return AgentMessage(
-        "slack", event["channel"], str(ts), user, str(event.get("text") or ""), str(thread)
+        "slack",
+        event["channel"],
+        str(ts),
+        user,
+        str(event.get("text") or ""),
+        str(thread),
+        media=bool(event.get("files")),
+        team=str(team) if team else None,
+        home=str(home) if home else None,
     )
 
 
@@ -75,11 +110,17 @@ def telegram_message(update: Mapping[str, Any]) -> AgentMessage | Ignored:
     if not isinstance(message, dict):
         return Ignored(f"not a new message ({', '.join(k for k in update if k != 'update_id')})")
     sender, chat = message.get("from") or {}, message.get("chat") or {}
-    if sender.get("is_bot") or "sender_chat" in message:
+    anonymous = _anonymous_admin(sender, chat, message.get("sender_chat"))
+    if "sender_chat" in message and not anonymous:
+        return Ignored("sent on behalf of a channel or another chat")
+    if sender.get("is_bot") and not anonymous:
         return Ignored("a bot's message")
-    text = message.get("text") or message.get("caption") or ""
+    if isinstance(message.get("text"), str):
+        raw, entities = message["text"], message.get("entities")
+    else:
+        raw, entities = str(message.get("caption") or ""), message.get("caption_entities")
     media = any(key in message for key in _MEDIA)
-    if not text and not media:
+    if not raw and not media:
         return Ignored("a service message")
     topic = message.get("message_thread_id") if message.get("is_topic_message") else None
     replied = message.get("reply_to_message") or {}
@@ -91,11 +132,117 @@ def telegram_message(update: Mapping[str, Any]) -> AgentMessage | Ignored:
         str(chat.get("id")),
         str(message.get("message_id")),
         str(sender.get("id")),
-        str(text),
+        with_links(raw, entities),
         None if topic is None else str(topic),
         None if replying_to is None else str(replying_to),
         media,
+        anonymous=anonymous,
+        command=_only_a_command(raw, entities),
     )
+
+
+def _anonymous_admin(sender: Any, chat: Any, sender_chat: Any) -> bool:
+    """An admin of the group writing as the group ("Remain anonymous"): not a bot, though its
+    `from` is one. A channel's or another chat's `sender_chat` is not."""
+    return (
+        isinstance(sender_chat, dict)
+        and sender.get("id") == ANONYMOUS_ADMIN
+        and sender_chat.get("id") is not None
+        and sender_chat.get("id") == chat.get("id")
+    )
+
+
+def _entities(entities: object, kind: str) -> list[dict[str, Any]]:
+    """The well-formed entities of one type, in order; offsets count UTF-16 code units."""
+    if not isinstance(entities, list):
+        return []
+    found = [
+        entity
+        for entity in entities
+        if isinstance(entity, dict)
+        and entity.get("type") == kind
+        and isinstance(entity.get("offset"), int)
+        and isinstance(entity.get("length"), int)
+        and entity["offset"] >= 0
+        and entity["length"] > 0
+    ]
+    return sorted(found, key=lambda entity: int(entity["offset"]))
+
+
+def with_links(text: str, entities: object) -> str:
+    """Telegram text with each `text_link` (a label whose http(s) target is hidden) written as
+    `label (url)`, as the SMS has no other way to carry the target."""
+    units = text.encode("utf-16-le")
+    shown = bytearray()
+    position = 0  # in UTF-16 code units
+    for link in _entities(entities, "text_link"):
+        start, end, url = link["offset"], link["offset"] + link["length"], link.get("url")
+        if start < position or end * 2 > len(units) or not isinstance(url, str):
+            continue
+        if not url.lower().startswith(("http://", "https://")):
+            continue
+        label = units[start * 2 : end * 2].decode("utf-16-le", errors="replace")
+        shown += units[position * 2 : end * 2]
+        if label.strip() != url:
+            shown += f" ({url})".encode("utf-16-le")
+        position = end
+    shown += units[position * 2 :]
+    return shown.decode("utf-16-le", errors="replace")
+
+
+def _only_a_command(text: str, entities: object) -> bool:
+    """Whether the text is one bot command (`/start`, `/anything@SomeBot`) and nothing else."""
+    length = len(text.encode("utf-16-le")) // 2
+    return any(
+        entity["offset"] == 0 and entity["length"] == length
+        for entity in _entities(entities, "bot_command")
+    )
+
+
+# Formatting marks (Slack's bold, italic, strike, code), dropped before the prefix is looked
+# for, wherever they are: `*no*te:` is sent as `note:` too.
+_MARKS = frozenset("*_~`")
+# What may precede the prefix without hiding it: whitespace and quote marks of any kind,
+# Slack's escaped `>` included.
+_LEADING = re.compile(r"^(?:\s|&gt;|[>\"'\u2018-\u201f\u00ab\u00bb\u2039\u203a\u300c-\u300f])+")
+
+
+def is_internal_note(text: str, prefix: str) -> bool:
+    """Whether `text` is an internal note: it starts with `prefix` as the customer would read
+    it, case-insensitive, after leading whitespace, quote marks and formatting, invisible
+    characters ignored. Works on Slack's markup and on plain text alike."""
+    bare_prefix = _bare(prefix)
+    return bool(bare_prefix) and _bare(text).startswith(bare_prefix)
+
+
+def _bare(text: str) -> str:
+    kept = "".join(c for c in text if c not in _MARKS and unicodedata.category(c) != "Cf")
+    return _LEADING.sub("", kept).casefold()
+
+
+def decide(
+    message: AgentMessage, replies: Replies, own_team: str | None
+) -> Ignored | Declined | None:
+    """What becomes of a message in a bridged thread: None to send it, Ignored to drop it
+    without a word (not an answer), Declined to refuse it and say why in the thread."""
+    if message.anonymous and replies.allow is not None:
+        return Declined(
+            "it was written by an anonymous group admin, who cannot be checked against "
+            'replies.allow; turn off "Remain anonymous" to answer customers'
+        )
+    if replies.allow is not None and message.user not in replies.allow:
+        return Ignored("the member is not in replies.allow")
+    if replies.allow is None and message.team and own_team and message.team != own_team:
+        return Declined(
+            "its author belongs to another organisation's Slack workspace (a shared "
+            "channel); only this workspace's members may answer customers, and those "
+            "named in replies.allow"
+        )
+    if replies.prefix and is_internal_note(message.text, replies.prefix):
+        return Ignored("an internal note")
+    if message.command:
+        return Declined(f"{message.text.strip()} is a bot command, not an answer for the customer")
+    return None
 
 
 def _kind(event: object) -> str:
@@ -202,10 +349,12 @@ async def _plan_reply(
     destination_name, conversation_id = found
     replies = config.destinations[destination_name].replies
     assert replies is not None
-    if replies.allow is not None and message.user not in replies.allow:
-        return "the member is not in replies.allow", None
-    if replies.prefix and message.text.strip().lower().startswith(replies.prefix):
-        return "an internal note", None
+    own_team = None
+    if message.platform == "slack":
+        own_team = await facts_store.slack_team(connection, destination_name) or message.home
+    decision = decide(message, replies, own_team)
+    if isinstance(decision, Ignored):
+        return decision.why, None
     conversation = await conversations_store.get(connection, conversation_id)
     assert conversation is not None
     reply_id = await replies_store.add(
@@ -216,6 +365,7 @@ async def _plan_reply(
         chat=message.chat,
         message=message.message,
         now=now,
+        declined=None if decision is None else decision.why,
     )
     key = ConversationKey(receiver=conversation.receiver, sender=conversation.sender)
     await outbox_store.enqueue(
@@ -226,7 +376,7 @@ async def _plan_reply(
         payload=ReplyJob(conversation=key, reply_id=reply_id),
         now=now,
     )
-    return None, reply_id
+    return (None if decision is None else f"declined: {decision.why}"), reply_id
 
 
 def stored_message(platform: str, body: str) -> AgentMessage | Ignored:

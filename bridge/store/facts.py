@@ -1,4 +1,5 @@
-"""Small durable key/value facts (the generated webhook token, chats that moved)."""
+"""Small durable key/value facts (the generated webhook token, chats that moved, the Slack
+workspace of each destination)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,24 @@ async def remember_move(
 async def moved_to(connection: AsyncConnection, old_chat: str) -> str | None:
     """Where a Telegram chat moved to, if it did."""
     return await get(connection, _moved(old_chat))
+
+
+def _slack_team(destination: str) -> str:
+    return f"slack_team:{destination}"
+
+
+async def remember_slack_team(
+    database: Database, connection: AsyncConnection, destination: str, team: str
+) -> None:
+    """The Slack workspace (team id) a destination's token belongs to, as auth.test said at
+    start-up; a later start-up with another workspace's token replaces it."""
+    await connection.execute(
+        database.insert(facts)
+        .values(key=_slack_team(destination), value=team)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": team})
+    )
+
+
+async def slack_team(connection: AsyncConnection, destination: str) -> str | None:
+    """The destination's own Slack workspace, if the bridge has started with its token."""
+    return await get(connection, _slack_team(destination))

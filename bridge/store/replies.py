@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
 from bridge.store.schema import chat_events, chat_messages, conversations, opt_outs, replies
 
 # Reply states. `sending` is written before the gateway is called: whoever finds a reply in
-# that state cannot know whether the SMS went, and must not send it again.
-PLANNED, SENDING, SENT, UNKNOWN, REFUSED, BLOCKED, TOO_LONG = (
+# that state cannot know whether the SMS went, and must not send it again. `declined` is
+# decided on the request path (never to be sent, `problem` says why) and waits for the worker
+# to say so in the thread.
+PLANNED, SENDING, SENT, UNKNOWN, REFUSED, BLOCKED, TOO_LONG, DECLINED = (
     "planned",
     "sending",
     "sent",
@@ -21,6 +23,7 @@ PLANNED, SENDING, SENT, UNKNOWN, REFUSED, BLOCKED, TOO_LONG = (
     "refused",
     "blocked",
     "too_long",
+    "declined",
 )
 
 
@@ -106,6 +109,7 @@ class Reply:
     state: str
     messageid: str | None
     shown: str | None
+    problem: str | None
 
 
 _COLUMNS = (
@@ -118,6 +122,7 @@ _COLUMNS = (
     replies.c.state,
     replies.c.messageid,
     replies.c.shown,
+    replies.c.problem,
 )
 
 
@@ -130,7 +135,9 @@ async def add(
     chat: str,
     message: str,
     now: float,
+    declined: str | None = None,
 ) -> int:
+    """A new reply, `planned`; or `declined` with that reason, never to be sent."""
     result = await connection.execute(
         insert(replies)
         .values(
@@ -139,7 +146,8 @@ async def add(
             conversation_id=conversation_id,
             chat=chat,
             message=message,
-            state=PLANNED,
+            state=PLANNED if declined is None else DECLINED,
+            problem=declined,
             created_at=now,
             updated_at=now,
         )
@@ -153,14 +161,14 @@ async def get(connection: AsyncConnection, reply_id: int, *, lock: bool = False)
     if lock and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await connection.execute(query)).first()
-    return Reply(*row) if row else None
+    return Reply(**row._mapping) if row else None
 
 
 async def of_messageid(connection: AsyncConnection, messageid: str) -> Reply | None:
     row = (
         await connection.execute(select(*_COLUMNS).where(replies.c.messageid == messageid))
     ).first()
-    return Reply(*row) if row else None
+    return Reply(**row._mapping) if row else None
 
 
 async def set_state(
@@ -185,6 +193,7 @@ async def set_shown(connection: AsyncConnection, reply_id: int, shown: str | Non
 async def opt_out(
     database: Database, connection: AsyncConnection, receiver: str, sender: str, now: float
 ) -> None:
+    """The customer `sender` gets no further answers from the line `receiver`."""
     await connection.execute(
         database.insert(opt_outs)
         .values(receiver=receiver, sender=sender, at=now)
@@ -201,3 +210,10 @@ async def opted_out(connection: AsyncConnection, receiver: str, sender: str) -> 
         )
     ).first()
     return row is not None
+
+
+async def opt_in(connection: AsyncConnection, receiver: str, sender: str) -> None:
+    """Undo `opt_out`: answers from the line reach the customer again."""
+    await connection.execute(
+        delete(opt_outs).where(opt_outs.c.receiver == receiver, opt_outs.c.sender == sender)
+    )

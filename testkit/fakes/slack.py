@@ -190,6 +190,8 @@ class FakeSlack(FakePlatform):
     header), conversations.info, chat.postMessage, chat.update, reactions.add. Start with
     `start()` or `with FakeSlack() as slack:`."""
 
+    TEAM_ID = "T0FAKE"  # the workspace the token belongs to, as auth.test tells
+
     def __init__(self, tokens: Iterable[str] = ("xoxb-test",)) -> None:
         self.tokens: set[str] = set(tokens)
         self._lock = threading.Condition()
@@ -431,7 +433,7 @@ class FakeSlack(FakePlatform):
                 url="https://fake.slack.com/",
                 team="Fake Workspace",
                 user="bridge",
-                team_id="T0FAKE",
+                team_id=self.TEAM_ID,
                 user_id=_BOT_USER,
                 bot_id="B0BRIDGE",
                 is_enterprise_install=False,

@@ -44,6 +44,14 @@ _NOT_MODIFIED = (
 )
 _JSON_FIELDS = ("reply_parameters", "link_preview_options", "reaction", "reply_markup")
 _INT_FIELDS = ("message_id", "message_thread_id")
+# The `from` of a message an admin sent while "Remain anonymous" is on; its `sender_chat` is
+# the group itself.
+GROUP_ANONYMOUS_BOT: dict[str, Any] = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
 
 
 @dataclass(frozen=True)
