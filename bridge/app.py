@@ -4,33 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import heap, logs
+from bridge import heap
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
 from bridge.delivery import destinations
-from bridge.delivery.worker import Worker
+from bridge.delivery.supervisor import Named, Supervisor
+from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.http import edge
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
-from bridge.http.webhook import WebhookReceiver
+from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
 from bridge.metrics import Metrics, endpoint
-from bridge.ops import readiness
+from bridge.ops import readiness, retention
 from bridge.ops.credit import CreditWatch
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
-from bridge.store import facts as facts_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 
@@ -49,21 +49,6 @@ class Options:
     announce: Callable[[str], None] = print
     metrics: Metrics | None = None  # default: a registry of this app's own
     settle_heap: bool = False  # once started, `heap.settle()` (a process of its own: `serve`)
-
-
-async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
-    """The secret URL token: from the environment, else generated once and kept in the DB.
-    True when this call generated it. Either way the log filter hides it from now on."""
-    if settings.webhook_token is not None:
-        token, created = settings.webhook_token.get_secret_value(), False
-    else:
-        async with database.transaction() as connection:
-            created = await facts_store.add(
-                database, connection, "webhook_token", secrets.token_urlsafe(32)
-            )
-            token = await facts_store.get(connection, "webhook_token") or ""
-    logs.hide(token)
-    return token, created
 
 
 def webhook_url(settings: Settings, token: str) -> str:
@@ -134,110 +119,128 @@ def watch_database(
     metrics.watch(database, now, open_window)
 
 
+def background_work(database: Database, config: Config, credit: CreditWatch | None) -> Supervisor:
+    """What a worker runs beside its deliveries: the hourly pruning and, with the Smstools
+    API, the balance watch."""
+    watching = [Named("credit", credit.run)] if credit is not None else []
+    return Supervisor(watching, [retention.HourlyPrune(database, config)])
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
+    """The bridge's web app; its lifespan starts what it serves with (`_serving`)."""
     options = options or Options()
     metrics = options.metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with (
-            delivery_parts(settings, config, options.adapters) as parts,
-            smstools_parts(settings, config, parts.database, metrics, options.now) as (
-                smstools,
-                credit,
-            ),
-        ):
-            database, adapters = parts.database, parts.adapters
-            watch_database(metrics, config, database, options.now)
-            token, created = await webhook_token(database, settings)
-            if created:  # once; `smsbridge webhook-url` shows it again
-                options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
-            # Built even when it does not run here, so tools and tests can drive it by hand.
-            worker = Worker(
-                database,
-                config,
-                adapters,
-                now=options.now,
-                lease=settings.job_lease,
-                smstools=smstools,
-                metrics=metrics,
-                credit=credit,
-            )
-            app.state.worker = worker
-            bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
-            app.state.receiver = WebhookReceiver(
-                database,
-                config,
-                token,
-                options.now,
-                worker.wake,
-                secret=settings.webhook_secret,
-                bodies=bodies,
-                metrics=metrics,
-            )
-            app.state.slack_events = SlackEvents(
-                database,
-                config,
-                settings.slack_signing_secret,
-                options.now,
-                worker.wake,
-                bodies=bodies,
-            )
-            app.state.telegram_updates = TelegramUpdates(
-                database,
-                config,
-                settings.telegram_webhook_secret,
-                options.now,
-                worker.wake,
-                bodies=bodies,
-            )
-            task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
-            app.state.readiness = readiness.Probe(
-                database, task, lambda: worker.heartbeat, parts.refused
-            )
-            if options.settle_heap:
-                heap.settle()
-            try:
-                yield
-            finally:
-                await app.state.receiver.commits.close()
-                await app.state.readiness.close()
-                if task is not None:
-                    await worker.stop()
-                    await task
-
-    async def slack_events(request: Request) -> Response:
-        handler: SlackEvents = request.app.state.slack_events
-        return await handler(request)
-
-    async def telegram_updates(request: Request) -> Response:
-        handler: TelegramUpdates = request.app.state.telegram_updates
-        return await handler(request)
-
-    async def healthz(_request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> JSONResponse:
-        probe: readiness.Probe = request.app.state.readiness
-        ready, body = readiness.as_json(await probe.checks())
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    async def http_error(_request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, HTTPException)
-        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+        async with _serving(app.state, settings, config, options, metrics):
+            yield
 
     return Starlette(
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: _http_error},
         routes=[
             Route(WEBHOOK_PATH, _Webhook(), methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/telegram/webhook", telegram_updates, methods=["POST"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/readyz", _readyz, methods=["GET"]),
+            Route("/slack/events", _slack_events, methods=["POST"]),
+            Route("/telegram/webhook", _telegram_updates, methods=["POST"]),
             Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+
+
+@asynccontextmanager
+async def _serving(
+    state: State, settings: Settings, config: Config, options: Options, metrics: Metrics
+) -> AsyncIterator[None]:
+    """Everything the app serves with, kept on `state`: started, then stopped on the way out."""
+    async with (
+        delivery_parts(settings, config, options.adapters) as parts,
+        smstools_parts(settings, config, parts.database, metrics, options.now) as (
+            smstools,
+            credit,
+        ),
+    ):
+        database = parts.database
+        watch_database(metrics, config, database, options.now)
+        token, created = await webhook_token(database, settings)
+        if created:  # once; `smsbridge webhook-url` shows it again
+            options.announce(f"Smstools webhook URL: {webhook_url(settings, token)}")
+        # Built even when it does not run here, so tools and tests can drive it by hand.
+        worker = Worker(
+            database,
+            config,
+            parts.adapters,
+            options=WorkerOptions(now=options.now, lease=settings.job_lease),
+            smstools=smstools,
+            metrics=metrics,
+            supervisor=background_work(database, config, credit),
+        )
+        state.worker, state.credit = worker, credit
+        auth = WebhookAuth(token, settings.webhook_secret)
+        _edges(state, settings, config, worker, auth, options.now, metrics)
+        task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+        state.readiness = readiness.Probe(database, task, lambda: worker.heartbeat, parts.refused)
+        if options.settle_heap:
+            heap.settle()
+        try:
+            yield
+        finally:
+            await state.receiver.commits.close()
+            await state.readiness.close()
+            if task is not None:
+                await worker.stop()
+                await task
+
+
+def _edges(
+    state: State,
+    settings: Settings,
+    config: Config,
+    worker: Worker,
+    auth: WebhookAuth,
+    now: Callable[[], float],
+    metrics: Metrics,
+) -> None:
+    """The receivers of Smstools webhooks and chat events, kept on `state`; each wakes the
+    worker once it stored something."""
+    database = worker.database
+    bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
+    state.receiver = WebhookReceiver(
+        group_commit(database, config), auth, now, worker.wake, bodies=bodies, metrics=metrics
+    )
+    state.slack_events = SlackEvents(
+        database, config, settings.slack_signing_secret, now, worker.wake, bodies=bodies
+    )
+    state.telegram_updates = TelegramUpdates(
+        database, config, settings.telegram_webhook_secret, now, worker.wake, bodies=bodies
+    )
+
+
+async def _slack_events(request: Request) -> Response:
+    handler: SlackEvents = request.app.state.slack_events
+    return await handler(request)
+
+
+async def _telegram_updates(request: Request) -> Response:
+    handler: TelegramUpdates = request.app.state.telegram_updates
+    return await handler(request)
+
+
+async def _healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> JSONResponse:
+    probe: readiness.Probe = request.app.state.readiness
+    ready, body = readiness.as_json(await probe.checks())
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"error": error.detail}, status_code=error.status_code)
 
 
 class _Webhook:

@@ -21,14 +21,15 @@ from bridge import config as config_module
 from bridge import logs, phones
 from bridge.app import (
     Options,
+    background_work,
     create_app,
     delivery_parts,
     smstools_parts,
-    webhook_token,
     webhook_url,
 )
 from bridge.config import Config, ConfigError
-from bridge.delivery.worker import Worker
+from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.http.webhook import webhook_token
 from bridge.jobs import Job
 from bridge.ops import doctor, erasure, retention, telegram_setup
 from bridge.settings import Settings, SettingsError
@@ -244,9 +245,9 @@ async def run_worker(settings: Settings, config: Config) -> int:
             parts.database,
             config,
             parts.adapters,
-            lease=settings.job_lease,
+            options=WorkerOptions(lease=settings.job_lease),
             smstools=smstools,
-            credit=credit,
+            supervisor=background_work(parts.database, config, credit),
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

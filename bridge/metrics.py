@@ -50,7 +50,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # Registered in the order a scrape shows them.
+        self._webhooks(self.registry)
+        self._chat_posts(self.registry)
+        self._smstools(self.registry)
+        self._database_view = DatabaseView()
+        self.registry.register(self._database_view)
+        # The webhook path's labelled counters, looked up once per label values: `labels()`
+        # takes a lock and builds a key on every call. Values are bounded (module docstring).
+        self._webhook_children: dict[tuple[object, ...], Any] = {}
+
+    def _webhooks(self, r: CollectorRegistry) -> None:
+        """What the webhook edge counts of the requests it answers."""
         self.webhook_requests = Counter(
             "smsbridge_webhook_requests",
             "Webhook requests answered, by outcome (stored, rejected) and HTTP status.",
@@ -69,6 +80,9 @@ class Metrics:
             buckets=_HANDLING_BUCKETS,
             registry=r,
         )
+
+    def _chat_posts(self, r: CollectorRegistry) -> None:
+        """What the worker counts of its chat posts, on-call's included."""
         self.delivery_attempts = Counter(
             "smsbridge_delivery_attempts",
             "Delivery attempts by destination, job kind, outcome (ok, retry, dead) and reason.",
@@ -101,6 +115,9 @@ class Metrics:
             ["destination", "kind"],
             registry=r,
         )
+
+    def _smstools(self, r: CollectorRegistry) -> None:
+        """What went through Smstools: its delivery reports, agents' replies, balance reads."""
         self.delivery_reports = Counter(
             "smsbridge_delivery_reports",
             "Delivery reports accepted, by delivery code.",
@@ -121,11 +138,6 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self._database_view = DatabaseView()
-        r.register(self._database_view)
-        # The webhook path's labelled counters, looked up once per label values: `labels()`
-        # takes a lock and builds a key on every call. Values are bounded (module docstring).
-        self._webhook_children: dict[tuple[object, ...], Any] = {}
 
     def webhook_answered(self, status: int, seconds: float) -> None:
         """A webhook request answered with `status` after `seconds`."""

@@ -99,55 +99,17 @@ class Settings:
             value = env.get(name, "").strip()
             return SecretStr(value) if value else None
 
-        config = env.get("BRIDGE_CONFIG", "").strip()
-        if config:
-            config_path: Path | None = Path(config)
-        else:
-            config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-        port = _number(env, "PORT", 8000.0, problems, "a port number from 1 to 65535")
-        if not (port.is_integer() and 1 <= port <= 65535):
-            problems.append(f"PORT: {env['PORT'].strip()!r} is not a port number from 1 to 65535")
-        lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
-        if not (lease > 0 and math.isfinite(lease)):
-            problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
+        port = _port(env, problems)
+        lease = _lease(env, problems)
         webhook_token = secret("SMSTOOLS_WEBHOOK_TOKEN")
-        token_length = len(webhook_token.get_secret_value()) if webhook_token else None
-        if token_length is not None and token_length < MIN_WEBHOOK_TOKEN:
-            problems.append(
-                f"SMSTOOLS_WEBHOOK_TOKEN: {token_length} characters; it is the only secret "
-                f"guarding the webhook, so it needs at least {MIN_WEBHOOK_TOKEN}. Make one with: "
-                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' (or unset it and "
-                "the bridge generates one)"
-            )
-        body_timeout = _positive(
-            env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, problems, "seconds above 0, like 10"
-        )
-        keep_alive = _positive(
-            env,
-            "BRIDGE_KEEP_ALIVE",
-            DEFAULT_KEEP_ALIVE,
-            problems,
-            "whole seconds above 0, like 5",
-            whole=True,
-        )
-        max_connections = _positive(
-            env,
-            "BRIDGE_MAX_CONNECTIONS",
-            DEFAULT_MAX_CONNECTIONS,
-            problems,
-            "a whole number above 0, like 100",
-            whole=True,
-        )
+        _check_webhook_token(webhook_token, problems)
+        body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
-        log_format = env.get("LOG_FORMAT", "").strip().lower()
-        if not log_format:
-            log_format = "json" if ephemeral_disk else "text"
-        elif log_format not in LOG_FORMATS:
-            problems.append(f"LOG_FORMAT: {log_format!r} is not json or text")
+        log_format = _log_format(env, ephemeral_disk, problems)
         if problems:
             raise SettingsError(problems)
         return cls(
-            config_path=config_path,
+            config_path=_config_path(env),
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
@@ -177,6 +139,73 @@ class Settings:
             log_format=log_format,
             environ=env,
         )
+
+
+def _config_path(env: Mapping[str, str]) -> Path | None:
+    """BRIDGE_CONFIG, else the default config file when there is one."""
+    config = env.get("BRIDGE_CONFIG", "").strip()
+    if config:
+        return Path(config)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def _port(env: Mapping[str, str], problems: list[str]) -> float:
+    port = _number(env, "PORT", 8000.0, problems, "a port number from 1 to 65535")
+    if not (port.is_integer() and 1 <= port <= 65535):
+        problems.append(f"PORT: {env['PORT'].strip()!r} is not a port number from 1 to 65535")
+    return port
+
+
+def _lease(env: Mapping[str, str], problems: list[str]) -> float:
+    lease = _number(env, "BRIDGE_JOB_LEASE", DEFAULT_JOB_LEASE, problems, "seconds, like 60")
+    if not (lease > 0 and math.isfinite(lease)):
+        problems.append("BRIDGE_JOB_LEASE: a job lease is a number of seconds above 0")
+    return lease
+
+
+def _check_webhook_token(webhook_token: SecretStr | None, problems: list[str]) -> None:
+    token_length = len(webhook_token.get_secret_value()) if webhook_token else None
+    if token_length is not None and token_length < MIN_WEBHOOK_TOKEN:
+        problems.append(
+            f"SMSTOOLS_WEBHOOK_TOKEN: {token_length} characters; it is the only secret "
+            f"guarding the webhook, so it needs at least {MIN_WEBHOOK_TOKEN}. Make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' (or unset it and "
+            "the bridge generates one)"
+        )
+
+
+def _edge_limits(env: Mapping[str, str], problems: list[str]) -> tuple[float, float, float]:
+    """The body timeout, keep-alive and connection limit of the HTTP edge."""
+    body_timeout = _positive(
+        env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, problems, "seconds above 0, like 10"
+    )
+    keep_alive = _positive(
+        env,
+        "BRIDGE_KEEP_ALIVE",
+        DEFAULT_KEEP_ALIVE,
+        problems,
+        "whole seconds above 0, like 5",
+        whole=True,
+    )
+    max_connections = _positive(
+        env,
+        "BRIDGE_MAX_CONNECTIONS",
+        DEFAULT_MAX_CONNECTIONS,
+        problems,
+        "a whole number above 0, like 100",
+        whole=True,
+    )
+    return body_timeout, keep_alive, max_connections
+
+
+def _log_format(env: Mapping[str, str], ephemeral_disk: str | None, problems: list[str]) -> str:
+    """LOG_FORMAT; json by default on a PaaS (`ephemeral_disk`), text elsewhere."""
+    log_format = env.get("LOG_FORMAT", "").strip().lower()
+    if not log_format:
+        return "json" if ephemeral_disk else "text"
+    if log_format not in LOG_FORMATS:
+        problems.append(f"LOG_FORMAT: {log_format!r} is not json or text")
+    return log_format
 
 
 def _number(

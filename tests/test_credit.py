@@ -20,8 +20,9 @@ INTERVAL = 15 * 60
 
 
 def watch(bridge: RunningBridge) -> CreditWatch:
-    assert bridge.worker.credit is not None
-    return bridge.worker.credit
+    credit: CreditWatch | None = bridge.app.state.credit
+    assert credit is not None
+    return credit
 
 
 def credit_posts(slack: FakeSlack) -> list[str]:
@@ -137,4 +138,4 @@ async def test_no_credentials_no_balance_check(
     async with running_bridge(
         sqlite_url, make_config(low_balance=100), adapters(slack, telegram), run_worker=False
     ) as bridge:
-        assert bridge.worker.credit is None
+        assert bridge.app.state.credit is None

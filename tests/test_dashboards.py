@@ -44,8 +44,8 @@ async def scrape_after_a_scripted_run(database_url: str) -> str:
             now=clock,
             env=credentials(smstools),
         ) as bridge:
-            assert bridge.worker.credit is not None
-            await bridge.worker.credit.check()
+            assert bridge.app.state.credit is not None
+            await bridge.app.state.credit.check()
             await scripted_run(bridge, clock, slack)
             return (await bridge.client.get("/metrics")).text
 

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.delivery.worker import Worker
+from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.intake.ingest import ingest
 from bridge.settings import normalise_database_url
 from bridge.store import wakeups
@@ -77,7 +77,10 @@ async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
     config = load(None, {})
     output = io.StringIO()
     worker = Worker(
-        worker_db, config, {"console": ConsoleAdapter("console", output)}, poll_interval=3600
+        worker_db,
+        config,
+        {"console": ConsoleAdapter("console", output)},
+        options=WorkerOptions(poll_interval=3600),
     )
 
     async def listening_while_first_claim_waits() -> bool:

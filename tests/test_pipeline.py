@@ -202,7 +202,7 @@ async def test_a_deleted_topic_opens_a_new_one(
 async def test_transient_failures_are_retried_until_delivered_and_logged_once(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.delivery.worker")
+    caplog.set_level(logging.INFO, logger="bridge.delivery")
     clock = Clock()
     slack.set_down(times=3)
     async with running_bridge(

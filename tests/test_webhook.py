@@ -22,7 +22,7 @@ from bridge.app import WEBHOOK_PATH
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.http.edge import MAX_BODY
-from bridge.http.webhook import MAX_EVENTS, WebhookReceiver
+from bridge.http.webhook import MAX_EVENTS, WebhookAuth, WebhookReceiver, group_commit
 from bridge.intake.ingest import PROBLEMS_LISTED
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
@@ -271,7 +271,9 @@ async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: 
 @asynccontextmanager
 async def edge_on(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The webhook receiver alone, on a database that may not work (no start-up migration)."""
-    receiver = WebhookReceiver(database, CONFIG, TOKEN, time.time, lambda: None)
+    receiver = WebhookReceiver(
+        group_commit(database, CONFIG), WebhookAuth(TOKEN), time.time, lambda: None
+    )
     app = Starlette(routes=[Route(WEBHOOK_PATH, receiver, methods=["POST"])])
     transport = httpx.ASGITransport(app=app)
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
-from bridge.delivery.worker import Worker
+from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -56,7 +56,7 @@ async def test_a_stop_during_a_claim_is_not_lost(postgres_url: str) -> None:
     await migrate(database)
     blocker = await asyncpg.connect(postgres_url)
     # An hour between polls: only the stop itself can end the run in time.
-    worker = Worker(database, load(None, {}), {}, poll_interval=3600)
+    worker = Worker(database, load(None, {}), {}, options=WorkerOptions(poll_interval=3600))
 
     async def claim_waits() -> bool:
         waiting = await blocker.fetchval(

@@ -73,10 +73,34 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
     caller to hand back: they go out with the next post. A head that cannot share a post
     (too long, or partly posted before) is posted alone, in as many parts as it needs."""
     event = _event(delivery, InboxMessage)
-    job, config, adapter = delivery.job, delivery.config, delivery.adapter
+    job = delivery.job
     conversation, opens_thread = await _conversation(delivery)
+    count = await _combined_count(delivery, event, opens_thread)
+    if count == 1:
+        await _post_inbox(delivery, conversation, opens_thread)
+        return ()
+    followers = delivery.followers[: count - 1]
+    await _post_combined(delivery, conversation, event, followers, opens_thread)
+    for shown_event in [event, *(f.event for f in followers)]:
+        await _opt_out_on_stop(delivery, shown_event)
+    key = _payload(delivery, InboxJob).conversation
+    _log_delivered(
+        job,
+        "delivered %d inbox messages from %s to %s as one post (jobs %s)",
+        count,
+        phones.mask(key.sender),
+        job.destination,
+        ", ".join(str(job_id) for job_id in [job.id, *(f.job.id for f in followers)]),
+    )
+    return followers
+
+
+async def _combined_count(delivery: Delivery, event: InboxMessage, opens_thread: bool) -> int:
+    """How many messages, the head's first, one post shows: 1 when the head was partly
+    posted before, else as many of one conversation as fit one chat message."""
+    config, adapter = delivery.config, delivery.adapter
     async with delivery.database.transaction() as connection:
-        started = await conversations_store.with_parts_sent(connection, [job.id])
+        started = await conversations_store.with_parts_sent(connection, [delivery.job.id])
     events = [event, *(follower.event for follower in delivery.followers)]
     received = [delivery.received_at, *(f.received_at for f in delivery.followers)]
     count = 1 if started else combining.one_conversation(received, config.idle_after)
@@ -85,11 +109,18 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
         post = render.combined_post(events[:messages], config, opens_thread=opens_thread)
         return len(adapter.render(post)) == 1
 
-    count = combining.most_that_fit(count, fits)
-    if count == 1:
-        await _post_inbox(delivery, conversation, opens_thread)
-        return ()
-    followers = delivery.followers[: count - 1]
+    return combining.most_that_fit(count, fits)
+
+
+async def _post_combined(
+    delivery: Delivery,
+    conversation: Conversation,
+    event: InboxMessage,
+    followers: tuple[Follower, ...],
+    opens_thread: bool,
+) -> None:
+    """Post the head's message and `followers`' as one chat message in the thread."""
+    job, config, adapter = delivery.job, delivery.config, delivery.adapter
     by_job = {job.id: event, **{f.job.id: f.event for f in followers}}
     shown = [
         threads.Shown(job.id, event.message.id or None, _replied_to(event), delivery.received_at),
@@ -122,18 +153,6 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
         now=delivery.now(),
         unsure_since=job.created_at - 60 if unsure else None,
     )
-    for shown_event in events[:count]:
-        await _opt_out_on_stop(delivery, shown_event)
-    key = _payload(delivery, InboxJob).conversation
-    _log_delivered(
-        job,
-        "delivered %d inbox messages from %s to %s as one post (jobs %s)",
-        count,
-        phones.mask(key.sender),
-        job.destination,
-        ", ".join(str(job_id) for job_id in by_job),
-    )
-    return followers
 
 
 async def _conversation(delivery: Delivery) -> tuple[Conversation, bool]:
@@ -309,6 +328,16 @@ async def deliver_alert(delivery: Delivery) -> None:
         async with database.transaction() as connection:
             # Stored at once: a retry must edit this message, not post another.
             await alerts_store.save_notice(connection, notice)
+    await _plan_after_alert(delivery, group, route, action, now)
+
+
+async def _plan_after_alert(
+    delivery: Delivery, group: Group, route: AlertRoute, action: Action, now: float
+) -> None:
+    """Once the alert is out: the next alert job if the group grew meanwhile, else (when
+    something was posted or edited) a check for when it may have gone quiet."""
+    job, database = delivery.job, delivery.database
+    group_id = _payload(delivery, AlertJob).group_id
     async with database.transaction() as connection:
         current = await alerts_store.load(connection, group_id, job.destination, lock=True)
         assert current is not None

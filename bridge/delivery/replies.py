@@ -46,21 +46,7 @@ async def deliver_reply(delivery: Delivery) -> None:
     payload = delivery.job.payload
     if not isinstance(payload, ReplyJob):
         raise Permanent(Reason.CONFIG, f"job {delivery.job.id} has no reply payload")
-    database, now = delivery.database, delivery.now
-    async with database.transaction() as connection:
-        reply = await replies_store.get(connection, payload.reply_id)
-        conversation = (
-            None
-            if reply is None
-            else await conversations_store.get(connection, reply.conversation_id)
-        )
-        body = (
-            None
-            if reply is None
-            else await replies_store.event_body(connection, reply.chat_event_id)
-        )
-    if reply is None or conversation is None or body is None:
-        raise Permanent(Reason.CONFIG, f"reply {payload.reply_id} of job {delivery.job.id} is gone")
+    reply, conversation, body = await _stored_reply(delivery, payload.reply_id)
     if reply.state == replies_store.SENDING:
         # An earlier attempt called the gateway and never learnt the outcome.
         await _settle(
@@ -72,74 +58,16 @@ async def deliver_reply(delivery: Delivery) -> None:
         return
     if reply.state != replies_store.PLANNED:
         return  # done before (the job was finished twice): nothing more to do
-    destination = delivery.config.destinations.get(reply.destination)
-    settings = destination.replies if destination is not None else None
-    if destination is None or settings is None:
-        raise Permanent(Reason.CONFIG, f"replies are no longer on for {reply.destination}")
-    message = stored_message(destination.kind, body)
-    if not isinstance(message, AgentMessage):
-        raise Permanent(Reason.CONFIG, f"reply {reply.id}: {message.why}")
-    text = await delivery.adapter.plain_text(message.text) if message.text else ""
-    media = " Only text is sent: the attachment was not." if message.media else ""
-    if await _kept_internal(delivery, reply, conversation, text, settings):
-        return
-    async with database.transaction() as connection:
-        stopped = await replies_store.opted_out(
-            connection, conversation.receiver, conversation.sender
-        )
-    if stopped:
-        why = "was not sent: the customer wrote STOP and gets no further answers."
-        await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why)
-        return
-    if not text:
-        await _settle(
-            delivery, reply, conversation, replies_store.REFUSED, FAILED, "was not sent." + media
-        )
-        return
-    parts = sms_parts.parts(text)
-    if parts > settings.max_parts:
-        why = (
-            f"was not sent: {parts} SMS parts ({len(text)} characters, "
-            f"{sms_parts.encoding(text)}); "
-            f"at most {settings.max_parts} are allowed. Shorten it and send again."
-        )
-        await _settle(delivery, reply, conversation, replies_store.TOO_LONG, FAILED, why)
-        return
-    if delivery.smstools is None:
-        raise Permanent(Reason.CONFIG, "SMSTOOLS_CLIENT_ID / SMSTOOLS_CLIENT_SECRET are not set")
-    async with database.transaction() as connection:
-        await replies_store.set_state(connection, reply.id, replies_store.SENDING, now())
-    try:
-        messageid = await delivery.smstools.send(
-            to=conversation.sender,
-            sender=conversation.receiver,
-            message=text,
-            reference=f"smsbridge-{delivery.job.id}",
-        )
-    except SendOutcomeUnknown:
-        await _settle(
-            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
-        )
-        return
-    except SmstoolsPermanent as error:
-        if error.code in ACCOUNT_CODES or error.reason is Reason.AUTH:
-            await notices.destination_failed(
-                database, delivery.config, "Smstools API", error, now()
-            )
-        why = REFUSALS.get(error.code or "", error.detail)
-        await _settle(
-            delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}."
-        )
-        return
-    except Retryable:
-        # It never reached Smstools, or Smstools answered 5xx / 429: safe to try again. (A
-        # cancelled call, the lease running out, leaves `sending` on purpose.)
-        async with database.transaction() as connection:
-            await replies_store.set_state(connection, reply.id, replies_store.PLANNED, now())
-        raise
-    async with database.transaction() as connection:
+    outgoing = await _outgoing(delivery, reply, conversation, body)
+    if outgoing is None:
+        return  # not to be sent; the agent's message says why
+    text, media = outgoing
+    messageid = await _send(delivery, reply, conversation, text)
+    if messageid is None:
+        return  # the gateway's answer is shown on the agent's message
+    async with delivery.database.transaction() as connection:
         await replies_store.set_state(
-            connection, reply.id, replies_store.SENT, now(), messageid=messageid
+            connection, reply.id, replies_store.SENT, delivery.now(), messageid=messageid
         )
     _count(delivery, reply, "sent")
     log.info(
@@ -151,8 +79,115 @@ async def deliver_reply(delivery: Delivery) -> None:
     )
     await _show(delivery, reply, ACCEPTED)
     await show_status(delivery, payload.reply_id)
-    if message.media:
+    if media:
         await _note(delivery, conversation, media.strip())
+
+
+async def _stored_reply(delivery: Delivery, reply_id: int) -> tuple[Reply, Conversation, str]:
+    """The reply, its conversation and what the agent wrote; Permanent when any is gone."""
+    async with delivery.database.transaction() as connection:
+        reply = await replies_store.get(connection, reply_id)
+        conversation = (
+            None
+            if reply is None
+            else await conversations_store.get(connection, reply.conversation_id)
+        )
+        body = (
+            None
+            if reply is None
+            else await replies_store.event_body(connection, reply.chat_event_id)
+        )
+    if reply is None or conversation is None or body is None:
+        raise Permanent(Reason.CONFIG, f"reply {reply_id} of job {delivery.job.id} is gone")
+    return reply, conversation, body
+
+
+async def _outgoing(
+    delivery: Delivery, reply: Reply, conversation: Conversation, body: str
+) -> tuple[str, str] | None:
+    """The SMS text, and the note to add when an attachment was left out; None when the
+    reply is not to be sent (it is settled here, saying why)."""
+    destination = delivery.config.destinations.get(reply.destination)
+    settings = destination.replies if destination is not None else None
+    if destination is None or settings is None:
+        raise Permanent(Reason.CONFIG, f"replies are no longer on for {reply.destination}")
+    message = stored_message(destination.kind, body)
+    if not isinstance(message, AgentMessage):
+        raise Permanent(Reason.CONFIG, f"reply {reply.id}: {message.why}")
+    text = await delivery.adapter.plain_text(message.text) if message.text else ""
+    media = " Only text is sent: the attachment was not." if message.media else ""
+    if await _kept_internal(delivery, reply, conversation, text, settings):
+        return None
+    async with delivery.database.transaction() as connection:
+        stopped = await replies_store.opted_out(
+            connection, conversation.receiver, conversation.sender
+        )
+    refused = _not_sent(stopped, text, media, settings.max_parts)
+    if refused is not None:
+        state, why = refused
+        await _settle(delivery, reply, conversation, state, FAILED, why)
+        return None
+    if delivery.smstools is None:
+        raise Permanent(Reason.CONFIG, "SMSTOOLS_CLIENT_ID / SMSTOOLS_CLIENT_SECRET are not set")
+    return text, media
+
+
+def _not_sent(stopped: bool, text: str, media: str, max_parts: int) -> tuple[str, str] | None:
+    """The state a reply that is not to be sent is left in, and why; None: it goes."""
+    if stopped:
+        return (
+            replies_store.BLOCKED,
+            "was not sent: the customer wrote STOP and gets no further answers.",
+        )
+    if not text:
+        return replies_store.REFUSED, "was not sent." + media
+    parts = sms_parts.parts(text)
+    if parts > max_parts:
+        return replies_store.TOO_LONG, (
+            f"was not sent: {parts} SMS parts ({len(text)} characters, "
+            f"{sms_parts.encoding(text)}); "
+            f"at most {max_parts} are allowed. Shorten it and send again."
+        )
+    return None
+
+
+async def _send(
+    delivery: Delivery, reply: Reply, conversation: Conversation, text: str
+) -> str | None:
+    """Send the SMS, marked `sending` first so it never goes twice; the gateway's message
+    id, or None when it was refused or its fate is unknown (settled here)."""
+    database, now = delivery.database, delivery.now
+    assert delivery.smstools is not None  # checked by `_outgoing`
+    async with database.transaction() as connection:
+        await replies_store.set_state(connection, reply.id, replies_store.SENDING, now())
+    try:
+        return await delivery.smstools.send(
+            to=conversation.sender,
+            sender=conversation.receiver,
+            message=text,
+            reference=f"smsbridge-{delivery.job.id}",
+        )
+    except SendOutcomeUnknown:
+        await _settle(
+            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
+        )
+        return None
+    except SmstoolsPermanent as error:
+        if error.code in ACCOUNT_CODES or error.reason is Reason.AUTH:
+            await notices.destination_failed(
+                database, delivery.config, "Smstools API", error, now()
+            )
+        why = REFUSALS.get(error.code or "", error.detail)
+        await _settle(
+            delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}."
+        )
+        return None
+    except Retryable:
+        # It never reached Smstools, or Smstools answered 5xx / 429: safe to try again. (A
+        # cancelled call, the lease running out, leaves `sending` on purpose.)
+        async with database.transaction() as connection:
+            await replies_store.set_state(connection, reply.id, replies_store.PLANNED, now())
+        raise
 
 
 async def deliver_reply_status(delivery: Delivery) -> None:

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,14 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from bridge import logs
 from bridge.config import Config
 from bridge.http import edge, signature
 from bridge.intake.group_commit import GroupCommit, NotStored
 from bridge.intake.ingest import Body, IngestResult
 from bridge.metrics import Metrics
+from bridge.settings import Settings
+from bridge.store import facts as facts_store
 from bridge.store.db import Database, describe_error
 
 log = logging.getLogger(__name__)
@@ -37,25 +41,67 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 10_000
 
 
-@dataclass
-class WebhookReceiver:
-    """The Smstools webhook endpoint: answers 200 once a body's events are committed, 503
-    when the database cannot take them, and a JSON error for anything it refuses."""
+async def webhook_token(database: Database, settings: Settings) -> tuple[str, bool]:
+    """The secret URL token: from the environment, else generated once and kept in the DB.
+    True when this call generated it. Either way the log filter hides it from now on."""
+    if settings.webhook_token is not None:
+        token, created = settings.webhook_token.get_secret_value(), False
+    else:
+        async with database.transaction() as connection:
+            created = await facts_store.add(
+                database, connection, "webhook_token", secrets.token_urlsafe(32)
+            )
+            token = await facts_store.get(connection, "webhook_token") or ""
+    logs.hide(token)
+    return token, created
 
-    database: Database
-    config: Config
+
+@dataclass(frozen=True)
+class WebhookAuth:
+    """What a webhook must show: the secret token in its URL and, when
+    SMSTOOLS_WEBHOOK_SECRET is set, a signature of its body."""
+
     token: str
-    now: Callable[[], float]
-    on_stored: Callable[[], None]
-    secret: SecretStr | None = None  # SMSTOOLS_WEBHOOK_SECRET: signatures required when set
-    bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
-    metrics: Metrics | None = None
-    commits: GroupCommit = field(init=False)
+    secret: SecretStr | None = None
     _token: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.commits = GroupCommit(self.database, self.config, _unavailable)
-        self._token = self.token.encode()
+        object.__setattr__(self, "_token", self.token.encode())
+
+    def knows(self, scope: Scope) -> bool:
+        """Whether the request's URL holds the token."""
+        offered = str(scope.get("path_params", {}).get("token", "")).encode()
+        return hmac.compare_digest(offered, self._token)
+
+    def refused(self, scope: Scope, body: bytes, now: Callable[[], float]) -> str | None:
+        """Why the body's signature is refused; None when it holds or none is required."""
+        if self.secret is None:
+            return None
+        return signature.problem(
+            self.secret.get_secret_value().encode(),
+            body,
+            edge.header(scope, signature.TIMESTAMP_HEADER.encode()),
+            edge.header(scope, signature.SIGNATURE_HEADER.encode()),
+            now(),
+        )
+
+
+def group_commit(database: Database, config: Config) -> GroupCommit:
+    """The group commit a `WebhookReceiver` stores with; a failure is one log line a group."""
+    return GroupCommit(database, config, _unavailable)
+
+
+@dataclass
+class WebhookReceiver:
+    """Answers Smstools webhooks: checks `auth`, stores each body through `commits`, then
+    calls `on_stored` (the worker's wake-up)."""
+
+    commits: GroupCommit
+    auth: WebhookAuth
+    now: Callable[[], float]
+    on_stored: Callable[[], None]
+    bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
+    metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An ASGI endpoint (the route's own app): the bridge's hot path skips building a
@@ -67,23 +113,15 @@ class WebhookReceiver:
         await response(scope, receive, send)
 
     async def _receive(self, scope: Scope, receive: Receive) -> Response:
-        offered = str(scope.get("path_params", {}).get("token", "")).encode()
-        if not hmac.compare_digest(offered, self._token):
+        if not self.auth.knows(scope):
             return edge.error(404, "not found", close=True)
         body = await self.bodies.read(receive, edge.header(scope, b"content-length"))
         if isinstance(body, JSONResponse):
             return body
-        if self.secret is not None:
-            refused = signature.problem(
-                self.secret.get_secret_value().encode(),
-                body,
-                edge.header(scope, signature.TIMESTAMP_HEADER.encode()),
-                edge.header(scope, signature.SIGNATURE_HEADER.encode()),
-                self.now(),
-            )
-            if refused is not None:
-                log.warning("webhook refused (401): %s", refused, extra={"outcome": "rejected"})
-                return edge.error(401, "signature check failed")
+        refused = self.auth.refused(scope, body, self.now)
+        if refused is not None:
+            log.warning("webhook refused (401): %s", refused, extra={"outcome": "rejected"})
+            return edge.error(401, "signature check failed")
         items = _parse(body)
         if isinstance(items, JSONResponse):
             return items

@@ -14,12 +14,15 @@ destination's pace (no customer data) goes once its bucket is full again and no 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from bridge.config import Config
 from bridge.delivery.pacing import burst_for
 from bridge.store import retention as retention_store
-from bridge.store.db import Database
+from bridge.store.db import UNAVAILABLE, Database, describe_error
+
+log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per transaction
 EVERY = 3600.0  # the worker prunes this often (seconds)
@@ -93,3 +96,26 @@ async def prune(
             await asyncio.sleep(0)  # let the webhook and the deliveries in between batches
         pruned.counts[category.name] = removed
     return pruned
+
+
+@dataclass(frozen=True)
+class HourlyPrune:
+    """The worker's pruning, beside its deliveries (a `delivery.supervisor.Periodic`): a
+    run that fails is logged, and the next hour tries again."""
+
+    database: Database
+    config: Config
+    name: str = "prune"
+    every: float = EVERY
+
+    async def run_once(self, now: float) -> None:
+        try:
+            pruned = await prune(self.database, self.config, now)
+        except UNAVAILABLE as error:
+            log.error("pruning failed (%s); trying again in an hour", describe_error(error))
+            return
+        except Exception:  # a bug: deliveries go on, the next hour tries again
+            log.exception("pruning failed unexpectedly; trying again in an hour")
+            return
+        if pruned.total:
+            log.info("pruned what outlived its retention: %s", "; ".join(pruned.lines()))
