@@ -77,7 +77,7 @@ async def delivery_parts(
     warning = sqlite_on_ephemeral_disk(settings)
     if warning:
         log.warning("%s", warning)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, direct_url=settings.database_direct_url)
     try:
         await migrate(database)
         if adapters is None:

@@ -350,7 +350,8 @@ async def run_forget(settings: Settings, number: str) -> int:
 
 
 async def run_migrate(settings: Settings, *, quiet: bool = False) -> int:
-    database = Database(settings.database_url)
+    # DDL on a session of its own, as platforms with a pooler advise, when one is given.
+    database = Database(settings.database_direct_url or settings.database_url)
     try:
         before, after = await migrate(database)
     finally:

@@ -48,6 +48,7 @@ VARIABLES = (
     "BRIDGE_MAX_CONNECTIONS",
     "METRICS_TOKEN",
     "LOG_FORMAT",
+    "DATABASE_DIRECT_URL",
 )
 LOG_FORMATS = ("json", "text")
 
@@ -86,6 +87,8 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as a bearer token
     log_format: str = "text"  # json | text; json by default on a PaaS
+    # A session-keeping connection (LISTEN, migrations) when DATABASE_URL is a pooler's.
+    database_direct_url: str | None = None
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -137,6 +140,7 @@ class Settings:
             max_connections=int(max_connections),
             metrics_token=secret("METRICS_TOKEN"),
             log_format=log_format,
+            database_direct_url=_direct_database_url(env),
             environ=env,
         )
 
@@ -255,11 +259,13 @@ def sqlite_on_ephemeral_disk(settings: Settings) -> str | None:
     )
 
 
-def normalise_database_url(url: str) -> str:
+def normalise_database_url(url: str, variable: str = "DATABASE_URL") -> str:
     """Map the URLs PaaS add-ons hand out onto SQLAlchemy's async drivers.
 
     `postgres://` and `postgresql://` become `postgresql+asyncpg://`; `sqlite:///x.db`
-    becomes `sqlite+aiosqlite:///x.db`. `sslmode=require` is translated by the store.
+    becomes `sqlite+aiosqlite:///x.db`. `sslmode=require` is translated by the store. Any
+    other database is a SettingsError naming `variable` and what it accepts (the URL itself
+    is not repeated: it may hold a password).
     """
     url = url.strip()
     for prefix in ("postgres://", "postgresql://"):
@@ -267,4 +273,23 @@ def normalise_database_url(url: str) -> str:
             return "postgresql+asyncpg://" + url[len(prefix) :]
     if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    scheme = url.split("://", 1)[0] + "://" if "://" in url else "a URL without a scheme"
+    raise SettingsError(
+        [
+            f"{variable}: {scheme} is not a database the bridge can use; it accepts "
+            "sqlite:///path/to/file.db and postgresql://user:password@host:5432/database"
+        ]
+    )
+
+
+def _direct_database_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_DIRECT_URL, normalised, or None when unset."""
+    raw = env.get("DATABASE_DIRECT_URL", "").strip()
+    if not raw:
+        return None
+    url = normalise_database_url(raw, "DATABASE_DIRECT_URL")
+    if not url.startswith("postgresql"):
+        raise SettingsError(["DATABASE_DIRECT_URL: a direct URL is postgresql://…"])
     return url

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
@@ -65,13 +66,21 @@ class Database:
     worker's chat deliveries relax it to NORMAL, `relax_commits`) and takes the write lock
     at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
     `timeout` bounds the waits: SQLite's busy_timeout; on PostgreSQL connecting and taking a
-    connection from the pool.
+    connection from the pool. Behind a PostgreSQL pooler in transaction mode (found at the
+    first connection) no prepared statement outlives its transaction.
     """
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = DEFAULT_TIMEOUT, direct_url: str | None = None
+    ) -> None:
         url, connect_args = _driver_options(url)
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.connect_args = connect_args
+        # Where a session outlives its transaction (LISTEN), when `url` is a pooler's.
+        self.direct_url = direct_url
+        # Whether `url` leads to a pooler that may run consecutive transactions on different
+        # server connections; None until the first connection tells.
+        self.pooled: bool | None = None if self.dialect == "postgresql" else False
         # hide_parameters: an error's text must never carry message content into the logs.
         options: dict[str, Any] = {
             "connect_args": connect_args,
@@ -103,6 +112,32 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
+        else:
+            event.listen(self.engine.sync_engine, "do_connect", self._connect_postgresql)
+
+    def _connect_postgresql(
+        self, dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> Any:
+        """Open a PostgreSQL connection whose prepared statements suit what lies behind the
+        URL. Behind a pooler in transaction mode a named prepared statement would outlive its
+        transaction on a server connection this client may not get back; there every statement
+        is unnamed and parsed with its execution (asyncpg's and SQLAlchemy's statement caches
+        off). Direct, both caches stay on. The first connection finds out, with those safe
+        settings, which one it is (`behind_pooler`)."""
+        unnamed = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+        if self.pooled is False:
+            return None  # the dialect connects with cparams as they are
+        connection = dialect.connect(*cargs, **{**cparams, **unnamed})
+        if self.pooled is None:
+            try:
+                self.pooled = connection.run_async(behind_pooler)
+            except BaseException:
+                connection.close()
+                raise
+            if not self.pooled:
+                connection.close()
+                return dialect.connect(*cargs, **cparams)
+        return connection
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -159,10 +194,11 @@ class Database:
     async def fetch_on_asyncpg(
         self, connection: AsyncConnection, statement: str, *args: Any
     ) -> list[Any]:
-        """Run `statement` on asyncpg itself (prepared once per connection, one round trip),
-        past SQLAlchemy's execution layer, on a connection outside any transaction
-        (`autocommit`): it commits by itself. For the webhook path's one statement, where
-        that layer is a large share of the statement's cost. (In a transaction SQLAlchemy begins
+        """Run `statement` on asyncpg itself in one round trip (prepared once per connection;
+        behind a pooler, parsed with each run), past SQLAlchemy's execution layer, on a
+        connection outside any transaction (`autocommit`): it commits by itself. For the
+        webhook path's one statement, where that layer is a large share of the statement's
+        cost. (In a transaction SQLAlchemy begins
         with its first statement, this one would run before the BEGIN.) A connection found
         closed is shown to SQLAlchemy, which then drops it and the pool's older connections,
         as it does when one of its own statements finds it."""
@@ -178,6 +214,25 @@ class Database:
                 await connection.exec_driver_sql("SELECT 1")  # raises; SQLAlchemy invalidates
             raise
         return rows
+
+    async def behind_pooler(self) -> bool:
+        """Whether this database is reached through a pooler that may switch server
+        connections between transactions (known from the first connection, made here if
+        none was yet)."""
+        if self.pooled is None:
+            async with self.transaction():
+                pass
+        return bool(self.pooled)
+
+    def session_dsn(self) -> tuple[str, dict[str, Any]]:
+        """Where asyncpg opens a connection that keeps its session (LISTEN), with its connect
+        arguments: `direct_url` when given, else the database's own URL."""
+        if self.direct_url is None:
+            url, connect_args = self.engine.url, self.connect_args
+        else:
+            direct, connect_args = _driver_options(self.direct_url)
+            url = make_url(direct)
+        return url.set(drivername="postgresql").render_as_string(hide_password=False), connect_args
 
     def insert(self, table: Table) -> Any:
         """An INSERT that knows this dialect's ON CONFLICT (both dialects spell it alike)."""
@@ -195,6 +250,15 @@ async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
     if sync is not None and not sync.invalidated and not sync.closed:
         return sync.connection
     return await connection.get_raw_connection()
+
+
+async def behind_pooler(connection: asyncpg.Connection) -> bool:
+    """Whether `connection` reaches PostgreSQL through a pooler (PgBouncer, Supavisor and
+    the like), which answers the startup with a backend key of its own: the process id it
+    gives differs from the server process that runs this session's statements. Ask it on a
+    connection without a statement cache: then its statement is unnamed and safe either way."""
+    server_pid = await connection.fetchval("SELECT pg_backend_pid()")
+    return bool(server_pid != connection.get_server_pid())
 
 
 def insert_for(dialect: str, table: Table) -> Any:

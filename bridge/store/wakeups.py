@@ -16,11 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.retry import backoff
-from bridge.store.db import Database
+from bridge.store.db import UNAVAILABLE, Database
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "smsbridge_outbox"
+HEARING_TIMEOUT = 5.0  # seconds a new LISTEN waits for its own test NOTIFY
 
 
 async def announce(database: Database, connection: AsyncConnection) -> None:
@@ -29,30 +30,67 @@ async def announce(database: Database, connection: AsyncConnection) -> None:
         await connection.execute(text(f"NOTIFY {CHANNEL}"))
 
 
+HEARING_TIMEOUT = 5.0  # seconds a new LISTEN waits for its own test NOTIFY
+
+
 async def listen(database: Database, on_notify: Callable[[], None]) -> None:
     """Call `on_notify` for every NOTIFY until cancelled; reconnect after losing the server.
 
     Every (re)connection also calls `on_notify` once: a NOTIFY may have been missed meanwhile.
+    LISTEN needs a session of its own: it runs on `database.direct_url` when set. Behind a
+    pooler without it, or when a LISTEN does not hear its own test NOTIFY (a pooler in
+    transaction mode hands the session's server connection to others), this returns and the
+    workers only poll.
     """
-    dsn = database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     failures = 0
     while True:
         try:
-            connection = await asyncpg.connect(dsn, **database.connect_args)
-        except (OSError, asyncpg.PostgresError) as error:
+            if await _listen_once(database, on_notify):
+                return
+            failures = 0
+        except UNAVAILABLE as error:
             log.warning("cannot LISTEN for new jobs (%s); polling meanwhile", type(error).__name__)
             await asyncio.sleep(backoff(failures, first=1.0, cap=30.0))
             failures += 1
-            continue
-        failures = 0
-        try:
-            await connection.add_listener(CHANNEL, lambda *_: on_notify())
+
+
+async def _listen_once(database: Database, on_notify: Callable[[], None]) -> bool:
+    """Listen on one connection until it is lost (False), or find that LISTEN cannot hear
+    here (True: poll instead)."""
+    if database.direct_url is None and await database.behind_pooler():
+        log.info(
+            "the database is behind a connection pooler, where LISTEN cannot hear: polling "
+            "for new jobs (set DATABASE_DIRECT_URL to a direct connection to be woken at once)"
+        )
+        return True
+    dsn, connect_args = database.session_dsn()
+    connection = await asyncpg.connect(dsn, **connect_args)
+    try:
+        heard = asyncio.Event()
+
+        def notified(*_: object) -> None:
+            heard.set()
             on_notify()
-            while True:  # a half-open connection is only found by using it
-                await asyncio.sleep(30)
-                await connection.fetchval("SELECT 1", timeout=10)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("LISTEN connection lost (%s); reconnecting", type(error).__name__)
-        finally:
-            if not connection.is_closed():
-                await connection.close()
+
+        await connection.add_listener(CHANNEL, notified)
+        async with database.transaction() as planning:
+            await announce(database, planning)  # the first wake-up, and the hearing test
+        try:
+            await asyncio.wait_for(heard.wait(), HEARING_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "LISTEN on %s does not hear NOTIFY (a connection pooler in transaction mode?): "
+                "polling for new jobs; set DATABASE_DIRECT_URL to a direct connection to be "
+                "woken at once",
+                "DATABASE_DIRECT_URL" if database.direct_url else "DATABASE_URL",
+            )
+            return True
+        while True:  # a half-open connection is only found by using it
+            await asyncio.sleep(30)
+            await connection.fetchval("SELECT 1", timeout=10)
+    except UNAVAILABLE as error:
+        log.warning("LISTEN connection lost (%s); reconnecting", type(error).__name__)
+        return False
+    finally:
+        if not connection.is_closed():
+            await connection.close()
