@@ -2,9 +2,11 @@
 status on the agent's chat message.
 
 No SMS twice: the reply is marked `sending` (committed) before the gateway is called. Only a
-request that certainly did not reach Smstools (refused connection, DNS, 5xx, 429) is retried;
-a job that finds its reply already `sending` (a timeout after the request was written, a
-worker killed mid-call, a lease taken over) tells the thread "may not have been sent" instead.
+request that certainly did not reach Smstools (refused connection, DNS, connect timeout) or
+that it answered 503 / 429 is retried; any other failure after the request was written (500,
+502, 504, a read timeout), like a job that finds its reply already `sending` (a worker killed
+mid-call, a lease taken over), tells the thread "may not have been sent" instead. A 2xx is
+accepted (👌) whatever its body; without a `messageid` the thread says reports cannot follow.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "🤔"
 
 MAY_HAVE_BEEN_SENT = "may not have been sent: check before sending again"
+NO_MESSAGEID = (
+    "Your answer was accepted by the gateway, but its message id is unknown (the answer was "
+    "not the documented JSON): delivery reports cannot be matched to it."
+)
 
 # What a refusal by the gateway means for the agent, by Smstools error code.
 REFUSALS = {
@@ -121,7 +127,7 @@ async def deliver_reply(delivery: Delivery) -> None:
         await _settle(delivery, reply, conversation, store.REFUSED, FAILED, f"was not sent: {why}.")
         return
     except Retryable:
-        # It never reached Smstools, or Smstools answered 5xx / 429: safe to try again. (A
+        # It never reached Smstools, or Smstools answered 503 / 429: safe to try again. (A
         # cancelled call, the lease running out, leaves `sending` on purpose.)
         async with database.transaction() as connection:
             await store.set_state(connection, reply.id, store.PLANNED, now())
@@ -138,6 +144,8 @@ async def deliver_reply(delivery: Delivery) -> None:
     )
     await _show(delivery, reply, ACCEPTED)
     await show_status(delivery, payload.reply_id)
+    if messageid is None:
+        await _note(delivery, conversation, NO_MESSAGEID)
     if message.media:
         await _note(delivery, conversation, media.strip())
 
