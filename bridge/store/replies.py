@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -122,18 +122,23 @@ _COLUMNS = (
 
 
 async def add(
+    database: Database,
     connection: AsyncConnection,
     *,
+    platform: str,
     chat_event_id: int,
     destination: str,
     conversation_id: int,
     chat: str,
     message: str,
     now: float,
-) -> int:
+) -> int | None:
+    """Plan the reply to one chat message; None when that (platform, chat, message) has one
+    already, whichever event or process planned it."""
     result = await connection.execute(
-        insert(replies)
+        database.insert(replies)
         .values(
+            platform=platform,
             chat_event_id=chat_event_id,
             destination=destination,
             conversation_id=conversation_id,
@@ -143,9 +148,11 @@ async def add(
             created_at=now,
             updated_at=now,
         )
+        .on_conflict_do_nothing(index_elements=["platform", "chat", "message"])
         .returning(replies.c.id)
     )
-    return int(result.scalar_one())
+    reply_id = result.scalar_one_or_none()
+    return None if reply_id is None else int(reply_id)
 
 
 async def get(connection: AsyncConnection, reply_id: int, *, lock: bool = False) -> Reply | None:
