@@ -26,7 +26,7 @@ from bridge.http import edge
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
 from bridge.http.webhook import WebhookReceiver
 from bridge.metrics import Metrics, endpoint
-from bridge.ops import readiness
+from bridge.ops import readiness, telegram_setup
 from bridge.ops.credit import CreditWatch
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
@@ -185,10 +185,11 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             app.state.telegram_updates = TelegramUpdates(
                 database,
                 config,
-                settings.telegram_webhook_secret,
+                await telegram_setup.webhook_secret(database, settings),
                 options.now,
                 worker.wake,
                 bodies=bodies,
+                bots=telegram_setup.bots(config, settings),
             )
             task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
             app.state.readiness = readiness.Probe(
@@ -233,6 +234,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             Route("/readyz", readyz, methods=["GET"]),
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/telegram/webhook", telegram_updates, methods=["POST"]),
+            Route("/telegram/webhook/{bot}", telegram_updates, methods=["POST"]),
             Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -571,7 +571,7 @@ def _alerts(
 # What answering from a platform needs from the environment, beyond the chat token.
 _REPLY_VARIABLES = {
     "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
-    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "TELEGRAM_WEBHOOK_SECRET"),
+    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET"),
 }
 
 
