@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
@@ -27,7 +28,7 @@ from bridge.http import edge
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
 from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
 from bridge.metrics import Metrics, endpoint
-from bridge.ops import readiness, retention
+from bridge.ops import readiness, retention, telegram_setup
 from bridge.ops.credit import CreditWatch
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
@@ -144,6 +145,7 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
             Route("/readyz", _readyz, methods=["GET"]),
             Route("/slack/events", _slack_events, methods=["POST"]),
             Route("/telegram/webhook", _telegram_updates, methods=["POST"]),
+            Route("/telegram/webhook/{bot}", _telegram_updates, methods=["POST"]),
             Route("/metrics", endpoint(metrics, settings.metrics_token), methods=["GET"]),
         ],
         lifespan=lifespan,
@@ -179,7 +181,8 @@ async def _serving(
         )
         state.worker, state.credit = worker, credit
         auth = WebhookAuth(token, settings.webhook_secret)
-        _edges(state, settings, config, worker, auth, options.now, metrics)
+        telegram_secret = await telegram_setup.webhook_secret(database, settings)
+        _edges(state, settings, config, worker, (auth, telegram_secret), options.now, metrics)
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
         state.readiness = readiness.Probe(database, task, lambda: worker.heartbeat, parts.refused)
         if options.settle_heap:
@@ -199,13 +202,15 @@ def _edges(
     settings: Settings,
     config: Config,
     worker: Worker,
-    auth: WebhookAuth,
+    secrets: tuple[WebhookAuth, SecretStr],
     now: Callable[[], float],
     metrics: Metrics,
 ) -> None:
     """The receivers of Smstools webhooks and chat events, kept on `state`; each wakes the
-    worker once it stored something."""
+    worker once it stored something. `secrets`: what a Smstools webhook must show, and the
+    Telegram webhook's secret token."""
     database = worker.database
+    auth, telegram_secret = secrets
     bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
     state.receiver = WebhookReceiver(
         group_commit(database, config), auth, now, worker.wake, bodies=bodies, metrics=metrics
@@ -214,7 +219,13 @@ def _edges(
         database, config, settings.slack_signing_secret, now, worker.wake, bodies=bodies
     )
     state.telegram_updates = TelegramUpdates(
-        database, config, settings.telegram_webhook_secret, now, worker.wake, bodies=bodies
+        database,
+        config,
+        telegram_secret,
+        now,
+        worker.wake,
+        bodies=bodies,
+        bots=telegram_setup.bots(config, settings),
     )
 
 

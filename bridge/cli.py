@@ -259,9 +259,26 @@ async def run_worker(settings: Settings, config: Config) -> int:
 
 def _telegram(action: str, url: str | None, config: Config, settings: Settings) -> int:
     if action == "set-webhook":
-        lines = asyncio.run(telegram_setup.set_webhook(config, settings, url))
-    else:
-        lines = asyncio.run(telegram_setup.delete_webhook(config, settings))
+        return _with_database(
+            settings, lambda: _answered(asyncio.run(_set_webhook(config, settings, url)))
+        )
+    return _answered(asyncio.run(telegram_setup.delete_webhook(config, settings)))
+
+
+async def _set_webhook(config: Config, settings: Settings, url: str | None) -> list[str]:
+    """`telegram set-webhook` with TELEGRAM_WEBHOOK_SECRET, or the one the bridge generated
+    (generating it if no process has yet)."""
+    database = Database(settings.database_url)
+    try:
+        if settings.telegram_webhook_secret is None:
+            await migrate(database)
+        secret = await telegram_setup.webhook_secret(database, settings)
+    finally:
+        await database.close()
+    return await telegram_setup.set_webhook(config, settings, url, secret)
+
+
+def _answered(lines: list[str]) -> int:
     for line in lines:
         print(line)
     return 0 if all("answered ok" in line for line in lines) else 1

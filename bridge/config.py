@@ -452,7 +452,7 @@ def _destination(
 # What answering from a platform needs from the environment, beyond the chat token.
 _REPLY_VARIABLES = {
     "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
-    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "TELEGRAM_WEBHOOK_SECRET"),
+    "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET"),
 }
 
 

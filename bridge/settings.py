@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ DEFAULT_BODY_TIMEOUT = 10.0  # seconds to receive a whole body once its headers 
 DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
 DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
 MIN_WEBHOOK_TOKEN = 32  # characters
+MAX_TELEGRAM_SECRET = 256  # characters Telegram accepts in a webhook's secret_token
 
 # Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
 # tuple, the code below and the deployment files in step.
@@ -106,6 +108,8 @@ class Settings:
         lease = _lease(env, problems)
         webhook_token = secret("SMSTOOLS_WEBHOOK_TOKEN")
         _check_webhook_token(webhook_token, problems)
+        telegram_secret = secret("TELEGRAM_WEBHOOK_SECRET")
+        problems.extend(_telegram_secret_problems(telegram_secret))
         body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
@@ -134,7 +138,7 @@ class Settings:
             smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
-            telegram_webhook_secret=secret("TELEGRAM_WEBHOOK_SECRET"),
+            telegram_webhook_secret=telegram_secret,
             body_timeout=body_timeout,
             keep_alive=int(keep_alive),
             max_connections=int(max_connections),
@@ -242,6 +246,28 @@ def _positive(
         problems.append(f"{name}: {env[name].strip()!r} is not {expected}")
         return default
     return value
+
+
+_TELEGRAM_SECRET_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _telegram_secret_problems(secret: SecretStr | None) -> list[str]:
+    """TELEGRAM_WEBHOOK_SECRET alone guards a path that sends SMS: at most one line saying why
+    it cannot be used (characters Telegram refuses, too long for it, or too short to guard)."""
+    if secret is None:
+        return []  # generated and kept in the database
+    value, name = secret.get_secret_value(), "TELEGRAM_WEBHOOK_SECRET"
+    if not _TELEGRAM_SECRET_CHARACTERS.fullmatch(value):
+        return [f"{name}: Telegram accepts only A-Z a-z 0-9 _ - in a webhook secret"]
+    if len(value) > MAX_TELEGRAM_SECRET:
+        return [f"{name}: {len(value)} characters; Telegram accepts {MAX_TELEGRAM_SECRET} at most"]
+    if len(value) < MIN_WEBHOOK_TOKEN:
+        return [
+            f"{name}: {len(value)} characters; it alone guards the path that sends SMS, so it "
+            f"needs at least {MIN_WEBHOOK_TOKEN}. Make one with: python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))' (or unset it and the bridge generates one)"
+        ]
+    return []
 
 
 # Variables that PaaS set on machines whose disk is wiped at every deploy or restart.

@@ -24,7 +24,7 @@ from testkit.fakes.telegram import FakeTelegram
 from tests.harness import Clock, RunningBridge, running_bridge
 
 SIGNING_SECRET = "slack-signing-secret"
-TELEGRAM_SECRET = "telegram-webhook-secret"
+TELEGRAM_SECRET = "telegram-webhook-secret-for-the-tests"
 FORUM, GROUP = -1001234567890, -555000111
 GROUP_LINE = "32460300000"
 LINE, CUSTOMER, WA_CUSTOMER = "32460200000", "32470123456", "32470999999"

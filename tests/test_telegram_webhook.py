@@ -12,6 +12,7 @@ from bridge.cli import main
 from testkit.fakes.telegram import FakeTelegram
 
 FORUM = -1001234567890
+SECRET = "telegram-webhook-secret-for-the-tests"
 
 
 def configure(
@@ -31,7 +32,7 @@ def configure(
         "TELEGRAM_API_URL": telegram.url,
         "SMSTOOLS_CLIENT_ID": "client-test",
         "SMSTOOLS_CLIENT_SECRET": "secret-test",
-        "TELEGRAM_WEBHOOK_SECRET": "telegram-webhook-secret",
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
         "BRIDGE_PUBLIC_URL": "https://bridge.example",
         **extra,
     }
@@ -48,12 +49,12 @@ def test_set_webhook_registers_the_url_secret_and_updates_and_prints_the_answer(
     configure(tmp_path, monkeypatch, telegram)
     assert main(["telegram", "set-webhook"]) == 0
     assert telegram.webhook is not None
-    assert telegram.webhook["url"] == "https://bridge.example/telegram/webhook"
-    assert telegram.webhook["secret_token"] == "telegram-webhook-secret"
+    assert telegram.webhook["url"] == "https://bridge.example/telegram/webhook/123456"
+    assert telegram.webhook["secret_token"] == SECRET
     allowed = telegram.webhook["allowed_updates"]  # PTB sends lists JSON-encoded
     assert (json.loads(allowed) if isinstance(allowed, str) else allowed) == ["message"]
     out = capsys.readouterr().out
-    assert "nl-team: Telegram answered ok" in out and "telegram-webhook-secret" not in out
+    assert "nl-team: Telegram answered ok" in out and SECRET not in out
 
     assert main(["telegram", "delete-webhook"]) == 0
     assert telegram.webhook is None

@@ -2,15 +2,18 @@
 status on the agent's chat message.
 
 No SMS twice: the reply is marked `sending` (committed) before the gateway is called. Only a
-request that certainly did not reach Smstools (refused connection, DNS, 5xx, 429) is retried;
-a job that finds its reply already `sending` (a timeout after the request was written, a
-worker killed mid-call, a lease taken over) tells the thread "may not have been sent" instead.
+request that certainly did not reach Smstools (refused connection, DNS, connect timeout) or
+that it answered 503 / 429 is retried; any other failure after the request was written (500,
+502, 504, a read timeout), like a job that finds its reply already `sending` (a worker killed
+mid-call, a lease taken over), tells the thread "may not have been sent" instead. A 2xx is
+accepted (👌) whatever its body; without a `messageid` the thread says reports cannot follow.
 """
 
 from __future__ import annotations
 
 import logging
 import unicodedata
+from dataclasses import dataclass
 from typing import Literal
 
 from bridge import phones
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "🤔"
 
 MAY_HAVE_BEEN_SENT = "may not have been sent: check before sending again"
+NO_MESSAGEID = (
+    "Your answer was accepted by the gateway, but its message id is unknown (the answer was "
+    "not the documented JSON): delivery reports cannot be matched to it."
+)
 
 # States in which the bridge or the gateway would not send the answer (`unknown` is neither
 # sent nor refused: it may have gone).
@@ -62,12 +69,12 @@ async def deliver_reply(delivery: Delivery) -> None:
     if outgoing is None:
         return  # not to be sent; the agent's message says why
     text, media = outgoing
-    messageid = await _send(delivery, reply, conversation, text)
-    if messageid is None:
+    accepted = await _send(delivery, reply, conversation, text)
+    if accepted is None:
         return  # the gateway's answer is shown on the agent's message
     async with delivery.database.transaction() as connection:
         await replies_store.set_state(
-            connection, reply.id, replies_store.SENT, delivery.now(), messageid=messageid
+            connection, reply.id, replies_store.SENT, delivery.now(), messageid=accepted.messageid
         )
     _count(delivery, reply, "sent")
     log.info(
@@ -79,6 +86,8 @@ async def deliver_reply(delivery: Delivery) -> None:
     )
     await _show(delivery, reply, ACCEPTED)
     await show_status(delivery, payload.reply_id)
+    if accepted.messageid is None:
+        await _note(delivery, conversation, NO_MESSAGEID)
     if media:
         await _note(delivery, conversation, media.strip())
 
@@ -151,17 +160,24 @@ def _not_sent(stopped: bool, text: str, media: str, max_parts: int) -> tuple[str
     return None
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    """The gateway took the SMS; `messageid` is None when its answer did not name it."""
+
+    messageid: str | None
+
+
 async def _send(
     delivery: Delivery, reply: Reply, conversation: Conversation, text: str
-) -> str | None:
-    """Send the SMS, marked `sending` first so it never goes twice; the gateway's message
-    id, or None when it was refused or its fate is unknown (settled here)."""
+) -> _Accepted | None:
+    """Send the SMS, marked `sending` first so it never goes twice; what the gateway
+    accepted, or None when it was refused or its fate is unknown (settled here)."""
     database, now = delivery.database, delivery.now
     assert delivery.smstools is not None  # checked by `_outgoing`
     async with database.transaction() as connection:
         await replies_store.set_state(connection, reply.id, replies_store.SENDING, now())
     try:
-        return await delivery.smstools.send(
+        messageid = await delivery.smstools.send(
             to=conversation.sender,
             sender=conversation.receiver,
             message=text,
@@ -183,11 +199,12 @@ async def _send(
         )
         return None
     except Retryable:
-        # It never reached Smstools, or Smstools answered 5xx / 429: safe to try again. (A
+        # It never reached Smstools, or Smstools answered 503 / 429: safe to try again. (A
         # cancelled call, the lease running out, leaves `sending` on purpose.)
         async with database.transaction() as connection:
             await replies_store.set_state(connection, reply.id, replies_store.PLANNED, now())
         raise
+    return _Accepted(messageid)
 
 
 async def deliver_reply_status(delivery: Delivery) -> None:

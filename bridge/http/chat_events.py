@@ -81,7 +81,9 @@ class SlackEvents:
 
 @dataclass
 class TelegramUpdates:
-    """`POST /telegram/webhook`: carries TELEGRAM_WEBHOOK_SECRET in its secret-token header."""
+    """`POST /telegram/webhook/<bot id>`: carries TELEGRAM_WEBHOOK_SECRET in its secret-token
+    header. Telegram numbers updates per bot, so an update is deduplicated per bot: the path
+    names the bot (`/telegram/webhook` alone is accepted while only one bot answers)."""
 
     database: Database
     config: Config
@@ -89,6 +91,7 @@ class TelegramUpdates:
     now: Callable[[], float]
     on_stored: Callable[[], None]
     bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
+    bots: frozenset[str] = frozenset()  # ids of the bots whose destinations take replies
 
     async def __call__(self, request: Request) -> Response:
         if self.secret is None:
@@ -98,14 +101,33 @@ class TelegramUpdates:
         if not hmac.compare_digest(offered, self.secret.get_secret_value().encode()):
             log.warning("Telegram update refused (403): wrong or missing secret token")
             return edge.error(403, "wrong secret token", close=True)
+        bot = self._bot(request.path_params.get("bot"))
+        if isinstance(bot, Response):
+            return bot
         body = await self.bodies.read(request.receive, request.headers.get("content-length"))
         if isinstance(body, Response):
             return body
         update = _json_object(body)
         if update is None or not isinstance(update.get("update_id"), int):
             return edge.error(400, "expected a Telegram update with an update_id")
-        key = str(update["update_id"])
+        key = f"{bot}:{update['update_id']}" if bot else str(update["update_id"])
         return await _plan(self, "telegram", key, update, agent_messages.telegram_message(update))
+
+    def _bot(self, named: str | None) -> str | Response:
+        """The bot the update is for: the one the path names, else the only one ("" if none)."""
+        if named is not None:
+            if named in self.bots:
+                return named
+            return edge.error(
+                404, "no Telegram destination takes replies with this bot", close=True
+            )
+        if len(self.bots) > 1:
+            message = (
+                "several bots take replies: each has its own /telegram/webhook/<bot id>; "
+                "run smsbridge telegram set-webhook"
+            )
+            return edge.error(404, message, close=True)
+        return next(iter(self.bots), "")
 
 
 async def _plan(

@@ -358,7 +358,9 @@ async def _plan_reply(
     conversation = await conversations_store.get(connection, conversation_id)
     assert conversation is not None
     reply_id = await replies_store.add(
+        database,
         connection,
+        platform=message.platform,
         chat_event_id=event_id,
         destination=destination_name,
         conversation_id=conversation_id,
@@ -367,6 +369,8 @@ async def _plan_reply(
         now=now,
         declined=None if decision is None else decision.why,
     )
+    if reply_id is None:
+        return "already answered: this chat message gave a reply before", None
     key = ConversationKey(receiver=conversation.receiver, sender=conversation.sender)
     await outbox_store.enqueue(
         database,

@@ -95,7 +95,8 @@ class SmstoolsRetryable(Retryable):
 
 class SendOutcomeUnknown(Permanent):
     """The send request may have reached the gateway (a timeout after it was written, a
-    connection lost mid-answer): it may have been sent, so it must never be sent again."""
+    connection lost mid-answer, a 500, 502 or 504): it may have been sent, so it must never be
+    sent again."""
 
 
 @dataclass(frozen=True)
@@ -163,56 +164,72 @@ class SmstoolsApi:
         body = await self._request("GET", "/balance")
         return _balance(body)
 
-    async def send(self, *, to: str, sender: str, message: str, reference: str) -> str:
-        """`POST /message/send` to one number; the gateway's `messageid`.
+    async def send(self, *, to: str, sender: str, message: str, reference: str) -> str | None:
+        """`POST /message/send` to one number, at most once; the gateway's `messageid`, or
+        None when a 2xx (accepted) came without the documented `messageid`.
 
-        Sent at most once: only a request that certainly did not reach the gateway (refused
-        connection, DNS failure, connect timeout) or that it answered 5xx / 429 raises
-        `SmstoolsRetryable`; an outcome that cannot be known raises `SendOutcomeUnknown`.
+        `SmstoolsRetryable` only when the request certainly did not reach the gateway
+        (refused connection, DNS failure, connect timeout) or the answer says it was not
+        processed (503, 429). Any other failure after the request was written (500, 502, 504,
+        a read timeout, a connection lost mid-answer) raises `SendOutcomeUnknown`.
         """
         body = {"to": to, "sender": sender, "message": message, "reference": reference}
         try:
-            answer = await self._request("POST", "/message/send", body, once=True)
+            response = await self._client.post("/message/send", json=body)
+        except _NEVER_SENT as error:
+            raise _cannot_connect(error) from None
         except httpx.HTTPError as error:
+            reason = (
+                Reason.TIMEOUT if isinstance(error, httpx.TimeoutException) else Reason.CONNECTION
+            )
             detail = f"{self._where}: no answer to the send request ({type(error).__name__})"
-            raise SendOutcomeUnknown(Reason.TIMEOUT, detail) from None
-        messageid = answer.get("messageid")
-        if messageid is None and isinstance(answer.get("messageids"), list):
-            messageid = next(iter(answer["messageids"]), None)
-        if not messageid:
-            detail = f"{self._where}: the send was answered without a messageid"
-            raise SendOutcomeUnknown(Reason.BAD_REQUEST, detail)
-        return str(messageid)
+            raise SendOutcomeUnknown(reason, detail) from None
+        answer = _json_object(response)
+        if response.is_success:
+            return _messageid(answer)
+        status = response.status_code
+        if status >= 500 and status not in _NOT_PROCESSED:
+            detail = f"{self._where} answered HTTP {status} after the send request was made"
+            raise SendOutcomeUnknown(Reason.SERVER, detail)
+        raise classify(status, answer, response.headers.get("retry-after"))
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        payload: dict[str, Any] | None = None,
-        *,
-        once: bool = False,
-    ) -> dict[str, Any]:
-        """One call; with `once`, an error after the request may have been written is raised
-        as is (httpx's) instead of becoming retryable."""
+    async def _request(self, method: str, path: str) -> dict[str, Any]:
+        """One call that is safe to repeat: every failure but a refusal is retryable."""
         try:
-            response = await self._client.request(method, path, json=payload)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            # Never connected: nothing reached the gateway.
-            detail = f"{self._where}: cannot connect ({type(error).__name__})"
-            raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
+            response = await self._client.request(method, path)
+        except _NEVER_SENT as error:
+            raise _cannot_connect(error) from None
         except httpx.TimeoutException:
-            if once:
-                raise
             raise SmstoolsRetryable(Reason.TIMEOUT, f"{self._where}: timed out") from None
         except httpx.HTTPError as error:
-            if once:
-                raise
             detail = f"{self._where}: network error ({type(error).__name__})"
             raise SmstoolsRetryable(Reason.CONNECTION, detail) from None
         body = _json_object(response)
         if response.is_success and body is not None:
             return body
         raise classify(response.status_code, body, response.headers.get("retry-after"))
+
+
+# Failures before a connection existed: nothing reached the gateway.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Answers that say the request was not processed: a send may be made again.
+_NOT_PROCESSED = {429, 503}
+
+
+def _cannot_connect(error: httpx.HTTPError) -> SmstoolsRetryable:
+    return SmstoolsRetryable(
+        Reason.CONNECTION, f"Smstools API: cannot connect ({type(error).__name__})"
+    )
+
+
+def _messageid(answer: dict[str, Any] | None) -> str | None:
+    """The `messageid` (or first of `messageids`) of an accepted send, if it names one."""
+    if answer is None:
+        return None
+    messageid = answer.get("messageid")
+    if messageid is None and isinstance(answer.get("messageids"), list):
+        messageid = next(iter(answer["messageids"]), None)
+    return str(messageid) if messageid else None
 
 
 def classify(

@@ -194,6 +194,16 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX outbox_notice_lane ON outbox (lane, created_at) WHERE kind = 'notice'",
         "DROP INDEX outbox_status",
     ),
+    (
+        # One chat message gives at most one SMS, whatever path it arrived by (two bots in one
+        # chat, an update sent again): a reply's (platform, chat, message) is unique across
+        # processes. Duplicates an older bridge stored keep no platform, so the index builds.
+        "ALTER TABLE replies ADD COLUMN platform TEXT",
+        "UPDATE replies SET platform = (SELECT chat_events.platform FROM chat_events "
+        "WHERE chat_events.id = replies.chat_event_id) "
+        "WHERE id IN (SELECT min(id) FROM replies GROUP BY chat, message)",
+        "CREATE UNIQUE INDEX replies_chat_message ON replies (platform, chat, message)",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, insert, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.db import Database
@@ -127,8 +127,10 @@ _COLUMNS = (
 
 
 async def add(
+    database: Database,
     connection: AsyncConnection,
     *,
+    platform: str,
     chat_event_id: int,
     destination: str,
     conversation_id: int,
@@ -136,11 +138,14 @@ async def add(
     message: str,
     now: float,
     declined: str | None = None,
-) -> int:
-    """A new reply, `planned`; or `declined` with that reason, never to be sent."""
+) -> int | None:
+    """Plan the reply to one chat message, `planned`, or `declined` with that reason (never
+    to be sent); None when that (platform, chat, message) has one already, whichever event or
+    process planned it."""
     result = await connection.execute(
-        insert(replies)
+        database.insert(replies)
         .values(
+            platform=platform,
             chat_event_id=chat_event_id,
             destination=destination,
             conversation_id=conversation_id,
@@ -151,9 +156,11 @@ async def add(
             created_at=now,
             updated_at=now,
         )
+        .on_conflict_do_nothing(index_elements=["platform", "chat", "message"])
         .returning(replies.c.id)
     )
-    return int(result.scalar_one())
+    reply_id = result.scalar_one_or_none()
+    return None if reply_id is None else int(reply_id)
 
 
 async def get(connection: AsyncConnection, reply_id: int, *, lock: bool = False) -> Reply | None:

@@ -187,7 +187,8 @@ chat_events = Table(
 # An agent's answer to a customer. `state` is planned → sending → sent (or unknown, refused,
 # blocked, too_long, internal); `sending` is written before the gateway is called, so a job
 # taken over after a crash knows the SMS may have gone and never sends it again. `messageid`
-# is the gateway's id, `shown` the status emoji now on the agent's chat message.
+# is the gateway's id, `shown` the status emoji now on the agent's chat message. (platform,
+# chat, message) is unique: one chat message gives at most one reply.
 replies = Table(
     "replies",
     metadata,
@@ -197,6 +198,7 @@ replies = Table(
     Column("conversation_id", BigInteger, nullable=False),
     Column("chat", Text, nullable=False),
     Column("message", Text, nullable=False),
+    Column("platform", Text),  # slack | telegram; none on an older bridge's duplicates
     Column("state", Text, nullable=False),
     Column("messageid", Text),
     Column("shown", Text),

@@ -87,6 +87,9 @@ class _Switches:
     throttled: int = 0  # requests left to answer 429; -1 = forever
     retry_after: int = 1
     slow: float = 0.0
+    # Sends to accept, then answer with `after_accept_status` and an HTML page; -1 = forever.
+    after_accept: int = 0
+    after_accept_status: int = 502
     opted_out: set[str] = field(default_factory=set)
 
 
@@ -151,6 +154,14 @@ class FakeSmstools(FakePlatform):
             self._switches.throttled = -1 if times is None else times
             self._switches.retry_after = retry_after
 
+    def set_accept_then_answer(self, status: int, *, times: int | None = 1) -> None:
+        """Accept the next `times` sends (recorded in `sent()`, None: until reset), then answer
+        each with `status` and an HTML page, as a proxy in front of the gateway would (a 502 or
+        504) or a gateway whose answer is not the documented JSON (a 200)."""
+        with self._lock:
+            self._switches.after_accept = -1 if times is None else times
+            self._switches.after_accept_status = status
+
     def set_slow(self, seconds: float) -> None:
         """Wait `seconds` before answering (0 restores)."""
         with self._lock:
@@ -198,6 +209,8 @@ class FakeSmstools(FakePlatform):
             await self._sleep(slow)
         if response is None:
             response = self._balance_answer() if path == "/balance" else self._send(body)
+            if path == "/message/send" and response.status_code == 200:
+                response = self._after_accept() or response
         with self._lock:
             error = None
             if isinstance(response, JSONResponse):
@@ -226,6 +239,15 @@ class FakeSmstools(FakePlatform):
                 s.error_times -= 1 if s.error_times > 0 else 0
                 return _error(s.error, s.error_status), s.slow
             return None, s.slow
+
+    def _after_accept(self) -> Response | None:
+        """The answer the `set_accept_then_answer` switch puts on an accepted send, if on."""
+        with self._lock:
+            s = self._switches
+            if not s.after_accept:
+                return None
+            s.after_accept -= 1 if s.after_accept > 0 else 0
+            return _outage(s.after_accept_status)
 
     def _balance_answer(self) -> Response:
         with self._lock:

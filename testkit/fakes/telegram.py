@@ -232,6 +232,8 @@ class FakeTelegram(FakePlatform):
         self._next_id: dict[int, int] = defaultdict(lambda: 1)
         self._texts: dict[tuple[int, int], str] = {}
         self.webhook: dict[str, Any] | None = None  # the last setWebhook's parameters
+        self.webhooks: dict[str, dict[str, Any]] = {}  # bot token → its setWebhook's parameters
+        self._update_ids: dict[str, int] = {}  # bot token → its next update_id
         self._messages: list[TelegramMessage] = []
         self._topics: list[TelegramTopic] = []
         self._edits: list[TelegramEdit] = []
@@ -337,6 +339,19 @@ class FakeTelegram(FakePlatform):
             message_id = self._new_id(chat_id)
             self._texts[(chat_id, message_id)] = text
         return message_id
+
+    def set_next_update_id(self, token: str, update_id: int) -> None:
+        """Number the bot's next update `update_id` (Telegram numbers updates per bot)."""
+        with self._lock:
+            self._update_ids[token] = update_id
+
+    def update(self, token: str, message: dict[str, Any]) -> dict[str, Any]:
+        """The update the bot with `token` gets for a chat `message`, numbered as that bot's
+        updates are: one after the other, whatever other bots in the chat get."""
+        with self._lock:
+            update_id = self._update_ids.get(token, 1)
+            self._update_ids[token] = update_id + 1
+        return {"update_id": update_id, "message": message}
 
     def reset(self) -> None:
         """Drop every switch and deleted topic (recorded data is kept; see `clear`)."""
@@ -463,13 +478,14 @@ class FakeTelegram(FakePlatform):
                 case "reopenforumtopic":
                     return self._reopen_topic(params)
                 case "setwebhook":
-                    self.webhook = dict(params)
+                    self.webhook = self.webhooks[token] = dict(params)
                     return True
                 case "deletewebhook":
                     self.webhook = None
+                    self.webhooks.pop(token, None)
                     return True
                 case "getwebhookinfo":
-                    url = (self.webhook or {}).get("url", "")
+                    url = self.webhooks.get(token, {}).get("url", "")
                     return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
             raise _Refused(404, "Not Found")
 
