@@ -341,20 +341,22 @@ async def show_webhook_url(settings: Settings) -> int:
 
 
 async def run_prune(settings: Settings, config: Config, dry_run: bool) -> int:
-    """What the worker does hourly, now; `dry_run` only counts."""
+    """What the worker does hourly, now, and the old copies overwritten on disk after it
+    (exit 1 when that could not finish); `dry_run` only counts."""
     database = Database(settings.database_url)
     try:
         await migrate(database)
-        pruned = await retention.prune(database, config, time.time(), dry_run=dry_run)
+        pruned = await retention.prune(database, config, time.time(), dry_run=dry_run, scrub=True)
     finally:
         await database.close()
     print(f"retention: {config.retention.describe()}")
     for line in pruned.lines(dry_run):
         print(line)
-    return 0
+    return 1 if pruned.disk is not None and not pruned.disk.done else 0
 
 
 async def run_forget(settings: Settings, number: str) -> int:
+    """Erase the customer; exit 1 when the old copies on disk could not be overwritten yet."""
     database = Database(settings.database_url)
     try:
         await migrate(database)
@@ -363,7 +365,7 @@ async def run_forget(settings: Settings, number: str) -> int:
         await database.close()
     for line in erased.lines():
         print(line)
-    return 0
+    return 1 if erased.disk is not None and not erased.disk.done else 0
 
 
 async def run_migrate(settings: Settings, *, quiet: bool = False) -> int:

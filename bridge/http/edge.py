@@ -45,7 +45,8 @@ class BodyReader:
         """The whole body, or the error to answer: 413 past `limit` bytes (`declared` in the
         Content-Length header, or sent), 408 when it did not arrive in time, 400 when the
         client went away."""
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        # isascii: "²" is a digit to `isdigit` and not a number to `int`.
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > self.limit:
             return self._too_large()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)

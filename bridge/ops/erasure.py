@@ -6,8 +6,10 @@ from the chat events; their conversations, the links to the chat messages that s
 the replies sent to them and their opt-out are deleted. Counts stay right: events, statuses,
 jobs, chat events and alert groups keep their rows (a receiver removed from a group's list
 still counts among its "more"). Jobs not delivered yet are closed: the text they would post
-or send is gone. Posts already in Slack or Telegram are not the bridge's to delete; the
-threads they are in are listed so someone can.
+or send is gone. Then the old copies of those rows are overwritten on the database's disk
+(`store.disk`); if that cannot finish now, it says so, and running it again finishes it.
+Posts already in Slack or Telegram are not the bridge's to delete; the threads they are in
+are listed so someone can.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bridge.jobs import (
 )
 from bridge.store import erasure as erasure_store
 from bridge.store.db import Database
+from bridge.store.disk import Scrubbed, scrub
 
 SCAN_BATCH = 1000  # rows read per transaction while looking for the customer's
 _NUMBER_FIELDS = {"sender", "receiver", "orig_sender", "orig_receiver"}
@@ -56,6 +59,7 @@ class Erased:
     opt_outs: int = 0
     alert_groups: int = 0
     threads: list[erasure_store.Thread] = field(default_factory=list)
+    disk: Scrubbed | None = None  # what became of the old copies on disk
 
     @property
     def anything(self) -> bool:
@@ -66,7 +70,7 @@ class Erased:
     def lines(self) -> list[str]:
         who = phones.international(self.number)
         if not self.anything:
-            return [f"nothing stored about {who}"]
+            return [f"nothing stored about {who}", *self._disk_lines()]
         lines = [
             f"erased what was stored about {who}:",
             f"  events: {self.events} (text and numbers erased; each still counted)",
@@ -89,7 +93,14 @@ class Erased:
             lines.append("posts already made stay in the chat; delete them there if needed:")
             for thread in threads:
                 lines.append(f"  {thread.destination}: chat {thread.chat}, thread {thread.thread}")
-        return lines
+        return lines + self._disk_lines()
+
+    def _disk_lines(self) -> list[str]:
+        if self.disk is None:
+            return []
+        if not self.disk.done:
+            return [f"old copies on disk NOT overwritten yet: {self.disk.detail}; run it again"]
+        return [f"old copies on disk overwritten: {self.disk.detail}"] if self.anything else []
 
 
 def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
@@ -186,7 +197,8 @@ def without_number(group: erasure_store.AlertGroup, number: str) -> erasure_stor
 
 
 async def forget(database: Database, number: str, now: float) -> Erased:
-    """Erase what is stored about the customer with this number key (`phones.key`)."""
+    """Erase what is stored about the customer with this number key (`phones.key`), then
+    overwrite the old copies on disk (`Erased.disk` says whether that finished)."""
     erased = Erased(number)
     async with database.transaction() as connection:
         threads = await erasure_store.conversations_of(connection, number)
@@ -246,6 +258,8 @@ async def forget(database: Database, number: str, now: float) -> Erased:
             if changed != group:
                 await erasure_store.rewrite_alert_group(connection, changed)
                 erased.alert_groups += 1
+    # Even when nothing was found: an earlier run may have erased without finishing this.
+    erased.disk = await scrub(database, erasure_store.TABLES)
     return erased
 
 

@@ -9,6 +9,10 @@ a reply in it is still to be sent or settled, a message's content while a job st
 deliver it or a dead letter may be retried, what an agent wrote while their answer is still to
 be sent, and delivered jobs at least as long as an alert's `repeat_interval` needs them. A
 destination's pace (no customer data) goes once its bucket is full again and no 429 holds it.
+
+`smsbridge prune` then overwrites the old copies of what went on the database's disk
+(`scrub`, `store.disk`). The worker's hourly run does not: on PostgreSQL that rewrites the
+tables (VACUUM FULL), which holds the webhooks back while it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from bridge.config import Config
 from bridge.delivery.pacing import burst_for
 from bridge.store import retention as retention_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error
+from bridge.store.disk import Scrubbed
+from bridge.store.disk import scrub as scrub_disk
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class Pruned:
 
     counts: dict[str, int] = field(default_factory=dict)
     busy: bool = False  # another process was pruning: this run stopped early
+    disk: Scrubbed | None = None  # what became of the old copies on disk (`scrub`)
 
     @property
     def total(self) -> int:
@@ -69,13 +76,24 @@ class Pruned:
             lines.append(f"{name}: {removed} {verb}")
         if self.busy:
             lines.append("another process is pruning: stopped early; it finishes the rest")
+        if self.disk is not None:
+            done = "overwritten" if self.disk.done else "NOT overwritten yet"
+            again = "" if self.disk.done else "; run it again"
+            lines.append(f"old copies on disk {done}: {self.disk.detail}{again}")
         return lines
 
 
 async def prune(
-    database: Database, config: Config, now: float, *, dry_run: bool = False, batch: int = BATCH
+    database: Database,
+    config: Config,
+    now: float,
+    *,
+    dry_run: bool = False,
+    batch: int = BATCH,
+    scrub: bool = False,
 ) -> Pruned:
-    """Remove (or, `dry_run`, count) everything past its retention at `now`."""
+    """Remove (or, `dry_run`, count) everything past its retention at `now`; with `scrub`,
+    then overwrite the old copies on disk (`Pruned.disk` says whether that finished)."""
     limits = cutoffs(config, now)
     pruned = Pruned()
     for category in retention_store.CATEGORIES:
@@ -95,6 +113,9 @@ async def prune(
                 break
             await asyncio.sleep(0)  # let the webhook and the deliveries in between batches
         pruned.counts[category.name] = removed
+    if scrub and not dry_run:
+        # Even when nothing went now: an earlier run may have removed without this.
+        pruned.disk = await scrub_disk(database, retention_store.TABLES)
     return pruned
 
 

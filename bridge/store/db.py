@@ -63,8 +63,9 @@ class Database:
     """Owns the engine. Every unit of work is `async with database.transaction() as conn`.
 
     SQLite runs in WAL mode with `synchronous=FULL` (a commit survives power loss; the
-    worker's chat deliveries relax it to NORMAL, `relax_commits`) and takes the write lock
-    at BEGIN, so concurrent writers queue on `busy_timeout` instead of failing.
+    worker's chat deliveries relax it to NORMAL, `relax_commits`) and `secure_delete` on,
+    and takes the write lock at BEGIN, so concurrent writers queue on `busy_timeout`
+    instead of failing.
     `timeout` bounds the waits: SQLite's busy_timeout; on PostgreSQL connecting and taking a
     connection from the pool. Behind a PostgreSQL pooler in transaction mode (found at the
     first connection) no prepared statement outlives its transaction.
@@ -301,6 +302,9 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")  # and each transaction sets its own
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Erased and deleted rows are overwritten with zeros in their pages, not just marked
+        # free: some SQLite builds do it by default, others not (`store.disk` relies on it).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -30,6 +30,19 @@ from bridge.store.schema import (
     webhook_requests,
 )
 
+# Every table erasure writes to: where old copies of the customer's rows may be left on disk.
+TABLES = (
+    alert_groups,
+    chat_events,
+    chat_messages,
+    conversations,
+    events,
+    message_status,
+    opt_outs,
+    outbox,
+    replies,
+    webhook_requests,
+)
 ERASED_LANE = "erased"
 ERASED_PAYLOAD = "{}"
 NOT_DELIVERED = "not delivered: erased on request (smsbridge forget)"

@@ -183,6 +183,21 @@ CATEGORIES: Sequence[Category] = (
 )
 
 
+# Every table pruning erases or deletes customer data in (a destination's pace holds none).
+TABLES = (
+    alert_groups,
+    alert_notices,
+    chat_events,
+    chat_messages,
+    conversations,
+    events,
+    message_status,
+    outbox,
+    replies,
+    webhook_requests,
+)
+
+
 async def count(connection: AsyncConnection, category: Category, cutoffs: Cutoffs) -> int:
     query = select(func.count()).select_from(category.candidates(cutoffs).subquery())
     return int((await connection.execute(query)).scalar_one())
