@@ -349,6 +349,35 @@ def thread_closed_post() -> Post:
     )
 
 
+def not_understood_post(
+    webhook_type: str, problem: str, count: int, window: float, mention: str | None
+) -> Post:
+    """On-call learns once per interval that gateway events of one kind were stored but not
+    understood, why, and how to bring them back: never their content or numbers."""
+    kind = webhook_type or "without a webhook_type"
+    hours = f"{window / 3600:g} h" if window >= 3600 else f"{window / 60:g} min"
+    unknown = problem.startswith("webhook_type ") and problem.endswith(" unknown")
+    if unknown:
+        step = (
+            "This bridge does not handle this webhook type: they are stored and counted. If "
+            "you do not need them, switch this webhook off in the Smstools dashboard; a newer "
+            "smsbridge that handles them can replay them with smsbridge reprocess."
+        )
+    else:
+        step = (
+            "They are stored as they came, not posted. Once a fixed or newer smsbridge reads "
+            "them, replay them in order with: smsbridge reprocess --since <date> (see what it "
+            "would do first with --dry-run)."
+        )
+    return Post(
+        heading=f"Smstools events not understood: {kind}",
+        context=(f"{count} in the last {hours}", f"reason: {problem}"),
+        body=step,
+        mention=mention,
+        tone=Tone.FIRING,
+    )
+
+
 def chat_moved_post(destination: str, detail: str, mention: str | None) -> Post:
     """On-call learns once that a Telegram group became a supergroup and the bridge followed."""
     return Post(

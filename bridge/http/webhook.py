@@ -27,6 +27,7 @@ from bridge.config import Config
 from bridge.http import edge, signature
 from bridge.intake.group_commit import GroupCommit, NotStored
 from bridge.intake.ingest import Body, IngestResult
+from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics
 from bridge.store.db import Database, describe_error
 
@@ -51,10 +52,12 @@ class WebhookReceiver:
     bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
     metrics: Metrics | None = None
     commits: GroupCommit = field(init=False)
+    not_understood: NotUnderstood = field(init=False)
     _token: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self.database, self.config, _unavailable)
+        self.not_understood = NotUnderstood(self.database, self.config)
         self._token = self.token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,10 +96,14 @@ class WebhookReceiver:
                 f"{len(items)} events in one body; at most {MAX_EVENTS} are accepted: "
                 "send them in smaller bodies",
             )
+        received_at = self.now()
         try:
-            result = await self.commits.submit(Body(body, items, self.now()))
+            result = await self.commits.submit(Body(body, items, received_at))
         except NotStored:  # down, locked or too slow (logged once per group): sent again
             return edge.error(503, "the webhook could not be stored; send it again", retry=True)
+        if result.problems:  # before waking the worker: it delivers the notice too
+            told = ((problem.webhook_type, problem.problem) for problem in result.problems)
+            await self.not_understood.tell(told, received_at)
         self.on_stored()
         self._count(result)
         return _answer(result)

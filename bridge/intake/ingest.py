@@ -23,6 +23,7 @@ from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, U
 from bridge.store import group_writes, wakeups
 from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
+from bridge.store.events import OK, UNPARSED
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 class Problem:
     index: int
     webhook_id: str | None
+    webhook_type: str | None
     problem: str
 
 
@@ -106,7 +108,7 @@ async def ingest_group(
                 body=index,
                 webhook_id=event.webhook_id,
                 webhook_type=event.webhook_type,
-                status="unparsed" if isinstance(event, Unparsed) else "ok",
+                status=UNPARSED if isinstance(event, Unparsed) else OK,
                 problem=event.problem if isinstance(event, Unparsed) else None,
                 payload=_COMPACT.encode(item),
                 received_at=body.received_at,
@@ -233,7 +235,9 @@ class _Planner:
                     result.duplicates += 1
                     result.outcomes.append((event.webhook_type, "duplicate"))
                 else:
-                    result.problems.append(Problem(index, event.webhook_id, event.problem))
+                    result.problems.append(
+                        Problem(index, event.webhook_id, event.webhook_type, event.problem)
+                    )
                     result.outcomes.append((event.webhook_type, "not_understood"))
                 continue
             event_id = self.unclaimed.pop(event.webhook_id, None)

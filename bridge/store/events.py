@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import events
+
+OK = "ok"  # an event's status: understood
+UNPARSED = "unparsed"  # stored and counted, `problem` says why it was not understood
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,22 @@ async def get_many(
         )
     )
     return {row[0]: StoredEvent(*row) for row in rows}
+
+
+async def not_understood_count(
+    connection: AsyncConnection, webhook_type: str | None, problem: str, since: float
+) -> int:
+    """How many events received after `since` are still not understood, of `webhook_type`
+    (None: events without one) and for `problem`."""
+    query = (
+        select(func.count())
+        .select_from(events)
+        .where(
+            events.c.received_at > since,
+            events.c.erased_at.is_(None),  # as the index events_unerased says it
+            events.c.status == UNPARSED,
+            events.c.problem == problem,
+            events.c.webhook_type.is_not_distinct_from(webhook_type),
+        )
+    )
+    return int((await connection.execute(query)).scalar_one())
