@@ -277,3 +277,29 @@ class _Planner:
                 )
         self.jobs += result.jobs
         return result
+
+
+async def plan_event(
+    database: Database,
+    connection: AsyncConnection,
+    config: Config,
+    event: InboxMessage | DeliveryReport | ReadReport,
+    event_id: int,
+    now: float,
+) -> int:
+    """Plan what one stored, understood event calls for, as ingest does, in the caller's
+    transaction (replaying an event stored earlier); return how many jobs were added."""
+    if isinstance(event, DeliveryReport):
+        planned = await reports.plan_delivery(database, connection, config, event, event_id, now)
+    elif isinstance(event, ReadReport):
+        planned = await reports.plan_read(database, connection, event, event_id, now)
+    else:
+        destinations, conversation = _route(config, event)
+        jobs = [
+            outbox_store.NewJob(event_id, destination, InboxJob(conversation=conversation))
+            for destination in destinations
+        ]
+        planned = await outbox_store.enqueue_many(database, connection, jobs, now)
+    if planned:
+        await wakeups.announce(database, connection)
+    return planned
