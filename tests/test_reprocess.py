@@ -165,7 +165,7 @@ def test_the_command_says_what_it_would_do_then_does_it_once(
 
     asyncio.run(prepare())
     env = {"DATABASE_URL": sqlite_url}
-    outputs = []
+    outputs: list[str] = []
     for args in (["--dry-run"], ["--since", "2027-02-01"], [], []):
         log_path = tmp_path / f"reprocess-{len(outputs)}.log"
         command = BridgeProcess(["reprocess", *args], env, log_path).start()
