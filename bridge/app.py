@@ -27,6 +27,7 @@ from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.http import edge
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
 from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
+from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics, endpoint
 from bridge.ops import readiness, retention, telegram_setup
 from bridge.ops.credit import CreditWatch
@@ -213,7 +214,13 @@ def _edges(
     auth, telegram_secret = secrets
     bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
     state.receiver = WebhookReceiver(
-        group_commit(database, config), auth, now, worker.wake, bodies=bodies, metrics=metrics
+        group_commit(database, config),
+        auth,
+        NotUnderstood(database, config),
+        now,
+        worker.wake,
+        bodies=bodies,
+        metrics=metrics,
     )
     state.slack_events = SlackEvents(
         database, config, settings.slack_signing_secret, now, worker.wake, bodies=bodies

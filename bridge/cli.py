@@ -31,7 +31,7 @@ from bridge.config import Config, ConfigError
 from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.http.webhook import webhook_token
 from bridge.jobs import Job
-from bridge.ops import doctor, erasure, retention, telegram_setup
+from bridge.ops import doctor, erasure, reprocess, retention, telegram_setup
 from bridge.settings import Settings, SettingsError
 from bridge.store import outbox as outbox_store
 from bridge.store import wakeups as wakeups_store
@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
         "prune", help="remove what outlived its retention now (the worker does it hourly)"
     )
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    reprocess_command = commands.add_parser(
+        "reprocess", help="replay stored events not understood through today's parser"
+    )
+    reprocess_command.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="DATE",
+        help="only events received since then: 2026-12-05 or '2026-12-05 09:00' (UTC unless "
+        "it gives an offset); default: all",
+    )
+    reprocess_command.add_argument(
+        "--dry-run", action="store_true", help="only say what would be replayed"
+    )
     forget = commands.add_parser("forget", help="erase what is stored about one customer")
     forget.add_argument("number", help="in international format, e.g. '+32 470 12 34 56'")
     telegram = commands.add_parser("telegram", help="register where agents' messages go")
@@ -139,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "prune":
         dry_run = arguments.dry_run
         return _with_database(settings, lambda: asyncio.run(run_prune(settings, config, dry_run)))
+    if arguments.command == "reprocess":
+        since, dry_run = arguments.since, arguments.dry_run
+        return _with_database(
+            settings, lambda: asyncio.run(run_reprocess(settings, config, since, dry_run))
+        )
     if arguments.command == "telegram":
         return _telegram(arguments.action, getattr(arguments, "url", None), config, settings)
     return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
@@ -353,6 +372,32 @@ async def run_prune(settings: Settings, config: Config, dry_run: bool) -> int:
     for line in pruned.lines(dry_run):
         print(line)
     return 1 if pruned.disk is not None and not pruned.disk.done else 0
+
+
+def _since(value: str) -> float:
+    """A `--since` date as a Unix time: ISO 8601, UTC unless it gives an offset."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date: give 2026-12-05 or '2026-12-05 09:00'"
+        ) from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
+async def run_reprocess(
+    settings: Settings, config: Config, since: float | None, dry_run: bool
+) -> int:
+    """Replay the events not understood; print a line per event and a total."""
+    database = Database(settings.database_url)
+    try:
+        await migrate(database)
+        replayed = await reprocess.reprocess(database, config, since, time.time(), dry_run=dry_run)
+    finally:
+        await database.close()
+    for line in replayed.lines(dry_run):
+        print(line)
+    return 0
 
 
 async def run_forget(settings: Settings, number: str) -> int:

@@ -79,11 +79,17 @@ class AlertJob(_Payload):
     resolve: bool = False  # a check, once the group may have gone quiet, to say it is over
 
 
+# The `NoticeJob.reason` of gateway events the bridge stored but could not understand.
+NOT_UNDERSTOOD = "not_understood"
+
+
 class NoticeJob(_Payload):
     kind: ClassVar[Kind] = Kind.NOTICE
-    failing: str  # the destination the notice is about: it fails for good, or it moved
+    # What the notice is about: a destination that fails for good or moved; for events not
+    # understood (`reason` NOT_UNDERSTOOD), their webhook type ("" when it had none).
+    failing: str
     reason: str
-    detail: str
+    detail: str  # for events not understood: why (a field and a rule, never a value)
 
 
 class ReplyJob(_ReplyPayload):
@@ -167,8 +173,10 @@ def lane(destination: str, payload: Payload) -> str:
         case AlertJob(group_id=group_id, resolve=True):
             # Its own lane: a check due in an hour must not hold back the alert's edits.
             parts = ("alert-quiet", group_id, destination)
-        case NoticeJob(failing=failing, reason=reason):
-            parts = ("notice", failing, reason, destination)
+        case NoticeJob(failing=failing, reason=reason, detail=detail):
+            # Events not understood are told once per reason, not once per webhook type.
+            told = (failing, reason, detail) if reason == NOT_UNDERSTOOD else (failing, reason)
+            parts = ("notice", *told, destination)
         case CreditJob():
             parts = ("credit", destination)
     return "|".join(str(part) for part in parts)

@@ -60,14 +60,17 @@ def parse(raw: str, national: str | None = None) -> str:
 
 
 def international(number: str) -> str:
-    """Show a gateway number as `+32 470 12 34 56`; alphanumeric senders stay as they are."""
-    number = key(number)
-    if not number.isdigit():
-        return number
+    """Show a gateway number as `+32 470 12 34 56`. What is not a valid international number
+    (a short code such as `12345678`, an alphanumeric sender) is shown as it came."""
+    digits = key(number)
+    if not digits.isdigit():
+        return digits
     try:
-        parsed = phonenumbers.parse("+" + number, None)
+        parsed = phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException:
-        return "+" + number
+        return number.strip()
+    if not phonenumbers.is_valid_number(parsed):
+        return number.strip()
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 

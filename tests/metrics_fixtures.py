@@ -94,7 +94,7 @@ async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) ->
     assert (await bridge.post(body)).status_code == 200
     assert (await bridge.post(body)).status_code == 200  # every event a duplicate
     odd = [{"webhook_id": "wh_odd", "webhook_type": "mystery"}]
-    assert (await bridge.post(odd)).status_code == 200  # kept, not understood
+    assert (await bridge.post(odd)).status_code == 200  # kept, not understood: a notice
     assert (
         await bridge.client.post("/webhooks/smstools/wrong-token", json=body)
     ).status_code == 404

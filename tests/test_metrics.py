@@ -63,10 +63,10 @@ async def test_a_scrape_after_a_scripted_run_shows_exact_counts(
     assert attempts("support", "inbox", "ok", "none") == 2
     assert attempts("support", "inbox", "dead", "not_found") == 1
     assert attempts("oncall", "alert", "ok", "none") == 1
-    assert attempts("oncall", "notice", "ok", "none") == 1
+    assert attempts("oncall", "notice", "ok", "none") == 2  # the dead letter, the odd event
     assert value(samples, "smsbridge_dead_letters_total", destination="support") == 1
     assert value(samples, "smsbridge_alerts_sent_total", destination="oncall") == 1
-    assert value(samples, "smsbridge_notices_sent_total", destination="oncall", kind="notice") == 1
+    assert value(samples, "smsbridge_notices_sent_total", destination="oncall", kind="notice") == 2
     latency = "smsbridge_delivery_latency_seconds"
     assert value(samples, f"{latency}_count", destination="support") == 2
     # One message went through at once (0 s); the one that heard 429 went after 60 s.

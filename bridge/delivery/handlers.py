@@ -21,6 +21,7 @@ from bridge.errors import Permanent, Reason
 from bridge.intake import alerts
 from bridge.intake.alerts import Action
 from bridge.jobs import (
+    NOT_UNDERSTOOD,
     AlertJob,
     CreditJob,
     Delivery,
@@ -35,6 +36,7 @@ from bridge.jobs import (
 from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport
 from bridge.store import alerts as alerts_store
 from bridge.store import conversations as conversations_store
+from bridge.store import events as events_store
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
@@ -393,13 +395,26 @@ async def deliver_notice(delivery: Delivery) -> None:
     """A destination that fails for good, or whose chat moved, told to on-call."""
     notice = _payload(delivery, NoticeJob)
     mention = _on_call_mention(delivery)
-    if notice.reason == Reason.MOVED:
+    if notice.reason == NOT_UNDERSTOOD:
+        post = await _not_understood_post(delivery, notice, mention)
+    elif notice.reason == Reason.MOVED:
         post = render.chat_moved_post(notice.failing, notice.detail, mention)
     else:
         post = render.destination_failure_post(
             notice.failing, notice.reason, notice.detail, mention
         )
     await _post_alone(delivery, post)
+
+
+async def _not_understood_post(delivery: Delivery, notice: NoticeJob, mention: str | None) -> Post:
+    """How many such events came in the interval before the notice (and since)."""
+    alerts_config = delivery.config.alerts
+    window = alerts_config.top.repeat_interval if alerts_config is not None else 3600.0
+    async with delivery.database.transaction() as connection:
+        count = await events_store.not_understood_count(
+            connection, notice.failing or None, notice.detail, delivery.job.created_at - window
+        )
+    return render.not_understood_post(notice.failing, notice.detail, count, window, mention)
 
 
 async def deliver_credit(delivery: Delivery) -> None:

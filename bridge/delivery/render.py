@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -17,6 +16,7 @@ from bridge.smstools.webhooks import (
     ACCOUNT_WIDE_DETAILS,
     DELIVERY_CODES,
     DETAIL_CODES,
+    EMPTY_MESSAGE,
     DeliveryReport,
     InboxMessage,
     ReadReport,
@@ -25,7 +25,7 @@ from bridge.smstools.webhooks import (
 from bridge.store.alerts import Group
 
 CHANNEL_NAMES = {"sms": "SMS", "whatsapp": "WhatsApp"}
-_CLOCK = re.compile(r"\b(\d{1,2}:\d{2})(?::\d{2})?\b")
+DEFAULT_ZONE = "Europe/Brussels"  # Smstools' own, for accounts whose events name none
 
 
 def line_label(receiver: str, config: Config) -> str:
@@ -48,42 +48,67 @@ def thread_title(sender: str, receiver: str, channel: str | None, config: Config
     return f"{who} · {line}{how}"[:TELEGRAM_TOPIC_NAME]
 
 
-def clock(value: str) -> str:
-    """`09:14` out of a gateway date (`2026-01-01 09:14:00`); the value itself otherwise."""
-    match = _CLOCK.search(value)
-    return match.group(1) if match else value
+def _zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone or DEFAULT_ZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_ZONE)
+
+
+def wall_clock(value: datetime, timezone: str) -> datetime:
+    """A gateway date on the account's wall clock: a naive date is one already; an aware
+    one (ISO 8601 with an offset, Unix seconds) is moved to the event's `timezone` (Smstools'
+    own when it names none or an unknown one)."""
+    return value if value.tzinfo is None else value.astimezone(_zone(timezone))
+
+
+def clock(value: datetime, timezone: str = "") -> str:
+    """`09:14`: the time of day of a gateway date, on the account's wall clock."""
+    return wall_clock(value, timezone).strftime("%H:%M")
+
+
+def stamp(value: datetime, timezone: str = "") -> str:
+    """`2026-01-01 09:14:00`: a gateway date as the gateway writes it, on the account's wall
+    clock."""
+    return wall_clock(value, timezone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _channel_name(channel: str) -> str:
+    return CHANNEL_NAMES.get(channel, channel)
 
 
 def inbox_post(event: InboxMessage, config: Config, *, opens_thread: bool = True) -> Post:
     """What the customer wrote and what it answers. The post that opens a thread says who
     wrote, on which line, over SMS or WhatsApp and when; later posts only `SMS · 09:14` (the
     line is the thread's own, so it never changes within one)."""
-    message = event.message
+    message, zone = event.message, event.timezone
     quote = None
     if event.isreply is not None and event.isreply.orig_message_content:
-        when = event.isreply.orig_messagedate or "date unknown"
+        replied = event.isreply.orig_messagedate
+        when = stamp(replied, zone) if replied is not None else "date unknown"
         quote = Quote(text=event.isreply.orig_message_content, when=when)
     author = international(message.sender)
+    body = message.content or EMPTY_MESSAGE
     if not opens_thread:
-        short = (CHANNEL_NAMES[message.type], clock(message.date) if message.date else "")
+        short = (_channel_name(message.type), clock(message.date, zone) if message.date else "")
         return Post(
             heading="",
             context=(" · ".join(item for item in short if item),),
-            body=message.content,
+            body=body,
             quote=quote,
             author=author,
         )
-    sent_at = message.date or "time unknown"
-    if event.timezone and message.date:
-        sent_at = f"{message.date} ({event.timezone})"
+    sent_at = stamp(message.date, zone) if message.date else "time unknown"
+    if zone and message.date:
+        sent_at = f"{sent_at} ({zone})"
     return Post(
         heading=author,
         context=(
             f"to {line_label(message.receiver, config)}",
-            CHANNEL_NAMES[message.type],
+            _channel_name(message.type),
             sent_at,
         ),
-        body=message.content,
+        body=body,
         quote=quote,
         author=author,
     )
@@ -104,7 +129,11 @@ def read_post(report: ReadReport) -> Post:
     """`✓ Read by the customer at 09:06: "Your parcel 5531 will be…"` for the thread."""
     message = report.message
     at = message.read_datetime or message.datetime
-    line = f"✓ Read by the customer at {clock(at)}" if at else "✓ Read by the customer"
+    line = (
+        f"✓ Read by the customer at {clock(at, report.timezone)}"
+        if at
+        else "✓ Read by the customer"
+    )
     if message.content:
         line += f': "{snippet(message.content)}"'
     return Post(heading="", context=(line,))
@@ -171,11 +200,7 @@ def _code(code: str) -> tuple[int | None, int | None]:
 
 
 def _when(at: float, timezone: str, pattern: str = "%Y-%m-%d %H:%M %Z") -> str:
-    try:
-        zone = ZoneInfo(timezone or "Europe/Brussels")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("Europe/Brussels")
-    return datetime.fromtimestamp(at, zone).strftime(pattern)
+    return datetime.fromtimestamp(at, _zone(timezone)).strftime(pattern)
 
 
 def labelled(code: int | None, detail: int | None) -> str:
@@ -298,17 +323,18 @@ def credit_post(low: bool, balance: str, threshold: str, mention: str | None) ->
 def failure_note_post(report: DeliveryReport) -> Post:
     """A short note in the customer's thread: our message did not reach them, and why;
     its times labelled (`from Acme · sent 09:38 · failed 09:40`)."""
-    message = report.message
+    message, zone = report.message, report.timezone
     context = [f"from {international(message.sender)}"]
     if message.datetime:
-        context.append(f"sent {clock(message.datetime)}")
+        context.append(f"sent {clock(message.datetime, zone)}")
     if message.delivery_status_datetime:
-        context.append(f"failed {clock(message.delivery_status_datetime)}")
+        context.append(f"failed {clock(message.delivery_status_datetime, zone)}")
+    sent = stamp(message.datetime, zone) if message.datetime else ""
     return Post(
         heading=f"Not delivered to {international(message.receiver)}",
         context=tuple(context),
         body=describe_delivery(message.delivery_code, message.delivery_code_detail),
-        quote=Quote(text=message.content, when=message.datetime) if message.content else None,
+        quote=Quote(text=message.content, when=sent) if message.content else None,
     )
 
 
@@ -318,6 +344,35 @@ def thread_closed_post() -> Post:
         heading="This conversation continues here",
         context=("its previous topic is closed and the bot may not reopen it",),
         body="To let the bot reopen closed topics, give it the Manage topics right.",
+    )
+
+
+def not_understood_post(
+    webhook_type: str, problem: str, count: int, window: float, mention: str | None
+) -> Post:
+    """On-call learns once per interval that gateway events of one kind were stored but not
+    understood, why, and how to bring them back: never their content or numbers."""
+    kind = webhook_type or "without a webhook_type"
+    hours = f"{window / 3600:g} h" if window >= 3600 else f"{window / 60:g} min"
+    unknown = problem.startswith("webhook_type ") and problem.endswith(" unknown")
+    if unknown:
+        step = (
+            "This bridge does not handle this webhook type: they are stored and counted. If "
+            "you do not need them, switch this webhook off in the Smstools dashboard; a newer "
+            "smsbridge that handles them can replay them with smsbridge reprocess."
+        )
+    else:
+        step = (
+            "They are stored as they came, not posted. Once a fixed or newer smsbridge reads "
+            "them, replay them in order with: smsbridge reprocess --since <date> (see what it "
+            "would do first with --dry-run)."
+        )
+    return Post(
+        heading=f"Smstools events not understood: {kind}",
+        context=(f"{count} in the last {hours}", f"reason: {problem}"),
+        body=step,
+        mention=mention,
+        tone=Tone.FIRING,
     )
 
 

@@ -29,6 +29,7 @@ from bridge.config import Config
 from bridge.http import edge, signature
 from bridge.intake.group_commit import GroupCommit, NotStored
 from bridge.intake.ingest import Body, IngestResult
+from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.store import facts as facts_store
@@ -94,10 +95,12 @@ def group_commit(database: Database, config: Config) -> GroupCommit:
 @dataclass
 class WebhookReceiver:
     """Answers Smstools webhooks: checks `auth`, stores each body through `commits`, then
-    calls `on_stored` (the worker's wake-up)."""
+    calls `on_stored` (the worker's wake-up); events not understood are told to on-call
+    through `not_understood`."""
 
     commits: GroupCommit
     auth: WebhookAuth
+    not_understood: NotUnderstood
     now: Callable[[], float]
     on_stored: Callable[[], None]
     bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
@@ -131,10 +134,14 @@ class WebhookReceiver:
                 f"{len(items)} events in one body; at most {MAX_EVENTS} are accepted: "
                 "send them in smaller bodies",
             )
+        received_at = self.now()
         try:
-            result = await self.commits.submit(Body(body, items, self.now()))
+            result = await self.commits.submit(Body(body, items, received_at))
         except NotStored:  # down, locked or too slow (logged once per group): sent again
             return edge.error(503, "the webhook could not be stored; send it again", retry=True)
+        if result.problems:  # before waking the worker: it delivers the notice too
+            told = ((problem.webhook_type, problem.problem) for problem in result.problems)
+            await self.not_understood.tell(told, received_at)
         self.on_stored()
         self._count(result)
         return _answer(result)

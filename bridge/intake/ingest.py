@@ -24,6 +24,7 @@ from bridge.store import group_writes as group_writes_store
 from bridge.store import outbox as outbox_store
 from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
+from bridge.store.events import OK, UNPARSED
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 class Problem:
     index: int
     webhook_id: str | None
+    webhook_type: str | None
     problem: str
 
 
@@ -110,7 +112,7 @@ async def ingest_group(
                 body=index,
                 webhook_id=event.webhook_id,
                 webhook_type=event.webhook_type,
-                status="unparsed" if isinstance(event, Unparsed) else "ok",
+                status=UNPARSED if isinstance(event, Unparsed) else OK,
                 problem=event.problem if isinstance(event, Unparsed) else None,
                 payload=_COMPACT.encode(item),
                 received_at=body.received_at,
@@ -237,7 +239,9 @@ class _Planner:
                     result.duplicates += 1
                     result.outcomes.append((event.webhook_type, "duplicate"))
                 else:
-                    result.problems.append(Problem(index, event.webhook_id, event.problem))
+                    result.problems.append(
+                        Problem(index, event.webhook_id, event.webhook_type, event.problem)
+                    )
                     result.outcomes.append((event.webhook_type, "not_understood"))
                 continue
             event_id = self.unclaimed.pop(event.webhook_id, None)
@@ -277,3 +281,29 @@ class _Planner:
                 )
         self.jobs += result.jobs
         return result
+
+
+async def plan_event(
+    database: Database,
+    connection: AsyncConnection,
+    config: Config,
+    event: InboxMessage | DeliveryReport | ReadReport,
+    event_id: int,
+    now: float,
+) -> int:
+    """Plan what one stored, understood event calls for, as ingest does, in the caller's
+    transaction (replaying an event stored earlier); return how many jobs were added."""
+    if isinstance(event, DeliveryReport):
+        planned = await reports.plan_delivery(database, connection, config, event, event_id, now)
+    elif isinstance(event, ReadReport):
+        planned = await reports.plan_read(database, connection, event, event_id, now)
+    else:
+        destinations, conversation = _route(config, event)
+        jobs = [
+            outbox_store.NewJob(event_id, destination, InboxJob(conversation=conversation))
+            for destination in destinations
+        ]
+        planned = await outbox_store.enqueue_many(database, connection, jobs, now)
+    if planned:
+        await wakeups_store.announce(database, connection)
+    return planned

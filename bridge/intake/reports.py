@@ -14,7 +14,7 @@ from bridge import phones
 from bridge.config import DEFAULT_ON_CODES, Config
 from bridge.intake import alerts
 from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob, ReplyStatusJob
-from bridge.smstools.webhooks import DELIVERY_CODES, DeliveryReport, ReadReport
+from bridge.smstools.webhooks import DELIVERY_CODES, DeliveryReport, ReadReport, as_written
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store
@@ -66,7 +66,7 @@ async def plan_delivery(
         code=message.delivery_code,
         detail=message.delivery_code_detail,
         rank=rank(message.delivery_code),
-        status_at=message.delivery_status_datetime or message.datetime,
+        status_at=as_written(message.delivery_status_datetime or message.datetime),
         event_id=event_id,
         now=now,
     )
@@ -114,7 +114,7 @@ async def plan_read(
         messageid=message.messageid,
         sender=phones.key(message.sender),
         receiver=phones.key(message.receiver),
-        read_at=message.read_datetime or message.datetime,
+        read_at=as_written(message.read_datetime or message.datetime),
         event_id=event_id,
         now=now,
     )

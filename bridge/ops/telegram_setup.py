@@ -18,7 +18,7 @@ from telegram.error import TelegramError
 from bridge import logs
 from bridge.config import Config, TelegramTarget
 from bridge.settings import Settings
-from bridge.store import facts
+from bridge.store import facts as facts_store
 from bridge.store.db import Database
 
 PATH = "/telegram/webhook"
@@ -34,8 +34,8 @@ async def webhook_secret(database: Database, settings: Settings) -> SecretStr:
     else:
         async with database.transaction() as connection:
             # token_urlsafe: 43 characters, all of them ones Telegram accepts.
-            await facts.add(database, connection, SECRET_FACT, secrets.token_urlsafe(32))
-            value = await facts.get(connection, SECRET_FACT) or ""
+            await facts_store.add(database, connection, SECRET_FACT, secrets.token_urlsafe(32))
+            value = await facts_store.get(connection, SECRET_FACT) or ""
     logs.hide(value)
     return SecretStr(value)
 

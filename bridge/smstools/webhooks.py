@@ -1,28 +1,29 @@
 """Smstools webhooks: payload models and the gateway's code tables.
 
-Models validate what the bridge relies on and keep every other field (`extra="allow"`):
-the raw event is stored anyway, and newer payloads add fields we do not know yet.
+Models read each field leniently (the rule for each field is in docs/gateway-fields.md) and
+keep every other field (`extra="allow"`): the raw event is stored anyway, and newer payloads
+add fields we do not know yet. One odd optional field never sinks an event; only what makes
+it meaningless (no `webhook_id`, an inbox message without sender or receiver, a report
+without message id) leaves it not understood, with the reason.
 """
 
 from __future__ import annotations
 
+import string
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+)
 
 WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
-
-# The gateway sends numbers and codes as strings, sometimes as JSON numbers: accept both.
-Text = Annotated[
-    str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)
-]
-# Codes are small numbers; one beyond a 32-bit integer is not a code (and no database column
-# would take it): such an event is kept as not understood rather than failing the whole body.
-Code = Annotated[
-    int,
-    BeforeValidator(lambda value: value.strip() if isinstance(value, str) else value),
-    Field(ge=0, le=2_147_483_647),
-]
 
 # Bounds on what is stored in indexed columns or shown in headings. A phone number has at most
 # 15 digits and a sender name 11 characters; ids and dates are short. (PostgreSQL refuses
@@ -30,100 +31,221 @@ Code = Annotated[
 NUMBER = 64
 IDENT = 200
 DATE = 64
+# Codes are small numbers; one beyond a 32-bit integer is not a code (no column would take it).
+CODE_MAX = 2_147_483_647
+EMPTY_MESSAGE = "(empty message)"  # how a message without content is shown
+
+
+def _object_or_none(value: Any) -> Any:
+    """`isreply` is an object when the message answers one; `false`, `[]`, `""`, null: not."""
+    return value if isinstance(value, dict) else None
+
+
+def _not_bool(value: Any) -> Any:
+    return None if isinstance(value, bool) else value
+
+
+def _empty(_value: Any) -> str:
+    return ""
+
+
+def _none(_value: Any) -> None:
+    return None
+
+
+def _sms(_value: Any) -> str:
+    return "sms"
+
+
+def _true(_value: Any) -> bool:
+    return True
+
+
+# The hot path parses every event with these types, built once here and shared by every field
+# of a kind. Pydantic checks them without calling Python (numbers become text through the
+# models' `coerce_numbers_to_str`); a value that fails its type falls through, left to right,
+# to the last member of its union, which makes it absent: only odd values cost a Python call.
+_LENIENT = Field(union_mode="left_to_right")
+_NONE = Annotated[None, PlainValidator(_none)]
+
+# Optional text: text or a number; null, anything else or text over the bound is absent ("").
+Text = Annotated[str | Annotated[str, PlainValidator(_empty)], _LENIENT]
+Number = Annotated[
+    Annotated[str, Field(max_length=NUMBER)] | Annotated[str, PlainValidator(_empty)], _LENIENT
+]
+Ident = Annotated[
+    Annotated[str, Field(max_length=IDENT)] | Annotated[str, PlainValidator(_empty)], _LENIENT
+]
+Zone = Annotated[
+    Annotated[str, Field(max_length=DATE)] | Annotated[str, PlainValidator(_empty)], _LENIENT
+]
+# What an event means nothing without: text or a number, present, not blank, within bounds.
+RequiredNumber = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NUMBER)
+]
+RequiredIdent = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=IDENT)
+]
+# `"1"`, `1` or `" 1 "`; blank, null, negative, huge, true or anything else is absent.
+Code = Annotated[
+    Annotated[int, Field(ge=0, le=CODE_MAX)] | None | _NONE, _LENIENT, BeforeValidator(_not_bool)
+]
+# `YYYY-MM-DD HH:MM:SS` (naive: the account's wall clock), ISO 8601 with an offset, or Unix
+# seconds as a number or digits (aware). Anything else is absent.
+Date = Annotated[datetime | None | _NONE, _LENIENT]
+# `sms` or `whatsapp` in any case; another word is kept, lowercased; absent or odd is `sms`.
+Channel = Annotated[
+    Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=IDENT),
+    ]
+    | Annotated[str, PlainValidator(_sms)],
+    _LENIENT,
+]
+# true/false, 1/0, "yes"/"no"...; anything else is true (the gateway only adds it to say so).
+Flag = Annotated[bool | Annotated[bool, PlainValidator(_true)], _LENIENT]
+
+
+def as_written(date: datetime | None) -> str:
+    """A parsed gateway date as text to store: `2026-01-01 09:14:00`, with its offset when it
+    had one; `""` when absent."""
+    return "" if date is None else date.isoformat(sep=" ")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True)
 
 
 class InboxBody(_Model):
-    id: Text = Field("", max_length=IDENT)
-    date: str = Field("", max_length=DATE)
-    sender: Text = Field(min_length=1, max_length=NUMBER)
-    receiver: Text = Field(min_length=1, max_length=NUMBER)
-    content: str
-    type: Literal["sms", "whatsapp"] = "sms"
+    id: Ident = ""
+    date: Date = None
+    sender: RequiredNumber
+    receiver: RequiredNumber
+    content: Text = ""
+    type: Channel = "sms"
 
 
 class IsReply(_Model):
-    reply: bool = True
-    orig_message_content: str = ""
-    orig_messageid: str = Field("", max_length=IDENT)
-    orig_messagedate: str = Field("", max_length=DATE)
-    orig_sender: Text = Field("", max_length=NUMBER)
-    orig_receiver: Text = Field("", max_length=NUMBER)
-    orig_reference: str = ""
+    reply: Flag = True
+    orig_message_content: Text = ""
+    orig_messageid: Ident = ""
+    orig_messagedate: Date = None
+    orig_sender: Number = ""
+    orig_receiver: Number = ""
+    orig_reference: Text = ""
 
 
 class ReportBody(_Model):
-    messageid: str = Field(min_length=1, max_length=IDENT)
-    datetime: str = Field("", max_length=DATE)
-    sender: Text = Field("", max_length=NUMBER)
-    receiver: Text = Field("", max_length=NUMBER)
-    reference: str = ""
-    content: str = ""
-    delivery_code: Code | None = None
-    delivery_status: str = ""
-    delivery_code_detail: Code | None = None
-    delivery_code_detail_description: str = ""
-    delivery_status_datetime: str = Field("", max_length=DATE)
-    read_status: str = ""
-    read_datetime: str = Field("", max_length=DATE)
+    messageid: RequiredIdent
+    datetime: Date = None
+    sender: Number = ""
+    receiver: Number = ""
+    reference: Text = ""
+    content: Text = ""
+    delivery_code: Code = None
+    delivery_status: Text = ""
+    delivery_code_detail: Code = None
+    delivery_code_detail_description: Text = ""
+    delivery_status_datetime: Date = None
+    read_status: Text = ""
+    read_datetime: Date = None
 
 
 class _Event(_Model):
-    webhook_id: str = Field(min_length=1, max_length=IDENT)
-    username: str = Field("", max_length=IDENT)
-    timezone: str = Field("", max_length=DATE)
+    webhook_id: RequiredIdent
+    username: Ident = ""
+    timezone: Zone = ""
 
 
 class InboxMessage(_Event):
-    webhook_type: Literal["inbox_message"]
+    webhook_type: Literal["inbox_message"] = "inbox_message"
     message: InboxBody
-    isreply: IsReply | None = None
+    isreply: Annotated[IsReply | None, BeforeValidator(_object_or_none)] = None
 
 
 class DeliveryReport(_Event):
-    webhook_type: Literal["delivery_report"]
+    webhook_type: Literal["delivery_report"] = "delivery_report"
     message: ReportBody
 
 
 class ReadReport(_Event):
-    webhook_type: Literal["read_report"]
+    webhook_type: Literal["read_report"] = "read_report"
     message: ReportBody
 
 
-Event = Annotated[InboxMessage | DeliveryReport | ReadReport, Field(discriminator="webhook_type")]
-_event_adapter: TypeAdapter[InboxMessage | DeliveryReport | ReadReport] = TypeAdapter(Event)
+_MODELS: dict[str, type[InboxMessage | DeliveryReport | ReadReport]] = {
+    model.model_fields["webhook_type"].default: model
+    for model in (InboxMessage, DeliveryReport, ReadReport)
+}
+_NAME = frozenset(string.ascii_lowercase + string.digits + "_-.")
 
 
 class Unparsed(BaseModel):
-    """An event the bridge cannot understand: stored and counted, never dropped."""
+    """An event the bridge cannot understand: stored and counted, never dropped. `problem`
+    names the field and what is wrong, never its content."""
 
     webhook_id: str | None
     webhook_type: str | None
     problem: str
 
 
+def _kind(value: Any) -> str | None:
+    """A webhook type as the bridge names it (lowercased), or None when it is not a name. A
+    name has few digits (`email2sms_received`): one cannot carry a phone number into the
+    logs, metrics or on-call notices that name unknown types."""
+    if not isinstance(value, str):
+        return None
+    kind = value.strip().lower()
+    if kind in _MODELS:
+        return kind
+    name = 0 < len(kind) <= 60 and _NAME.issuperset(kind)
+    return kind if name and sum(char.isdigit() for char in kind) <= 3 else None
+
+
+def _ident(value: Any) -> str | None:
+    """The `webhook_id` an event is deduplicated on: text or an integer, not blank."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and 0 < len(value.strip()) <= IDENT:
+        return value.strip()
+    return None
+
+
 def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unparsed:
-    """Validate one element of a webhook body; say what is wrong instead of raising."""
+    """Validate one element of a webhook body; say what is wrong instead of raising. The
+    problem names the field and the rule it breaks, never the value."""
     if not isinstance(raw, dict):
         return Unparsed(webhook_id=None, webhook_type=None, problem="event is not a JSON object")
-    webhook_id = raw.get("webhook_id")
     webhook_type = raw.get("webhook_type")
-    ident = webhook_id if isinstance(webhook_id, str) and 0 < len(webhook_id) <= IDENT else None
-    kind = webhook_type if isinstance(webhook_type, str) else None
-    if kind not in WEBHOOK_TYPES:
-        shown = repr(kind)[:60] if kind is not None else "missing"
+    kind = _kind(webhook_type)
+    model = _MODELS.get(kind) if kind is not None else None
+    if model is None:
+        if kind is not None:
+            problem = f"webhook_type {kind!r} unknown"
+        elif webhook_type is None or webhook_type == "":
+            problem = "webhook_type missing"
+        else:
+            problem = "webhook_type is not a name"
         return Unparsed(
-            webhook_id=ident, webhook_type=kind, problem=f"webhook_type {shown} unknown"
+            webhook_id=_ident(raw.get("webhook_id")), webhook_type=kind, problem=problem
         )
     try:
-        return _event_adapter.validate_python(raw)
+        return model.model_validate(raw if webhook_type == kind else {**raw, "webhook_type": kind})
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"][1:]) or "event"
-        return Unparsed(webhook_id=ident, webhook_type=kind, problem=f"{where}: {first['msg']}")
+        first = error.errors(include_url=False, include_context=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "event"
+        value = first.get("input")
+        if (
+            first["type"] == "missing"
+            or value is None
+            or (isinstance(value, str) and not value.strip())
+        ):
+            problem = f"{where} missing"
+        else:
+            problem = f"{where}: {first['msg']}"
+        return Unparsed(
+            webhook_id=_ident(raw.get("webhook_id")), webhook_type=kind, problem=problem
+        )
 
 
 # delivery_code → (status name, final?, failure?)

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import events
+
+OK = "ok"  # an event's status: understood
+UNPARSED = "unparsed"  # stored and counted, `problem` says why it was not understood
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,79 @@ async def get_many(
         )
     )
     return {row[0]: StoredEvent(*row) for row in rows}
+
+
+async def not_understood_count(
+    connection: AsyncConnection, webhook_type: str | None, problem: str, since: float
+) -> int:
+    """How many events received after `since` are still not understood, of `webhook_type`
+    (None: events without one) and for `problem`."""
+    query = (
+        select(func.count())
+        .select_from(events)
+        .where(
+            events.c.received_at > since,
+            events.c.erased_at.is_(None),  # as the index events_unerased says it
+            events.c.status == UNPARSED,
+            events.c.problem == problem,
+            events.c.webhook_type.is_not_distinct_from(webhook_type),
+        )
+    )
+    return int((await connection.execute(query)).scalar_one())
+
+
+@dataclass(frozen=True)
+class NotUnderstoodEvent:
+    id: int
+    webhook_id: str | None
+    webhook_type: str | None
+    problem: str | None
+    payload: str
+    received_at: float
+
+
+async def not_understood(
+    connection: AsyncConnection, since: float | None, after: int, limit: int
+) -> list[NotUnderstoodEvent]:
+    """The next `limit` events not understood, in arrival order: after event id `after`,
+    received at or after `since` (None: any time), not erased."""
+    query = select(
+        events.c.id,
+        events.c.webhook_id,
+        events.c.webhook_type,
+        events.c.problem,
+        events.c.payload,
+        events.c.received_at,
+    ).where(events.c.id > after, events.c.status == UNPARSED, events.c.erased_at.is_(None))
+    if since is not None:
+        query = query.where(events.c.received_at >= since)
+    rows = await connection.execute(query.order_by(events.c.id).limit(limit))
+    return [NotUnderstoodEvent(*row) for row in rows]
+
+
+async def holder_of(connection: AsyncConnection, webhook_id: str, event_id: int) -> int | None:
+    """The id of another event stored with `webhook_id`, if any."""
+    query = select(events.c.id).where(events.c.webhook_id == webhook_id, events.c.id != event_id)
+    return (await connection.execute(query.limit(1))).scalar()
+
+
+async def understood(
+    connection: AsyncConnection, event_id: int, webhook_id: str, webhook_type: str
+) -> bool:
+    """Mark an event not understood as understood now; False when it no longer was one (a
+    concurrent run took it)."""
+    result = await connection.execute(
+        update(events)
+        .where(events.c.id == event_id, events.c.status == UNPARSED)
+        .values(status=OK, problem=None, webhook_id=webhook_id, webhook_type=webhook_type)
+    )
+    return int(result.rowcount) == 1
+
+
+async def still_not_understood(connection: AsyncConnection, event_id: int, problem: str) -> None:
+    """Record why an event is still not understood (today's reason may differ from then)."""
+    await connection.execute(
+        update(events)
+        .where(events.c.id == event_id, events.c.status == UNPARSED)
+        .values(problem=problem)
+    )
