@@ -1,0 +1,340 @@
+"""`smsbridge doctor` through the real CLI entry point, against the fake Slack, Telegram and
+Smstools servers: a healthy set-up passes, and each set-up mistake is one problem line that
+says how to fix it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import settings as settings_module
+from bridge.app import create_app
+from bridge.cli import main
+from bridge.config import load
+from bridge.settings import Settings
+from testkit.fakes import FakeServer, FakeSlack, FakeSmstools, FakeTelegram
+
+FORUM = -1001234567890
+GROUP = -4242
+CHANNEL = "C0SUPPORT"
+SMSTOOLS_SECRET = "smstools-secret-value"
+CONFIG = f"""
+destinations:
+  support: {{slack: {{channel: {CHANNEL}}}, replies: true}}
+  topics: {{telegram: {{chat_id: {FORUM}, topics: true}}}}
+  replies: {{telegram: {{chat_id: {GROUP}}}}}
+default: [support, topics, replies]
+"""
+
+
+@pytest.fixture(scope="module")
+def public_bridge() -> Iterator[str]:
+    """The bridge's own web app serving /healthz, as BRIDGE_PUBLIC_URL would reach it."""
+    settings = Settings.from_env({})
+    app = create_app(settings, load(None, {}))
+    with FakeServer(app) as server:
+        yield server.url
+
+
+@pytest.fixture
+def set_up(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    public_bridge: str,
+) -> pytest.MonkeyPatch:
+    """A correct set-up, database migrated: tests break one thing in it."""
+    for name in (*settings_module.VARIABLES, "LOG_LEVEL", "DYNO", "RENDER_SERVICE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "bridge.yaml"
+    config.write_text(CONFIG)
+    environment = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bridge.db'}",
+        "BRIDGE_CONFIG": str(config),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_API_URL": slack.api_url,
+        "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN,
+        "TELEGRAM_API_URL": telegram.url,
+        "SMSTOOLS_API_URL": smstools.api_url,
+        "SMSTOOLS_CLIENT_ID": smstools.client_id,
+        "SMSTOOLS_CLIENT_SECRET": smstools.client_secret,
+        "SLACK_SIGNING_SECRET": "slack-signing-secret-for-the-doctor",
+        "BRIDGE_PUBLIC_URL": public_bridge,
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["migrate"]) == 0
+    return monkeypatch
+
+
+def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main(["doctor", *args])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines() + captured.err.splitlines()
+
+
+def problems(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("problem")]
+
+
+def test_a_healthy_set_up_passes_every_check(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], public_bridge: str
+) -> None:
+    code, lines = doctor(capsys)
+    assert code == 0, "\n".join(lines)
+    assert lines[-1] == "no problems found"
+    checks = lines[:-1]
+    assert all(line.startswith("ok ") for line in checks), "\n".join(lines)
+    expected = [
+        "ok      database: sqlite+aiosqlite:///",
+        "ok      config: ",
+        f"ok      slack support: channel #support ({CHANNEL}) exists and @bridge is a member",
+        "ok      slack support: the token has the scopes the config needs "
+        "(chat:write, channels:history, reactions:write, users:read)",
+        'ok      telegram topics: Topics are on in "Support"',
+        '@fake_bridge_bot is an admin of "Support" that can manage topics',
+        'ok      telegram replies: @fake_bridge_bot is a member of "Support"',
+        "ok      smstools api: credentials accepted; balance 123.45 EUR",
+        f"ok      public url: {public_bridge}/healthz answers",
+    ]
+    for start in expected:
+        assert any(start in line for line in checks), (start, lines)
+
+
+def test_no_secret_is_ever_printed(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = {"SLACK_BOT_TOKEN": "xoxb-wrong-1234567", "TELEGRAM_BOT_TOKEN": "999:WRONG-token-xyz"}
+    for name, value in wrong.items():
+        set_up.setenv(name, value)
+    set_up.setenv("SMSTOOLS_CLIENT_SECRET", SMSTOOLS_SECRET)
+    code, lines = doctor(capsys)
+    output = "\n".join(lines)
+    assert code == 1 and len(problems(lines)) == 4, output
+    for secret in (*wrong.values(), SMSTOOLS_SECRET, "TEST-token"):
+        assert secret not in output
+
+
+def test_an_unreachable_database_is_a_problem_without_its_password(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_up.setenv("DATABASE_URL", "postgres://bridge:s3cret-pw@127.0.0.1:1/bridge")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert line.startswith("problem database: cannot use postgresql+asyncpg://bridge:***@")
+    assert "→ check DATABASE_URL" in line and "s3cret-pw" not in "\n".join(lines)
+
+
+def test_a_schema_behind_the_code_says_to_migrate(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    set_up.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and "step(s) behind → run `smsbridge migrate`" in line
+
+
+def test_sqlite_on_a_wiped_disk_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_up.setenv("DYNO", "web.1")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and "DYNO is set" in line and "attach PostgreSQL" in line
+
+
+def test_an_invalid_config_names_the_key_and_skips_the_destinations(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(CONFIG + "colour: blue\n")
+    code, lines = doctor(capsys, "--config", str(broken))
+    (line,) = problems(lines)
+    assert code == 1 and line.startswith(f"problem config: {broken}: colour: ")
+    assert "skipped destinations: not checked: the config is invalid" in lines
+
+
+def test_a_refused_slack_token_says_where_to_copy_it_from(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_up.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert (
+        "problem slack support: Slack refused the token in SLACK_BOT_TOKEN (invalid_auth)" in line
+    )
+    assert "Bot User OAuth Token" in line
+
+
+def test_a_bot_not_in_the_channel_is_told_to_invite_it(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
+) -> None:
+    slack.set_not_member(CHANNEL)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert line == (
+        f"problem slack support: @bridge is not a member of channel #support ({CHANNEL}) "
+        "→ type /invite @bridge in #support"
+    )
+
+
+def test_a_wrong_channel_id_says_where_to_find_the_right_one(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
+) -> None:
+    slack.set_error(CHANNEL, "channel_not_found")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and f"channel {CHANNEL} not found" in line
+    assert "destinations.support.slack.channel" in line
+
+
+def test_a_missing_scope_is_named_with_what_needs_it(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
+) -> None:
+    slack.set_scopes(["chat:write", "channels:read", "channels:history", "users:read"])
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert (
+        "the token lacks reactions:write (to show each answer's status on the agent's message)"
+        in line
+    )
+    assert "→ add reactions:write under OAuth & Permissions → Bot Token Scopes" in line
+
+
+def test_without_channels_read_the_channel_check_is_skipped_not_failed(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
+) -> None:
+    slack.set_scopes(["chat:write", "reactions:write", "channels:history", "users:read"])
+    code, lines = doctor(capsys)
+    assert code == 0
+    assert any(
+        line.startswith("skipped slack support: cannot look at channel C0SUPPORT") for line in lines
+    )
+
+
+def test_a_refused_telegram_token_says_to_ask_botfather(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_up.setenv("TELEGRAM_BOT_TOKEN", "999:WRONG-token")
+    code, lines = doctor(capsys)
+    assert code == 1 and len(problems(lines)) == 2  # both Telegram destinations
+    assert all("Telegram refused the token in TELEGRAM_BOT_TOKEN" in p for p in problems(lines))
+    assert all("@BotFather" in p for p in problems(lines))
+
+
+def test_an_unknown_telegram_chat_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_chat_not_found(GROUP)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and line.startswith(f"problem telegram replies: chat {GROUP} not found → ")
+
+
+def test_a_migrated_group_says_which_chat_id_to_use(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_migrated(GROUP, -1009999)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and "became a supergroup with id -1009999" in line
+    assert "set destinations.replies.telegram.chat_id to that id" in line
+
+
+def test_topics_turned_off_is_a_problem_where_topics_are_configured(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_topics_off(FORUM)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert 'problem telegram topics: topics: true, but Topics are off in "Support"' in line
+    assert "turn on Topics" in line
+
+
+def test_a_bot_that_is_not_an_admin_cannot_open_topics(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_bot_status(FORUM, "member")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert '@fake_bridge_bot is not an admin of "Support" with the Manage topics right' in line
+    assert "make @fake_bridge_bot an admin with Manage topics" in line
+
+
+def test_an_admin_without_the_manage_topics_right_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_bot_status(FORUM, "administrator", can_manage_topics=False)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and 'is an admin of "Support" without the Manage topics right' in line
+
+
+def test_a_bot_that_left_the_group_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    telegram.set_bot_status(GROUP, "left")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and line.startswith("problem telegram replies: @fake_bridge_bot is not in")
+
+
+def test_refused_smstools_credentials_say_where_to_find_them(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], smstools: FakeSmstools
+) -> None:
+    smstools.set_bad_credentials()
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1
+    assert "problem smstools api: Smstools refused the credentials (error 104)" in line
+    assert "SMSTOOLS_CLIENT_ID and SMSTOOLS_CLIENT_SECRET" in line
+
+
+def test_smstools_credentials_half_set_are_a_problem_and_unset_are_skipped(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without replies the Smstools API is optional (answering needs it: a config problem).
+    Path(os.environ["BRIDGE_CONFIG"]).write_text(CONFIG.replace(", replies: true", ""))
+    set_up.delenv("SMSTOOLS_CLIENT_SECRET")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and "SMSTOOLS_CLIENT_SECRET is not set, but the other one is" in line
+    set_up.delenv("SMSTOOLS_CLIENT_ID")
+    code, lines = doctor(capsys)
+    assert code == 0
+    assert any(line.startswith("skipped smstools api: SMSTOOLS_CLIENT_ID") for line in lines)
+
+
+def test_a_public_url_that_does_not_answer_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    set_up.setenv("BRIDGE_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and f"http://127.0.0.1:{port}/healthz did not answer (ConnectError)" in line
+    assert "→ set BRIDGE_PUBLIC_URL to the address the web process is served at" in line
+
+
+def test_a_public_url_that_is_not_the_bridge_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], smstools: FakeSmstools
+) -> None:
+    set_up.setenv("BRIDGE_PUBLIC_URL", smstools.url)  # some other server: 404 on /healthz
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert code == 1 and "answered HTTP 404, not the bridge" in line

@@ -1,0 +1,117 @@
+"""On PostgreSQL a NOTIFY wakes idle workers at once; polling is only the fallback.
+
+A listener also wakes its worker once each time it (re)connects, so these tests spend that
+wake-up before a job is planned: only the NOTIFY can then bring the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import asyncpg
+import pytest
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.config import load
+from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.intake.ingest import ingest
+from bridge.settings import normalise_database_url
+from bridge.store import wakeups
+from bridge.store.db import Database
+from bridge.store.migrations import migrate
+from tests.conftest import sample
+from tests.support.harness import wait_until
+
+pytestmark = pytest.mark.postgres
+
+
+async def other_backends(observer: asyncpg.Connection) -> list[asyncpg.Record]:
+    """What the other connections to the test database are doing (seen outside any
+    transaction: inside one, pg_stat_activity is a snapshot taken once)."""
+    backends: list[asyncpg.Record] = await observer.fetch(
+        "SELECT pid, query, state, wait_event_type FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return backends
+
+
+async def test_a_listener_is_called_once_for_connecting_then_once_per_committed_announce(
+    postgres_url: str,
+) -> None:
+    database = Database(normalise_database_url(postgres_url))
+    wakes = 0
+
+    def on_notify() -> None:
+        nonlocal wakes
+        wakes += 1
+
+    async def woken(times: int) -> bool:
+        return wakes >= times
+
+    listening = asyncio.create_task(wakeups.listen(database, on_notify))
+    try:
+        await wait_until(lambda: woken(1), "the listener connected")
+        with pytest.raises(RuntimeError):
+            async with database.transaction() as connection:
+                await wakeups.announce(database, connection)
+                raise RuntimeError("planning failed: the transaction rolls back")
+        async with database.transaction() as connection:
+            await wakeups.announce(database, connection)
+        await wait_until(lambda: woken(2), "the committed announce arrived")
+        # NOTIFYs arrive in commit order: a rolled-back one would have come before it.
+        assert wakes == 2
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await database.close()
+
+
+async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
+    postgres_url: str,
+) -> None:
+    web, worker_db = (Database(normalise_database_url(postgres_url)) for _ in range(2))
+    await migrate(web)
+    observer, blocker = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    blocker_pid = blocker.get_server_pid()
+    config = load(None, {})
+    output = io.StringIO()
+    worker = Worker(
+        worker_db,
+        config,
+        {"console": ConsoleAdapter("console", output)},
+        options=WorkerOptions(poll_interval=3600),
+    )
+
+    async def listening_while_first_claim_waits() -> bool:
+        backends = await other_backends(observer)
+        listening = any(b["query"].startswith("LISTEN") and b["state"] == "idle" for b in backends)
+        return listening and any(b["wait_event_type"] == "Lock" for b in backends)
+
+    async def idle() -> bool:
+        backends = await other_backends(observer)
+        return all(b["state"] == "idle" for b in backends if b["pid"] != blocker_pid)
+
+    async def delivered() -> bool:
+        return "Order 5531" in output.getvalue()
+
+    # Hold the worker's first claim until its listener has connected, so the wake-up for
+    # connecting is spent on that claim (which finds nothing) and not on the job below.
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(listening_while_first_claim_waits, "listening while the first claim waits")
+        await holding.commit()
+        await wait_until(idle, "the first claim is done and the worker idle")
+        await wait_until(idle, "the worker still idle")  # its wake-up cleared, nothing pending
+        await ingest(web, config, b"[]", sample("inbox_message"), now=1.0)
+        await wait_until(delivered, "the job delivered by a worker that polls once an hour")
+    finally:
+        await blocker.close()  # lets a claim still waiting go, so the worker can stop
+        await worker.stop()
+        await running
+        await observer.close()
+        await web.close()
+        await worker_db.close()

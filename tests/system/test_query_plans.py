@@ -1,0 +1,216 @@
+"""No query on the webhook or worker path reads a whole table: every statement the bridge runs
+while receiving (bulk inserts of a group commit included), delivering, alerting, telling
+on-call and pruning is put to the planner
+(SQLite `EXPLAIN QUERY PLAN`; PostgreSQL `EXPLAIN` with sequential scans switched off), and
+none of them scans a table without an index."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event
+
+from bridge.ops import retention
+from bridge.store import group_writes, schema
+from bridge.store.db import Database
+from testkit.fakes.slack import FakeSlack
+from testkit.fakes.smstools import FakeSmstools
+from testkit.fakes.telegram import FakeTelegram
+from tests.support import reply_fixtures as replying
+from tests.support.alert_fixtures import adapters, make_config, report
+from tests.support.harness import Clock, RunningBridge, running_bridge
+
+DAY = 86400.0
+# The bulk statements of a group commit, which `exercise` must have run (and so explained).
+# On PostgreSQL a group's one statement goes through SQLAlchemy when it has reports to plan
+# (the same statement runs on asyncpg itself for a group without them).
+TABLES = set(schema.metadata.tables)
+# A table (or an alias of one, like the claim's `earlier`) read without an index; not the
+# rows of a VALUES list (a multi-row INSERT's plan says `SCAN 3 CONSTANT ROWS`).
+_SQLITE_SCAN = re.compile(r"^SCAN (?!(?:\d+ )?CONSTANT ROW)(\w+)\b(?! USING (?:COVERING )?INDEX)")
+_POSTGRES_SCAN = re.compile(r"Seq Scan on (\w+)")
+BULK = {
+    "postgresql": {
+        "a group's bodies, events and jobs in one statement": re.compile(r"^\s*WITH body_ids "),
+        "jobs planned after a report": re.compile(r"^INSERT INTO outbox "),
+    },
+    "sqlite": {"jobs planned after a report": re.compile(r"^INSERT INTO outbox ")},
+}
+# On SQLite a group's write runs on the driver's thread (store/group_writes.py), past SQLAlchemy's
+# events: its statements are explained as written, with parameters of their shape.
+SQLITE_INTAKE = [
+    (group_writes._SQLITE_BODY, (1.0, b"[]")),
+    (group_writes._SQLITE_EVENT, (1, "wh_1", "inbox_message", "ok", None, "{}", 1.0)),
+    (group_writes._SQLITE_JOB, (1, "support", "support|1|2", "inbox", 1.0, 1.0, "{}")),
+    (group_writes._SQLITE_FORGET, (1,)),
+]
+_counter = 0
+
+
+def inbox(sender: str) -> dict[str, Any]:
+    global _counter
+    _counter += 1
+    return {
+        "webhook_id": f"wh_plans_{_counter}",
+        "webhook_type": "inbox_message",
+        "message": {
+            "id": f"pl{_counter}",
+            "sender": sender,
+            "receiver": "32460200000",
+            "content": "hello",
+            "type": "sms",
+        },
+    }
+
+
+@contextmanager
+def recording(database: Database) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement (with its parameters) the database runs meanwhile."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in (
+            "SELECT",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "WITH",
+        ):
+            # An executemany (a list of parameter sets; a multi-row INSERT has one) runs one
+            # plan for every set: explain it with the first.
+            several = many and isinstance(parameters, list)
+            statements.append((statement, parameters[0] if several else parameters))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def exercise(bridge: RunningBridge, clock: Clock, slack: FakeSlack) -> None:
+    """Receive (alone, and bodies sharing a group commit), deliver (alone, and a customer's
+    waiting messages combined into one post), alert, fail for good (a notice to on-call),
+    read, and prune."""
+    slack.set_error("C0BILLING", "channel_not_found")
+    customer = "32470555005"
+    first = [inbox(customer)]
+    await bridge.post(first)
+    await deliver(bridge, clock)
+    await bridge.post(
+        [
+            report(2, 2000, receiver=customer, messageid="pl1"),
+            {
+                "webhook_id": "wh_plans_read",
+                "webhook_type": "read_report",
+                "message": {"messageid": "pl1", "sender": "Clinic", "receiver": customer},
+            },
+            inbox(customer),
+        ]
+    )
+    await deliver(bridge, clock)
+    # Sent together, these share one group commit: the bodies' multi-row INSERT, events
+    # with and without a webhook_id, several inbox jobs in one INSERT, and a body made only
+    # of duplicates whose raw copy is dropped again.
+    not_understood = {"webhook_type": "inbox_message"}
+    answers = await asyncio.gather(
+        bridge.post(
+            [inbox(customer), inbox("32470555006"), inbox("32470555006"), inbox("32470555007")]
+        ),
+        bridge.post([not_understood, not_understood]),
+        bridge.post(first),
+    )
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert answers[2].json()["duplicates"] == 1
+    await deliver(bridge, clock)
+    await retention.prune(bridge.worker.database, make_config(), clock() + 40 * DAY)
+
+
+async def deliver(bridge: RunningBridge, clock: Clock) -> None:
+    for _ in range(4):
+        clock.advance(31)
+        await bridge.worker.drain()
+
+
+async def full_scans(database_url: str, statements: list[tuple[str, Any]]) -> dict[str, str]:
+    """Statement → the table it scans whole, for every statement that does."""
+    scans: dict[str, str] = {}
+    if database_url.startswith("sqlite"):
+        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        try:
+            for statement, parameters in statements:
+                plan = connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                for row in plan.fetchall():
+                    if _SQLITE_SCAN.match(row[3]):
+                        scans[statement] = row[3]
+        finally:
+            connection.close()
+        return scans
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("SET enable_seqscan = off")
+        for statement, parameters in statements:
+            plan = "\n".join(
+                row[0] for row in await connection.fetch(f"EXPLAIN {statement}", *parameters)
+            )
+            match = _POSTGRES_SCAN.search(plan)
+            if match and match[1] in TABLES:
+                scans[statement] = plan
+    finally:
+        await connection.close()
+    return scans
+
+
+async def test_no_query_on_the_webhook_or_worker_path_scans_a_whole_table(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        with recording(bridge.worker.database) as statements:
+            await exercise(bridge, clock, slack)
+    assert slack.posts("C0ONCALL"), "the alert and the notice were exercised"
+    payloads = [p.metadata["event_payload"] for p in slack.posts("C0SUPPORT") if p.metadata]
+    combined = [payload for payload in payloads if "combined" in payload]
+    assert combined, "a combined post was exercised"
+    distinct = list({statement: parameters for statement, parameters in statements}.items())
+    assert len(distinct) > 30
+    ran = [statement.replace("\n", " ") for statement, _ in distinct]
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    bulk = BULK[dialect]
+    assert [name for name, pattern in bulk.items() if not any(map(pattern.search, ran))] == []
+    if dialect == "sqlite":
+        distinct += SQLITE_INTAKE
+    assert await full_scans(database_url, distinct) == {}
+
+
+async def test_no_query_answering_a_customer_scans_a_whole_table(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with replying.bridge_for(database_url, slack, telegram, smstools) as bridge:
+        database = bridge.running.worker.database
+        with recording(database) as statements:
+            thread = await replying.thread_of_customer(bridge, slack)
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("On its way", thread, member))
+            await bridge.drain()
+            (sent,) = smstools.sent()
+            await bridge.webhook(replying.report(sent.messageids[0], 1))
+            await bridge.webhook(replying.inbox("STOP"))
+            member = slack.post_as_member("C0SUPPORT")
+            await bridge.slack(replying.slack_event("But wait", thread, member))
+            await bridge.drain()
+            config = replying.make_config(smstools)
+            await retention.prune(database, config, bridge.clock() + 40 * DAY)
+    assert len(smstools.sent()) == 1, "the answer and the blocked one were exercised"
+    distinct = list({statement: parameters for statement, parameters in statements}.items())
+    assert await full_scans(database_url, distinct) == {}

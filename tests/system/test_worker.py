@@ -1,0 +1,82 @@
+"""The worker itself: it survives the database going away, and stops when told."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import asyncpg
+import pytest
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.config import load
+from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.settings import normalise_database_url
+from bridge.store.db import Database
+from bridge.store.migrations import migrate
+from tests.conftest import sample
+from tests.support.harness import running_bridge, wait_until
+
+
+async def rename_outbox(database_url: str, old: str, new: str) -> None:
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+    finally:
+        await database.close()
+
+
+async def test_the_worker_keeps_delivering_after_the_database_was_away(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = io.StringIO()
+    adapters = {"console": ConsoleAdapter("console", output)}
+    async with running_bridge(database_url, load(None, {}), adapters) as bridge:
+        # Past its start-up release of old leases (which nothing retries): the loop's claims
+        # are what must outlive the outage.
+        await wait_until(lambda: bridge.worker.heartbeat is not None, "the loop went round")
+        await rename_outbox(database_url, "outbox", "outbox_away")
+        await wait_until(
+            lambda: any("cannot claim jobs" in r.getMessage() for r in caplog.records),
+            "a claim failed while the outbox was away",
+        )
+        await rename_outbox(database_url, "outbox_away", "outbox")
+        assert (await bridge.post(sample("inbox_message"))).status_code == 200
+        await wait_until(lambda: "Order 5531" in output.getvalue(), "delivered", timeout=10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("cannot claim jobs" in message for message in errors)
+    assert not any("Hello, my parcel" in message for message in errors)
+
+
+@pytest.mark.postgres
+async def test_a_stop_during_a_claim_is_not_lost(postgres_url: str) -> None:
+    database = Database(normalise_database_url(postgres_url))
+    await migrate(database)
+    blocker = await asyncpg.connect(postgres_url)
+    # An hour between polls: only the stop itself can end the run in time.
+    worker = Worker(database, load(None, {}), {}, options=WorkerOptions(poll_interval=3600))
+
+    async def claim_waits() -> bool:
+        waiting = await blocker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        return bool(waiting)
+
+    holding = blocker.transaction()
+    await holding.start()
+    await blocker.execute("LOCK TABLE outbox IN EXCLUSIVE MODE")
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(claim_waits, "the worker's claim waits for the lock")
+        await worker.stop()
+        await holding.commit()  # the claim goes on, finds nothing, and the run must end
+        await wait_until(running.done, "the run ended after the claim")
+    finally:
+        await blocker.close()
+        if not running.done():
+            running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await database.close()

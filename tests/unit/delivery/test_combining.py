@@ -1,0 +1,140 @@
+"""Which messages one post may show: the pure decisions of combining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.chat.console import ConsoleAdapter
+from bridge.chat.slack import SlackAdapter
+from bridge.chat.telegram import TelegramAdapter
+from bridge.config import Config, ConfigError, build
+from bridge.delivery import combining, render
+from bridge.smstools.webhooks import InboxMessage, parse_event
+from testkit.fakes.telegram import FakeTelegram
+from tests.support.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, inbox
+
+
+def make_config(**destinations: dict[str, Any]) -> Config:
+    """Slack `support` (SMS to line NL), Slack `sales` (line FR) and the Telegram forum
+    `nl-team` (WhatsApp to line NL), paced as the platforms allow; `destinations` add keys."""
+    document: dict[str, Any] = {
+        "destinations": {
+            "support": {"slack": {"channel": "C0SUPPORT"}},
+            "sales": {"slack": {"channel": "C0SALES"}},
+            "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
+        },
+        "routes": [
+            {"match": {"receiver": LINE_NL, "type": "whatsapp"}, "to": ["nl-team"]},
+            {"match": {"receiver": LINE_NL}, "to": ["support"]},
+            {"match": {"receiver": LINE_FR}, "to": ["sales"]},
+        ],
+        "lines": {"+32 460 20 00 00": "Support line"},
+        "threads": {"idle_after": "1h"},
+    }
+    for name, extra in destinations.items():
+        document["destinations"][name].update(extra)
+    return build(document, "combine test", ENV)
+
+
+def at(event: dict[str, Any], date: str) -> dict[str, Any]:
+    event["message"]["date"] = date
+    return event
+
+
+def test_a_gap_longer_than_idle_after_ends_what_one_post_may_show() -> None:
+    assert combining.one_conversation([0, 10, 20], idle_after=10) == 3  # 10 is not longer
+    assert combining.one_conversation([0, 10, 21], idle_after=10) == 2
+    assert combining.one_conversation([0, 11], idle_after=10) == 1
+    assert combining.one_conversation([5, 3, 14], idle_after=10) == 3  # from the latest, 5
+    assert combining.one_conversation([], idle_after=10) == 0
+
+
+def test_as_many_messages_as_fit_and_no_more() -> None:
+    assert combining.most_that_fit(10, lambda n: n <= 7) == 7
+    assert combining.most_that_fit(10, lambda n: True) == 10
+    assert combining.most_that_fit(10, lambda n: n == 1) == 1  # the first alone
+    assert combining.most_that_fit(1, lambda n: False) == 1
+
+
+def events(*contents: str) -> list[InboxMessage]:
+    parsed = []
+    for minute, content in enumerate(contents):
+        event = parse_event(at(inbox("32470000001", content), f"2026-11-26 09:1{minute}:00"))
+        assert isinstance(event, InboxMessage)
+        parsed.append(event)
+    return parsed
+
+
+def test_each_message_of_a_combined_post_has_its_own_time_line_in_order_on_every_platform() -> None:
+    config = make_config()
+    post = render.combined_post(
+        events("Hello", "<!channel> is it <b>coming</b>?", "@everyone /start"),
+        config,
+        opens_thread=True,
+    )
+    slack_part, *more = SlackAdapter("support", "xoxb-test", "C0SUPPORT").render(post)
+    assert more == []
+    blocks: Any = slack_part.extra["blocks"]
+    assert [block["type"] for block in blocks] == [
+        "section",  # who wrote
+        "context",  # to which line, SMS, the full time
+        "rich_text",
+        "context",
+        "rich_text",
+        "context",
+        "rich_text",
+    ]
+    assert [b["elements"][-1]["text"] for b in blocks if b["type"] == "context"] == [
+        "2026-11-26 09:10:00 (Europe/Brussels)",
+        "SMS · 09:11",
+        "SMS · 09:12",
+    ]
+    words = [b["elements"][0]["elements"][0]["text"] for b in blocks if b["type"] == "rich_text"]
+    assert words == ["Hello", "<!channel> is it <b>coming</b>?", "@everyone /start"]
+    assert slack_part.text.split("\n")[2:] == [
+        "Hello",
+        "SMS · 09:11",
+        "&lt;!channel&gt; is it &lt;b&gt;coming&lt;/b&gt;?",  # escaped as ever
+        "SMS · 09:12",
+        "@everyone /start",
+    ]
+
+    (telegram_part,) = TelegramAdapter("nl-team", FakeTelegram.TOKEN, FORUM, True).render(post)
+    assert telegram_part.text.split("\n")[2:] == [
+        "Hello",
+        "<i>SMS · 09:11</i>",
+        "&lt;!channel&gt; is it &lt;b&gt;coming&lt;/\u2060b&gt;?",
+        "<i>SMS · 09:12</i>",
+        "@\u2060everyone /\u2060start",  # no mention, no command
+    ]
+
+    (console_part,) = ConsoleAdapter("console").render(post)
+    assert console_part.text == "\n".join(
+        [
+            "+32 470 00 00 01",
+            "  to Support line (+32 460 20 00 00) · SMS · 2026-11-26 09:10:00 (Europe/Brussels)",
+            "Hello",
+            "  SMS · 09:11",
+            "<!channel> is it <b>coming</b>?",
+            "  SMS · 09:12",
+            "@everyone /start",
+        ]
+    )
+
+
+def test_combine_is_on_by_default_and_can_be_turned_off_per_destination() -> None:
+    config = make_config(sales={"combine": False})
+    assert config.destinations["support"].combine is True
+    assert config.destinations["sales"].combine is False
+    assert config.destinations["sales"].describe() == (
+        "slack channel C0SALES, one post per message even when behind"
+    )
+    assert config.destinations["support"].describe() == "slack channel C0SUPPORT"
+    with pytest.raises(ConfigError) as refused:
+        make_config(sales={"combine": "sometimes"})
+    assert refused.value.problems == [
+        "combine test: destinations.sales.combine: Input should be a valid boolean, unable to "
+        "interpret input"
+    ]
