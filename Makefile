@@ -1,12 +1,13 @@
 # Quick start: `make run` serves the bridge on the built-in config (SQLite, console);
-# `make test` runs the linters, the type checker and the whole test suite.
+# `make test` runs the linters, the type checker and the whole test suite; `make test-fast`
+# the linters and the unit and static tests only (seconds: no database server, no process).
 # Both create .venv and install the pinned dependencies first.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install bench clean
+.PHONY: run test test-fast lint install bench clean
 
 $(BIN)/smsbridge: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q tests/unit tests/static
 
 bench: install
 	$(BIN)/python -m bench.run

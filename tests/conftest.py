@@ -160,3 +160,16 @@ def smstools(smstools_server: FakeSmstools) -> FakeSmstools:
     smstools_server.clear()
     smstools_server.set_balance(123.45, "EUR")
     return smstools_server
+
+
+TIERS = ("unit", "system", "process", "static")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder under tests/ it lives in, so `-m` can pick
+    tiers (`-m "not process"`) whatever paths were given."""
+    tests = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
