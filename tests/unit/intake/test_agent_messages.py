@@ -105,7 +105,7 @@ def test_telegram_updates_that_are_no_agent_answer_say_why() -> None:
     bot = telegram_update(**{"from": {"id": 1, "is_bot": True}}, reply_to_message={})
     assert telegram_message(bot) == Ignored("a bot's message")
     channel = telegram_update(sender_chat={"id": -100}, reply_to_message={"message_id": 3})
-    assert telegram_message(channel) == Ignored("a bot's message")
+    assert telegram_message(channel) == Ignored("sent on behalf of a channel or another chat")
     service = telegram_update(new_chat_title="Support")
     del service["message"]["text"]
     assert telegram_message(service) == Ignored("a service message")
