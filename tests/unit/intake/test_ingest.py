@@ -76,7 +76,9 @@ async def unused_database(tmp_path: Path) -> AsyncIterator[Database]:
 
 def test_a_reply_lists_the_first_problems_only_and_counts_them_all() -> None:
     result = IngestResult(accepted=2, duplicates=1)
-    result.problems = [Problem(n, f"wh{n}", "inbox_message", "bad") for n in range(PROBLEMS_LISTED + 5)]
+    result.problems = [
+        Problem(n, f"wh{n}", "inbox_message", "bad") for n in range(PROBLEMS_LISTED + 5)
+    ]
     answer = result.as_json()
     assert answer["accepted"] == 2 and answer["duplicates"] == 1
     assert answer["not_understood"] == PROBLEMS_LISTED + 5
