@@ -83,7 +83,8 @@ def test_a_reply_lists_the_first_problems_only_and_counts_them_all() -> None:
     assert answer["accepted"] == 2 and answer["duplicates"] == 1
     assert answer["not_understood"] == PROBLEMS_LISTED + 5
     assert len(answer["problems"]) == PROBLEMS_LISTED
-    assert answer["problems"][0] == {"index": 0, "webhook_id": "wh0", "problem": "bad"}
+    first = {"index": 0, "webhook_id": "wh0", "webhook_type": "inbox_message", "problem": "bad"}
+    assert answer["problems"][0] == first
 
 
 def test_an_inbox_message_is_routed_to_its_destinations_in_its_customers_lane() -> None:
