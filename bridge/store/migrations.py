@@ -204,6 +204,11 @@ STEPS: Sequence[Sequence[Statement]] = (
         "WHERE id IN (SELECT min(id) FROM replies GROUP BY chat, message)",
         "CREATE UNIQUE INDEX replies_chat_message ON replies (platform, chat, message)",
     ),
+    (
+        # One process at a time holds a Socket Mode connection or a Telegram poller.
+        """CREATE TABLE holds (
+            name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at {float} NOT NULL)""",
+    ),
 )
 
 LATEST = len(STEPS)

@@ -33,6 +33,15 @@ facts = Table(
     Column("value", Text, nullable=False),
 )
 
+# Named holds: one process at a time does what must not run twice (`store/holds.py`).
+holds = Table(
+    "holds",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # Every webhook body exactly as it arrived, committed before the answer.
 webhook_requests = Table(
     "webhook_requests",

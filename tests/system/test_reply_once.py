@@ -28,7 +28,7 @@ from bridge.settings import Settings, SettingsError, normalise_database_url
 from bridge.smstools.api import SendOutcomeUnknown, SmstoolsApi, SmstoolsRetryable
 from bridge.store import replies
 from bridge.store.db import Database
-from bridge.store.migrations import LATEST, migrate
+from bridge.store.migrations import migrate
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
@@ -320,8 +320,11 @@ async def test_the_store_keeps_one_reply_per_chat_message_after_an_upgrade(
         await database.close()
 
 
+ONE_CHAT_MESSAGE_ONE_REPLY = 10  # the migration step that made a reply's message unique
+
+
 async def _upgrade_then_add_twice(database: Database) -> None:
-    await migrate(database, LATEST - 1)
+    await migrate(database, ONE_CHAT_MESSAGE_ONE_REPLY - 1)
     async with database.transaction() as connection:
         for event_id in (1, 2):
             await connection.execute(
