@@ -204,8 +204,8 @@ async def test_the_credit_check_and_pruning_through_the_pooler(
         now=clock,
         env=credentials(smstools),
     ) as bridge:
-        assert bridge.worker.credit is not None
-        await bridge.worker.credit.check()
+        assert bridge.app.state.credit is not None
+        await bridge.app.state.credit.check()
         await bridge.worker.drain()
         database = bridge.worker.database
         assert await database.behind_pooler()
