@@ -226,23 +226,9 @@ async def forget(database: Database, number: str, now: float) -> Erased:
             conversation_lane(t.destination, ConversationKey(receiver=t.receiver, sender=number))
             for t in threads
         }
-        found = await erasure_store.jobs_of(connection, matching, lanes)
-        # Jobs of the events may be in lanes no conversation names any more (not delivered
-        # yet, or the conversation pruned): everything else in those lanes is theirs too.
-        theirs = {job.lane for job in found if _is_theirs(job, number)} - lanes
-        known = {job.id for job in found}
-        found += [
-            job
-            for job in await erasure_store.jobs_of(connection, (), theirs)
-            if job.id not in known
-        ]
-        for job in found:
-            plan = job_erasure(job, number)
-            if plan is not None:
-                erased.jobs += 1
-                erased.closed_jobs += await erasure_store.erase_job(
-                    connection, job, plan.payload, now, lane=plan.lane
-                )
+        erased.jobs, erased.closed_jobs = await _erase_jobs(
+            connection, matching, lanes, number, now
+        )
         statuses = await erasure_store.statuses_of(connection, number)
         erased.statuses = await erasure_store.erase_statuses(connection, statuses, now)
         said |= await erasure_store.reply_events(connection, conversation_ids)
@@ -253,14 +239,48 @@ async def forget(database: Database, number: str, now: float) -> Erased:
             connection, conversation_ids
         )
         erased.threads = threads
-        for group in await erasure_store.alert_groups_all(connection):
-            changed = without_number(group, number)
-            if changed != group:
-                await erasure_store.rewrite_alert_group(connection, changed)
-                erased.alert_groups += 1
+        erased.alert_groups = await _erase_from_alert_groups(connection, number)
     # Even when nothing was found: an earlier run may have erased without finishing this.
     erased.disk = await scrub(database, erasure_store.TABLES)
     return erased
+
+
+async def _erase_jobs(
+    connection: AsyncConnection,
+    matching: list[int],
+    lanes: set[str],
+    number: str,
+    now: float,
+) -> tuple[int, int]:
+    """Erase the number from the jobs of its events and conversations; (jobs, closed)."""
+    found = await erasure_store.jobs_of(connection, matching, lanes)
+    # Jobs of the events may be in lanes no conversation names any more (not delivered
+    # yet, or the conversation pruned): everything else in those lanes is theirs too.
+    theirs = {job.lane for job in found if _is_theirs(job, number)} - lanes
+    known = {job.id for job in found}
+    found += [
+        job for job in await erasure_store.jobs_of(connection, (), theirs) if job.id not in known
+    ]
+    jobs = closed = 0
+    for job in found:
+        plan = job_erasure(job, number)
+        if plan is not None:
+            jobs += 1
+            closed += await erasure_store.erase_job(
+                connection, job, plan.payload, now, lane=plan.lane
+            )
+    return jobs, closed
+
+
+async def _erase_from_alert_groups(connection: AsyncConnection, number: str) -> int:
+    """Take the number out of every alert group that names it; how many changed."""
+    changed_groups = 0
+    for group in await erasure_store.alert_groups_all(connection):
+        changed = without_number(group, number)
+        if changed != group:
+            await erasure_store.rewrite_alert_group(connection, changed)
+            changed_groups += 1
+    return changed_groups
 
 
 def _is_theirs(job: erasure_store.StoredJob, number: str) -> bool:
