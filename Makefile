@@ -33,7 +33,7 @@ test-fast: install
 	$(BIN)/pytest -q tests/unit tests/static
 
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) smsbridge.db smsbridge.db-wal smsbridge.db-shm

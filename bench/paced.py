@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from bridge.runtime import Runtime
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess
 
@@ -41,9 +42,10 @@ def paced_event(channel: int, number: int) -> dict[str, Any]:
     }
 
 
-def measure_paced(database_url: str, workdir: Path, token: str) -> dict[str, float]:
+def measure_paced(database_url: str, workdir: Path, token: str, stack: Runtime) -> dict[str, float]:
     """50 channels at Slack's 1 post/s each, enforced by the fake with no burst: how close
-    one worker comes to the 50 posts/s ceiling once every channel has a backlog."""
+    one worker (on `stack`'s loop) comes to the 50 posts/s ceiling once every channel has a
+    backlog."""
     config = workdir / "paced.yaml"
     config.write_text(paced_config(PACED_CHANNELS))
     total = PACED_CHANNELS * PACED_PER_CHANNEL
@@ -57,14 +59,16 @@ def measure_paced(database_url: str, workdir: Path, token: str) -> dict[str, flo
             "SLACK_API_URL": slack.api_url,
             "LOG_LEVEL": "WARNING",
         }
-        web = BridgeProcess(["serve", "--no-worker"], env, workdir / "paced-web.log").start()
+        web_args = ["serve", "--no-worker", "--loop", stack.loop, "--http", stack.http]
+        web = BridgeProcess(web_args, env, workdir / "paced-web.log").start()
         url = f"{web.url}/webhooks/smstools/{token}"
         with httpx.Client(timeout=30) as client:
             for number in range(PACED_PER_CHANNEL):
                 batch = [paced_event(channel, number) for channel in range(PACED_CHANNELS)]
                 assert client.post(url, json=batch).status_code == 200
         web.stop()
-        worker = BridgeProcess(["worker"], env, workdir / "paced-worker.log").start()
+        worker_args = ["worker", "--loop", stack.loop]
+        worker = BridgeProcess(worker_args, env, workdir / "paced-worker.log").start()
         slack.wait_for_posts(1, timeout=60)
         first = min(post.at for post in slack.posts())
         slack.wait_for_posts(total, timeout=600)
@@ -87,7 +91,7 @@ def paced_table(results: list[tuple[str, dict[str, float]]], load: str) -> list[
         "the share is (posts per channel − 1) / (last post − first post).",
         f"1-minute load average when the run ended: {load}.",
         "",
-        "| database | posts | share of the ceiling | answered 429 |",
+        "| database, stack | posts | share of the ceiling | answered 429 |",
         "| --- | --- | --- | --- |",
     ]
     for name, result in results:

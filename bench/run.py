@@ -1,11 +1,14 @@
 """Benchmark: the bridge's webhook side by side with a bare Starlette endpoint.
 
 Runs `smsbridge serve` as a real process on loopback (with the fake Slack of the tests) on
-SQLite and (when it answers) PostgreSQL, and `bench/bare.py` under the same uvicorn settings,
-in the same run. Servers are pinned to CPU 0 and load generators to CPU 1, so the load does
+SQLite and (when it answers) PostgreSQL, and `bench/bare.py` under the same uvicorn settings
+and on the same loop and HTTP parser, in the same run: the production stack (uvloop and
+httptools, when installed), and with `--stacks both` the pure-Python one (asyncio and h11)
+too, side by side. Servers are pinned to CPU 0 and load generators to CPU 1, so the load does
 not steal the core it measures. Needs wrk (`apt-get install wrk`). Writes docs/benchmarks.md.
 
-    make bench            # or: .venv/bin/python -m bench.run [--quick]
+    make bench            # or: .venv/bin/python -m bench.run [--quick] [--stacks both]
+    make bench BENCH_ARGS="--stacks both"
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import httpx
 
 from bench import paced
 from bridge.http.edge import MAX_BODY
+from bridge.runtime import Runtime, choose
 from testkit.fakes.slack import FakeSlack
 from testkit.processes import BridgeProcess, free_port
 
@@ -50,6 +54,7 @@ BENCH = Path(__file__).parent
 
 
 ROUNDS = 7  # ingest: rounds of bare endpoint, then bridge, in turn
+PURE = Runtime("asyncio", "h11")  # what uvicorn runs on without its compiled extras
 
 
 @dataclass
@@ -166,14 +171,14 @@ class Yardstick:
     figures: Figures
 
 
-def ingest(url: str, yardstick: Yardstick | None, seconds: int) -> Figures:
-    """Requests per second at saturation. With a yardstick, in ROUNDS rounds of both in
+def ingest(url: str, yardstick: Yardstick | None, seconds: int, rounds: int) -> Figures:
+    """Requests per second at saturation. With a yardstick, in `rounds` rounds of both in
     turn: the machine's speed drifts within minutes, a round's two runs share its phase."""
     if yardstick is None:
         return Figures(rps=wrk(url, seconds))
     ours, bare, ratios = [], [], []
     each = max(3, seconds // 2)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         bare.append(wrk(yardstick.url, each))
         ours.append(wrk(url, each))
         ratios.append(ours[-1] / bare[-1])
@@ -186,12 +191,12 @@ def ingest(url: str, yardstick: Yardstick | None, seconds: int) -> Figures:
 
 
 def server_figures(
-    port: int, pid: int, tag: str, seconds: int, yardstick: Yardstick | None
+    port: int, pid: int, tag: str, seconds: int, yardstick: Yardstick | None, rounds: int
 ) -> Figures:
     url = f"http://127.0.0.1:{port}{PATH}"
     pin(pid, SERVER_CPU)
     wrk(url, 2)  # warm up
-    figures = ingest(url, yardstick, seconds)
+    figures = ingest(url, yardstick, seconds, rounds)
     half = yardstick.figures.extra["half_rate"] if yardstick else figures.rps / 2
     figures.half_p50, figures.half_p99 = open_loop(port, half, seconds)
     figures.extra["half_rate"] = half
@@ -202,10 +207,13 @@ def server_figures(
 
 
 @contextmanager
-def bare(seconds: int) -> Iterator[Yardstick]:
-    """The bare endpoint measured, and kept running for the bridge's paired rounds."""
+def bare(seconds: int, stack: Runtime) -> Iterator[Yardstick]:
+    """The bare endpoint on `stack` measured, and kept running for the bridge's paired
+    rounds."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bench.bare", str(port)])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare", str(port), stack.loop, stack.http]
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -215,7 +223,7 @@ def bare(seconds: int) -> Iterator[Yardstick]:
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "bare server did not start"
                 time.sleep(0.1)
-        figures = server_figures(port, process.pid, "bare", seconds, None)
+        figures = server_figures(port, process.pid, "bare", seconds, None, 1)
         yield Yardstick(f"http://127.0.0.1:{port}{PATH}", figures)
     finally:
         process.terminate()
@@ -247,7 +255,14 @@ def end_to_end(slack: FakeSlack, url: str, count: int, rate: float) -> tuple[flo
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
-def bridge(database_url: str, workdir: Path, seconds: int, yardstick: Yardstick) -> Figures:
+def bridge(
+    database_url: str,
+    workdir: Path,
+    seconds: int,
+    yardstick: Yardstick,
+    stack: Runtime,
+    rounds: int,
+) -> Figures:
     config = workdir / "bench.yaml"
     config.write_text(CONFIG)
     with FakeSlack() as slack:
@@ -260,16 +275,18 @@ def bridge(database_url: str, workdir: Path, seconds: int, yardstick: Yardstick)
             "LOG_LEVEL": "WARNING",
         }
         # Ingest figures with the web process alone (a worker would post 100,000s of jobs).
-        web = BridgeProcess(["serve", "--no-worker"], env, workdir / "web.log").start()
+        on_stack = ["--loop", stack.loop, "--http", stack.http]
+        web = BridgeProcess(["serve", "--no-worker", *on_stack], env, workdir / "web.log")
+        web.start()
         try:
             tag = f"b{int(time.time()) % 100000}"
-            figures = server_figures(web.port or 0, web.pid, tag, seconds, yardstick)
+            figures = server_figures(web.port or 0, web.pid, tag, seconds, yardstick, rounds)
         finally:
             web.stop()
         # End to end on a fresh database: serve with its worker, posting to the fake Slack.
-        fresh = fresh_database(database_url, workdir)
+        fresh = fresh_database(database_url, workdir, stack)
         env["DATABASE_URL"] = fresh
-        full = BridgeProcess(["serve"], env, workdir / "full.log").start()
+        full = BridgeProcess(["serve", *on_stack], env, workdir / "full.log").start()
         try:
             pin(full.pid, SERVER_CPU)
             figures.e2e_p50, figures.e2e_p99 = end_to_end(
@@ -281,10 +298,10 @@ def bridge(database_url: str, workdir: Path, seconds: int, yardstick: Yardstick)
     return figures
 
 
-def fresh_database(url: str, workdir: Path) -> str:
+def fresh_database(url: str, workdir: Path, stack: Runtime) -> str:
     if url.startswith("sqlite"):
         return f"sqlite:///{workdir / 'e2e.db'}"
-    return asyncio.run(postgres_database("e2e")) or url
+    return asyncio.run(postgres_database(f"e2e_{stack.loop}_{stack.http}")) or url
 
 
 async def postgres_database(suffix: str) -> str | None:
@@ -318,7 +335,7 @@ def ratio(value: float, yardstick: float) -> str:
     return f"{value / yardstick:.2f}×" if yardstick else "—"
 
 
-def table(name: str, bare_figures: Figures, figures: Figures) -> list[str]:
+def table(name: str, bare_figures: Figures, figures: Figures, rounds: int) -> list[str]:
     b, f = bare_figures, figures
 
     def ms(value: float | None) -> str:
@@ -330,7 +347,7 @@ def table(name: str, bare_figures: Figures, figures: Figures) -> list[str]:
         "",
         "| figure | bare Starlette | bridge | bridge ÷ bare | target |",
         "| --- | --- | --- | --- | --- |",
-        f"| ingest, 16 connections (median of {ROUNDS} rounds) | {f.bare_rps:.0f} req/s | "
+        f"| ingest, 16 connections (median of {rounds} rounds) | {f.bare_rps:.0f} req/s | "
         f"{f.rps:.0f} req/s | {f.ratio:.3f}× ({spread(f.extra['ratios'])}) | ≥ 0.5× |",
         f"| p50 / p99 at {b.extra['half_rate']:.0f} req/s (half the bare rate) | "
         f"{ms(b.half_p50)} / {ms(b.half_p99)} | {ms(f.half_p50)} / {ms(f.half_p99)} | "
@@ -347,37 +364,83 @@ def table(name: str, bare_figures: Figures, figures: Figures) -> list[str]:
     ]
 
 
+def side_by_side(results: list[tuple[Runtime, str, Figures]], rounds: int) -> list[str]:
+    """One line per stack and database: what the compiled stack gains, on both sides."""
+    lines = [
+        "## The stacks side by side",
+        "",
+        f"Ingest, 16 connections, median of {rounds} paired rounds each.",
+        "",
+        "| stack | database | bare Starlette | bridge, web only | bridge ÷ bare |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for stack, name, figures in results:
+        lines.append(
+            f"| {stack.describe()} | {name} | {figures.bare_rps:.0f} req/s | "
+            f"{figures.rps:.0f} req/s | {figures.ratio:.3f}× ({spread(figures.extra['ratios'])}) |"
+        )
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="3-second runs instead of 10")
+    parser.add_argument("--seconds", type=int, default=None, help="seconds per run (over --quick)")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"paired ingest rounds (default {ROUNDS})"
+    )
+    parser.add_argument(
+        "--stacks",
+        choices=("production", "both"),
+        default="production",
+        help="production: uvloop + httptools when installed; both: and asyncio + h11 beside it",
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--no-paced", action="store_true", help="skip the paced-delivery run")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     arguments = parser.parse_args()
-    seconds = 3 if arguments.quick else 10
+    seconds = arguments.seconds or (3 if arguments.quick else 10)
+    rounds = max(1, arguments.rounds)
+    production = choose()
+    stacks = [production] + ([PURE] if arguments.stacks == "both" and PURE != production else [])
     load = wait_for_quiet(1.0, 0 if arguments.no_wait else 600, print)
-    print("benchmarking the bare endpoint ...", flush=True)
-    tables = []
-    with tempfile.TemporaryDirectory() as directory, bare(seconds) as yardstick:
-        workdir = Path(directory)
-        targets = [("SQLite", f"sqlite:///{workdir / 'bench.db'}")]
-        postgres = asyncio.run(postgres_database("ingest"))
-        if postgres:
-            targets.append(("PostgreSQL", postgres))
-        for name, url in targets:
-            print(f"benchmarking {name} ...", flush=True)
-            figures = bridge(url, workdir, seconds, yardstick)
-            tables += table(name, yardstick.figures, figures)
-        if not arguments.no_paced:
-            results = []
+    tables: list[str] = []
+    ingested: list[tuple[Runtime, str, Figures]] = []
+    paced_results: list[tuple[str, dict[str, float]]] = []
+    with tempfile.TemporaryDirectory() as directory:
+        for stack in stacks:
+            workdir = Path(directory) / f"{stack.loop}-{stack.http}"
+            workdir.mkdir()
+            print(f"benchmarking the bare endpoint on {stack.describe()} ...", flush=True)
+            with bare(seconds, stack) as yardstick:
+                targets = [("SQLite", f"sqlite:///{workdir / 'bench.db'}")]
+                tag = f"{stack.loop}_{stack.http}"
+                postgres = None
+                if not arguments.no_postgres:
+                    postgres = asyncio.run(postgres_database(f"ingest_{tag}"))
+                if postgres:
+                    targets.append(("PostgreSQL", postgres))
+                for name, url in targets:
+                    print(f"benchmarking {name} on {stack.describe()} ...", flush=True)
+                    figures = bridge(url, workdir, seconds, yardstick, stack, rounds)
+                    heading = f"{name}, {stack.describe()}"
+                    tables += table(heading, yardstick.figures, figures, rounds)
+                    ingested.append((stack, name, figures))
+            if arguments.no_paced:
+                continue
             for name, url in targets:
-                print(f"benchmarking paced delivery on {name} ...", flush=True)
+                print(f"benchmarking paced delivery on {name}, {stack.describe()} ...", flush=True)
                 if name == "PostgreSQL":
-                    fresh = asyncio.run(postgres_database("paced")) or url
+                    fresh = asyncio.run(postgres_database(f"paced_{tag}")) or url
                 else:
                     fresh = f"sqlite:///{workdir / 'paced.db'}"
-                results.append((name, paced.measure_paced(fresh, workdir, TOKEN)))
-            tables += paced.paced_table(results, Path("/proc/loadavg").read_text().split()[0])
+                result = paced.measure_paced(fresh, workdir, TOKEN, stack)
+                paced_results.append((f"{name}, {stack.describe()}", result))
+    if len(stacks) > 1:
+        tables = side_by_side(ingested, rounds) + tables
+    if paced_results:
+        tables += paced.paced_table(paced_results, Path("/proc/loadavg").read_text().split()[0])
     cpu = Path("/proc/cpuinfo").read_text()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [
@@ -385,9 +448,11 @@ def main() -> None:
         "",
         "Measured by `make bench` (`bench/run.py`): `smsbridge serve` as a real process next to",
         "a bare Starlette endpoint (`bench/bare.py`, parses the JSON and answers 200) under the",
-        "same uvicorn settings, in the same run; servers pinned to CPU 0, load generators to",
+        "same uvicorn settings and on the same event loop and HTTP parser (the stack: uvloop +",
+        "httptools as installed by default; asyncio + h11, uvicorn's pure-Python fallback, with",
+        "`--stacks both`), in the same run; servers pinned to CPU 0, load generators to",
         "CPU 1. Ingest: wrk, 1 thread, 16 connections, single-event inbox webhooks, each with",
-        f"its own webhook_id, in {ROUNDS} rounds of the bare endpoint and then the bridge, half",
+        f"its own webhook_id, in {rounds} rounds of the bare endpoint and then the bridge, half",
         "the run's seconds each (the bare one keeps running beside the bridge); the ratio is the",
         "median of the rounds' ratios.",
         "Latency: an open-loop client (`bench/openloop.py`) at half the",
@@ -397,7 +462,7 @@ def main() -> None:
         f"Machine: {os.cpu_count()} × {model.group(1) if model else platform.machine()}, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
         f"{time.strftime('%Y-%m-%d %H:%M')}; 1-minute load before the run: {load:.2f}; "
-        f"{seconds}-second runs.",
+        f"{seconds}-second runs; stacks: {', '.join(stack.describe() for stack in stacks)}.",
         "",
         *tables,
     ]

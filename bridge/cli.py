@@ -18,7 +18,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from bridge import config as config_module
-from bridge import logs, phones
+from bridge import logs, phones, runtime
 from bridge.app import (
     Options,
     background_work,
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-worker", action="store_true", help="do not deliver in this process (BRIDGE_WORKER=0)"
     )
-    commands.add_parser("worker", help="the delivery worker alone")
+    _runtime_options(serve, http=True)
+    _runtime_options(commands.add_parser("worker", help="the delivery worker alone"), http=False)
     commands.add_parser("migrate", help="create or upgrade the database schema")
     check = commands.add_parser("check-config", help="validate the config and show the routes")
     check.add_argument("path", nargs="?", type=Path, default=None)
@@ -98,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_options(command: argparse.ArgumentParser, *, http: bool) -> None:
+    command.add_argument(
+        "--loop", choices=runtime.LOOPS, default="auto", help="default: uvloop when installed"
+    )
+    if http:
+        command.add_argument(
+            "--http",
+            choices=runtime.PARSERS,
+            default="auto",
+            help="uvicorn's HTTP parser; default: httptools when installed",
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -140,6 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         _print_problems(error)
         return 1
+    try:
+        chosen = runtime.choose(
+            getattr(arguments, "loop", "auto"), getattr(arguments, "http", "auto")
+        )
+    except runtime.Unavailable as error:
+        print(f"smsbridge: {error}", file=sys.stderr)
+        return 1
     if arguments.command == "serve":
         # Migrate before serving: a database problem is one clear line here, where inside
         # the server's start-up it would be a traceback.
@@ -147,9 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code:
             return code
         no_worker = arguments.no_worker
-        return serve_forever(settings, config, arguments.host, arguments.port, no_worker)
+        return serve_forever(settings, config, arguments.host, arguments.port, no_worker, chosen)
     if arguments.command == "worker":
-        return _with_database(settings, lambda: asyncio.run(run_worker(settings, config)))
+        return _with_database(
+            settings, lambda: runtime.run(run_worker(settings, config), chosen.loop)
+        )
     if arguments.command == "prune":
         dry_run = arguments.dry_run
         return _with_database(settings, lambda: asyncio.run(run_prune(settings, config, dry_run)))
@@ -226,7 +249,12 @@ def _print_problems(error: ConfigError) -> None:
 
 
 def serve_forever(
-    settings: Settings, config: Config, host: str, port: int | None, no_worker: bool
+    settings: Settings,
+    config: Config,
+    host: str,
+    port: int | None,
+    no_worker: bool,
+    chosen: runtime.Runtime,
 ) -> int:
     port = port if port is not None else settings.port
     settings = dataclasses.replace(settings, port=port)
@@ -239,6 +267,8 @@ def serve_forever(
             port=port,
             log_level="warning",
             lifespan="on",
+            loop=chosen.loop,
+            http=chosen.http,
             # uvicorn's own handlers would bypass the privacy filter; request lines hold the
             # webhook token.
             log_config=None,
@@ -249,7 +279,8 @@ def serve_forever(
             timeout_keep_alive=settings.keep_alive,
         )
     )
-    log.info("serving on %s:%d (worker %s)", host, port, "on" if options.run_worker else "off")
+    worker = "on" if options.run_worker else "off"
+    log.info("serving on %s:%d (worker %s, %s)", host, port, worker, chosen.describe())
     server.run()
     return 0
 

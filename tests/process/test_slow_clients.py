@@ -1,7 +1,8 @@
 """Slow and piling-up clients against a real `smsbridge serve`, over real sockets: a body that
 trickles in gets 408 and its connection closed after `BRIDGE_BODY_TIMEOUT`, an idle kept-alive
 connection is closed after `BRIDGE_KEEP_ALIVE`, connections beyond `BRIDGE_MAX_CONNECTIONS` get
-503 at once, and a normal webhook is answered meanwhile."""
+503 at once, and a normal webhook is answered meanwhile. Each on both of uvicorn's HTTP
+parsers: the default (httptools where installed) and the pure-Python h11."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge import runtime
 from testkit.processes import BridgeProcess
 from tests.conftest import sample
 from tests.support.harness import TOKEN
@@ -26,8 +28,10 @@ MAX_CONNECTIONS = 4
 MARGIN = 1.5  # scheduling slack on a busy 2-core machine
 
 
-@pytest.fixture
-def bridge(tmp_path: Path, sqlite_url: str) -> Iterator[BridgeProcess]:
+@pytest.fixture(params=["auto", "h11"])
+def bridge(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str
+) -> Iterator[BridgeProcess]:
     env = {
         "DATABASE_URL": sqlite_url,
         "BRIDGE_CONFIG": "",
@@ -36,8 +40,10 @@ def bridge(tmp_path: Path, sqlite_url: str) -> Iterator[BridgeProcess]:
         "BRIDGE_KEEP_ALIVE": str(KEEP_ALIVE),
         "BRIDGE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     }
-    process = BridgeProcess(["serve"], env, tmp_path / "serve.log").start()
+    args = ["serve"] if request.param == "auto" else ["serve", "--http", request.param]
+    process = BridgeProcess(args, env, tmp_path / "serve.log").start()
     try:
+        assert f"{runtime.choose(http=request.param).describe()})" in process.output()
         yield process
     finally:
         process.stop()
