@@ -19,6 +19,7 @@ from typing import Literal
 from bridge import phones
 from bridge.chat.base import Post, Sent
 from bridge.config import Replies
+from bridge.delivery import threads
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
@@ -318,11 +319,11 @@ def _count(delivery: Delivery, reply: Reply, outcome: str) -> None:
 
 
 async def _note(delivery: Delivery, conversation: Conversation, text: str) -> None:
-    """A note for the agents in the conversation's thread (not recorded: nothing refers to it)."""
-    if conversation.thread is None:
-        return
-    for part in delivery.adapter.render(Post(heading="Bridge", body=text)):
-        await delivery.adapter.send(part, conversation.thread)
+    """A note for the agents in the conversation's thread, part of its reply chain."""
+    parts = delivery.adapter.render(Post(heading="Bridge", body=text))
+    await threads.post_note(
+        delivery.database, delivery.adapter, conversation, parts, now=delivery.now()
+    )
 
 
 def customer_keyword(content: str, settings: Replies) -> Literal["stop", "start"] | None:

@@ -82,6 +82,37 @@ async def post_in_thread(
     return conversation
 
 
+async def post_note(
+    database: Database,
+    adapter: ChatAdapter,
+    conversation: Conversation,
+    parts: Sequence[Part],
+    *,
+    now: float,
+) -> None:
+    """Post the bridge's note to the agents under the conversation's thread (none: nothing
+    to add to), each part recorded as one of the conversation's chat messages, so that a reply
+    to it in a reply chain is an answer to that customer. A note keeps nothing alive."""
+    if conversation.thread is None:
+        return
+    for index, part in enumerate(parts):
+        sent = await adapter.send(part, conversation.thread)
+        async with database.transaction() as connection:
+            await conversations_store.record_message(
+                connection,
+                ChatMessage(
+                    destination=conversation.destination,
+                    chat=sent.chat,
+                    message=sent.message,
+                    conversation_id=conversation.id,
+                    outbox_id=None,
+                    part=index,
+                    gateway_messageid=None,
+                ),
+                now,
+            )
+
+
 @dataclass(frozen=True)
 class Shown:
     """A message a combined post shows: its outbox job and what its chat message records."""

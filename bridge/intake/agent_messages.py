@@ -1,7 +1,8 @@
 """Agents' chat messages → replies to plan: parse a Slack event or Telegram update, decide,
 then store and plan in one transaction (called on the request path: no chat or gateway call).
 
-A message becomes a reply when it comes from a human, in a thread the bridge started, at a
+A message becomes a reply when it comes from a human, in a thread the bridge started (in a
+Telegram reply chain: replying to any message of the chain, or under its root), at a
 destination with `replies` on, from an allowed member, and does not start with the internal
 prefix (`note:`), however formatted or quoted. Everything else is kept in `chat_events` with
 why it was ignored. What an agent meant to send but may not (a member of another Slack
@@ -39,8 +40,9 @@ ANONYMOUS_ADMIN = 1087968824
 @dataclass(frozen=True)
 class AgentMessage:
     """A human's chat message, platform-neutral. `thread` is Slack's `thread_ts` or a Telegram
-    topic id; `replying_to` the Telegram message it answers (reply chains). `text` is as the
-    platform sent it, but with Telegram's hidden link targets shown (`label (url)`).
+    topic id; `replying_to` the Telegram message it answers (reply chains) and `chain_root` the
+    first message of its reply chain (a supergroup's `message_thread_id` outside topics). `text`
+    is as the platform sent it, but with Telegram's hidden link targets shown (`label (url)`).
 
     `team` is the Slack workspace of the author and `home` the one the event was delivered to;
     `anonymous` marks a Telegram admin writing as the group; `command` a Telegram message that
@@ -58,6 +60,7 @@ class AgentMessage:
     home: str | None = None
     anonymous: bool = False
     command: bool = False
+    chain_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,14 @@ def telegram_message(update: Mapping[str, Any]) -> AgentMessage | Ignored:
     media = any(key in message for key in _MEDIA)
     if not raw and not media:
         return Ignored("a service message")
-    topic = message.get("message_thread_id") if message.get("is_topic_message") else None
+    thread_id = message.get("message_thread_id")
+    topic = thread_id if message.get("is_topic_message") else None
+    # Outside topics, a supergroup names the reply chain's first message: it still finds the
+    # conversation when the message replied to is unknown or deleted (no `reply_to_message`).
+    root = None if topic is not None else thread_id
     replied = message.get("reply_to_message") or {}
     replying_to = replied.get("message_id")
-    if topic is None and replying_to is None:
+    if topic is None and replying_to is None and root is None:
         return Ignored("not in a thread")
     return AgentMessage(
         "telegram",
@@ -138,6 +145,7 @@ def telegram_message(update: Mapping[str, Any]) -> AgentMessage | Ignored:
         media,
         anonymous=anonymous,
         command=_only_a_command(raw, entities),
+        chain_root=None if root is None else str(root),
     )
 
 
@@ -335,18 +343,20 @@ async def _plan_reply(
     if not candidates:
         return "no destination with replies on in this chat", None
     names = [destination.name for destination in candidates]
-    found = None
-    if message.thread is not None:
-        found = await replies_store.conversation_of_thread(
-            connection, names, message.chat, message.thread
-        )
-    if found is None and message.replying_to is not None:
-        found = await replies_store.conversation_of_message(
-            connection, names, message.chat, message.replying_to
-        )
+    found = await _conversation_of(connection, names, message)
     if found is None:
         return "not in a bridged thread", None
     destination_name, conversation_id = found
+    if message.thread is None:
+        # In a reply chain, whoever replies to this message answers the same customer.
+        await conversations_store.join_chain(
+            connection,
+            destination=destination_name,
+            conversation_id=conversation_id,
+            chat=message.chat,
+            message=message.message,
+            now=now,
+        )
     replies = config.destinations[destination_name].replies
     assert replies is not None
     own_team = None
@@ -381,6 +391,31 @@ async def _plan_reply(
         now=now,
     )
     return (None if decision is None else f"declined: {decision.why}"), reply_id
+
+
+async def _conversation_of(
+    connection: Any, destinations: list[str], message: AgentMessage
+) -> tuple[str, int] | None:
+    """(destination, conversation id) of the bridged thread or reply chain the message is in:
+    its topic or Slack thread; else the chain message it replies to (the bridge's posts and
+    notes, agents' messages in the chain); else its chain's root."""
+    if message.thread is not None:
+        found = await replies_store.conversation_of_thread(
+            connection, destinations, message.chat, message.thread
+        )
+        if found is not None:
+            return found
+    for reference in (message.replying_to, message.chain_root):
+        if reference is None:
+            continue
+        found = await replies_store.conversation_of_message(
+            connection, destinations, message.chat, reference
+        ) or await replies_store.conversation_of_thread(
+            connection, destinations, message.chat, reference
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def stored_message(platform: str, body: str) -> AgentMessage | Ignored:

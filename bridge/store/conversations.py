@@ -156,6 +156,43 @@ async def record_message(connection: AsyncConnection, message: ChatMessage, now:
     )
 
 
+async def join_chain(
+    connection: AsyncConnection,
+    *,
+    destination: str,
+    conversation_id: int,
+    chat: str,
+    message: str,
+    now: float,
+) -> None:
+    """Make an agent's chat message one of the conversation's, once: in a reply chain, a
+    reply to it belongs to the conversation as a reply to the bridge's own posts does."""
+    known = await connection.execute(
+        select(chat_messages.c.id)
+        .where(
+            chat_messages.c.destination == destination,
+            chat_messages.c.chat == chat,
+            chat_messages.c.message == message,
+        )
+        .limit(1)
+    )
+    if known.first() is not None:
+        return
+    await record_message(
+        connection,
+        ChatMessage(
+            destination=destination,
+            chat=chat,
+            message=message,
+            conversation_id=conversation_id,
+            outbox_id=None,
+            part=0,
+            gateway_messageid=None,
+        ),
+        now,
+    )
+
+
 async def posted_before(connection: AsyncConnection, conversation_id: int, outbox_id: int) -> bool:
     """Whether another job already posted in the conversation (so `outbox_id` does not open
     its thread)."""

@@ -105,6 +105,8 @@ conversations = Table(
 
 # Every chat message the bridge posted, linked to its conversation, the outbox job and part
 # that produced it, and the gateway message id it shows (inbox `id`, later reply `messageid`).
+# Its notes to agents and, in reply chains, agents' messages belong to the conversation too
+# (no outbox job): a reply to any of them is an answer in that conversation.
 chat_messages = Table(
     "chat_messages",
     metadata,

@@ -110,8 +110,21 @@ def test_telegram_updates_that_are_no_agent_answer_say_why() -> None:
     del service["message"]["text"]
     assert telegram_message(service) == Ignored("a service message")
     assert telegram_message(telegram_update()) == Ignored("not in a thread")
-    # a thread id outside a topic is a plain group's reply chain, not a topic
-    assert telegram_message(telegram_update(message_thread_id=5)) == Ignored("not in a thread")
+
+
+def test_a_thread_id_outside_a_topic_names_the_root_of_a_supergroup_reply_chain() -> None:
+    # The message replied to was deleted: Telegram leaves `reply_to_message` out.
+    rootless = telegram_message(telegram_update(message_thread_id=5))
+    assert rootless == AgentMessage(
+        "telegram", "-100123", "7", "42", "Hello", None, None, chain_root="5"
+    )
+    replying = telegram_message(
+        telegram_update(message_thread_id=5, reply_to_message={"message_id": 6})
+    )
+    assert isinstance(replying, AgentMessage)
+    assert (replying.thread, replying.replying_to, replying.chain_root) == (None, "6", "5")
+    in_topic = telegram_message(telegram_update(message_thread_id=5, is_topic_message=True))
+    assert isinstance(in_topic, AgentMessage) and in_topic.chain_root is None
 
 
 def test_a_stored_event_gives_back_the_same_message() -> None:
