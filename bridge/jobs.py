@@ -32,6 +32,7 @@ class Kind(StrEnum):
     NOTICE = "notice"  # a destination that fails for good, told to on-call
     REPLY = "reply"  # an agent's answer from a chat thread, sent to the customer by SMS
     REPLY_STATUS = "reply_status"  # a reply's gateway status, shown on the agent's message
+    ANSWER_SHOWN = "answer_shown"  # a reply sent from elsewhere, shown in this thread too
     CREDIT = "credit"  # the Smstools balance fell under alerts.low_balance, or rose again
 
 
@@ -104,6 +105,16 @@ class ReplyStatusJob(_ReplyPayload):
     kind: ClassVar[Kind] = Kind.REPLY_STATUS
 
 
+class AnswerShownJob(_ReplyPayload):
+    """Show an answer sent to the customer from another destination in this destination's
+    thread of the conversation, with its current status (posted once, then edited)."""
+
+    kind: ClassVar[Kind] = Kind.ANSWER_SHOWN
+    author: str  # who answered, as their platform names them
+    text: str  # what the customer was sent, exactly (blanked by `forget`)
+    update: bool = False  # a status change: edit the post made before, never post anew
+
+
 class CreditJob(_Payload):
     kind: ClassVar[Kind] = Kind.CREDIT
     low: bool  # False: the balance is back above the threshold
@@ -119,6 +130,7 @@ Payload = (
     | NoticeJob
     | ReplyJob
     | ReplyStatusJob
+    | AnswerShownJob
     | CreditJob
 )
 
@@ -132,6 +144,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         NoticeJob,
         ReplyJob,
         ReplyStatusJob,
+        AnswerShownJob,
         CreditJob,
     )
 }

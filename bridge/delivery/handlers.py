@@ -16,7 +16,7 @@ from typing import TypeVar
 from bridge import phones
 from bridge.chat.base import MessageGone, Part, Post, Sent
 from bridge.config import AlertRoute
-from bridge.delivery import combining, render, replies, threads
+from bridge.delivery import answers, combining, marks, render, replies, threads
 from bridge.errors import Permanent, Reason
 from bridge.intake import alerts
 from bridge.intake.alerts import Action
@@ -83,6 +83,9 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
         return ()
     followers = delivery.followers[: count - 1]
     await _post_combined(delivery, conversation, event, followers, opens_thread)
+    if not opens_thread:
+        last = max(delivery.received_at, *(f.received_at for f in followers))
+        await marks.unmark_on_customer(delivery, conversation, conversation.last_message_at, last)
     for shown_event in [event, *(f.event for f in followers)]:
         await _opt_out_on_stop(delivery, shown_event)
     key = _payload(delivery, InboxJob).conversation
@@ -187,7 +190,7 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
     job = delivery.job
     post = render.inbox_post(event, delivery.config, opens_thread=opens_thread)
     message = event.message
-    await threads.post_in_thread(
+    posted = await threads.post_in_thread(
         delivery.database,
         delivery.adapter,
         conversation,
@@ -200,6 +203,11 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
         now=delivery.now(),
         unsure_since=job.unsure_since,
     )
+    if not opens_thread and posted.thread == conversation.thread:
+        # `conversation` is as it was before this message: its last one is the previous.
+        await marks.unmark_on_customer(
+            delivery, posted, conversation.last_message_at, delivery.received_at
+        )
     await _opt_out_on_stop(delivery, event)
     _log_delivered(
         job,
@@ -462,5 +470,6 @@ HANDLERS: dict[Kind, Callable[[Delivery], Awaitable[None]]] = {
     Kind.NOTICE: deliver_notice,
     Kind.REPLY: replies.deliver_reply,
     Kind.REPLY_STATUS: replies.deliver_reply_status,
+    Kind.ANSWER_SHOWN: answers.deliver_answer_shown,
     Kind.CREDIT: deliver_credit,
 }

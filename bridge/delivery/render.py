@@ -139,6 +139,21 @@ def read_post(report: ReadReport) -> Post:
     return Post(heading="", context=(line,))
 
 
+PLATFORM_NAMES = {"slack": "Slack", "telegram": "Telegram", "console": "console"}
+
+
+def answer_shown_post(author: str, destination: str, platform: str, text: str, status: str) -> Post:
+    """An answer sent to the customer from another destination, for this thread's agents:
+    `Answered by Anna P. in nl-team (Telegram)`, its status as small print, the text exactly
+    as the customer was sent it."""
+    where = f"{destination} ({PLATFORM_NAMES.get(platform, platform)})"
+    return Post(
+        heading=f"Answered by {author} in {where}",
+        context=(status, "sent to the customer, shown here so nobody answers twice"),
+        body=text,
+    )
+
+
 def snippet(text: str, length: int = 24) -> str:
     """The first words of `text`, about `length` characters, `…` when there is more."""
     flat = " ".join(text.split())

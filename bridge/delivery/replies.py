@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bridge import phones
 from bridge.chat.base import Post, Sent
 from bridge.config import Replies
-from bridge.delivery import threads
+from bridge.delivery import answers, marks, threads
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
@@ -70,6 +70,10 @@ async def deliver_reply(delivery: Delivery) -> None:
     if outgoing is None:
         return  # not to be sent; the agent's message says why
     text, media = outgoing
+    # Named before the SMS goes: a failure to look the name up must not leave it `sending`.
+    author = None
+    if await answers.others_to_tell(delivery, conversation):
+        author = await answers.author_of(delivery, reply, body)
     accepted = await _send(delivery, reply, conversation, text)
     if accepted is None:
         return  # the gateway's answer is shown on the agent's message
@@ -77,6 +81,9 @@ async def deliver_reply(delivery: Delivery) -> None:
         await replies_store.set_state(
             connection, reply.id, replies_store.SENT, delivery.now(), messageid=accepted.messageid
         )
+        if author is not None:
+            sent = replace(reply, messageid=accepted.messageid)
+            await answers.plan(delivery, connection, sent, conversation, author, text, update=False)
     _count(delivery, reply, "sent")
     log.info(
         "reply sent to %s from %s (job %d)",
@@ -86,6 +93,7 @@ async def deliver_reply(delivery: Delivery) -> None:
         extra={"destination": reply.destination, "job_id": delivery.job.id, "outcome": "sent"},
     )
     await _show(delivery, reply, ACCEPTED)
+    await marks.mark_answered(delivery, conversation)
     await show_status(delivery, payload.reply_id)
     if accepted.messageid is None:
         await _note(delivery, conversation, NO_MESSAGEID)
@@ -241,6 +249,8 @@ async def show_status(delivery: Delivery, reply_id: int) -> None:
     emoji = status_emoji(code, status.read_at is not None, failed)
     if emoji == reply.shown:
         return
+    # Planned before the reaction changes: once it has, a retry of this job stops above.
+    await answers.plan_update(delivery, reply)
     await _show(delivery, reply, emoji)
     if failed:
         async with delivery.database.transaction() as connection:

@@ -424,6 +424,26 @@ def stored_message(platform: str, body: str) -> AgentMessage | Ignored:
     return slack_message(document) if platform == "slack" else telegram_message(document)
 
 
+def author_name(platform: str, body: str) -> str | None:
+    """Who wrote a stored agent's message, as Telegram names them (first and last name, else
+    @username; the group's title for an anonymous admin); None for Slack, whose events name
+    a member only by id."""
+    if platform == "slack":
+        return None
+    message = json.loads(body).get("message")
+    if not isinstance(message, dict):
+        return None
+    sender, sender_chat = message.get("from") or {}, message.get("sender_chat")
+    if isinstance(sender_chat, dict) and _anonymous_admin(
+        sender, message.get("chat") or {}, sender_chat
+    ):
+        return f"an anonymous admin of {sender_chat.get('title') or 'the group'}"
+    full = " ".join(str(sender[key]) for key in ("first_name", "last_name") if sender.get(key))
+    if full:
+        return full
+    return f"@{sender['username']}" if sender.get("username") else None
+
+
 def places(platform: str, body: str) -> set[tuple[str, str]]:
     """Every (chat, message or thread id) a stored chat event is about, whoever wrote it and
     whether or not it became a reply: how erasure finds the events of a customer's threads."""

@@ -26,6 +26,7 @@ from bridge import phones
 from bridge.intake import alerts
 from bridge.intake.agent_messages import places
 from bridge.jobs import (
+    AnswerShownJob,
     ConversationKey,
     FailureNoteJob,
     InboxJob,
@@ -160,6 +161,12 @@ def job_erasure(job: erasure_store.StoredJob, number: str) -> JobErasure | None:
             erased = ConversationKey(receiver=conversation.receiver, sender="")
             payload = job.payload.model_copy(update={"conversation": erased})
             return JobErasure(payload.model_dump(mode="json"), lane=True)
+        case AnswerShownJob(conversation=conversation) if conversation.sender == number:
+            # It carries what the customer was sent, and who answered them.
+            erased = ConversationKey(receiver=conversation.receiver, sender="")
+            forgotten = {"conversation": erased, "text": "", "author": ""}
+            shown = job.payload.model_copy(update=forgotten)
+            return JobErasure(shown.model_dump(mode="json"), lane=True)
         case ReadJob():
             return JobErasure(None, lane=False)  # its event is erased: nothing left to mark
         case Unreadable():

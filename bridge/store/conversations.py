@@ -53,6 +53,24 @@ async def latest(
     return Conversation(*row) if row else None
 
 
+async def other_destinations(
+    connection: AsyncConnection, receiver: str, sender: str, *, besides: str
+) -> list[str]:
+    """The destinations other than `besides` that hold a conversation with this customer on
+    this line, in name order."""
+    rows = await connection.execute(
+        select(conversations.c.destination)
+        .where(
+            conversations.c.receiver == receiver,
+            conversations.c.sender == sender,
+            conversations.c.destination != besides,
+        )
+        .distinct()
+        .order_by(conversations.c.destination)
+    )
+    return [str(destination) for (destination,) in rows]
+
+
 async def get(connection: AsyncConnection, conversation_id: int) -> Conversation | None:
     row = (
         await connection.execute(select(*_COLUMNS).where(conversations.c.id == conversation_id))
@@ -205,6 +223,26 @@ async def posted_before(connection: AsyncConnection, conversation_id: int, outbo
         .limit(1)
     )
     return (await connection.execute(query)).first() is not None
+
+
+async def message_showing(
+    connection: AsyncConnection, conversation_id: int, gateway_messageid: str
+) -> tuple[str, str] | None:
+    """(chat, message) of the first part the bridge posted in the conversation that shows
+    the gateway message `gateway_messageid`, if any."""
+    row = (
+        await connection.execute(
+            select(chat_messages.c.chat, chat_messages.c.message)
+            .where(
+                chat_messages.c.conversation_id == conversation_id,
+                chat_messages.c.gateway_messageid == gateway_messageid,
+                chat_messages.c.part == 0,
+            )
+            .order_by(chat_messages.c.id)
+            .limit(1)
+        )
+    ).first()
+    return (str(row[0]), str(row[1])) if row else None
 
 
 async def sent_parts(connection: AsyncConnection, outbox_id: int) -> set[int]:

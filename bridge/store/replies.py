@@ -197,6 +197,26 @@ async def set_shown(connection: AsyncConnection, reply_id: int, shown: str | Non
     await connection.execute(update(replies).where(replies.c.id == reply_id).values(shown=shown))
 
 
+async def answered_between(
+    connection: AsyncConnection, receiver: str, sender: str, since: float, until: float
+) -> bool:
+    """Whether an answer from the line `receiver` reached the customer `sender` (was accepted
+    by the gateway) between `since` and `until`, from any destination."""
+    query = (
+        select(replies.c.id)
+        .join(conversations, conversations.c.id == replies.c.conversation_id)
+        .where(
+            conversations.c.receiver == receiver,
+            conversations.c.sender == sender,
+            replies.c.state == SENT,
+            replies.c.updated_at >= since,
+            replies.c.updated_at <= until,
+        )
+        .limit(1)
+    )
+    return (await connection.execute(query)).first() is not None
+
+
 async def opt_out(
     database: Database, connection: AsyncConnection, receiver: str, sender: str, now: float
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.jobs import (
     PAYLOADS,
     AlertJob,
+    AnswerShownJob,
     ConversationKey,
     CreditJob,
     FailureNoteJob,
@@ -51,6 +52,7 @@ def test_everything_about_one_conversation_shares_its_lane_at_a_destination() ->
             FailureNoteJob(conversation=ANNA, conversation_id=1),
             ReplyJob(conversation=ANNA, reply_id=2),
             ReplyStatusJob(conversation=ANNA, reply_id=2),
+            AnswerShownJob(conversation=ANNA, reply_id=2, author="Anna", text="See you"),
         )
     }
     assert lanes == {conversation_lane("support", ANNA)}
