@@ -365,6 +365,27 @@ async def _plan_reply(
     decision = decide(message, replies, own_team)
     if isinstance(decision, Ignored):
         return decision.why, None
+    declined = None if decision is None else decision.why
+    reply_id = await _add_reply(
+        database, connection, message, (destination_name, conversation_id), event_id, declined, now
+    )
+    if reply_id is None:
+        return "already answered: this chat message gave a reply before", None
+    return (None if declined is None else f"declined: {declined}"), reply_id
+
+
+async def _add_reply(
+    database: Database,
+    connection: Any,
+    message: AgentMessage,
+    where: tuple[str, int],
+    event_id: int,
+    declined: str | None,
+    now: float,
+) -> int | None:
+    """Store the reply to `message` in the conversation `where` (destination, id) and plan
+    its job in the conversation's lane; None when this chat message has a reply already."""
+    destination_name, conversation_id = where
     conversation = await conversations_store.get(connection, conversation_id)
     assert conversation is not None
     reply_id = await replies_store.add(
@@ -377,10 +398,10 @@ async def _plan_reply(
         chat=message.chat,
         message=message.message,
         now=now,
-        declined=None if decision is None else decision.why,
+        declined=declined,
     )
     if reply_id is None:
-        return "already answered: this chat message gave a reply before", None
+        return None
     key = ConversationKey(receiver=conversation.receiver, sender=conversation.sender)
     await outbox_store.enqueue(
         database,
@@ -390,7 +411,7 @@ async def _plan_reply(
         payload=ReplyJob(conversation=key, reply_id=reply_id),
         now=now,
     )
-    return (None if decision is None else f"declined: {decision.why}"), reply_id
+    return reply_id
 
 
 async def _conversation_of(
