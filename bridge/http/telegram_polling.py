@@ -81,6 +81,7 @@ class TelegramPoller:
             while True:
                 try:
                     if await self._take():
+                        self._said.discard("waiting")
                         self._say("holding", "Telegram bot %s: this process polls", self.bot)
                         await self._poll_while_held()
                         self._said.discard("holding")
