@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from bridge.config import Config
 from bridge.delivery import destinations
 from bridge.delivery.supervisor import Named, Supervisor
 from bridge.delivery.worker import Worker, WorkerOptions
-from bridge.http import edge
+from bridge.http import edge, telegram_polling
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
 from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
 from bridge.intake.notices import NotUnderstood
@@ -128,6 +129,25 @@ def background_work(database: Database, config: Config, credit: CreditWatch | No
     return Supervisor(watching, [retention.HourlyPrune(database, config)])
 
 
+def telegram_pollers(
+    settings: Settings, config: Config, worker: Worker, now: Callable[[], float] = time.time
+) -> list[telegram_polling.TelegramPoller]:
+    """With TELEGRAM_UPDATES=polling, a poller for each bot whose destinations take replies
+    (each polls only while its process holds the bot's hold); none with webhooks."""
+    if settings.telegram_updates != "polling":
+        return []
+    return telegram_polling.pollers(
+        worker.database,
+        config,
+        telegram_setup.tokens(config, settings),
+        api_url=settings.telegram_api_url,
+        # Unique per start: two apps in one process (tests) must not share a hold.
+        holder=f"{worker.name}:{secrets.token_hex(4)}",
+        on_stored=worker.wake,
+        now=now,
+    )
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
     """The bridge's web app; its lifespan starts what it serves with (`_serving`)."""
     options = options or Options()
@@ -189,7 +209,10 @@ async def _serving(
         if options.settle_heap:
             heap.settle()
         try:
-            yield
+            async with telegram_polling.polling(
+                telegram_pollers(settings, config, worker, options.now)
+            ):
+                yield
         finally:
             await state.receiver.commits.close()
             await state.readiness.close()

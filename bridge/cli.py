@@ -25,10 +25,12 @@ from bridge.app import (
     create_app,
     delivery_parts,
     smstools_parts,
+    telegram_pollers,
     webhook_url,
 )
 from bridge.config import Config, ConfigError
 from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.http import telegram_polling
 from bridge.http.webhook import webhook_token
 from bridge.jobs import Job
 from bridge.ops import doctor, erasure, reprocess, retention, telegram_setup
@@ -303,11 +305,20 @@ async def run_worker(settings: Settings, config: Config) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        await worker.run()
+        async with telegram_polling.polling(telegram_pollers(settings, config, worker)):
+            await worker.run()
     return 0
 
 
 def _telegram(action: str, url: str | None, config: Config, settings: Settings) -> int:
+    if action == "set-webhook" and settings.telegram_updates == "polling":
+        print(
+            "smsbridge: TELEGRAM_UPDATES is polling (the default when neither "
+            "TELEGRAM_WEBHOOK_SECRET nor BRIDGE_PUBLIC_URL is set), and the bridge's poller "
+            "deletes a webhook; set TELEGRAM_UPDATES=webhook to use one",
+            file=sys.stderr,
+        )
+        return 1
     if action == "set-webhook":
         return _with_database(
             settings, lambda: _answered(asyncio.run(_set_webhook(config, settings, url)))

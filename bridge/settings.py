@@ -51,8 +51,10 @@ VARIABLES = (
     "METRICS_TOKEN",
     "LOG_FORMAT",
     "DATABASE_DIRECT_URL",
+    "TELEGRAM_UPDATES",
 )
 LOG_FORMATS = ("json", "text")
+TELEGRAM_UPDATES = ("polling", "webhook")
 
 
 class SettingsError(Exception):
@@ -91,6 +93,9 @@ class Settings:
     log_format: str = "text"  # json | text; json by default on a PaaS
     # A session-keeping connection (LISTEN, migrations) when DATABASE_URL is a pooler's.
     database_direct_url: str | None = None
+    # How agents' Telegram messages arrive: "webhook" (POST /telegram/webhook) or "polling"
+    # (getUpdates, no public URL needed); see `_telegram_updates`.
+    telegram_updates: str = "webhook"
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -113,6 +118,7 @@ class Settings:
         body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
+        telegram_updates = _telegram_updates(env, problems)
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -145,6 +151,7 @@ class Settings:
             metrics_token=secret("METRICS_TOKEN"),
             log_format=log_format,
             database_direct_url=_direct_database_url(env),
+            telegram_updates=telegram_updates,
             environ=env,
         )
 
@@ -214,6 +221,22 @@ def _log_format(env: Mapping[str, str], ephemeral_disk: str | None, problems: li
     if log_format not in LOG_FORMATS:
         problems.append(f"LOG_FORMAT: {log_format!r} is not json or text")
     return log_format
+
+
+def _telegram_updates(env: Mapping[str, str], problems: list[str]) -> str:
+    """TELEGRAM_UPDATES. Unset, it is "webhook" when TELEGRAM_WEBHOOK_SECRET or
+    BRIDGE_PUBLIC_URL says a webhook is meant, else "polling": without a public URL, polling
+    is the way an agent's answer reaches the bridge at all."""
+    mode = env.get("TELEGRAM_UPDATES", "").strip().lower()
+    if not mode:
+        meant = (
+            env.get("TELEGRAM_WEBHOOK_SECRET", "").strip()
+            or env.get("BRIDGE_PUBLIC_URL", "").strip()
+        )
+        return "webhook" if meant else "polling"
+    if mode not in TELEGRAM_UPDATES:
+        problems.append(f"TELEGRAM_UPDATES: {mode!r} is not polling or webhook")
+    return mode
 
 
 def _number(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,8 +121,10 @@ class TelegramUpdates:
         update = _json_object(body)
         if update is None or not isinstance(update.get("update_id"), int):
             return edge.error(400, "expected a Telegram update with an update_id")
-        key = f"{bot}:{update['update_id']}" if bot else str(update["update_id"])
-        return await _plan(self, "telegram", key, update, agent_messages.telegram_message(update))
+        planning = agent_messages.plan_telegram_update(
+            self.database, self.config, bot=bot, update=update, now=self.now()
+        )
+        return await _answer(self, "telegram", planning)
 
     def _bot(self, named: str | None) -> str | Response:
         """The bot the update is for: the one the path names, else the only one ("" if none)."""
@@ -148,16 +150,26 @@ async def _plan(
     document: dict[str, Any],
     message: agent_messages.AgentMessage | agent_messages.Ignored,
 ) -> Response:
+    planning = agent_messages.plan(
+        receiver.database,
+        receiver.config,
+        platform=platform,
+        event_key=key,
+        body=document,
+        message=message,
+        now=receiver.now(),
+    )
+    return await _answer(receiver, platform, planning)
+
+
+async def _answer(
+    receiver: SlackEvents | TelegramUpdates,
+    platform: agent_messages.Platform,
+    planning: Coroutine[Any, Any, agent_messages.Planned],
+) -> Response:
+    """The platform's answer once `planning` stored the event: 503 when it could not."""
     try:
-        planned = await agent_messages.plan(
-            receiver.database,
-            receiver.config,
-            platform=platform,
-            event_key=key,
-            body=document,
-            message=message,
-            now=receiver.now(),
-        )
+        planned = await planning
     except UNAVAILABLE as error:  # down, locked or too slow: the platform sends it again
         log.error("could not store a %s event: %s", platform, describe_error(error))
         return edge.error(503, "the event could not be stored; send it again", retry=True)

@@ -327,6 +327,25 @@ async def plan(
     return Planned(reply_id=reply_id, ignored=why)
 
 
+async def plan_telegram_update(
+    database: Database, config: Config, *, bot: str, update: Mapping[str, Any], now: float
+) -> Planned:
+    """A Bot API update, whichever way it came (webhook or getUpdates): kept once per bot
+    (`<bot id>:<update_id>`; Telegram numbers updates per bot), then planned as `plan` does.
+    `bot` is "" only for the webhook path that names no bot."""
+    key = f"{bot}:{update['update_id']}" if bot else str(update["update_id"])
+    message = telegram_message(update)
+    return await plan(
+        database,
+        config,
+        platform="telegram",
+        event_key=key,
+        body=update,
+        message=message,
+        now=now,
+    )
+
+
 async def _plan_reply(
     database: Database,
     connection: Any,

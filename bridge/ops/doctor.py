@@ -27,6 +27,7 @@ from bridge import config as config_module
 from bridge.chat.slack import TOKEN_REFUSED
 from bridge.config import Config, ConfigError, SlackTarget, TelegramTarget
 from bridge.errors import DeliveryError, Reason
+from bridge.ops import telegram_setup
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
 from bridge.store.db import UNAVAILABLE, Database, describe_error
@@ -89,6 +90,7 @@ async def diagnose(settings: Settings, config_path: Path | None) -> list[Finding
                 checks.append(check_telegram(name, target, token, settings.telegram_api_url))
         for destination_findings in await asyncio.gather(*checks):
             findings += destination_findings
+        findings += await check_telegram_updates(config, settings)
     findings.append(await check_smstools(settings))
     findings.append(await check_public_url(settings))
     return findings
@@ -338,6 +340,40 @@ def _telegram_rights(
     if topics:
         return ok(check, f"{handle} is an admin of {shown} that can manage topics")
     return ok(check, f"{handle} is a {member.status} of {shown}")
+
+
+async def check_telegram_updates(config: Config, settings: Settings) -> list[Finding]:
+    """How agents' Telegram messages arrive (TELEGRAM_UPDATES), for each bot taking replies;
+    in polling mode, a webhook still set (getWebhookInfo) is a problem: Telegram refuses
+    getUpdates while it is."""
+    findings = []
+    for token, names in telegram_setup.tokens(config, settings).items():
+        check = f"telegram updates ({names})"
+        if settings.telegram_updates == "webhook":
+            what = "webhook mode: Telegram posts them to /telegram/webhook (TELEGRAM_UPDATES)"
+            findings.append(ok(check, what))
+            continue
+        request = HTTPXRequest(connect_timeout=TIMEOUT, read_timeout=TIMEOUT, write_timeout=TIMEOUT)
+        try:
+            async with Bot(
+                token, base_url=f"{settings.telegram_api_url}/bot", request=request
+            ) as bot:
+                info = await bot.get_webhook_info()
+        except InvalidToken:
+            continue  # the destination's own check says so
+        except TelegramError as error:
+            findings.append(_telegram_unavailable(check, error))
+            continue
+        if info.url:
+            what = f"polling mode, but a webhook is still set ({info.url}): getUpdates is refused"
+            fix = (
+                "start the bridge (its poller deletes the webhook) or run smsbridge telegram "
+                "delete-webhook; to keep the webhook, set TELEGRAM_UPDATES=webhook"
+            )
+            findings.append(problem(check, what, fix))
+        else:
+            findings.append(ok(check, "polling mode: one process polls getUpdates; no webhook set"))
+    return findings
 
 
 def _telegram_unavailable(check: str, error: TelegramError) -> Finding:

@@ -1,5 +1,5 @@
 """Small durable key/value facts (the generated webhook token, chats that moved, the Slack
-workspace of each destination)."""
+workspace of each destination, where each bot's Telegram polling resumes)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,25 @@ async def remember_slack_team(
 async def slack_team(connection: AsyncConnection, destination: str) -> str | None:
     """The destination's own Slack workspace, if the bridge has started with its token."""
     return await get(connection, _slack_team(destination))
+
+
+def _telegram_offset(bot: str) -> str:
+    return f"telegram_offset:{bot}"
+
+
+async def remember_telegram_offset(
+    database: Database, connection: AsyncConnection, bot: str, offset: int
+) -> None:
+    """The `offset` the bot's next getUpdates asks from: every update before it is stored."""
+    value = str(offset)
+    await connection.execute(
+        database.insert(facts)
+        .values(key=_telegram_offset(bot), value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+    )
+
+
+async def telegram_offset(connection: AsyncConnection, bot: str) -> int | None:
+    """Where the bot's polling resumes; None before its first stored update."""
+    value = await get(connection, _telegram_offset(bot))
+    return None if value is None else int(value)

@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from telegram.constants import ReactionEmoji
 
 from .server import FakePlatform, FakeServer
@@ -209,9 +210,15 @@ def auto_entities(plain: str) -> tuple[tuple[str, str], ...]:
 
 class FakeTelegram(FakePlatform):
     """Fake Bot API at `{url}/bot<token>/<method>`: getMe, getChat, getChatMember, sendMessage,
-    createForumTopic, reopenForumTopic, editMessageText, setMessageReaction. Chats exist on
-    first use: positive ids are private chats, `-100…` ids forum supergroups (the bot an admin
-    that manages topics), other negative ids basic groups (the bot a member)."""
+    createForumTopic, reopenForumTopic, editMessageText, setMessageReaction, setWebhook,
+    deleteWebhook, getWebhookInfo, getUpdates. Chats exist on first use: positive ids are
+    private chats, `-100…` ids forum supergroups (the bot an admin that manages topics), other
+    negative ids basic groups (the bot a member).
+
+    getUpdates long-polls as Telegram's does: it answers once an update is queued for the bot
+    (`send_update`) or `timeout` seconds passed; `offset` confirms (drops) the updates before
+    it; it is refused with 409 while the bot has a webhook, and a newer getUpdates for the same
+    bot ends the one in flight with 409."""
 
     TOKEN = "123456:TEST-token"
 
@@ -234,6 +241,9 @@ class FakeTelegram(FakePlatform):
         self.webhook: dict[str, Any] | None = None  # the last setWebhook's parameters
         self.webhooks: dict[str, dict[str, Any]] = {}  # bot token → its setWebhook's parameters
         self._update_ids: dict[str, int] = {}  # bot token → its next update_id
+        self._queued: dict[str, list[dict[str, Any]]] = defaultdict(list)  # unconfirmed updates
+        self._polls: dict[str, int] = {}  # bot token → the number of its latest getUpdates
+        self._cut_polls = 0  # getUpdates answers still to cut mid-way
         self._messages: list[TelegramMessage] = []
         self._topics: list[TelegramTopic] = []
         self._edits: list[TelegramEdit] = []
@@ -353,9 +363,29 @@ class FakeTelegram(FakePlatform):
             self._update_ids[token] = update_id + 1
         return {"update_id": update_id, "message": message}
 
+    def send_update(self, token: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Queue the update for the bot's getUpdates (as `update` numbers it); returned."""
+        update = self.update(token, message)
+        with self._lock:
+            self._queued[token].append(update)
+            self._lock.notify_all()
+        return update
+
+    def queued_updates(self, token: str = TOKEN) -> list[dict[str, Any]]:
+        """The bot's updates not confirmed yet by a getUpdates `offset`."""
+        with self._lock:
+            return list(self._queued[token])
+
+    def cut_connection(self, times: int = 1) -> None:
+        """Cut the connection of the next `times` getUpdates that carry updates, mid-answer:
+        the poller gets half a body, and the updates stay unconfirmed (delivered again)."""
+        with self._lock:
+            self._cut_polls = times
+
     def reset(self) -> None:
         """Drop every switch and deleted topic (recorded data is kept; see `clear`)."""
         with self._lock:
+            self._cut_polls = 0
             self._switches.clear()
             self._gone_topics.clear()
             self._closed_topics.clear()
@@ -367,8 +397,12 @@ class FakeTelegram(FakePlatform):
             self._recent.clear()
 
     def clear(self) -> None:
-        """Forget recorded messages, topics, edits, reactions and calls."""
+        """Forget recorded messages, topics, edits, reactions, calls, queued updates and
+        webhooks."""
         with self._lock:
+            self._queued.clear()
+            self.webhook = None
+            self.webhooks.clear()
             for records in (self._messages, self._topics, self._edits, self._reactions):
                 records.clear()
             self._calls.clear()
@@ -427,8 +461,14 @@ class FakeTelegram(FakePlatform):
         if slow:
             await self._sleep(slow)
         try:
-            result = self._answer(token, method, params)
-            response = JSONResponse({"ok": True, "result": result})
+            if method.lower() == "getupdates":
+                result = await self._get_updates(request, token, params)
+            else:
+                result = self._answer(token, method, params)
+            if isinstance(result, _Cut):
+                response: Response = _CutResponse({"ok": True, "result": result.updates})
+            else:
+                response = JSONResponse({"ok": True, "result": result})
             description = None
         except _Refused as refused:
             description = refused.description
@@ -489,6 +529,34 @@ class FakeTelegram(FakePlatform):
                     return {"url": url, "has_custom_certificate": False, "pending_update_count": 0}
             raise _Refused(404, "Not Found")
 
+    async def _get_updates(
+        self, request: Request, token: str, params: dict[str, Any]
+    ) -> list[dict[str, Any]] | _Cut:
+        """Long polling: wait for the bot's updates from `offset` on, at most `timeout` s."""
+        offset, timeout = _int(params.get("offset")), _int(params.get("timeout")) or 0
+        limit = min(100, _int(params.get("limit")) or 100)
+        with self._lock:
+            self._check_switches(token, "getUpdates", None)
+            if token in self.webhooks:
+                raise _Refused(409, _WEBHOOK_ACTIVE)
+            number = self._polls[token] = self._polls.get(token, 0) + 1
+            if offset is not None:
+                self._queued[token] = [u for u in self._queued[token] if u["update_id"] >= offset]
+        deadline = _now() + timeout
+        while True:
+            with self._lock:
+                if self._polls[token] != number:
+                    raise _Refused(409, _TERMINATED)
+                ready = self._queued[token][:limit]
+                if ready and self._cut_polls:
+                    self._cut_polls -= 1
+                    return _Cut(ready)
+                if ready or _now() >= deadline or self._closing.is_set():
+                    return ready
+            if await request.is_disconnected():  # the poller went away (killed, cancelled)
+                return []
+            await asyncio.sleep(0.02)
+
     def _check_switches(self, token: str, method: str, chat_id: Any) -> None:
         if self._refuse_all:
             raise _Refused(500, "Internal Server Error")
@@ -506,7 +574,13 @@ class FakeTelegram(FakePlatform):
             if s.throttled:
                 s.throttled -= 1 if s.throttled > 0 else 0
                 raise _too_many(s.retry_after)
-        if method.lower() in ("getme", "setwebhook", "deletewebhook", "getwebhookinfo"):
+        if method.lower() in (
+            "getme",
+            "setwebhook",
+            "deletewebhook",
+            "getwebhookinfo",
+            "getupdates",
+        ):
             return
         if not isinstance(chat_id, int):
             raise _Refused(400, "Bad Request: chat not found")
@@ -695,6 +769,44 @@ class FakeTelegram(FakePlatform):
 
 def _now() -> float:
     return time.monotonic()
+
+
+_WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
+    "delete the webhook first"
+)
+_TERMINATED = (
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
+    "is running"
+)
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """A getUpdates answer whose connection is to be cut half-way through."""
+
+    updates: list[dict[str, Any]]
+
+
+class _CutResponse(JSONResponse):
+    """Announces the whole body, sends half of it and ends: uvicorn closes the connection,
+    and the client sees a connection dropped mid-answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+
+
+def _int(value: Any) -> int | None:
+    """A numeric parameter as Telegram reads it (form values arrive as strings)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return None
 
 
 def _too_many(retry_after: int) -> _Refused:

@@ -338,3 +338,26 @@ def test_a_public_url_that_is_not_the_bridge_is_a_problem(
     code, lines = doctor(capsys)
     (line,) = problems(lines)
     assert code == 1 and "answered HTTP 404, not the bridge" in line
+
+
+def test_polling_mode_is_said_and_a_webhook_still_set_is_a_problem(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
+) -> None:
+    config = Path(os.environ["BRIDGE_CONFIG"])
+    config.write_text(CONFIG.replace(f"chat_id: {GROUP}}}", f"chat_id: {GROUP}}}, replies: true"))
+    set_up.setenv("TELEGRAM_UPDATES", "webhook")
+    code, lines = doctor(capsys)
+    assert code == 0 and any(
+        "ok      telegram updates (replies): webhook mode" in line for line in lines
+    )
+
+    set_up.setenv("TELEGRAM_UPDATES", "polling")
+    code, lines = doctor(capsys)
+    assert code == 0, "\n".join(lines)
+    assert any("ok      telegram updates (replies): polling mode" in line for line in lines)
+
+    telegram.webhooks[FakeTelegram.TOKEN] = {"url": "https://old.example/telegram/webhook"}
+    code, lines = doctor(capsys)
+    assert code == 1 and len(problems(lines)) == 1, "\n".join(lines)
+    assert "a webhook is still set (https://old.example/telegram/webhook)" in problems(lines)[0]
+    assert "smsbridge telegram delete-webhook" in problems(lines)[0]

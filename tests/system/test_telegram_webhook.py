@@ -59,3 +59,15 @@ def test_set_webhook_registers_the_url_secret_and_updates_and_prints_the_answer(
     assert main(["telegram", "delete-webhook"]) == 0
     assert telegram.webhook is None
     assert "nl-team: Telegram answered ok" in capsys.readouterr().out
+
+
+def test_set_webhook_refuses_in_polling_mode_where_the_poller_would_delete_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    telegram: FakeTelegram,
+) -> None:
+    configure(tmp_path, monkeypatch, telegram, TELEGRAM_UPDATES="polling")
+    assert main(["telegram", "set-webhook"]) == 1
+    assert "set TELEGRAM_UPDATES=webhook" in capsys.readouterr().err
+    assert FakeTelegram.TOKEN not in telegram.webhooks

@@ -128,3 +128,25 @@ def test_metrics_token_is_a_secret() -> None:
     settings = Settings.from_env({"METRICS_TOKEN": "metrics-secret-42"})
     assert settings.metrics_token is not None
     assert "metrics-secret-42" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "mode"),
+    [
+        ({}, "polling"),  # no public URL: polling is what reaches the bridge
+        ({"BRIDGE_PUBLIC_URL": "https://bridge.example"}, "webhook"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "s" * 32}, "webhook"),
+        ({"BRIDGE_PUBLIC_URL": "https://bridge.example", "TELEGRAM_UPDATES": "polling"}, "polling"),
+        ({"TELEGRAM_UPDATES": " Webhook "}, "webhook"),
+    ],
+)
+def test_telegram_updates_default_to_polling_without_a_public_url(
+    environ: dict[str, str], mode: str
+) -> None:
+    assert Settings.from_env(environ).telegram_updates == mode
+
+
+def test_an_unknown_telegram_updates_mode_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"TELEGRAM_UPDATES": "push"})
+    assert refused.value.problems == ["TELEGRAM_UPDATES: 'push' is not polling or webhook"]
