@@ -106,7 +106,7 @@ DEFAULT_PAGE_ABOVE = 20
 # What a group of per-recipient failures that does not page does: posted to on-call without
 # a mention, or only noted in the customer's live thread.
 LoneFailures = Literal["post", "note"]
-DEFAULT_LONE_FAILURES: LoneFailures = "post"
+DEFAULT_LONE_FAILURES: LoneFailures = "note"
 
 
 class AlertRouteSpec(_Strict):

@@ -154,6 +154,10 @@ class ChatAdapter(Protocol):
     async def send(self, part: Part, thread: str | None) -> Sent:
         """Post one part, under `thread` when given. Raises `Retryable` or `Permanent`."""
 
+    async def reply(self, sent: Sent, part: Part) -> Sent:
+        """Post one part as a reply to the message `sent` (Slack: in its thread; Telegram: a
+        reply to it), so those following it are notified, as an edit would not."""
+
     async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         """A message posted since `since` (in `thread`, or at the top level when None) that
         shows `origin`: its job and part, or for part 0 any of `origin.jobs` (a combined

@@ -73,6 +73,9 @@ class ConsoleAdapter:
         self._write(f"── {self.name} · {where} ──", part.text)
         return Sent(chat=self.name, message=number, thread=thread or number)
 
+    async def reply(self, sent: Sent, part: Part) -> Sent:
+        return await self.send(part, sent.message)
+
     async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         return None  # stdout keeps nothing to look in
 

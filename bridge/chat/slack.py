@@ -321,6 +321,10 @@ class SlackAdapter:
         ts, channel = str(response["ts"]), str(response.get("channel") or self.channel)
         return Sent(chat=channel, message=ts, thread=thread or ts)
 
+    async def reply(self, sent: Sent, part: Part) -> Sent:
+        """A reply in the message's thread (`thread_ts`): its followers are notified."""
+        return await self.send(part, sent.message)
+
     async def find_posted(self, origin: Origin, thread: str | None, since: float) -> Found | None:
         """The bridge's own post showing `origin`, by its metadata: in the thread's replies
         (conversations.replies) or the channel's top-level messages (conversations.history),

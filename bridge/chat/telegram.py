@@ -280,7 +280,18 @@ class TelegramAdapter:
             detail = f"{self._where}: topic {thread} is closed and the bot may not reopen it"
             raise ThreadClosed(Reason.FORBIDDEN, f"{detail} ({reason})") from None
 
-    async def _send_message(self, part: Part, thread: str | None) -> Any:
+    async def reply(self, sent: Sent, part: Part) -> Sent:
+        """sendMessage replying to the message (`reply_parameters`), where it is: outside any
+        topic, so in a forum the reply lands beside it in General."""
+        message = await self._send_message(part, None, reply_to=sent.message)
+        message_id = str(message.message_id)
+        return Sent(chat=str(self.chat_id), message=message_id, thread=sent.thread)
+
+    async def _send_message(
+        self, part: Part, thread: str | None, reply_to: str | None = None
+    ) -> Any:
+        if thread and not self.topics:
+            reply_to = thread  # a reply chain: each message answers the conversation's first
         async with leaving(self._spacing):
             return await self._call(
                 self._bot.send_message(
@@ -290,8 +301,8 @@ class TelegramAdapter:
                     link_preview_options=_NO_PREVIEW,
                     message_thread_id=int(thread) if thread and self.topics else None,
                     reply_parameters=(
-                        ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
-                        if thread and not self.topics
+                        ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
+                        if reply_to
                         else None
                     ),
                 )

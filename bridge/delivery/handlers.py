@@ -8,6 +8,7 @@ bookkeeping; what to post is `render`'s, where in the conversation is `threads`'
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -33,7 +34,7 @@ from bridge.jobs import (
     NoticeJob,
     ReadJob,
 )
-from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport
+from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, parse_event
 from bridge.store import alerts as alerts_store
 from bridge.store import conversations as conversations_store
 from bridge.store import events as events_store
@@ -301,7 +302,8 @@ async def deliver_read(delivery: Delivery) -> None:
 
 async def deliver_alert(delivery: Delivery) -> None:
     """Post the group's alert, or edit the one posted, then plan the next if it grew, else
-    a check for when it may have gone quiet; that check edits it to say it is over."""
+    a check for when it may have gone quiet; that check, or the incident's cause going away,
+    edits it (`_check`)."""
     job, database = delivery.job, delivery.database
     payload = _payload(delivery, AlertJob)
     group_id = payload.group_id
@@ -315,14 +317,16 @@ async def deliver_alert(delivery: Delivery) -> None:
     route = alerts.route_of(delivery.config.alerts, group)
     now = delivery.now()
     if payload.resolve:
-        await _resolve(delivery, group, notice, route, now)
+        await _check(delivery, group, notice, route, now)
         return
-    destination = delivery.config.destinations.get(job.destination)
-    mention = None
-    if destination is not None and alerts.pages(group, route):
-        mention = route.mention.get(destination.kind)
+    mention = _alert_mention(delivery, group, route)
+    if group.cleared_at is not None:
+        post = await _resolved_post(delivery, group, mention)
+    else:
+        firing = alerts.pages(group, route)
+        post = render.alert_post(group, mention, firing=firing, threshold=_threshold(delivery))
     # An alert is short (ten receivers at most): its first part is all of it.
-    part = delivery.adapter.render(render.alert_post(group, mention))[0]
+    part = delivery.adapter.render(post)[0]
     action = alerts.next_action(notice, group, now, route)
     if action is Action.EDIT:
         assert notice.chat is not None and notice.message is not None
@@ -332,13 +336,49 @@ async def deliver_alert(delivery: Delivery) -> None:
             action = Action.REPOST  # someone deleted the alert message: post it again
     if action in (Action.POST, Action.REPOST):
         sent = await delivery.adapter.send(part, None)
+        resolved_at = now if group.cleared_at is not None else None
         notice = replace(
-            notice, chat=sent.chat, message=sent.message, posted_at=now, resolved_at=None
+            notice, chat=sent.chat, message=sent.message, posted_at=now, resolved_at=resolved_at
         )
         async with database.transaction() as connection:
             # Stored at once: a retry must edit this message, not post another.
             await alerts_store.save_notice(connection, notice)
     await _plan_after_alert(delivery, group, route, action, now)
+
+
+def _alert_mention(delivery: Delivery, group: Group, route: AlertRoute) -> str | None:
+    """The route's mention for this destination's platform, when the group pages."""
+    destination = delivery.config.destinations.get(delivery.job.destination)
+    if destination is None or not alerts.pages(group, route):
+        return None
+    return route.mention.get(destination.kind)
+
+
+def _threshold(delivery: Delivery) -> str | None:
+    alerts_config = delivery.config.alerts
+    if alerts_config is None or alerts_config.low_balance is None:
+        return None
+    return f"{alerts_config.low_balance:g}"
+
+
+async def _resolved_post(delivery: Delivery, group: Group, mention: str | None) -> Post:
+    """The incident resolved, with the first words of each distinct text never sent, read
+    back from the stored events (an erased one is left out)."""
+    async with delivery.database.transaction() as connection:
+        stored = await events_store.get_many(connection, list(group.samples.values()))
+    texts = []
+    for event_id in sorted(stored):
+        event = parse_event(_json_or_none(stored[event_id].payload))
+        if isinstance(event, DeliveryReport):
+            texts.append((event.message.reference.strip(), event.message.content))
+    return render.resolved_post(group, texts, mention, threshold=_threshold(delivery))
+
+
+def _json_or_none(payload: str) -> object:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
 
 
 async def _plan_after_alert(
@@ -359,14 +399,24 @@ async def _plan_after_alert(
             added = await outbox_store.enqueue(
                 database,
                 connection,
-                event_id=latest.last_event_id,
+                event_id=latest.last_event_id or None,
                 destination=job.destination,
                 payload=AlertJob(group_id=group_id),
                 now=now,
                 due=next_due,
             )
             next_due = next_due if added else None
-        elif action is not Action.NOTHING:
+        elif latest.cleared_at != group.cleared_at:
+            # The cause went away while this was being sent: resolve what was just told.
+            await outbox_store.enqueue(
+                database,
+                connection,
+                event_id=None,
+                destination=job.destination,
+                payload=AlertJob(group_id=group_id, resolve=True),
+                now=now,
+            )
+        elif action is not Action.NOTHING and group.count > 0 and group.cleared_at is None:
             # Not tied to an event (which has its alert job already): checked when it is due.
             await outbox_store.enqueue(
                 database,
@@ -381,22 +431,43 @@ async def _plan_after_alert(
         await alerts_store.save_notice(connection, told)
 
 
-async def _resolve(
+async def _check(
     delivery: Delivery, group: Group, notice: Notice, route: AlertRoute, now: float
 ) -> None:
-    """Edit the alert to `Quiet since 23:05: …` once its group has gone quiet."""
-    if alerts.resolve_action(notice, group, now, route) is not Action.RESOLVE:
+    """A posted alert, checked (`alerts.check_action`): once quiet, edited to say since
+    when nothing new failed (an incident stays red and open; a per-recipient group's alert
+    is then over); once the incident's cause is gone, edited to say it is resolved and what
+    is still undone, and that resolution posted as a reply to it, so whoever was paged
+    hears of it (an edit notifies no one)."""
+    action = alerts.check_action(notice, group, now, route)
+    if action is Action.NOTHING:
         return
     assert notice.chat is not None and notice.message is not None
-    part = delivery.adapter.render(render.resolved_post(group))[0]
-    try:
-        await delivery.adapter.edit(Sent(notice.chat, notice.message, notice.message), part)
-    except MessageGone:
-        pass  # someone deleted the alert: nothing is left to say it is over
+    alert = Sent(notice.chat, notice.message, notice.message)
+    mention = _alert_mention(delivery, group, route)
+    if action is Action.RESOLVE:
+        resolved = await _resolved_post(delivery, group, mention)
+        await _edit_if_there(delivery, alert, replace(resolved, mention=None))
+        await delivery.adapter.reply(alert, delivery.adapter.render(resolved)[0])
+    else:
+        incident = alerts.is_incident(group)
+        quiet = render.alert_post(
+            group, mention, firing=incident, threshold=_threshold(delivery), quiet=True
+        )
+        await _edit_if_there(delivery, alert, quiet)
+        if incident:
+            return  # still open: a later failure edits the same alert
     async with delivery.database.transaction() as connection:
         current = await alerts_store.load(connection, group.id, notice.destination, lock=True)
         if current is not None:
             await alerts_store.save_notice(connection, replace(current[1], resolved_at=now))
+
+
+async def _edit_if_there(delivery: Delivery, alert: Sent, post: Post) -> None:
+    try:
+        await delivery.adapter.edit(alert, delivery.adapter.render(post)[0])
+    except MessageGone:
+        pass  # someone deleted the alert: nothing is left to edit
 
 
 async def deliver_notice(delivery: Delivery) -> None:

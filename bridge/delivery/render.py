@@ -174,6 +174,8 @@ def detail_name(detail: int | None) -> str:
     return name if ":" in meaning and name.isupper() else meaning
 
 
+CREDIT = 2000  # INSUFFICIENT_FUNDS
+
 # What went wrong, in the alert's title, for the codes that fail the whole account.
 CAUSES: dict[int, str] = {
     2000: "Out of credit",
@@ -235,6 +237,17 @@ def _meaning(detail: int | None) -> str:
     return meaning.split(": ", 1)[-1] if meaning else "no reason given"
 
 
+def _senders(group: Group) -> str:
+    """`Clinic`, `Clinic and +32 460 30 00 00`, `Clinic and 2 others`."""
+    senders = group.senders or [group.sender]
+    first = international(senders[0])
+    if len(senders) == 1:
+        return first
+    if len(senders) == 2:
+        return f"{first} and {international(senders[1])}"
+    return f"{first} and {len(senders) - 1} others"
+
+
 def _summary(group: Group) -> tuple[str, str]:
     """(cause, what failed): `Out of credit`, `30 messages from Clinic not sent`."""
     ranked = sorted(group.codes.items(), key=lambda item: (-item[1], item[0]))
@@ -242,22 +255,35 @@ def _summary(group: Group) -> tuple[str, str]:
     account_wide = [detail for detail in details if detail in ACCOUNT_WIDE_DETAILS]
     if account_wide:
         cause = CAUSES[account_wide[0]]
+    elif group.cause is not None:
+        cause = CAUSES[group.cause]
     elif len(details) == 1:
         cause = "Not delivered"
     else:
         cause = "Not delivered, several reasons"
     plural = "message" if group.count == 1 else "messages"
-    return cause, f"{group.count} {plural} from {international(group.sender)} not sent"
+    return cause, f"{group.count} {plural} from {_senders(group)} not sent"
 
 
-def alert_post(group: Group, mention: str | None) -> Post:
-    """A red title in plain words, then `Why:` (each code, labelled), `Do:` (the next step for
-    each), the receivers one per line (the first ten, then how many more), first and last time.
-    `mention` pages someone: the caller decides whether this group deserves it."""
-    cause, failed = _summary(group)
+def _credit_context(group: Group, threshold: str | None) -> tuple[str, ...]:
+    if group.balance is None:
+        return ()
+    below = f", below alerts.low_balance ({threshold})" if threshold else ""
+    return (f"credit {group.balance}{below}",)
+
+
+def _why_and_do(group: Group) -> list[str]:
+    """`Why:` per code (labelled), then `Do:` the next step for each; for a low credit with
+    no failure yet, why messages will fail."""
     ranked = sorted(group.codes.items(), key=lambda item: (-item[1], item[0]))
     lines = []
     steps: list[str] = []
+    if not ranked and group.cause == CREDIT:
+        lines.append(
+            "Why: messages fail with INSUFFICIENT_FUNDS (delivery code 5, detail 2000) once it "
+            "runs out"
+        )
+        steps.append(NEXT_STEPS[CREDIT])
     for code_text, count in ranked:
         code, detail = _code(code_text)
         many = f"{count} × " if len(ranked) > 1 else ""
@@ -266,27 +292,93 @@ def alert_post(group: Group, mention: str | None) -> Post:
         if step not in steps:
             steps.append(step)
     lines.extend(f"Do: {step}" for step in steps)
-    lines.append("Receivers:")
-    lines.extend(international(receiver) for receiver in group.receivers)
+    return lines
+
+
+def _heading(group: Group) -> str:
+    if group.count == 0 and group.balance is not None:
+        return f"Smstools credit is low: {group.balance}"
+    cause, failed = _summary(group)
+    return f"{cause}: {failed}"
+
+
+def alert_post(
+    group: Group,
+    mention: str | None,
+    *,
+    firing: bool = True,
+    threshold: str | None = None,
+    quiet: bool = False,
+) -> Post:
+    """A title in plain words (red when `firing`), then `Why:` (each code, labelled), `Do:`
+    (the next step for each), the receivers one per line (the first ten, then how many
+    more), first and last time; the low credit read, if any; `quiet`: since when nothing
+    new failed. `mention` pages someone: the caller decides whether this group deserves
+    it."""
+    lines = _why_and_do(group)
+    if group.receivers:
+        lines.append("Receivers:")
+        lines.extend(international(receiver) for receiver in group.receivers)
     if group.others:
         lines.append(f"and {group.others} more")
+    context = [*_times(group), *_credit_context(group, threshold)]
+    if quiet:
+        context.append(f"no new failures since {_when(group.last_at, group.timezone, '%H:%M')}")
     return Post(
-        heading=f"{cause}: {failed}",
-        context=_times(group),
+        heading=_heading(group),
+        context=tuple(context),
         body="\n".join(lines),
         mention=mention,
-        tone=Tone.FIRING,
+        tone=Tone.FIRING if firing else Tone.PLAIN,
     )
 
 
-def resolved_post(group: Group) -> Post:
-    """The alert once it is over: `Quiet since 23:05: 30 messages from Clinic not sent (out
-    of credit)`, in green, paging no one."""
-    cause, failed = _summary(group)
-    since = _when(group.last_at, group.timezone, "%H:%M")
+def first_words(text: str, words: int = 8) -> str:
+    """The first `words` words of a message, on one line, `…` when there is more."""
+    split = text.split()
+    shown = " ".join(split[:words])
+    return f"{shown}…" if len(split) > words else shown
+
+
+def resolved_post(
+    group: Group,
+    texts: Sequence[tuple[str, str]],
+    mention: str | None = None,
+    *,
+    threshold: str | None = None,
+) -> Post:
+    """An incident whose cause is gone, in green: its title, Why and Do kept, then what is
+    still undone: how many messages were never sent, by the gateway's `reference`, with the
+    first words of each distinct text (`texts`: (reference, text) pairs), and to send them
+    again. `mention` tells whoever was paged (a reply to the alert)."""
+    lines = _why_and_do(group)
+    if group.count:
+        plural = "message was" if group.count == 1 else "messages were"
+        lines.append(f"Still undone: {group.count} {plural} never sent")
+        for reference, count in sorted(group.unsent.items(), key=lambda item: (-item[1], item[0])):
+            named = f"reference {reference}" if reference else "no reference"
+            lines.append(f"• {count} × {named}")
+            lines.extend(
+                f"    “{first_words(text)}”" for ref, text in texts if ref == reference and text
+            )
+        again = "now that credit is back" if group.cause == CREDIT else "now that it is fixed"
+        lines.append(f"Send these again {again}.")
+    else:
+        lines.append("No message failed meanwhile.")
+    gone = (
+        f"credit is back above {threshold}"
+        if group.cause == CREDIT and threshold
+        else "credit is back"
+        if group.cause == CREDIT
+        else "messages are delivered again"
+    )
+    when = _when(group.cleared_at or group.last_at, group.timezone, "%H:%M")
+    heading = f"Smstools {gone}" if group.count == 0 else _heading(group)
     return Post(
-        heading=f"Quiet since {since}: {failed} ({cause.lower()})",
-        context=_times(group),
+        heading=f"Resolved: {heading}",
+        context=(*_times(group), f"resolved {when}: {gone}"),
+        body="\n".join(lines),
+        mention=mention,
         tone=Tone.RESOLVED,
     )
 

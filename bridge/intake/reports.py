@@ -25,6 +25,7 @@ from bridge.store.db import Database
 # BUFFERED (at the operator) says more than UNKNOWN, which says more than SUBMITTED.
 _NON_FINAL_RANK = {0: 1, 9: 2, 3: 3}
 FINAL_RANK = 10
+DELIVERED = 1  # the delivery code of a message that reached the phone
 
 
 def rank(code: int | None) -> int:
@@ -73,6 +74,12 @@ async def plan_delivery(
     if not changed:
         return 0
     reply_status = await _plan_reply_status(database, connection, message.messageid, event_id, now)
+    if message.delivery_code == DELIVERED and config.alerts is not None:
+        # A message that got through ends an incident of its sender's account (`clears`).
+        sender = phones.key(message.sender)
+        return reply_status + await alerts.plan_cleared(
+            database, connection, now, delivered_from=sender
+        )
     if not failed(message.delivery_code, config):
         return reply_status
     jobs = reply_status + await alerts.plan(database, connection, config, report, event_id, now)

@@ -1,9 +1,10 @@
 """The Smstools credit, watched: read `GET /balance` every `balance_check_interval`, tell
 on-call once when it falls under `alerts.low_balance` (again at most every repeat_interval
-while it stays low), and say so when it rises again.
+while it stays low), and resolve the incident when it rises again.
 
-One process asks per interval (`store.credit.claim_check`); the notice is an outbox job
-(`CreditJob`) to every `alerts.to` destination, so it is delivered and retried like any post.
+One process asks per interval (`store.credit.claim_check`). The notice opens the
+out-of-credit incident (`intake.alerts.plan_low_credit`): the alert its failures grow, posted
+to the destinations of the route for detail 2000 and delivered and retried like any post.
 An API error is logged once per reason and never touches delivery.
 """
 
@@ -17,11 +18,10 @@ from enum import StrEnum
 
 from bridge.config import Config
 from bridge.errors import DeliveryError
-from bridge.jobs import CreditJob
+from bridge.intake import alerts as intake_alerts
 from bridge.metrics import Metrics
 from bridge.smstools.api import SmstoolsApi
 from bridge.store import credit as credit_store
-from bridge.store import outbox as outbox_store
 from bridge.store import wakeups as wakeups_store
 from bridge.store.db import Database
 
@@ -118,16 +118,12 @@ class CreditWatch:
             await credit_store.record(self.database, connection, amount, told_at)
             if tell is None or alerts is None:
                 return
-            job = CreditJob(low=tell is Tell.LOW, balance=shown, threshold=f"{threshold:g}")
-            for destination in alerts.top.to:
-                await outbox_store.enqueue(
-                    self.database,
-                    connection,
-                    event_id=None,
-                    destination=destination,
-                    payload=job,
-                    now=now,
-                )
+            # The notice is the out-of-credit incident's alert: one message, one mention,
+            # edited as failures come; credit back resolves it (bridge/intake/alerts.py).
+            if tell is Tell.LOW:
+                await intake_alerts.plan_low_credit(self.database, connection, alerts, shown, now)
+            else:
+                await intake_alerts.plan_cleared(self.database, connection, now, credit_back=True)
             await wakeups_store.announce(self.database, connection)
         log.warning(
             "Smstools credit %s: %s (alerts.low_balance %g); on-call told",

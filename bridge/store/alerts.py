@@ -9,7 +9,7 @@ notification see each other's changes whole.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -36,6 +36,23 @@ class Group:
     first_at: float
     last_at: float
     last_event_id: int
+    cause: int | None = None  # the account-wide detail code: one incident whoever sent
+    senders: list[str] = field(default_factory=list)  # every sender it failed for (keys)
+    unsent: dict[str, int] = field(default_factory=dict)  # gateway `reference` → failures
+    samples: dict[str, int] = field(default_factory=dict)  # a distinct text → its first event
+    balance: str | None = None  # the low credit the credit watch read, as shown
+    cleared_at: float | None = None  # the cause was seen gone: the incident is resolved
+
+
+def _group(row: Any) -> Group:
+    """A stored group; a row from before incidents has empty JSON columns."""
+    group = Group(*row)
+    return replace(
+        group,
+        senders=group.senders or [],
+        unsent=group.unsent or {},
+        samples=group.samples or {},
+    )
 
 
 @dataclass(frozen=True)
@@ -83,11 +100,14 @@ async def lock_group(
             first_at=at,
             last_at=at,
             last_event_id=event_id,
+            senders=[],
+            unsent={},
+            samples={},
         )
         .on_conflict_do_nothing(index_elements=["group_key"])
     )
     query = select(*_GROUP_COLUMNS).where(alert_groups.c.group_key == group_key)
-    return Group(*(await connection.execute(query.with_for_update())).one())
+    return _group((await connection.execute(query.with_for_update())).one())
 
 
 async def save_group(connection: AsyncConnection, group: Group) -> None:
@@ -149,7 +169,44 @@ async def load(
     notice = await _notice(connection, group_id, destination, lock=lock)
     if row is None or notice is None:
         return None
-    return Group(*row), notice
+    return _group(row), notice
+
+
+async def open_incidents(connection: AsyncConnection) -> list[Group]:
+    """The account-wide groups whose cause is not known to be gone (few: one per cause at
+    most), unlocked: `clear` decides under the row's own update."""
+    query = (
+        select(*_GROUP_COLUMNS)
+        .where(alert_groups.c.cause.is_not(None), alert_groups.c.cleared_at.is_(None))
+        .order_by(alert_groups.c.id)
+    )
+    return [_group(row) for row in await connection.execute(query)]
+
+
+async def clear(connection: AsyncConnection, group: Group, at: float) -> bool:
+    """Mark the incident's cause gone, unless it changed since `group` was read (a new
+    failure, or another process cleared it first). True when this call did."""
+    result = await connection.execute(
+        update(alert_groups)
+        .where(
+            alert_groups.c.id == group.id,
+            alert_groups.c.cleared_at.is_(None),
+            alert_groups.c.count == group.count,
+            alert_groups.c.last_at == group.last_at,
+        )
+        .values(cleared_at=at)
+    )
+    return bool(result.rowcount)
+
+
+async def destinations_told(connection: AsyncConnection, group_id: int) -> list[str]:
+    """The destinations where the group's alert is posted and not yet resolved."""
+    query = select(alert_notices.c.destination).where(
+        alert_notices.c.group_id == group_id,
+        alert_notices.c.message.is_not(None),
+        alert_notices.c.resolved_at.is_(None),
+    )
+    return [row[0] for row in await connection.execute(query.order_by(alert_notices.c.destination))]
 
 
 async def _notice(

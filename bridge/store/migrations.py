@@ -209,6 +209,19 @@ STEPS: Sequence[Sequence[Statement]] = (
         """CREATE TABLE holds (
             name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at {float} NOT NULL)""",
     ),
+    (
+        # One incident per account-wide cause: what it is, whom it failed for, what was never
+        # sent, the low credit, and when the cause went away. Only open incidents are indexed:
+        # every delivered report asks whether it ends one.
+        "ALTER TABLE alert_groups ADD COLUMN cause INTEGER",
+        "ALTER TABLE alert_groups ADD COLUMN senders {json}",
+        "ALTER TABLE alert_groups ADD COLUMN unsent {json}",
+        "ALTER TABLE alert_groups ADD COLUMN samples {json}",
+        "ALTER TABLE alert_groups ADD COLUMN balance TEXT",
+        "ALTER TABLE alert_groups ADD COLUMN cleared_at {float}",
+        "CREATE INDEX alert_groups_open ON alert_groups (last_at) "
+        "WHERE cause IS NOT NULL AND cleared_at IS NULL",
+    ),
 )
 
 LATEST = len(STEPS)

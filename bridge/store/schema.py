@@ -145,7 +145,10 @@ message_status = Table(
 # Failures grouped à la Alertmanager: one row per group key (the alerts route's matchers and
 # the group_by labels' values, never the route's position in the config). `route` holds those
 # matchers, to find the route again; `codes` is {"code/detail": count}; `receivers` the first
-# ten distinct receivers and `others` the failures to anyone else.
+# ten distinct receivers and `others` the failures to anyone else. `cause` is the detail code
+# of an account-wide incident; `senders` whom it failed for, `unsent` failures per gateway
+# `reference`, `samples` one event per distinct text (read back to say what was never sent),
+# `balance` the low credit the credit watch read, `cleared_at` when the cause went away.
 alert_groups = Table(
     "alert_groups",
     metadata,
@@ -162,6 +165,12 @@ alert_groups = Table(
     Column("first_at", Float, nullable=False),
     Column("last_at", Float, nullable=False),
     Column("last_event_id", BigInteger, nullable=False),
+    Column("cause", Integer),
+    Column("senders", Json),
+    Column("unsent", Json),
+    Column("samples", Json),
+    Column("balance", Text),
+    Column("cleared_at", Float),
 )
 
 # A group's alert at one destination: when the next notification is due (`pending_at`, an

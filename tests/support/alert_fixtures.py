@@ -78,6 +78,8 @@ def report(
     sender: str = "Clinic",
     messageid: str | None = None,
     webhook_id: str | None = None,
+    reference: str = "",
+    content: str = "Your appointment is confirmed for Monday 9:30.",
 ) -> dict[str, Any]:
     """A delivery_report event as Smstools sends it: codes as strings."""
     global _counter
@@ -85,10 +87,10 @@ def report(
     message: dict[str, Any] = {
         "messageid": messageid or f"msg{_counter}",
         "datetime": "2026-01-01 09:00:00",
-        "content": "Your appointment is confirmed for Monday 9:30.",
+        "content": content,
         "sender": sender,
         "receiver": receiver,
-        "reference": "",
+        "reference": reference,
         "delivery_code": str(code),
         "delivery_status": "whatever",
     }

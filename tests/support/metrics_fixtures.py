@@ -77,11 +77,12 @@ def credentials(smstools: FakeSmstools) -> dict[str, str]:
 
 
 def unpaced_config() -> Config:
-    """The alerts test config with no pacing, so a fixed clock never holds a post back."""
+    """The alerts test config with no pacing, so a fixed clock never holds a post back; a
+    lone failure is posted (`lone_failures: post`), so the scripted run has an alert."""
     destinations = {
         name: {**spec, "max_rate": "unlimited"} for name, spec in CONFIG["destinations"].items()
     }
-    return make_config(top={"destinations": destinations})
+    return make_config(top={"destinations": destinations}, lone_failures="post")
 
 
 async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) -> None:

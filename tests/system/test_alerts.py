@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bridge.config import Config
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import alert_groups, outbox
@@ -21,6 +22,13 @@ from tests.support.alert_fixtures import (
     report,
 )
 from tests.support.harness import Clock, RunningBridge, running_bridge
+
+
+def posting(**alerts: Any) -> Config:
+    """The test config with `lone_failures: post`: these tests are about how alerts are
+    posted and edited, lone per-recipient groups included (by default those are only noted
+    in the customer's thread: tests/system/test_incidents.py)."""
+    return make_config(lone_failures="post", **alerts)
 
 
 async def rows(database_url: str, query: Any) -> list[Any]:
@@ -46,16 +54,17 @@ async def test_one_failure_is_one_alert_after_group_wait(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 10, sender="32460200000")])
         await deliver(bridge, clock, 29)
         assert slack.posts("C0ONCALL") == []  # still gathering the first batch
         await deliver(bridge, clock, 1)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "<!" not in alert  # a lone per-recipient failure pages no one
+    assert "<!" not in alert  # a lone per-recipient failure pages no one...
+    assert ":red_circle:" not in alert  # ...and is not shown as an emergency
     for shown in (
-        ":red_circle: Not delivered: 1 message from +32 460 20 00 00 not sent",
+        "Not delivered: 1 message from +32 460 20 00 00 not sent",
         "Why: the receiver's number is invalid or unknown (not delivered, code 2, detail 10)",
         "Do: check the number with the customer",
         "Receivers:\n+32 470 99 98 88",
@@ -70,7 +79,7 @@ async def test_a_lone_2_11_failure_carries_no_mention_while_2000_does(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], group_wait="0s")
+    config = posting(routes=[], group_wait="0s")
     async with running_bridge(
         database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -79,7 +88,7 @@ async def test_a_lone_2_11_failure_carries_no_mention_while_2000_does(
         await bridge.post([report(5, 2000, sender="Shop")])
         await deliver(bridge, clock, 2)
     lone, funds = texts(slack, "C0ONCALL")
-    assert lone.startswith(":red_circle: Not delivered: 1 message from Clinic not sent")
+    assert lone.startswith("Not delivered: 1 message from Clinic not sent")
     assert funds.startswith("<!subteam^S0ONCALL> :red_circle: Out of credit: 1 message from Shop")
     assert "(rejected, code 5, detail 2000 INSUFFICIENT_FUNDS)" in funds
     assert "Do: top up the Smstools credit" in funds
@@ -89,7 +98,7 @@ async def test_more_per_recipient_failures_than_page_above_page_someone(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], page_above=3)
+    config = posting(routes=[], page_above=3)
     async with running_bridge(
         database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -104,33 +113,35 @@ async def test_more_per_recipient_failures_than_page_above_page_someone(
     assert "4 messages from Clinic not sent" in edit.text
 
 
-async def test_a_quiet_group_is_edited_to_resolved_and_nothing_new_is_posted(
+async def test_a_quiet_paged_group_is_edited_to_say_so_keeping_why_and_do(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], resolve_after=None, to=["oncall", "tg-oncall"])
+    config = posting(routes=[], resolve_after=None, page_above=3, to=["oncall", "tg-oncall"])
     async with running_bridge(
         database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
-        await bridge.post([report(5, 2000, receiver=f"3247000000{n}") for n in range(3)])
+        await bridge.post([report(2, 12, receiver=f"3247000000{n}") for n in range(4)])
         await deliver(bridge, clock, 30)
-        await bridge.post([report(5, 2000, receiver="32470000009")])  # at 0:30
+        await bridge.post([report(2, 12, receiver="32470000009")])  # at 0:30
         await deliver(bridge, clock, 299)
         assert slack.edits("C0ONCALL") == []
-        await deliver(bridge, clock, 1)  # 5:30: told of the fourth, quiet since 0:30...
+        await deliver(bridge, clock, 1)  # 5:30: told of the fifth, quiet since 0:30...
         await deliver(bridge, clock, 300)  # ...for group_interval (5m) by 5:30 + 0:00
         await deliver(bridge, clock, 3600)
     (alert,) = slack.posts("C0ONCALL")
     grown, quiet = slack.edits("C0ONCALL")
-    assert grown.text is not None and "4 messages from Clinic not sent" in grown.text
+    assert grown.text is not None and "5 messages from Clinic not sent" in grown.text
     assert quiet.ts == alert.ts and quiet.text is not None
-    assert quiet.text.startswith(":large_green_circle: Quiet since ")
-    assert "4 messages from Clinic not sent (out of credit)" in quiet.text
-    assert "<!" not in quiet.text
+    # Not red (nothing is failing now), not green (the five were never sent).
+    assert quiet.text.startswith("<!subteam^S0ONCALL> Not delivered: 5 messages from Clinic")
+    assert "no new failures since " in quiet.text
+    assert "Do: nothing unless it lasts" in quiet.text and "Receivers:" in quiet.text
+    assert ":large_green_circle:" not in quiet.text and ":red_circle:" not in quiet.text
     (message,) = telegram.messages(ONCALL_CHAT)
     *_, telegram_quiet = telegram.edits(ONCALL_CHAT)
     assert telegram_quiet.message_id == message.message_id
-    assert telegram_quiet.plain_text.startswith("🟢 Quiet since ")
+    assert telegram_quiet.plain_text.startswith("@oncall_team Not delivered: 5 messages")
     jobs = await rows(database_url, select(outbox.c.kind, outbox.c.status))
     assert {status for kind, status in jobs if kind == "alert"} == {"done"}
 
@@ -139,7 +150,7 @@ async def test_a_failure_after_the_quiet_edit_posts_a_new_alert(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], resolve_after="10m")
+    config = posting(routes=[], resolve_after="10m", page_above=0)
     async with running_bridge(
         database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -150,7 +161,7 @@ async def test_a_failure_after_the_quiet_edit_posts_a_new_alert(
         await deliver(bridge, clock, 300)
     first, second = texts(slack, "C0ONCALL")
     (quiet,) = slack.edits("C0ONCALL")
-    assert quiet.text is not None and "Quiet since" in quiet.text
+    assert quiet.text is not None and "no new failures since" in quiet.text
     assert "1 message from Clinic not sent" in first
     assert "2 messages from Clinic not sent" in second
 
@@ -159,7 +170,7 @@ async def test_two_hundred_failures_in_one_group_give_one_alert_that_says_200(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], group_wait="2s")
+    config = posting(routes=[], group_wait="2s")
     failures = [report(5, 2000, receiver=f"324709{n:05d}") for n in range(200)]
     delivered = [report(1, receiver=f"324708{n:05d}") for n in range(50)]
     async with running_bridge(
@@ -188,7 +199,7 @@ async def test_later_failures_update_the_alert_in_place_after_group_interval(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 11)])
         await deliver(bridge, clock, 30)
@@ -210,7 +221,7 @@ async def test_two_groups_give_two_alerts(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 10), report(4, 18), report(2, 10), report(4, 18)])
         await deliver(bridge, clock, 30)
@@ -230,7 +241,7 @@ async def test_only_final_failures_alert_in_a_mix_of_codes(
     body = [report(code, detail) for code, detail in ((0, None), (1, None), (3, None), (9, None))]
     body += [report(4, 13), report(0, None), report(4, 13)]
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post(body)
         await deliver(bridge, clock, 30)
@@ -244,7 +255,7 @@ async def test_a_failure_after_delivered_or_a_duplicate_report_is_not_counted_ag
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 10, messageid="m1"), report(2, 10, messageid="m1")])
         await bridge.post([report(1, messageid="m2"), report(2, 10, messageid="m2")])
@@ -261,7 +272,7 @@ async def test_insufficient_funds_goes_to_billing_and_oncall_at_once(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(5, 2000)])
         await bridge.worker.drain()  # group_wait 0s on this route
@@ -274,7 +285,7 @@ async def test_an_alert_survives_a_restart_during_group_wait_and_is_sent_once(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(routes=[], group_wait="2s")
+    config = posting(routes=[], group_wait="2s")
     async with running_bridge(
         sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -304,7 +315,7 @@ async def test_a_group_still_failing_after_repeat_interval_is_posted_again(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 12)])
         await deliver(bridge, clock, 30)
@@ -325,7 +336,7 @@ async def test_a_group_quiet_for_repeat_interval_starts_afresh(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 12), report(2, 12)])
         await deliver(bridge, clock, 30)
@@ -341,7 +352,7 @@ async def test_telegram_alerts_are_edited_in_place_and_unknown_codes_shown_as_nu
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
-    config = make_config(to=["tg-oncall"], routes=[], on_codes=[2, 4, 5, 7])
+    config = posting(to=["tg-oncall"], routes=[], on_codes=[2, 4, 5, 7])
     async with running_bridge(
         database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -350,7 +361,7 @@ async def test_telegram_alerts_are_edited_in_place_and_unknown_codes_shown_as_nu
         await bridge.post([report(7, 7777)])
         await deliver(bridge, clock, 300)
     (message,) = telegram.messages(ONCALL_CHAT)
-    assert message.plain_text.startswith("🔴 Not delivered: 1 message from Clinic not sent")
+    assert message.plain_text.startswith("Not delivered: 1 message from Clinic not sent")
     assert "Why: no reason given (failed, code 7, detail 7777)" in message.plain_text
     (edit,) = telegram.edits(ONCALL_CHAT)
     assert edit.message_id == message.message_id
@@ -362,7 +373,7 @@ async def test_a_deleted_alert_message_is_posted_again(
 ) -> None:
     clock = Clock()
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([report(2, 14)])
         await deliver(bridge, clock, 30)
@@ -381,7 +392,7 @@ async def test_reordering_the_alert_routes_does_not_move_an_open_group(
     clinic = {"match": {"sender": ["Clinic"]}, "to": ["oncall"], "group_wait": "1m"}
     async with running_bridge(
         database_url,
-        make_config(routes=[funds, clinic]),
+        posting(routes=[funds, clinic]),
         adapters(slack, telegram),
         run_worker=False,
         now=clock,
@@ -390,7 +401,7 @@ async def test_reordering_the_alert_routes_does_not_move_an_open_group(
         await deliver(bridge, clock, 30)
     async with running_bridge(
         database_url,
-        make_config(routes=[clinic, funds]),
+        posting(routes=[clinic, funds]),
         adapters(slack, telegram),
         run_worker=False,
         now=clock,

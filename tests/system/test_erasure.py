@@ -200,7 +200,7 @@ async def test_a_group_keyed_by_the_customer_is_rekeyed_and_the_others_keep_grou
 ) -> None:
     config = make_config(
         routes=[
-            {"match": {"delivery_code_detail": [2000]}, "to": ["oncall"], "group_by": ["receiver"]}
+            {"match": {"delivery_code_detail": [2006]}, "to": ["oncall"], "group_by": ["receiver"]}
         ]
     )
     clock = Clock()
@@ -209,14 +209,14 @@ async def test_a_group_keyed_by_the_customer_is_rekeyed_and_the_others_keep_grou
         async with running_bridge(
             database_url, config, adapters(slack, telegram), run_worker=False, now=clock
         ) as bridge:
-            await bridge.post([report(2, 2000, receiver=CUSTOMER, messageid="g-c1")])
-            await bridge.post([report(2, 2000, receiver=OTHER, messageid="g-o1")])
+            await bridge.post([report(2, 2006, receiver=CUSTOMER, messageid="g-c1")])
+            await bridge.post([report(2, 2006, receiver=OTHER, messageid="g-o1")])
             await deliver(bridge, clock)
             await erasure.forget(database, CUSTOMER, clock())
             # After the erasure, both customers fail again: OTHER's group counts it, and
             # the forgotten customer's new failure starts a group of its own.
-            await bridge.post([report(2, 2000, receiver=OTHER, messageid="g-o2")])
-            await bridge.post([report(2, 2000, receiver=CUSTOMER, messageid="g-c2")])
+            await bridge.post([report(2, 2006, receiver=OTHER, messageid="g-o2")])
+            await bridge.post([report(2, 2006, receiver=CUSTOMER, messageid="g-c2")])
             await deliver(bridge, clock)
         async with database.transaction() as connection:
             groups = (

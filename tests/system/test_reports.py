@@ -139,8 +139,9 @@ async def test_a_failure_is_noted_in_the_customers_live_thread(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
+    config = make_config(lone_failures="post")  # and posted to on-call without a mention
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([inbox("900")])
         await settle(bridge, clock, 4)
@@ -187,8 +188,9 @@ async def test_no_note_once_the_conversation_went_quiet(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
     clock = Clock()
+    config = make_config(lone_failures="post")
     async with running_bridge(
-        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([inbox("901")])
         await settle(bridge, clock, 4)

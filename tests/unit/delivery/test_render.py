@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bridge.chat.base import Tone
@@ -185,7 +186,43 @@ def test_a_per_recipient_failure_says_check_the_number_and_mixed_codes_are_count
     assert "Do: check the number with the customer" in post.body
 
 
-def test_a_quiet_alert_says_since_when_in_green_and_pages_no_one() -> None:
-    post = render.resolved_post(group({"5/2000": 30}, ["32470123456"]))
-    assert post.tone is Tone.RESOLVED and post.mention is None
-    assert post.heading == "Quiet since 22:05: 30 messages from Clinic not sent (out of credit)"
+def test_a_quiet_incident_stays_red_and_says_since_when_nothing_new_failed() -> None:
+    post = render.alert_post(group({"5/2000": 30}, ["32470123456"]), "<!here>", quiet=True)
+    assert post.tone is Tone.FIRING
+    assert post.heading == "Out of credit: 30 messages from Clinic not sent"
+    assert "no new failures since 22:05" in post.context
+    assert "Do: top up the Smstools credit" in post.body and "Receivers:" in post.body
+
+
+def test_a_resolved_incident_keeps_why_and_do_and_lists_what_was_never_sent() -> None:
+    incident = replace(
+        group({"5/2000": 30}, ["32470123456"]),
+        cause=2000,
+        senders=["Clinic", "32460300000"],
+        unsent={"campaign-reminders": 29, "": 1},
+        cleared_at=1767303000.0,  # 22:30
+    )
+    texts = [
+        (
+            "campaign-reminders",
+            "Reminder: your appointment tomorrow at 9:30 with <b>Dr</b> Peeters",
+        ),
+        ("", "We moved you to 10:00."),
+    ]
+    post = render.resolved_post(incident, texts, "<!here>", threshold="100")
+    assert post.tone is Tone.RESOLVED and post.mention == "<!here>"
+    assert post.heading == (
+        "Resolved: Out of credit: 30 messages from Clinic and +32 460 30 00 00 not sent"
+    )
+    assert "resolved 22:30: credit is back above 100" in post.context
+    assert post.body.split("\n") == [
+        "Why: the account is out of credit; every message fails until credit is bought "
+        "(rejected, code 5, detail 2000 INSUFFICIENT_FUNDS)",
+        "Do: top up the Smstools credit; every message fails until you do",
+        "Still undone: 30 messages were never sent",
+        "• 29 × reference campaign-reminders",
+        "    “Reminder: your appointment tomorrow at 9:30 with <b>Dr</b>…”",
+        "• 1 × no reference",
+        "    “We moved you to 10:00.”",
+        "Send these again now that credit is back.",
+    ]
