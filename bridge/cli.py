@@ -24,6 +24,7 @@ from bridge.app import (
     background_work,
     create_app,
     delivery_parts,
+    slack_socket_mode,
     smstools_parts,
     webhook_url,
 )
@@ -272,7 +273,8 @@ async def run_worker(settings: Settings, config: Config) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        await worker.run()
+        async with slack_socket_mode(settings, config, parts.database, worker.wake, time.time):
+            await worker.run()
     return 0
 
 

@@ -3,7 +3,8 @@
 verify → store (raw, deduplicated on the platform's id) → plan the reply → answer. Nothing on
 this path calls Slack, Telegram or Smstools: the worker sends. An unverified request is
 neither stored nor acted on. The body is bounded in size and time (`edge.BodyReader`), and a
-database that cannot store the event gets the platform a 503 to send it again.
+database that cannot store the event gets the platform a 503 to send it again. Slack events
+over Socket Mode (`slack_socket`) take the same path from `take_slack_event` on.
 """
 
 from __future__ import annotations
@@ -70,12 +71,44 @@ class SlackEvents:
             return edge.error(400, "body is not a JSON object")
         if envelope.get("type") == "url_verification":
             return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
-        event_id = envelope.get("event_id")
-        if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
+        event_id = slack_event_id(envelope)
+        if event_id is None:
             return edge.error(400, "expected an event_callback with an event_id")
         return await _plan(
             self, "slack", event_id, envelope, agent_messages.slack_message(envelope)
         )
+
+
+def slack_event_id(envelope: dict[str, Any]) -> str | None:
+    """The `event_id` of an Events API `event_callback`; None for anything else."""
+    event_id = envelope.get("event_id")
+    if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
+        return None
+    return event_id
+
+
+async def take_slack_event(
+    database: Database,
+    config: Config,
+    envelope: dict[str, Any],
+    event_id: str,
+    *,
+    now: float,
+    on_stored: Callable[[], None],
+) -> agent_messages.Planned:
+    """Store a Slack `event_callback` once per `event_id` and plan its reply, as
+    `POST /slack/events` does; `on_stored` is called when a reply was planned. Raises one of
+    `UNAVAILABLE` when the event could not be stored (the sender must send it again)."""
+    return await take_in(
+        database,
+        config,
+        platform="slack",
+        key=event_id,
+        document=envelope,
+        message=agent_messages.slack_message(envelope),
+        now=now,
+        on_stored=on_stored,
+    )
 
 
 def _slack_signed(verifier: SignatureVerifier, body: bytes, headers: Headers) -> bool:
@@ -149,21 +182,47 @@ async def _plan(
     message: agent_messages.AgentMessage | agent_messages.Ignored,
 ) -> Response:
     try:
-        planned = await agent_messages.plan(
+        planned = await take_in(
             receiver.database,
             receiver.config,
             platform=platform,
-            event_key=key,
-            body=document,
+            key=key,
+            document=document,
             message=message,
             now=receiver.now(),
+            on_stored=receiver.on_stored,
         )
     except UNAVAILABLE as error:  # down, locked or too slow: the platform sends it again
         log.error("could not store a %s event: %s", platform, describe_error(error))
         return edge.error(503, "the event could not be stored; send it again", retry=True)
-    if planned.reply_id is not None:
-        receiver.on_stored()
     return JSONResponse({"ok": True, "duplicate": planned.duplicate})
+
+
+async def take_in(
+    database: Database,
+    config: Config,
+    *,
+    platform: agent_messages.Platform,
+    key: str,
+    document: dict[str, Any],
+    message: agent_messages.AgentMessage | agent_messages.Ignored,
+    now: float,
+    on_stored: Callable[[], None],
+) -> agent_messages.Planned:
+    """Store a chat event once per `key` and plan its reply; wake the worker (`on_stored`)
+    when there is one to send. Raises one of `UNAVAILABLE` when nothing could be stored."""
+    planned = await agent_messages.plan(
+        database,
+        config,
+        platform=platform,
+        event_key=key,
+        body=document,
+        message=message,
+        now=now,
+    )
+    if planned.reply_id is not None:
+        on_stored()
+    return planned
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
