@@ -247,3 +247,34 @@ async def test_one_holder_connects_and_another_takes_over_once_it_stops(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+
+
+async def test_an_envelope_whose_event_cannot_be_stored_is_not_acknowledged(
+    sqlite_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    socket_mode: FakeSocketMode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def rename(old: str, new: str) -> None:
+        database = Database(normalise_database_url(sqlite_url))
+        try:
+            async with database.transaction() as connection:
+                await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+        finally:
+            await database.close()
+
+    async with socket_bridge(sqlite_url, slack, telegram, smstools) as bridge:
+        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
+        thread = await thread_of_customer(bridge, slack)
+        answer = slack_event("Sorry for the wait", thread, slack.post_as_member("C0SUPPORT"))
+        await rename("chat_events", "chat_events_away")  # the store fails, the hold is kept
+        lost = socket_mode.send_event(answer)
+        await wait_until(lambda: "could not store a Slack event" in caplog.text, "the failure")
+        await rename("chat_events_away", "chat_events")
+        again = socket_mode.send_event(answer, retry_attempt=1)  # Slack's retry, no ack seen
+        await wait_until(lambda: again in socket_mode.acks(), "the retry acknowledged")
+        await bridge.drain()
+        assert lost not in socket_mode.acks()
+        assert [message.message for message in smstools.sent()] == ["Sorry for the wait"]
