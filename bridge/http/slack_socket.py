@@ -10,13 +10,15 @@ Every other envelope is acknowledged as it comes, since the bridge has nothing t
 slack-sdk's aiohttp client keeps the connection: it follows Slack's `disconnect` messages
 (`refresh_requested`, `warning`) and reconnects when the link drops or stops answering pings.
 This module adds what the SDK leaves out: the hold (a socket per app, not per process), a
-backoff when `apps.connections.open` fails, and not reconnecting at once after
-`link_disabled` (Socket Mode was turned off in the app's settings).
+backoff when `apps.connections.open` fails, not reconnecting at once after `link_disabled`
+(Socket Mode was turned off in the app's settings), and starting over with a fresh client
+when the SDK has been without a connection for `DOWN_FOR_AT_MOST` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -47,6 +49,8 @@ HOLD = "slack-socket-mode"
 RENEW_EVERY = 5.0  # seconds between renewals of the hold (and tries to take it)
 HOLD_TTL = 20.0  # seconds a hold outlives its last renewal: a dead holder is replaced by then
 PING_INTERVAL = 5.0  # seconds; the SDK reconnects after four unanswered pings
+# Seconds without a connection (opening one, or slack-sdk reconnecting) before starting over.
+DOWN_FOR_AT_MOST = 30.0
 FIRST_RETRY, LAST_RETRY = 2.0, 300.0  # seconds: the backoff when Slack refuses a connection
 _CONNECT_ERRORS = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
 
@@ -88,6 +92,7 @@ class SlackSocket:
     ttl: float = HOLD_TTL
     ping_interval: float = PING_INTERVAL
     rand: Callable[[], float] = random.random
+    down_for_at_most: float = DOWN_FOR_AT_MOST
     connected: asyncio.Event = field(default_factory=asyncio.Event)  # for tests and readiness
 
     async def run(self) -> None:
@@ -148,16 +153,14 @@ class SlackSocket:
             client = self._client()
             try:
                 try:
-                    await client.connect_to_new_endpoint(force=True)
+                    # slack-sdk retries a WebSocket that will not open forever, with the same
+                    # URL: bounded here, a fresh client asks for a fresh URL.
+                    async with asyncio.timeout(self.down_for_at_most):
+                        await client.connect_to_new_endpoint(force=True)
                 except _CONNECT_ERRORS as error:
                     trouble = _describe_refusal(error)
                 else:
-                    self.connected.set()
-                    await client.link_disabled.wait()
-                    trouble = (
-                        "Slack disabled the connection (link_disabled): turn Socket Mode on "
-                        "in the Slack app's settings"
-                    )
+                    trouble = await self._watch(client)
             finally:
                 self.connected.clear()
                 await client.close()  # type: ignore[no-untyped-call]  # slack-sdk: no hints
@@ -165,6 +168,27 @@ class SlackSocket:
             attempt += 1
             log.error("Slack Socket Mode: %s; trying again in %.0fs", trouble, wait)
             await asyncio.sleep(wait)
+
+    async def _watch(self, client: _Client) -> str:
+        """While slack-sdk keeps the connection (and reconnects it), keep `connected` true to
+        it; return why to start over: `link_disabled`, or down for `down_for_at_most`."""
+        down_since: float | None = None
+        while True:
+            if await client.is_connected():
+                down_since = None
+                self.connected.set()
+            else:
+                self.connected.clear()
+                down_since = time.monotonic() if down_since is None else down_since
+                if time.monotonic() - down_since >= self.down_for_at_most:
+                    return f"no connection for {self.down_for_at_most:.0f}s, starting over"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ping_interval):
+                    await client.link_disabled.wait()
+                    return (
+                        "Slack disabled the connection (link_disabled): turn Socket Mode on "
+                        "in the Slack app's settings"
+                    )
 
     def _client(self) -> _Client:
         web_client = AsyncWebClient(base_url=self.api_url, retry_handlers=[])

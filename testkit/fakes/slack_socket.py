@@ -10,8 +10,8 @@ Each connection gets `{"type": "hello"}` first. `send_event` wraps an Events API
 `event_callback` in an `events_api` envelope with a fresh `envelope_id` and sends it over the
 newest open connection; acknowledgements (`{"envelope_id": …}`) are recorded. `disconnect`
 sends Slack's `{"type": "disconnect", "reason": …}` and leaves the closing to the client;
-`drop` cuts the connection without a close frame, as a network failure would. A URL is
-good for one connection, as Slack's are.
+`drop` cuts the connection without a close frame, as a network failure would; `refuse`
+makes handshakes fail. A URL is good for one try, as Slack's are.
 
 It runs aiohttp's server in a thread with its own event loop, so it serves async tests (whose
 loop it never touches) and child processes alike; every method is safe from any thread.
@@ -47,6 +47,7 @@ class FakeSocketMode:
         self._opened = 0
         self._acks: list[str] = []
         self._sent: list[dict[str, Any]] = []
+        self._refusing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class FakeSocketMode:
             if ticket not in self._issued:
                 return web.Response(status=401, text="unknown or used ticket")
             self._issued.discard(ticket)
+            if self._refusing:
+                return web.Response(status=503, text="try again later")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         with self._lock:
@@ -183,6 +186,11 @@ class FakeSocketMode:
                 transport.abort()
 
         self._run(cut())
+
+    def refuse(self, refusing: bool = True) -> None:
+        """Answer every WebSocket handshake 503 (the URL is used up all the same)."""
+        with self._lock:
+            self._refusing = refusing
 
     def _on_newest(self, send: Callable[[web.WebSocketResponse], Any]) -> None:
         async def on_newest() -> None:

@@ -278,3 +278,34 @@ async def test_an_envelope_whose_event_cannot_be_stored_is_not_acknowledged(
         await bridge.drain()
         assert lost not in socket_mode.acks()
         assert [message.message for message in smstools.sent()] == ["Sorry for the wait"]
+
+
+async def test_a_connection_that_will_not_come_back_is_started_over_with_a_fresh_url(
+    sqlite_url: str, slack: FakeSlack, smstools: FakeSmstools, socket_mode: FakeSocketMode
+) -> None:
+    database = Database(normalise_database_url(sqlite_url))
+    await migrate(database)
+    receiver = SlackSocket(
+        database,
+        make_config(smstools),
+        SecretStr(FakeSlack.APP_TOKEN),
+        slack.api_url,
+        lambda: None,
+        ping_interval=0.3,
+        down_for_at_most=1.5,
+        rand=lambda: 0.0,
+    )
+    running = asyncio.create_task(receiver.run())
+    try:
+        await wait_until(receiver.connected.is_set, "connected")
+        socket_mode.refuse()  # slack-sdk would now try one used-up URL for ever
+        socket_mode.drop()
+        await wait_until(lambda: not receiver.connected.is_set(), "noticed", timeout=3)
+        await asyncio.sleep(2.5)  # past down_for_at_most: a fresh client, fresh URLs
+        socket_mode.refuse(False)
+        await wait_until(receiver.connected.is_set, "connected again", timeout=10)
+        assert socket_mode.open_connections() == 1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await database.close()
