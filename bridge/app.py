@@ -27,6 +27,7 @@ from bridge.delivery.supervisor import Named, Supervisor
 from bridge.delivery.worker import Worker, WorkerOptions
 from bridge.http import edge, telegram_polling
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
+from bridge.http.slack_socket import SlackSocket
 from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
 from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics, endpoint
@@ -148,6 +149,43 @@ def telegram_pollers(
     )
 
 
+@asynccontextmanager
+async def agent_inputs(
+    settings: Settings, config: Config, worker: Worker, now: Callable[[], float]
+) -> AsyncIterator[SlackSocket | None]:
+    """Agents' messages that need no public URL, in whichever process holds them: Telegram
+    pollers and Slack Socket Mode (the receiver, or None without SLACK_APP_TOKEN)."""
+    async with (
+        telegram_polling.polling(telegram_pollers(settings, config, worker, now)),
+        slack_socket_mode(settings, config, worker.database, worker.wake, now) as socket_mode,
+    ):
+        yield socket_mode
+
+
+@asynccontextmanager
+async def slack_socket_mode(
+    settings: Settings,
+    config: Config,
+    database: Database,
+    wake: Callable[[], None],
+    now: Callable[[], float],
+) -> AsyncIterator[SlackSocket | None]:
+    """With SLACK_APP_TOKEN, Slack events over Socket Mode in this process (`serve` or
+    `worker`) whenever it holds the connection; stopped on the way out. None without it."""
+    if settings.slack_app_token is None:
+        yield None
+        return
+    receiver = SlackSocket(
+        database, config, settings.slack_app_token, settings.slack_api_url, wake, now=now
+    )
+    task = asyncio.create_task(receiver.run(), name="slack-socket-mode")
+    try:
+        yield receiver
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(settings: Settings, config: Config, options: Options | None = None) -> Starlette:
     """The bridge's web app; its lifespan starts what it serves with (`_serving`)."""
     options = options or Options()
@@ -209,9 +247,8 @@ async def _serving(
         if options.settle_heap:
             heap.settle()
         try:
-            async with telegram_polling.polling(
-                telegram_pollers(settings, config, worker, options.now)
-            ):
+            async with agent_inputs(settings, config, worker, options.now) as socket_mode:
+                state.slack_socket = socket_mode
                 yield
         finally:
             await state.receiver.commits.close()

@@ -21,16 +21,15 @@ from bridge import config as config_module
 from bridge import logs, phones, runtime
 from bridge.app import (
     Options,
+    agent_inputs,
     background_work,
     create_app,
     delivery_parts,
     smstools_parts,
-    telegram_pollers,
     webhook_url,
 )
 from bridge.config import Config, ConfigError
 from bridge.delivery.worker import Worker, WorkerOptions
-from bridge.http import telegram_polling
 from bridge.http.webhook import webhook_token
 from bridge.jobs import Job
 from bridge.ops import doctor, erasure, reprocess, retention, telegram_setup
@@ -305,7 +304,7 @@ async def run_worker(settings: Settings, config: Config) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(worker.stop()))
         log.info("worker %s delivering", worker.name)
-        async with telegram_polling.polling(telegram_pollers(settings, config, worker)):
+        async with agent_inputs(settings, config, worker, time.time):
             await worker.run()
     return 0
 

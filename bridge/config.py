@@ -451,9 +451,12 @@ def _destination(
 
 # What answering from a platform needs from the environment, beyond the chat token.
 _REPLY_VARIABLES = {
-    "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET", "SLACK_SIGNING_SECRET"),
+    "slack": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET"),
     "telegram": ("SMSTOOLS_CLIENT_ID", "SMSTOOLS_CLIENT_SECRET"),
 }
+# How a platform's events reach the bridge: one of these is needed (Slack: signed HTTP
+# requests, or Socket Mode).
+_EVENT_VARIABLES = {"slack": ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN")}
 
 
 def _replies(
@@ -471,6 +474,9 @@ def _replies(
         return None
     spec = RepliesSpec() if spec is True else spec
     missing = [name for name in _REPLY_VARIABLES[kind] if not environ.get(name, "").strip()]
+    either = _EVENT_VARIABLES.get(kind, ())
+    if either and not any(environ.get(name, "").strip() for name in either):
+        missing.append(" or ".join(either))
     if missing:
         problems.add(
             key,

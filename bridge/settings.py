@@ -52,6 +52,7 @@ VARIABLES = (
     "LOG_FORMAT",
     "DATABASE_DIRECT_URL",
     "TELEGRAM_UPDATES",
+    "SLACK_APP_TOKEN",
 )
 LOG_FORMATS = ("json", "text")
 TELEGRAM_UPDATES = ("polling", "webhook")
@@ -96,6 +97,8 @@ class Settings:
     # How agents' Telegram messages arrive: "webhook" (POST /telegram/webhook) or "polling"
     # (getUpdates, no public URL needed); see `_telegram_updates`.
     telegram_updates: str = "webhook"
+    # An app-level token (xapp-…): Slack events arrive over Socket Mode (`http.slack_socket`).
+    slack_app_token: SecretStr | None = None
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -115,6 +118,8 @@ class Settings:
         _check_webhook_token(webhook_token, problems)
         telegram_secret = secret("TELEGRAM_WEBHOOK_SECRET")
         problems.extend(_telegram_secret_problems(telegram_secret))
+        slack_app_token = secret("SLACK_APP_TOKEN")
+        problems.extend(_slack_app_token_problems(slack_app_token))
         body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
@@ -152,6 +157,7 @@ class Settings:
             log_format=log_format,
             database_direct_url=_direct_database_url(env),
             telegram_updates=telegram_updates,
+            slack_app_token=slack_app_token,
             environ=env,
         )
 
@@ -291,6 +297,20 @@ def _telegram_secret_problems(secret: SecretStr | None) -> list[str]:
             "print(secrets.token_urlsafe(32))' (or unset it and the bridge generates one)"
         ]
     return []
+
+
+def _slack_app_token_problems(token: SecretStr | None) -> list[str]:
+    """SLACK_APP_TOKEN must be an app-level token: at most one line saying what it is instead
+    (the value itself is never repeated)."""
+    if token is None or token.get_secret_value().startswith("xapp-"):
+        return []
+    looks_like = (
+        "a bot token (xoxb-…)" if token.get_secret_value().startswith("xoxb-") else "not one"
+    )
+    return [
+        f"SLACK_APP_TOKEN: an app-level token starts with xapp- and this is {looks_like}; "
+        "make one under Basic Information → App-Level Tokens with the scope connections:write"
+    ]
 
 
 # Variables that PaaS set on machines whose disk is wiped at every deploy or restart.

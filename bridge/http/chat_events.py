@@ -3,7 +3,8 @@
 verify → store (raw, deduplicated on the platform's id) → plan the reply → answer. Nothing on
 this path calls Slack, Telegram or Smstools: the worker sends. An unverified request is
 neither stored nor acted on. The body is bounded in size and time (`edge.BodyReader`), and a
-database that cannot store the event gets the platform a 503 to send it again.
+database that cannot store the event gets the platform a 503 to send it again. Slack events
+over Socket Mode (`slack_socket`) take the same path from `take_slack_event` on.
 """
 
 from __future__ import annotations
@@ -70,12 +71,46 @@ class SlackEvents:
             return edge.error(400, "body is not a JSON object")
         if envelope.get("type") == "url_verification":
             return JSONResponse({"challenge": str(envelope.get("challenge", ""))})
-        event_id = envelope.get("event_id")
-        if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
+        event_id = slack_event_id(envelope)
+        if event_id is None:
             return edge.error(400, "expected an event_callback with an event_id")
         return await _plan(
             self, "slack", event_id, envelope, agent_messages.slack_message(envelope)
         )
+
+
+def slack_event_id(envelope: dict[str, Any]) -> str | None:
+    """The `event_id` of an Events API `event_callback`; None for anything else."""
+    event_id = envelope.get("event_id")
+    if envelope.get("type") != "event_callback" or not isinstance(event_id, str):
+        return None
+    return event_id
+
+
+async def take_slack_event(
+    database: Database,
+    config: Config,
+    envelope: dict[str, Any],
+    event_id: str,
+    *,
+    now: float,
+    on_stored: Callable[[], None],
+) -> agent_messages.Planned:
+    """Store a Slack `event_callback` once per `event_id` and plan its reply, as
+    `POST /slack/events` does; `on_stored` is called when a reply was planned. Raises one of
+    `UNAVAILABLE` when the event could not be stored (the sender must send it again)."""
+    planned = await agent_messages.plan(
+        database,
+        config,
+        platform="slack",
+        event_key=event_id,
+        body=envelope,
+        message=agent_messages.slack_message(envelope),
+        now=now,
+    )
+    if planned.reply_id is not None:
+        on_stored()
+    return planned
 
 
 def _slack_signed(verifier: SignatureVerifier, body: bytes, headers: Headers) -> bool:

@@ -91,6 +91,8 @@ async def diagnose(settings: Settings, config_path: Path | None) -> list[Finding
         for destination_findings in await asyncio.gather(*checks):
             findings += destination_findings
         findings += await check_telegram_updates(config, settings)
+    if settings.slack_app_token is not None:
+        findings.append(await check_slack_app_token(settings))
     findings.append(await check_smstools(settings))
     findings.append(await check_public_url(settings))
     return findings
@@ -238,6 +240,37 @@ async def _slack_channel(
         fix = f"type /invite @{bot} in #{details.get('name', channel)}"
         return problem(check, f"@{bot} is not a member of channel {shown}", fix)
     return ok(check, f"channel {shown} exists and @{bot} is a member")
+
+
+async def check_slack_app_token(settings: Settings) -> Finding:
+    """SLACK_APP_TOKEN opens Socket Mode connections (`apps.connections.open` hands out a URL,
+    which is left unused)."""
+    check = "slack socket mode"
+    assert settings.slack_app_token is not None
+    client = AsyncWebClient(
+        base_url=settings.slack_api_url, timeout=int(TIMEOUT), retry_handlers=[]
+    )
+    try:
+        await client.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+    except SlackApiError as error:
+        code = error.response.get("error")
+        if code in (*TOKEN_REFUSED, "not_allowed_token_type"):
+            fix = (
+                "generate an app-level token with the scope connections:write under the Slack "
+                "app's Basic Information → App-Level Tokens, and put it (xapp-…) in "
+                "SLACK_APP_TOKEN"
+            )
+            return problem(check, f"Slack refused the token in SLACK_APP_TOKEN ({code})", fix)
+        if code is not None:
+            fix = (
+                "turn Socket Mode on in the Slack app's settings (or create the app from "
+                "config/slack-app-manifest-socket-mode.yaml)"
+            )
+            return problem(check, f"Slack cannot open a Socket Mode connection ({code})", fix)
+        return _slack_unavailable(check, error)
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        return _slack_unavailable(check, error)
+    return ok(check, "the token in SLACK_APP_TOKEN opens Socket Mode connections")
 
 
 def _slack_unavailable(check: str, error: Exception) -> Finding:

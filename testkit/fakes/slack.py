@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .server import FakePlatform, FakeServer
+from .slack_socket import FakeSocketMode
 
 _BOT_USER = "U0BRIDGE"
 _MAX_BLOCKS = 50
@@ -191,9 +192,12 @@ class FakeSlack(FakePlatform):
     `start()` or `with FakeSlack() as slack:`."""
 
     TEAM_ID = "T0FAKE"  # the workspace the token belongs to, as auth.test tells
+    APP_TOKEN = "xapp-test"  # the app-level token apps.connections.open accepts
 
     def __init__(self, tokens: Iterable[str] = ("xoxb-test",)) -> None:
         self.tokens: set[str] = set(tokens)
+        # Where apps.connections.open sends clients; None: Socket Mode is off for the app.
+        self.socket_mode: FakeSocketMode | None = None
         self._lock = threading.Condition()
         self._closing = threading.Event()
         self._switches: dict[str | None, _Switches] = defaultdict(_Switches)
@@ -296,6 +300,7 @@ class FakeSlack(FakePlatform):
             self._rate_per_second = None
             self._recent.clear()
             self._scopes = DEFAULT_SCOPES
+            self.socket_mode = None
 
     def clear(self) -> None:
         """Forget recorded posts, edits, reactions and calls."""
@@ -381,6 +386,8 @@ class FakeSlack(FakePlatform):
                     return _rate_limited(s.retry_after), slow
             if not token:
                 return _error("not_authed"), slow
+            if method == "apps.connections.open":
+                return _app_token_refusal(token, self.tokens), slow
             if token not in self.tokens:
                 return _error("invalid_auth"), slow
             if method == "auth.test":
@@ -422,6 +429,12 @@ class FakeSlack(FakePlatform):
             "conversations.history": self._history,
             "conversations.replies": self._history,
         }.get(method)
+        if method == "apps.connections.open":
+            with self._lock:
+                socket_mode = self.socket_mode
+            if socket_mode is None:
+                return _error("invalid_request")  # the app has Socket Mode turned off
+            return _ok(url=socket_mode.new_url())
         if method == "users.info":
             user = str(params.get("user") or "")
             name = self._members.get(user)
@@ -579,6 +592,13 @@ def _check_channel(channel: object) -> None:
     # Catches `set_down(3)` meaning `set_down(times=3)`: channels are ids like "C0SUPPORT".
     if channel is not None and not isinstance(channel, str):
         raise TypeError(f"channel must be a Slack channel id (str) or None, not {channel!r}")
+
+
+def _app_token_refusal(token: str, bot_tokens: set[str]) -> JSONResponse | None:
+    """apps.connections.open takes only the app-level token: a bot token is the wrong type."""
+    if token == FakeSlack.APP_TOKEN:
+        return None
+    return _error("not_allowed_token_type" if token in bot_tokens else "invalid_auth")
 
 
 def _now() -> float:

@@ -16,7 +16,7 @@ from bridge.app import create_app
 from bridge.cli import main
 from bridge.config import load
 from bridge.settings import Settings
-from testkit.fakes import FakeServer, FakeSlack, FakeSmstools, FakeTelegram
+from testkit.fakes import FakeServer, FakeSlack, FakeSmstools, FakeSocketMode, FakeTelegram
 
 FORUM = -1001234567890
 GROUP = -4242
@@ -361,3 +361,34 @@ def test_polling_mode_is_said_and_a_webhook_still_set_is_a_problem(
     assert code == 1 and len(problems(lines)) == 1, "\n".join(lines)
     assert "a webhook is still set (https://old.example/telegram/webhook)" in problems(lines)[0]
     assert "smsbridge telegram delete-webhook" in problems(lines)[0]
+
+
+def test_the_slack_app_token_is_checked_when_set_with_the_fix_for_each_refusal(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
+) -> None:
+    code, lines = doctor(capsys)
+    assert not any("slack socket mode" in line for line in lines)  # not set: nothing to check
+
+    with FakeSocketMode() as socket_mode:
+        slack.socket_mode = socket_mode
+        set_up.setenv("SLACK_APP_TOKEN", FakeSlack.APP_TOKEN)
+        code, lines = doctor(capsys)
+        assert code == 0, "\n".join(lines)
+        assert "ok      slack socket mode: the token in SLACK_APP_TOKEN opens Socket Mode " in (
+            "\n".join(lines)
+        )
+        assert socket_mode.connections_opened() == 0  # the URL it was given is left unused
+
+        set_up.setenv("SLACK_APP_TOKEN", "xapp-revoked")
+        code, lines = doctor(capsys)
+        (line,) = problems(lines)
+        assert code == 1 and "Slack refused the token in SLACK_APP_TOKEN (invalid_auth)" in line
+        assert "App-Level Tokens" in line and "connections:write" in line
+        assert "xapp-revoked" not in "\n".join(lines)
+
+    slack.socket_mode = None  # Socket Mode turned off in the app's settings
+    set_up.setenv("SLACK_APP_TOKEN", FakeSlack.APP_TOKEN)
+    code, lines = doctor(capsys)
+    (line,) = problems(lines)
+    assert "Slack cannot open a Socket Mode connection (invalid_request)" in line
+    assert "turn Socket Mode on" in line

@@ -29,3 +29,19 @@ def test_unknown_replies_keys_are_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError) as refused:
         build(document, "bridge.yaml", {"SLACK_BOT_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "1:x"})
     assert any("destinations.support.replies" in p and "prefx" in p for p in refused.value.problems)
+
+
+def test_slack_replies_need_a_signing_secret_or_an_app_token_for_socket_mode() -> None:
+    environ = {
+        "SLACK_BOT_TOKEN": "x",
+        "TELEGRAM_BOT_TOKEN": "1:x",
+        "SMSTOOLS_CLIENT_ID": "id",
+        "SMSTOOLS_CLIENT_SECRET": "secret",
+    }
+    with pytest.raises(ConfigError) as refused:
+        build(copy.deepcopy(CONFIG), "bridge.yaml", environ)
+    assert any(
+        "SLACK_SIGNING_SECRET or SLACK_APP_TOKEN" in problem for problem in refused.value.problems
+    )
+    for variable in ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        build(copy.deepcopy(CONFIG), "bridge.yaml", environ | {variable: "xapp-1"})

@@ -150,3 +150,15 @@ def test_an_unknown_telegram_updates_mode_is_one_line_naming_the_variable() -> N
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"TELEGRAM_UPDATES": "push"})
     assert refused.value.problems == ["TELEGRAM_UPDATES: 'push' is not polling or webhook"]
+
+
+def test_slack_app_token_must_be_an_app_level_token_and_is_never_repeated() -> None:
+    token = Settings.from_env({"SLACK_APP_TOKEN": " xapp-1-A0-123-abc "}).slack_app_token
+    assert token is not None and token.get_secret_value() == "xapp-1-A0-123-abc"
+    assert Settings.from_env({}).slack_app_token is None
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"SLACK_APP_TOKEN": "xoxb-1-bot-token"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("SLACK_APP_TOKEN: an app-level token starts with xapp-")
+    assert "a bot token (xoxb-…)" in problem and "connections:write" in problem
+    assert "xoxb-1-bot-token" not in problem
