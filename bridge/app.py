@@ -67,7 +67,8 @@ class Parts:
 
     database: Database
     adapters: Mapping[str, ChatAdapter]
-    refused: Mapping[str, str]  # destinations whose credentials were refused at start-up
+    # Destinations whose credentials were refused at start-up, or whose token is unset.
+    refused: Mapping[str, str]
 
 
 @asynccontextmanager
@@ -84,10 +85,14 @@ async def delivery_parts(
     database = Database(settings.database_url, direct_url=settings.database_direct_url)
     try:
         await migrate(database)
+        unusable: dict[str, str] = {}
         if adapters is None:
             adapters = destinations.build_adapters(config, settings)
+            unusable = destinations.without_token(config, settings)
+            for detail in unusable.values():
+                log.error("destination %s", detail)
         await destinations.follow_moves(database, adapters)
-        refused = await destinations.start_all(adapters)
+        refused = unusable | await destinations.start_all(adapters)
         await destinations.remember_teams(database, adapters)
         try:
             yield Parts(database, adapters, refused)

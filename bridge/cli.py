@@ -9,12 +9,14 @@ import dataclasses
 import logging
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
+import yaml
 from sqlalchemy.engine import make_url
 
 from bridge import config as config_module
@@ -121,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("dead-letters retry: give job IDs or --all (not both)")
 
     try:
-        settings = Settings.from_env()
+        # A release phase runs `migrate` before anything else is set: it needs the database only.
+        migrating = arguments.command == "migrate"
+        settings = Settings.for_migrations() if migrating else Settings.from_env()
     except SettingsError as error:
         for problem in error.problems:
             print(f"smsbridge: environment: {problem}", file=sys.stderr)
@@ -131,10 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level, secrets=logs.secrets_in(settings.environ), form=settings.log_format
     )
 
+    if arguments.command == "migrate":
+        return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
     if arguments.command == "check-config":
-        return check_config(arguments.path or settings.config_path, settings)
+        return check_config(arguments.path, settings)
     if arguments.command == "doctor":
-        return run_doctor(settings, arguments.config or settings.config_path)
+        return run_doctor(settings, arguments.config)
     if arguments.command == "webhook-url":
         return _with_database(settings, lambda: asyncio.run(show_webhook_url(settings)))
     if arguments.command == "forget":
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, lambda: asyncio.run(dead_letters(settings, arguments.action, ids))
         )
     try:
-        config = config_module.load(settings.config_path, settings.environ)
+        config = config_module.from_settings(settings)
     except ConfigError as error:
         _print_problems(error)
         return 1
@@ -184,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if arguments.command == "telegram":
         return _telegram(arguments.action, getattr(arguments, "url", None), config, settings)
-    return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
+    raise AssertionError(f"unhandled command {arguments.command}")
 
 
 def _with_database(settings: Settings, command: Callable[[], int]) -> int:
@@ -202,12 +208,18 @@ def _with_database(settings: Settings, command: Callable[[], int]) -> int:
 
 
 def check_config(path: Path | None, settings: Settings) -> int:
+    """Validate the config (`path`, else the one the settings point at) and show what it
+    means; exit 1 when it cannot be used or a destination's token variable is unset."""
     try:
-        config = config_module.load(path, settings.environ)
+        config = _load_config(path, settings)
     except ConfigError as error:
         _print_problems(error)
         return 1
     print(f"{config.source}: OK")
+    if path is None and config.source == config_module.ENVIRONMENT_SOURCE:
+        document = config_module.from_environment(settings.config_variables)
+        print("built from the environment as:")
+        print(textwrap.indent(yaml.safe_dump(document, sort_keys=False).rstrip(), "  "))
     print("destinations:")
     for name, destination in config.destinations.items():
         print(f"  {name}: {destination.describe()}")
@@ -222,7 +234,22 @@ def check_config(path: Path | None, settings: Settings) -> int:
         print(f"alerts on delivery codes {codes} (first match wins):")
         for alert_route in config.alerts.routes:
             print(f"  {alert_route.describe()}")
-    return 0
+    missing = config_module.missing_tokens(config, settings.environ)
+    for name, variable in missing.items():
+        advice = config_module.token_advice(config.destinations[name], variable)
+        print(
+            f"config error: {config.source}: destinations.{name}: {variable} is not set, so "
+            f"its messages wait in the outbox → {advice}",
+            file=sys.stderr,
+        )
+    return 1 if missing else 0
+
+
+def _load_config(path: Path | None, settings: Settings) -> Config:
+    """The config at `path` when one is given, else the one the settings point at."""
+    if path is not None:
+        return config_module.load(path, settings.environ)
+    return config_module.from_settings(settings)
 
 
 def run_doctor(settings: Settings, config_path: Path | None) -> int:

@@ -2,7 +2,11 @@
 
 Every problem is reported as `<file>: <key>: <what is wrong>`, all of them at once, so an
 operator fixes the file in one go. Tokens never live in the file: a destination names the
-environment variable that holds its token.
+environment variable that holds its token. A token variable that is unset does not make the
+config unusable: that destination waits (`missing_tokens`) while the others deliver.
+
+The config comes from one of: BRIDGE_CONFIG_YAML (the YAML itself), a file (BRIDGE_CONFIG or
+config/bridge.yaml), a few simple variables (`from_environment`), or the built-in console.
 
 Two layers: the `...Spec` pydantic models are the file as written, and hold every default;
 the frozen dataclasses below them (`Config`, `Destination`, `Route`, `AlertRoute`, ...) are
@@ -12,20 +16,30 @@ resolved, words normalised and alert settings inherited.
 
 from __future__ import annotations
 
+import difflib
+import types
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge import phones
 from bridge.chat import limits
-from bridge.config_values import Duration, format_duration, label_value, receiver_pattern
+from bridge.config_values import (
+    Duration,
+    format_duration,
+    label_value,
+    receiver_pattern,
+    slack_channel,
+    token_variable,
+)
 from bridge.config_values import parse_duration as parse_duration
 from bridge.config_values import parse_rate as parse_rate
 from bridge.phones import international
+from bridge.settings import Settings
 
 # The file as written: one strict model per section. Each default lives here, once.
 
@@ -34,15 +48,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TokenVariable = Annotated[str, BeforeValidator(token_variable)]
+
+
 class SlackTarget(_Strict):
-    channel: str = Field(min_length=1)
-    token_env: str = "SLACK_BOT_TOKEN"
+    channel: Annotated[str, BeforeValidator(slack_channel)]
+    token_env: TokenVariable = "SLACK_BOT_TOKEN"
 
 
 class TelegramTarget(_Strict):
     chat_id: int
     topics: bool = False
-    token_env: str = "TELEGRAM_BOT_TOKEN"
+    token_env: TokenVariable = "TELEGRAM_BOT_TOKEN"
 
 
 class ConsoleTarget(_Strict):
@@ -141,6 +158,7 @@ class AlertsSpec(_Strict):
 
 class ConfigSpec(_Strict):
     destinations: dict[str, DestinationSpec] = Field(min_length=1)
+    country: str | None = None  # numbers written nationally (0470 12 34 56) are in it
     routes: list[RouteSpec] = []
     default: list[str] = []
     lines: dict[str | int, str] = {}
@@ -311,11 +329,13 @@ class Config:
 
 
 class ConfigError(Exception):
-    """The config cannot be used; `problems` are `file: key: what is wrong` lines."""
+    """The config cannot be used; `problems` are `file: key: what is wrong` lines, and
+    `fixes` (as many) what to do about each, when the line alone does not say it."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], fixes: Sequence[str | None] = ()) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+        self.fixes = [*fixes, *[None] * (len(problems) - len(fixes))]
 
 
 BUILTIN: dict[str, Any] = {
@@ -331,20 +351,126 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError([f"{path}: cannot read the config: {error.strerror}"]) from None
+        fix = (
+            "create it (copy config/bridge.slack.example.yaml), point BRIDGE_CONFIG at your "
+            "file, or unset BRIDGE_CONFIG and set SLACK_CHANNEL or TELEGRAM_CHAT_ID instead"
+        )
+        raise ConfigError([f"{path}: cannot read the config: {error.strerror}"], [fix]) from None
+    return parse(text, str(path), environ)
+
+
+def parse(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    """Validate the YAML `text`; `source` names it in every problem (a file, a variable)."""
+    loader = _Loader(text)
     try:
-        document = yaml.safe_load(text)
+        document = loader.get_single_data()
     except yaml.YAMLError as error:
-        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+        raise ConfigError([_yaml_problem(source, error)], [_YAML_FIX]) from None
+    finally:
+        loader.dispose()
     if not isinstance(document, dict):
-        raise ConfigError([f"{path}: the config must be a mapping with a 'destinations' key"])
-    return build(document, str(path), environ)
+        raise ConfigError([f"{source}: the config must be a mapping with a 'destinations' key"])
+    return build(document, source, environ, unquoted_numbers=loader.unquoted_numbers)
 
 
-def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) -> Config:
-    """Validate a parsed document; collect every problem before refusing."""
+def from_settings(settings: Settings) -> Config:
+    """The config the settings point at: BRIDGE_CONFIG_YAML, else the file, else the one the
+    simple variables build (`from_environment`), else the built-in console."""
+    environ = settings.environ
+    if settings.config_yaml is not None:
+        return parse(settings.config_yaml, "BRIDGE_CONFIG_YAML", environ)
+    if settings.config_path is not None:
+        return load(settings.config_path, environ)
+    document = from_environment(settings.config_variables)
+    if document is None:
+        return load(None, environ)
+    return build(document, ENVIRONMENT_SOURCE, environ)
+
+
+ENVIRONMENT_SOURCE = "the environment (SLACK_CHANNEL, TELEGRAM_CHAT_ID, ALERTS_…)"
+# Destination names of a config built from the environment, by the variable that asks for it.
+_ENVIRONMENT_DESTINATIONS = {
+    "SLACK_CHANNEL": "slack",
+    "TELEGRAM_CHAT_ID": "telegram",
+    "ALERTS_SLACK_CHANNEL": "alerts-slack",
+    "ALERTS_TELEGRAM_CHAT_ID": "alerts-telegram",
+}
+
+
+def from_environment(variables: Mapping[str, str]) -> dict[str, Any] | None:
+    """The config document that SLACK_CHANNEL / TELEGRAM_CHAT_ID (default destinations) and
+    ALERTS_SLACK_CHANNEL / ALERTS_TELEGRAM_CHAT_ID (alerts and notices) mean; None when none
+    is set. A value that cannot be a channel or chat id is a ConfigError naming its variable."""
+    if not variables:
+        return None
+    destinations: dict[str, Any] = {}
+    problems = []
+    for variable, name in _ENVIRONMENT_DESTINATIONS.items():
+        value = variables.get(variable)
+        if value is None:
+            continue
+        if variable.endswith("SLACK_CHANNEL"):
+            try:
+                destinations[name] = {"slack": {"channel": slack_channel(value)}}
+            except ValueError as error:
+                problems.append(f"{variable}: {error}")
+        elif value.lstrip("-").isdigit():
+            destinations[name] = {"telegram": {"chat_id": int(value)}}
+        else:
+            problems.append(
+                f"{variable}: {value!r} is not a Telegram chat id: a number, like -1001234567890 "
+                "for a group (add @RawDataBot to the group to see it)"
+            )
+    if problems:
+        raise ConfigError(problems)
+    default = [name for name in destinations if not name.startswith("alerts-")]
+    alerts = [name for name in destinations if name.startswith("alerts-")]
+    if not default:
+        destinations["console"] = {"console": {}}
+        default = ["console"]
+    document: dict[str, Any] = {"destinations": destinations, "default": default}
+    if alerts:
+        document["alerts"] = {"to": alerts}
+    return document
+
+
+def missing_tokens(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """Destination name → the token variable it names that is unset. Such a destination is
+    kept: its jobs wait in the outbox until the variable is set and the bridge restarted."""
+    missing = {}
+    for name, destination in config.destinations.items():
+        target = destination.target
+        if isinstance(target, SlackTarget | TelegramTarget):
+            if not environ.get(target.token_env, "").strip():
+                missing[name] = target.token_env
+    return missing
+
+
+def token_advice(destination: Destination, variable: str) -> str:
+    """Where the token for `destination` comes from, and what to do with it."""
+    if destination.kind == "slack":
+        where = "the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & Permissions page"
+    else:
+        where = "the bot token from @BotFather (/mybots → API Token)"
+    return f"set {variable} to {where}, then restart the bridge"
+
+
+def build(
+    document: Mapping[str, Any],
+    source: str,
+    environ: Mapping[str, str],
+    *,
+    unquoted_numbers: Mapping[int, str] | None = None,
+) -> Config:
+    """Validate a parsed document; collect every problem before refusing. `unquoted_numbers`:
+    numbers YAML read from digits with a leading 0 (octal), and how they were written."""
     spec = _validated(document, source)
-    problems = _Problems(source, spec.destinations)
+    problems = _Problems(source, spec.destinations, unquoted_numbers or {})
+    if spec.country is not None:
+        try:
+            problems.country = phones.region(spec.country)
+        except ValueError as error:
+            problems.add("country", str(error))
     destinations = _destinations(spec.destinations, environ, problems)
     routes = [
         _route(route, f"routes[{index}]", problems) for index, route in enumerate(spec.routes)
@@ -355,7 +481,7 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
     if spec.balance_check_interval < 1:
         problems.add("balance_check_interval", "give at least 1s")
     if problems.found:
-        raise ConfigError(problems.found)
+        raise ConfigError(problems.found, problems.fixes)
     return Config(
         source=source,
         destinations=destinations,
@@ -372,36 +498,215 @@ def build(document: Mapping[str, Any], source: str, environ: Mapping[str, str]) 
 class _Problems:
     """The `file: key: what is wrong` lines found so far, and the checks every section uses."""
 
-    def __init__(self, source: str, known_destinations: Collection[str]) -> None:
+    def __init__(
+        self,
+        source: str,
+        known_destinations: Collection[str],
+        unquoted_numbers: Mapping[int, str] | None = None,
+    ) -> None:
         self.source = source
         self.known_destinations = known_destinations
+        self.unquoted_numbers = unquoted_numbers or {}
+        self.country: str | None = None  # the top-level `country`, once checked
         self.found: list[str] = []
+        self.fixes: list[str | None] = []
 
-    def add(self, key: str, problem: str) -> None:
+    def add(self, key: str, problem: str, fix: str | None = None) -> None:
         self.found.append(f"{self.source}: {key}: {problem}")
+        self.fixes.append(fix)
 
     def destination_names(self, names: Sequence[str], key: str) -> tuple[str, ...]:
         """`names` once each, in order; an unknown one is a problem at `key[index]`."""
         for index, name in enumerate(names):
             if name not in self.known_destinations:
-                known = ", ".join(sorted(self.known_destinations))
-                self.add(f"{key}[{index}]", f"unknown destination {name!r} (known: {known})")
+                self.add(f"{key}[{index}]", unknown_destination(name, self.known_destinations))
         return tuple(dict.fromkeys(names))
+
+    def phone_number(self, written: str | int, key: str) -> str | None:
+        """The key of a number written in the config (nationally with `country`); a problem
+        when it is not one, saying to quote it when YAML read it as a number."""
+        if isinstance(written, int) and written in self.unquoted_numbers:
+            original = self.unquoted_numbers[written]
+            self.add(
+                key,
+                f"YAML reads {original} without quotes as the number {written} (a leading 0 "
+                f'makes it octal): put the number in quotes, like "{original}"',
+            )
+            return None
+        try:
+            return phones.parse(str(written), self.country)
+        except ValueError as error:
+            hint = "; put the number in quotes" if isinstance(written, int) else ""
+            if self.country is None and str(written).strip().startswith("0"):
+                hint += (
+                    "; a national number needs the country: add `country: BE` (your "
+                    "country's two letters) at the top level, or write it as +32 …"
+                )
+            self.add(key, f"{error}{hint}")
+            return None
+
+
+def unknown_destination(name: str, known: Collection[str]) -> str:
+    """`unknown destination 'suport' (did you mean 'support'?; known: …)`."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown destination {name!r} ({guess}known: {', '.join(sorted(known))})"
 
 
 def _validated(document: Mapping[str, Any], source: str) -> ConfigSpec:
-    """The document as a spec, or every schema problem at once."""
+    """The document as a spec, or every schema problem at once: with them, the destination
+    names the document uses that it does not define, so nothing waits for a second run."""
     try:
         return ConfigSpec.model_validate(document)
     except ValidationError as error:
         schema_problems = []
         for issue in error.errors():
             location = [part for part in issue["loc"] if part not in ("str", "int")]
-            message = issue["msg"].removeprefix("Value error, ")
-            if issue["type"] == "extra_forbidden":
-                message = "unknown key"
-            schema_problems.append(f"{source}: {_key(location)}: {message}")
-        raise ConfigError(schema_problems) from None
+            location = [part for part in location if not str(part).startswith("function-")]
+            schema_problems.append(f"{source}: {_key(location)}: {_plainly(issue, location)}")
+        names = _Problems(source, _defined_destinations(document))
+        _check_names(document, names)
+        raise ConfigError(schema_problems + names.found) from None
+
+
+# What to write instead, for pydantic's error types (its own wording says what the input
+# "should be", in Python's terms).
+_INSTEAD = {
+    "list_type": "write a list, like [a, b] (or one item per line, each starting with - )",
+    "dict_type": "write a mapping: keys with a value each, indented under this one",
+    "model_type": "write a mapping: keys with a value each, indented under this one",
+    "model_attributes_type": "write a mapping: keys with a value each, indented under this one",
+    "string_type": "write text (put it in quotes if YAML reads it as something else)",
+    "int_type": "write a whole number, like 3",
+    "int_parsing": "write a whole number, like 3",
+    "int_from_float": "write a whole number, like 3",
+    "float_type": "write a number, like 2.5",
+    "float_parsing": "write a number, like 2.5",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "missing": "this key is needed here",
+    "too_short": "give at least one",
+}
+
+
+def _plainly(issue: Any, location: Sequence[int | str]) -> str:
+    """A schema problem as what to write instead."""
+    kind = issue["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(location[:-1])
+        close = difflib.get_close_matches(str(location[-1]), known, n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key ({guess}known here: {', '.join(known)})"
+    if kind == "literal_error":
+        expected = issue.get("ctx", {}).get("expected", "")
+        return f"write one of {expected}"
+    if kind in _INSTEAD:
+        return _INSTEAD[kind]
+    message: str = issue["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _known_keys(location: Sequence[int | str]) -> list[str]:
+    """The keys the schema accepts at `location` (a mapping's place in the document)."""
+    annotation: Any = ConfigSpec
+    for part in location:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _step(annotation: Any, part: int | str) -> Any:
+    """The annotation one step down from `annotation` at `part` (a key or a list index)."""
+    model = _model_in(annotation)
+    if model is not None and isinstance(part, str) and part in model.model_fields:
+        return model.model_fields[part].annotation
+    for option in _options(annotation):
+        origin = get_origin(option)
+        if origin is list and isinstance(part, int):
+            return get_args(option)[0]
+        if origin is dict:
+            return get_args(option)[1]
+    return None
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for option in _options(annotation):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
+def _defined_destinations(document: Mapping[str, Any]) -> list[str]:
+    destinations = document.get("destinations")
+    return [str(name) for name in destinations] if isinstance(destinations, dict) else []
+
+
+def _check_names(document: Mapping[str, Any], problems: _Problems) -> None:
+    """The destination names a document refers to, checked before its schema is right."""
+    if not problems.known_destinations:
+        return  # `destinations` itself is the problem, said by the schema
+
+    def check(names: object, key: str) -> None:
+        if isinstance(names, list):
+            problems.destination_names([name for name in names if isinstance(name, str)], key)
+
+    check(document.get("default"), "default")
+    for index, route in enumerate(_list(document.get("routes"))):
+        if isinstance(route, dict):
+            check(route.get("to"), f"routes[{index}].to")
+    alerts = document.get("alerts")
+    if isinstance(alerts, dict):
+        check(alerts.get("to"), "alerts.to")
+        for index, route in enumerate(_list(alerts.get("routes"))):
+            if isinstance(route, dict):
+                check(route.get("to"), f"alerts.routes[{index}].to")
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+_YAML_FIX = (
+    "look at that line and the one before it: a missing colon or closing quote, or indentation "
+    "that does not line up"
+)
+
+
+def _yaml_problem(source: str, error: yaml.YAMLError) -> str:
+    """A YAML syntax error located in `source` (PyYAML names a string `<unicode string>`)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(top level)"
+    what = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    detail = f"{what} ({context})" if context else what
+    return f"{source}: {where}: not valid YAML: {detail}"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, remembering the numbers it read from digits with a leading zero
+    (`0032460200000` is octal to YAML): a phone number there was meant as text."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.unquoted_numbers: dict[int, str] = {}
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        number: int = super().construct_yaml_int(node)
+        text = str(node.value).replace("_", "")
+        if len(text) > 1 and text.startswith("0") and text.isdigit():
+            self.unquoted_numbers[number] = text
+        return number
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _key(location: Sequence[int | str]) -> str:
@@ -437,11 +742,6 @@ def _destination(
         problems.add(key, "give exactly one of slack, telegram or console")
         return None
     kind, target = chosen[0]
-    if not isinstance(target, ConsoleTarget) and not environ.get(target.token_env, "").strip():
-        problems.add(
-            f"{key}.{kind}",
-            f"the environment variable {target.token_env} that holds its token is not set",
-        )
     max_rate = spec.max_rate
     if max_rate is not None and max_rate < 0:
         max_rate = default_rate(target)
@@ -504,11 +804,14 @@ def default_rate(target: Target) -> float | None:
 
 def _route(spec: RouteSpec, key: str, problems: _Problems) -> Route:
     receiver, is_prefix = None, False
-    if spec.match.receiver is not None:
+    written = spec.match.receiver
+    if isinstance(written, str) and written.strip().endswith("*"):
         try:
-            receiver, is_prefix = receiver_pattern(str(spec.match.receiver))
+            receiver, is_prefix = receiver_pattern(written, problems.country)
         except ValueError as error:
             problems.add(f"{key}.match.receiver", str(error))
+    elif written is not None:
+        receiver = problems.phone_number(written, f"{key}.match.receiver")
     to = problems.destination_names(spec.to, f"{key}.to")
     return Route(receiver, is_prefix, spec.match.type, to)
 
@@ -517,10 +820,12 @@ def _lines(spec: Mapping[str | int, str], problems: _Problems) -> dict[str, str]
     """Labels of our own numbers, keyed by their E.164 digits."""
     lines = {}
     for number, label in spec.items():
-        try:
-            lines[phones.parse(str(number))] = label
-        except ValueError as error:
-            problems.add(f"lines.{number}", str(error))
+        written = (
+            problems.unquoted_numbers.get(number, number) if isinstance(number, int) else number
+        )
+        parsed = problems.phone_number(number, f"lines.{written}")
+        if parsed is not None:
+            lines[parsed] = label
     return lines
 
 

@@ -59,14 +59,15 @@ def parse_rate(value: object) -> float | None:
     return float(match.group(1)) / _PER[match.group(2)]
 
 
-def receiver_pattern(pattern: str) -> tuple[str, bool]:
-    """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them."""
+def receiver_pattern(pattern: str, national: str | None = None) -> tuple[str, bool]:
+    """`"+32 460 20 00 00"` → exact E.164 digits; `"3246*"` → a prefix of them. With
+    `national` (a region such as "BE"), also a number as written in that country."""
     if pattern.endswith("*"):
         digits = phones.key(pattern[:-1])
         if not digits.isdigit():
             raise ValueError(f"{pattern!r}: a prefix pattern is digits followed by *")
         return digits, True
-    return phones.parse(pattern), False
+    return phones.parse(pattern, national), False
 
 
 def label_value(label: str, value: str) -> str:
@@ -77,3 +78,50 @@ def label_value(label: str, value: str) -> str:
     if label in ("receiver", "sender"):
         return phones.key(value)
     return value
+
+
+# A Slack conversation id: C… (public channel) or G… (older private channel).
+_SLACK_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]+$")
+# The id inside a channel's link: …/archives/C0123ABCDEF or …/client/T0123/C0123ABCDEF.
+_SLACK_CHANNEL_LINK = re.compile(r"^https?://[^/]+/(?:archives|client/[A-Z0-9]+)/([CG][A-Z0-9]+)")
+
+
+def slack_channel(value: object) -> object:
+    """A Slack channel id as given, or the id inside a channel's link; a name is refused with
+    what an id looks like and where to find it."""
+    if not isinstance(value, str):
+        return value  # the schema says what type it wants
+    text = value.strip()
+    link = _SLACK_CHANNEL_LINK.match(text)
+    if link:
+        return link.group(1)
+    if _SLACK_CHANNEL_ID.fullmatch(text):
+        return text
+    raise ValueError(
+        f"{text!r} is not a channel id: Slack needs the id, like C0123ABCDEF (in Slack, open "
+        "the channel's name → About, at the bottom: Channel ID; or paste the channel's link)"
+    )
+
+
+# What chat tokens look like: Slack's xoxb-/xoxp-/xapp-, Telegram's <bot id>:<secret>.
+_TOKEN_SHAPES = re.compile(r"^(?:xox[a-z]-|xapp-|\d{5,}:[A-Za-z0-9_-]{20,})")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def token_variable(value: object) -> object:
+    """The name of the environment variable holding a token. A token pasted in its place is
+    refused without being repeated."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if _TOKEN_SHAPES.match(text):
+        raise ValueError(
+            "this looks like the token itself: put it in an environment variable and name the "
+            "variable here (like SLACK_BOT_TOKEN); tokens never live in the config"
+        )
+    if not _VARIABLE_NAME.fullmatch(text):
+        raise ValueError(
+            "name the environment variable that holds the token, like SLACK_BOT_TOKEN "
+            "(letters, digits and _)"
+        )
+    return text

@@ -59,6 +59,14 @@ def parse(raw: str, national: str | None = None) -> str:
     return key(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+def region(code: str) -> str:
+    """A country as two letters (`BE`), upper case; ValueError when there is no such region."""
+    upper = code.strip().upper()
+    if upper not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{code!r} is not a country code: give two letters, like BE or NL")
+    return upper
+
+
 def international(number: str) -> str:
     """Show a gateway number as `+32 470 12 34 56`. What is not a valid international number
     (a short code such as `12345678`, an alphanumeric sender) is shown as it came."""

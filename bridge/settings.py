@@ -12,11 +12,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 DEFAULT_CONFIG = Path("config/bridge.yaml")
 DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
+DEFAULT_PORT = 8000
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 # The HTTP edge against slow or too many clients (README: "Timeouts and limits").
@@ -25,6 +27,15 @@ DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between reques
 DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
 MIN_WEBHOOK_TOKEN = 32  # characters
 MAX_TELEGRAM_SECRET = 256  # characters Telegram accepts in a webhook's secret_token
+
+# With no config file, these build one (`config.from_environment`): default destinations, and
+# where alerts and notices go.
+ENVIRONMENT_CONFIG = (
+    "SLACK_CHANNEL",
+    "TELEGRAM_CHAT_ID",
+    "ALERTS_SLACK_CHANNEL",
+    "ALERTS_TELEGRAM_CHAT_ID",
+)
 
 # Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this
 # tuple, the code below and the deployment files in step.
@@ -53,6 +64,8 @@ VARIABLES = (
     "DATABASE_DIRECT_URL",
     "TELEGRAM_UPDATES",
     "SLACK_APP_TOKEN",
+    "BRIDGE_CONFIG_YAML",
+    *ENVIRONMENT_CONFIG,
 )
 LOG_FORMATS = ("json", "text")
 TELEGRAM_UPDATES = ("polling", "webhook")
@@ -70,7 +83,7 @@ class SettingsError(Exception):
 class Settings:
     """Everything the bridge takes from the environment. Secrets never print."""
 
-    config_path: Path | None
+    config_path: Path | None  # BRIDGE_CONFIG, else config/bridge.yaml when it exists
     database_url: str
     webhook_token: SecretStr | None
     slack_api_url: str
@@ -99,6 +112,9 @@ class Settings:
     telegram_updates: str = "webhook"
     # An app-level token (xapp-…): Slack events arrive over Socket Mode (`http.slack_socket`).
     slack_app_token: SecretStr | None = None
+    config_yaml: str | None = None  # BRIDGE_CONFIG_YAML: the whole config in one variable
+    # The ENVIRONMENT_CONFIG variables that are set, by name: the config when there is none.
+    config_variables: Mapping[str, str] = field(default_factory=dict)
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -124,10 +140,17 @@ class Settings:
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
         telegram_updates = _telegram_updates(env, problems)
+        config_yaml = env.get("BRIDGE_CONFIG_YAML", "").strip() or None
+        if config_yaml is not None and env.get("BRIDGE_CONFIG", "").strip():
+            problems.append(
+                "BRIDGE_CONFIG and BRIDGE_CONFIG_YAML are both set: keep the one that holds "
+                "the config (a file's path, or the YAML itself) and unset the other"
+            )
+        public_url = _public_url(env, problems)
         if problems:
             raise SettingsError(problems)
         return cls(
-            config_path=_config_path(env),
+            config_path=None if config_yaml is not None else _config_path(env),
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
@@ -137,7 +160,7 @@ class Settings:
                 env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
             ).rstrip("/"),
             port=int(port),
-            public_url=env.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/") or None,
+            public_url=public_url,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=lease,
@@ -158,6 +181,31 @@ class Settings:
             database_direct_url=_direct_database_url(env),
             telegram_updates=telegram_updates,
             slack_app_token=slack_app_token,
+            config_yaml=config_yaml,
+            config_variables={
+                name: env[name].strip() for name in ENVIRONMENT_CONFIG if env.get(name, "").strip()
+            },
+            environ=env,
+        )
+
+    @classmethod
+    def for_migrations(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Only what `smsbridge migrate` needs: the database URLs. A release phase must not fail
+        on the rest of the environment (a config still to be written, a token still to be
+        pasted); SettingsError only for the database variables."""
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            config_path=None,
+            database_url=normalise_database_url(
+                env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
+            ),
+            webhook_token=None,
+            slack_api_url="",
+            telegram_api_url="",
+            port=DEFAULT_PORT,
+            public_url=None,
+            run_worker=False,
+            database_direct_url=_direct_database_url(env),
             environ=env,
         )
 
@@ -170,8 +218,25 @@ def _config_path(env: Mapping[str, str]) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
+def _public_url(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """BRIDGE_PUBLIC_URL without a trailing slash; anything but an http(s) address is a problem,
+    since the webhook URLs built on it would be broken."""
+    raw = env.get("BRIDGE_PUBLIC_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        problems.append(
+            f"BRIDGE_PUBLIC_URL: {raw!r} is not an address the bridge can build webhook URLs "
+            "on; give it with its scheme, like https://bridge.example.com (http:// only for "
+            "a local test)"
+        )
+        return None
+    return raw.rstrip("/")
+
+
 def _port(env: Mapping[str, str], problems: list[str]) -> float:
-    port = _number(env, "PORT", 8000.0, problems, "a port number from 1 to 65535")
+    port = _number(env, "PORT", float(DEFAULT_PORT), problems, "a port number from 1 to 65535")
     if not (port.is_integer() and 1 <= port <= 65535):
         problems.append(f"PORT: {env['PORT'].strip()!r} is not a port number from 1 to 65535")
     return port

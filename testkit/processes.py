@@ -26,9 +26,21 @@ def free_port() -> int:
 class BridgeProcess:
     """One `smsbridge …` child process; its output goes to a log file for post-mortems."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        inherit: bool = True,
+    ) -> None:
+        """`cwd`: where it runs (default: here); `inherit`: whether it gets this process's
+        environment under `env` (False: `env` and PATH only, as on a fresh machine)."""
         self.args = list(args)
-        self.env = {**os.environ, **env}
+        base = dict(os.environ) if inherit else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.env = {**base, **env}
+        self.cwd = cwd
         self.log_path = log_path
         self.port: int | None = None
         if args and args[0] == "serve":
@@ -49,7 +61,11 @@ class BridgeProcess:
     def start(self, timeout: float = 20.0) -> BridgeProcess:
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [SMSBRIDGE, *self.args], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [SMSBRIDGE, *self.args],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         if self.port is not None:
             self._wait_healthy(timeout)

@@ -58,8 +58,11 @@ class Claimer:
         self._events: dict[int, StoredEvent] = {}  # each claimed job's event, by job id
 
     async def claim(self, adapters: Collection[str], limit: int, now: float) -> Claim:
-        """Claim up to `limit` heads of lanes to `adapters` that have a token at `now`."""
+        """Claim up to `limit` heads of lanes to `adapters` that have a token at `now`. A
+        configured destination without an adapter (its token variable unset) is left alone:
+        its jobs wait, rather than fail for good."""
         started: list[tuple[Job, float]] = []
+        unusable = [name for name in self.config.destinations if name not in adapters]
         async with self.database.transaction() as connection:
             waiting = await self.pacer.waiting(connection, adapters, now)
             jobs = await outbox_store.claim(
@@ -69,7 +72,7 @@ class Claimer:
                 now=now,
                 lease=self.lease,
                 limit=limit,
-                paused=waiting,
+                paused=[*waiting, *unusable],
             )
             over_pace = []
             # Tokens are taken in one order by every worker, so none waits on another's.

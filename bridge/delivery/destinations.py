@@ -9,7 +9,7 @@ from bridge.chat.base import ChatAdapter
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
-from bridge.config import Config, Destination, SlackTarget, TelegramTarget
+from bridge.config import Config, Destination, SlackTarget, TelegramTarget, missing_tokens
 from bridge.delivery.pacing import spacing_for
 from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
@@ -20,10 +20,25 @@ log = logging.getLogger(__name__)
 
 
 def build_adapters(config: Config, settings: Settings) -> dict[str, ChatAdapter]:
-    """One adapter per configured destination (the config already checked the tokens exist)."""
+    """One adapter per configured destination whose token variable is set. One without (see
+    `without_token`) has none: the worker leaves its jobs waiting in the outbox."""
+    missing = missing_tokens(config, settings.environ)
     return {
         name: _adapter(name, destination, settings)
         for name, destination in config.destinations.items()
+        if name not in missing
+    }
+
+
+def without_token(config: Config, settings: Settings) -> dict[str, str]:
+    """Destinations that cannot post because their token variable is unset, and why, in the
+    form `/readyz` shows a refused destination."""
+    return {
+        name: (
+            f"{config.destinations[name].kind} destination {name!r}: {variable} is not set; "
+            "its messages wait in the outbox until it is"
+        )
+        for name, variable in missing_tokens(config, settings.environ).items()
     }
 
 

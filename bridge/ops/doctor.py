@@ -60,7 +60,7 @@ def ok(check: str, what: str) -> Finding:
     return Finding(check, Status.OK, what)
 
 
-def problem(check: str, what: str, fix: str) -> Finding:
+def problem(check: str, what: str, fix: str | None) -> Finding:
     return Finding(check, Status.PROBLEM, what, fix)
 
 
@@ -70,18 +70,26 @@ def skipped(check: str, what: str, fix: str | None = None) -> Finding:
 
 async def diagnose(settings: Settings, config_path: Path | None) -> list[Finding]:
     """Every check, in the order an operator fixes things: database, config, destinations,
-    Smstools, the public URL."""
+    Smstools, the public URL. `config_path` None: the config the settings point at."""
     findings = await check_database(settings)
     environ = settings.environ
-    config, config_findings = check_config(config_path, environ)
+    config, config_findings = check_config(config_path, settings)
     findings += config_findings
     if config is None:
         findings.append(skipped("destinations", "not checked: the config is invalid"))
     else:
         checks = []
+        missing = config_module.missing_tokens(config, environ)
         for name, destination in config.destinations.items():
             target = destination.target
-            if isinstance(target, SlackTarget):
+            if name in missing:
+                what = (
+                    f"{missing[name]} is not set, so nothing is posted to {name}: its messages "
+                    "wait in the outbox"
+                )
+                advice = config_module.token_advice(destination, missing[name])
+                findings.append(problem(f"{destination.kind} {name}", what, advice))
+            elif isinstance(target, SlackTarget):
                 token = environ.get(target.token_env, "").strip()
                 needed = needed_slack_scopes(config, name)
                 checks.append(check_slack(name, target, token, settings.slack_api_url, needed))
@@ -133,15 +141,20 @@ async def check_database(settings: Settings) -> list[Finding]:
     return findings
 
 
-def check_config(
-    path: Path | None, environ: Mapping[str, str]
-) -> tuple[Config | None, list[Finding]]:
-    """The config as `check-config` loads it: one problem per broken key."""
+def check_config(path: Path | None, settings: Settings) -> tuple[Config | None, list[Finding]]:
+    """The config as `check-config` loads it (`path`, else the one the settings point at):
+    one problem per broken key, each line saying what to write instead, with a fix where the
+    line alone does not say it."""
     try:
-        config = config_module.load(path, environ)
+        if path is not None:
+            config = config_module.load(path, settings.environ)
+        else:
+            config = config_module.from_settings(settings)
     except ConfigError as error:
-        fix = "correct that key, or set the variable it names"
-        return None, [problem("config", line, fix) for line in error.problems]
+        return None, [
+            problem("config", line, fix)
+            for line, fix in zip(error.problems, error.fixes, strict=True)
+        ]
     count = len(config.destinations)
     return config, [ok("config", f"{config.source} is valid ({count} destination(s))")]
 

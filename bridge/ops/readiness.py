@@ -50,7 +50,8 @@ def worker_check(runs_here: bool, running: bool, heartbeat: float | None, now: f
 
 
 def destinations_check(refused: Mapping[str, str]) -> Check:
-    """Destinations whose credentials (or chat) the platform refused at start-up."""
+    """Destinations whose credentials (or chat) the platform refused at start-up, or whose
+    token variable is not set: `detail` says which."""
     if refused:
         reasons = "; ".join(f"{name}: {detail}" for name, detail in sorted(refused.items()))
         return Check("destinations", False, f"refused at start-up: {reasons}")

@@ -115,7 +115,8 @@ def test_settings_lists_every_variable_it_reads() -> None:
     source = Path(settings_module.__file__).read_text()
     reads = r"""(?:env\.get\(|secret\(|_(?:number|positive)\(\s*env,)\s*"([A-Z][A-Z0-9_]*)\""""
     read = set(re.findall(reads, source))
-    assert read == set(settings_module.VARIABLES)
+    # The simple variables that build a config are read together, by their tuple.
+    assert read | set(settings_module.ENVIRONMENT_CONFIG) == set(settings_module.VARIABLES)
 
 
 def test_app_json_has_heroku_s_shape() -> None:
@@ -232,3 +233,22 @@ def test_the_pinned_python_is_one_the_project_supports() -> None:
 @pytest.mark.parametrize("line", ["-c constraints.txt", "."])
 def test_requirements_txt_installs_the_bridge_with_the_pinned_versions(line: str) -> None:
     assert line in (ROOT / "requirements.txt").read_text().splitlines()
+
+
+def test_a_deploy_from_the_buttons_needs_no_config_file() -> None:
+    env = app_json()["env"]
+    assert "value" not in env["BRIDGE_CONFIG"]  # no file a fork may not have
+    for name in ("SLACK_CHANNEL", "TELEGRAM_CHAT_ID", "BRIDGE_CONFIG_YAML"):
+        assert env[name]["required"] is False, name
+    groups = [v for group in render_yaml().get("envVarGroups", []) for v in group["envVars"]]
+    keys = {entry["key"] for entry in groups}
+    assert {"SLACK_CHANNEL", "TELEGRAM_CHAT_ID"} <= keys and "BRIDGE_CONFIG" not in keys
+
+
+def test_the_readme_buttons_deploy_the_repository_they_are_clicked_in() -> None:
+    readme = (ROOT / "README.md").read_text()
+    buttons = re.findall(r"\]\((https://(?:www\.heroku\.com|render\.com)/deploy[^)]*)\)", readme)
+    assert len(buttons) == 2
+    # Without template= / repo=, each platform deploys the repository the click came from.
+    assert buttons == ["https://www.heroku.com/deploy", "https://render.com/deploy"]
+    assert "YOUR-ORG" not in readme

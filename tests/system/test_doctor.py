@@ -392,3 +392,29 @@ def test_the_slack_app_token_is_checked_when_set_with_the_fix_for_each_refusal(
     (line,) = problems(lines)
     assert "Slack cannot open a Socket Mode connection (invalid_request)" in line
     assert "turn Socket Mode on" in line
+
+
+def test_a_missing_token_is_a_problem_naming_the_variable_and_the_others_are_checked(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_up.delenv("TELEGRAM_BOT_TOKEN")
+    code, lines = doctor(capsys)
+    found = [line for line in problems(lines) if "telegram" in line]
+    assert code == 1 and len(found) == 2  # the two Telegram destinations, each named
+    assert found[0].startswith(
+        "problem telegram topics: TELEGRAM_BOT_TOKEN is not set, so nothing is posted to "
+        "topics: its messages wait in the outbox → set TELEGRAM_BOT_TOKEN to the bot token "
+        "from @BotFather"
+    )
+    assert any(line.startswith("ok      slack support: token in SLACK_BOT_TOKEN") for line in lines)
+
+
+def test_a_config_file_that_is_not_there_gets_advice_of_its_own(
+    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    set_up.setenv("BRIDGE_CONFIG", str(tmp_path / "missing.yaml"))
+    code, lines = doctor(capsys)
+    (line,) = [line for line in problems(lines) if "config:" in line]
+    assert code == 1 and "cannot read the config" in line
+    assert "copy config/bridge.slack.example.yaml" in line and "SLACK_CHANNEL" in line
+    assert "correct that key" not in line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, load, parse_duration
+from bridge.config import ConfigError, load, missing_tokens, parse_duration
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "TELEGRAM_BOT_TOKEN": "123:abc"}
 
@@ -68,7 +68,10 @@ def test_without_a_file_everything_goes_to_the_console() -> None:
 def test_an_unknown_key_is_named_with_the_file(tmp_path: Path) -> None:
     text = EXAMPLE.replace('{receiver: "3246*"}', '{receiver: "3246*", recevier: x}')
     path = tmp_path / "bridge.yaml"
-    assert problems(tmp_path, text) == [f"{path}: routes[1].match.recevier: unknown key"]
+    assert problems(tmp_path, text) == [
+        f"{path}: routes[1].match.recevier: unknown key (did you mean 'receiver'? known here: "
+        "receiver, type)"
+    ]
 
 
 def test_an_unknown_destination_in_a_route_is_refused(tmp_path: Path) -> None:
@@ -77,12 +80,15 @@ def test_an_unknown_destination_in_a_route_is_refused(tmp_path: Path) -> None:
     assert "routes[0].to[0]: unknown destination 'nl-teem'" in problem
 
 
-def test_a_missing_token_names_the_destination_and_variable(tmp_path: Path) -> None:
-    found = problems(tmp_path, EXAMPLE, env={"SLACK_BOT_TOKEN": "xoxb-test"})
-    assert found == [
-        f"{tmp_path / 'bridge.yaml'}: destinations.nl-team.telegram: the environment variable "
-        "TELEGRAM_BOT_TOKEN that holds its token is not set"
-    ]
+def test_a_missing_token_leaves_the_config_usable_and_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    config = load(write(tmp_path, EXAMPLE), {"SLACK_BOT_TOKEN": "xoxb-test"})
+    assert set(config.destinations) == {"support", "nl-team", "log"}
+    assert missing_tokens(config, {"SLACK_BOT_TOKEN": "xoxb-test"}) == {
+        "nl-team": "TELEGRAM_BOT_TOKEN"
+    }
+    assert missing_tokens(config, ENV) == {}
 
 
 def test_a_bad_number_is_refused_with_its_key(tmp_path: Path) -> None:
@@ -137,5 +143,5 @@ def test_retention_has_documented_defaults_and_takes_durations(tmp_path: Path) -
 
 def test_retention_refuses_unknown_keys_and_bad_durations(tmp_path: Path) -> None:
     found = problems(tmp_path, EXAMPLE + "retention: {bodies: 2d, content: forever}\n")
-    assert f"{tmp_path / 'bridge.yaml'}: retention.bodies: unknown key" in found
+    assert f"{tmp_path / 'bridge.yaml'}: retention.bodies: unknown key (did you mean " in found[1]
     assert any(p.startswith(f"{tmp_path / 'bridge.yaml'}: retention.content: ") for p in found)

@@ -98,7 +98,7 @@ def test_the_cli_refuses_a_bad_environment_in_one_line_and_no_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("BRIDGE_JOB_LEASE", "soon")
-    assert main(["migrate"]) == 1
+    assert main(["check-config"]) == 1
     error = capsys.readouterr().err
     assert (
         error

@@ -135,6 +135,5 @@ def test_combine_is_on_by_default_and_can_be_turned_off_per_destination() -> Non
     with pytest.raises(ConfigError) as refused:
         make_config(sales={"combine": "sometimes"})
     assert refused.value.problems == [
-        "combine test: destinations.sales.combine: Input should be a valid boolean, unable to "
-        "interpret input"
+        "combine test: destinations.sales.combine: write true or false"
     ]
