@@ -20,6 +20,7 @@ DEFAULT_DATABASE_URL = "sqlite:///smsbridge.db"
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 # The HTTP edge against slow or too many clients (README: "Timeouts and limits").
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to receive a request's head (request line, headers)
 DEFAULT_BODY_TIMEOUT = 10.0  # seconds to receive a whole body once its headers are in
 DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
 DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
@@ -51,6 +52,7 @@ VARIABLES = (
     "METRICS_TOKEN",
     "LOG_FORMAT",
     "DATABASE_DIRECT_URL",
+    "BRIDGE_HEADER_TIMEOUT",
 )
 LOG_FORMATS = ("json", "text")
 
@@ -91,6 +93,7 @@ class Settings:
     log_format: str = "text"  # json | text; json by default on a PaaS
     # A session-keeping connection (LISTEN, migrations) when DATABASE_URL is a pooler's.
     database_direct_url: str | None = None
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -111,6 +114,13 @@ class Settings:
         telegram_secret = secret("TELEGRAM_WEBHOOK_SECRET")
         problems.extend(_telegram_secret_problems(telegram_secret))
         body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
+        header_timeout = _positive(
+            env,
+            "BRIDGE_HEADER_TIMEOUT",
+            DEFAULT_HEADER_TIMEOUT,
+            problems,
+            "seconds above 0, like 10",
+        )
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
         if problems:
@@ -145,6 +155,7 @@ class Settings:
             metrics_token=secret("METRICS_TOKEN"),
             log_format=log_format,
             database_direct_url=_direct_database_url(env),
+            header_timeout=header_timeout,
             environ=env,
         )
 
