@@ -248,7 +248,18 @@ async def _serving(
         telegram_secret = await telegram_setup.webhook_secret(database, settings)
         _edges(state, settings, config, worker, (auth, telegram_secret), options.now, metrics)
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
-        state.readiness = readiness.Probe(database, task, lambda: worker.heartbeat, parts.refused)
+        writers = {"webhooks": state.receiver.commits.writes}
+        if task is not None:
+            task.add_done_callback(_worker_ended)
+            writers["worker"] = worker.writes
+        state.readiness = readiness.Probe(
+            database,
+            task,
+            lambda: worker.heartbeat,
+            parts.refused,
+            writers,
+            lambda: worker.trouble,
+        )
         if options.settle_heap:
             heap.settle()
         try:
@@ -261,6 +272,12 @@ async def _serving(
             if task is not None:
                 await worker.stop()
                 await task
+
+
+def _worker_ended(task: asyncio.Task[None]) -> None:
+    """A delivery loop that ends by itself while the web side serves is said at once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the delivery loop stopped", exc_info=task.exception())
 
 
 def _edges(

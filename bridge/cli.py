@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO, cast
 
 import uvicorn
 import yaml
@@ -32,6 +39,7 @@ from bridge.app import (
 )
 from bridge.config import Config, ConfigError
 from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.http import head_deadline
 from bridge.http.webhook import webhook_token
 from bridge.jobs import Job
 from bridge.ops import doctor, erasure, reprocess, retention, telegram_setup
@@ -116,12 +124,70 @@ def _runtime_options(command: argparse.ArgumentParser, *, http: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. A reader that stopped reading (`| head -3`) ends it
+    quietly, as it does other command-line tools; any other failure to write the output is
+    one line."""
+    stdout, output = sys.stdout, _Output(sys.stdout)
+    sys.stdout = cast(TextIO, output)
+    try:
+        code = _command(argv)
+        sys.stdout.flush()  # here, where a failure is caught, not at the interpreter's exit
+    except OSError as error:
+        if not output.failed:
+            raise
+        _discard(stdout)
+        if isinstance(error, BrokenPipeError):
+            return 128 + signal.SIGPIPE  # what a shell shows for a tool its reader left
+        print(f"smsbridge: cannot write the output: {_reason(error)}", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+    return code
+
+
+class _Output:
+    """stdout, remembering whether writing to it failed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.failed = stream, False
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError:
+            self.failed = True
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            self.failed = True
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _output_failed() -> bool:
+    return isinstance(sys.stdout, _Output) and sys.stdout.failed
+
+
+def _discard(stdout: TextIO) -> None:
+    """Point stdout at /dev/null: what it still buffers can go nowhere, and the interpreter's
+    own flush at exit must not complain about it."""
+    with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing flushes at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command == "dead-letters" and arguments.action == "retry":
         if bool(arguments.ids) == arguments.all:
             parser.error("dead-letters retry: give job IDs or --all (not both)")
-
     try:
         # A release phase runs `migrate` before anything else is set: it needs the database only.
         migrating = arguments.command == "migrate"
@@ -134,7 +200,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(
         settings.log_level, secrets=logs.secrets_in(settings.environ), form=settings.log_format
     )
+    code = _without_config(arguments, settings)
+    if code is not None:
+        return code
+    try:
+        config = config_module.from_settings(settings)
+        chosen = runtime.choose(
+            getattr(arguments, "loop", "auto"), getattr(arguments, "http", "auto")
+        )
+    except ConfigError as error:
+        _print_problems(error)
+        return 1
+    except runtime.Unavailable as error:
+        print(f"smsbridge: {error}", file=sys.stderr)
+        return 1
+    return _with_config(arguments, settings, config, chosen)
 
+
+def _without_config(arguments: argparse.Namespace, settings: Settings) -> int | None:
+    """Run a command that needs no config (an operator must reach the dead letters, forget a
+    number or migrate even with a broken config); None for the others."""
     if arguments.command == "migrate":
         return _with_database(settings, lambda: asyncio.run(run_migrate(settings)))
     if arguments.command == "check-config":
@@ -151,31 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return _with_database(settings, lambda: asyncio.run(run_forget(settings, number)))
     if arguments.command == "dead-letters":
-        # No config needed: an operator must reach the dead letters even with a broken config.
         ids = None if arguments.action == "list" or arguments.all else arguments.ids
         return _with_database(
             settings, lambda: asyncio.run(dead_letters(settings, arguments.action, ids))
         )
-    try:
-        config = config_module.from_settings(settings)
-    except ConfigError as error:
-        _print_problems(error)
-        return 1
-    try:
-        chosen = runtime.choose(
-            getattr(arguments, "loop", "auto"), getattr(arguments, "http", "auto")
-        )
-    except runtime.Unavailable as error:
-        print(f"smsbridge: {error}", file=sys.stderr)
-        return 1
+    return None
+
+
+def _with_config(
+    arguments: argparse.Namespace, settings: Settings, config: Config, chosen: runtime.Runtime
+) -> int:
+    """Run a command that works with the config, on the loop (and parser) `chosen`."""
     if arguments.command == "serve":
-        # Migrate before serving: a database problem is one clear line here, where inside
-        # the server's start-up it would be a traceback.
-        code = _with_database(settings, lambda: asyncio.run(run_migrate(settings, quiet=True)))
-        if code:
-            return code
-        no_worker = arguments.no_worker
-        return serve_forever(settings, config, arguments.host, arguments.port, no_worker, chosen)
+        return _serve(arguments, settings, config, chosen)
     if arguments.command == "worker":
         return _with_database(
             settings, lambda: runtime.run(run_worker(settings, config), chosen.loop)
@@ -193,18 +266,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {arguments.command}")
 
 
+def _serve(
+    arguments: argparse.Namespace, settings: Settings, config: Config, chosen: runtime.Runtime
+) -> int:
+    """Migrate, take the port, then serve: a database problem or a port in use is one clear
+    line, before anything is logged as serving."""
+    code = _with_database(settings, lambda: asyncio.run(run_migrate(settings, quiet=True)))
+    if code:
+        return code
+    host = arguments.host
+    port = arguments.port if arguments.port is not None else settings.port
+    try:
+        listener = listen(host, port)
+    except OSError as error:
+        print(f"smsbridge: cannot listen on {host}:{port}: {_listen_error(error)}", file=sys.stderr)
+        return 1
+    with listener:
+        no_worker = arguments.no_worker
+        return _with_database(
+            settings, lambda: serve_forever(settings, config, listener, no_worker, chosen)
+        )
+
+
 def _with_database(settings: Settings, command: Callable[[], int]) -> int:
-    """Run a command that needs the database; say in one line why it cannot be used."""
+    """Run a command that needs the database; say in one line why it cannot be used, or what
+    else failed (a file, the network) when it was not the database."""
     try:
         return command()
     except SchemaTooNew as error:
         print(f"smsbridge: {error}", file=sys.stderr)
     except UNAVAILABLE as error:
+        if isinstance(error, OSError) and not _raised_by_database(error):
+            if _output_failed():
+                raise  # the output, not the database (`main`)
+            print(f"smsbridge: {_os_error(error)}", file=sys.stderr)
+            return 1
         where = make_url(settings.database_url).render_as_string(hide_password=True)
         print(
             f"smsbridge: cannot use the database {where}: {describe_error(error)}", file=sys.stderr
         )
     return 1
+
+
+# Where a database error is raised from: the drivers and SQLAlchemy. SQLAlchemy wraps what
+# the drivers raise, except some of asyncpg's connection errors, which are plain OSErrors.
+_DATABASE_PACKAGES = tuple(
+    f"{os.sep}{package}{os.sep}" for package in ("sqlalchemy", "asyncpg", "aiosqlite")
+)
+
+
+def _raised_by_database(error: BaseException) -> bool:
+    """Whether `error` was raised inside the database drivers, rather than by a file, stdout
+    or a network call of the command itself."""
+    return any(
+        package in frame.filename
+        for frame in traceback.extract_tb(error.__traceback__)
+        for package in _DATABASE_PACKAGES
+    )
+
+
+def _os_error(error: OSError) -> str:
+    """An operating system error in one line: what it happened to, when it says, and why."""
+    if error.filename is not None:
+        return f"cannot use {error.filename}: {_reason(error)}"
+    return f"{type(error).__name__}: {_reason(error)}"
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or describe_error(error)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port`, for uvicorn to listen on (as its own binding does:
+    address reuse, inheritable by workers)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _listen_error(error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return "the port is in use (another process listens on it; choose one with --port or PORT)"
+    if error.errno == errno.EACCES:
+        return "not allowed (ports below 1024 need privileges)"
+    return error.strerror or describe_error(error)
 
 
 def check_config(path: Path | None, settings: Settings) -> int:
@@ -279,38 +433,68 @@ def _print_problems(error: ConfigError) -> None:
 def serve_forever(
     settings: Settings,
     config: Config,
-    host: str,
-    port: int | None,
+    listener: socket.socket,
     no_worker: bool,
     chosen: runtime.Runtime,
 ) -> int:
-    port = port if port is not None else settings.port
+    """Serve on `listener` until a signal; an error of the app's start-up or shutdown (the
+    database's) is raised to the caller, not logged by uvicorn as a traceback."""
+    host, port = listener.getsockname()[:2]
     settings = dataclasses.replace(settings, port=port)
     options = Options(run_worker=settings.run_worker and not no_worker, settle_heap=True)
     app = create_app(settings, config, options)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
-            host=host,
-            port=port,
             log_level="warning",
-            lifespan="on",
+            # The app's start-up runs in `_Server`, so that its errors reach the caller.
+            lifespan="off",
             loop=chosen.loop,
-            http=chosen.http,
             # uvicorn's own handlers would bypass the privacy filter; request lines hold the
             # webhook token.
             log_config=None,
             access_log=False,
-            # Bounds against slow or piling-up clients. uvicorn has no timeout on reading a
-            # request's headers: that belongs to the router or proxy in front (README).
+            # Bounds against slow or piling-up clients.
+            http=head_deadline.protocol(settings.header_timeout, chosen.http),
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=settings.keep_alive,
-        )
+        ),
+        app.router.lifespan_context(app),
+        f"serving on {host}:{port} (worker {'on' if options.run_worker else 'off'}, "
+        f"{chosen.describe()})",
     )
-    worker = "on" if options.run_worker else "off"
-    log.info("serving on %s:%d (worker %s, %s)", host, port, worker, chosen.describe())
-    server.run()
+    server.run(sockets=[listener])
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server running the app's `lifespan` itself, around its own start and stop
+    (uvicorn would log a failed start-up as a traceback and exit 3), and saying `started`
+    once it accepts connections."""
+
+    def __init__(
+        self, config: uvicorn.Config, lifespan: AbstractAsyncContextManager[object], started: str
+    ) -> None:
+        super().__init__(config)
+        self.app_lifespan = lifespan
+        self.started_line = started
+        self._exit = contextlib.AsyncExitStack()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._exit.enter_async_context(self.app_lifespan)
+        try:
+            await super().startup(sockets)
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        if self.started:
+            log.info("%s", self.started_line)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().shutdown(sockets)
+        finally:
+            await self._exit.aclose()
 
 
 async def run_worker(settings: Settings, config: Config) -> int:

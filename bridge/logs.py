@@ -27,13 +27,26 @@ HIDDEN = "•••"
 # Third-party loggers that print request URLs (Telegram's contain the bot token) at INFO.
 NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiosqlite", "asyncio")
 
-# `+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34 56`: a run of digits, in
-# groups split by single spaces, not preceded by part of a longer token (ids, chat -100...,
-# Slack ts 17...123.45). Possessive, so the match never backtracks: linear in the text's length.
+# A number as people and gateways write it, not preceded by part of a longer token (chat
+# -100..., Slack ts 17...123.45, host:port) unless by a scheme (`tel:`, `wa:`): digit groups
+# split by single spaces (`+32 470 12 34 56`, `32470123456`, `0032470123456`, `0470 12 34
+# 56`, several numbers possibly side by side); after a `+` also by dashes and dots
+# (`+32-470-12-34-56`, `+32.470.12.34.56`; elsewhere dates and addresses use them), and with
+# the country code in brackets (`(+32) 470 123 456`). Possessive, so a match never
+# backtracks: linear in the text's length.
 # (Not phonenumbers' PhoneNumberMatcher: given a default region, it misses the gateway's
 # bare international digits of other countries, such as 33612345678.)
-_PHONE = re.compile(r"(?<![\w.:/+-])\+?\d(?: ?\d)*+")
+_PHONE = re.compile(
+    r"(?:(?<=\btel:)|(?<=\bsms:)|(?<=\bwa:)|(?<=\bwhatsapp:)|(?<![\w.:/+-]))"
+    r"(?:(?:\(\+\d{1,3}\)|\+\d++)(?:[-. ]?\d++)*+|\d++(?: \d++)*+)"
+)
+_SEPARATORS = re.compile(r"[().-]")  # dropped before a group is parsed
 _AFTER_TOKEN = re.compile(r"\w|\.\d")  # what follows a run that is part of a longer token
+# What ends the text before an id's digits (`update_id=`, `"message_id": `, `update `,
+# `chat `): ids are not numbers to mask, even when their digits would make one. WhatsApp's
+# `wa_id` is the customer's number.
+_ID_BEFORE = re.compile(r"(?:\bids?|(?<!\bwa)_id|\bupdate|\bchat|\buser)\W{0,3}$", re.IGNORECASE)
+_ID_KEY_LENGTH = 16  # characters before the digits looked at for an id's key
 _MAX_GROUPS = 15  # a phone number has at most 15 digits, so at most 15 groups
 _TOKENS = (
     re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens
@@ -65,12 +78,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def _mask_number(match: re.Match[str]) -> str:
     """Mask the numbers in a run of digit groups; several numbers may sit side by side."""
-    if _AFTER_TOKEN.match(match.string, match.end()):
-        return match.group(0)  # digits that continue into a longer token are not a number
-    groups, shown, start = match.group(0).split(" "), [], 0
+    text, start, run = match.string, match.start(), match.group(0)
+    if _AFTER_TOKEN.match(text, match.end()):
+        return run  # digits that continue into a longer token are not a number
+    if _ID_BEFORE.search(text, max(0, start - _ID_KEY_LENGTH), start):
+        return run
+    groups, shown, start = run.split(" "), [], 0
     while start < len(groups):
         for end in range(min(len(groups), start + _MAX_GROUPS), start, -1):
-            digits = _phone_digits(" ".join(groups[start:end]))
+            digits = _phone_digits(_SEPARATORS.sub("", " ".join(groups[start:end])))
             if digits is not None:
                 shown.append(mask(digits))
                 start = end

@@ -4,14 +4,17 @@ A `Metrics` owns its own `CollectorRegistry` (one per app or worker, a fresh one
 is passed down to the webhook receiver and the worker. Counters and histograms are this
 process's; gauges read from the database (outbox depth, oldest due job, dead letters, open
 alert groups, the Smstools balance) are computed at scrape time, so any process gives the same
-answer. Label values come only from the config (destination names) and fixed enums (job
-kinds, reasons, webhook types, delivery codes): never a number or a customer string.
+answer; when the database cannot answer, a scrape still shows this process's own metrics, with
+`smsbridge_database_up 0` in place of the gauges. Label values come only from the config
+(destination names) and fixed enums (job kinds, reasons, webhook types, delivery codes): never
+a number or a customer string.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +29,9 @@ from starlette.responses import JSONResponse, Response
 from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from bridge.store import credit as credit_store
 from bridge.store import gauges as gauges_store
-from bridge.store.db import Database
+from bridge.store.db import UNAVAILABLE, Database, describe_error
+
+log = logging.getLogger(__name__)
 
 # Webhook handling is milliseconds; delivery spans retries and backoff (minutes, hours).
 _HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -179,59 +184,82 @@ class DatabaseView:
     source: tuple[Database, Callable[[], float], float] | None = None
     families: list[Metric] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    up: bool = True  # whether the last read succeeded
 
     async def refresh(self) -> None:
         if self.source is None:
             return
-        database, now, open_window = self.source
         async with self.lock:
-            at = now()
-            async with database.transaction() as connection:
-                backlog = await gauges_store.backlog(connection, at)
-                dead = await gauges_store.dead_letters(connection)
-                open_groups = await gauges_store.open_alert_groups(connection, at - open_window)
-                balance = await credit_store.last_balance(connection)
-            depth = GaugeMetricFamily(
-                "smsbridge_outbox_depth",
-                "Jobs waiting in the outbox, by destination and kind.",
-                labels=["destination", "kind"],
-            )
-            age = GaugeMetricFamily(
-                "smsbridge_outbox_oldest_due_age_seconds",
-                "How long the oldest due job has waited, by destination and kind.",
-                labels=["destination", "kind"],
-            )
-            for row in backlog:
-                depth.add_metric([row.destination, row.kind], row.depth)
-                age.add_metric([row.destination, row.kind], row.oldest_due_age)
-            kept = GaugeMetricFamily(
-                "smsbridge_dead_letters_kept",
-                "Dead letters in the database, by destination.",
-                labels=["destination"],
-            )
-            for destination, count in dead.items():
-                kept.add_metric([destination], count)
-            groups = GaugeMetricFamily(
-                "smsbridge_alert_groups_open",
-                "Alert groups with a failure within their repeat interval.",
-                value=open_groups,
-            )
-            families: list[Metric] = [depth, age, kept, groups]
-            if balance is not None:
-                families.append(
-                    GaugeMetricFamily(
-                        "smstools_balance",
-                        "The Smstools account credit, as last read from the API.",
-                        value=balance,
-                    )
+            try:
+                families = await self._read()
+            except UNAVAILABLE as error:
+                if self.up:  # said once when it goes, not at every scrape
+                    log.warning("metrics: cannot read the database (%s)", describe_error(error))
+                self.up = False
+                self.families = [_database_up(False)]
+                return
+            self.up = True
+            self.families = [_database_up(True), *families]
+
+    async def _read(self) -> list[Metric]:
+        assert self.source is not None
+        database, now, open_window = self.source
+        at = now()
+        async with database.transaction() as connection:
+            backlog = await gauges_store.backlog(connection, at)
+            dead = await gauges_store.dead_letters(connection)
+            open_groups = await gauges_store.open_alert_groups(connection, at - open_window)
+            balance = await credit_store.last_balance(connection)
+        depth = GaugeMetricFamily(
+            "smsbridge_outbox_depth",
+            "Jobs waiting in the outbox, by destination and kind.",
+            labels=["destination", "kind"],
+        )
+        age = GaugeMetricFamily(
+            "smsbridge_outbox_oldest_due_age_seconds",
+            "How long the oldest due job has waited, by destination and kind.",
+            labels=["destination", "kind"],
+        )
+        for row in backlog:
+            depth.add_metric([row.destination, row.kind], row.depth)
+            age.add_metric([row.destination, row.kind], row.oldest_due_age)
+        kept = GaugeMetricFamily(
+            "smsbridge_dead_letters_kept",
+            "Dead letters in the database, by destination.",
+            labels=["destination"],
+        )
+        for destination, count in dead.items():
+            kept.add_metric([destination], count)
+        groups = GaugeMetricFamily(
+            "smsbridge_alert_groups_open",
+            "Alert groups with a failure within their repeat interval.",
+            value=open_groups,
+        )
+        families: list[Metric] = [depth, age, kept, groups]
+        if balance is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "smstools_balance",
+                    "The Smstools account credit, as last read from the API.",
+                    value=balance,
                 )
-            self.families = families
+            )
+        return families
 
     def collect(self) -> Iterator[Metric]:
         yield from self.families
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # the families change with the data: never checked at registration
+
+
+def _database_up(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "smsbridge_database_up",
+        "1 when the database gauges could be read at this scrape, 0 when the database did not "
+        "answer (the other database gauges are missing then).",
+        value=1 if up else 0,
+    )
 
 
 def endpoint(metrics: Metrics, token: SecretStr | None) -> Callable[[Request], Awaitable[Response]]:

@@ -22,6 +22,7 @@ DEFAULT_PORT = 8000
 DEFAULT_JOB_LEASE = 60.0  # seconds; a dead worker's jobs wait this long on PostgreSQL
 DEFAULT_SMSTOOLS_API_URL = "https://api.smsgatewayapi.com/v1"
 # The HTTP edge against slow or too many clients (README: "Timeouts and limits").
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to receive a request's head (request line, headers)
 DEFAULT_BODY_TIMEOUT = 10.0  # seconds to receive a whole body once its headers are in
 DEFAULT_KEEP_ALIVE = 5  # seconds an idle connection is kept open between requests
 DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answering 503
@@ -65,6 +66,7 @@ VARIABLES = (
     "TELEGRAM_UPDATES",
     "SLACK_APP_TOKEN",
     "BRIDGE_CONFIG_YAML",
+    "BRIDGE_HEADER_TIMEOUT",
     *ENVIRONMENT_CONFIG,
 )
 LOG_FORMATS = ("json", "text")
@@ -115,6 +117,7 @@ class Settings:
     config_yaml: str | None = None  # BRIDGE_CONFIG_YAML: the whole config in one variable
     # The ENVIRONMENT_CONFIG variables that are set, by name: the config when there is none.
     config_variables: Mapping[str, str] = field(default_factory=dict)
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     # The whole environment as read at start-up, for the token variables the config names.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -128,46 +131,37 @@ class Settings:
             value = env.get(name, "").strip()
             return SecretStr(value) if value else None
 
-        port = _port(env, problems)
-        lease = _lease(env, problems)
+        port, lease = _port(env, problems), _lease(env, problems)
         webhook_token = secret("SMSTOOLS_WEBHOOK_TOKEN")
         _check_webhook_token(webhook_token, problems)
         telegram_secret = secret("TELEGRAM_WEBHOOK_SECRET")
         problems.extend(_telegram_secret_problems(telegram_secret))
         slack_app_token = secret("SLACK_APP_TOKEN")
         problems.extend(_slack_app_token_problems(slack_app_token))
-        body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
+        header_timeout, body_timeout, keep_alive, max_connections = _edge_limits(env, problems)
         ephemeral_disk = next((name for name in _EPHEMERAL_DISK_MARKERS if env.get(name)), None)
         log_format = _log_format(env, ephemeral_disk, problems)
         telegram_updates = _telegram_updates(env, problems)
-        config_yaml = env.get("BRIDGE_CONFIG_YAML", "").strip() or None
-        if config_yaml is not None and env.get("BRIDGE_CONFIG", "").strip():
-            problems.append(
-                "BRIDGE_CONFIG and BRIDGE_CONFIG_YAML are both set: keep the one that holds "
-                "the config (a file's path, or the YAML itself) and unset the other"
-            )
+        config_yaml = _config_yaml(env, problems)
         public_url = _public_url(env, problems)
         if problems:
             raise SettingsError(problems)
+        slack_api_url, telegram_api_url, smstools_api_url = _api_urls(env)
         return cls(
             config_path=None if config_yaml is not None else _config_path(env),
             database_url=normalise_database_url(
                 env.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
             ),
             webhook_token=webhook_token,
-            slack_api_url=env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/",
-            telegram_api_url=(
-                env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
-            ).rstrip("/"),
+            slack_api_url=slack_api_url,
+            telegram_api_url=telegram_api_url,
             port=int(port),
             public_url=public_url,
             run_worker=env.get("BRIDGE_WORKER", "1").strip().lower() not in ("0", "false", "no"),
             webhook_secret=secret("SMSTOOLS_WEBHOOK_SECRET"),
             job_lease=lease,
             ephemeral_disk=ephemeral_disk,
-            smstools_api_url=(
-                env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
-            ).rstrip("/"),
+            smstools_api_url=smstools_api_url,
             smstools_client_id=env.get("SMSTOOLS_CLIENT_ID", "").strip() or None,
             smstools_client_secret=secret("SMSTOOLS_CLIENT_SECRET"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
@@ -185,6 +179,7 @@ class Settings:
             config_variables={
                 name: env[name].strip() for name in ENVIRONMENT_CONFIG if env.get(name, "").strip()
             },
+            header_timeout=header_timeout,
             environ=env,
         )
 
@@ -260,8 +255,31 @@ def _check_webhook_token(webhook_token: SecretStr | None, problems: list[str]) -
         )
 
 
-def _edge_limits(env: Mapping[str, str], problems: list[str]) -> tuple[float, float, float]:
-    """The body timeout, keep-alive and connection limit of the HTTP edge."""
+def _api_urls(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """Where Slack's, Telegram's and Smstools' APIs are (the platforms', unless a test or a
+    proxy says otherwise)."""
+    slack = env.get("SLACK_API_URL", "").strip() or "https://slack.com/api/"
+    telegram = env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
+    smstools = env.get("SMSTOOLS_API_URL", "").strip() or DEFAULT_SMSTOOLS_API_URL
+    return slack, telegram.rstrip("/"), smstools.rstrip("/")
+
+
+def _config_yaml(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """BRIDGE_CONFIG_YAML, the whole config in one variable; never beside BRIDGE_CONFIG."""
+    config_yaml = env.get("BRIDGE_CONFIG_YAML", "").strip() or None
+    if config_yaml is not None and env.get("BRIDGE_CONFIG", "").strip():
+        problems.append(
+            "BRIDGE_CONFIG and BRIDGE_CONFIG_YAML are both set: keep the one that holds "
+            "the config (a file's path, or the YAML itself) and unset the other"
+        )
+    return config_yaml
+
+
+def _edge_limits(env: Mapping[str, str], problems: list[str]) -> tuple[float, float, float, float]:
+    """The head and body timeouts, keep-alive and connection limit of the HTTP edge."""
+    header_timeout = _positive(
+        env, "BRIDGE_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, problems, "seconds above 0, like 10"
+    )
     body_timeout = _positive(
         env, "BRIDGE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, problems, "seconds above 0, like 10"
     )
@@ -281,7 +299,7 @@ def _edge_limits(env: Mapping[str, str], problems: list[str]) -> tuple[float, fl
         "a whole number above 0, like 100",
         whole=True,
     )
-    return body_timeout, keep_alive, max_connections
+    return header_timeout, body_timeout, keep_alive, max_connections
 
 
 def _log_format(env: Mapping[str, str], ephemeral_disk: str | None, problems: list[str]) -> str:

@@ -46,6 +46,7 @@ from bridge.smstools.webhooks import parse_event
 from bridge.store import wakeups as wakeups_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error, relax_commits
 from bridge.store.events import StoredEvent
+from bridge.writes import LastWrite
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class Worker:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._next_token_at: float | None = None
         self.heartbeat: float | None = None  # time.monotonic() of the loop's last round
+        self.writes = LastWrite()  # its claims and records of outcomes (readiness)
+        self.trouble: str | None = None  # what keeps the loop from starting or going round
 
     def wake(self) -> None:
         self._wake.set()
@@ -133,13 +136,52 @@ class Worker:
         else:
             # SQLite has one delivering process: leases still held are from its previous life
             # (killed), and waiting for them to expire would only delay the queue.
-            await self.claimer.release(None)
+            if not await self._release_leases_of_previous_life():
+                return  # stopped before the database took it
             self.supervisor.start()
         try:
             await self._loop()
         finally:
             await self.supervisor.stop()
             await self._shutdown()
+
+    async def _release_leases_of_previous_life(self) -> bool:
+        """The worker's first write, tried until it succeeds (a read-only or full database
+        is said at once and again at each try) or the worker is stopped; whether it did."""
+        attempt = 0
+        while True:
+            try:
+                await self.claimer.release(None)
+            except UNAVAILABLE as error:
+                wait = backoff(attempt, first=1.0, cap=30.0)
+                attempt += 1
+                self._cannot_write(f"cannot start delivering ({describe_error(error)})", wait)
+            else:
+                self._written()
+                return True
+            await self._pause(wait)
+            if self._stopping:
+                return False
+
+    def _cannot_write(self, problem: str, wait: float) -> None:
+        """Say at once why the loop cannot go on, and keep it for readiness."""
+        self.writes.failed(problem, self.now())
+        self.trouble = problem
+        log.error("%s; trying again in %.0fs", problem, wait)
+
+    def _written(self) -> None:
+        self.writes.succeeded(self.now())
+        self.trouble = None
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if stopped meanwhile (a wake-up for new work is no
+        reason to try again sooner)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self._stopping and (left := deadline - loop.time()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
 
     async def _loop(self) -> None:
         database_trouble = 0
@@ -149,15 +191,17 @@ class Worker:
             try:
                 claimed = await self._claim()
             except UNAVAILABLE as error:
-                # The database is away (restart, lock held too long): keep trying, never
-                # leave the web process acknowledging webhooks nobody delivers.
+                # The database is away (restart, lock held too long, disk full): keep trying,
+                # never leave the web process acknowledging webhooks nobody delivers.
                 wait = backoff(database_trouble, first=1.0, cap=30.0)
                 database_trouble += 1
-                log.error(
-                    "cannot claim jobs (%s); trying again in %.0fs", describe_error(error), wait
-                )
+                self._cannot_write(f"cannot claim jobs ({describe_error(error)})", wait)
                 await asyncio.sleep(wait)
                 continue
+            if claimed or database_trouble:  # a claim that takes nothing writes nothing
+                self._written()
+            if database_trouble:
+                log.info("claiming jobs again")
             database_trouble = 0
             if claimed or self._stopping:
                 # A stop() during the claim set the wake-up: clearing it below would
@@ -232,6 +276,7 @@ class Worker:
             await self._attempt(job)
         except UNAVAILABLE as error:
             # Recording the outcome failed: the lease runs out and the job is tried again.
+            self.writes.failed(f"cannot record outcomes ({describe_error(error)})", self.now())
             log.error(
                 "job %d to %s: cannot record its outcome (%s); it will be tried again "
                 "when its lease expires",
@@ -239,6 +284,8 @@ class Worker:
                 job.destination,
                 describe_error(error),
             )
+        else:
+            self.writes.succeeded(self.now())
 
     async def _attempt(self, job: Job) -> None:
         try:

@@ -33,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge import phones
 from bridge.config import Config
 from bridge.intake.ingest import Body, IngestResult, ingest_group
-from bridge.store.db import UNAVAILABLE, Database
+from bridge.store.db import UNAVAILABLE, Database, describe_error
+from bridge.writes import LastWrite
 
 GROUP_EVENTS = 20_000  # at most this many events in one group (a body always fits alone)
 # Groups committing at once. SQLite has one writer. On PostgreSQL a second group is written
@@ -89,6 +90,7 @@ class GroupCommit:
         self._expected = 0  # bodies waiting once they are back
         self._closing: set[asyncio.Task[None]] = set()
         self.groups = 0  # transactions committed (or tried): fewer than requests under load
+        self.writes = LastWrite()  # whether the latest group was stored (readiness)
         # Set while no body waits, no group commits and no connection is kept: the pool has
         # every connection this took back. Lets a caller wait for that instead of guessing.
         self.at_rest = asyncio.Event()
@@ -186,11 +188,13 @@ class GroupCommit:
                 results = await ingest_group(
                     self.database, connection, self.config, [waiting.body for waiting in group]
                 )
+                self.writes.succeeded(time.time())  # committed: ingest_group commits
                 self._expected = len(self._waiting) + len(group)  # once all are back
                 for waiting, result in zip(group, results, strict=True):
                     if not waiting.answer.done():
                         waiting.answer.set_result(result)
         except UNAVAILABLE as error:  # one log line for the group; each request a 503
+            self.writes.failed(f"cannot store webhooks ({describe_error(error)})", time.time())
             self.on_unavailable(error, len(group))
             for waiting in group:
                 if not waiting.answer.done():

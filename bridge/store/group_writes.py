@@ -125,10 +125,13 @@ def _in_transaction(
     sqlite_begin(connection, "FULL")  # the webhook path's commits always survive a power cut
     try:
         stored = _write_sqlite(connection, bodies, events, jobs)
+        connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
+        # would fail, and its error would hide the one that tells what happened.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
     return stored
 
 

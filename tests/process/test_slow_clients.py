@@ -126,8 +126,8 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(
 def test_connections_beyond_the_limit_get_503_at_once_and_service_resumes(
     bridge: BridgeProcess,
 ) -> None:
-    # Idle half-sent requests: uvicorn has no header timeout (a proxy's job, see README), so
-    # they stay open; the limit keeps them from piling up without bound.
+    # Idle half-sent requests hold their connections until BRIDGE_HEADER_TIMEOUT (10 s,
+    # longer than this test); meanwhile the limit keeps them from piling up without bound.
     idle = [connect(bridge) for _ in range(MAX_CONNECTIONS)]
     try:
         for sock in idle:

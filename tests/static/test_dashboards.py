@@ -145,6 +145,7 @@ def test_the_alert_rules_parse_and_name_exported_metrics(exported: set[str]) -> 
             alerts[rule["alert"]] = rule["expr"]
     assert set(alerts) == {
         "SmsBridgeOutboxStuck",
+        "SmsBridgeDatabaseDown",
         "SmsBridgeDeadLettersRising",
         "SmsBridgeWebhooksRefused",
         "SmsBridgeDestinationFailing",

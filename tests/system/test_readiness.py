@@ -46,7 +46,7 @@ async def test_ready_names_every_check_when_all_pass(database_url: str) -> None:
     async with running_bridge(database_url, CONFIG, console()) as bridge:
         checks = await ready(bridge, 200)
         health = await bridge.client.get("/healthz")
-    assert set(checks) == {"database", "schema", "worker", "destinations"}
+    assert set(checks) == {"database", "schema", "worker", "destinations", "writes"}
     assert all(check["ok"] for check in checks.values())
     assert checks["worker"]["detail"].startswith("last round")
     assert health.json() == {"status": "ok"}

@@ -59,3 +59,39 @@ def test_extra_fields_pass_the_privacy_filter_too(log_format: str) -> None:
         assert record["sender"] == "+32 470 •• •• 56"
         assert record["token"] == logs.HIDDEN
         assert record["job_id"] == 7 and record["level"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "tel:+32470123456",
+        "wa:32470123456",
+        "whatsapp:+32470123456",
+        "+32-470-12-34-56",
+        "+32.470.12.34.56",
+        "(+32) 470 123 456",
+        "+32 470-12-34-56",
+    ],
+)
+def test_numbers_are_masked_however_they_are_written(written: str) -> None:
+    redacted = logs.redact(f"sent to {written}.")
+    assert "+32 470 •• •• 56" in redacted and "123456" not in redacted.replace(" ", "")
+    assert redacted.endswith(".")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "update_id=123456789",
+        "{'update_id': 447700900450, 'message': {'message_id': 32470123456}}",
+        '{"update_id": 32470123456}',
+        "skipping update 123456789 from chat 8123456789",
+        "user 447700900450 (id 32470123456)",
+    ],
+)
+def test_ids_are_not_masked_as_numbers(line: str) -> None:
+    assert logs.redact(line) == line
+
+
+def test_a_whatsapp_id_is_the_customer_s_number_and_is_masked() -> None:
+    assert logs.redact('"wa_id": "32470123456"') == '"wa_id": "+32 470 •• •• 56"'

@@ -49,10 +49,17 @@ def test_sqlite_on_a_dyno_gets_a_loud_warning() -> None:
 def test_edge_limits_have_defaults_and_come_from_the_environment() -> None:
     defaults = Settings.from_env({})
     assert (defaults.body_timeout, defaults.keep_alive, defaults.max_connections) == (10.0, 5, 100)
+    assert defaults.header_timeout == 10.0
     tuned = Settings.from_env(
-        {"BRIDGE_BODY_TIMEOUT": "2.5", "BRIDGE_KEEP_ALIVE": "30", "BRIDGE_MAX_CONNECTIONS": "20"}
+        {
+            "BRIDGE_BODY_TIMEOUT": "2.5",
+            "BRIDGE_KEEP_ALIVE": "30",
+            "BRIDGE_MAX_CONNECTIONS": "20",
+            "BRIDGE_HEADER_TIMEOUT": "1.5",
+        }
     )
     assert (tuned.body_timeout, tuned.keep_alive, tuned.max_connections) == (2.5, 30, 20)
+    assert tuned.header_timeout == 1.5
 
 
 @pytest.mark.parametrize(
@@ -61,6 +68,8 @@ def test_edge_limits_have_defaults_and_come_from_the_environment() -> None:
         ("BRIDGE_BODY_TIMEOUT", "0"),
         ("BRIDGE_BODY_TIMEOUT", "soon"),
         ("BRIDGE_BODY_TIMEOUT", "nan"),
+        ("BRIDGE_HEADER_TIMEOUT", "0"),
+        ("BRIDGE_HEADER_TIMEOUT", "later"),
         ("BRIDGE_KEEP_ALIVE", "1.5"),
         ("BRIDGE_MAX_CONNECTIONS", "-3"),
     ],
