@@ -76,6 +76,20 @@ def _holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Holding:
+    """Who holds the connection and how: the holder's name, how often the hold is renewed and
+    how long it lasts, how often the link is checked, how long it may be down before a
+    fresh start, and the jitter of the retries."""
+
+    holder: str = field(default_factory=_holder_name)
+    renew_every: float = RENEW_EVERY
+    ttl: float = HOLD_TTL
+    ping_interval: float = PING_INTERVAL
+    down_for_at_most: float = DOWN_FOR_AT_MOST
+    rand: Callable[[], float] = random.random
+
+
 @dataclass
 class SlackSocket:
     """Holds the Socket Mode connection while this process holds the hold; `run()` until
@@ -87,26 +101,21 @@ class SlackSocket:
     api_url: str
     on_stored: Callable[[], None]
     now: Callable[[], float] = time.time
-    holder: str = field(default_factory=_holder_name)
-    renew_every: float = RENEW_EVERY
-    ttl: float = HOLD_TTL
-    ping_interval: float = PING_INTERVAL
-    rand: Callable[[], float] = random.random
-    down_for_at_most: float = DOWN_FOR_AT_MOST
-    connected: asyncio.Event = field(default_factory=asyncio.Event)  # for tests and readiness
+    holding: Holding = field(default_factory=Holding)
+    connected: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # for tests
 
     async def run(self) -> None:
         """Take the hold when free, connect while holding it, give it up on the way out."""
         while True:
             if not await self._take():
-                await asyncio.sleep(self.renew_every)
+                await asyncio.sleep(self.holding.renew_every)
                 continue
-            log.info("Slack Socket Mode: %s holds the connection", self.holder)
+            log.info("Slack Socket Mode: %s holds the connection", self.holding.holder)
             try:
                 await self._hold()
             finally:
                 await self._release()
-            await asyncio.sleep(self.renew_every)  # whoever took it over keeps it
+            await asyncio.sleep(self.holding.renew_every)  # whoever took it over keeps it
 
     async def _hold(self) -> None:
         """Connect and keep the hold until it is lost; the connection ends at once then."""
@@ -127,11 +136,11 @@ class SlackSocket:
         took it, or the database did not renew it while there was still time to be sure."""
         renewed_at = self.now()
         while True:
-            await asyncio.sleep(self.renew_every)
+            await asyncio.sleep(self.holding.renew_every)
             try:
                 held = await self._take_or_raise()
             except UNAVAILABLE as error:
-                if self.now() - renewed_at < self.ttl - 2 * self.renew_every:
+                if self.now() - renewed_at < self.holding.ttl - 2 * self.holding.renew_every:
                     log.warning("cannot renew the Socket Mode hold: %s", describe_error(error))
                     continue
                 log.error(
@@ -155,7 +164,7 @@ class SlackSocket:
                 try:
                     # slack-sdk retries a WebSocket that will not open forever, with the same
                     # URL: bounded here, a fresh client asks for a fresh URL.
-                    async with asyncio.timeout(self.down_for_at_most):
+                    async with asyncio.timeout(self.holding.down_for_at_most):
                         await client.connect_to_new_endpoint(force=True)
                 except _CONNECT_ERRORS as error:
                     trouble = _describe_refusal(error)
@@ -164,7 +173,7 @@ class SlackSocket:
             finally:
                 self.connected.clear()
                 await client.close()  # type: ignore[no-untyped-call]  # slack-sdk: no hints
-            wait = backoff(attempt, first=FIRST_RETRY, cap=LAST_RETRY, rand=self.rand)
+            wait = backoff(attempt, first=FIRST_RETRY, cap=LAST_RETRY, rand=self.holding.rand)
             attempt += 1
             log.error("Slack Socket Mode: %s; trying again in %.0fs", trouble, wait)
             await asyncio.sleep(wait)
@@ -180,10 +189,10 @@ class SlackSocket:
             else:
                 self.connected.clear()
                 down_since = time.monotonic() if down_since is None else down_since
-                if time.monotonic() - down_since >= self.down_for_at_most:
-                    return f"no connection for {self.down_for_at_most:.0f}s, starting over"
+                if time.monotonic() - down_since >= self.holding.down_for_at_most:
+                    return f"no connection for {self.holding.down_for_at_most:.0f}s, starting over"
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.ping_interval):
+                async with asyncio.timeout(self.holding.ping_interval):
                     await client.link_disabled.wait()
                     return (
                         "Slack disabled the connection (link_disabled): turn Socket Mode on "
@@ -196,7 +205,7 @@ class SlackSocket:
             app_token=self.app_token.get_secret_value(),
             logger=logging.getLogger("slack_sdk.socket_mode"),
             web_client=web_client,
-            ping_interval=self.ping_interval,
+            ping_interval=self.holding.ping_interval,
         )
         client.socket_mode_request_listeners.append(self._on_request)
         return client
@@ -232,7 +241,12 @@ class SlackSocket:
     async def _take_or_raise(self) -> bool:
         async with self.database.transaction() as connection:
             return await holds.take(
-                self.database, connection, HOLD, self.holder, now=self.now(), ttl=self.ttl
+                self.database,
+                connection,
+                HOLD,
+                self.holding.holder,
+                now=self.now(),
+                ttl=self.holding.ttl,
             )
 
     async def _take(self) -> bool:
@@ -247,7 +261,7 @@ class SlackSocket:
         the hold expires by itself."""
         try:
             async with self.database.transaction() as connection:
-                await holds.release(connection, HOLD, self.holder)
+                await holds.release(connection, HOLD, self.holding.holder)
         except UNAVAILABLE as error:
             log.warning("cannot give up the Slack Socket Mode hold: %s", describe_error(error))
 

@@ -51,7 +51,7 @@ class TelegramPoller:
     """Polls one bot while this process (`holder`) holds its hold; `run` until cancelled.
 
     `on_stored` is called when an update planned a reply (to wake the worker). The hold is
-    renewed every third of `hold_ttl`; it is released on the way out, so another process
+    renewed every third of `HOLD_TTL`; it is released on the way out, so another process
     need not wait it out after a clean stop."""
 
     database: Database
@@ -61,9 +61,7 @@ class TelegramPoller:
     holder: str
     on_stored: Callable[[], None]
     now: Callable[[], float] = time.time
-    poll_timeout: int = POLL_TIMEOUT
-    hold_ttl: float = HOLD_TTL
-    _said: set[str] = field(default_factory=set, repr=False)  # what was logged, said once
+    _said: set[str] = field(default_factory=set, repr=False, init=False)  # logged, said once
 
     @property
     def bot(self) -> str:
@@ -87,7 +85,7 @@ class TelegramPoller:
                         self._said.discard("holding")
                     else:
                         self._say("waiting", "Telegram bot %s: another process polls", self.bot)
-                        await asyncio.sleep(self.hold_ttl / 3)
+                        await asyncio.sleep(HOLD_TTL / 3)
                     failures = 0
                 except UNAVAILABLE as error:
                     log.warning("Telegram polling: database: %s", describe_error(error))
@@ -108,14 +106,14 @@ class TelegramPoller:
                 self.name,
                 self.holder,
                 now=self.now(),
-                ttl=self.hold_ttl,
+                ttl=HOLD_TTL,
             )
 
     async def _release(self) -> None:
         try:
             async with self.database.transaction() as connection:
                 await holds.release(connection, self.name, self.holder)
-        except UNAVAILABLE as error:  # it lapses by itself within hold_ttl
+        except UNAVAILABLE as error:  # it lapses by itself within HOLD_TTL
             log.warning("Telegram polling: could not release the hold: %s", describe_error(error))
 
     async def _poll_while_held(self) -> None:
@@ -124,7 +122,7 @@ class TelegramPoller:
         polling = asyncio.create_task(self._poll(), name=f"{self.name} getUpdates")
         try:
             while True:
-                done, _ = await asyncio.wait({polling}, timeout=self.hold_ttl / 3)
+                done, _ = await asyncio.wait({polling}, timeout=HOLD_TTL / 3)
                 if done or not await self._take():
                     break
         finally:
@@ -155,7 +153,7 @@ class TelegramPoller:
                     if not webhook_deleted:
                         webhook_deleted = await bot.delete_webhook()
                     updates = await bot.get_updates(
-                        offset=offset, timeout=self.poll_timeout, allowed_updates=ALLOWED_UPDATES
+                        offset=offset, timeout=POLL_TIMEOUT, allowed_updates=ALLOWED_UPDATES
                     )
                     offset = await self._store(updates, offset)
                 except _FAILURES as error:
@@ -183,7 +181,7 @@ class TelegramPoller:
         async with self.database.transaction() as connection:
             # Saved only by the holder: a poller that lost its hold leaves the offset alone.
             if await holds.take(
-                self.database, connection, self.name, self.holder, now=self.now(), ttl=self.hold_ttl
+                self.database, connection, self.name, self.holder, now=self.now(), ttl=HOLD_TTL
             ):
                 await facts_store.remember_telegram_offset(
                     self.database, connection, self.bot, offset

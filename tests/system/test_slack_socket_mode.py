@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from bridge.http import slack_socket
-from bridge.http.slack_socket import SlackSocket
+from bridge.http.slack_socket import Holding, SlackSocket
 from bridge.settings import normalise_database_url
 from bridge.store import holds
 from bridge.store.db import Database
@@ -211,9 +211,7 @@ async def test_one_holder_connects_and_another_takes_over_once_it_stops(
             SecretStr(FakeSlack.APP_TOKEN),
             slack.api_url,
             lambda: None,
-            holder=holder,
-            renew_every=0.1,
-            ttl=1.0,
+            holding=Holding(holder=holder, renew_every=0.1, ttl=1.0),
         )
 
     receivers = [receiver("web.1"), receiver("worker.1")]
@@ -230,7 +228,9 @@ async def test_one_holder_connects_and_another_takes_over_once_it_stops(
         # Someone else holds it now (as if the holder's renewals had failed for too long): the
         # holder closes its socket at once, well before the new hold could run out.
         async with database.transaction() as connection:
-            await holds.release(connection, slack_socket.HOLD, receivers[holding()[0]].holder)
+            await holds.release(
+                connection, slack_socket.HOLD, receivers[holding()[0]].holding.holder
+            )
             assert await holds.take(
                 database, connection, slack_socket.HOLD, "intruder", now=time.time(), ttl=1.0
             )
@@ -291,9 +291,7 @@ async def test_a_connection_that_will_not_come_back_is_started_over_with_a_fresh
         SecretStr(FakeSlack.APP_TOKEN),
         slack.api_url,
         lambda: None,
-        ping_interval=0.3,
-        down_for_at_most=1.5,
-        rand=lambda: 0.0,
+        holding=Holding(ping_interval=0.3, down_for_at_most=1.5, rand=lambda: 0.0),
     )
     running = asyncio.create_task(receiver.run())
     try:
