@@ -406,8 +406,13 @@ async def _plan_after_alert(
                 due=next_due,
             )
             next_due = next_due if added else None
-        elif latest.cleared_at != group.cleared_at:
-            # The cause went away while this was being sent: resolve what was just told.
+        elif latest.cleared_at != group.cleared_at or (
+            action is not Action.NOTHING and group.count > 0 and group.cleared_at is None
+        ):
+            # The cause went away while this was being sent: resolve what was just told, now.
+            # Otherwise (not tied to an event, which has its alert job already): checked when
+            # it is due.
+            cleared = latest.cleared_at != group.cleared_at
             await outbox_store.enqueue(
                 database,
                 connection,
@@ -415,17 +420,7 @@ async def _plan_after_alert(
                 destination=job.destination,
                 payload=AlertJob(group_id=group_id, resolve=True),
                 now=now,
-            )
-        elif action is not Action.NOTHING and group.count > 0 and group.cleared_at is None:
-            # Not tied to an event (which has its alert job already): checked when it is due.
-            await outbox_store.enqueue(
-                database,
-                connection,
-                event_id=None,
-                destination=job.destination,
-                payload=AlertJob(group_id=group_id, resolve=True),
-                now=now,
-                due=alerts.resolve_after_ends(group, route, now),
+                due=None if cleared else alerts.resolve_after_ends(group, route, now),
             )
         told = replace(notice, notified_at=now, notified_count=group.count, pending_at=next_due)
         await alerts_store.save_notice(connection, told)

@@ -99,18 +99,25 @@ async def post_note(
         sent = await adapter.send(part, conversation.thread)
         async with database.transaction() as connection:
             await conversations_store.record_message(
-                connection,
-                ChatMessage(
-                    destination=conversation.destination,
-                    chat=sent.chat,
-                    message=sent.message,
-                    conversation_id=conversation.id,
-                    outbox_id=None,
-                    part=index,
-                    gateway_messageid=None,
-                ),
-                now,
+                connection, _chat_message(conversation, sent, index), now
             )
+
+
+def _chat_message(
+    conversation: Conversation, sent: Sent, part: int, shown: Shown | None = None
+) -> ChatMessage:
+    """Part `part` of a chat message in the conversation's thread, as recorded: showing the
+    gateway message of `shown`, or a note of the bridge's own (None)."""
+    return ChatMessage(
+        destination=conversation.destination,
+        chat=sent.chat,
+        message=sent.message,
+        conversation_id=conversation.id,
+        outbox_id=None if shown is None else shown.outbox_id,
+        part=part,
+        gateway_messageid=None if shown is None else shown.gateway_messageid,
+        replied_to=None if shown is None else shown.replied_to,
+    )
 
 
 @dataclass(frozen=True)
@@ -203,18 +210,7 @@ async def _record(
             conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
         for entry in shown:
             await conversations_store.record_message(
-                connection,
-                ChatMessage(
-                    destination=conversation.destination,
-                    chat=sent.chat,
-                    message=sent.message,
-                    conversation_id=conversation.id,
-                    outbox_id=entry.outbox_id,
-                    part=part,
-                    gateway_messageid=entry.gateway_messageid,
-                    replied_to=entry.replied_to,
-                ),
-                now,
+                connection, _chat_message(conversation, sent, part, entry), now
             )
         await conversations_store.touch(
             connection, conversation.id, max(entry.at for entry in shown)

@@ -24,6 +24,15 @@ async def add(database: Database, connection: AsyncConnection, key: str, value: 
     return result.first() is not None
 
 
+async def put(database: Database, connection: AsyncConnection, key: str, value: str) -> None:
+    """Store `value` under `key`, replacing what the key held."""
+    await connection.execute(
+        database.insert(facts)
+        .values(key=key, value=value)
+        .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+    )
+
+
 async def get(connection: AsyncConnection, key: str) -> str | None:
     value = (await connection.execute(select(facts.c.value).where(facts.c.key == key))).scalar()
     return None if value is None else str(value)
@@ -54,11 +63,7 @@ async def remember_slack_team(
 ) -> None:
     """The Slack workspace (team id) a destination's token belongs to, as auth.test said at
     start-up; a later start-up with another workspace's token replaces it."""
-    await connection.execute(
-        database.insert(facts)
-        .values(key=_slack_team(destination), value=team)
-        .on_conflict_do_update(index_elements=["key"], set_={"value": team})
-    )
+    await put(database, connection, _slack_team(destination), team)
 
 
 async def slack_team(connection: AsyncConnection, destination: str) -> str | None:
@@ -74,12 +79,7 @@ async def remember_telegram_offset(
     database: Database, connection: AsyncConnection, bot: str, offset: int
 ) -> None:
     """The `offset` the bot's next getUpdates asks from: every update before it is stored."""
-    value = str(offset)
-    await connection.execute(
-        database.insert(facts)
-        .values(key=_telegram_offset(bot), value=value)
-        .on_conflict_do_update(index_elements=["key"], set_={"value": value})
-    )
+    await put(database, connection, _telegram_offset(bot), str(offset))
 
 
 async def telegram_offset(connection: AsyncConnection, bot: str) -> int | None:
