@@ -163,19 +163,5 @@ async def deliver_answer_shown(delivery: Delivery) -> None:
             except MessageGone:
                 pass  # someone deleted it: an update does not bring it back
         return
-    await threads.post_in_thread(
-        delivery.database,
-        delivery.adapter,
-        conversation,
-        parts,
-        title=render.thread_title(
-            conversation.sender, conversation.receiver, None, delivery.config
-        ),
-        outbox_id=job.id,
-        gateway_messageid=messageid,
-        # Showing an answer does not keep the conversation alive: only customer messages do.
-        at=conversation.last_message_at,
-        now=delivery.now(),
-        unsure_since=job.unsure_since,
-    )
+    await threads.post_aside(delivery, conversation, parts, gateway_messageid=messageid)
     await marks.mark_answered(delivery, conversation)

@@ -281,21 +281,8 @@ async def deliver_read(delivery: Delivery) -> None:
     live = [c for c in conversations if c is not None and c.thread is not None]
     if live:
         conversation = live[0]  # the newest: one line, where the customer last wrote
-        await threads.post_in_thread(
-            database,
-            delivery.adapter,
-            conversation,
-            delivery.adapter.render(render.read_post(event)),
-            title=render.thread_title(
-                conversation.sender, conversation.receiver, None, delivery.config
-            ),
-            outbox_id=job.id,
-            gateway_messageid=None,
-            # The line does not keep the conversation alive: only customer messages do.
-            at=conversation.last_message_at,
-            now=delivery.now(),
-            unsure_since=job.unsure_since,
-        )
+        parts = delivery.adapter.render(render.read_post(event))
+        await threads.post_aside(delivery, conversation, parts, gateway_messageid=None)
     async with database.transaction() as connection:
         await reports_store.count_read_shown(connection, messageid, 1 if live else 0)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
 from bridge.delivery import render
+from bridge.jobs import Delivery
 from bridge.store import conversations as conversations_store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
@@ -80,6 +81,32 @@ async def post_in_thread(
         shown = [Shown(outbox_id, gateway_messageid, replied_to, at)]
         conversation = await _record(database, conversation, sent, shown, now, part=index)
     return conversation
+
+
+async def post_aside(
+    delivery: Delivery,
+    conversation: Conversation,
+    parts: Sequence[Part],
+    *,
+    gateway_messageid: str | None,
+) -> None:
+    """Post the delivered job's lines that are not the customer's own words (a read line, an
+    answer shown from another destination) in the conversation's thread, recorded as any post
+    is; they keep the conversation alive no longer: only customer messages do."""
+    await post_in_thread(
+        delivery.database,
+        delivery.adapter,
+        conversation,
+        parts,
+        title=render.thread_title(
+            conversation.sender, conversation.receiver, None, delivery.config
+        ),
+        outbox_id=delivery.job.id,
+        gateway_messageid=gateway_messageid,
+        at=conversation.last_message_at,
+        now=delivery.now(),
+        unsure_since=delivery.job.unsure_since,
+    )
 
 
 async def post_note(
