@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import ChainMap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -92,10 +93,13 @@ async def delivery_parts(
             for detail in unusable.values():
                 log.error("destination %s", detail)
         await destinations.follow_moves(database, adapters)
-        refused = unusable | await destinations.start_all(adapters)
+        refused, token_refused = await destinations.start_all(adapters, config)
         await destinations.remember_teams(database, adapters)
+        # A destination whose token was refused gets no adapter, as one whose token is
+        # unset: the worker leaves its jobs waiting instead of burying them.
+        usable = {name: a for name, a in adapters.items() if name not in token_refused}
         try:
-            yield Parts(database, adapters, refused)
+            yield Parts(database, usable, unusable | refused)
         finally:
             await destinations.close_all(adapters)
     finally:
@@ -256,7 +260,7 @@ async def _serving(
             database,
             task,
             lambda: worker.heartbeat,
-            parts.refused,
+            ChainMap(worker.refused, dict(parts.refused)),  # live: refusals while running too
             writers,
             lambda: worker.trouble,
         )

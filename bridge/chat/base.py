@@ -107,6 +107,12 @@ class Found:
 ORIGIN = "origin"  # the `Part.extra` key that carries a part's `Origin`
 
 
+class TokenRefused(Permanent):
+    """The platform refused the destination's own token (invalid, revoked, account
+    deactivated): nothing goes there until the token is replaced, so its jobs wait in the
+    outbox instead of failing for good."""
+
+
 class ThreadGone(Permanent):
     """The conversation's thread no longer exists (deleted topic): start a new one."""
 

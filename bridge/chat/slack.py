@@ -25,7 +25,7 @@ from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import Permanent, Reason, Retryable
 
 from . import slack_text
-from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, Tone
+from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, TokenRefused, Tone
 from .split import split
 from .text import neutralise
 
@@ -56,7 +56,6 @@ _RETRYABLE_ERRORS = {
 TOKEN_REFUSED = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 )
-_AUTH_ERRORS = TOKEN_REFUSED | {"missing_scope"}
 _HINTS = {
     "channel_not_found": " — check the channel id and invite the bot to the channel",
     "not_in_channel": " — invite the bot to the channel",
@@ -196,7 +195,7 @@ class SlackAdapter:
         self.team: str | None = None  # the token's workspace (auth.test); None: not started
 
     async def start(self) -> None:
-        """Open a pooled connection and check the token with auth.test (→ Permanent(AUTH)).
+        """Open a pooled connection and check the token with auth.test (→ TokenRefused).
 
         auth.test also tells the token's scopes (`x-oauth-scopes`): with
         `chat:write.customize`, customer messages are posted under the customer's number; and
@@ -440,7 +439,9 @@ def _classify(where: str, error: SlackApiError) -> Retryable | Permanent:
         return Permanent(Reason.NOT_FOUND, detail)
     if code == "not_in_channel":
         return Permanent(Reason.FORBIDDEN, detail)
-    if code in _AUTH_ERRORS:
+    if code in TOKEN_REFUSED:
+        return TokenRefused(Reason.AUTH, detail)
+    if code == "missing_scope":
         return Permanent(Reason.AUTH, detail)
     return Permanent(Reason.BAD_REQUEST, detail)
 

@@ -46,6 +46,7 @@ from .base import (
     Sent,
     ThreadClosed,
     ThreadGone,
+    TokenRefused,
     Tone,
 )
 from .split import cut
@@ -173,10 +174,10 @@ class TelegramAdapter:
         try:
             self._bot = Bot(token, base_url=f"{api_url}/bot", request=request)
         except InvalidToken:
-            raise Permanent(Reason.AUTH, f"{self._where}: no bot token configured") from None
+            raise TokenRefused(Reason.AUTH, f"{self._where}: no bot token configured") from None
 
     async def start(self) -> None:
-        """Initialize the bot (getMe): a rejected token raises Permanent(AUTH)."""
+        """Initialize the bot (getMe): a rejected token raises TokenRefused."""
         await self._call(self._bot.initialize())
 
     async def close(self) -> None:
@@ -383,7 +384,7 @@ class TelegramAdapter:
                 seconds = _retry_after(error)
                 return Retryable(Reason.RATE_LIMITED, f"{where}: flood control", seconds)
             case InvalidToken():
-                return Permanent(Reason.AUTH, f"{where}: the bot token was rejected")
+                return TokenRefused(Reason.AUTH, f"{where}: the bot token was rejected")
             case Forbidden():
                 return Permanent(Reason.FORBIDDEN, f"{where}: {error.message}")
             case TimedOut():

@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from bridge.chat.base import ChatAdapter
+from bridge.chat.base import ChatAdapter, TokenRefused
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
-from bridge.config import Config, Destination, SlackTarget, TelegramTarget, missing_tokens
+from bridge.config import (
+    Config,
+    Destination,
+    SlackTarget,
+    TelegramTarget,
+    missing_tokens,
+    token_advice,
+)
 from bridge.delivery.pacing import spacing_for
 from bridge.errors import DeliveryError, Permanent
 from bridge.settings import Settings
@@ -77,22 +84,44 @@ async def follow_moves(database: Database, adapters: Mapping[str, ChatAdapter]) 
                 adapter.follow(int(moved_to))
 
 
-async def start_all(adapters: Mapping[str, ChatAdapter]) -> dict[str, str]:
+async def start_all(
+    adapters: Mapping[str, ChatAdapter], config: Config
+) -> tuple[dict[str, str], set[str]]:
     """Check every destination's token. A failure is logged, not fatal: webhooks must still be
     stored while someone fixes the token, and the worker keeps the jobs.
 
     Returns the destinations refused for good (token rejected, chat unknown) and why, for
-    `/readyz`; a platform that was merely unreachable is not among them.
+    `/readyz`, and those whose token itself was refused: like one whose token variable is
+    unset, their jobs wait in the outbox. A platform that was merely unreachable is in
+    neither.
     """
-    refused = {}
+    refused, token_refused = {}, set()
     for name, adapter in adapters.items():
         try:
             await adapter.start()
+        except TokenRefused as error:
+            refused[name] = refused_token(config, name, error)
+            token_refused.add(name)
+            log.error("destination %s", refused[name])
         except DeliveryError as error:
             log.error("destination %s is not usable yet: %s", name, error.detail)
             if isinstance(error, Permanent):
                 refused[name] = error.detail
-    return refused
+    return refused, token_refused
+
+
+def refused_token(config: Config, name: str, error: TokenRefused) -> str:
+    """Why destination `name` is not delivering, naming its token variable and the fix, in
+    the form `/readyz` shows it."""
+    destination = config.destinations.get(name)
+    target = destination.target if destination is not None else None
+    if destination is None or not isinstance(target, SlackTarget | TelegramTarget):
+        return f"{error.detail}; its messages wait in the outbox"
+    variable = target.token_env
+    return (
+        f"{error.detail}; the token in {variable} was refused, so its messages wait in the "
+        f"outbox: {token_advice(destination, variable)}"
+    )
 
 
 async def remember_teams(database: Database, adapters: Mapping[str, ChatAdapter]) -> None:

@@ -1,5 +1,6 @@
 """What a failed attempt leads to: a retry at its time (`RetryPolicy`), or a dead letter
-and, the first time a destination fails for good, a notice to on-call.
+and, the first time a destination fails for good, a notice to on-call. A job whose
+destination's token was refused does neither: it waits in the outbox for a good token.
 
 A 429 with Retry-After holds its destination back for every worker (`pacing`). An outage is
 one log line per destination and reason, not one per message, until it delivers again.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bridge.chat.base import TokenRefused
 from bridge.config import Config
 from bridge.delivery.counters import DeliveryCounters
 from bridge.delivery.pacing import Pacer
@@ -47,6 +49,9 @@ class FailureRecorder:
     async def failed(self, job: Job, error: DeliveryError, now: float) -> None:
         """Retry `job` later or keep it as a dead letter, as the policy says for `error`."""
         message = f"{error.reason}: {error.detail}"
+        if isinstance(error, TokenRefused):
+            await self._wait(job, error)
+            return
         if error.reason is Reason.RATE_LIMITED and isinstance(error, Retryable):
             if error.retry_after is not None:
                 async with self.database.transaction() as connection:
@@ -79,6 +84,30 @@ class FailureRecorder:
             )
             return
         await self._bury(job, error, now, fields)
+
+    async def _wait(self, job: Job, error: TokenRefused) -> None:
+        """Give `job` back as pending, neither retried on a schedule nor buried: its
+        destination's token was refused, and the worker claims nothing more for it until a
+        restart brings a new token."""
+        async with self.database.transaction() as connection:
+            await outbox_store.release(connection, [job.id])
+        self.counters.failed(job, error, dead=False)
+        level = self._first_time(job.destination, error.reason, logging.ERROR)
+        log.log(
+            level,
+            "job %d to %s waits in the outbox: the token was refused (%s)",
+            job.id,
+            job.destination,
+            error.detail,
+            extra={
+                "job_id": job.id,
+                "destination": job.destination,
+                "kind": job.kind,
+                "event_id": job.event_id,
+                "reason": str(error.reason),
+                "outcome": "waiting",
+            },
+        )
 
     async def _bury(
         self, job: Job, error: DeliveryError, now: float, fields: dict[str, object]

@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.chat import spacing
-from bridge.chat.base import ChatAdapter, ChatMoved
+from bridge.chat.base import ChatAdapter, ChatMoved, TokenRefused
 from bridge.config import Config
-from bridge.delivery import moves
+from bridge.delivery import destinations, moves
 from bridge.delivery.claims import Claimer
 from bridge.delivery.counters import DeliveryCounters
 from bridge.delivery.failures import FailureRecorder
@@ -123,6 +123,9 @@ class Worker:
         self.heartbeat: float | None = None  # time.monotonic() of the loop's last round
         self.writes = LastWrite()  # its claims and records of outcomes (readiness)
         self.trouble: str | None = None  # what keeps the loop from starting or going round
+        # Destinations whose token the platform refused while running, and why (readiness):
+        # nothing more is claimed for them, so their jobs wait for a restart with a new token.
+        self.refused: dict[str, str] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -238,7 +241,8 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             return 0
         now = self.now()
-        claim = await self.claimer.claim(self.adapters, min(free, CLAIM_BATCH), now)
+        usable = [name for name in self.adapters if name not in self.refused]
+        claim = await self.claimer.claim(usable, min(free, CLAIM_BATCH), now)
         claimed_at = time.monotonic()
         for job, due in claim.heads:
             not_before = claimed_at + (due - now)
@@ -321,6 +325,9 @@ class Worker:
 
     async def _failed(self, job: Job, error: DeliveryError) -> None:
         await self.claimer.hand_back(job, set(), started=True)
+        if isinstance(error, TokenRefused) and job.destination not in self.refused:
+            why = destinations.refused_token(self.config, job.destination, error)
+            self.refused[job.destination] = why
         await self.failures.failed(job, error, self.now())
 
     async def _deliver(self, job: Job) -> tuple[float | None, tuple[Follower, ...]]:

@@ -2,9 +2,9 @@
 
 `/healthz` only says the process answers. Readiness also needs a database that answers a
 trivial query within a second, a schema that is not behind, a delivery loop that has been
-round recently (in a process that runs one), destinations whose credentials were accepted at
-start-up, and writes that go through: the latest of the webhooks' and of the worker's
-succeeded (a full disk still answers every read). The decisions are pure functions;
+round recently (in a process that runs one), destinations whose credentials were accepted
+(at start-up and since), and writes that go through: the latest of the webhooks' and of the
+worker's succeeded (a full disk still answers every read). The decisions are pure functions;
 `Probe.checks` does the I/O.
 """
 
@@ -91,11 +91,11 @@ def _utc(at: float | None) -> str | None:
 
 
 def destinations_check(refused: Mapping[str, str]) -> Check:
-    """Destinations whose credentials (or chat) the platform refused at start-up, or whose
-    token variable is not set: `detail` says which."""
+    """Destinations whose credentials (or chat) the platform refused, at start-up or since,
+    or whose token variable is not set: `detail` says which."""
     if refused:
         reasons = "; ".join(f"{name}: {detail}" for name, detail in sorted(refused.items()))
-        return Check("destinations", False, f"refused at start-up: {reasons}")
+        return Check("destinations", False, f"refused: {reasons}")
     return Check("destinations", True, "every destination accepted its credentials")
 
 
@@ -110,7 +110,7 @@ class Probe:
     database: Database
     worker_task: asyncio.Task[None] | None  # None: this process runs no worker
     heartbeat: Callable[[], float | None]  # the worker's last round
-    refused: Mapping[str, str]  # destinations refused at start-up, and why
+    refused: Mapping[str, str]  # destinations refused (read at each probe), and why
     writers: Mapping[str, LastWrite] = field(default_factory=dict)  # this process's writers
     trouble: Callable[[], str | None] = lambda: None  # what keeps the worker from going round
     _query: asyncio.Task[int] | None = field(default=None, init=False)

@@ -1,6 +1,7 @@
 """`GET /readyz`: 503 naming the reason when the database does not answer within a second, the
 schema is behind, the delivery loop stopped going round, or a destination's credentials were
-refused at start-up; 200 with every check otherwise. `/healthz` stays a bare liveness check."""
+refused (at start-up or since); 200 with every check otherwise. `/healthz` stays a bare
+liveness check."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ async def test_not_ready_when_a_destination_refused_its_token(
         stored = await bridge.post(sample("inbox_message"))
     assert checks["destinations"]["ok"] is False
     detail = checks["destinations"]["detail"]
-    assert detail.startswith("refused at start-up: support: slack destination 'support'")
+    assert detail.startswith("refused: support: slack destination 'support'")
     assert "invalid_auth" in detail and "sales" not in detail
     assert "xoxb-revoked" not in detail
     assert stored.status_code == 200  # webhooks are still stored meanwhile
