@@ -50,7 +50,7 @@ class FailureRecorder:
         """Retry `job` later or keep it as a dead letter, as the policy says for `error`."""
         message = f"{error.reason}: {error.detail}"
         if isinstance(error, TokenRefused):
-            await self._wait(job, error)
+            await self._wait(job, error, now)
             return
         if error.reason is Reason.RATE_LIMITED and isinstance(error, Retryable):
             if error.retry_after is not None:
@@ -85,12 +85,13 @@ class FailureRecorder:
             return
         await self._bury(job, error, now, fields)
 
-    async def _wait(self, job: Job, error: TokenRefused) -> None:
+    async def _wait(self, job: Job, error: TokenRefused, now: float) -> None:
         """Give `job` back as pending, neither retried on a schedule nor buried: its
         destination's token was refused, and the worker claims nothing more for it until a
-        restart brings a new token."""
+        restart brings a new token. On-call is told (once per repeat interval)."""
         async with self.database.transaction() as connection:
             await outbox_store.release(connection, [job.id])
+        await notices.destination_failed(self.database, self.config, job.destination, error, now)
         self.counters.failed(job, error, dead=False)
         level = self._first_time(job.destination, error.reason, logging.ERROR)
         log.log(

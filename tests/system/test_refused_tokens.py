@@ -118,3 +118,29 @@ async def test_a_token_revoked_while_running_keeps_its_jobs_waiting(
             await deliver_all(bridge)
     assert await statuses(database_url) == {"support": "done", "sales": "done"}
     assert len(slack.posts("C0SUPPORT")) == 1
+
+
+async def test_on_call_is_told_once_when_a_running_destinations_token_is_refused(
+    database_url: str, slack: FakeSlack
+) -> None:
+    clock = Clock()
+    config = make_config({"alerts": {"to": ["nl-team"]}})
+    board = io.StringIO()
+    chosen = destinations(slack, SUPPORT_TOKEN)
+    chosen["nl-team"] = ConsoleAdapter("nl-team", board)
+    with accepted(slack, SUPPORT_TOKEN):
+        async with running_bridge(
+            database_url, config, chosen, run_worker=False, now=clock
+        ) as bridge:
+            slack.tokens.discard(SUPPORT_TOKEN)  # revoked once the bridge started
+            await bridge.post(inbox(CUSTOMER, "where is my order?", receiver=LINE_FR))
+            await bridge.post(inbox(CUSTOMER, "hello?", receiver=LINE_FR))
+            await deliver_all(bridge)
+    told = board.getvalue()
+    assert told.count("support") >= 1 and "invalid_auth" in told
+    notices = [
+        job
+        for job in await rows(database_url, select(outbox.c.kind, outbox.c.destination))
+        if job.kind == "notice"
+    ]
+    assert [job.destination for job in notices] == ["nl-team"]  # once, for both waiting jobs
