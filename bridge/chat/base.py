@@ -23,6 +23,15 @@ class Quote:
     when: str
 
 
+@dataclass(frozen=True)
+class Moment:
+    """A point in time for a post's small print: `at` (Unix seconds) for platforms that show
+    each reader their own clock (Slack's `<!date>`), `text` as everyone else reads it."""
+
+    at: float
+    text: str
+
+
 class Tone(Enum):
     """How a post should strike the eye: adapters show it as a colour or an emoji."""
 
@@ -36,12 +45,19 @@ class Post:
     """One logical chat message, before any platform formatting.
 
     `heading` is shown bold (left out when empty: a later post in a thread), `context` as
-    small print (one item each), `body` verbatim, exactly as written. `author` is who wrote it
-    (the customer), for platforms that can show a post under another name.
+    small print (one item each), `moment` after it, `body` verbatim, exactly as written.
+    `author` is who wrote it (the customer), for platforms that can show a post under another
+    name.
+
+    `titled`: the heading (the customer's number, `author`) and context say what the thread's
+    title says (who, on which line, over what), so a platform that shows the author's name
+    leaves the heading out, and one that shows the title beside the post (a Telegram topic)
+    leaves both out. `quiet`: not the customer's words nor a page, so nobody needs a
+    notification for it (read lines, notes): platforms that can deliver it silently.
 
     `more`: further posts shown in the same chat message after this one, in order (a
-    conversation's waiting messages combined): each shows its context, quote and body; their
-    heading, mention, author and tone are this post's.
+    conversation's waiting messages combined): each shows its context, quote and body; all
+    else is this post's.
     """
 
     heading: str
@@ -52,6 +68,9 @@ class Post:
     author: str | None = None
     tone: Tone = Tone.PLAIN
     more: tuple[Post, ...] = ()
+    moment: Moment | None = None
+    titled: bool = False
+    quiet: bool = False
 
 
 @dataclass(frozen=True)

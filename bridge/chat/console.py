@@ -10,6 +10,7 @@ import itertools
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TextIO
 
 from .base import Found, Origin, Part, Post, Sent, Tone
@@ -57,7 +58,8 @@ class ConsoleAdapter:
         lines[0] += _TONE_MARKS[post.tone] + sanitize(post.heading)
         if not lines[0]:
             lines.pop()  # a later post in a thread: its context says enough
-        for entry in (post, *post.more):
+        moment = (post.moment.text,) if post.moment is not None else ()
+        for entry in (replace(post, context=(*post.context, *moment)), *post.more):
             if entry.context:
                 lines.append("  " + " · ".join(sanitize(item) for item in entry.context))
             if entry.quote is not None:

@@ -25,7 +25,18 @@ from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import Permanent, Reason, Retryable
 
 from . import slack_text
-from .base import ORIGIN, Found, MessageGone, Origin, Part, Post, Sent, TokenRefused, Tone
+from .base import (
+    ORIGIN,
+    Found,
+    MessageGone,
+    Moment,
+    Origin,
+    Part,
+    Post,
+    Sent,
+    TokenRefused,
+    Tone,
+)
 from .split import split
 from .text import neutralise
 
@@ -237,9 +248,13 @@ class SlackAdapter:
         as rich_text blocks of ≤3000 characters, shown exactly as written, URLs as links; then
         each of `post.more` the same way under its own context line.
 
-        The `text` fallback (notifications, screen readers) has the same content as lines.
+        The `text` fallback (notifications, screen readers) has the same content as lines; for
+        a customer's post (`author`) the customer's words come first, so a push preview shows
+        them. Posted under the customer's number (chat:write.customize), a `titled` post does
+        not repeat it as its heading. The `moment` is a `<!date>`: each reader sees their clock.
         """
-        heading = escape(post.heading[:HEADING_LIMIT])
+        shown_as_author = post.titled and bool(self.customize)
+        heading = "" if shown_as_author else escape(post.heading[:HEADING_LIMIT])
         mention = f"{post.mention} " if post.mention else ""
         head: list[dict[str, Any]] = []
         fallback: list[str] = []
@@ -248,16 +263,27 @@ class SlackAdapter:
             title = f"*{heading}*" if heading else ""
             head.append(_section(f"{mention}{mark}{title}".rstrip()))
             fallback.append(f"{mention}{mark}{heading}".rstrip())
-        if post.context:
-            head.append(_context([escape(item) for item in post.context]))
-            fallback.append(" · ".join(escape(item) for item in post.context))
+        context = [escape(item) for item in post.context]
+        dated = [*context]
+        if post.moment is not None:
+            context.append(escape(post.moment.text))
+            dated.append(_date(post.moment))
+        if context:
+            head.append(_context(dated))
+            fallback.append(" · ".join(context))
         blocks = _words(post)
         for later in post.more:
             if later.context:
-                context = [escape(item) for item in later.context]
-                blocks.append(_Block(_context(context), " · ".join(context), False))
+                small = [escape(item) for item in later.context]
+                blocks.append(_Block(_context(small), " · ".join(small), False))
             blocks.extend(_words(later))
-        parts = self._pack(heading or "(continued)", fallback, head, blocks)
+        parts = self._pack(
+            heading or "(continued)",
+            fallback,
+            head,
+            blocks,
+            words_first=post.author is not None,
+        )
         if post.author:
             author = neutralise(post.author)
             parts = [Part(p.text, {**p.extra, "author": author}) for p in parts]
@@ -269,11 +295,14 @@ class SlackAdapter:
         fallback: list[str],
         head: list[dict[str, Any]],
         blocks: list[_Block],
+        *,
+        words_first: bool = False,
     ) -> list[Part]:
         """Spread blocks over as few messages as Slack's per-message limits allow.
 
         When there are several, the first says `(1/3)` and later ones carry a `(2/3)` marker
-        and the heading, but not the mention again.
+        and the heading, but not the mention again. `words_first`: the first message's
+        fallback text starts with the blocks' words, then the heading and context.
         """
         messages: list[list[_Block]] = [[]]
         size = sum(_length(block) for block in head)
@@ -295,7 +324,9 @@ class SlackAdapter:
                     lines.append(marker)
             else:
                 top, lines = [_context([marker])], [f"{heading} {marker}"]
-            text = "\n".join([*lines, *_fallback(message)]) or " "
+            words = _fallback(message)
+            ordered = [*words, *lines] if words_first and number == 1 else [*lines, *words]
+            text = "\n".join(ordered) or " "
             parts.append(Part(text=text, extra={"blocks": [*top, *(b.block for b in message)]}))
         return parts
 
@@ -457,6 +488,11 @@ def _fallback(message: list[_Block]) -> list[str]:
             lines.append(block.fallback)
         joins = block.is_body
     return lines
+
+
+def _date(moment: Moment) -> str:
+    """`<!date^…>`: Slack shows the time on each reader's own clock, `text` where it cannot."""
+    return f"<!date^{int(moment.at)}^{{date_short_pretty}} {{time}}|{escape(moment.text)}>"
 
 
 def _dated(when: str) -> dict[str, Any]:

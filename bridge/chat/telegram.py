@@ -14,6 +14,7 @@ import json
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ HEADING_LIMIT = 1000
 _THREAD_GONE = ("message thread not found", "topic deleted", "topic_id_invalid", "topic_deleted")
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "🔴 ", Tone.RESOLVED: "🟢 "}
+SILENT = "disable_notification"  # the `Part.extra` key of a part sent without notification
 
 T = TypeVar("T")
 Wrap = Callable[[str, bool], str]  # (piece, is last piece) -> HTML
@@ -201,15 +203,21 @@ class TelegramAdapter:
 
     def render(self, post: Post) -> Sequence[Part]:
         """HTML parts, each ≤ 4096 visible characters; long quote/body continue in later parts.
-        Each of `post.more` follows under its own context line."""
+        Each of `post.more` follows under its own context line. In a topic, a `titled` post
+        leaves out what the topic's name says (heading and context); a `quiet` one is sent
+        without a notification."""
         # Made inert before measuring: the word joiners count towards the 4096.
         mention = f"{post.mention} " if post.mention else ""
-        heading = inert(_TONE_MARKS[post.tone] + post.heading[:HEADING_LIMIT])
+        named_by_topic = post.titled and self.topics
+        heading = "" if named_by_topic else post.heading[:HEADING_LIMIT]
+        heading = inert(_TONE_MARKS[post.tone] + heading) if heading else ""
         messages = [_Message()]
         if heading or mention:
             line = f"{mention}<b>{escape(heading)}</b>" if heading else mention.rstrip()
             messages[0].add(line, utf16_length(mention + heading))
-        for entry in (post, *post.more):
+        moment = (post.moment.text,) if post.moment is not None else ()
+        first = replace(post, context=(*(() if named_by_topic else post.context), *moment))
+        for entry in (first, *post.more):
             if entry.context:
                 context = [inert(item) for item in entry.context]
                 line = " · ".join(f"<i>{escape(item)}</i>" for item in context)
@@ -219,10 +227,12 @@ class TelegramAdapter:
                 messages[-1].add(line, visible)
             self._words(messages, entry)
         total = len(messages)
-        first = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
-        parts = [Part(text="\n".join(first))]
+        extra: dict[str, object] = {SILENT: True} if post.quiet else {}
+        opening = messages[0].lines + ([f"<i>(1/{total})</i>"] if total > 1 else [])
+        parts = [Part(text="\n".join(opening), extra=dict(extra))]
         for number, message in enumerate(messages[1:], start=2):
-            parts.append(Part(text="\n".join([f"<i>({number}/{total})</i>", *message.lines])))
+            text = "\n".join([f"<i>({number}/{total})</i>", *message.lines])
+            parts.append(Part(text=text, extra=dict(extra)))
         return parts
 
     def _words(self, messages: list[_Message], post: Post) -> None:
@@ -300,6 +310,7 @@ class TelegramAdapter:
                     text=part.text,
                     parse_mode=ParseMode.HTML,
                     link_preview_options=_NO_PREVIEW,
+                    disable_notification=True if part.extra.get(SILENT) else None,
                     message_thread_id=int(thread) if thread and self.topics else None,
                     reply_parameters=(
                         ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)

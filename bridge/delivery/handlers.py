@@ -110,9 +110,12 @@ async def _combined_count(delivery: Delivery, event: InboxMessage, opens_thread:
     events = [event, *(follower.event for follower in delivery.followers)]
     received = [delivery.received_at, *(f.received_at for f in delivery.followers)]
     count = 1 if started else combining.one_conversation(received, config.idle_after)
+    posted_at = delivery.now()
 
     def fits(messages: int) -> bool:
-        post = render.combined_post(events[:messages], config, opens_thread=opens_thread)
+        post = render.combined_post(
+            events[:messages], config, opens_thread=opens_thread, posted_at=posted_at
+        )
         return len(adapter.render(post)) == 1
 
     return combining.most_that_fit(count, fits)
@@ -141,6 +144,7 @@ async def _post_combined(
             [by_job[message.outbox_id] for message in messages],
             config,
             opens_thread=opens_thread and untouched,
+            posted_at=delivery.now(),
         )
         parts = adapter.render(post)
         if len(parts) != 1:  # fewer messages than fitted never take more room
@@ -189,7 +193,9 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
     event = _event(delivery, InboxMessage)
     key = _payload(delivery, InboxJob).conversation
     job = delivery.job
-    post = render.inbox_post(event, delivery.config, opens_thread=opens_thread)
+    post = render.inbox_post(
+        event, delivery.config, opens_thread=opens_thread, posted_at=delivery.now()
+    )
     message = event.message
     posted = await threads.post_in_thread(
         delivery.database,

@@ -8,7 +8,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import phones
-from bridge.chat.base import Post, Quote, Tone
+from bridge.chat.base import Moment, Post, Quote, Tone
 from bridge.chat.limits import TELEGRAM_TOPIC_NAME
 from bridge.config import Config
 from bridge.phones import international
@@ -26,6 +26,7 @@ from bridge.store.alerts import Group
 
 CHANNEL_NAMES = {"sms": "SMS", "whatsapp": "WhatsApp"}
 DEFAULT_ZONE = "Europe/Brussels"  # Smstools' own, for accounts whose events name none
+CLOCK_SLACK = 60.0  # seconds the gateway's time may differ from the post's and go unsaid
 
 
 def line_label(receiver: str, config: Config) -> str:
@@ -77,10 +78,18 @@ def _channel_name(channel: str) -> str:
     return CHANNEL_NAMES.get(channel, channel)
 
 
-def inbox_post(event: InboxMessage, config: Config, *, opens_thread: bool = True) -> Post:
+def inbox_post(
+    event: InboxMessage,
+    config: Config,
+    *,
+    opens_thread: bool = True,
+    posted_at: float | None = None,
+) -> Post:
     """What the customer wrote and what it answers. The post that opens a thread says who
-    wrote, on which line, over SMS or WhatsApp and when; later posts only `SMS · 09:14` (the
-    line is the thread's own, so it never changes within one)."""
+    wrote, on which line, over SMS or WhatsApp (`titled`: the thread's title says the same),
+    and when, only if the gateway's time differs from `posted_at` (Unix seconds; None: always)
+    by more than a minute; later posts only `SMS · 09:14` (the line is the thread's own, so
+    it never changes within one)."""
     message, zone = event.message, event.timezone
     quote = None
     if event.isreply is not None and event.isreply.orig_message_content:
@@ -98,29 +107,40 @@ def inbox_post(event: InboxMessage, config: Config, *, opens_thread: bool = True
             quote=quote,
             author=author,
         )
-    sent_at = stamp(message.date, zone) if message.date else "time unknown"
-    if zone and message.date:
-        sent_at = f"{sent_at} ({zone})"
+    moment = None
+    if message.date:
+        at = _instant(message.date, zone)
+        if posted_at is None or abs(posted_at - at) > CLOCK_SLACK:
+            sent_at = stamp(message.date, zone)
+            moment = Moment(at=at, text=f"{sent_at} ({zone})" if zone else sent_at)
     return Post(
         heading=author,
-        context=(
-            f"to {line_label(message.receiver, config)}",
-            _channel_name(message.type),
-            sent_at,
-        ),
+        context=(f"to {line_label(message.receiver, config)}", _channel_name(message.type)),
         body=body,
         quote=quote,
         author=author,
+        moment=moment,
+        titled=True,
     )
 
 
+def _instant(value: datetime, timezone: str) -> float:
+    """A gateway date as Unix seconds: a naive one is on the account's wall clock."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=_zone(timezone))
+    return aware.timestamp()
+
+
 def combined_post(
-    events: Sequence[InboxMessage], config: Config, *, opens_thread: bool = True
+    events: Sequence[InboxMessage],
+    config: Config,
+    *,
+    opens_thread: bool = True,
+    posted_at: float | None = None,
 ) -> Post:
     """A conversation's waiting messages as one post, in the order given: the first as
     `inbox_post` shows it, each later one under its own short time line (`SMS · 09:14`)."""
     first, *later = events
-    post = inbox_post(first, config, opens_thread=opens_thread)
+    post = inbox_post(first, config, opens_thread=opens_thread, posted_at=posted_at)
     more = tuple(inbox_post(event, config, opens_thread=False) for event in later)
     return replace(post, more=more)
 
@@ -136,7 +156,7 @@ def read_post(report: ReadReport) -> Post:
     )
     if message.content:
         line += f': "{snippet(message.content)}"'
-    return Post(heading="", context=(line,))
+    return Post(heading="", context=(line,), quiet=True)
 
 
 PLATFORM_NAMES = {"slack": "Slack", "telegram": "Telegram", "console": "console"}
@@ -151,6 +171,7 @@ def answer_shown_post(author: str, destination: str, platform: str, text: str, s
         heading=f"Answered by {author} in {where}",
         context=(status, "sent to the customer, shown here so nobody answers twice"),
         body=text,
+        quiet=True,
     )
 
 
@@ -330,6 +351,7 @@ def alert_post(
         body="\n".join(lines),
         mention=mention,
         tone=Tone.FIRING if firing else Tone.PLAIN,
+        quiet=not firing,
     )
 
 
@@ -442,6 +464,7 @@ def failure_note_post(report: DeliveryReport) -> Post:
         context=tuple(context),
         body=describe_delivery(message.delivery_code, message.delivery_code_detail),
         quote=Quote(text=message.content, when=sent) if message.content else None,
+        quiet=True,
     )
 
 
@@ -451,6 +474,7 @@ def thread_closed_post() -> Post:
         heading="This conversation continues here",
         context=("its previous topic is closed and the bot may not reopen it",),
         body="To let the bot reopen closed topics, give it the Manage topics right.",
+        quiet=True,
     )
 
 

@@ -19,14 +19,20 @@ from typing import Literal
 from bridge import phones
 from bridge.chat.base import Post, Sent
 from bridge.config import Replies
-from bridge.delivery import answers, marks, threads
+from bridge.delivery import answers, marks, render, threads
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.smstools import sms_parts
-from bridge.smstools.api import ACCOUNT_CODES, REFUSALS, SendOutcomeUnknown, SmstoolsPermanent
-from bridge.smstools.webhooks import DELIVERY_CODES, describe_delivery
+from bridge.smstools.api import (
+    ACCOUNT_CODES,
+    DASHBOARD,
+    SendOutcomeUnknown,
+    SmstoolsPermanent,
+    refusal,
+)
+from bridge.smstools.webhooks import ACCOUNT_WIDE_DETAILS, DELIVERY_CODES, describe_delivery
 from bridge.store import conversations as conversations_store
 from bridge.store import replies as replies_store
 from bridge.store import reports as reports_store
@@ -38,10 +44,19 @@ log = logging.getLogger(__name__)
 # The reactions on an agent's message, each also one of Telegram's allowed reaction emoji.
 ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "🤔"
 
-MAY_HAVE_BEEN_SENT = "may not have been sent: check before sending again"
+WARNING = "⚠️"
+MAY_HAVE_BEEN_SENT = (
+    "may not have been sent",
+    f"look for it in {DASHBOARD}'s sent messages before sending it again",
+)
 NO_MESSAGEID = (
-    "Your answer was accepted by the gateway, but its message id is unknown (the answer was "
-    "not the documented JSON): delivery reports cannot be matched to it."
+    "was accepted by the gateway, but its message id is unknown (the answer was not the "
+    "documented JSON), so its delivery reports cannot be shown",
+    f"look for it in {DASHBOARD}'s sent messages",
+)
+OUT_OF_CREDIT = (
+    "not sent: the account is out of credit; on-call has been told",
+    "send it again once credit is back",
 )
 
 # States in which the bridge or the gateway would not send the answer (`unknown` is neither
@@ -58,7 +73,7 @@ async def deliver_reply(delivery: Delivery) -> None:
     if reply.state == replies_store.SENDING:
         # An earlier attempt called the gateway and never learnt the outcome.
         await _settle(
-            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
+            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, *MAY_HAVE_BEEN_SENT
         )
         return
     if reply.state == replies_store.DECLINED:
@@ -96,9 +111,9 @@ async def deliver_reply(delivery: Delivery) -> None:
     await marks.mark_answered(delivery, conversation)
     await show_status(delivery, payload.reply_id)
     if accepted.messageid is None:
-        await _note(delivery, conversation, NO_MESSAGEID)
+        await _note(delivery, conversation, await _about(delivery, reply, *NO_MESSAGEID))
     if media:
-        await _note(delivery, conversation, media.strip())
+        await _note(delivery, conversation, await _about(delivery, reply, *MEDIA_LEFT_OUT))
 
 
 async def _stored_reply(delivery: Delivery, reply_id: int) -> tuple[Reply, Conversation, str]:
@@ -122,9 +137,9 @@ async def _stored_reply(delivery: Delivery, reply_id: int) -> tuple[Reply, Conve
 
 async def _outgoing(
     delivery: Delivery, reply: Reply, conversation: Conversation, body: str
-) -> tuple[str, str] | None:
-    """The SMS text, and the note to add when an attachment was left out; None when the
-    reply is not to be sent (it is settled here, saying why)."""
+) -> tuple[str, bool] | None:
+    """The SMS text, and whether an attachment was left out; None when the reply is not to
+    be sent (it is settled here, saying why)."""
     destination = delivery.config.destinations.get(reply.destination)
     settings = destination.replies if destination is not None else None
     if destination is None or settings is None:
@@ -133,38 +148,47 @@ async def _outgoing(
     if not isinstance(message, AgentMessage):
         raise Permanent(Reason.CONFIG, f"reply {reply.id}: {message.why}")
     text = await delivery.adapter.plain_text(message.text) if message.text else ""
-    media = " Only text is sent: the attachment was not." if message.media else ""
     if await _kept_internal(delivery, reply, conversation, text, settings):
         return None
     async with delivery.database.transaction() as connection:
         stopped = await replies_store.opted_out(
             connection, conversation.receiver, conversation.sender
         )
-    refused = _not_sent(stopped, text, media, settings.max_parts)
+    refused = _not_sent(stopped, text, message.media, settings.max_parts)
     if refused is not None:
-        state, why = refused
-        await _settle(delivery, reply, conversation, state, FAILED, why)
+        state, why, step = refused
+        await _settle(delivery, reply, conversation, state, FAILED, why, step)
         return None
     if delivery.smstools is None:
         raise Permanent(Reason.CONFIG, "SMSTOOLS_CLIENT_ID / SMSTOOLS_CLIENT_SECRET are not set")
-    return text, media
+    return text, message.media
 
 
-def _not_sent(stopped: bool, text: str, media: str, max_parts: int) -> tuple[str, str] | None:
-    """The state a reply that is not to be sent is left in, and why; None: it goes."""
+MEDIA_LEFT_OUT = (
+    "was sent as text only: the attachment was not",
+    "send the attachment another way if the customer needs it",
+)
+
+
+def _not_sent(stopped: bool, text: str, media: bool, max_parts: int) -> tuple[str, str, str] | None:
+    """The state a reply that is not to be sent is left in, why, and the agent's next step;
+    None: it goes."""
     if stopped:
         return (
             replies_store.BLOCKED,
-            "was not sent: the customer wrote STOP and gets no further answers.",
+            "was not sent: the customer wrote STOP and gets no further answers",
+            "reach the customer another way if it matters",
         )
     if not text:
-        return replies_store.REFUSED, "was not sent." + media
+        why = "only text can be sent, and it has none" if media else "it has no text"
+        return replies_store.REFUSED, f"was not sent: {why}", "write the answer as text"
     parts = sms_parts.parts(text)
     if parts > max_parts:
-        return replies_store.TOO_LONG, (
+        return (
+            replies_store.TOO_LONG,
             f"was not sent: {parts} SMS parts ({len(text)} characters, "
-            f"{sms_parts.encoding(text)}); "
-            f"at most {max_parts} are allowed. Shorten it and send again."
+            f"{sms_parts.encoding(text)}); at most {max_parts} are allowed",
+            "shorten it and send it again",
         )
     return None
 
@@ -194,7 +218,7 @@ async def _send(
         )
     except SendOutcomeUnknown:
         await _settle(
-            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, MAY_HAVE_BEEN_SENT
+            delivery, reply, conversation, replies_store.UNKNOWN, UNKNOWN, *MAY_HAVE_BEEN_SENT
         )
         return None
     except SmstoolsPermanent as error:
@@ -202,10 +226,9 @@ async def _send(
             await notices.destination_failed(
                 database, delivery.config, "Smstools API", error, now()
             )
-        why = REFUSALS.get(error.code or "", error.detail)
-        await _settle(
-            delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}."
-        )
+        why, step = refusal(error.code, error.detail)
+        state, why = replies_store.REFUSED, f"was not sent: {why}"
+        await _settle(delivery, reply, conversation, state, FAILED, why, step)
         return None
     except Retryable:
         # It never reached Smstools, or Smstools answered 503 / 429: safe to try again. (A
@@ -256,8 +279,22 @@ async def show_status(delivery: Delivery, reply_id: int) -> None:
         async with delivery.database.transaction() as connection:
             conversation = await conversations_store.get(connection, reply.conversation_id)
         if conversation is not None:
-            reason = describe_delivery(code, status.delivery_detail)
-            await _note(delivery, conversation, f"Your answer was not delivered: {reason}.")
+            what, step = _undelivered(code, status.delivery_detail)
+            await _note(delivery, conversation, await _about(delivery, reply, what, step))
+
+
+def _undelivered(code: int | None, detail: int | None) -> tuple[str, str]:
+    """What the gateway's failure report means for the agent whose answer it was, and their
+    next step: for a cause of the whole account, that on-call has been told."""
+    if detail == render.CREDIT:
+        return OUT_OF_CREDIT
+    if detail in ACCOUNT_WIDE_DETAILS:
+        return (
+            f"not sent: {describe_delivery(code, detail)}; on-call has been told",
+            "send it again once on-call has fixed it",
+        )
+    step = render.NEXT_STEPS.get(detail, render.DEFAULT_STEP) if detail is not None else ""
+    return f"was not delivered: {describe_delivery(code, detail)}", step or render.DEFAULT_STEP
 
 
 async def _show(delivery: Delivery, reply: Reply, emoji: str) -> None:
@@ -282,8 +319,10 @@ async def _settle(
     state: str,
     emoji: str,
     why: str,
+    step: str,
 ) -> None:
-    """Record why the answer was not (or maybe not) sent, and say so in the thread."""
+    """Record why the answer was not (or maybe not) sent, and say so in the thread, with the
+    agent's next `step`."""
     async with delivery.database.transaction() as connection:
         await replies_store.set_state(connection, reply.id, state, delivery.now(), problem=why)
     if state in _REFUSED:
@@ -298,13 +337,17 @@ async def _settle(
         extra={"destination": reply.destination, "job_id": delivery.job.id, "outcome": state},
     )
     await _show(delivery, reply, emoji)
-    await _note(delivery, conversation, f"Your answer {why}")
+    await _note(delivery, conversation, await _about(delivery, reply, why, step))
 
 
 async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation) -> None:
-    """A reply refused on the request path (`agent_messages.decide`): say why in the thread."""
-    why = f"was not sent: {reply.problem or 'it may not be sent'}."
-    await _settle(delivery, reply, conversation, replies_store.REFUSED, FAILED, why)
+    """A reply refused on the request path (`agent_messages.decide`): say why in the thread
+    (its `problem` ends with the next step)."""
+    why, _, step = (reply.problem or "it may not be sent").partition(" — ")
+    step = step or "ask on-call why"
+    await _settle(
+        delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}", step
+    )
 
 
 async def _kept_internal(
@@ -316,9 +359,10 @@ async def _kept_internal(
         return False
     why = (
         f'was not sent: as the customer would read it, it starts with "{settings.prefix}", '
-        "which marks an internal note."
+        "which marks an internal note"
     )
-    await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why)
+    step = "reword its start if it was meant for the customer"
+    await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why, step)
     return True
 
 
@@ -328,9 +372,30 @@ def _count(delivery: Delivery, reply: Reply, outcome: str) -> None:
         delivery.count_reply(reply.destination, outcome)
 
 
+def note_text(what: str, step: str) -> str:
+    """The one form of every note to the agents: `⚠️ <what happened to which message> —
+    <one next step>`."""
+    return f"{WARNING} {what} — {step}"
+
+
+async def _about(delivery: Delivery, reply: Reply, what: str, step: str) -> str:
+    """A note about the reply, naming it by its first words as the customer would read them
+    (`Your answer “Refund approved, see you…” was not sent: …`)."""
+    async with delivery.database.transaction() as connection:
+        body = await replies_store.event_body(connection, reply.chat_event_id)
+    destination = delivery.config.destinations.get(reply.destination)
+    message = stored_message(destination.kind, body) if destination and body else None
+    text = ""
+    if isinstance(message, AgentMessage) and message.text:
+        text = await delivery.adapter.plain_text(message.text)
+    named = f"Your answer “{render.snippet(text)}”" if text.strip() else "Your answer"
+    return note_text(f"{named} {what}", step)
+
+
 async def _note(delivery: Delivery, conversation: Conversation, text: str) -> None:
-    """A note for the agents in the conversation's thread, part of its reply chain."""
-    parts = delivery.adapter.render(Post(heading="Bridge", body=text))
+    """A note for the agents in the conversation's thread, part of its reply chain; it
+    notifies nobody."""
+    parts = delivery.adapter.render(Post(heading="", body=text, quiet=True))
     await threads.post_note(
         delivery.database, delivery.adapter, conversation, parts, now=delivery.now()
     )
@@ -368,12 +433,12 @@ async def note_opt_out(
 ) -> None:
     """Tell the conversation's thread that the customer opted out, or back in."""
     if keyword == "start":
-        text = "The customer opted back in (a start word): answers are sent to them again."
-    elif settings.start_words:
-        words = " or ".join(sorted(settings.start_words))
-        text = (
-            f"The customer opted out (STOP): answers are not sent to them until they write {words}."
-        )
+        what = "The customer opted back in (a start word): answers are sent to them again"
+        step = "answer as usual"
     else:
-        text = "The customer opted out (STOP): answers are no longer sent to them."
-    await _note(delivery, conversation, text)
+        what = "The customer opted out (STOP): answers are no longer sent to them"
+        step = "reach them another way if it matters"
+        if settings.start_words:
+            words = " or ".join(sorted(settings.start_words))
+            what = f"The customer opted out (STOP): answers are not sent until they write {words}"
+    await _note(delivery, conversation, note_text(what, step))

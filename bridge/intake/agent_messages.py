@@ -72,7 +72,8 @@ class Ignored:
 
 @dataclass(frozen=True)
 class Declined:
-    """An answer that must not reach the customer; the thread is told `why`."""
+    """An answer that must not reach the customer; the thread is told `why`, which ends with
+    ` — ` and the agent's next step."""
 
     why: str
 
@@ -236,7 +237,7 @@ def decide(
     if message.anonymous and replies.allow is not None:
         return Declined(
             "it was written by an anonymous group admin, who cannot be checked against "
-            'replies.allow; turn off "Remain anonymous" to answer customers'
+            'replies.allow — turn off "Remain anonymous" and send it again'
         )
     if replies.allow is not None and message.user not in replies.allow:
         return Ignored("the member is not in replies.allow")
@@ -244,12 +245,15 @@ def decide(
         return Declined(
             "its author belongs to another organisation's Slack workspace (a shared "
             "channel); only this workspace's members may answer customers, and those "
-            "named in replies.allow"
+            "named in replies.allow — ask one of them to answer"
         )
     if replies.prefix and is_internal_note(message.text, replies.prefix):
         return Ignored("an internal note")
     if message.command:
-        return Declined(f"{message.text.strip()} is a bot command, not an answer for the customer")
+        return Declined(
+            f"{message.text.strip()} is a bot command, not an answer for the customer — "
+            "write the answer without it"
+        )
     return None
 
 

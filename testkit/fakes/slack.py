@@ -42,6 +42,7 @@ _MAX_RICH_TEXT = 4000
 # `groups:read` included so `smsbridge doctor` can look at the channels.
 DEFAULT_SCOPES = (
     "chat:write",
+    "chat:write.customize",
     "reactions:write",
     "channels:read",
     "groups:read",

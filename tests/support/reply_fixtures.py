@@ -212,4 +212,4 @@ async def thread_of_customer(bridge: Bridge, slack: FakeSlack) -> str:
 
 
 def notes(slack: FakeSlack) -> list[str]:
-    return [p.text or "" for p in slack.posts("C0SUPPORT") if (p.text or "").startswith("Bridge")]
+    return [p.text or "" for p in slack.posts("C0SUPPORT") if (p.text or "").startswith("⚠️")]

@@ -219,11 +219,11 @@ async def test_combined_posts_keep_order_and_split_at_slacks_block_and_size_limi
         await bridge.post([inbox("32470000002", f"2:{n}\n{filler}") for n in range(10)])
         await step(bridge, clock, SLACK_PACE, times=10)
     first = [p for p in slack.posts("C0SUPPORT") if shown(p.text)[0].startswith("1:")]
-    # A message holds 45 blocks (Slack allows 50): a heading, then a time line and the words
-    # of each message; then the thread's next post, without the heading.
+    # A message holds 45 blocks (Slack allows 50): the first message's line, channel and time,
+    # its words, then a time line and the words of each later one; then the thread's next post.
     assert [len(shown(p.text)) for p in first] == [22, 8]
     assert [m for p in first for m in shown(p.text)] == [f"1:{n}" for n in range(30)]
-    assert [len(block_kinds(p)) for p in first] == [2 + 2 * 22 - 1, 2 * 8]
+    assert [len(block_kinds(p)) for p in first] == [1 + 2 * 22 - 1, 2 * 8]
     # 36,000 characters a message: four of 8,000, then the next post.
     second = [p for p in slack.posts("C0SUPPORT") if shown(p.text)[0].startswith("2:")]
     assert [len(shown(p.text)) for p in second] == [4, 4, 2]
@@ -294,7 +294,7 @@ async def test_every_gateway_id_of_a_combined_post_maps_to_it_and_its_read_line_
                 await reports_store.shown_at(connection, event["message"]["id"]) for event in body
             ]
     combined, line = slack.posts("C0SUPPORT")
-    assert (combined.text or "").split("\n")[2:] == [
+    assert (combined.text or "").split("\n")[:-1] == [  # the customer's words first
         "Hello",
         "SMS · 10:00",
         "> Your parcel 5531 will be delivered tomorrow",  # what the second message answers

@@ -92,7 +92,7 @@ async def test_retry_one_id_after_the_bot_was_invited_delivers_that_one_only(
     ) as bridge:
         await bridge.worker.drain()
     (post,) = slack.posts("C0SALES")
-    assert post.text is not None and post.text.endswith("secret order 0")
+    assert post.text is not None and post.text.startswith("secret order 0\n")
     jobs = await statuses(database_url)
     assert [jobs[id][1] for id in dead] == ["done", "dead", "dead"]
     assert jobs[dead[0]][2] is None  # a delivered job carries no error
@@ -114,7 +114,7 @@ async def test_retry_all_delivers_every_dead_letter_once_in_order(
         database_url, make_config(), adapters(slack, telegram), run_worker=False
     ) as bridge:
         await bridge.worker.drain()
-    texts = [p.text and p.text.split("\n")[-1] for p in slack.posts("C0SALES")]
+    texts = [p.text and p.text.split("\n")[0] for p in slack.posts("C0SALES")]
     assert texts == [f"secret order {n}" for n in range(3)]
     assert {(await statuses(database_url))[id][1] for id in dead} == {"done"}
     assert await smsbridge("dead-letters", "list") == 0

@@ -278,10 +278,21 @@ def _for_customer(event: Event, number: str, index: int, kind: str) -> Event:
 
 
 def _texts(slack: FakeSlack, telegram: FakeTelegram, number: str) -> list[str]:
+    """What the customer's posts and notes say: those whose text, author (Slack) or topic
+    (Telegram) names the customer."""
     shown_as = international(number)
-    texts = [post.text or "" for post in slack.posts("C0SUPPORT")]
-    texts += [message.plain_text or "" for message in telegram.messages(FORUM)]
-    return [text for text in texts if shown_as in text or number in text]
+    topics = {topic.message_thread_id: topic.name for topic in telegram.topics(FORUM)}
+    texts = [
+        post.text or ""
+        for post in slack.posts("C0SUPPORT")
+        if post.params.get("username") == shown_as or number in (post.text or "")
+    ]
+    texts += [
+        message.plain_text or ""
+        for message in telegram.messages(FORUM)
+        if shown_as in topics.get(message.message_thread_id or 0, "")
+    ]
+    return [text for text in texts if text]
 
 
 def _wait(what: Callable[[], bool], timeout: float = 30) -> None:

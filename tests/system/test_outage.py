@@ -113,7 +113,7 @@ def delivered(platform: str, slack: FakeSlack, telegram: FakeTelegram) -> list[t
     """(thread, last line) of every accepted post, in arrival order."""
     if platform == "slack":
         return [
-            (p.thread_ts or p.ts, (p.text or "").split("\n")[-1]) for p in slack.posts("C0SUPPORT")
+            (p.thread_ts or p.ts, (p.text or "").split("\n")[0]) for p in slack.posts("C0SUPPORT")
         ]
     return [
         (str(m.message_thread_id), m.plain_text.split("\n")[-1]) for m in telegram.messages(FORUM)

@@ -183,8 +183,13 @@ async def test_a_reply_chain_answer_in_a_plain_group_is_sent_and_a_photo_gets_a_
     assert [(s.sender, s.message) for s in smstools.sent()] == [
         (GROUP_LINE, "Bonjour, c'est noté.")
     ]
-    notes_in_group = [m.plain_text for m in telegram.messages(GROUP) if "Bridge" in m.plain_text]
-    assert len(notes_in_group) == 1 and "Only text is sent" in notes_in_group[0]
+    notes_in_group = [
+        m.plain_text for m in telegram.messages(GROUP) if m.plain_text.startswith("⚠️")
+    ]
+    assert notes_in_group == [
+        "⚠️ Your answer was not sent: only text can be sent, and it has none — write the "
+        "answer as text"
+    ]
 
 
 async def test_slack_mentions_become_display_names(
@@ -229,10 +234,29 @@ async def test_each_permanent_error_becomes_a_thread_note_and_is_not_retried(
         await bridge.drain()
     assert len(smstools.calls("/message/send")) == 1
     (note,) = notes(slack)
-    assert "was not sent" in note and says in note
+    # One form: ⚠️, which answer and what happened to it, one next step.
+    assert note.startswith("⚠️ Your answer “Answer” was not sent: ") and says in note
+    assert note.count(" — ") == 1 and note.split(" — ")[1]
     assert [r.name for r in slack.reactions("C0SUPPORT") if r.ts == ts] == ["-1"]
     statuses = {status for (status,) in await rows(sqlite_url, select(outbox.c.status))}
     assert statuses == {"done"}
+
+
+async def test_a_closed_whatsapp_window_says_what_the_agent_can_do_now(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+) -> None:
+    async with bridge_for(sqlite_url, slack, telegram, smstools) as bridge:
+        thread = await thread_of_customer(bridge, slack)
+        smstools.set_error("137")
+        answer = "Refund approved, see you tomorrow at the shop"
+        await bridge.slack(slack_event(answer, thread, slack.post_as_member("C0SUPPORT")))
+        await bridge.drain()
+    (note,) = notes(slack)
+    assert note == (
+        "⚠️ Your answer “Refund approved, see you…” was not sent: the customer last wrote on "
+        "WhatsApp over 24 hours ago, so free text may not be sent — answer by SMS instead, or "
+        "send a WhatsApp template (templates are made in the Smstools dashboard, under WhatsApp)"
+    )
 
 
 async def test_a_send_cut_off_after_it_was_made_is_never_sent_again(
@@ -263,7 +287,10 @@ async def test_a_send_cut_off_after_it_was_made_is_never_sent_again(
         await asyncio.sleep(0.05)
     assert len(smstools.calls("/message/send")) == 1 and len(smstools.sent()) == 1
     (note,) = notes(slack)
-    assert "may not have been sent: check before sending again" in note
+    assert note == (
+        "⚠️ Your answer “Answer” may not have been sent — look for it in the Smstools "
+        "dashboard's sent messages before sending it again"
+    )
     assert [r.name for r in slack.reactions("C0SUPPORT") if r.ts == ts] == ["thinking_face"]
 
 

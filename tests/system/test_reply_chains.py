@@ -102,7 +102,7 @@ def telegram_notes(telegram: FakeTelegram, chat: int) -> list[tuple[int, str]]:
     return [
         (m.message_id, m.plain_text)
         for m in telegram.messages(chat)
-        if m.plain_text.startswith("Bridge")
+        if m.plain_text.startswith("⚠️")
     ]
 
 
@@ -154,7 +154,7 @@ async def test_a_reply_to_the_bridges_own_note_is_sent(
         )
         await bridge.drain()
         (media_note, media_text), (command_note, command_text) = telegram_notes(telegram, GROUP)
-        assert "Only text is sent" in media_text and "bot command" in command_text
+        assert "only text can be sent" in media_text and "bot command" in command_text
         await bridge.telegram(
             chain_update(telegram, GROUP, "Le texte, alors.", replying_to=media_note)
         )

@@ -68,7 +68,7 @@ async def bridge_with(
 
 
 def telegram_notes(telegram: FakeTelegram, chat: int) -> list[str]:
-    return [m.plain_text for m in telegram.messages(chat) if m.plain_text.startswith("Bridge")]
+    return [m.plain_text for m in telegram.messages(chat) if m.plain_text.startswith("⚠️")]
 
 
 async def forum_topic(bridge: Bridge, telegram: FakeTelegram) -> int:
@@ -297,8 +297,8 @@ async def test_a_slack_answer_with_a_file_sends_its_text_and_notes_that_the_file
         await bridge.drain()
     assert [s.message for s in smstools.sent()] == ["Here is your invoice."]
     sent_note, refused_note = notes(slack)
-    assert "Only text is sent" in sent_note and "was not sent" not in sent_note
-    assert "was not sent" in refused_note and "Only text is sent" in refused_note
+    assert "sent as text only" in sent_note and "was not sent" not in sent_note
+    assert "was not sent" in refused_note and "only text can be sent" in refused_note
     assert [r.name for r in slack.reactions("C0SUPPORT") if r.ts == with_text] == ["ok_hand"]
     assert [r.name for r in slack.reactions("C0SUPPORT") if r.ts == alone] == ["-1"]
 
@@ -381,7 +381,7 @@ async def test_telegram_text_links_are_sent_as_label_and_url_in_texts_and_captio
         "Your parcel, and the receipt (https://r.example/7).",
     ]
     (note,) = telegram_notes(telegram, FORUM)
-    assert "Only text is sent" in note
+    assert "sent as text only" in note
 
 
 # -- §3 STOP and START ---------------------------------------------------------------------

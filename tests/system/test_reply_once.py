@@ -46,7 +46,7 @@ from tests.support.reply_fixtures import (
     thread_of_customer,
 )
 
-MAY_NOT = "may not have been sent: check before sending again"
+MAY_NOT = "may not have been sent — look for it in the Smstools dashboard's sent messages"
 NIGHT_TOKEN = "654321:NIGHT-token"
 DAY_BOT, NIGHT_BOT = FakeTelegram.TOKEN.split(":")[0], NIGHT_TOKEN.split(":")[0]
 

@@ -218,7 +218,7 @@ async def test_a_read_report_gives_a_thread_line_not_a_reaction(
         await bridge.post([read_report("unknown-to-the-bridge")])
         await settle(bridge, clock)
     root, *lines = slack.posts("C0SUPPORT")
-    assert (root.text or "").endswith("Great, thanks")
+    assert "\nGreat, thanks\n" in (root.text or "")
     assert slack.reactions() == []
     assert [line.thread_ts for line in lines] == [root.ts, root.ts]
     shown = sorted(line.text or "" for line in lines)

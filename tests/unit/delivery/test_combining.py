@@ -87,22 +87,27 @@ def test_each_message_of_a_combined_post_has_its_own_time_line_in_order_on_every
         "rich_text",
     ]
     assert [b["elements"][-1]["text"] for b in blocks if b["type"] == "context"] == [
-        "2026-11-26 09:10:00 (Europe/Brussels)",
+        "<!date^1795680600^{date_short_pretty} {time}|2026-11-26 09:10:00 (Europe/Brussels)>",
         "SMS · 09:11",
         "SMS · 09:12",
     ]
     words = [b["elements"][0]["elements"][0]["text"] for b in blocks if b["type"] == "rich_text"]
     assert words == ["Hello", "<!channel> is it <b>coming</b>?", "@everyone /start"]
-    assert slack_part.text.split("\n")[2:] == [
+    # The customer's words first (a push preview shows them), then who and where.
+    assert slack_part.text.split("\n") == [
         "Hello",
         "SMS · 09:11",
         "&lt;!channel&gt; is it &lt;b&gt;coming&lt;/b&gt;?",  # escaped as ever
         "SMS · 09:12",
         "@everyone /start",
+        "+32 470 00 00 01",
+        "to Support line (+32 460 20 00 00) · SMS · 2026-11-26 09:10:00 (Europe/Brussels)",
     ]
 
     (telegram_part,) = TelegramAdapter("nl-team", FakeTelegram.TOKEN, FORUM, True).render(post)
-    assert telegram_part.text.split("\n")[2:] == [
+    # In a topic, whose name says who and where, only the gateway's time comes first.
+    assert telegram_part.text.split("\n") == [
+        "<i>2026-11-26 09:10:00 (Europe/Brussels)</i>",
         "Hello",
         "<i>SMS · 09:11</i>",
         "&lt;!channel&gt; is it &lt;b&gt;coming&lt;/\u2060b&gt;?",

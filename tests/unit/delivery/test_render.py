@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from bridge.chat.base import Tone
+from bridge.chat.base import Moment, Tone
 from bridge.config import Config, build
 from bridge.delivery import render
 from bridge.smstools.webhooks import (
@@ -49,13 +50,27 @@ def inbox(content: str = "Where is my parcel?", **message: Any) -> InboxMessage:
 
 def test_the_post_opening_a_thread_says_who_on_which_line_how_and_when() -> None:
     post = render.inbox_post(inbox(), CONFIG, opens_thread=True)
-    assert post.heading == "+32 470 12 34 56"
-    assert list(post.context) == [
-        "to Support line (+32 460 20 00 00)",
-        "SMS",
-        "2026-01-01 09:14:00 (Europe/Brussels)",
-    ]
+    assert post.heading == "+32 470 12 34 56" and post.titled
+    assert list(post.context) == ["to Support line (+32 460 20 00 00)", "SMS"]
+    assert post.moment == Moment(at=WRITTEN_AT, text="2026-01-01 09:14:00 (Europe/Brussels)")
     assert post.body == "Where is my parcel?" and post.author == "+32 470 12 34 56"
+    assert not post.quiet  # the customer's words notify
+
+
+WRITTEN_AT = datetime(2026, 1, 1, 8, 14, tzinfo=UTC).timestamp()  # 09:14 in Brussels
+
+
+def test_the_gateway_time_is_shown_only_when_it_differs_from_the_post_by_over_a_minute() -> None:
+    for posted_at, shown in (
+        (WRITTEN_AT, False),
+        (WRITTEN_AT + 60, False),
+        (WRITTEN_AT - 60, False),
+        (WRITTEN_AT + 61, True),
+        (WRITTEN_AT - 61, True),
+        (WRITTEN_AT + 3600, True),
+    ):
+        post = render.inbox_post(inbox(), CONFIG, opens_thread=True, posted_at=posted_at)
+        assert (post.moment is not None) is shown, posted_at
 
 
 def test_later_posts_carry_only_the_text_and_a_short_context() -> None:
