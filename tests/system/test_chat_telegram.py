@@ -408,9 +408,10 @@ async def test_rejected_token_fails_start_as_auth_without_leaking_it(
 
 
 async def test_slow_bot_api_is_a_retryable_timeout(telegram: FakeTelegram) -> None:
-    adapter = make_adapter(telegram, GROUP, topics=False, timeout=0.3)
+    # Timeouts well apart: getMe at start must not be the call that times out on a busy machine.
+    adapter = make_adapter(telegram, GROUP, topics=False, timeout=1.5)
     await adapter.start()
-    telegram.set_slow(2.0, GROUP)
+    telegram.set_slow(6.0, GROUP)
     try:
         with pytest.raises(Retryable) as caught:
             await adapter.send(Part(text="x"), None)
