@@ -99,7 +99,7 @@ async def take_slack_event(
     """Store a Slack `event_callback` once per `event_id` and plan its reply, as
     `POST /slack/events` does; `on_stored` is called when a reply was planned. Raises one of
     `UNAVAILABLE` when the event could not be stored (the sender must send it again)."""
-    planned = await agent_messages.plan(
+    planning = agent_messages.plan(
         database,
         config,
         platform="slack",
@@ -108,6 +108,15 @@ async def take_slack_event(
         message=agent_messages.slack_message(envelope),
         now=now,
     )
+    return await woken_when_planned(planning, on_stored)
+
+
+async def woken_when_planned(
+    planning: Coroutine[Any, Any, agent_messages.Planned], on_stored: Callable[[], None]
+) -> agent_messages.Planned:
+    """Store and plan an agent's chat event (`planning`), then wake the worker (`on_stored`)
+    when it planned a reply: the one way every edge (posted, polled, Socket Mode) ends."""
+    planned = await planning
     if planned.reply_id is not None:
         on_stored()
     return planned
@@ -204,12 +213,10 @@ async def _answer(
 ) -> Response:
     """The platform's answer once `planning` stored the event: 503 when it could not."""
     try:
-        planned = await planning
+        planned = await woken_when_planned(planning, receiver.on_stored)
     except UNAVAILABLE as error:  # down, locked or too slow: the platform sends it again
         log.error("could not store a %s event: %s", platform, describe_error(error))
         return edge.error(503, "the event could not be stored; send it again", retry=True)
-    if planned.reply_id is not None:
-        receiver.on_stored()
     return JSONResponse({"ok": True, "duplicate": planned.duplicate})
 
 

@@ -24,6 +24,7 @@ from telegram.error import Conflict, Forbidden, InvalidToken, TelegramError
 from telegram.request import HTTPXRequest
 
 from bridge.config import Config
+from bridge.http.chat_events import woken_when_planned
 from bridge.intake import agent_messages
 from bridge.retry import backoff
 from bridge.store import facts as facts_store
@@ -172,11 +173,10 @@ class TelegramPoller:
         if not updates:
             return offset
         for update in updates:
-            planned = await agent_messages.plan_telegram_update(
+            planning = agent_messages.plan_telegram_update(
                 self.database, self.config, bot=self.bot, update=update.to_dict(), now=self.now()
             )
-            if planned.reply_id is not None:
-                self.on_stored()
+            await woken_when_planned(planning, self.on_stored)
         offset = updates[-1].update_id + 1
         async with self.database.transaction() as connection:
             # Saved only by the holder: a poller that lost its hold leaves the offset alone.
