@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,7 +85,8 @@ def play(workdir: Path) -> Recorded:
     smstools = FakeSmstools(balance=42.5)
     with FakeSlack() as slack, smstools, _bridge(workdir, slack, smstools) as bridge:
         slack.add_member(AGENT, AGENT_NAME)
-        members = _support_day(bridge, slack, smstools)
+        anne = _customers(bridge, slack)
+        members = [_answer_delivered(bridge, slack, smstools, anne)]
         _out_of_credit(bridge, slack, smstools)
         slack.wait_idle()
         return Recorded(
@@ -114,15 +116,16 @@ def _bridge(workdir: Path, slack: FakeSlack, smstools: FakeSmstools) -> Iterator
     bridge = BridgeProcess(["serve"], env, workdir / "serve.log").start()
     try:
         yield bridge
+    except Exception:
+        sys.stderr.write(f"the bridge's log ({bridge.log_path}) ends:\n{bridge.output()[-3000:]}")
+        raise
     finally:
         bridge.stop()
 
 
-def _support_day(
-    bridge: BridgeProcess, slack: FakeSlack, smstools: FakeSmstools
-) -> list[MemberMessage]:
-    """Three customers on two lines, a phone-off note, a read report, an agent's answer and
-    its receipt; returns the agent's message."""
+def _customers(bridge: BridgeProcess, slack: FakeSlack) -> str:
+    """Three customers on two lines, a phone-off note, a read report; returns the ts of the
+    first customer's thread."""
     first = _sample("inbox_message.json")
     first["message"]["content"] += " Tracking: https://example.com/t/5531"
     _webhook(bridge, first)
@@ -159,7 +162,14 @@ def _support_day(
     again["message"] |= {"id": "12345691", "content": "Is it *really* coming today?"}
     _webhook(bridge, again)
     _until(lambda: len(slack.posts(SUPPORT)) >= 6, "the customers' posts and notes")
-    answer = _answer(bridge, slack, anne, ANSWER)
+    return anne
+
+
+def _answer_delivered(
+    bridge: BridgeProcess, slack: FakeSlack, smstools: FakeSmstools, thread_ts: str
+) -> MemberMessage:
+    """An agent answers in the thread; Smstools accepts it and reports it delivered."""
+    answer = _answer(bridge, slack, thread_ts, ANSWER)
     _until(lambda: len(smstools.sent()) == 1, "the answer sent to Smstools")
     delivered = _sample("delivery_report_delivered.json")
     delivered["message"] |= {
@@ -170,7 +180,7 @@ def _support_day(
     }
     _webhook(bridge, delivered)
     _until(lambda: _named(slack, "+1") and _named(slack, "white_check_mark"), "the receipts")
-    return [answer]
+    return answer
 
 
 def _out_of_credit(bridge: BridgeProcess, slack: FakeSlack, smstools: FakeSmstools) -> None:

@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=IMAGES, help="where the PNGs go")
     parser.add_argument("--keep", action="store_true", help="keep the HTML and the bridge's log")
     arguments = parser.parse_args()
+    if not Path(CHROMIUM[0]).exists():
+        parser.exit(1, f"{CHROMIUM[0]} not found: install it (Debian: apt-get install chromium)\n")
     with tempfile.TemporaryDirectory(prefix="screenshots-") as work:
         workdir = Path(work) if not arguments.keep else Path(tempfile.mkdtemp(prefix="shots-"))
         recorded = play(workdir)
