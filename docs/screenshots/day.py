@@ -131,6 +131,7 @@ def _customers(bridge: BridgeProcess, slack: FakeSlack) -> str:
     _webhook(bridge, first)
     anne = _thread_of(slack, 1)
     _webhook(bridge, _sample("inbox_message_whatsapp_reply.json"))
+    _thread_of(slack, 2)  # one at a time: the channel shows them in this order
     chloe = _sample("inbox_message.json")
     chloe["webhook_id"] = "wh_chloe_1"
     chloe["message"] |= {
@@ -140,6 +141,7 @@ def _customers(bridge: BridgeProcess, slack: FakeSlack) -> str:
         "content": "Do you also deliver on Saturdays? I'm at work all week.",
     }
     _webhook(bridge, chloe)
+    _thread_of(slack, 3)
     phone_off = _sample("delivery_report_failed.json")
     phone_off["message"] |= {
         "content": "Your parcel 5531 will be delivered tomorrow",
@@ -200,7 +202,12 @@ def _out_of_credit(bridge: BridgeProcess, slack: FakeSlack, smstools: FakeSmstoo
     _webhook(bridge, *burst)
     _until(lambda: any("12 messages" in (e.text or "") for e in slack.edits(ONCALL)), "the alert")
     smstools.set_balance(250)
-    _until(lambda: any(p.thread_ts for p in slack.posts(ONCALL)), "the resolution")
+    _until(lambda: _resolved(slack), "the resolution, edited in and posted in the thread")
+
+
+def _resolved(slack: FakeSlack) -> bool:
+    edited = any("Resolved" in (edit.text or "") for edit in slack.edits(ONCALL))
+    return edited and any(post.thread_ts for post in slack.posts(ONCALL))
 
 
 def _sample(name: str) -> dict[str, Any]:
