@@ -192,16 +192,24 @@ class Bridge:
 
 @asynccontextmanager
 async def bridge_for(
-    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+    database_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    document: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> AsyncIterator[Bridge]:
+    """The bridge in-process on a clock of its own, worker run by `drain`: with `CONFIG`
+    (or `document`) and `env` (or `environ`)."""
     clock = Clock()
+    config = build(copy.deepcopy(document or CONFIG), "test config", env(smstools))
     async with running_bridge(
-        sqlite_url,
-        make_config(smstools),
+        database_url,
+        config,
         adapters(slack, telegram),
         run_worker=False,
         now=clock,
-        env=env(smstools),
+        env=environ or env(smstools),
     ) as running:
         yield Bridge(running, clock)
 

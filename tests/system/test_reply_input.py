@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge.config import build
 from bridge.store import facts as facts_store
 from bridge.store import replies as replies_store
 from bridge.store.db import Database
@@ -21,7 +20,6 @@ from bridge.store.schema import facts
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import GROUP_ANONYMOUS_BOT, FakeTelegram
-from tests.support.harness import Clock, running_bridge
 from tests.support.pipeline_fixtures import rows
 from tests.support.reply_fixtures import (
     CONFIG,
@@ -30,9 +28,7 @@ from tests.support.reply_fixtures import (
     GROUP_LINE,
     WA_CUSTOMER,
     Bridge,
-    adapters,
     bridge_for,
-    env,
     inbox,
     notes,
     slack_event,
@@ -54,17 +50,8 @@ async def bridge_with(
     document = copy.deepcopy(CONFIG)
     for name, settings in replies.items():
         document["destinations"][name]["replies"] = settings
-    clock = Clock()
-    config = build(document, "test config", env(smstools))
-    async with running_bridge(
-        sqlite_url,
-        config,
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=env(smstools),
-    ) as running:
-        yield Bridge(running, clock)
+    async with bridge_for(sqlite_url, slack, telegram, smstools, document) as bridge:
+        yield bridge
 
 
 def telegram_notes(telegram: FakeTelegram, chat: int) -> list[str]:

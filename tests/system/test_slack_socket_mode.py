@@ -25,10 +25,10 @@ from testkit.fakes.slack import FakeSlack
 from testkit.fakes.slack_socket import FakeSocketMode
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.harness import Clock, running_bridge, wait_until
+from tests.support.harness import wait_until
 from tests.support.reply_fixtures import (
     Bridge,
-    adapters,
+    bridge_for,
     env,
     make_config,
     slack_event,
@@ -56,16 +56,8 @@ async def socket_bridge(
     Mode only."""
     environ = env(smstools) | {"SLACK_APP_TOKEN": app_token, "SLACK_API_URL": slack.api_url}
     del environ["SLACK_SIGNING_SECRET"]
-    clock = Clock()
-    async with running_bridge(
-        database_url,
-        make_config(smstools),
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=environ,
-    ) as running:
-        yield Bridge(running, clock)
+    async with bridge_for(database_url, slack, telegram, smstools, environ=environ) as bridge:
+        yield bridge
 
 
 @asynccontextmanager
