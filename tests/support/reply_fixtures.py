@@ -219,5 +219,18 @@ async def thread_of_customer(bridge: Bridge, slack: FakeSlack) -> str:
     return slack.posts("C0SUPPORT")[0].ts
 
 
+def topic_message(telegram: FakeTelegram, topic: int, text: str) -> dict[str, Any]:
+    """An agent's message in a customer's forum topic, as a Bot API update carries it."""
+    return {
+        "message_id": telegram.post_as_member(FORUM, text),
+        "message_thread_id": topic,
+        "is_topic_message": True,
+        "from": {"id": 123456789, "is_bot": False, "first_name": "Agent"},
+        "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
+        "date": 1_800_000_000,
+        "text": text,
+    }
+
+
 def notes(slack: FakeSlack) -> list[str]:
     return [p.text or "" for p in slack.posts("C0SUPPORT") if (p.text or "").startswith("⚠️")]
