@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import SecretStr
 
@@ -422,10 +422,14 @@ def normalise_database_url(url: str, variable: str = "DATABASE_URL") -> str:
     url = url.strip()
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
+            _check_channel_binding(url, variable)
             return "postgresql+asyncpg://" + url[len(prefix) :]
     if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url[len("sqlite://") :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+    if url.startswith("postgresql+asyncpg://"):
+        _check_channel_binding(url, variable)
+        return url
+    if url.startswith("sqlite+aiosqlite://"):
         return url
     scheme = url.split("://", 1)[0] + "://" if "://" in url else "a URL without a scheme"
     raise SettingsError(
@@ -434,6 +438,25 @@ def normalise_database_url(url: str, variable: str = "DATABASE_URL") -> str:
             "sqlite:///path/to/file.db and postgresql://user:password@host:5432/database"
         ]
     )
+
+
+def _check_channel_binding(url: str, variable: str) -> None:
+    """libpq's `channel_binding` (Neon's URLs carry `require`): asyncpg binds no channel
+    (SCRAM-SHA-256 only, never -PLUS), so `prefer` and `disable` mean what it does anyway
+    (the store drops them) and `require` is refused rather than silently weakened."""
+    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key != "channel_binding" or value in ("prefer", "disable"):
+            continue
+        if value != "require":
+            problem = f"channel_binding={value} is not one of disable, prefer, require"
+        else:
+            problem = (
+                "channel_binding=require cannot be honoured: the bridge's PostgreSQL driver "
+                "(asyncpg) does not do channel binding, so it would connect without it; "
+                "remove channel_binding from the URL or set channel_binding=prefer (what "
+                "that gives up: docs/postgres-poolers.md)"
+            )
+        raise SettingsError([f"{variable}: {problem}"])
 
 
 def _direct_database_url(env: Mapping[str, str]) -> str | None:

@@ -6,8 +6,9 @@ Telegram reply chain: replying to any message of the chain, or under its root), 
 destination with `replies` on, from an allowed member, and does not start with the internal
 prefix (`note:`), however formatted or quoted. Everything else is kept in `chat_events` with
 why it was ignored. What an agent meant to send but may not (a member of another Slack
-workspace, an anonymous Telegram admin where `allow` is set, a bot command) is planned as a
-`declined` reply, so that the worker says in the thread why nothing was sent.
+workspace, a member not named in `allow`, an anonymous Telegram admin where `allow` is set,
+a bot command) is planned as a `declined` reply, so that the worker says in the thread why
+nothing was sent; an internal note is never declined, whoever wrote it.
 """
 
 from __future__ import annotations
@@ -233,22 +234,30 @@ def decide(
     message: AgentMessage, replies: Replies, own_team: str | None
 ) -> Ignored | Declined | None:
     """What becomes of a message in a bridged thread: None to send it, Ignored to drop it
-    without a word (not an answer), Declined to refuse it and say why in the thread."""
+    without a word (an internal note, whoever wrote it), Declined to refuse it and say why
+    in the thread."""
+    if replies.prefix and is_internal_note(message.text, replies.prefix):
+        return Ignored("an internal note")
     if message.anonymous and replies.allow is not None:
         return Declined(
             "it was written by an anonymous group admin, who cannot be checked against "
             'replies.allow — turn off "Remain anonymous" and send it again'
         )
     if replies.allow is not None and message.user not in replies.allow:
-        return Ignored("the member is not in replies.allow")
+        keep_internal = (
+            f'; a message that starts with "{replies.prefix}" stays between colleagues, '
+            "without this note"
+        )
+        return Declined(
+            "only the members named in replies.allow answer customers here — ask one of "
+            "them to answer" + (keep_internal if replies.prefix else "")
+        )
     if replies.allow is None and message.team and own_team and message.team != own_team:
         return Declined(
             "its author belongs to another organisation's Slack workspace (a shared "
             "channel); only this workspace's members may answer customers, and those "
             "named in replies.allow — ask one of them to answer"
         )
-    if replies.prefix and is_internal_note(message.text, replies.prefix):
-        return Ignored("an internal note")
     if message.command:
         return Declined(
             f"{message.text.strip()} is a bot command, not an answer for the customer — "

@@ -276,7 +276,10 @@ def describe_error(error: BaseException) -> str:
 
 
 def _driver_options(url: str) -> tuple[str, dict[str, Any]]:
-    """Turn libpq-style `sslmode=` (as PaaS add-ons give it) into asyncpg's `ssl` argument."""
+    """Turn libpq-style options (as PaaS add-ons give them) into asyncpg's: `sslmode=` into
+    its `ssl` argument; `channel_binding=prefer` or `disable` dropped, as asyncpg binds no
+    channel; `channel_binding=require` a ValueError (settings refuse it first, naming the
+    variable). Any other option stays in the URL."""
     if not url.startswith("postgresql"):
         return url, {}
     parts = urlsplit(url)
@@ -287,6 +290,9 @@ def _driver_options(url: str) -> tuple[str, dict[str, Any]]:
         if key == "sslmode":
             if value != "disable":
                 connect_args["ssl"] = value
+        elif key == "channel_binding":
+            if value == "require":
+                raise ValueError("channel_binding=require: asyncpg cannot bind the channel")
         else:
             kept.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(kept))), connect_args

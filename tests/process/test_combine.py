@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bridge.smstools.webhooks import InboxMessage, parse_event
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
 from tests.process.test_crash import Sender, slack_burst
-from tests.support.pipeline_fixtures import inbox
 from tests.support.traffic import check_threads_and_order, env_for, messages_in, wait_until_quiet
-
-
-def at(event: dict[str, Any], date: str) -> dict[str, Any]:
-    event["message"]["date"] = date
-    return event
-
-
-def events(*contents: str) -> list[InboxMessage]:
-    parsed = []
-    for minute, content in enumerate(contents):
-        event = parse_event(at(inbox("32470000001", content), f"2026-11-26 09:1{minute}:00"))
-        assert isinstance(event, InboxMessage)
-        parsed.append(event)
-    return parsed
-
 
 PACED_SLACK = """
 destinations:

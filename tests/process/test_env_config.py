@@ -98,52 +98,45 @@ def test_migrate_needs_only_database_url(fresh_dir: Path, tmp_path: Path) -> Non
     assert path.is_file()
 
 
-def test_web_and_worker_deliver_to_slack_with_only_environment_variables(
-    fresh_dir: Path, tmp_path: Path, slack: FakeSlack
+@pytest.mark.parametrize("platform", ["slack", "telegram"])
+def test_web_and_worker_deliver_with_only_environment_variables(
+    fresh_dir: Path, tmp_path: Path, slack: FakeSlack, telegram: FakeTelegram, platform: str
 ) -> None:
     url, _ = database(tmp_path)
+    destination = {
+        "slack": {
+            "SLACK_CHANNEL": CHANNEL,
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_API_URL": slack.api_url,
+        },
+        "telegram": {
+            "TELEGRAM_CHAT_ID": str(CHAT),
+            "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN,
+            "TELEGRAM_API_URL": telegram.url,
+        },
+    }[platform]
     env = {
         "DATABASE_URL": url,
         "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
-        "SLACK_CHANNEL": CHANNEL,
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_API_URL": slack.api_url,
+        **destination,
         "BRIDGE_WORKER": "0",
     }
+
+    def posted() -> list[str]:
+        if platform == "slack":
+            return [post.text or "" for post in slack.posts(CHANNEL)]
+        return [message.plain_text for message in telegram.messages(CHAT)]
+
     web = start(["serve"], env, fresh_dir, "web")
     worker = start(["worker"], env, fresh_dir, "worker")
     try:
         post_sample(web)
-        wait_for(lambda: slack.posts(CHANNEL), "the message posted in Slack")
+        wait_for(posted, f"the message posted in {platform}")
     finally:
         assert web.stop() in GRACEFUL, web.output()
         assert worker.stop() in GRACEFUL, worker.output()
-    (post,) = slack.posts(CHANNEL)
-    assert "Order 5531" in post.text
-
-
-def test_web_and_worker_deliver_to_telegram_with_only_environment_variables(
-    fresh_dir: Path, tmp_path: Path, telegram: FakeTelegram
-) -> None:
-    url, _ = database(tmp_path)
-    env = {
-        "DATABASE_URL": url,
-        "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
-        "TELEGRAM_CHAT_ID": str(CHAT),
-        "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN,
-        "TELEGRAM_API_URL": telegram.url,
-        "BRIDGE_WORKER": "0",
-    }
-    web = start(["serve"], env, fresh_dir, "web")
-    worker = start(["worker"], env, fresh_dir, "worker")
-    try:
-        post_sample(web)
-        wait_for(lambda: telegram.messages(CHAT), "the message posted in Telegram")
-    finally:
-        assert web.stop() in GRACEFUL, web.output()
-        assert worker.stop() in GRACEFUL, worker.output()
-    (message,) = telegram.messages(CHAT)
-    assert "Order 5531" in message.plain_text
+    (text,) = posted()
+    assert "Order 5531" in text
 
 
 def test_a_missing_token_keeps_its_jobs_waiting_while_the_other_destination_delivers(

@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,11 +19,11 @@ from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
+from tests.support.reply_fixtures import FORUM, topic_message
 from tests.support.traffic import LINE_A, env_for, send
 
 pytestmark = pytest.mark.slow
 
-FORUM = -1001234567890
 CUSTOMER = "32470123456"
 BOT = FakeTelegram.TOKEN.split(":")[0]
 TAKEOVER = 30.0  # seconds the issue allows between a poller's death and the next one's start
@@ -54,18 +53,6 @@ def poll(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) 
     while not condition():
         assert time.monotonic() < deadline, why()
         time.sleep(0.1)
-
-
-def answer(telegram: FakeTelegram, topic: int, text: str) -> dict[str, Any]:
-    return {
-        "message_id": telegram.post_as_member(FORUM, text),
-        "message_thread_id": topic,
-        "is_topic_message": True,
-        "from": {"id": 123456789, "is_bot": False, "first_name": "Agent"},
-        "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
-        "date": 1_800_000_000,
-        "text": text,
-    }
 
 
 def test_one_process_polls_and_another_takes_over_when_it_is_killed(
@@ -112,7 +99,7 @@ def test_one_process_polls_and_another_takes_over_when_it_is_killed(
             polling = next(p for p in processes if f":{p.pid}:" in first)
             other = next(p for p in processes if p is not polling)
 
-            telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "first answer"))
+            telegram.send_update(FakeTelegram.TOKEN, topic_message(telegram, topic, "first answer"))
             poll(lambda: len(smstools.sent()) == 1, 30, logs)
             # Both processes run: the other one waits, and nobody meets a 409.
             poll(lambda: "another process polls" in other.output(), 30, logs)
@@ -124,7 +111,9 @@ def test_one_process_polls_and_another_takes_over_when_it_is_killed(
 
             assert polling.kill() == -9
             killed_at = time.monotonic()
-            telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "second answer"))
+            telegram.send_update(
+                FakeTelegram.TOKEN, topic_message(telegram, topic, "second answer")
+            )
             poll(lambda: len(smstools.sent()) == 2, TAKEOVER + 10, logs)
             taken_over_in = time.monotonic() - killed_at
             now_polling = holder(database_url)

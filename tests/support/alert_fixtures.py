@@ -1,5 +1,5 @@
-"""A test config with an alerts section, adapters for the fakes, and report events:
-shared by the tests of delivery reports, read reports and alerts."""
+"""A test config with an alerts section, adapters for the fakes, report and inbox events:
+shared by the tests of delivery reports, read reports, alerts, retention and erasure."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from testkit.fakes.telegram import FakeTelegram
 
 SLACK_TOKEN = "xoxb-test"
 ONCALL_CHAT = -1009999
+LINE = "32460200000"  # the customers' line; its inbox messages go to the default, support
 ENV = {"SLACK_BOT_TOKEN": SLACK_TOKEN, "TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN}
 
 CONFIG: dict[str, Any] = {
@@ -102,4 +103,21 @@ def report(
         "username": "myusername",
         "timezone": "Europe/Brussels",
         "message": message,
+    }
+
+
+def inbox(sender: str, content: str) -> dict[str, Any]:
+    """An inbox_message event from `sender` to `LINE`, without the gateway's date."""
+    global _counter
+    _counter += 1
+    return {
+        "webhook_id": f"wh_inbox_{_counter}",
+        "webhook_type": "inbox_message",
+        "message": {
+            "id": f"in{_counter}",
+            "sender": sender,
+            "receiver": LINE,
+            "content": content,
+            "type": "sms",
+        },
     }

@@ -1,7 +1,7 @@
 """Reading `/metrics` in tests: a scrape parsed with prometheus-client's own parser, the label
 values the bridge may show, a scripted run of every webhook and delivery outcome, and the
-environment of a bridge with Smstools API credentials. Shared by the tests of metrics, the
-credit watch, replies and the deploy/ dashboards."""
+environment of a bridge with Smstools API credentials and a hand-run credit check. Shared by
+the tests of metrics, the credit watch, incidents, replies and the deploy/ dashboards."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.config import Config
 from bridge.errors import Reason
 from bridge.jobs import Kind
+from bridge.ops.credit import CreditWatch
 from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
@@ -114,3 +115,12 @@ async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) ->
 
     assert (await bridge.post([inbox("32470444444", "later")])).status_code == 200
     clock.advance(90)  # not delivered: waits in the outbox for 90 s
+
+
+async def check_credit(bridge: RunningBridge, clock: Clock, seconds: float) -> None:
+    """Let `seconds` pass, read the balance as the worker's credit watch does, deliver."""
+    clock.advance(seconds)
+    credit: CreditWatch | None = bridge.app.state.credit
+    assert credit is not None
+    await credit.check()
+    await bridge.worker.drain()

@@ -1,6 +1,7 @@
-"""A test config routing inbox messages to Slack and Telegram, adapters for the fakes,
-inbox events and a row reader: shared by the end-to-end tests of inbox messages (pipeline,
-outages, slow APIs, rate limits, dead letters, privacy, hostile input)."""
+"""A test config routing inbox messages to Slack and Telegram (and the same paced as the
+platforms allow), adapters for the fakes, inbox events and a row reader: shared by the tests
+of inbox messages (pipeline, outages, slow APIs, rate limits, combining, dead letters,
+privacy, hostile input)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
 from bridge.config import Config, build
 from bridge.settings import normalise_database_url
+from bridge.smstools.webhooks import InboxMessage, parse_event
 from bridge.store.db import Database
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
@@ -41,6 +43,34 @@ CONFIG: dict[str, Any] = {
 def make_config(overrides: dict[str, Any] | None = None) -> Config:
     """The test config; `overrides` replace its top-level keys."""
     return build({**copy.deepcopy(CONFIG), **(overrides or {})}, "test config", ENV)
+
+
+PACED: dict[str, Any] = {
+    "destinations": {  # no max_rate: the platforms' own limits apply
+        "support": {"slack": {"channel": "C0SUPPORT"}},
+        "sales": {"slack": {"channel": "C0SALES"}},
+        "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
+    },
+    "routes": [
+        {"match": {"receiver": LINE_NL, "type": "whatsapp"}, "to": ["nl-team"]},
+        {"match": {"receiver": LINE_NL}, "to": ["support"]},
+        {"match": {"receiver": LINE_FR}, "to": ["sales"]},
+    ],
+}
+
+
+def paced_config(**destinations: dict[str, Any]) -> Config:
+    """Slack `support` (SMS to line NL), Slack `sales` (line FR) and the Telegram forum
+    `nl-team` (WhatsApp to line NL), paced as the platforms allow, the support line named and
+    threads idle after an hour; `destinations` add keys."""
+    document: dict[str, Any] = {
+        **copy.deepcopy(PACED),
+        "lines": {"+32 460 20 00 00": "Support line"},
+        "threads": {"idle_after": "1h"},
+    }
+    for name, extra in destinations.items():
+        document["destinations"][name].update(extra)
+    return build(document, "combine test", ENV)
 
 
 def adapters(slack: FakeSlack, telegram: FakeTelegram) -> dict[str, ChatAdapter]:
@@ -82,6 +112,22 @@ def inbox(
             "type": kind,
         },
     }
+
+
+def at(event: dict[str, Any], date: str) -> dict[str, Any]:
+    """`event` (an `inbox` one) as written at `date` (`2026-11-26 09:10:00`)."""
+    event["message"]["date"] = date
+    return event
+
+
+def parsed_inbox(*contents: str) -> list[InboxMessage]:
+    """One customer's inbox messages, parsed, a minute apart from 09:10."""
+    parsed = []
+    for minute, content in enumerate(contents):
+        event = parse_event(at(inbox("32470000001", content), f"2026-11-26 09:1{minute}:00"))
+        assert isinstance(event, InboxMessage)
+        parsed.append(event)
+    return parsed
 
 
 async def rows(database_url: str, query: Any) -> list[Any]:

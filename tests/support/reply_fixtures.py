@@ -192,16 +192,24 @@ class Bridge:
 
 @asynccontextmanager
 async def bridge_for(
-    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+    database_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    document: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> AsyncIterator[Bridge]:
+    """The bridge in-process on a clock of its own, worker run by `drain`: with `CONFIG`
+    (or `document`) and `env` (or `environ`)."""
     clock = Clock()
+    config = build(copy.deepcopy(document or CONFIG), "test config", env(smstools))
     async with running_bridge(
-        sqlite_url,
-        make_config(smstools),
+        database_url,
+        config,
         adapters(slack, telegram),
         run_worker=False,
         now=clock,
-        env=env(smstools),
+        env=environ or env(smstools),
     ) as running:
         yield Bridge(running, clock)
 
@@ -209,6 +217,19 @@ async def bridge_for(
 async def thread_of_customer(bridge: Bridge, slack: FakeSlack) -> str:
     await bridge.webhook(inbox("Hello, where is my order?"))
     return slack.posts("C0SUPPORT")[0].ts
+
+
+def topic_message(telegram: FakeTelegram, topic: int, text: str) -> dict[str, Any]:
+    """An agent's message in a customer's forum topic, as a Bot API update carries it."""
+    return {
+        "message_id": telegram.post_as_member(FORUM, text),
+        "message_thread_id": topic,
+        "is_topic_message": True,
+        "from": {"id": 123456789, "is_bot": False, "first_name": "Agent"},
+        "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
+        "date": 1_800_000_000,
+        "text": text,
+    }
 
 
 def notes(slack: FakeSlack) -> list[str]:

@@ -5,13 +5,13 @@ Time is an injected clock: group_wait and group_interval pass by `clock.advance`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bridge.config import Config
-from bridge.settings import normalise_database_url
-from bridge.store.db import Database
 from bridge.store.schema import alert_groups, outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
@@ -22,6 +22,7 @@ from tests.support.alert_fixtures import (
     report,
 )
 from tests.support.harness import Clock, RunningBridge, running_bridge
+from tests.support.pipeline_fixtures import rows
 
 
 def posting(**alerts: Any) -> Config:
@@ -29,15 +30,6 @@ def posting(**alerts: Any) -> Config:
     posted and edited, lone per-recipient groups included (by default those are only noted
     in the customer's thread: tests/system/test_incidents.py)."""
     return make_config(lone_failures="post", **alerts)
-
-
-async def rows(database_url: str, query: Any) -> list[Any]:
-    database = Database(normalise_database_url(database_url))
-    try:
-        async with database.transaction() as connection:
-            return list(await connection.execute(query))
-    finally:
-        await database.close()
 
 
 def texts(slack: FakeSlack, channel: str) -> list[str]:
@@ -234,37 +226,54 @@ async def test_two_groups_give_two_alerts(
     assert "Why: the receiver's number is invalid" in alerts[1]
 
 
-async def test_only_final_failures_alert_in_a_mix_of_codes(
-    database_url: str, slack: FakeSlack, telegram: FakeTelegram
-) -> None:
-    clock = Clock()
+def mixed_codes() -> list[list[dict[str, Any]]]:
+    """Submitted, delivered, expired, rejected, a network problem twice: one body."""
     body = [report(code, detail) for code, detail in ((0, None), (1, None), (3, None), (9, None))]
-    body += [report(4, 13), report(0, None), report(4, 13)]
-    async with running_bridge(
-        database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
-    ) as bridge:
-        await bridge.post(body)
-        await deliver(bridge, clock, 30)
-    (alert,) = texts(slack, "C0ONCALL")
-    assert "2 messages from Clinic not sent" in alert
-    assert "Why: a problem in the operator's network" in alert
+    return [body + [report(4, 13), report(0, None), report(4, 13)]]
 
 
-async def test_a_failure_after_delivered_or_a_duplicate_report_is_not_counted_again(
-    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+def repeated_failures() -> list[list[dict[str, Any]]]:
+    """Two failures of one message, a failure after delivered, the same report posted twice."""
+    duplicate = report(2, 10, messageid="m3")
+    return [
+        [report(2, 10, messageid="m1"), report(2, 10, messageid="m1")],
+        [report(1, messageid="m2"), report(2, 10, messageid="m2")],
+        [duplicate],
+        [duplicate],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bodies", "why"),
+    [
+        pytest.param(
+            mixed_codes,
+            "Why: a problem in the operator's network",
+            id="only final failures alert in a mix of codes",
+        ),
+        pytest.param(
+            repeated_failures,
+            "Why: the receiver's number is invalid",
+            id="a failure after delivered or a duplicate report is not counted again",
+        ),
+    ],
+)
+async def test_one_alert_counts_each_final_failure_once(
+    database_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    bodies: Callable[[], list[list[dict[str, Any]]]],
+    why: str,
 ) -> None:
     clock = Clock()
     async with running_bridge(
         database_url, posting(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
-        await bridge.post([report(2, 10, messageid="m1"), report(2, 10, messageid="m1")])
-        await bridge.post([report(1, messageid="m2"), report(2, 10, messageid="m2")])
-        duplicate = report(2, 10, messageid="m3")
-        await bridge.post([duplicate])
-        await bridge.post([duplicate])
+        for body in bodies():
+            await bridge.post(body)
         await deliver(bridge, clock, 30)
     (alert,) = texts(slack, "C0ONCALL")
-    assert "2 messages from Clinic not sent" in alert
+    assert "2 messages from Clinic not sent" in alert and why in alert
 
 
 async def test_insufficient_funds_goes_to_billing_and_oncall_at_once(

@@ -6,29 +6,23 @@ the latest word is ours. In-process app, fake Slack / Telegram / Smstools, real 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
 
 from bridge.chat.telegram import WORD_JOINER
-from bridge.config import build
 from bridge.ops import erasure
 from bridge.store.schema import outbox
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.harness import Clock, running_bridge
 from tests.support.pipeline_fixtures import rows
 from tests.support.reply_fixtures import (
     CONFIG,
     CUSTOMER,
     FORUM,
     LINE,
-    Bridge,
-    adapters,
-    env,
+    bridge_for,
     inbox,
     report,
     slack_event,
@@ -42,26 +36,6 @@ def _both_config() -> dict[str, Any]:
     config = copy.deepcopy(CONFIG)
     config["routes"] = [{"match": {"receiver": LINE}, "to": ["support", "nl-team"]}]
     return config
-
-
-@asynccontextmanager
-async def bridge_with(
-    database_url: str,
-    slack: FakeSlack,
-    telegram: FakeTelegram,
-    smstools: FakeSmstools,
-    config: dict[str, Any],
-) -> AsyncIterator[Bridge]:
-    clock = Clock()
-    async with running_bridge(
-        database_url,
-        build(config, "test config", env(smstools)),
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=env(smstools),
-    ) as running:
-        yield Bridge(running, clock)
 
 
 def _telegram_answer(
@@ -92,7 +66,7 @@ def _marks(slack: FakeSlack, root: str) -> list[str]:
 async def test_a_telegram_answer_is_shown_in_the_slack_thread_and_sent_once(
     database_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
 ) -> None:
-    async with bridge_with(database_url, slack, telegram, smstools, _both_config()) as bridge:
+    async with bridge_for(database_url, slack, telegram, smstools, _both_config()) as bridge:
         await bridge.webhook(inbox("Can I come on Monday?"))
         root = slack.posts("C0SUPPORT")[0].ts
         topic = telegram.topics(FORUM)[0].message_thread_id
@@ -124,7 +98,7 @@ async def test_a_slack_answer_is_shown_in_the_telegram_topic_escaped(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
 ) -> None:
     slack.add_member("U0AGENT", "Marie")
-    async with bridge_with(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
+    async with bridge_for(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
         await bridge.webhook(inbox("Do you sell fish?"))
         root = slack.posts("C0SUPPORT")[0].ts
         topic = telegram.topics(FORUM)[0].message_thread_id
@@ -152,7 +126,7 @@ async def test_a_slack_answer_is_shown_in_the_telegram_topic_escaped(
 async def test_a_conversation_with_one_destination_gets_no_mirror(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
 ) -> None:
-    async with bridge_with(sqlite_url, slack, telegram, smstools, copy.deepcopy(CONFIG)) as bridge:
+    async with bridge_for(sqlite_url, slack, telegram, smstools, copy.deepcopy(CONFIG)) as bridge:
         await bridge.webhook(inbox("Hello?"))
         root = slack.posts("C0SUPPORT")[0].ts
         await bridge.slack(slack_event("Hi there", root, slack.post_as_member("C0SUPPORT")))
@@ -168,7 +142,7 @@ async def test_a_conversation_with_one_destination_gets_no_mirror(
 async def test_the_slack_root_is_marked_after_an_answer_until_the_customer_writes_again(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
 ) -> None:
-    async with bridge_with(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
+    async with bridge_for(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
         await bridge.webhook(inbox("Is it ready?"))
         root = slack.posts("C0SUPPORT")[0].ts
         topic = telegram.topics(FORUM)[0].message_thread_id
@@ -200,7 +174,7 @@ async def test_the_slack_root_is_marked_after_an_answer_until_the_customer_write
 async def test_forgetting_the_customer_blanks_what_the_shown_answer_carried(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
 ) -> None:
-    async with bridge_with(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
+    async with bridge_for(sqlite_url, slack, telegram, smstools, _both_config()) as bridge:
         await bridge.webhook(inbox("Can I come on Monday?"))
         topic = telegram.topics(FORUM)[0].message_thread_id
         await bridge.telegram(_telegram_answer(telegram, topic, "See you Monday!", 950201))

@@ -8,13 +8,11 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bridge.chat.slack import SlackAdapter
-from bridge.config import Config, build
 from bridge.jobs import ConversationKey, InboxJob, Kind
 from bridge.store import outbox as outbox_store
 from bridge.store import reports as reports_store
@@ -24,37 +22,19 @@ from bridge.store.schema import chat_messages, outbox
 from testkit.fakes.slack import FakeSlack, SlackMessage
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.harness import Clock, RunningBridge, running_bridge, wait_until
-from tests.support.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, adapters, inbox, rows
+from tests.support.pipeline_fixtures import (
+    FORUM,
+    LINE_FR,
+    LINE_NL,
+    adapters,
+    at,
+    inbox,
+    paced_config,
+    rows,
+)
 
 SLACK_PACE = 1.1  # a little over the 1.03 s a Slack channel is paced at by default
 TELEGRAM_PACE = 3.2  # a little over the 60/19 s of a Telegram group
-
-
-def make_config(**destinations: dict[str, Any]) -> Config:
-    """Slack `support` (SMS to line NL), Slack `sales` (line FR) and the Telegram forum
-    `nl-team` (WhatsApp to line NL), paced as the platforms allow; `destinations` add keys."""
-    document: dict[str, Any] = {
-        "destinations": {
-            "support": {"slack": {"channel": "C0SUPPORT"}},
-            "sales": {"slack": {"channel": "C0SALES"}},
-            "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
-        },
-        "routes": [
-            {"match": {"receiver": LINE_NL, "type": "whatsapp"}, "to": ["nl-team"]},
-            {"match": {"receiver": LINE_NL}, "to": ["support"]},
-            {"match": {"receiver": LINE_FR}, "to": ["sales"]},
-        ],
-        "lines": {"+32 460 20 00 00": "Support line"},
-        "threads": {"idle_after": "1h"},
-    }
-    for name, extra in destinations.items():
-        document["destinations"][name].update(extra)
-    return build(document, "combine test", ENV)
-
-
-def at(event: dict[str, Any], date: str) -> dict[str, Any]:
-    event["message"]["date"] = date
-    return event
 
 
 _CONTENT = re.compile(r"^(\d+):(\d+)$")
@@ -143,7 +123,7 @@ async def test_after_a_60_s_outage_100_messages_from_10_customers_arrive_in_10_p
     clock = Clock()
     customers = [f"3247{c:07d}" for c in range(10)]
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, paced_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         slack.set_down(status=503)
         for n in range(10):  # a body every 6 s of the outage, a message from each customer
@@ -188,7 +168,7 @@ async def test_a_lone_message_goes_at_once_and_so_do_messages_with_a_token_free(
     """No combining for a lone message, for a destination without a pace (a token is always
     free), nor with `combine: false`: one post per message, each posted as soon as it may."""
     clock = Clock()
-    config = make_config(sales={"combine": False}, **{"nl-team": {"max_rate": "unlimited"}})
+    config = paced_config(sales={"combine": False}, **{"nl-team": {"max_rate": "unlimited"}})
     async with running_bridge(
         sqlite_url, config, adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
@@ -213,7 +193,7 @@ async def test_combined_posts_keep_order_and_split_at_slacks_block_and_size_limi
     clock = Clock()
     filler = "word " * 1600  # 8,000 characters: three rich_text blocks
     async with running_bridge(
-        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        sqlite_url, paced_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post([inbox("32470000001", f"1:{n}") for n in range(30)])
         await bridge.post([inbox("32470000002", f"2:{n}\n{filler}") for n in range(10)])
@@ -241,7 +221,7 @@ async def test_combined_telegram_posts_stay_within_4096_characters_and_a_long_me
         for n, size in enumerate(sizes)
     ]
     async with running_bridge(
-        sqlite_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        sqlite_url, paced_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post(body)
         await step(bridge, clock, TELEGRAM_PACE, times=10)
@@ -282,7 +262,7 @@ async def test_every_gateway_id_of_a_combined_post_maps_to_it_and_its_read_line_
         },
     }
     async with running_bridge(
-        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+        database_url, paced_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
         await bridge.post(body)
         await step(bridge, clock, SLACK_PACE, times=3)
@@ -338,7 +318,7 @@ async def test_a_combined_post_that_landed_unrecorded_is_found_and_never_posted_
     )
     customer = "32470000001"
     async with running_bridge(
-        sqlite_url, make_config(), chat, run_worker=False, now=clock
+        sqlite_url, paced_config(), chat, run_worker=False, now=clock
     ) as bridge:
         slack.set_slow(1.0)
         await bridge.post([inbox(customer, f"1:{n}") for n in range(3)])

@@ -7,32 +7,19 @@ import logging
 
 import pytest
 
-from bridge.ops.credit import CreditWatch
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.alert_fixtures import adapters, make_config
-from tests.support.harness import Clock, RunningBridge, running_bridge
-from tests.support.metrics_fixtures import credentials, scrape, value
+from tests.support.harness import Clock, running_bridge
+from tests.support.metrics_fixtures import check_credit, credentials, scrape, value
 from tests.support.pipeline_fixtures import inbox
 
 INTERVAL = 15 * 60
 
 
-def watch(bridge: RunningBridge) -> CreditWatch:
-    credit: CreditWatch | None = bridge.app.state.credit
-    assert credit is not None
-    return credit
-
-
 def credit_posts(slack: FakeSlack) -> list[str]:
     return [post.text or "" for post in slack.posts("C0ONCALL") if "credit" in (post.text or "")]
-
-
-async def check_and_deliver(bridge: RunningBridge, clock: Clock, seconds: float) -> None:
-    clock.advance(seconds)
-    await watch(bridge).check()
-    await bridge.worker.drain()
 
 
 async def test_a_low_balance_tells_on_call_once_then_resolved(
@@ -48,25 +35,25 @@ async def test_a_low_balance_tells_on_call_once_then_resolved(
         now=clock,
         env=credentials(smstools),
     ) as bridge:
-        await check_and_deliver(bridge, clock, 0)
+        await check_credit(bridge, clock, 0)
         assert credit_posts(slack) == []  # 123.45 EUR: fine
         smstools.set_balance(42.5)
-        await check_and_deliver(bridge, clock, 60)
+        await check_credit(bridge, clock, 60)
         assert len(smstools.calls("/balance")) == 1  # asked once per interval
-        await check_and_deliver(bridge, clock, INTERVAL - 60)
+        await check_credit(bridge, clock, INTERVAL - 60)
         (low,) = credit_posts(slack)
         assert "Smstools credit is low: 42.5 EUR" in low
         assert "<!subteam^S0ONCALL>" in low
         for _ in range(3):  # still low, within repeat_interval (4h): nothing more
-            await check_and_deliver(bridge, clock, INTERVAL)
+            await check_credit(bridge, clock, INTERVAL)
         assert len(credit_posts(slack)) == 1
         assert len(smstools.calls("/balance")) == 5
         samples = await scrape(bridge)
         assert value(samples, "smstools_balance") == 42.5
         smstools.set_balance(500)
-        await check_and_deliver(bridge, clock, INTERVAL)
+        await check_credit(bridge, clock, INTERVAL)
         assert "Smstools credit is back above 100" in credit_posts(slack)[-1]
-        await check_and_deliver(bridge, clock, INTERVAL)
+        await check_credit(bridge, clock, INTERVAL)
         assert len(credit_posts(slack)) == 2
         assert value(await scrape(bridge), "smstools_balance") == 500
 
@@ -84,11 +71,11 @@ async def test_still_low_after_repeat_interval_tells_again(
         now=clock,
         env=credentials(smstools),
     ) as bridge:
-        await check_and_deliver(bridge, clock, 0)
+        await check_credit(bridge, clock, 0)
         for _ in range(3):
-            await check_and_deliver(bridge, clock, INTERVAL)
+            await check_credit(bridge, clock, INTERVAL)
         assert len(credit_posts(slack)) == 1
-        await check_and_deliver(bridge, clock, INTERVAL)  # one hour since the first
+        await check_credit(bridge, clock, INTERVAL)  # one hour since the first
     assert len(credit_posts(slack)) == 2
 
 
@@ -111,7 +98,7 @@ async def test_an_api_error_is_logged_once_and_delivery_goes_on(
     ) as bridge:
         with caplog.at_level(logging.WARNING, logger="bridge.ops.credit"):
             for _ in range(3):
-                await check_and_deliver(bridge, clock, INTERVAL)
+                await check_credit(bridge, clock, INTERVAL)
         assert len(smstools.calls("/balance")) == 3
         problems = [r for r in caplog.records if r.name == "bridge.ops.credit"]
         assert len(problems) == 1

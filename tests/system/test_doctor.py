@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,13 +144,117 @@ def test_a_schema_behind_the_code_says_to_migrate(
     assert code == 1 and "step(s) behind → run `smsbridge migrate`" in line
 
 
-def test_sqlite_on_a_wiped_disk_is_a_problem(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@dataclass(frozen=True)
+class Broken:
+    """What a test may break in the set-up: its environment and the fake servers."""
+
+    env: pytest.MonkeyPatch
+    slack: FakeSlack
+    telegram: FakeTelegram
+    smstools: FakeSmstools
+
+
+def breaks(what: Callable[[Broken], object], *said: str, guarantee: str) -> Any:
+    """One broken thing, what its one problem line says, and the guarantee as the test id."""
+    return pytest.param(what, said, id=guarantee)
+
+
+@pytest.mark.parametrize(
+    ("break_it", "said"),
+    [
+        breaks(
+            lambda it: it.env.setenv("DYNO", "web.1"),
+            "DYNO is set",
+            "attach PostgreSQL",
+            guarantee="sqlite on a wiped disk is a problem",
+        ),
+        breaks(
+            lambda it: it.env.setenv("SLACK_BOT_TOKEN", "xoxb-revoked"),
+            "problem slack support: Slack refused the token in SLACK_BOT_TOKEN (invalid_auth)",
+            "Bot User OAuth Token",
+            guarantee="a refused slack token says where to copy it from",
+        ),
+        breaks(
+            lambda it: it.slack.set_not_member(CHANNEL),
+            f"problem slack support: @bridge is not a member of channel #support ({CHANNEL}) "
+            "→ type /invite @bridge in #support",
+            guarantee="a bot not in the channel is told to invite it",
+        ),
+        breaks(
+            lambda it: it.slack.set_error(CHANNEL, "channel_not_found"),
+            f"channel {CHANNEL} not found",
+            "destinations.support.slack.channel",
+            guarantee="a wrong channel id says where to find the right one",
+        ),
+        breaks(
+            lambda it: it.slack.set_scopes(
+                ["chat:write", "channels:read", "channels:history", "users:read"]
+            ),
+            "the token lacks reactions:write (to show each answer's status on the agent's message)",
+            "→ add reactions:write under OAuth & Permissions → Bot Token Scopes",
+            guarantee="a missing scope is named with what needs it",
+        ),
+        breaks(
+            lambda it: it.telegram.set_chat_not_found(GROUP),
+            f"problem telegram replies: chat {GROUP} not found → ",
+            guarantee="an unknown telegram chat is a problem",
+        ),
+        breaks(
+            lambda it: it.telegram.set_migrated(GROUP, -1009999),
+            "became a supergroup with id -1009999",
+            "set destinations.replies.telegram.chat_id to that id",
+            guarantee="a migrated group says which chat id to use",
+        ),
+        breaks(
+            lambda it: it.telegram.set_topics_off(FORUM),
+            'problem telegram topics: topics: true, but Topics are off in "Support"',
+            "turn on Topics",
+            guarantee="topics turned off is a problem where topics are configured",
+        ),
+        breaks(
+            lambda it: it.telegram.set_bot_status(FORUM, "member"),
+            '@fake_bridge_bot is not an admin of "Support" with the Manage topics right',
+            "make @fake_bridge_bot an admin with Manage topics",
+            guarantee="a bot that is not an admin cannot open topics",
+        ),
+        breaks(
+            lambda it: it.telegram.set_bot_status(FORUM, "administrator", can_manage_topics=False),
+            'is an admin of "Support" without the Manage topics right',
+            guarantee="an admin without the manage topics right is a problem",
+        ),
+        breaks(
+            lambda it: it.telegram.set_bot_status(GROUP, "left"),
+            "problem telegram replies: @fake_bridge_bot is not in",
+            guarantee="a bot that left the group is a problem",
+        ),
+        breaks(
+            lambda it: it.smstools.set_bad_credentials(),
+            "problem smstools api: Smstools refused the credentials (error 104)",
+            "SMSTOOLS_CLIENT_ID and SMSTOOLS_CLIENT_SECRET",
+            guarantee="refused smstools credentials say where to find them",
+        ),
+        breaks(  # some other server: 404 on /healthz
+            lambda it: it.env.setenv("BRIDGE_PUBLIC_URL", it.smstools.url),
+            "answered HTTP 404, not the bridge",
+            guarantee="a public url that is not the bridge is a problem",
+        ),
+    ],
+)
+def test_one_thing_broken_is_one_problem_line_that_says_how_to_fix_it(
+    set_up: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    break_it: Callable[[Broken], object],
+    said: tuple[str, ...],
 ) -> None:
-    set_up.setenv("DYNO", "web.1")
+    break_it(Broken(set_up, slack, telegram, smstools))
     code, lines = doctor(capsys)
     (line,) = problems(lines)
-    assert code == 1 and "DYNO is set" in line and "attach PostgreSQL" in line
+    assert code == 1
+    for words in said:
+        assert words in line
 
 
 def test_an_invalid_config_names_the_key_and_skips_the_destinations(
@@ -160,56 +266,6 @@ def test_an_invalid_config_names_the_key_and_skips_the_destinations(
     (line,) = problems(lines)
     assert code == 1 and line.startswith(f"problem config: {broken}: colour: ")
     assert "skipped destinations: not checked: the config is invalid" in lines
-
-
-def test_a_refused_slack_token_says_where_to_copy_it_from(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    set_up.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert (
-        "problem slack support: Slack refused the token in SLACK_BOT_TOKEN (invalid_auth)" in line
-    )
-    assert "Bot User OAuth Token" in line
-
-
-def test_a_bot_not_in_the_channel_is_told_to_invite_it(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
-) -> None:
-    slack.set_not_member(CHANNEL)
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert line == (
-        f"problem slack support: @bridge is not a member of channel #support ({CHANNEL}) "
-        "→ type /invite @bridge in #support"
-    )
-
-
-def test_a_wrong_channel_id_says_where_to_find_the_right_one(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
-) -> None:
-    slack.set_error(CHANNEL, "channel_not_found")
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and f"channel {CHANNEL} not found" in line
-    assert "destinations.support.slack.channel" in line
-
-
-def test_a_missing_scope_is_named_with_what_needs_it(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], slack: FakeSlack
-) -> None:
-    slack.set_scopes(["chat:write", "channels:read", "channels:history", "users:read"])
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert (
-        "the token lacks reactions:write (to show each answer's status on the agent's message)"
-        in line
-    )
-    assert "→ add reactions:write under OAuth & Permissions → Bot Token Scopes" in line
 
 
 def test_without_channels_read_the_channel_check_is_skipped_not_failed(
@@ -231,76 +287,6 @@ def test_a_refused_telegram_token_says_to_ask_botfather(
     assert code == 1 and len(problems(lines)) == 2  # both Telegram destinations
     assert all("Telegram refused the token in TELEGRAM_BOT_TOKEN" in p for p in problems(lines))
     assert all("@BotFather" in p for p in problems(lines))
-
-
-def test_an_unknown_telegram_chat_is_a_problem(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_chat_not_found(GROUP)
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and line.startswith(f"problem telegram replies: chat {GROUP} not found → ")
-
-
-def test_a_migrated_group_says_which_chat_id_to_use(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_migrated(GROUP, -1009999)
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and "became a supergroup with id -1009999" in line
-    assert "set destinations.replies.telegram.chat_id to that id" in line
-
-
-def test_topics_turned_off_is_a_problem_where_topics_are_configured(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_topics_off(FORUM)
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert 'problem telegram topics: topics: true, but Topics are off in "Support"' in line
-    assert "turn on Topics" in line
-
-
-def test_a_bot_that_is_not_an_admin_cannot_open_topics(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_bot_status(FORUM, "member")
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert '@fake_bridge_bot is not an admin of "Support" with the Manage topics right' in line
-    assert "make @fake_bridge_bot an admin with Manage topics" in line
-
-
-def test_an_admin_without_the_manage_topics_right_is_a_problem(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_bot_status(FORUM, "administrator", can_manage_topics=False)
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and 'is an admin of "Support" without the Manage topics right' in line
-
-
-def test_a_bot_that_left_the_group_is_a_problem(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], telegram: FakeTelegram
-) -> None:
-    telegram.set_bot_status(GROUP, "left")
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and line.startswith("problem telegram replies: @fake_bridge_bot is not in")
-
-
-def test_refused_smstools_credentials_say_where_to_find_them(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], smstools: FakeSmstools
-) -> None:
-    smstools.set_bad_credentials()
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1
-    assert "problem smstools api: Smstools refused the credentials (error 104)" in line
-    assert "SMSTOOLS_CLIENT_ID and SMSTOOLS_CLIENT_SECRET" in line
 
 
 def test_smstools_credentials_half_set_are_a_problem_and_unset_are_skipped(
@@ -329,15 +315,6 @@ def test_a_public_url_that_does_not_answer_is_a_problem(
     (line,) = problems(lines)
     assert code == 1 and f"http://127.0.0.1:{port}/healthz did not answer (ConnectError)" in line
     assert "→ set BRIDGE_PUBLIC_URL to the address the web process is served at" in line
-
-
-def test_a_public_url_that_is_not_the_bridge_is_a_problem(
-    set_up: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], smstools: FakeSmstools
-) -> None:
-    set_up.setenv("BRIDGE_PUBLIC_URL", smstools.url)  # some other server: 404 on /healthz
-    code, lines = doctor(capsys)
-    (line,) = problems(lines)
-    assert code == 1 and "answered HTTP 404, not the bridge" in line
 
 
 def test_polling_mode_is_said_and_a_webhook_still_set_is_a_problem(

@@ -31,29 +31,12 @@ from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support import reply_fixtures as replying
-from tests.support.alert_fixtures import adapters, make_config, report
+from tests.support.alert_fixtures import LINE, adapters, inbox, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
 
 CUSTOMER, SHOWN = "32470333003", "+32 470 33 30 03"
 OTHER = "32470444004"
-LINE = "32460200000"
 _counter = 0
-
-
-def inbox(sender: str, content: str) -> dict[str, Any]:
-    global _counter
-    _counter += 1
-    return {
-        "webhook_id": f"wh_erasure_{_counter}",
-        "webhook_type": "inbox_message",
-        "message": {
-            "id": f"er{_counter}",
-            "sender": sender,
-            "receiver": LINE,
-            "content": content,
-            "type": "sms",
-        },
-    }
 
 
 def read(receiver: str, messageid: str) -> dict[str, Any]:

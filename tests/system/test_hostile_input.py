@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -129,26 +130,22 @@ junk_items = st.one_of(
 )
 
 
+def idle_edge(database_url: str) -> AbstractAsyncContextManager[RunningBridge]:
+    """A bridge posting to the console, its worker idle: only the edge is tested."""
+    console = {"console": ConsoleAdapter("console", io.StringIO())}
+    return running_bridge(database_url, load(None, {}), console, run_worker=False)
+
+
 @pytest.fixture
 async def edge(sqlite_url: str) -> AsyncIterator[RunningBridge]:
-    """One bridge for all of a test's examples (the worker idle: only the edge is tested)."""
-    async with running_bridge(
-        sqlite_url,
-        load(None, {}),
-        {"console": ConsoleAdapter("console", io.StringIO())},
-        run_worker=False,
-    ) as bridge:
+    """One bridge for all of a test's examples."""
+    async with idle_edge(sqlite_url) as bridge:
         yield bridge
 
 
 @pytest.fixture
 async def edge_on_each_database(database_url: str) -> AsyncIterator[RunningBridge]:
-    async with running_bridge(
-        database_url,
-        load(None, {}),
-        {"console": ConsoleAdapter("console", io.StringIO())},
-        run_worker=False,
-    ) as bridge:
+    async with idle_edge(database_url) as bridge:
         yield bridge
 
 

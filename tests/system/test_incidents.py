@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.ops.credit import CreditWatch
 from testkit.fakes.slack import FakeSlack, SlackMessage
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.alert_fixtures import ONCALL_CHAT, adapters, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
-from tests.support.metrics_fixtures import credentials
+from tests.support.metrics_fixtures import check_credit, credentials
 
 MENTION = "<!subteam^S0ONCALL>"
 AGENT_LINE = "32460300000"  # an agent's answer goes out from the line's number
@@ -31,15 +30,6 @@ def reminders(count: int, first: int = 0) -> list[dict[str, Any]]:
         )
         for n in range(first, first + count)
     ]
-
-
-async def check_credit(bridge: RunningBridge, clock: Clock, seconds: float) -> None:
-    """Let `seconds` pass, read the balance as the worker's credit watch does, deliver."""
-    clock.advance(seconds)
-    credit: CreditWatch | None = bridge.app.state.credit
-    assert credit is not None
-    await credit.check()
-    await bridge.worker.drain()
 
 
 async def deliver(bridge: RunningBridge, clock: Clock, seconds: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -16,22 +15,9 @@ from bridge.delivery.pacing import spacing_for
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.harness import running_bridge, wait_until
-from tests.support.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, SLACK_TOKEN, inbox
+from tests.support.pipeline_fixtures import ENV, FORUM, LINE_FR, PACED, SLACK_TOKEN, inbox
 
 pytestmark = pytest.mark.slow
-
-CONFIG: dict[str, Any] = {
-    "destinations": {  # no max_rate: the platforms' own limits apply
-        "support": {"slack": {"channel": "C0SUPPORT"}},
-        "sales": {"slack": {"channel": "C0SALES"}},
-        "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
-    },
-    "routes": [
-        {"match": {"receiver": LINE_NL, "type": "whatsapp"}, "to": ["nl-team"]},
-        {"match": {"receiver": LINE_NL}, "to": ["support"]},
-        {"match": {"receiver": LINE_FR}, "to": ["sales"]},
-    ],
-}
 
 
 @pytest.fixture
@@ -46,7 +32,7 @@ async def test_paced_destinations_rarely_hit_429_and_a_busy_channel_holds_no_one
     sqlite_url: str, fakes: tuple[FakeSlack, FakeTelegram]
 ) -> None:
     slack, telegram = fakes
-    config = build(CONFIG, "rate test", ENV)
+    config = build(PACED, "rate test", ENV)
 
     def gate(name: str) -> Spacing | None:  # as destinations.build_adapters gives them
         return spacing_for(config.destinations[name].max_rate)

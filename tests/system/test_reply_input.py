@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge.config import build
 from bridge.store import facts as facts_store
 from bridge.store import replies as replies_store
 from bridge.store.db import Database
@@ -21,7 +20,6 @@ from bridge.store.schema import facts
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import GROUP_ANONYMOUS_BOT, FakeTelegram
-from tests.support.harness import Clock, running_bridge
 from tests.support.pipeline_fixtures import rows
 from tests.support.reply_fixtures import (
     CONFIG,
@@ -30,9 +28,7 @@ from tests.support.reply_fixtures import (
     GROUP_LINE,
     WA_CUSTOMER,
     Bridge,
-    adapters,
     bridge_for,
-    env,
     inbox,
     notes,
     slack_event,
@@ -54,17 +50,8 @@ async def bridge_with(
     document = copy.deepcopy(CONFIG)
     for name, settings in replies.items():
         document["destinations"][name]["replies"] = settings
-    clock = Clock()
-    config = build(document, "test config", env(smstools))
-    async with running_bridge(
-        sqlite_url,
-        config,
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=env(smstools),
-    ) as running:
-        yield Bridge(running, clock)
+    async with bridge_for(sqlite_url, slack, telegram, smstools, document) as bridge:
+        yield bridge
 
 
 def telegram_notes(telegram: FakeTelegram, chat: int) -> list[str]:
@@ -338,20 +325,35 @@ async def test_an_anonymous_group_admin_answers_when_allow_is_not_set(
     assert telegram_notes(telegram, GROUP) == []
 
 
-async def test_an_anonymous_group_admin_cannot_answer_when_allow_is_set_and_is_told_why(
-    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+@pytest.mark.parametrize(
+    ("author", "said"),
+    [
+        (anonymous(), "anonymous group admin"),
+        ({"from": {"id": 43, "is_bot": False, "first_name": "Temp"}}, 'starts with "note:"'),
+    ],
+    ids=["an anonymous admin", "a member not in allow"],
+)
+async def test_who_is_not_named_in_allow_cannot_answer_and_the_thread_is_told_why(
+    sqlite_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    author: dict[str, Any],
+    said: str,
 ) -> None:
     async with bridge_with(
         sqlite_url, slack, telegram, smstools, {"group": {"allow": [42]}}
     ) as bridge:
         await bridge.webhook(inbox("Bonjour", receiver=GROUP_LINE))
         posted = telegram.messages(GROUP)[0].message_id
-        await bridge.telegram(group_update(telegram, posted, **anonymous(text="Anonyme")))
+        await bridge.telegram(group_update(telegram, posted, **author, text="Refusé"))
+        await bridge.telegram(group_update(telegram, posted, **author, text="note: interne"))
         await bridge.telegram(group_update(telegram, posted, text="Signé"))
         await bridge.drain()
     assert [s.message for s in smstools.sent()] == ["Signé"]
-    (note,) = telegram_notes(telegram, GROUP)
-    assert "was not sent" in note and "anonymous" in note and "replies.allow" in note
+    (note,) = telegram_notes(telegram, GROUP)  # none for the internal note
+    assert "“Refusé" in note and "was not sent" in note and "replies.allow" in note
+    assert said in note
 
 
 # -- §3 Telegram links ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ from tests.support.reply_fixtures import (
     notes,
     slack_event,
     thread_of_customer,
+    topic_message,
 )
 
 MAY_NOT = "may not have been sent — look for it in the Smstools dashboard's sent messages"
@@ -232,18 +233,6 @@ async def deliver(
     )
 
 
-def agent_message(telegram: FakeTelegram, topic: int, text: str) -> dict[str, Any]:
-    return {
-        "message_id": telegram.post_as_member(FORUM, text),
-        "message_thread_id": topic,
-        "is_topic_message": True,
-        "from": {"id": 77, "is_bot": False, "first_name": "Agent"},
-        "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
-        "date": 1_800_000_000,
-        "text": text,
-    }
-
-
 async def two_topics(bridge: Bridge, telegram: FakeTelegram) -> tuple[int, int]:
     """A WhatsApp customer's topic (the day bot's) and an SMS customer's (the night bot's)."""
     await bridge.webhook(inbox("Hallo", sender=WA_CUSTOMER, kind="whatsapp"))
@@ -258,7 +247,7 @@ async def test_one_message_seen_by_two_bots_is_sent_once(
     environ = two_bots_env(smstools)
     async with two_bots_bridge(database_url, two_bots, smstools, environ) as bridge:
         day, _ = await two_topics(bridge, two_bots)
-        message = agent_message(two_bots, day, "Of course, see you Monday!")
+        message = topic_message(two_bots, day, "Of course, see you Monday!")
         first = await deliver(bridge, DAY_BOT, two_bots.update(FakeTelegram.TOKEN, message))
         second = await deliver(bridge, NIGHT_BOT, two_bots.update(NIGHT_TOKEN, message))
         assert [first.status_code, second.status_code] == [200, 200]
@@ -276,8 +265,8 @@ async def test_coinciding_update_ids_of_two_bots_drop_no_answer(
         day, night = await two_topics(bridge, two_bots)
         two_bots.set_next_update_id(FakeTelegram.TOKEN, 500)
         two_bots.set_next_update_id(NIGHT_TOKEN, 500)
-        to_day = two_bots.update(FakeTelegram.TOKEN, agent_message(two_bots, day, "Ja, zeker"))
-        to_night = two_bots.update(NIGHT_TOKEN, agent_message(two_bots, night, "Yes, sure"))
+        to_day = two_bots.update(FakeTelegram.TOKEN, topic_message(two_bots, day, "Ja, zeker"))
+        to_night = two_bots.update(NIGHT_TOKEN, topic_message(two_bots, night, "Yes, sure"))
         assert to_day["update_id"] == to_night["update_id"] == 500
         answers = [
             await deliver(bridge, DAY_BOT, to_day),

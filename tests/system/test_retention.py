@@ -34,29 +34,11 @@ from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support import reply_fixtures as replying
-from tests.support.alert_fixtures import adapters, make_config, report
+from tests.support.alert_fixtures import adapters, inbox, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
 
 DAY = 86400.0
 QUIET, REGULAR = "32470111001", "32470222002"  # customers
-LINE = "32460200000"
-_counter = 0
-
-
-def inbox(sender: str, content: str) -> dict[str, Any]:
-    global _counter
-    _counter += 1
-    return {
-        "webhook_id": f"wh_retention_{_counter}",
-        "webhook_type": "inbox_message",
-        "message": {
-            "id": f"in{_counter}",
-            "sender": sender,
-            "receiver": LINE,
-            "content": content,
-            "type": "sms",
-        },
-    }
 
 
 async def query(database: Database, statement: Any) -> list[Any]:

@@ -25,10 +25,10 @@ from testkit.fakes.slack import FakeSlack
 from testkit.fakes.slack_socket import FakeSocketMode
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.harness import Clock, running_bridge, wait_until
+from tests.support.harness import wait_until
 from tests.support.reply_fixtures import (
     Bridge,
-    adapters,
+    bridge_for,
     env,
     make_config,
     slack_event,
@@ -56,16 +56,22 @@ async def socket_bridge(
     Mode only."""
     environ = env(smstools) | {"SLACK_APP_TOKEN": app_token, "SLACK_API_URL": slack.api_url}
     del environ["SLACK_SIGNING_SECRET"]
-    clock = Clock()
-    async with running_bridge(
-        database_url,
-        make_config(smstools),
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=environ,
-    ) as running:
-        yield Bridge(running, clock)
+    async with bridge_for(database_url, slack, telegram, smstools, environ=environ) as bridge:
+        yield bridge
+
+
+@asynccontextmanager
+async def connected(
+    database_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    socket_mode: FakeSocketMode,
+) -> AsyncIterator[tuple[Bridge, str]]:
+    """`socket_bridge` once its Socket Mode connection is open, and a customer's thread."""
+    async with socket_bridge(database_url, slack, telegram, smstools) as bridge:
+        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
+        yield bridge, await thread_of_customer(bridge, slack)
 
 
 async def stored_events(database_url: str) -> int:
@@ -84,9 +90,7 @@ async def test_an_answer_over_socket_mode_is_sent_once_and_every_envelope_is_ack
     smstools: FakeSmstools,
     socket_mode: FakeSocketMode,
 ) -> None:
-    async with socket_bridge(sqlite_url, slack, telegram, smstools) as bridge:
-        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
-        thread = await thread_of_customer(bridge, slack)
+    async with connected(sqlite_url, slack, telegram, smstools, socket_mode) as (bridge, thread):
         ts = slack.post_as_member("C0SUPPORT")
         answer = slack_event("It left *today*", thread, ts)
         note = slack_event("note: customer is VIP", thread, slack.post_as_member("C0SUPPORT"))
@@ -108,9 +112,7 @@ async def test_an_answer_delivered_again_after_a_dropped_connection_is_sent_once
     smstools: FakeSmstools,
     socket_mode: FakeSocketMode,
 ) -> None:
-    async with socket_bridge(sqlite_url, slack, telegram, smstools) as bridge:
-        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
-        thread = await thread_of_customer(bridge, slack)
+    async with connected(sqlite_url, slack, telegram, smstools, socket_mode) as (bridge, thread):
         before = await stored_events(sqlite_url)
         answer = slack_event("Tracking: 123", thread, slack.post_as_member("C0SUPPORT"))
         socket_mode.send_event(answer)
@@ -142,9 +144,7 @@ async def test_a_refresh_requested_moves_to_a_new_connection_without_losing_an_a
     smstools: FakeSmstools,
     socket_mode: FakeSocketMode,
 ) -> None:
-    async with socket_bridge(sqlite_url, slack, telegram, smstools) as bridge:
-        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
-        thread = await thread_of_customer(bridge, slack)
+    async with connected(sqlite_url, slack, telegram, smstools, socket_mode) as (bridge, thread):
         socket_mode.disconnect("refresh_requested")
         await wait_until(
             lambda: socket_mode.connections_opened() == 2 and socket_mode.open_connections() == 1,
@@ -265,9 +265,7 @@ async def test_an_envelope_whose_event_cannot_be_stored_is_not_acknowledged(
         finally:
             await database.close()
 
-    async with socket_bridge(sqlite_url, slack, telegram, smstools) as bridge:
-        await wait_until(lambda: socket_mode.open_connections() == 1, "a connection")
-        thread = await thread_of_customer(bridge, slack)
+    async with connected(sqlite_url, slack, telegram, smstools, socket_mode) as (bridge, thread):
         answer = slack_event("Sorry for the wait", thread, slack.post_as_member("C0SUPPORT"))
         await rename("chat_events", "chat_events_away")  # the store fails, the hold is kept
         lost = socket_mode.send_event(answer)

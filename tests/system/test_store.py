@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from sqlalchemy import event, func, select, text
 
@@ -344,3 +345,26 @@ async def test_postgresql_connections_are_kept_not_opened_per_checkout_under_loa
     finally:
         await database.close()
     assert len(opened) <= 15
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("binding", ["prefer", "disable"])
+async def test_a_url_whose_channel_binding_allows_none_reaches_postgresql_both_ways(
+    postgres_url: str, binding: str
+) -> None:
+    """Neon-style URLs carry libpq's `channel_binding`, which asyncpg rejects as an argument
+    and sends to the server as a setting: the pool and the session (LISTEN) connection both
+    connect without it."""
+    url = normalise_database_url(f"{postgres_url}?sslmode=disable&channel_binding={binding}")
+    database = Database(url, direct_url=url)
+    try:
+        async with database.transaction() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+        dsn, connect_args = database.session_dsn()
+        session = await asyncpg.connect(dsn, **connect_args)
+        try:
+            assert await session.fetchval("SELECT 1") == 1
+        finally:
+            await session.close()
+    finally:
+        await database.close()

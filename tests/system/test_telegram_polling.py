@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +34,7 @@ from tests.support.reply_fixtures import (
     adapters,
     env,
     inbox,
+    topic_message,
 )
 
 BOT = FakeTelegram.TOKEN.split(":")[0]
@@ -63,19 +63,6 @@ async def open_topic(running: RunningBridge, telegram: FakeTelegram) -> int:
     assert (await running.post([inbox("Hallo", sender=WA_CUSTOMER, kind="whatsapp")])).is_success
     await running.worker.drain()
     return telegram.topics(FORUM)[0].message_thread_id
-
-
-def answer(telegram: FakeTelegram, topic: int, text: str) -> dict[str, Any]:
-    """An agent's message in the customer's topic, as the bot's update carries it."""
-    return {
-        "message_id": telegram.post_as_member(FORUM, text),
-        "message_thread_id": topic,
-        "is_topic_message": True,
-        "from": {"id": 123456789, "is_bot": False, "first_name": "Agent"},
-        "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
-        "date": 1_800_000_000,
-        "text": text,
-    }
 
 
 async def sent_once_confirmed(
@@ -111,12 +98,14 @@ async def test_an_answer_over_polling_reaches_smstools_once_and_the_offset_is_ke
     await set_webhook(telegram, "https://old.example/telegram/webhook")
     async with polling_bridge(database_url, slack, telegram, smstools) as running:
         topic = await open_topic(running, telegram)
-        update = telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "Goedemiddag!"))
+        update = telegram.send_update(
+            FakeTelegram.TOKEN, topic_message(telegram, topic, "Goedemiddag!")
+        )
         await sent_once_confirmed(running, telegram, smstools)
         assert FakeTelegram.TOKEN not in telegram.webhooks  # deleted before polling
         assert await stored_offset(database_url) == update["update_id"] + 1
     async with polling_bridge(database_url, slack, telegram, smstools) as running:  # restarted
-        telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "Tot ziens!"))
+        telegram.send_update(FakeTelegram.TOKEN, topic_message(telegram, topic, "Tot ziens!"))
         await sent_once_confirmed(running, telegram, smstools, 2)
         assert await stored_offset(database_url) == update["update_id"] + 2
     sent = [(s.sender, s.to, s.message) for s in smstools.sent()]
@@ -131,10 +120,10 @@ async def test_a_connection_cut_mid_answer_delivers_the_update_again_and_sends_o
     async with polling_bridge(sqlite_url, slack, telegram, smstools) as running:
         topic = await open_topic(running, telegram)
         telegram.cut_connection()
-        telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "Goedemiddag!"))
+        telegram.send_update(FakeTelegram.TOKEN, topic_message(telegram, topic, "Goedemiddag!"))
         await sent_once_confirmed(running, telegram, smstools)
         # The same update once more, as after a webhook answer that never reached Telegram.
-        later = answer(telegram, topic, "Tot ziens!")
+        later = topic_message(telegram, topic, "Tot ziens!")
         telegram.send_update(FakeTelegram.TOKEN, later)
         await sent_once_confirmed(running, telegram, smstools, 2)
     assert [s.message for s in smstools.sent()] == ["Goedemiddag!", "Tot ziens!"]
@@ -151,7 +140,7 @@ async def test_an_update_the_webhook_stored_is_a_duplicate_when_polling_brings_i
         sqlite_url, config, adapters(slack, telegram), env=environ
     ) as running:
         topic = await open_topic(running, telegram)
-        message = answer(telegram, topic, "Goedemiddag!")
+        message = topic_message(telegram, topic, "Goedemiddag!")
         telegram.set_next_update_id(FakeTelegram.TOKEN, 700)
         by_webhook = await running.client.post(
             f"/telegram/webhook/{BOT}",
@@ -184,7 +173,7 @@ async def test_another_poller_s_409_is_waited_out_and_said_once(
                 await asyncio.to_thread(telegram.wait_busy, 1)  # the bridge's poll in flight
                 assert (await client.post(url, data={"timeout": "0"})).status_code == 200
                 await wait_until(lambda n=times: conflicts() == n, f"409 number {times}")
-        telegram.send_update(FakeTelegram.TOKEN, answer(telegram, topic, "Goedemiddag!"))
+        telegram.send_update(FakeTelegram.TOKEN, topic_message(telegram, topic, "Goedemiddag!"))
         await sent_once_confirmed(running, telegram, smstools)
     database = Database(normalise_database_url(sqlite_url))
     try:

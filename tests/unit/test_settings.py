@@ -103,16 +103,66 @@ def test_a_bad_port_or_job_lease_is_one_line_naming_the_variable() -> None:
     assert Settings.from_env({"PORT": "8080", "BRIDGE_JOB_LEASE": "5"}).job_lease == 5.0
 
 
+NEON_URL = "postgresql://u:s3cret-pw@ep-1-pooler.eu.aws.neon.tech/db?sslmode=require"
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "value", "said"),
+    [
+        (
+            "check-config",
+            "BRIDGE_JOB_LEASE",
+            "soon",
+            "BRIDGE_JOB_LEASE: 'soon' is not a number (seconds, like 60)",
+        ),
+        (
+            "doctor",
+            "DATABASE_URL",
+            f"{NEON_URL}&channel_binding=require",
+            "DATABASE_URL: channel_binding=require cannot be honoured",
+        ),
+    ],
+    ids=["a job lease that is no number", "a channel binding asyncpg cannot do"],
+)
 def test_the_cli_refuses_a_bad_environment_in_one_line_and_no_traceback(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    name: str,
+    value: str,
+    said: str,
 ) -> None:
-    monkeypatch.setenv("BRIDGE_JOB_LEASE", "soon")
-    assert main(["check-config"]) == 1
+    monkeypatch.setenv(name, value)
+    assert main([command]) == 1
     error = capsys.readouterr().err
-    assert (
-        error
-        == "smsbridge: environment: BRIDGE_JOB_LEASE: 'soon' is not a number (seconds, like 60)\n"
-    )
+    assert error.startswith(f"smsbridge: environment: {said}") and error.count("\n") == 1
+    assert "s3cret-pw" not in error
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "DATABASE_DIRECT_URL"])
+def test_a_required_channel_binding_is_refused_naming_the_variable_and_what_to_do(
+    name: str,
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: f"{NEON_URL}&channel_binding=require"})
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{name}: channel_binding=require cannot be honoured")
+    assert "channel_binding=prefer" in problem and "postgres-poolers.md" in problem
+    assert "s3cret-pw" not in problem
+
+
+@pytest.mark.parametrize("binding", ["prefer", "disable"])
+def test_a_channel_binding_that_allows_none_is_accepted(binding: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": f"{NEON_URL}&channel_binding={binding}"})
+    assert settings.database_url.startswith("postgresql+asyncpg://")
+
+
+def test_a_channel_binding_libpq_does_not_know_is_refused() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"DATABASE_URL": f"{NEON_URL}&channel_binding=always"})
+    assert raised.value.problems == [
+        "DATABASE_URL: channel_binding=always is not one of disable, prefer, require"
+    ]
 
 
 def test_the_environment_is_read_once_and_kept_out_of_reprs() -> None:

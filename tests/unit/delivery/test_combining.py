@@ -9,38 +9,10 @@ import pytest
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
 from bridge.chat.telegram import TelegramAdapter
-from bridge.config import Config, ConfigError, build
+from bridge.config import ConfigError
 from bridge.delivery import combining, render
-from bridge.smstools.webhooks import InboxMessage, parse_event
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.pipeline_fixtures import ENV, FORUM, LINE_FR, LINE_NL, inbox
-
-
-def make_config(**destinations: dict[str, Any]) -> Config:
-    """Slack `support` (SMS to line NL), Slack `sales` (line FR) and the Telegram forum
-    `nl-team` (WhatsApp to line NL), paced as the platforms allow; `destinations` add keys."""
-    document: dict[str, Any] = {
-        "destinations": {
-            "support": {"slack": {"channel": "C0SUPPORT"}},
-            "sales": {"slack": {"channel": "C0SALES"}},
-            "nl-team": {"telegram": {"chat_id": FORUM, "topics": True}},
-        },
-        "routes": [
-            {"match": {"receiver": LINE_NL, "type": "whatsapp"}, "to": ["nl-team"]},
-            {"match": {"receiver": LINE_NL}, "to": ["support"]},
-            {"match": {"receiver": LINE_FR}, "to": ["sales"]},
-        ],
-        "lines": {"+32 460 20 00 00": "Support line"},
-        "threads": {"idle_after": "1h"},
-    }
-    for name, extra in destinations.items():
-        document["destinations"][name].update(extra)
-    return build(document, "combine test", ENV)
-
-
-def at(event: dict[str, Any], date: str) -> dict[str, Any]:
-    event["message"]["date"] = date
-    return event
+from tests.support.pipeline_fixtures import FORUM, paced_config, parsed_inbox
 
 
 def test_a_gap_longer_than_idle_after_ends_what_one_post_may_show() -> None:
@@ -58,19 +30,10 @@ def test_as_many_messages_as_fit_and_no_more() -> None:
     assert combining.most_that_fit(1, lambda n: False) == 1
 
 
-def events(*contents: str) -> list[InboxMessage]:
-    parsed = []
-    for minute, content in enumerate(contents):
-        event = parse_event(at(inbox("32470000001", content), f"2026-11-26 09:1{minute}:00"))
-        assert isinstance(event, InboxMessage)
-        parsed.append(event)
-    return parsed
-
-
 def test_each_message_of_a_combined_post_has_its_own_time_line_in_order_on_every_platform() -> None:
-    config = make_config()
+    config = paced_config()
     post = render.combined_post(
-        events("Hello", "<!channel> is it <b>coming</b>?", "@everyone /start"),
+        parsed_inbox("Hello", "<!channel> is it <b>coming</b>?", "@everyone /start"),
         config,
         opens_thread=True,
     )
@@ -130,7 +93,7 @@ def test_each_message_of_a_combined_post_has_its_own_time_line_in_order_on_every
 
 
 def test_combine_is_on_by_default_and_can_be_turned_off_per_destination() -> None:
-    config = make_config(sales={"combine": False})
+    config = paced_config(sales={"combine": False})
     assert config.destinations["support"].combine is True
     assert config.destinations["sales"].combine is False
     assert config.destinations["sales"].describe() == (
@@ -138,7 +101,7 @@ def test_combine_is_on_by_default_and_can_be_turned_off_per_destination() -> Non
     )
     assert config.destinations["support"].describe() == "slack channel C0SUPPORT"
     with pytest.raises(ConfigError) as refused:
-        make_config(sales={"combine": "sometimes"})
+        paced_config(sales={"combine": "sometimes"})
     assert refused.value.problems == [
         "combine test: destinations.sales.combine: write true or false"
     ]

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.config import build
+import pytest
+
+from bridge.config import Replies, build
 from bridge.intake.agent_messages import (
     AgentMessage,
+    Declined,
     Ignored,
     _answering,
+    decide,
     places,
     slack_message,
     stored_message,
@@ -169,3 +173,69 @@ def test_places_of_a_body_that_is_not_an_object_are_none() -> None:
     assert places("slack", "not json") == set()
     assert places("telegram", "[1, 2]") == set()
     assert places("slack", json.dumps({"event": "gone"})) == set()
+
+
+def replies(prefix: str = "note:", allow: frozenset[str] | None = None) -> Replies:
+    return Replies(prefix, allow, frozenset({"STOP"}), frozenset({"START"}), max_parts=3)
+
+
+def agent(text: str = "Hello", user: str = "U0AGENT", **more: Any) -> AgentMessage:
+    return AgentMessage("slack", "C0SUPPORT", "2.0", user, text, "1.0", **more)
+
+
+ALLOW = frozenset({"U0AGENT"})
+
+
+@pytest.mark.parametrize(
+    ("message", "settings", "own_team", "decision"),
+    [
+        (agent(), replies(allow=ALLOW), "T0", None),
+        (agent(user="U0NEW"), replies(), "T0", None),
+        (agent(team="T0PARTNER"), replies(allow=ALLOW), "T0", None),
+        (agent("note: VIP", user="U0NEW"), replies(allow=ALLOW), "T0", "internal"),
+        (agent("note: VIP", anonymous=True), replies(allow=ALLOW), None, "internal"),
+        (agent("note: VIP", team="T0PARTNER"), replies(), "T0", "internal"),
+        (agent(user="U0NEW"), replies(allow=ALLOW), "T0", "declined"),
+        (agent(anonymous=True), replies(allow=ALLOW), None, "declined"),
+        (agent(team="T0PARTNER"), replies(), "T0", "declined"),
+        (agent("/start", command=True), replies(), None, "declined"),
+    ],
+    ids=[
+        "a member in allow answers",
+        "anyone answers without allow",
+        "another workspace's member in allow answers",
+        "a note of a member not in allow stays internal",
+        "an anonymous admin's note stays internal",
+        "a shared channel's note stays internal",
+        "a member not in allow is declined",
+        "an anonymous admin is declined where allow is set",
+        "another workspace's member is declined without allow",
+        "a bot command is declined",
+    ],
+)
+def test_what_becomes_of_a_message_in_a_bridged_thread(
+    message: AgentMessage, settings: Replies, own_team: str | None, decision: str | None
+) -> None:
+    decided = decide(message, settings, own_team)
+    if decision is None:
+        assert decided is None
+    elif decision == "internal":
+        assert decided == Ignored("an internal note")
+    else:
+        assert isinstance(decided, Declined)
+        why, _, step = decided.why.partition(" — ")
+        assert why and step  # what happened, then one next step
+
+
+def test_a_member_not_in_allow_is_told_who_answers_and_how_to_keep_a_note_internal() -> None:
+    decided = decide(agent(user="U0NEW"), replies("n.b.", ALLOW), None)
+    assert isinstance(decided, Declined)
+    why, _, step = decided.why.partition(" — ")
+    assert "replies.allow" in why and "ask one of them to answer" in step
+    assert '"n.b."' in step  # the prefix as configured, not the default
+
+
+def test_without_a_prefix_a_member_not_in_allow_is_only_told_who_answers() -> None:
+    decided = decide(agent(user="U0NEW"), replies("", ALLOW), None)
+    assert isinstance(decided, Declined)
+    assert "ask one of them to answer" in decided.why and "note" not in decided.why

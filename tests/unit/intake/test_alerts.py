@@ -3,7 +3,10 @@ no database, no HTTP, an explicit clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+
+import pytest
 
 from bridge.config import AlertRoute, Config, build
 from bridge.intake import alerts
@@ -132,22 +135,30 @@ def test_a_group_key_names_the_routes_matchers_not_its_position() -> None:
     assert alerts.route_of(after.alerts, gone) is after.alerts.top
 
 
-def test_only_account_wide_codes_or_a_group_above_page_above_page_someone() -> None:
+@pytest.mark.parametrize(
+    "decision",
+    [alerts.pages, alerts.tells_on_call],
+    ids=["pages someone", "tells on-call where lone failures are only noted"],
+)
+def test_only_account_wide_codes_or_a_group_above_page_above_page_or_tell_on_call(
+    decision: Callable[[Group, AlertRoute], bool],
+) -> None:
+    assert ROUTE.lone_failures == "note"
     lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, ROUTE)
-    assert alerts.pages(lone, ROUTE) is False
+    assert decision(lone, ROUTE) is False
     funds = alerts.add_failure(EMPTY, failure(code="5", detail="2000"), 1.0, ROUTE)
-    assert alerts.pages(funds, ROUTE) is True
+    assert decision(funds, ROUTE) is True
     for detail in ("2000", "2004", "2005", "4003", "4004", "4005"):
         group = alerts.add_failure(EMPTY, failure(detail=detail), 1.0, ROUTE)
-        assert alerts.pages(group, ROUTE) is True, detail
+        assert decision(group, ROUTE) is True, detail
     many = lone
     for n in range(ROUTE.page_above - 1):
         many = alerts.add_failure(many, failure(f"324700001{n:02d}", "2", "11"), 2.0, ROUTE)
     assert many.count == ROUTE.page_above == 20
-    assert alerts.pages(many, ROUTE) is False  # at page_above: not yet
+    assert decision(many, ROUTE) is False  # at page_above: not yet
     more = alerts.add_failure(many, failure("32470009999", "2", "11"), 3.0, ROUTE)
-    assert alerts.pages(more, ROUTE) is True  # above it
-    assert alerts.pages(more, replace(ROUTE, page_above=30)) is False
+    assert decision(more, ROUTE) is True  # above it: posted, with the mention
+    assert decision(more, replace(ROUTE, page_above=30)) is False
 
 
 def test_lone_failures_post_tells_on_call_of_every_group() -> None:
@@ -161,26 +172,6 @@ def test_a_lone_per_recipient_failure_is_only_noted_by_default() -> None:
     assert ROUTE.lone_failures == "note"
     lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, ROUTE)
     assert alerts.tells_on_call(lone, ROUTE) is False
-
-
-def test_lone_failures_note_tells_on_call_only_once_the_group_pages() -> None:
-    noted = replace(ROUTE, lone_failures="note")
-    lone = alerts.add_failure(EMPTY, failure(code="2", detail="11"), 1.0, noted)
-    assert alerts.tells_on_call(lone, noted) is False
-    for detail in ("2000", "2004", "2005", "4003", "4004", "4005"):
-        group = alerts.add_failure(EMPTY, failure(detail=detail), 1.0, noted)
-        assert alerts.tells_on_call(group, noted) is True, detail
-    many = lone
-    for n in range(noted.page_above - 1):
-        many = alerts.add_failure(many, failure(f"324700001{n:02d}", "2", "11"), 2.0, noted)
-    assert many.count == noted.page_above == 20
-    assert alerts.tells_on_call(many, noted) is False  # at page_above: still only noted
-    more = alerts.add_failure(many, failure("32470009999", "2", "11"), 3.0, noted)
-    assert alerts.tells_on_call(more, noted) is True  # above it: posted, with the mention
-    assert alerts.tells_on_call(more, replace(noted, page_above=30)) is False
-    # a group quiet for repeat_interval starts from zero: a lone failure again
-    later = alerts.add_failure(more, failure(code="2", detail="11"), 3.0 + 5 * 3600, noted)
-    assert later.count == 1 and alerts.tells_on_call(later, noted) is False
 
 
 def test_a_told_group_that_pages_is_said_quiet_after_resolve_after_once() -> None:
