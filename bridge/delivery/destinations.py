@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from bridge import language
 from bridge.chat.base import ChatAdapter, TokenRefused
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
@@ -62,6 +63,7 @@ def _adapter(name: str, destination: Destination, settings: Settings) -> ChatAda
             channel=target.channel,
             base_url=settings.slack_api_url,
             spacing=spacing,
+            words=language.words(destination.language),
         )
     return TelegramAdapter(
         name,
