@@ -63,9 +63,7 @@ def test_every_message_has_a_finished_translation(code: language.Language) -> No
         if message.id
         and (
             message.fuzzy
-            or not all(
-                message.string if isinstance(message.string, tuple) else (message.string,)
-            )
+            or not all(message.string if isinstance(message.string, tuple) else (message.string,))
         )
     ]
     assert unfinished == []
