@@ -26,6 +26,7 @@ from bridge.smstools.webhooks import (
     InboxMessage,
     ReadReport,
     describe_delivery,
+    problem_phrase,
 )
 from bridge.store.alerts import Group
 
@@ -610,7 +611,7 @@ def not_understood_post(
         heading=words.gettext("Smstools events not understood: {kind}", kind=kind),
         context=(
             words.gettext("{count} in the last {window}", count=count, window=hours),
-            words.gettext("reason: {problem}", problem=problem),
+            words.gettext("reason: {problem}", problem=words.say(problem_phrase(problem))),
         ),
         body=_next_step_not_understood(problem, words),
         mention=mention,

@@ -23,7 +23,7 @@ from pydantic import (
     ValidationError,
 )
 
-from bridge.language import ENGLISH, N_, Words
+from bridge.language import ENGLISH, N_, Phrase, Words
 
 WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
 
@@ -213,21 +213,44 @@ def _ident(value: Any) -> str | None:
     return None
 
 
+# How `parse_event` words a problem: English in the logs and the database; on-call reads it
+# in the team's language (`problem_phrase`), but for pydantic's own words.
+_NOT_OBJECT = N_("event is not a JSON object")
+_UNKNOWN_TYPE = N_("webhook_type {kind} unknown")
+_NO_TYPE = N_("webhook_type missing")
+_NOT_A_NAME = N_("webhook_type is not a name")
+_MISSING = N_("{field} missing")
+
+
+def problem_phrase(problem: str) -> Phrase:
+    """A problem `parse_event` gave, to be said in another language: its own forms are
+    translated, the field names and pydantic's words are kept as they are."""
+    if problem in (_NOT_OBJECT, _NO_TYPE, _NOT_A_NAME):
+        return Phrase(problem)
+    head, _, kind = problem.removesuffix(" unknown").partition(" ")
+    if problem.endswith(" unknown") and head == "webhook_type":
+        return Phrase(_UNKNOWN_TYPE, {"kind": kind})
+    field = problem.removesuffix(" missing")
+    if field != problem and " " not in field:
+        return Phrase(_MISSING, {"field": field})
+    return Phrase(problem)  # pydantic's words, which no catalog has
+
+
 def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unparsed:
     """Validate one element of a webhook body; say what is wrong instead of raising. The
     problem names the field and the rule it breaks, never the value."""
     if not isinstance(raw, dict):
-        return Unparsed(webhook_id=None, webhook_type=None, problem="event is not a JSON object")
+        return Unparsed(webhook_id=None, webhook_type=None, problem=_NOT_OBJECT)
     webhook_type = raw.get("webhook_type")
     kind = _kind(webhook_type)
     model = _MODELS.get(kind) if kind is not None else None
     if model is None:
         if kind is not None:
-            problem = f"webhook_type {kind!r} unknown"
+            problem = _UNKNOWN_TYPE.format(kind=repr(kind))
         elif webhook_type is None or webhook_type == "":
-            problem = "webhook_type missing"
+            problem = _NO_TYPE
         else:
-            problem = "webhook_type is not a name"
+            problem = _NOT_A_NAME
         return Unparsed(
             webhook_id=_ident(raw.get("webhook_id")), webhook_type=kind, problem=problem
         )
@@ -242,7 +265,7 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
             or value is None
             or (isinstance(value, str) and not value.strip())
         ):
-            problem = f"{where} missing"
+            problem = _MISSING.format(field=where)
         else:
             problem = f"{where}: {first['msg']}"
         return Unparsed(
