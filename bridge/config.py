@@ -220,13 +220,14 @@ class Destination:
     language: Language  # of every word the bridge writes here (`bridge/language.py`)
 
     def describe(self) -> str:
-        separately = ", one post per message even when behind" if not self.combine else ""
+        also = ", one post per message even when behind" if not self.combine else ""
+        also += {"nl": ", in Dutch", "fr": ", in French"}.get(self.language, "")
         if isinstance(self.target, SlackTarget):
-            return f"slack channel {self.target.channel}{separately}"
+            return f"slack channel {self.target.channel}{also}"
         if isinstance(self.target, TelegramTarget):
             topics = ", one forum topic per conversation" if self.target.topics else ""
-            return f"telegram chat {self.target.chat_id}{topics}{separately}"
-        return f"console (stdout){separately}"
+            return f"telegram chat {self.target.chat_id}{topics}{also}"
+        return f"console (stdout){also}"
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,12 @@ def test_an_unknown_bridge_language_names_the_variable() -> None:
     with pytest.raises(ConfigError) as caught:
         from_environment({"BRIDGE_LANGUAGE": "de"})
     assert caught.value.problems == ["BRIDGE_LANGUAGE: 'de' is not a language: write en, nl or fr"]
+
+
+def test_check_config_says_which_destinations_write_in_another_language(tmp_path: Path) -> None:
+    config = load(write(tmp_path, TWO), ENV)
+    described = {name: d.describe() for name, d in config.destinations.items()}
+    assert described["fr-team"] == "telegram chat -1001234567890, in French"
+    assert described["on-call"] == "console (stdout), in Dutch"
+    english = load(write(tmp_path, "destinations: {a: {console: {}}}\n"), ENV)
+    assert english.destinations["a"].describe() == "console (stdout)"
