@@ -93,6 +93,9 @@ class NoticeJob(_Payload):
     failing: str
     reason: str
     detail: str  # for events not understood: why (a field and a rule, never a value)
+    # For a chat that moved: its old and new ids, so on-call reads the move in its language.
+    old_chat: str | None = None
+    new_chat: str | None = None
 
 
 class ReplyJob(_ReplyPayload):

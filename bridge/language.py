@@ -63,7 +63,7 @@ class Words:
     language: Language
     translations: gettext.NullTranslations
 
-    def gettext(self, message: str, **values: object) -> str:
+    def gettext(self, message: str, /, **values: object) -> str:
         """`message` in this language, its `{name}` placeholders filled from `values`."""
         text = self.translations.gettext(message)
         return text.format(**values) if values else text
@@ -76,7 +76,7 @@ class Words:
         }
         return self.gettext(phrase.msgid, **values)
 
-    def ngettext(self, singular: str, plural: str, count: int, **values: object) -> str:
+    def ngettext(self, singular: str, plural: str, count: int, /, **values: object) -> str:
         """The form for `count` (`1 message`, `30 messages`); `{count}` is filled in too."""
         return self.translations.ngettext(singular, plural, count).format(count=count, **values)
 

@@ -53,7 +53,7 @@ def without_token(config: Config, settings: Settings) -> dict[str, str]:
 def _adapter(name: str, destination: Destination, settings: Settings) -> ChatAdapter:
     target = destination.target
     if not isinstance(target, SlackTarget | TelegramTarget):
-        return ConsoleAdapter(name)
+        return ConsoleAdapter(name, words=language.words(destination.language))
     token = settings.environ[target.token_env].strip()
     spacing = spacing_for(destination.max_rate)
     if isinstance(target, SlackTarget):

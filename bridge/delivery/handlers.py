@@ -486,7 +486,7 @@ async def deliver_notice(delivery: Delivery) -> None:
     if notice.reason == NOT_UNDERSTOOD:
         post = await _not_understood_post(delivery, notice, mention)
     elif notice.reason == Reason.MOVED:
-        post = render.chat_moved_post(notice.failing, notice.detail, mention, delivery.words)
+        post = render.chat_moved_post(notice, mention, delivery.words)
     else:
         post = render.destination_failure_post(
             notice.failing, notice.reason, notice.detail, mention, delivery.words

@@ -15,6 +15,7 @@ from bridge import phones
 from bridge.chat.base import Moment, Post, Quote, Tone
 from bridge.chat.limits import TELEGRAM_TOPIC_NAME
 from bridge.config import Config
+from bridge.jobs import NoticeJob
 from bridge.language import ENGLISH, N_, Words
 from bridge.phones import international
 from bridge.smstools.webhooks import (
@@ -377,7 +378,7 @@ def _heading(group: Group, words: Words) -> str:
     if group.count == 0 and group.balance is not None:
         return words.gettext("Smstools credit is low: {balance}", balance=group.balance)
     cause, failed = _summary(group, words)
-    return f"{cause}: {failed}"
+    return words.gettext("{cause}: {failed}", cause=cause, failed=failed)
 
 
 def alert_post(
@@ -619,16 +620,25 @@ def not_understood_post(
     )
 
 
-def chat_moved_post(
-    destination: str, detail: str, mention: str | None, words: Words = ENGLISH
-) -> Post:
-    """On-call learns once that a Telegram group became a supergroup and the bridge followed.
-    `detail` is the adapter's own account (chat ids, the config key to change)."""
+def chat_moved_post(notice: NoticeJob, mention: str | None, words: Words = ENGLISH) -> Post:
+    """On-call learns once that a Telegram group became a supergroup and the bridge followed,
+    and the config key to change (a notice planned before its chat ids were kept says the
+    adapter's own account instead)."""
+    destination = notice.failing
+    body = f"{notice.detail}."
+    if notice.old_chat and notice.new_chat:
+        body = words.gettext(
+            "telegram destination '{destination}' (chat {old}): the group became the "
+            "supergroup {new}; posting there from now on. Set chat_id to {new} in the config.",
+            destination=destination,
+            old=notice.old_chat,
+            new=notice.new_chat,
+        )
     return Post(
         heading=words.gettext(
             "{destination}: the Telegram group became a supergroup", destination=destination
         ),
         context=(words.gettext("nothing was lost: posts go to the new chat"),),
-        body=f"{detail}.",
+        body=body,
         mention=mention,
     )

@@ -339,4 +339,6 @@ def describe_delivery(code: int | None, detail: int | None, words: Words = ENGLI
         if detail in DETAIL_CODES
         else words.gettext("detail code {detail}", detail=detail)
     )
-    return f"{status}: {explained}" if status else explained
+    if not status:
+        return explained
+    return words.gettext("{status}: {explained}", status=status, explained=explained)
