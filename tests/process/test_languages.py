@@ -264,7 +264,7 @@ SEEN: dict[str, tuple[str, ...]] = {
         "Ontvanger bevindt zich tijdelijk buiten het bereik van de netwerkoperator",
         "⚠️ Je antwoord",
         "Waarom:",
-        "Doe:",
+        "Actie:",
         "naar +32",
     ),
     "fr": (

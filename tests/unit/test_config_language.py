@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, from_environment, load
+from bridge.config import ConfigError, from_environment, from_settings, load
 from bridge.config import build as build_config
+from bridge.settings import Settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-test", "TELEGRAM_BOT_TOKEN": "123:abc"}
 
@@ -77,3 +78,9 @@ def test_check_config_says_which_destinations_write_in_another_language(tmp_path
     assert described["on-call"] == "console (stdout), in Dutch"
     english = load(write(tmp_path, "destinations: {a: {console: {}}}\n"), ENV)
     assert english.destinations["a"].describe() == "console (stdout)"
+
+
+def test_bridge_language_alone_turns_the_built_in_console_s_language() -> None:
+    settings = Settings.from_env({"BRIDGE_LANGUAGE": "fr", "BRIDGE_CONFIG": ""})
+    config = from_settings(settings)
+    assert {name: d.language for name, d in config.destinations.items()} == {"console": "fr"}
