@@ -38,6 +38,8 @@ from bridge.config_values import (
 )
 from bridge.config_values import parse_duration as parse_duration
 from bridge.config_values import parse_rate as parse_rate
+from bridge.language import DEFAULT as DEFAULT_LANGUAGE
+from bridge.language import LANGUAGES, Language
 from bridge.phones import international
 from bridge.settings import Settings
 
@@ -88,6 +90,7 @@ class DestinationSpec(_Strict):
     replies: bool | RepliesSpec = False
     max_rate: Annotated[float | None, BeforeValidator(parse_rate)] = -1.0  # -1: the platform's
     combine: bool = True
+    language: Language | None = None  # None: the top level's
 
 
 class MatchSpec(_Strict):
@@ -166,6 +169,7 @@ class ConfigSpec(_Strict):
     alerts: AlertsSpec | None = None
     retention: RetentionSpec = RetentionSpec()
     balance_check_interval: Duration = 15 * 60.0  # how often the Smstools credit is read
+    language: Language = DEFAULT_LANGUAGE  # of every word the bridge writes into chat
 
 
 # What the rest of the code uses: checked, resolved and frozen. `build` fills every field
@@ -213,15 +217,17 @@ class Destination:
     replies: Replies | None  # None: one-way
     # When it is behind, a conversation's waiting messages go out as one post (`combining`).
     combine: bool
+    language: Language  # of every word the bridge writes here (`bridge/language.py`)
 
     def describe(self) -> str:
-        separately = ", one post per message even when behind" if not self.combine else ""
+        also = ", one post per message even when behind" if not self.combine else ""
+        also += {"nl": ", in Dutch", "fr": ", in French"}.get(self.language, "")
         if isinstance(self.target, SlackTarget):
-            return f"slack channel {self.target.channel}{separately}"
+            return f"slack channel {self.target.channel}{also}"
         if isinstance(self.target, TelegramTarget):
             topics = ", one forum topic per conversation" if self.target.topics else ""
-            return f"telegram chat {self.target.chat_id}{topics}{separately}"
-        return f"console (stdout){separately}"
+            return f"telegram chat {self.target.chat_id}{topics}{also}"
+        return f"console (stdout){also}"
 
 
 @dataclass(frozen=True)
@@ -398,13 +404,17 @@ _ENVIRONMENT_DESTINATIONS = {
 
 
 def from_environment(variables: Mapping[str, str]) -> dict[str, Any] | None:
-    """The config document that SLACK_CHANNEL / TELEGRAM_CHAT_ID (default destinations) and
-    ALERTS_SLACK_CHANNEL / ALERTS_TELEGRAM_CHAT_ID (alerts and notices) mean; None when none
-    is set. A value that cannot be a channel or chat id is a ConfigError naming its variable."""
+    """The config document that SLACK_CHANNEL / TELEGRAM_CHAT_ID (default destinations),
+    ALERTS_SLACK_CHANNEL / ALERTS_TELEGRAM_CHAT_ID (alerts and notices) and BRIDGE_LANGUAGE
+    mean; None when none is set. A value that cannot be a channel, chat id or language is a
+    ConfigError naming its variable."""
     if not variables:
         return None
     destinations: dict[str, Any] = {}
     problems = []
+    language = variables.get("BRIDGE_LANGUAGE")
+    if language is not None and language not in LANGUAGES:
+        problems.append(f"BRIDGE_LANGUAGE: {language!r} is not a language: write en, nl or fr")
     for variable, name in _ENVIRONMENT_DESTINATIONS.items():
         value = variables.get(variable)
         if value is None:
@@ -429,6 +439,8 @@ def from_environment(variables: Mapping[str, str]) -> dict[str, Any] | None:
         destinations["console"] = {"console": {}}
         default = ["console"]
     document: dict[str, Any] = {"destinations": destinations, "default": default}
+    if language is not None:
+        document["language"] = language
     if alerts:
         document["alerts"] = {"to": alerts}
     return document
@@ -471,7 +483,7 @@ def build(
             problems.country = phones.region(spec.country)
         except ValueError as error:
             problems.add("country", str(error))
-    destinations = _destinations(spec.destinations, environ, problems)
+    destinations = _destinations(spec.destinations, spec.language, environ, problems)
     routes = [
         _route(route, f"routes[{index}]", problems) for index, route in enumerate(spec.routes)
     ]
@@ -717,19 +729,27 @@ def _key(location: Sequence[int | str]) -> str:
 
 
 def _destinations(
-    specs: Mapping[str, DestinationSpec], environ: Mapping[str, str], problems: _Problems
+    specs: Mapping[str, DestinationSpec],
+    language: Language,
+    environ: Mapping[str, str],
+    problems: _Problems,
 ) -> dict[str, Destination]:
-    """The usable destinations by name; a broken one is left out and its problems noted."""
+    """The usable destinations by name, each in its own `language` or else the top level's;
+    a broken one is left out and its problems noted."""
     destinations = {}
     for name, spec in specs.items():
-        destination = _destination(name, spec, environ, problems)
+        destination = _destination(name, spec, spec.language or language, environ, problems)
         if destination is not None:
             destinations[name] = destination
     return destinations
 
 
 def _destination(
-    name: str, spec: DestinationSpec, environ: Mapping[str, str], problems: _Problems
+    name: str,
+    spec: DestinationSpec,
+    language: Language,
+    environ: Mapping[str, str],
+    problems: _Problems,
 ) -> Destination | None:
     key = f"destinations.{name}"
     platforms: tuple[tuple[Kind, Target | None], ...] = (
@@ -746,7 +766,7 @@ def _destination(
     if max_rate is not None and max_rate < 0:
         max_rate = default_rate(target)
     replies = _replies(spec.replies, kind, f"{key}.replies", environ, problems)
-    return Destination(name, kind, target, max_rate, replies, spec.combine)
+    return Destination(name, kind, target, max_rate, replies, spec.combine, language)
 
 
 # What answering from a platform needs from the environment, beyond the chat token.

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bridge import language
+
 if TYPE_CHECKING:
     from bridge.chat.base import ChatAdapter
     from bridge.config import Config
@@ -91,6 +93,9 @@ class NoticeJob(_Payload):
     failing: str
     reason: str
     detail: str  # for events not understood: why (a field and a rule, never a value)
+    # For a chat that moved: its old and new ids, so on-call reads the move in its language.
+    old_chat: str | None = None
+    new_chat: str | None = None
 
 
 class ReplyJob(_ReplyPayload):
@@ -248,3 +253,9 @@ class Delivery:
     count_reply: Callable[[str, str], None] | None = None
     # Inbox jobs of the same lane, in order, that one post may show with this one.
     followers: tuple[Follower, ...] = ()
+
+    @property
+    def words(self) -> language.Words:
+        """The translator of the job's destination: every word the handler writes there."""
+        destination = self.config.destinations.get(self.job.destination)
+        return language.words(destination.language if destination else language.DEFAULT)

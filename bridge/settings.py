@@ -29,13 +29,14 @@ DEFAULT_MAX_CONNECTIONS = 100  # open connections (and requests) before answerin
 MIN_WEBHOOK_TOKEN = 32  # characters
 MAX_TELEGRAM_SECRET = 256  # characters Telegram accepts in a webhook's secret_token
 
-# With no config file, these build one (`config.from_environment`): default destinations, and
-# where alerts and notices go.
+# With no config file, these build one (`config.from_environment`): default destinations,
+# where alerts and notices go, and the language the bridge writes in.
 ENVIRONMENT_CONFIG = (
     "SLACK_CHANNEL",
     "TELEGRAM_CHAT_ID",
     "ALERTS_SLACK_CHANNEL",
     "ALERTS_TELEGRAM_CHAT_ID",
+    "BRIDGE_LANGUAGE",
 )
 
 # Every variable `Settings.from_env` reads. app.json describes each one, and a test keeps this

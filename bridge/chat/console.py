@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TextIO
 
+from bridge.language import ENGLISH, N_, Words
+
 from .base import Found, Origin, Part, Post, Sent, Tone
 from .text import neutralise
 
@@ -24,7 +26,7 @@ _ESCAPES = re.compile(
     r"|\x1b[ -/]*[0-~]?",
     re.DOTALL,
 )
-_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: "[FIRING] ", Tone.RESOLVED: "[RESOLVED] "}
+_TONE_MARKS = {Tone.PLAIN: "", Tone.FIRING: N_("[FIRING] "), Tone.RESOLVED: N_("[RESOLVED] ")}
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -35,11 +37,13 @@ def sanitize(text: str) -> str:
 
 
 class ConsoleAdapter:
-    """Writes posts to a stream (stdout by default); message and thread refs are counters."""
+    """Writes posts to a stream (stdout by default); message and thread refs are counters. Its
+    own few words (tone marks, the line above each post) are in the destination's `words`."""
 
-    def __init__(self, name: str, stream: TextIO | None = None) -> None:
+    def __init__(self, name: str, stream: TextIO | None = None, words: Words = ENGLISH) -> None:
         self.name = name
         self._stream = stream
+        self._words = words
         self._numbers = itertools.count(1)
 
     async def start(self) -> None:
@@ -55,7 +59,8 @@ class ConsoleAdapter:
         """One block: heading, indented context and quote, then the body; then each of
         `post.more` the same way."""
         lines = [f"{sanitize(post.mention)} " if post.mention else ""]
-        lines[0] += _TONE_MARKS[post.tone] + sanitize(post.heading)
+        mark = _TONE_MARKS[post.tone]
+        lines[0] += (self._words.gettext(mark) if mark else "") + sanitize(post.heading)
         if not lines[0]:
             lines.pop()  # a later post in a thread: its context says enough
         moment = (post.moment.text,) if post.moment is not None else ()
@@ -71,7 +76,11 @@ class ConsoleAdapter:
 
     async def send(self, part: Part, thread: str | None) -> Sent:
         number = str(next(self._numbers))
-        where = f"new thread #{number}" if thread is None else f"thread #{thread}"
+        where = (
+            self._words.gettext("new thread #{number}", number=number)
+            if thread is None
+            else self._words.gettext("thread #{thread}", thread=thread)
+        )
         self._write(f"── {self.name} · {where} ──", part.text)
         return Sent(chat=self.name, message=number, thread=thread or number)
 
@@ -82,14 +91,23 @@ class ConsoleAdapter:
         return None  # stdout keeps nothing to look in
 
     async def edit(self, sent: Sent, part: Part) -> None:
-        header = f"── {self.name} · edit of #{sent.message} (thread #{sent.thread}) ──"
+        edit = self._words.gettext(
+            "edit of #{ref} (thread #{thread})", ref=sent.message, thread=sent.thread
+        )
+        header = f"── {self.name} · {edit} ──"
         self._write(header, part.text)
 
     async def react(self, sent: Sent, emoji: str) -> None:
-        self._write(f"── {self.name} · #{sent.message} reacted {sanitize(emoji)} ──")
+        said = self._words.gettext(
+            "#{ref} reacted {emoji}", ref=sent.message, emoji=sanitize(emoji)
+        )
+        self._write(f"── {self.name} · {said} ──")
 
     async def unreact(self, sent: Sent, emoji: str) -> None:
-        self._write(f"── {self.name} · #{sent.message} unreacted {sanitize(emoji)} ──")
+        said = self._words.gettext(
+            "#{ref} unreacted {emoji}", ref=sent.message, emoji=sanitize(emoji)
+        )
+        self._write(f"── {self.name} · {said} ──")
 
     async def plain_text(self, text: str) -> str:
         return text.strip()

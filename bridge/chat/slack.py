@@ -23,6 +23,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bridge.chat.spacing import Spacing, leaving
 from bridge.errors import Permanent, Reason, Retryable
+from bridge.language import ENGLISH, Words
 
 from . import slack_text
 from .base import (
@@ -187,9 +188,11 @@ class SlackAdapter:
         base_url: str = "https://slack.com/api/",
         timeout: float = 10.0,
         spacing: Spacing | None = None,
+        words: Words = ENGLISH,
     ) -> None:
         self.name = name
         self.channel = channel
+        self._words = words  # the destination's language, for the few words said here
         self._spacing = spacing  # chat.postMessage's pace per channel (pacing.Spacing)
         self._timeout = timeout
         # No SDK retry handlers: a retry belongs to the durable outbox, which survives restarts.
@@ -278,7 +281,7 @@ class SlackAdapter:
                 blocks.append(_Block(_context(small), " · ".join(small), False))
             blocks.extend(_words(later))
         parts = self._pack(
-            heading or "(continued)",
+            heading or self._words.gettext("(continued)"),
             fallback,
             head,
             blocks,

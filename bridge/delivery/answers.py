@@ -20,6 +20,7 @@ from bridge.errors import Permanent, Reason
 from bridge.intake import reports
 from bridge.intake.agent_messages import AgentMessage, author_name, stored_message
 from bridge.jobs import AnswerShownJob, ConversationKey, Delivery
+from bridge.language import ENGLISH, Words
 from bridge.smstools.webhooks import DELIVERY_CODES, describe_delivery
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
@@ -111,18 +112,19 @@ async def others_to_tell(delivery: Delivery, conversation: Conversation) -> bool
     return any(other in delivery.config.destinations for other in others)
 
 
-def status_words(status: MessageStatus | None) -> str:
+def status_words(status: MessageStatus | None, words: Words = ENGLISH) -> str:
     """The answer's status as the other thread shows it; read beats delivered beats
     accepted, and a failure says why."""
     code = status.delivery_code if status is not None else None
     if code is not None and DELIVERY_CODES.get(code, ("", False, False))[2]:
         assert status is not None
-        return f"👎 not delivered: {describe_delivery(code, status.delivery_detail)}"
+        why = describe_delivery(code, status.delivery_detail, words)
+        return words.gettext("👎 not delivered: {why}", why=why)
     if status is not None and status.read_at is not None:
-        return "👀 read by the customer"
+        return words.gettext("👀 read by the customer")
     if code is not None and reports.rank(code) == reports.FINAL_RANK:
-        return "👍 delivered"
-    return "👌 accepted by the gateway"
+        return words.gettext("👍 delivered")
+    return words.gettext("👌 accepted by the gateway")
 
 
 async def deliver_answer_shown(delivery: Delivery) -> None:
@@ -152,7 +154,8 @@ async def deliver_answer_shown(delivery: Delivery) -> None:
         reply.destination,
         source.kind if source is not None else "",
         payload.text,
-        status_words(status),
+        status_words(status, delivery.words),
+        delivery.words,
     )
     parts = delivery.adapter.render(post)
     if payload.update:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from bridge import language
 from bridge.chat.base import ChatAdapter, TokenRefused
 from bridge.chat.console import ConsoleAdapter
 from bridge.chat.slack import SlackAdapter
@@ -52,7 +53,7 @@ def without_token(config: Config, settings: Settings) -> dict[str, str]:
 def _adapter(name: str, destination: Destination, settings: Settings) -> ChatAdapter:
     target = destination.target
     if not isinstance(target, SlackTarget | TelegramTarget):
-        return ConsoleAdapter(name)
+        return ConsoleAdapter(name, words=language.words(destination.language))
     token = settings.environ[target.token_env].strip()
     spacing = spacing_for(destination.max_rate)
     if isinstance(target, SlackTarget):
@@ -62,6 +63,7 @@ def _adapter(name: str, destination: Destination, settings: Settings) -> ChatAda
             channel=target.channel,
             base_url=settings.slack_api_url,
             spacing=spacing,
+            words=language.words(destination.language),
         )
     return TelegramAdapter(
         name,

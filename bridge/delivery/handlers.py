@@ -114,7 +114,11 @@ async def _combined_count(delivery: Delivery, event: InboxMessage, opens_thread:
 
     def fits(messages: int) -> bool:
         post = render.combined_post(
-            events[:messages], config, opens_thread=opens_thread, posted_at=posted_at
+            events[:messages],
+            config,
+            opens_thread=opens_thread,
+            posted_at=posted_at,
+            words=delivery.words,
         )
         return len(adapter.render(post)) == 1
 
@@ -145,6 +149,7 @@ async def _post_combined(
             config,
             opens_thread=opens_thread and untouched,
             posted_at=delivery.now(),
+            words=delivery.words,
         )
         parts = adapter.render(post)
         if len(parts) != 1:  # fewer messages than fitted never take more room
@@ -162,6 +167,7 @@ async def _post_combined(
         title=render.thread_title(message.sender, message.receiver, message.type, config),
         now=delivery.now(),
         unsure_since=job.created_at - 60 if unsure else None,
+        words=delivery.words,
     )
 
 
@@ -194,7 +200,11 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
     key = _payload(delivery, InboxJob).conversation
     job = delivery.job
     post = render.inbox_post(
-        event, delivery.config, opens_thread=opens_thread, posted_at=delivery.now()
+        event,
+        delivery.config,
+        opens_thread=opens_thread,
+        posted_at=delivery.now(),
+        words=delivery.words,
     )
     message = event.message
     posted = await threads.post_in_thread(
@@ -209,6 +219,7 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
         at=delivery.received_at,
         now=delivery.now(),
         unsure_since=job.unsure_since,
+        words=delivery.words,
     )
     if not opens_thread and posted.thread == conversation.thread:
         # `conversation` is as it was before this message: its last one is the previous.
@@ -262,7 +273,7 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         delivery.database,
         delivery.adapter,
         conversation,
-        delivery.adapter.render(render.failure_note_post(event)),
+        delivery.adapter.render(render.failure_note_post(event, delivery.words)),
         title=render.thread_title(
             conversation.sender, conversation.receiver, None, delivery.config
         ),
@@ -272,6 +283,7 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         at=conversation.last_message_at,
         now=delivery.now(),
         unsure_since=delivery.job.unsure_since,
+        words=delivery.words,
     )
 
 
@@ -287,7 +299,7 @@ async def deliver_read(delivery: Delivery) -> None:
     live = [c for c in conversations if c is not None and c.thread is not None]
     if live:
         conversation = live[0]  # the newest: one line, where the customer last wrote
-        parts = delivery.adapter.render(render.read_post(event))
+        parts = delivery.adapter.render(render.read_post(event, delivery.words))
         await threads.post_aside(delivery, conversation, parts, gateway_messageid=None)
     async with database.transaction() as connection:
         await reports_store.count_read_shown(connection, messageid, 1 if live else 0)
@@ -317,7 +329,9 @@ async def deliver_alert(delivery: Delivery) -> None:
         post = await _resolved_post(delivery, group, mention)
     else:
         firing = alerts.pages(group, route)
-        post = render.alert_post(group, mention, firing=firing, threshold=_threshold(delivery))
+        post = render.alert_post(
+            group, mention, firing=firing, threshold=_threshold(delivery), words=delivery.words
+        )
     # An alert is short (ten receivers at most): its first part is all of it.
     part = delivery.adapter.render(post)[0]
     action = alerts.next_action(notice, group, now, route)
@@ -364,7 +378,9 @@ async def _resolved_post(delivery: Delivery, group: Group, mention: str | None) 
         event = parse_event(_json_or_none(stored[event_id].payload))
         if isinstance(event, DeliveryReport):
             texts.append((event.message.reference.strip(), event.message.content))
-    return render.resolved_post(group, texts, mention, threshold=_threshold(delivery))
+    return render.resolved_post(
+        group, texts, mention, threshold=_threshold(delivery), words=delivery.words
+    )
 
 
 def _json_or_none(payload: str) -> object:
@@ -440,7 +456,12 @@ async def _check(
     else:
         incident = alerts.is_incident(group)
         quiet = render.alert_post(
-            group, mention, firing=incident, threshold=_threshold(delivery), quiet=True
+            group,
+            mention,
+            firing=incident,
+            threshold=_threshold(delivery),
+            quiet=True,
+            words=delivery.words,
         )
         await _edit_if_there(delivery, alert, quiet)
         if incident:
@@ -465,10 +486,10 @@ async def deliver_notice(delivery: Delivery) -> None:
     if notice.reason == NOT_UNDERSTOOD:
         post = await _not_understood_post(delivery, notice, mention)
     elif notice.reason == Reason.MOVED:
-        post = render.chat_moved_post(notice.failing, notice.detail, mention)
+        post = render.chat_moved_post(notice, mention, delivery.words)
     else:
         post = render.destination_failure_post(
-            notice.failing, notice.reason, notice.detail, mention
+            notice.failing, notice.reason, notice.detail, mention, delivery.words
         )
     await _post_alone(delivery, post)
 
@@ -481,7 +502,9 @@ async def _not_understood_post(delivery: Delivery, notice: NoticeJob, mention: s
         count = await events_store.not_understood_count(
             connection, notice.failing or None, notice.detail, delivery.job.created_at - window
         )
-    return render.not_understood_post(notice.failing, notice.detail, count, window, mention)
+    return render.not_understood_post(
+        notice.failing, notice.detail, count, window, mention, delivery.words
+    )
 
 
 async def deliver_credit(delivery: Delivery) -> None:
@@ -489,7 +512,8 @@ async def deliver_credit(delivery: Delivery) -> None:
     credit = _payload(delivery, CreditJob)
     mention = _on_call_mention(delivery)
     await _post_alone(
-        delivery, render.credit_post(credit.low, credit.balance, credit.threshold, mention)
+        delivery,
+        render.credit_post(credit.low, credit.balance, credit.threshold, mention, delivery.words),
     )
 
 

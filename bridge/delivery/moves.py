@@ -31,4 +31,5 @@ async def follow(
         await conversations_store.forget_threads_in(connection, destination, moved.old_chat)
     if first:
         log.warning("%s", moved.detail)
-        await notices.chat_moved(database, config, destination, moved.detail, now)
+        chats = (moved.old_chat, moved.new_chat)
+        await notices.chat_moved(database, config, destination, chats, moved.detail, now)

@@ -24,10 +24,10 @@ from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
 from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
+from bridge.language import ENGLISH, N_, Phrase, Words
 from bridge.smstools import sms_parts
 from bridge.smstools.api import (
     ACCOUNT_CODES,
-    DASHBOARD,
     SendOutcomeUnknown,
     SmstoolsPermanent,
     refusal,
@@ -45,18 +45,24 @@ log = logging.getLogger(__name__)
 ACCEPTED, DELIVERED, READ, FAILED, UNKNOWN = "👌", "👍", "👀", "👎", "🤔"
 
 WARNING = "⚠️"
+# What happened to an answer and the agent's next step: said in the destination's language,
+# the `what` kept in English as the reply's `problem` (for operators).
 MAY_HAVE_BEEN_SENT = (
-    "may not have been sent",
-    f"look for it in {DASHBOARD}'s sent messages before sending it again",
+    Phrase("may not have been sent"),
+    Phrase(
+        "look for it in the Smstools dashboard's sent messages before sending it again",
+    ),
 )
 NO_MESSAGEID = (
-    "was accepted by the gateway, but its message id is unknown (the answer was not the "
-    "documented JSON), so its delivery reports cannot be shown",
-    f"look for it in {DASHBOARD}'s sent messages",
+    Phrase(
+        "was accepted by the gateway, but its message id is unknown (the answer was not the "
+        "documented JSON), so its delivery reports cannot be shown"
+    ),
+    Phrase("look for it in the Smstools dashboard's sent messages"),
 )
 OUT_OF_CREDIT = (
-    "not sent: the account is out of credit; on-call has been told",
-    "send it again once credit is back",
+    Phrase("not sent: the account is out of credit; on-call has been told"),
+    Phrase("send it again once credit is back"),
 )
 
 # States in which the bridge or the gateway would not send the answer (`unknown` is neither
@@ -165,31 +171,42 @@ async def _outgoing(
 
 
 MEDIA_LEFT_OUT = (
-    "was sent as text only: the attachment was not",
-    "send the attachment another way if the customer needs it",
+    Phrase("was sent as text only: the attachment was not"),
+    Phrase("send the attachment another way if the customer needs it"),
 )
 
 
-def _not_sent(stopped: bool, text: str, media: bool, max_parts: int) -> tuple[str, str, str] | None:
+def _not_sent(
+    stopped: bool, text: str, media: bool, max_parts: int
+) -> tuple[str, Phrase, Phrase] | None:
     """The state a reply that is not to be sent is left in, why, and the agent's next step;
     None: it goes."""
     if stopped:
         return (
             replies_store.BLOCKED,
-            "was not sent: the customer wrote STOP and gets no further answers",
-            "reach the customer another way if it matters",
+            Phrase("was not sent: the customer wrote STOP and gets no further answers"),
+            Phrase("reach the customer another way if it matters"),
         )
     if not text:
-        why = "only text can be sent, and it has none" if media else "it has no text"
-        return replies_store.REFUSED, f"was not sent: {why}", "write the answer as text"
+        why = (
+            Phrase("was not sent: only text can be sent, and it has none")
+            if media
+            else Phrase("was not sent: it has no text")
+        )
+        return replies_store.REFUSED, why, Phrase("write the answer as text")
     parts = sms_parts.parts(text)
     if parts > max_parts:
-        return (
-            replies_store.TOO_LONG,
-            f"was not sent: {parts} SMS parts ({len(text)} characters, "
-            f"{sms_parts.encoding(text)}); at most {max_parts} are allowed",
-            "shorten it and send it again",
+        too_long = Phrase(
+            "was not sent: {parts} SMS parts ({characters} characters, {encoding}); at most "
+            "{max_parts} are allowed",
+            {
+                "parts": parts,
+                "characters": len(text),
+                "encoding": sms_parts.encoding(text),
+                "max_parts": max_parts,
+            },
         )
+        return replies_store.TOO_LONG, too_long, Phrase("shorten it and send it again")
     return None
 
 
@@ -226,9 +243,9 @@ async def _send(
             await notices.destination_failed(
                 database, delivery.config, "Smstools API", error, now()
             )
-        why, step = refusal(error.code, error.detail)
-        state, why = replies_store.REFUSED, f"was not sent: {why}"
-        await _settle(delivery, reply, conversation, state, FAILED, why, step)
+        refused, step = refusal(error.code, error.detail)
+        why = Phrase("was not sent: {why}", {"why": refused})
+        await _settle(delivery, reply, conversation, replies_store.REFUSED, FAILED, why, step)
         return None
     except Retryable:
         # It never reached Smstools, or Smstools answered 503 / 429: safe to try again. (A
@@ -279,22 +296,28 @@ async def show_status(delivery: Delivery, reply_id: int) -> None:
         async with delivery.database.transaction() as connection:
             conversation = await conversations_store.get(connection, reply.conversation_id)
         if conversation is not None:
-            what, step = _undelivered(code, status.delivery_detail)
+            what, step = _undelivered(code, status.delivery_detail, delivery.words)
             await _note(delivery, conversation, await _about(delivery, reply, what, step))
 
 
-def _undelivered(code: int | None, detail: int | None) -> tuple[str, str]:
+def _undelivered(code: int | None, detail: int | None, words: Words) -> tuple[Phrase, Phrase]:
     """What the gateway's failure report means for the agent whose answer it was, and their
     next step: for a cause of the whole account, that on-call has been told."""
     if detail == render.CREDIT:
         return OUT_OF_CREDIT
     if detail in ACCOUNT_WIDE_DETAILS:
         return (
-            f"not sent: {describe_delivery(code, detail)}; on-call has been told",
-            "send it again once on-call has fixed it",
+            Phrase(
+                "not sent: {why}; on-call has been told",
+                {"why": describe_delivery(code, detail, words)},
+            ),
+            Phrase("send it again once on-call has fixed it"),
         )
     step = render.NEXT_STEPS.get(detail, render.DEFAULT_STEP) if detail is not None else ""
-    return f"was not delivered: {describe_delivery(code, detail)}", step or render.DEFAULT_STEP
+    return (
+        Phrase("was not delivered: {why}", {"why": describe_delivery(code, detail, words)}),
+        Phrase(step or render.DEFAULT_STEP),
+    )
 
 
 async def _show(delivery: Delivery, reply: Reply, emoji: str) -> None:
@@ -318,13 +341,14 @@ async def _settle(
     conversation: Conversation,
     state: str,
     emoji: str,
-    why: str,
-    step: str,
+    why: Phrase,
+    step: Phrase,
 ) -> None:
-    """Record why the answer was not (or maybe not) sent, and say so in the thread, with the
-    agent's next `step`."""
+    """Record why the answer was not (or maybe not) sent (in English: the reply's `problem`
+    is for operators), and say so in the thread, with the agent's next `step`."""
+    problem = ENGLISH.say(why)
     async with delivery.database.transaction() as connection:
-        await replies_store.set_state(connection, reply.id, state, delivery.now(), problem=why)
+        await replies_store.set_state(connection, reply.id, state, delivery.now(), problem=problem)
     if state in _REFUSED:
         _count(delivery, reply, "refused")
     log.warning(
@@ -333,7 +357,7 @@ async def _settle(
         reply.destination,
         delivery.job.id,
         state,
-        why,
+        problem,
         extra={"destination": reply.destination, "job_id": delivery.job.id, "outcome": state},
     )
     await _show(delivery, reply, emoji)
@@ -342,11 +366,17 @@ async def _settle(
 
 async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation) -> None:
     """A reply refused on the request path (`agent_messages.decide`): say why in the thread
-    (its `problem` ends with the next step)."""
-    why, _, step = (reply.problem or "it may not be sent").partition(" — ")
-    step = step or "ask on-call why"
+    (its `problem` ends with the next step; the known reasons are msgids)."""
+    why, _, step = (reply.problem or N_("it may not be sent")).partition(" — ")
+    said = Phrase("was not sent: {why}", {"why": Phrase(why)})
     await _settle(
-        delivery, reply, conversation, replies_store.REFUSED, FAILED, f"was not sent: {why}", step
+        delivery,
+        reply,
+        conversation,
+        replies_store.REFUSED,
+        FAILED,
+        said,
+        Phrase(step or N_("ask on-call why")),
     )
 
 
@@ -357,11 +387,12 @@ async def _kept_internal(
     (a link's label, say) is never sent; True when it was held back and the thread told."""
     if not settings.prefix or not is_internal_note(text, settings.prefix):
         return False
-    why = (
-        f'was not sent: as the customer would read it, it starts with "{settings.prefix}", '
-        "which marks an internal note"
+    why = Phrase(
+        'was not sent: as the customer would read it, it starts with "{prefix}", which marks '
+        "an internal note",
+        {"prefix": settings.prefix},
     )
-    step = "reword its start if it was meant for the customer"
+    step = Phrase("reword its start if it was meant for the customer")
     await _settle(delivery, reply, conversation, replies_store.BLOCKED, FAILED, why, step)
     return True
 
@@ -378,9 +409,10 @@ def note_text(what: str, step: str) -> str:
     return f"{WARNING} {what} — {step}"
 
 
-async def _about(delivery: Delivery, reply: Reply, what: str, step: str) -> str:
+async def _about(delivery: Delivery, reply: Reply, what: Phrase, step: Phrase) -> str:
     """A note about the reply, naming it by its first words as the customer would read them
-    (`Your answer “Refund approved, see you…” was not sent: …`)."""
+    (`Your answer “Refund approved, see you…” was not sent: …`), in the destination's
+    language."""
     async with delivery.database.transaction() as connection:
         body = await replies_store.event_body(connection, reply.chat_event_id)
     destination = delivery.config.destinations.get(reply.destination)
@@ -388,8 +420,14 @@ async def _about(delivery: Delivery, reply: Reply, what: str, step: str) -> str:
     text = ""
     if isinstance(message, AgentMessage) and message.text:
         text = await delivery.adapter.plain_text(message.text)
-    named = f"Your answer “{render.snippet(text)}”" if text.strip() else "Your answer"
-    return note_text(f"{named} {what}", step)
+    words = delivery.words
+    said = words.say(what)
+    named = (
+        words.gettext("Your answer “{snippet}” {what}", snippet=render.snippet(text), what=said)
+        if text.strip()
+        else words.gettext("Your answer {what}", what=said)
+    )
+    return note_text(named, words.say(step))
 
 
 async def _note(delivery: Delivery, conversation: Conversation, text: str) -> None:
@@ -432,13 +470,18 @@ async def note_opt_out(
     settings: Replies,
 ) -> None:
     """Tell the conversation's thread that the customer opted out, or back in."""
+    words = delivery.words
     if keyword == "start":
-        what = "The customer opted back in (a start word): answers are sent to them again"
-        step = "answer as usual"
+        what = words.gettext(
+            "The customer opted back in (a start word): answers are sent to them again"
+        )
+        step = words.gettext("answer as usual")
     else:
-        what = "The customer opted out (STOP): answers are no longer sent to them"
-        step = "reach them another way if it matters"
+        what = words.gettext("The customer opted out (STOP): answers are no longer sent to them")
+        step = words.gettext("reach them another way if it matters")
         if settings.start_words:
-            words = " or ".join(sorted(settings.start_words))
-            what = f"The customer opted out (STOP): answers are not sent until they write {words}"
+            what = words.gettext(
+                "The customer opted out (STOP): answers are not sent until they write {words}",
+                words=words.gettext(" or ").join(sorted(settings.start_words)),
+            )
     await _note(delivery, conversation, note_text(what, step))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
 from bridge.delivery import render
 from bridge.jobs import Delivery
+from bridge.language import ENGLISH, Words
 from bridge.store import conversations as conversations_store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
@@ -50,13 +51,14 @@ async def post_in_thread(
     at: float,
     now: float,
     unsure_since: float | None = None,
+    words: Words = ENGLISH,
 ) -> Conversation:
     """Post every part not posted yet under the conversation's thread, recording each one.
 
     Each part is recorded as soon as the platform accepted it, so a retry after a partial
     failure (a 429 on part 2 of 3) does not post part 1 again. A deleted thread (Telegram
     topic), or one closed that the bot may not reopen, opens a new conversation once and
-    carries on there; for a closed one the new thread first says why it exists.
+    carries on there; for a closed one the new thread first says why it exists (in `words`).
 
     Every part carries its `Origin`. `unsure_since`: an earlier attempt (since then) may have
     posted parts without recording them (a worker killed mid-post); each part is first looked
@@ -76,7 +78,7 @@ async def post_in_thread(
                 found = await adapter.find_posted(origin, conversation.thread, unsure_since)
             sent = found.sent if found else await adapter.send(part, conversation.thread)
         except ThreadGone as gone:
-            conversation = await _elsewhere(database, adapter, conversation, gone, title, at)
+            conversation = await _elsewhere(database, adapter, conversation, gone, title, at, words)
             sent = await adapter.send(part, conversation.thread)
         shown = [Shown(outbox_id, gateway_messageid, replied_to, at)]
         conversation = await _record(database, conversation, sent, shown, now, part=index)
@@ -106,6 +108,7 @@ async def post_aside(
         at=conversation.last_message_at,
         now=delivery.now(),
         unsure_since=delivery.job.unsure_since,
+        words=delivery.words,
     )
 
 
@@ -167,6 +170,7 @@ async def post_combined(
     title: str,
     now: float,
     unsure_since: float | None = None,
+    words: Words = ENGLISH,
 ) -> Conversation:
     """Post several messages of the conversation as one chat message, recording each of
     them against it (`ChatMessage` of part 0 per job), so reports, read lines and replies
@@ -208,7 +212,7 @@ async def post_combined(
         sent = await adapter.send(part, conversation.thread)
     except ThreadGone as gone:
         conversation = await _elsewhere(
-            database, adapter, conversation, gone, title, remaining[0].at
+            database, adapter, conversation, gone, title, remaining[0].at, words
         )
         sent = await adapter.send(part, conversation.thread)
     return await _record(database, conversation, sent, remaining, now)
@@ -252,9 +256,11 @@ async def _elsewhere(
     gone: ThreadGone,
     title: str,
     at: float,
+    words: Words,
 ) -> Conversation:
     """The conversation's thread is gone (a deleted topic) or closed for good: a new
-    conversation with a new thread, whose first words say why when the old one was closed."""
+    conversation with a new thread, whose first words say why (in `words`) when the old one
+    was closed."""
     async with database.transaction() as connection:
         conversation = await conversations_store.start(
             connection,
@@ -265,7 +271,7 @@ async def _elsewhere(
         )
     conversation = await _ensure_thread(database, adapter, conversation, title)
     if isinstance(gone, ThreadClosed):
-        for note in adapter.render(render.thread_closed_post()):
+        for note in adapter.render(render.thread_closed_post(words)):
             await adapter.send(note, conversation.thread)
     return conversation
 

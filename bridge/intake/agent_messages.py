@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from bridge.config import Config, Destination, Replies, SlackTarget, TelegramTarget
 from bridge.jobs import ConversationKey, ReplyJob
+from bridge.language import N_
 from bridge.store import conversations as conversations_store
 from bridge.store import facts as facts_store
 from bridge.store import outbox as outbox_store
@@ -74,7 +75,7 @@ class Ignored:
 @dataclass(frozen=True)
 class Declined:
     """An answer that must not reach the customer; the thread is told `why`, which ends with
-    ` — ` and the agent's next step."""
+    ` — ` and the agent's next step (each a msgid, translated where the thread is told)."""
 
     why: str
 
@@ -240,8 +241,12 @@ def decide(
         return Ignored("an internal note")
     if message.anonymous and replies.allow is not None:
         return Declined(
-            "it was written by an anonymous group admin, who cannot be checked against "
-            'replies.allow — turn off "Remain anonymous" and send it again'
+            N_(
+                "it was written by an anonymous group admin, who cannot be checked against "
+                "replies.allow"
+            )
+            + " — "
+            + N_('turn off "Remain anonymous" and send it again')
         )
     if replies.allow is not None and message.user not in replies.allow:
         keep_internal = (
@@ -254,14 +259,19 @@ def decide(
         )
     if replies.allow is None and message.team and own_team and message.team != own_team:
         return Declined(
-            "its author belongs to another organisation's Slack workspace (a shared "
-            "channel); only this workspace's members may answer customers, and those "
-            "named in replies.allow — ask one of them to answer"
+            N_(
+                "its author belongs to another organisation's Slack workspace (a shared "
+                "channel); only this workspace's members may answer customers, and those "
+                "named in replies.allow"
+            )
+            + " — "
+            + N_("ask one of them to answer")
         )
     if message.command:
         return Declined(
-            f"{message.text.strip()} is a bot command, not an answer for the customer — "
-            "write the answer without it"
+            N_("it is a bot command, not an answer for the customer")
+            + " — "
+            + N_("write the answer without it")
         )
     return None
 

@@ -32,11 +32,23 @@ async def destination_failed(
 
 
 async def chat_moved(
-    database: Database, config: Config, destination: str, detail: str, now: float
+    database: Database,
+    config: Config,
+    destination: str,
+    chats: tuple[str, str],
+    detail: str,
+    now: float,
 ) -> int:
-    """Plan a notice that `destination`'s chat moved to every alerts destination (the moved
-    one too: it works, at its new id); return how many."""
-    notice = NoticeJob(failing=destination, reason=Reason.MOVED, detail=detail)
+    """Plan a notice that `destination`'s chat moved (`chats`: its old and new id) to every
+    alerts destination (the moved one too: it works, at its new id); return how many."""
+    old_chat, new_chat = chats
+    notice = NoticeJob(
+        failing=destination,
+        reason=Reason.MOVED,
+        detail=detail,
+        old_chat=old_chat,
+        new_chat=new_chat,
+    )
     return await _plan(database, config, notice, now, skip=())
 
 

@@ -17,14 +17,16 @@ import httpx
 from pydantic import SecretStr
 
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.language import N_, Phrase
 from bridge.settings import DEFAULT_SMSTOOLS_API_URL, Settings
 
 
 @dataclass(frozen=True)
 class ErrorCode:
-    """One of the gateway's error codes: what it means, what an agent whose reply it refused
-    reads (None: the error's detail) and the agent's next step, and, for a refusal of the
-    account itself rather than of one message, its `Reason`."""
+    """One of the gateway's error codes: what it means (for the logs), what an agent whose
+    reply it refused reads (None: the error's detail) and the agent's next step (gettext
+    msgids: see `bridge/language.py`), and, for a refusal of the account itself rather than
+    of one message, its `Reason`."""
 
     meaning: str
     for_agent: str | None
@@ -32,49 +34,49 @@ class ErrorCode:
     account: Reason | None = None
 
 
-FIXED_BY_ON_CALL = "send it again once on-call has fixed it"
-# Where templates are made and sent messages are listed: the gateway's own dashboard.
-DASHBOARD = "the Smstools dashboard"
+FIXED_BY_ON_CALL = N_("send it again once on-call has fixed it")
 
 # The gateway's error codes (`error` in a 4xx body, a string).
 ERROR_CODES: dict[str, ErrorCode] = {
     "104": ErrorCode(
         "invalid credentials",
-        "Smstools refused the bridge's API credentials; on-call has been told",
+        N_("Smstools refused the bridge's API credentials; on-call has been told"),
         FIXED_BY_ON_CALL,
         Reason.AUTH,
     ),
     "116": ErrorCode(
         "the account is inactive",
-        "the Smstools account is inactive; on-call has been told",
+        N_("the Smstools account is inactive; on-call has been told"),
         FIXED_BY_ON_CALL,
         Reason.AUTH,
     ),
     "118": ErrorCode(
         "the message is too long (459 characters at most)",
-        "the answer is too long for the gateway (459 characters at most)",
-        "shorten it and send it again",
+        N_("the answer is too long for the gateway (459 characters at most)"),
+        N_("shorten it and send it again"),
     ),
-    "121": ErrorCode("invalid date", None, f"look the answer up in {DASHBOARD}"),
+    "121": ErrorCode("invalid date", None, N_("look the answer up in the Smstools dashboard")),
     "131": ErrorCode(
         "the number is on the opt-out list",
-        "the customer's number is on the opt-out list",
-        "reach the customer another way if it matters",
+        N_("the customer's number is on the opt-out list"),
+        N_("reach the customer another way if it matters"),
     ),
     "137": ErrorCode(
         "the WhatsApp 24-hour window is not open (send a template instead)",
-        "the customer last wrote on WhatsApp over 24 hours ago, so free text may not be sent",
-        "answer by SMS instead, or send a WhatsApp template (templates are made in "
-        f"{DASHBOARD}, under WhatsApp)",
+        N_("the customer last wrote on WhatsApp over 24 hours ago, so free text may not be sent"),
+        N_(
+            "answer by SMS instead, or send a WhatsApp template (templates are made in the "
+            "Smstools dashboard, under WhatsApp)"
+        ),
     ),
     "139": ErrorCode(
         "missing or invalid parameters",
-        "the gateway refused the request as invalid (missing or invalid parameters)",
-        "tell on-call, with the time of the answer",
+        N_("the gateway refused the request as invalid (missing or invalid parameters)"),
+        N_("tell on-call, with the time of the answer"),
     ),
     "200": ErrorCode(
         "this IP address is not allowed",
-        "Smstools does not accept the bridge's IP address; on-call has been told",
+        N_("Smstools does not accept the bridge's IP address; on-call has been told"),
         FIXED_BY_ON_CALL,
         Reason.FORBIDDEN,
     ),
@@ -83,13 +85,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
 ACCOUNT_CODES = frozenset(code for code, known in ERROR_CODES.items() if known.account)
 
 
-def refusal(code: str | None, detail: str) -> tuple[str, str]:
+def refusal(code: str | None, detail: str) -> tuple[Phrase, Phrase]:
     """What a refusal means for the agent whose reply it was, and their next step: by the
-    gateway's `code`, else its `detail` as it gave it."""
+    gateway's `code`, else its `detail` as it gave it (not translated)."""
     known = ERROR_CODES.get(code or "")
     if known is None:
-        return detail, f"look the answer up in {DASHBOARD}"
-    return known.for_agent or detail, known.next_step
+        return Phrase(detail), Phrase(N_("look the answer up in the Smstools dashboard"))
+    return Phrase(known.for_agent or detail), Phrase(known.next_step)
 
 
 class SmstoolsPermanent(Permanent):

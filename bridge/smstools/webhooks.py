@@ -23,6 +23,8 @@ from pydantic import (
     ValidationError,
 )
 
+from bridge.language import ENGLISH, N_, Phrase, Words
+
 WEBHOOK_TYPES = ("inbox_message", "delivery_report", "read_report")
 
 # Bounds on what is stored in indexed columns or shown in headings. A phone number has at most
@@ -33,7 +35,7 @@ IDENT = 200
 DATE = 64
 # Codes are small numbers; one beyond a 32-bit integer is not a code (no column would take it).
 CODE_MAX = 2_147_483_647
-EMPTY_MESSAGE = "(empty message)"  # how a message without content is shown
+EMPTY_MESSAGE = N_("(empty message)")  # how a message without content is shown
 
 
 def _object_or_none(value: Any) -> Any:
@@ -211,21 +213,44 @@ def _ident(value: Any) -> str | None:
     return None
 
 
+# How `parse_event` words a problem: English in the logs and the database; on-call reads it
+# in the team's language (`problem_phrase`), but for pydantic's own words.
+_NOT_OBJECT = N_("event is not a JSON object")
+_UNKNOWN_TYPE = N_("webhook_type {kind} unknown")
+_NO_TYPE = N_("webhook_type missing")
+_NOT_A_NAME = N_("webhook_type is not a name")
+_MISSING = N_("{field} missing")
+
+
+def problem_phrase(problem: str) -> Phrase:
+    """A problem `parse_event` gave, to be said in another language: its own forms are
+    translated, the field names and pydantic's words are kept as they are."""
+    if problem in (_NOT_OBJECT, _NO_TYPE, _NOT_A_NAME):
+        return Phrase(problem)
+    head, _, kind = problem.removesuffix(" unknown").partition(" ")
+    if problem.endswith(" unknown") and head == "webhook_type":
+        return Phrase(_UNKNOWN_TYPE, {"kind": kind})
+    field = problem.removesuffix(" missing")
+    if field != problem and " " not in field:
+        return Phrase(_MISSING, {"field": field})
+    return Phrase(problem)  # pydantic's words, which no catalog has
+
+
 def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unparsed:
     """Validate one element of a webhook body; say what is wrong instead of raising. The
     problem names the field and the rule it breaks, never the value."""
     if not isinstance(raw, dict):
-        return Unparsed(webhook_id=None, webhook_type=None, problem="event is not a JSON object")
+        return Unparsed(webhook_id=None, webhook_type=None, problem=_NOT_OBJECT)
     webhook_type = raw.get("webhook_type")
     kind = _kind(webhook_type)
     model = _MODELS.get(kind) if kind is not None else None
     if model is None:
         if kind is not None:
-            problem = f"webhook_type {kind!r} unknown"
+            problem = _UNKNOWN_TYPE.format(kind=repr(kind))
         elif webhook_type is None or webhook_type == "":
-            problem = "webhook_type missing"
+            problem = _NO_TYPE
         else:
-            problem = "webhook_type is not a name"
+            problem = _NOT_A_NAME
         return Unparsed(
             webhook_id=_ident(raw.get("webhook_id")), webhook_type=kind, problem=problem
         )
@@ -240,7 +265,7 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
             or value is None
             or (isinstance(value, str) and not value.strip())
         ):
-            problem = f"{where} missing"
+            problem = _MISSING.format(field=where)
         else:
             problem = f"{where}: {first['msg']}"
         return Unparsed(
@@ -259,44 +284,61 @@ DELIVERY_CODES: dict[int, tuple[str, bool, bool]] = {
     9: ("UNKNOWN", False, False),
 }
 
+# What each detail code means, as gettext msgids (`bridge/language.py`): the Dutch catalog
+# uses the gateway's own wording. A name in capitals before `:` is the gateway's, never
+# translated.
 DETAIL_CODES: dict[int, str] = {
-    10: "the receiver's number is invalid or unknown",
-    11: "the receiver is temporarily out of network range",
-    12: "a problem with the receiver's handset",
-    13: "a problem in the operator's network",
-    14: "the message expired, reason unknown",
-    15: "the receiver is blacklisted",
-    16: "a problem with the message content",
-    17: "the receiver cannot be handled",
-    18: "the operator refused it as spam",
-    19: "the subscriber cannot receive premium messages (blocked by the operator)",
-    2000: "INSUFFICIENT_FUNDS: the account is out of credit; every message fails until credit "
-    "is bought",
-    2001: "TOO_LONG: the message is too long",
-    2002: "TOO_SHORT: the message is too short",
-    2003: "TIMEOUT: the gateway timed out",
-    2004: "GATEWAY_ISSUES: the gateway has problems",
-    2005: "INVALID_SENDER: the sender name or number is not allowed",
-    2006: "INVALID_NUMBER: the receiver's number is invalid",
-    2007: "a rejection the gateway did not explain (2007)",
-    4000: "UNKNOWN: rejected for an unknown reason",
-    4001: "EMPTY_MESSAGE: the message was empty",
-    4002: "EMPTY_CLIENT: no client was given",
-    4003: "LOCKED: the account is locked",
-    4004: "BLOCKED: the message was blocked",
-    4005: "JOB_FAILED: the sending job failed",
-    4006: "DUPLICATE: the message was a duplicate",
-    4007: "INVALID_CONTENT: the content is not allowed",
+    10: N_("the receiver's number is invalid or unknown"),
+    11: N_("the receiver is temporarily out of network range"),
+    12: N_("a problem with the receiver's handset"),
+    13: N_("a problem in the operator's network"),
+    14: N_("the message expired, reason unknown"),
+    15: N_("the receiver is blacklisted"),
+    16: N_("a problem with the message content"),
+    17: N_("the receiver cannot be handled"),
+    18: N_("the operator refused it as spam"),
+    19: N_("the subscriber cannot receive premium messages (blocked by the operator)"),
+    2000: N_(
+        "INSUFFICIENT_FUNDS: the account is out of credit; every message fails until credit "
+        "is bought"
+    ),
+    2001: N_("TOO_LONG: the message is too long"),
+    2002: N_("TOO_SHORT: the message is too short"),
+    2003: N_("TIMEOUT: the gateway timed out"),
+    2004: N_("GATEWAY_ISSUES: the gateway has problems"),
+    2005: N_("INVALID_SENDER: the sender name or number is not allowed"),
+    2006: N_("INVALID_NUMBER: the receiver's number is invalid"),
+    2007: N_("a rejection the gateway did not explain (2007)"),
+    4000: N_("UNKNOWN: rejected for an unknown reason"),
+    4001: N_("EMPTY_MESSAGE: the message was empty"),
+    4002: N_("EMPTY_CLIENT: no client was given"),
+    4003: N_("LOCKED: the account is locked"),
+    4004: N_("BLOCKED: the message was blocked"),
+    4005: N_("JOB_FAILED: the sending job failed"),
+    4006: N_("DUPLICATE: the message was a duplicate"),
+    4007: N_("INVALID_CONTENT: the content is not allowed"),
 }
 
 # Detail codes that fail every message of the account, not one phone: these page on-call.
 ACCOUNT_WIDE_DETAILS = frozenset({2000, 2004, 2005, 4003, 4004, 4005})
 
 
-def describe_delivery(code: int | None, detail: int | None) -> str:
-    """Plain English for a delivery code and detail code; unknown codes stay as numbers."""
-    status = DELIVERY_CODES.get(code, (f"code {code}", False, False))[0] if code is not None else ""
+def describe_delivery(code: int | None, detail: int | None, words: Words = ENGLISH) -> str:
+    """A delivery code and detail code in plain words (`words`' language); the status name
+    is the gateway's own, and unknown codes stay as numbers."""
+    if code is None:
+        status = ""
+    elif code in DELIVERY_CODES:
+        status = DELIVERY_CODES[code][0]
+    else:
+        status = words.gettext("code {code}", code=code)
     if detail is None:
-        return status or "no delivery code"
-    explained = DETAIL_CODES.get(detail, f"detail code {detail}")
-    return f"{status}: {explained}" if status else explained
+        return status or words.gettext("no delivery code")
+    explained = (
+        words.gettext(DETAIL_CODES[detail])
+        if detail in DETAIL_CODES
+        else words.gettext("detail code {detail}", detail=detail)
+    )
+    if not status:
+        return explained
+    return words.gettext("{status}: {explained}", status=status, explained=explained)
