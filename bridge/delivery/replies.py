@@ -22,7 +22,12 @@ from bridge.config import Replies
 from bridge.delivery import answers, marks, render, threads
 from bridge.errors import Permanent, Reason, Retryable
 from bridge.intake import notices, reports
-from bridge.intake.agent_messages import AgentMessage, is_internal_note, stored_message
+from bridge.intake.agent_messages import (
+    ASK_OR_NOTE,
+    AgentMessage,
+    is_internal_note,
+    stored_message,
+)
 from bridge.jobs import Delivery, ReplyJob, ReplyStatusJob
 from bridge.language import ENGLISH, N_, Phrase, Words
 from bridge.smstools import sms_parts
@@ -369,6 +374,14 @@ async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation
     (its `problem` ends with the next step; the known reasons are msgids)."""
     why, _, step = (reply.problem or N_("it may not be sent")).partition(" — ")
     said = Phrase("was not sent: {why}", {"why": Phrase(why)})
+    destination = delivery.config.destinations.get(reply.destination)
+    prefix = destination.replies.prefix if destination and destination.replies else None
+    filled = {}
+    if step == ASK_OR_NOTE:  # the prefix is today's, or gone from the config since
+        if prefix:
+            filled = {"prefix": prefix}
+        else:
+            step = N_("ask one of them to answer")
     await _settle(
         delivery,
         reply,
@@ -376,7 +389,7 @@ async def _declined(delivery: Delivery, reply: Reply, conversation: Conversation
         replies_store.REFUSED,
         FAILED,
         said,
-        Phrase(step or N_("ask on-call why")),
+        Phrase(step or N_("ask on-call why"), filled),
     )
 
 

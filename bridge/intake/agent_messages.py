@@ -80,6 +80,14 @@ class Declined:
     why: str
 
 
+# The step for a member not in `replies.allow` where notes have a prefix; `{prefix}` is
+# filled where the thread is told.
+ASK_OR_NOTE = N_(
+    'ask one of them to answer; a message that starts with "{prefix}" stays between '
+    "colleagues, without this note"
+)
+
+
 def slack_message(envelope: Mapping[str, Any]) -> AgentMessage | Ignored:
     """An Events API `event_callback` envelope → the agent's message, or why it is none."""
     event = envelope.get("event")
@@ -249,13 +257,9 @@ def decide(
             + N_('turn off "Remain anonymous" and send it again')
         )
     if replies.allow is not None and message.user not in replies.allow:
-        keep_internal = (
-            f'; a message that starts with "{replies.prefix}" stays between colleagues, '
-            "without this note"
-        )
+        step = ASK_OR_NOTE if replies.prefix else N_("ask one of them to answer")
         return Declined(
-            "only the members named in replies.allow answer customers here — ask one of "
-            "them to answer" + (keep_internal if replies.prefix else "")
+            N_("only the members named in replies.allow answer customers here") + " — " + step
         )
     if replies.allow is None and message.team and own_team and message.team != own_team:
         return Declined(
