@@ -441,7 +441,7 @@ async def _check(
     """A posted alert, checked (`alerts.check_action`): once quiet, edited to say since
     when nothing new failed (an incident stays red and open; a per-recipient group's alert
     is then over); once the incident's cause is gone, edited to say it is resolved and what
-    is still undone, and that resolution posted as a reply to it, so whoever was paged
+    is still undone, and a short resolution posted as a reply to it, so whoever was paged
     hears of it (an edit notifies no one)."""
     action = alerts.check_action(notice, group, now, route)
     if action is Action.NOTHING:
@@ -452,7 +452,10 @@ async def _check(
     if action is Action.RESOLVE:
         resolved = await _resolved_post(delivery, group, mention)
         await _edit_if_there(delivery, alert, replace(resolved, mention=None))
-        await delivery.adapter.reply(alert, delivery.adapter.render(resolved)[0])
+        reply = render.resolution_reply(
+            group, mention, threshold=_threshold(delivery), words=delivery.words
+        )
+        await delivery.adapter.reply(alert, delivery.adapter.render(reply)[0])
     else:
         incident = alerts.is_incident(group)
         quiet = render.alert_post(

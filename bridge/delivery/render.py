@@ -498,6 +498,27 @@ def resolved_post(
     )
 
 
+def resolution_reply(
+    group: Group, mention: str | None, *, threshold: str | None = None, words: Words = ENGLISH
+) -> Post:
+    """The resolution as a reply under the alert, for whoever was paged: what is over and
+    when, how many messages were never sent and the one next step. The alert just above
+    it, edited (`resolved_post`), holds Why, Do and the list by reference."""
+    gone, _ = _gone(group, threshold, words)
+    when = _hour(group.cleared_at or group.last_at, group.timezone)
+    if group.count:
+        undone = _undone(group, (), words)
+        body = "\n".join((undone[0], undone[-1]))
+    else:
+        body = words.gettext("No message failed meanwhile.")
+    return Post(
+        heading=words.gettext("Resolved {time}: {what}", time=when, what=gone),
+        body=body,
+        mention=mention,
+        tone=Tone.RESOLVED,
+    )
+
+
 def _times(group: Group, words: Words) -> tuple[str, str]:
     return (
         words.gettext("first {time}", time=_when(group.first_at, group.timezone, words)),

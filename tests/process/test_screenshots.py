@@ -31,4 +31,4 @@ def test_the_screenshots_day_shows_every_message_in_its_last_form(tmp_path: Path
     (alert, resolution) = messages(recorded, ONCALL)
     assert alert.edited and resolution.thread_ts == alert.ts
     oncall = page(recorded, ONCALL, alert.ts)
-    assert "🔴" not in oncall and oncall.count("Resolved: Out of credit: 12 messages") == 3
+    assert "🔴" not in oncall and oncall.count("Resolved: Out of credit: 12 messages") == 2

@@ -124,21 +124,30 @@ async def test_an_incident_stays_red_while_quiet_and_resolves_when_credit_is_bac
     resolved = slack.edits("C0ONCALL")[-1]
     (reply,) = [post for post in slack.posts("C0ONCALL") if post.thread_ts == alert.ts]
     assert reply.text is not None and reply.text.startswith(f"{MENTION} :large_green_circle: ")
-    for text in (resolved.text, reply.text):
-        assert text is not None
-        assert ":large_green_circle: Resolved: Out of credit: 30 messages" in text
-        assert "resolved " in text and "credit is back above 100" in text
-        assert "Why: the account is out of credit" in text
-        assert "Do: top up the Smstools credit" in text
-        assert "Still undone: 30 messages were never sent" in text
-        assert "• 29 × reference campaign-reminders" in text
-        assert "“Reminder: your appointment at the Clinic is tomorrow…”" in text
-        assert "• 1 × no reference" in text and "“We moved you to 10:00.”" in text
-        assert "Send these again now that credit is back." in text
+    text = resolved.text  # the alert, edited: everything, once
+    assert text is not None
+    assert ":large_green_circle: Resolved: Out of credit: 30 messages" in text
+    assert "resolved " in text and "credit is back above 100" in text
+    assert "Why: the account is out of credit" in text
+    assert "Do: top up the Smstools credit" in text
+    assert "Still undone: 30 messages were never sent" in text
+    assert "• 29 × reference campaign-reminders" in text
+    assert "“Reminder: your appointment at the Clinic is tomorrow…”" in text
+    assert "• 1 × no reference" in text and "“We moved you to 10:00.”" in text
+    assert "Send these again now that credit is back." in text
+    # The reply under it pages with what is over, what is undone and the next step, and
+    # does not repeat what the alert just above it says.
+    assert reply.text is not None and "credit is back above 100" in reply.text
+    assert ":large_green_circle: Resolved " in reply.text
+    assert "Still undone: 30 messages were never sent" in reply.text
+    assert "Send these again now that credit is back." in reply.text
+    for said_above in ("Why:", "Do:", "campaign-reminders", "Reminder: your appointment"):
+        assert said_above not in reply.text
     (message,) = [m for m in telegram.messages(ONCALL_CHAT) if m.reply_to_message_id is None]
     (answer,) = [m for m in telegram.messages(ONCALL_CHAT) if m.reply_to_message_id]
     assert answer.reply_to_message_id == message.message_id
-    assert answer.plain_text.startswith("@oncall_team 🟢 Resolved: Out of credit: 30 messages")
+    assert answer.plain_text.startswith("@oncall_team 🟢 Resolved ")
+    assert "Smstools credit" not in answer.plain_text and "Why:" not in answer.plain_text
     assert "Send these again now that credit is back." in answer.plain_text
     assert telegram.edits(ONCALL_CHAT)[-1].plain_text.startswith("🟢 Resolved: ")
 
@@ -165,8 +174,9 @@ async def test_a_delivered_message_from_its_sender_resolves_a_refused_sender_inc
         await deliver(bridge, clock, 1)
     (reply,) = [post for post in slack.posts("C0ONCALL") if post.thread_ts == alert.ts]
     assert reply.text is not None
-    assert "Resolved: Sender name refused: 4 messages" in reply.text
-    assert "messages are delivered again" in reply.text
+    assert "Resolved " in reply.text and "messages are delivered again" in reply.text
+    assert "Still undone: 4 messages were never sent" in reply.text
+    assert "Resolved: Sender name refused: 4 messages" in (slack.edits("C0ONCALL")[-1].text or "")
     assert "Send these again now that it is fixed." in reply.text
 
 

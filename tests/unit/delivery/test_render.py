@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from bridge.chat.base import Moment, Tone
 from bridge.config import Config, build
 from bridge.delivery import render
@@ -241,3 +243,32 @@ def test_a_resolved_incident_keeps_why_and_do_and_lists_what_was_never_sent() ->
         "    “We moved you to 10:00.”",
         "Send these again now that credit is back.",
     ]
+
+
+@pytest.mark.parametrize(
+    ("count", "body"),
+    [
+        (
+            30,
+            [
+                "Still undone: 30 messages were never sent",
+                "Send these again now that credit is back.",
+            ],
+        ),
+        (0, ["No message failed meanwhile."]),
+    ],
+)
+def test_the_resolution_reply_says_what_is_over_what_is_undone_and_the_next_step_only(
+    count: int, body: list[str]
+) -> None:
+    incident = replace(
+        group({"5/2000": 30}, ["32470123456"]),
+        cause=2000,
+        count=count,
+        unsent={"campaign-reminders": count} if count else {},
+        cleared_at=1767303000.0,  # 22:30
+    )
+    post = render.resolution_reply(incident, "<!here>", threshold="100")
+    assert post.tone is Tone.RESOLVED and post.mention == "<!here>"
+    assert post.heading == "Resolved 22:30: credit is back above 100"
+    assert post.context == () and post.body.split("\n") == body  # Why and Do are just above
