@@ -114,10 +114,15 @@ def messages_in(text: str | None) -> list[tuple[str, int]]:
 
 
 def shown_count(slack: FakeSlack, telegram: FakeTelegram) -> int:
-    """How many customer messages the posts show, counting each showing."""
-    texts = [post.text for post in slack.posts()]
-    texts += [message.plain_text for message in telegram.messages(FORUM)]
-    return sum(len(messages_in(text)) for text in texts)
+    """How many customer messages the posts show, each counted once per platform however
+    often it was shown (a post repeated after a kill must not end a wait early)."""
+    shown = {("slack", *m) for post in slack.posts() for m in messages_in(post.text)}
+    shown |= {
+        ("telegram", *m)
+        for message in telegram.messages(FORUM)
+        for m in messages_in(message.plain_text)
+    }
+    return len(shown)
 
 
 def wait_until_shown(slack: FakeSlack, telegram: FakeTelegram, total: int, timeout: float) -> float:
