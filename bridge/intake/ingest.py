@@ -7,6 +7,7 @@ on `webhook_id`), inbox jobs likewise. Nothing here calls a chat or gateway API.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -142,14 +143,20 @@ async def ingest_group(
     return results
 
 
-_Route = tuple[tuple[str, ...], ConversationKey]  # an inbox message's destinations and lane
+_Route = tuple[tuple[str, ...], InboxJob]  # an inbox message's destinations and its job
 
 
 def _route(config: Config, event: InboxMessage) -> _Route:
-    conversation = ConversationKey(
-        receiver=phones.key(event.message.receiver), sender=phones.key(event.message.sender)
-    )
-    return routing.destinations_for(event, config), conversation
+    job = _inbox_job(phones.key(event.message.receiver), phones.key(event.message.sender))
+    return routing.destinations_for(event, config), job
+
+
+@functools.lru_cache(maxsize=4096)
+def _inbox_job(receiver: str, sender: str) -> InboxJob:
+    """The job of an inbox message of this conversation. Frozen, so one serves all its
+    messages: building one is two pydantic validations, a tenth of what storing the webhook
+    costs the event loop."""
+    return InboxJob(conversation=ConversationKey(receiver=receiver, sender=sender))
 
 
 def _early_jobs(
@@ -168,14 +175,9 @@ def _early_jobs(
             if route is None or event.webhook_id in seen:
                 continue
             seen.add(event.webhook_id)
-            destinations, conversation = route
+            destinations, job = route
             jobs += [
-                group_writes_store.NewEventJob(
-                    event.webhook_id,
-                    destination,
-                    InboxJob(conversation=conversation),
-                    body.received_at,
-                )
+                group_writes_store.NewEventJob(event.webhook_id, destination, job, body.received_at)
                 for destination in destinations
             ]
     return jobs
@@ -253,7 +255,7 @@ class _Planner:
             result.outcomes.append((event.webhook_type, "accepted"))
             route = self.inbox[position]
             if route is not None:
-                destinations, conversation = route
+                destinations, job = route
                 if not destinations:
                     result.unrouted += 1
                 result.jobs += len(destinations)
@@ -263,11 +265,7 @@ class _Planner:
                     await self.flush()
                 self.pending_at = now
                 for destination in destinations:
-                    self.pending.append(
-                        outbox_store.NewJob(
-                            event_id, destination, InboxJob(conversation=conversation)
-                        )
-                    )
+                    self.pending.append(outbox_store.NewJob(event_id, destination, job))
             elif isinstance(event, DeliveryReport):
                 await self.flush()
                 result.report_codes.append(event.message.delivery_code)
@@ -298,11 +296,8 @@ async def plan_event(
     elif isinstance(event, ReadReport):
         planned = await reports.plan_read(database, connection, event, event_id, now)
     else:
-        destinations, conversation = _route(config, event)
-        jobs = [
-            outbox_store.NewJob(event_id, destination, InboxJob(conversation=conversation))
-            for destination in destinations
-        ]
+        destinations, job = _route(config, event)
+        jobs = [outbox_store.NewJob(event_id, destination, job) for destination in destinations]
         planned = await outbox_store.enqueue_many(database, connection, jobs, now)
     if planned:
         await wakeups_store.announce(database, connection)
