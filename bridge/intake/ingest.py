@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import phones
 from bridge.config import Config
-from bridge.intake import reports, routing
+from bridge.intake import alerts, reports, routing
 from bridge.jobs import ConversationKey, InboxJob
 from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
 from bridge.store import group_writes as group_writes_store
@@ -205,6 +205,7 @@ class _Planner:
         self.pending: list[outbox_store.NewJob] = []
         self.pending_at = 0.0
         self.jobs = 0
+        self.incidents = alerts.OpenIncidents()  # read once for the group's delivered reports
 
     async def plan(self, bodies: Sequence[Body], parsed: list[list[Any]]) -> list[IngestResult]:
         results = [
@@ -270,7 +271,13 @@ class _Planner:
                 await self.flush()
                 result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
-                    self.database, self._connection(), self.config, event, event_id, now
+                    self.database,
+                    self._connection(),
+                    self.config,
+                    event,
+                    event_id,
+                    now,
+                    self.incidents,
                 )
             elif isinstance(event, ReadReport):
                 await self.flush()
