@@ -15,10 +15,11 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import heap
 from bridge.chat.base import ChatAdapter
@@ -205,10 +206,12 @@ def create_app(settings: Settings, config: Config, options: Options | None = Non
         async with _serving(app.state, settings, config, options, metrics):
             yield
 
+    webhook = Route(WEBHOOK_PATH, _Webhook(), methods=["POST"])
     return Starlette(
         exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(_WebhooksFirst, route=webhook)],
         routes=[
-            Route(WEBHOOK_PATH, _Webhook(), methods=["POST"]),
+            webhook,
             Route("/healthz", _healthz, methods=["GET"]),
             Route("/readyz", _readyz, methods=["GET"]),
             Route("/slack/events", _slack_events, methods=["POST"]),
@@ -354,4 +357,22 @@ class _Webhook:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         receiver: WebhookReceiver = scope["app"].state.receiver
-        return receiver(scope, receive, send)  # its coroutine, awaited by the router
+        return receiver(scope, receive, send)  # its coroutine, awaited by the caller
+
+
+class _WebhooksFirst:
+    """Sends what the webhook's `route` takes (its path, POST) straight to its endpoint,
+    past Starlette's exception middleware and router, which only pass it along; everything
+    else (that path with another method too: 405) goes on to `app`. Errors are still
+    answered by Starlette's outermost middleware (500)."""
+
+    def __init__(self, app: ASGIApp, route: Route) -> None:
+        self.app, self.route = app, route
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            match, child = self.route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                return self.route.app(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -7,6 +7,7 @@ ways (`+32 470 12 34 56`, `0032470123456`, Arabic-Indic or full-width digits) is
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -23,12 +24,14 @@ def _ascii_digits(text: str) -> str:
     return _DIGITS.sub(lambda match: str(unicodedata.decimal(match.group())), text)
 
 
+@functools.lru_cache(maxsize=4096)
 def key(raw: str) -> str:
     """The form a number is matched and stored in: E.164 digits without `+` (`32470123456`),
     or an alphanumeric sender name as given (`Clinic`).
 
     Accepts the gateway's bare digits, `+32 470 12 34 56`, `0032470123456` and digits of any
-    script. Never raises: whatever is not a number is a sender name.
+    script. Never raises: whatever is not a number is a sender name. Remembered for the
+    numbers seen last: the webhook path asks for the same few several times a message.
     """
     text = _ascii_digits(raw.strip())
     digits = _PUNCTUATION.sub("", text)

@@ -157,17 +157,18 @@ class WebhookReceiver:
 
 
 def _answer(result: IngestResult) -> Response:
-    """The 200 for a stored body. The usual ones (every event understood) are rendered once
-    and looked up, since building the JSON is a large share of what answering costs."""
+    """The 200 for a stored body. The usual ones (every event understood) are built once and
+    looked up, since building the JSON and the headers is a large share of what answering
+    costs (a `Response` holds nothing of the request it answers: one serves many)."""
     if result.problems:
         return JSONResponse(result.as_json())
-    return Response(_rendered(result.accepted, result.duplicates), media_type="application/json")
+    return _rendered(result.accepted, result.duplicates)
 
 
 @functools.lru_cache(maxsize=1024)
-def _rendered(accepted: int, duplicates: int) -> bytes:
-    """The body of an answer whose every event was understood."""
-    return bytes(JSONResponse(IngestResult(accepted, duplicates).as_json()).body)
+def _rendered(accepted: int, duplicates: int) -> Response:
+    """The answer to a body whose every event was understood."""
+    return JSONResponse(IngestResult(accepted, duplicates).as_json())
 
 
 def _unavailable(error: Exception, bodies: int) -> None:

@@ -401,6 +401,24 @@ def low_credit(group: Group, balance: str, now: float, route: AlertRoute) -> Gro
     )
 
 
+@dataclass
+class OpenIncidents:
+    """The open incidents as one transaction last read them, so that a body of delivered
+    messages reads them once rather than once a message (a query inside the group commit
+    for each). Forgotten, and read again when next needed, after anything in the
+    transaction may have opened, changed or cleared one (`forget`)."""
+
+    groups: list[Group] | None = None
+
+    async def read(self, connection: AsyncConnection) -> list[Group]:
+        if self.groups is None:
+            self.groups = await alerts_store.open_incidents(connection)
+        return self.groups
+
+    def forget(self) -> None:
+        self.groups = None
+
+
 async def plan_cleared(
     database: Database,
     connection: AsyncConnection,
@@ -408,13 +426,17 @@ async def plan_cleared(
     *,
     credit_back: bool = False,
     delivered_from: str | None = None,
+    incidents: OpenIncidents | None = None,
 ) -> int:
     """Resolve the open incidents whose cause is gone (`clears`): each alert posted for them
-    gets a job that says so. Returns the number of outbox jobs added."""
+    gets a job that says so. Returns the number of outbox jobs added. `incidents`: what
+    this transaction read of them before, if anything (read here otherwise)."""
+    incidents = incidents or OpenIncidents()
     jobs = 0
-    for group in await alerts_store.open_incidents(connection):
+    for group in await incidents.read(connection):
         if not clears(group, now, credit_back=credit_back, delivered_from=delivered_from):
             continue
+        incidents.forget()  # cleared here, or changed since it was read
         if not await alerts_store.clear(connection, group, now):
             continue
         for destination in await alerts_store.destinations_told(connection, group.id):

@@ -7,6 +7,7 @@ on `webhook_id`), inbox jobs likewise. Nothing here calls a chat or gateway API.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import phones
 from bridge.config import Config
-from bridge.intake import reports, routing
+from bridge.intake import alerts, reports, routing
 from bridge.jobs import ConversationKey, InboxJob
 from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
 from bridge.store import group_writes as group_writes_store
@@ -142,14 +143,20 @@ async def ingest_group(
     return results
 
 
-_Route = tuple[tuple[str, ...], ConversationKey]  # an inbox message's destinations and lane
+_Route = tuple[tuple[str, ...], InboxJob]  # an inbox message's destinations and its job
 
 
 def _route(config: Config, event: InboxMessage) -> _Route:
-    conversation = ConversationKey(
-        receiver=phones.key(event.message.receiver), sender=phones.key(event.message.sender)
-    )
-    return routing.destinations_for(event, config), conversation
+    job = _inbox_job(phones.key(event.message.receiver), phones.key(event.message.sender))
+    return routing.destinations_for(event, config), job
+
+
+@functools.lru_cache(maxsize=4096)
+def _inbox_job(receiver: str, sender: str) -> InboxJob:
+    """The job of an inbox message of this conversation. Frozen, so one serves all its
+    messages: building one is two pydantic validations, a tenth of what storing the webhook
+    costs the event loop."""
+    return InboxJob(conversation=ConversationKey(receiver=receiver, sender=sender))
 
 
 def _early_jobs(
@@ -168,14 +175,9 @@ def _early_jobs(
             if route is None or event.webhook_id in seen:
                 continue
             seen.add(event.webhook_id)
-            destinations, conversation = route
+            destinations, job = route
             jobs += [
-                group_writes_store.NewEventJob(
-                    event.webhook_id,
-                    destination,
-                    InboxJob(conversation=conversation),
-                    body.received_at,
-                )
+                group_writes_store.NewEventJob(event.webhook_id, destination, job, body.received_at)
                 for destination in destinations
             ]
     return jobs
@@ -203,6 +205,7 @@ class _Planner:
         self.pending: list[outbox_store.NewJob] = []
         self.pending_at = 0.0
         self.jobs = 0
+        self.incidents = alerts.OpenIncidents()  # read once for the group's delivered reports
 
     async def plan(self, bodies: Sequence[Body], parsed: list[list[Any]]) -> list[IngestResult]:
         results = [
@@ -253,7 +256,7 @@ class _Planner:
             result.outcomes.append((event.webhook_type, "accepted"))
             route = self.inbox[position]
             if route is not None:
-                destinations, conversation = route
+                destinations, job = route
                 if not destinations:
                     result.unrouted += 1
                 result.jobs += len(destinations)
@@ -263,16 +266,18 @@ class _Planner:
                     await self.flush()
                 self.pending_at = now
                 for destination in destinations:
-                    self.pending.append(
-                        outbox_store.NewJob(
-                            event_id, destination, InboxJob(conversation=conversation)
-                        )
-                    )
+                    self.pending.append(outbox_store.NewJob(event_id, destination, job))
             elif isinstance(event, DeliveryReport):
                 await self.flush()
                 result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
-                    self.database, self._connection(), self.config, event, event_id, now
+                    self.database,
+                    self._connection(),
+                    self.config,
+                    event,
+                    event_id,
+                    now,
+                    self.incidents,
                 )
             elif isinstance(event, ReadReport):
                 await self.flush()
@@ -298,11 +303,8 @@ async def plan_event(
     elif isinstance(event, ReadReport):
         planned = await reports.plan_read(database, connection, event, event_id, now)
     else:
-        destinations, conversation = _route(config, event)
-        jobs = [
-            outbox_store.NewJob(event_id, destination, InboxJob(conversation=conversation))
-            for destination in destinations
-        ]
+        destinations, job = _route(config, event)
+        jobs = [outbox_store.NewJob(event_id, destination, job) for destination in destinations]
         planned = await outbox_store.enqueue_many(database, connection, jobs, now)
     if planned:
         await wakeups_store.announce(database, connection)

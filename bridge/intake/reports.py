@@ -51,8 +51,11 @@ async def plan_delivery(
     report: DeliveryReport,
     event_id: int,
     now: float,
+    incidents: alerts.OpenIncidents | None = None,
 ) -> int:
     """Record the report's status; for a new failure plan the alert and thread notes.
+    `incidents`: the open incidents as the caller's transaction read them, shared by the
+    reports it plans (read when needed otherwise).
 
     Returns the number of outbox jobs added.
     """
@@ -78,10 +81,12 @@ async def plan_delivery(
         # A message that got through ends an incident of its sender's account (`clears`).
         sender = phones.key(message.sender)
         return reply_status + await alerts.plan_cleared(
-            database, connection, now, delivered_from=sender
+            database, connection, now, delivered_from=sender, incidents=incidents
         )
     if not failed(message.delivery_code, config):
         return reply_status
+    if incidents is not None:
+        incidents.forget()  # the failure may open an incident, or change one
     jobs = reply_status + await alerts.plan(database, connection, config, report, event_id, now)
     if reply_status:
         return jobs  # the agent's own message shows the failure, with a note in its thread

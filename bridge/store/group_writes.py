@@ -16,6 +16,7 @@ itself (`Database.fetch_on_asyncpg`). Both do the same thing, in the caller's tr
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,16 +88,16 @@ async def write(
 
 def _job_rows(jobs: Sequence[NewEventJob]) -> list[_JobRow]:
     return [
-        (
-            job.webhook_id,
-            job.destination,
-            lane(job.destination, job.payload),
-            job.payload.kind,
-            job.payload.model_dump_json(),
-            job.at,
-        )
+        (job.webhook_id, job.destination, *_job_columns(job.destination, job.payload), job.at)
         for job in jobs
     ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _job_columns(destination: str, payload: Payload) -> tuple[str, str, str]:
+    """A job's lane, kind and stored payload. The jobs of a conversation's messages share
+    them (payloads are frozen), and rendering them is most of what building a row costs."""
+    return lane(destination, payload), payload.kind, payload.model_dump_json()
 
 
 def _sqlite_rows(group: GroupWrite) -> tuple[Sequence[NewBody], Sequence[NewEvent], list[_JobRow]]:

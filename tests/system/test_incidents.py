@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event
+
 from testkit.fakes.slack import FakeSlack, SlackMessage
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
@@ -178,6 +180,35 @@ async def test_a_delivered_message_from_its_sender_resolves_a_refused_sender_inc
     assert "Still undone: 4 messages were never sent" in reply.text
     assert "Resolved: Sender name refused: 4 messages" in (slack.edits("C0ONCALL")[-1].text or "")
     assert "Send these again now that it is fixed." in reply.text
+
+
+async def test_a_body_of_delivered_reports_reads_the_open_incidents_once_and_still_resolves(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    config = make_config(routes=[], group_wait="0s", resolve_after="10m")
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([report(5, 2005, receiver=f"3247100000{n}") for n in range(3)])
+        await deliver(bridge, clock, 3600)
+        reads: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "FROM alert_groups" in statement and "cleared_at IS NULL" in statement:
+                reads.append(statement)
+
+        engine = bridge.app.state.receiver.commits.database.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        delivered = [report(1, sender="Other", receiver=f"3247200000{n}") for n in range(5)]
+        await bridge.post([*delivered, report(1, sender="Clinic")])
+        event.remove(engine, "before_cursor_execute", count)
+        await deliver(bridge, clock, 1)
+    assert len(reads) == 1  # not once for each of the six delivered messages
+    (alert,) = top_level(slack, "C0ONCALL")
+    (reply,) = [post for post in slack.posts("C0ONCALL") if post.thread_ts == alert.ts]
+    assert reply.text is not None and "messages are delivered again" in reply.text
+    assert "Resolved: Sender name refused" in (slack.edits("C0ONCALL")[-1].text or "")
 
 
 async def test_a_lone_phone_off_failure_is_a_thread_note_and_no_on_call_post_by_default(

@@ -90,9 +90,11 @@ def test_a_reply_lists_the_first_problems_only_and_counts_them_all() -> None:
 def test_an_inbox_message_is_routed_to_its_destinations_in_its_customers_lane() -> None:
     event = parse_event(inbox("wh1", sender="+32 470 12 34 56"))
     assert isinstance(event, InboxMessage)
-    destinations, conversation = _route(CONFIG, event)
+    destinations, job = _route(CONFIG, event)
     assert destinations == ("support", "sales")
-    assert conversation == ConversationKey(receiver="32460200000", sender="32470123456")
+    assert job == InboxJob(
+        conversation=ConversationKey(receiver="32460200000", sender="32470123456")
+    )
 
 
 def test_inbox_jobs_before_the_first_report_go_in_once_each_in_arrival_order() -> None:
