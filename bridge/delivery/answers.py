@@ -42,7 +42,7 @@ async def author_of(delivery: Delivery, reply: Reply, body: str) -> str:
     if named:
         return named
     message = stored_message(platform, body)
-    user = message.user if isinstance(message, AgentMessage) else "an agent"
+    user = message.user if isinstance(message, AgentMessage) else delivery.words.gettext("an agent")
     if platform == "slack":
         return (await delivery.adapter.plain_text(f"<@{user}>")).removeprefix("@")
     return user

@@ -493,8 +493,8 @@ def stored_message(platform: str, body: str) -> AgentMessage | Ignored:
 
 def author_name(platform: str, body: str) -> str | None:
     """Who wrote a stored agent's message, as Telegram names them (first and last name, else
-    @username; the group's title for an anonymous admin); None for Slack, whose events name
-    a member only by id."""
+    @username; for an anonymous admin the group's title, as Telegram itself shows them);
+    None for Slack, whose events name a member only by id."""
     if platform == "slack":
         return None
     message = json.loads(body).get("message")
@@ -504,7 +504,7 @@ def author_name(platform: str, body: str) -> str | None:
     if isinstance(sender_chat, dict) and _anonymous_admin(
         sender, message.get("chat") or {}, sender_chat
     ):
-        return f"an anonymous admin of {sender_chat.get('title') or 'the group'}"
+        return str(sender_chat.get("title") or "") or None
     full = " ".join(str(sender[key]) for key in ("first_name", "last_name") if sender.get(key))
     if full:
         return full

@@ -45,6 +45,6 @@ def test_a_telegram_author_is_named_a_slack_one_is_left_to_the_adapter() -> None
         {"id": 1087968824, "is_bot": True, "first_name": "Group"},
         sender_chat={"id": -100, "title": "Support"},
     )
-    assert author_name("telegram", anonymous) == "an anonymous admin of Support"
+    assert author_name("telegram", anonymous) == "Support"  # as Telegram shows them
     assert author_name("telegram", "{}") is None
     assert author_name("slack", json.dumps({"event": {"user": "U0AGENT"}})) is None
