@@ -183,8 +183,7 @@ class Worker:
         deadline = loop.time() + seconds
         while not self._stopping and (left := deadline - loop.time()) > 0:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+            await self._woken_within(left)
 
     async def _loop(self) -> None:
         database_trouble = 0
@@ -211,8 +210,14 @@ class Worker:
                 # leave the worker asleep for a whole poll interval.
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+            await self._woken_within(self._idle_wait())
+
+    async def _woken_within(self, seconds: float) -> None:
+        """Return at `wake()`, or once `seconds` passed (a timeout in this task: `wait_for`
+        would start a task of its own for every wait)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""
@@ -237,8 +242,7 @@ class Worker:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # go round even while every slot is busy
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await self._woken_within(self.poll_interval)  # go round even with every slot busy
             return 0
         now = self.now()
         usable = [name for name in self.adapters if name not in self.refused]
@@ -294,9 +298,9 @@ class Worker:
     async def _attempt(self, job: Job) -> None:
         try:
             # Inside the lease, so no other worker takes the job while this one may still post.
-            received_at, shown = await asyncio.wait_for(
-                self._deliver(job), timeout=self.lease * 0.8
-            )
+            # (A timeout in the job's own task: `wait_for` would start one more per job.)
+            async with asyncio.timeout(self.lease * 0.8):
+                received_at, shown = await self._deliver(job)
         except DeliveryError as error:
             if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
                 await moves.follow(self.database, self.config, job.destination, error, self.now())
