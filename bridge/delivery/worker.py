@@ -57,8 +57,8 @@ DEFAULT_POLICY = RetryPolicy()
 CONCURRENCY = 48
 # Jobs claimed in one round, at most. Jobs beyond their destination's tokens are given back
 # at once, so a busy channel with many waiting conversations costs every round this many
-# leases written and released; the loop claims again at once after a round that started any.
-# Larger rounds reach many channels sooner but let several workers on one channel crowd it
+# leases written and released; the loop claims again at once after a round that found this
+# many. Larger rounds reach many channels sooner but let several workers on one channel crowd it
 # into 429s.
 CLAIM_BATCH = 16
 
@@ -190,8 +190,11 @@ class Worker:
         while not self._stopping:
             self.heartbeat = time.monotonic()  # /readyz: the loop goes round
             self.supervisor.tick(self.now())
+            # Cleared before the claim: a wake-up during it (new work its reads may have
+            # missed) ends the wait below at once instead of being lost.
+            self._wake.clear()
             try:
-                claimed = await self._claim()
+                claimed, more = await self._claim()
             except UNAVAILABLE as error:
                 # The database is away (restart, lock held too long, disk full): keep trying,
                 # never leave the web process acknowledging webhooks nobody delivers.
@@ -205,11 +208,11 @@ class Worker:
             if database_trouble:
                 log.info("claiming jobs again")
             database_trouble = 0
-            if claimed or self._stopping:
-                # A stop() during the claim set the wake-up: clearing it below would
-                # leave the worker asleep for a whole poll interval.
+            # Round again at once only when more may be due: a round right after one that
+            # found less than it asked for finds nothing, and on SQLite it would hold the
+            # only connection while the jobs just started wait for it.
+            if more or self._stopping:
                 continue
-            self._wake.clear()
             await self._woken_within(self._idle_wait())
 
     async def _woken_within(self, seconds: float) -> None:
@@ -232,18 +235,19 @@ class Worker:
     async def drain(self) -> None:
         """Deliver everything due now and everything that becomes due; for tests and tools."""
         while True:
-            claimed = await self._claim()
+            claimed, _ = await self._claim()
             if not claimed and not self._inflight:
                 return
             if not claimed:
                 await asyncio.wait(list(self._inflight.values()), return_when="FIRST_COMPLETED")
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> tuple[int, bool]:
+        """Start the jobs due now, as many as there are free slots: how many it started, and
+        whether more may be due (it took as many as it asked for, or waited for a slot)."""
         free = self.concurrency - len(self._inflight)
         if free <= 0:
-            self._wake.clear()
             await self._woken_within(self.poll_interval)  # go round even with every slot busy
-            return 0
+            return 0, True
         now = self.now()
         usable = [name for name in self.adapters if name not in self.refused]
         claim = await self.claimer.claim(usable, min(free, CLAIM_BATCH), now)
@@ -254,7 +258,7 @@ class Worker:
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
         self._next_token_at = claim.next_token_at
-        return len(claim.heads)
+        return len(claim.heads), claim.full
 
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
