@@ -30,10 +30,12 @@ from bridge.store.events import StoredEvent
 @dataclass(frozen=True)
 class Claim:
     """What one claim started: each head with when its destination's token is due (the
-    claim's clock), in job order, and when a paced destination next has a token."""
+    claim's clock), in job order, when a paced destination next has a token, and whether
+    it found as many due heads as it asked for (`full`: more may be due now)."""
 
     heads: list[tuple[Job, float]]
     next_token_at: float | None
+    full: bool = False
 
 
 class Claimer:
@@ -96,7 +98,7 @@ class Claimer:
         started.sort(key=lambda head: head[0].id)
         for job, _ in started:
             self._followers[job.id] = followers.get(job.id, [])
-        return Claim(started, min(waiting.values(), default=None))
+        return Claim(started, min(waiting.values(), default=None), full=len(jobs) >= limit)
 
     async def _read_events(self, connection: AsyncConnection, claimed: list[Job]) -> None:
         """Their events come with the claim: one query, not one transaction per job."""

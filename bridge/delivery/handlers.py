@@ -8,6 +8,7 @@ bookkeeping; what to post is `render`'s, where in the conversation is `threads`'
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,8 +67,8 @@ def _event(delivery: Delivery, kind: type[E]) -> E:
 
 async def deliver_inbox(delivery: Delivery) -> None:
     """A customer message into its conversation's thread."""
-    conversation, opens_thread = await _conversation(delivery)
-    await _post_inbox(delivery, conversation, opens_thread)
+    conversation, opens_thread, already_sent = await _conversation(delivery)
+    await _post_inbox(delivery, conversation, opens_thread, already_sent)
 
 
 async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
@@ -77,10 +78,10 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
     (too long, or partly posted before) is posted alone, in as many parts as it needs."""
     event = _event(delivery, InboxMessage)
     job = delivery.job
-    conversation, opens_thread = await _conversation(delivery)
-    count = await _combined_count(delivery, event, opens_thread)
+    conversation, opens_thread, already_sent = await _conversation(delivery)
+    count = _combined_count(delivery, event, opens_thread, started=bool(already_sent))
     if count == 1:
-        await _post_inbox(delivery, conversation, opens_thread)
+        await _post_inbox(delivery, conversation, opens_thread, already_sent)
         return ()
     followers = delivery.followers[: count - 1]
     await _post_combined(delivery, conversation, event, followers, opens_thread)
@@ -94,19 +95,19 @@ async def deliver_inbox_combined(delivery: Delivery) -> tuple[Follower, ...]:
         job,
         "delivered %d inbox messages from %s to %s as one post (jobs %s)",
         count,
-        phones.mask(key.sender),
+        functools.partial(phones.mask, key.sender),
         job.destination,
         ", ".join(str(job_id) for job_id in [job.id, *(f.job.id for f in followers)]),
     )
     return followers
 
 
-async def _combined_count(delivery: Delivery, event: InboxMessage, opens_thread: bool) -> int:
+def _combined_count(
+    delivery: Delivery, event: InboxMessage, opens_thread: bool, *, started: bool
+) -> int:
     """How many messages, the head's first, one post shows: 1 when the head was partly
-    posted before, else as many of one conversation as fit one chat message."""
+    posted before (`started`), else as many of one conversation as fit one chat message."""
     config, adapter = delivery.config, delivery.adapter
-    async with delivery.database.transaction() as connection:
-        started = await conversations_store.with_parts_sent(connection, [delivery.job.id])
     events = [event, *(follower.event for follower in delivery.followers)]
     received = [delivery.received_at, *(f.received_at for f in delivery.followers)]
     count = 1 if started else combining.one_conversation(received, config.idle_after)
@@ -171,22 +172,24 @@ async def _post_combined(
     )
 
 
-async def _conversation(delivery: Delivery) -> tuple[Conversation, bool]:
-    """The conversation the job's message belongs to, and whether it opens its thread."""
+async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int]]:
+    """The conversation the job's message belongs to, whether it opens its thread, and the
+    job's parts posted before: one transaction, so one trip to the database before the post."""
     key = _payload(delivery, InboxJob).conversation
-    conversation = await threads.current_conversation(
-        delivery.database,
-        delivery.job.destination,
-        key.receiver,
-        key.sender,
-        at=delivery.received_at,
-        idle_after=delivery.config.idle_after,
-    )
     async with delivery.database.transaction() as connection:
+        conversation = await threads.current_conversation(
+            connection,
+            delivery.job.destination,
+            key.receiver,
+            key.sender,
+            at=delivery.received_at,
+            idle_after=delivery.config.idle_after,
+        )
         opens_thread = not await conversations_store.posted_before(
             connection, conversation.id, delivery.job.id
         )
-    return conversation, opens_thread
+        already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
+    return conversation, opens_thread, already_sent
 
 
 def _replied_to(event: InboxMessage) -> str | None:
@@ -194,7 +197,9 @@ def _replied_to(event: InboxMessage) -> str | None:
     return (event.isreply.orig_messageid or None) if event.isreply else None
 
 
-async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thread: bool) -> None:
+async def _post_inbox(
+    delivery: Delivery, conversation: Conversation, opens_thread: bool, already_sent: set[int]
+) -> None:
     """The job's message alone, in as many parts as it needs."""
     event = _event(delivery, InboxMessage)
     key = _payload(delivery, InboxJob).conversation
@@ -220,6 +225,7 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
         now=delivery.now(),
         unsure_since=job.unsure_since,
         words=delivery.words,
+        already_sent=already_sent,
     )
     if not opens_thread and posted.thread == conversation.thread:
         # `conversation` is as it was before this message: its last one is the previous.
@@ -230,7 +236,7 @@ async def _post_inbox(delivery: Delivery, conversation: Conversation, opens_thre
     _log_delivered(
         job,
         "delivered inbox message from %s to %s (job %d)",
-        phones.mask(key.sender),
+        functools.partial(phones.mask, key.sender),
         job.destination,
         job.id,
     )
@@ -521,6 +527,11 @@ async def deliver_credit(delivery: Delivery) -> None:
 
 
 def _log_delivered(job: Job, message: str, *args: object) -> None:
+    """Log a delivery at INFO; `args` may be callables, called only when the line is
+    written (masking a number costs more than the rest of the line)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    args = tuple(arg() if callable(arg) else arg for arg in args)
     log.info(
         message,
         *args,

@@ -88,8 +88,12 @@ class Pacer:
     async def behind(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> set[str]:
-        """Destinations without a token due now."""
-        ready = await self._ready(connection, destinations, now)
+        """Destinations without a token due now. One without a rate has one whenever it is
+        not paused (paused ones are not claimed): not asked for."""
+        rated = [destination for destination in destinations if self._rates.get(destination)]
+        if not rated:
+            return set()
+        ready = await self._ready(connection, rated, now)
         return {destination for destination, (at, _) in ready.items() if at > now}
 
     async def _ready(

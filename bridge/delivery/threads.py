@@ -7,8 +7,10 @@ Telegram forum topic first, where configured); later messages go under it. After
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.chat.base import ORIGIN, ChatAdapter, Origin, Part, Sent, ThreadClosed, ThreadGone
 from bridge.delivery import render
@@ -20,7 +22,7 @@ from bridge.store.db import Database
 
 
 async def current_conversation(
-    database: Database,
+    connection: AsyncConnection,
     destination: str,
     receiver: str,
     sender: str,
@@ -28,14 +30,14 @@ async def current_conversation(
     at: float,
     idle_after: float,
 ) -> Conversation:
-    """The live conversation for this customer and line, or a new one after a quiet spell."""
-    async with database.transaction() as connection:
-        conversation = await conversations_store.latest(connection, destination, receiver, sender)
-        if conversation is None or at - conversation.last_message_at > idle_after:
-            conversation = await conversations_store.start(
-                connection, destination, receiver, sender, at
-            )
-        return conversation
+    """The live conversation for this customer and line, or a new one after a quiet spell
+    (in the caller's transaction, with whatever else the job reads before posting)."""
+    conversation = await conversations_store.latest(connection, destination, receiver, sender)
+    if conversation is None or at - conversation.last_message_at > idle_after:
+        conversation = await conversations_store.start(
+            connection, destination, receiver, sender, at
+        )
+    return conversation
 
 
 async def post_in_thread(
@@ -52,8 +54,11 @@ async def post_in_thread(
     now: float,
     unsure_since: float | None = None,
     words: Words = ENGLISH,
+    already_sent: Collection[int] | None = None,
 ) -> Conversation:
     """Post every part not posted yet under the conversation's thread, recording each one.
+    `already_sent`: the job's parts posted before, when the caller read them with its own
+    reads (None: read here).
 
     Each part is recorded as soon as the platform accepted it, so a retry after a partial
     failure (a 429 on part 2 of 3) does not post part 1 again. A deleted thread (Telegram
@@ -64,8 +69,9 @@ async def post_in_thread(
     posted parts without recording them (a worker killed mid-post); each part is first looked
     for on the platform, and one found is recorded instead of posted again.
     """
-    async with database.transaction() as connection:
-        already_sent = await conversations_store.sent_parts(connection, outbox_id)
+    if already_sent is None:
+        async with database.transaction() as connection:
+            already_sent = await conversations_store.sent_parts(connection, outbox_id)
     for index, part in enumerate(parts):
         if index in already_sent:
             continue

@@ -57,8 +57,8 @@ DEFAULT_POLICY = RetryPolicy()
 CONCURRENCY = 48
 # Jobs claimed in one round, at most. Jobs beyond their destination's tokens are given back
 # at once, so a busy channel with many waiting conversations costs every round this many
-# leases written and released; the loop claims again at once after a round that started any.
-# Larger rounds reach many channels sooner but let several workers on one channel crowd it
+# leases written and released; the loop claims again at once after a round that found this
+# many. Larger rounds reach many channels sooner but let several workers on one channel crowd it
 # into 429s.
 CLAIM_BATCH = 16
 
@@ -183,16 +183,18 @@ class Worker:
         deadline = loop.time() + seconds
         while not self._stopping and (left := deadline - loop.time()) > 0:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+            await self._woken_within(left)
 
     async def _loop(self) -> None:
         database_trouble = 0
         while not self._stopping:
             self.heartbeat = time.monotonic()  # /readyz: the loop goes round
             self.supervisor.tick(self.now())
+            # Cleared before the claim: a wake-up during it (new work its reads may have
+            # missed) ends the wait below at once instead of being lost.
+            self._wake.clear()
             try:
-                claimed = await self._claim()
+                claimed, more = await self._claim()
             except UNAVAILABLE as error:
                 # The database is away (restart, lock held too long, disk full): keep trying,
                 # never leave the web process acknowledging webhooks nobody delivers.
@@ -206,13 +208,19 @@ class Worker:
             if database_trouble:
                 log.info("claiming jobs again")
             database_trouble = 0
-            if claimed or self._stopping:
-                # A stop() during the claim set the wake-up: clearing it below would
-                # leave the worker asleep for a whole poll interval.
+            # Round again at once only when more may be due: a round right after one that
+            # found less than it asked for finds nothing, and on SQLite it would hold the
+            # only connection while the jobs just started wait for it.
+            if more or self._stopping:
                 continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+            await self._woken_within(self._idle_wait())
+
+    async def _woken_within(self, seconds: float) -> None:
+        """Return at `wake()`, or once `seconds` passed (a timeout in this task: `wait_for`
+        would start a task of its own for every wait)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""
@@ -227,19 +235,19 @@ class Worker:
     async def drain(self) -> None:
         """Deliver everything due now and everything that becomes due; for tests and tools."""
         while True:
-            claimed = await self._claim()
+            claimed, _ = await self._claim()
             if not claimed and not self._inflight:
                 return
             if not claimed:
                 await asyncio.wait(list(self._inflight.values()), return_when="FIRST_COMPLETED")
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> tuple[int, bool]:
+        """Start the jobs due now, as many as there are free slots: how many it started, and
+        whether more may be due (it took as many as it asked for, or waited for a slot)."""
         free = self.concurrency - len(self._inflight)
         if free <= 0:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # go round even while every slot is busy
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            return 0
+            await self._woken_within(self.poll_interval)  # go round even with every slot busy
+            return 0, True
         now = self.now()
         usable = [name for name in self.adapters if name not in self.refused]
         claim = await self.claimer.claim(usable, min(free, CLAIM_BATCH), now)
@@ -250,7 +258,7 @@ class Worker:
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
         self._next_token_at = claim.next_token_at
-        return len(claim.heads)
+        return len(claim.heads), claim.full
 
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
@@ -294,9 +302,9 @@ class Worker:
     async def _attempt(self, job: Job) -> None:
         try:
             # Inside the lease, so no other worker takes the job while this one may still post.
-            received_at, shown = await asyncio.wait_for(
-                self._deliver(job), timeout=self.lease * 0.8
-            )
+            # (A timeout in the job's own task: `wait_for` would start one more per job.)
+            async with asyncio.timeout(self.lease * 0.8):
+                received_at, shown = await self._deliver(job)
         except DeliveryError as error:
             if isinstance(error, ChatMoved):  # the adapter follows already; remember and tell
                 await moves.follow(self.database, self.config, job.destination, error, self.now())

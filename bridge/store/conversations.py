@@ -1,11 +1,16 @@
-"""Conversations, their chat threads, and every chat message posted in them."""
+"""Conversations, their chat threads, and every chat message posted in them.
+
+The statements the worker runs for every message it posts are built once, with bind
+parameters: building one and keying it for SQLAlchemy's compiled cache cost as much CPU as
+running it (`docs/benchmarks.md`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import chat_messages, conversations
@@ -35,21 +40,23 @@ _COLUMNS = (
 )
 
 
+_LATEST = (
+    select(*_COLUMNS)
+    .where(
+        conversations.c.destination == bindparam("destination"),
+        conversations.c.receiver == bindparam("receiver"),
+        conversations.c.sender == bindparam("sender"),
+    )
+    .order_by(conversations.c.id.desc())
+    .limit(1)
+)
+
+
 async def latest(
     connection: AsyncConnection, destination: str, receiver: str, sender: str
 ) -> Conversation | None:
-    row = (
-        await connection.execute(
-            select(*_COLUMNS)
-            .where(
-                conversations.c.destination == destination,
-                conversations.c.receiver == receiver,
-                conversations.c.sender == sender,
-            )
-            .order_by(conversations.c.id.desc())
-            .limit(1)
-        )
-    ).first()
+    values = {"destination": destination, "receiver": receiver, "sender": sender}
+    row = (await connection.execute(_LATEST, values)).first()
     return Conversation(*row) if row else None
 
 
@@ -98,13 +105,14 @@ async def start(
     return Conversation(*row)
 
 
+_SET_THREAD = update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+
+
 async def set_thread(
     connection: AsyncConnection, conversation_id: int, thread: str, chat: str | None = None
 ) -> None:
     values = {"thread": thread} if chat is None else {"thread": thread, "chat": chat}
-    await connection.execute(
-        update(conversations).where(conversations.c.id == conversation_id).values(**values)
-    )
+    await connection.execute(_SET_THREAD, {"conversation_id": conversation_id, **values})
 
 
 async def forget_threads_in(connection: AsyncConnection, destination: str, chat: str) -> None:
@@ -117,12 +125,18 @@ async def forget_threads_in(connection: AsyncConnection, destination: str, chat:
     )
 
 
-async def touch(connection: AsyncConnection, conversation_id: int, at: float) -> None:
-    await connection.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation_id, conversations.c.last_message_at < at)
-        .values(last_message_at=at)
+_TOUCH = (
+    update(conversations)
+    .where(
+        conversations.c.id == bindparam("conversation_id"),
+        conversations.c.last_message_at < bindparam("at"),
     )
+    .values(last_message_at=bindparam("at"))
+)
+
+
+async def touch(connection: AsyncConnection, conversation_id: int, at: float) -> None:
+    await connection.execute(_TOUCH, {"conversation_id": conversation_id, "at": at})
 
 
 async def live_conversations(
@@ -158,19 +172,23 @@ class ChatMessage:
     replied_to: str | None = None  # the gateway message it answers (`orig_messageid`)
 
 
+_RECORD = insert(chat_messages)
+
+
 async def record_message(connection: AsyncConnection, message: ChatMessage, now: float) -> None:
     await connection.execute(
-        insert(chat_messages).values(
-            destination=message.destination,
-            chat=message.chat,
-            message=message.message,
-            conversation_id=message.conversation_id,
-            outbox_id=message.outbox_id,
-            part=message.part,
-            gateway_messageid=message.gateway_messageid,
-            replied_to=message.replied_to,
-            created_at=now,
-        )
+        _RECORD,
+        {
+            "destination": message.destination,
+            "chat": message.chat,
+            "message": message.message,
+            "conversation_id": message.conversation_id,
+            "outbox_id": message.outbox_id,
+            "part": message.part,
+            "gateway_messageid": message.gateway_messageid,
+            "replied_to": message.replied_to,
+            "created_at": now,
+        },
     )
 
 
@@ -211,18 +229,21 @@ async def join_chain(
     )
 
 
+_POSTED_BEFORE = (
+    select(chat_messages.c.id)
+    .where(
+        chat_messages.c.conversation_id == bindparam("conversation_id"),
+        chat_messages.c.outbox_id != bindparam("outbox_id"),
+    )
+    .limit(1)
+)
+
+
 async def posted_before(connection: AsyncConnection, conversation_id: int, outbox_id: int) -> bool:
     """Whether another job already posted in the conversation (so `outbox_id` does not open
     its thread)."""
-    query = (
-        select(chat_messages.c.id)
-        .where(
-            chat_messages.c.conversation_id == conversation_id,
-            chat_messages.c.outbox_id != outbox_id,
-        )
-        .limit(1)
-    )
-    return (await connection.execute(query)).first() is not None
+    values = {"conversation_id": conversation_id, "outbox_id": outbox_id}
+    return (await connection.execute(_POSTED_BEFORE, values)).first() is not None
 
 
 async def message_showing(
@@ -245,11 +266,14 @@ async def message_showing(
     return (str(row[0]), str(row[1])) if row else None
 
 
+_SENT_PARTS = select(chat_messages.c.part).where(
+    chat_messages.c.outbox_id == bindparam("outbox_id")
+)
+
+
 async def sent_parts(connection: AsyncConnection, outbox_id: int) -> set[int]:
     """Parts of a job already posted: a retry after a partial failure skips them."""
-    rows = await connection.execute(
-        select(chat_messages.c.part).where(chat_messages.c.outbox_id == outbox_id)
-    )
+    rows = await connection.execute(_SENT_PARTS, {"outbox_id": outbox_id})
     return {int(part) for (part,) in rows}
 
 

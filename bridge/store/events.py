@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import events
@@ -22,17 +22,19 @@ class StoredEvent:
     received_at: float
 
 
+# Read with every claim: built once.
+_GET_MANY = select(events.c.id, events.c.payload, events.c.received_at).where(
+    events.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
 async def get_many(
     connection: AsyncConnection, event_ids: Collection[int]
 ) -> dict[int, StoredEvent]:
     """Several events in one query, by id (missing ones are left out)."""
     if not event_ids:
         return {}
-    rows = await connection.execute(
-        select(events.c.id, events.c.payload, events.c.received_at).where(
-            events.c.id.in_(list(event_ids))
-        )
-    )
+    rows = await connection.execute(_GET_MANY, {"ids": list(event_ids)})
     return {row[0]: StoredEvent(*row) for row in rows}
 
 

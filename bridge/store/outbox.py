@@ -6,6 +6,10 @@ a worker that dies loses its jobs to another once the lease runs out. On Postgre
 `FOR UPDATE SKIP LOCKED` keeps two workers from claiming the same job. The worker that holds
 a head may also lease the jobs right behind it (`claim_followers`), to show them in the
 same post; nobody else can claim those while the head is pending.
+
+What the worker runs for every claim and every job is built once, with bind parameters
+(`_claiming`, `_FINISH`, …): building a statement and keying it for SQLAlchemy's compiled
+cache cost as much CPU as running it (`docs/benchmarks.md`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal_column, or_, select, update
+from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Job, Kind, Payload, lane, read_payload
@@ -109,6 +113,43 @@ async def enqueue(
     return await enqueue_many(database, connection, [job], now) == 1
 
 
+@cache
+def _claiming(dialect: str, pausing: bool) -> tuple[Any, Any]:
+    """`claim`'s two statements, built once per dialect and whether some destinations are
+    paused: which heads, then their leases."""
+    earlier = outbox.alias("earlier")
+    is_head = ~exists().where(
+        and_(
+            earlier.c.lane == outbox.c.lane, earlier.c.id < outbox.c.id, earlier.c.status == PENDING
+        )
+    )
+    now = bindparam("now", type_=Float)
+    candidates = (
+        select(outbox.c.id, outbox.c.locked_by)
+        .where(
+            outbox.c.status == PENDING,
+            outbox.c.next_attempt_at <= now,
+            or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
+            is_head,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(bindparam("limit"))
+    )
+    if pausing:
+        candidates = candidates.where(
+            outbox.c.destination.not_in(bindparam("paused", expanding=True))
+        )
+    if dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=outbox)
+    leasing = (
+        update(outbox)
+        .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+        .values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
+        .returning(*_JOB_COLUMNS)
+    )
+    return candidates, leasing
+
+
 async def claim(
     database: Database,
     connection: AsyncConnection,
@@ -120,52 +161,51 @@ async def claim(
     paused: Collection[str] = (),
 ) -> list[Job]:
     """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations."""
-    earlier = outbox.alias("earlier")
-    is_head = ~exists().where(
-        and_(
-            earlier.c.lane == outbox.c.lane, earlier.c.id < outbox.c.id, earlier.c.status == PENDING
-        )
-    )
-    candidates = (
-        select(outbox.c.id, outbox.c.locked_by)
-        .where(
-            outbox.c.status == PENDING,
-            outbox.c.next_attempt_at <= now,
-            or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
-            is_head,
-        )
-        .order_by(outbox.c.next_attempt_at, outbox.c.id)
-        .limit(limit)
-    )
+    candidates, leasing = _claiming(database.dialect, bool(paused))
+    values: dict[str, Any] = {"now": now, "limit": limit}
     if paused:
-        candidates = candidates.where(outbox.c.destination.not_in(list(paused)))
-    if database.dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True, of=outbox)
+        values["paused"] = list(paused)
     # A job leased before and neither finished nor handed back unstarted may have been posted
     # by a worker that died mid-post: whoever takes it over looks before posting again.
     leased_before = {
-        id_: locked_by is not None for id_, locked_by in await connection.execute(candidates)
+        id_: locked_by is not None
+        for id_, locked_by in await connection.execute(candidates, values)
     }
     ids = list(leased_before)
     if not ids:
         return []
-    rows = await connection.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(ids))
-        .values(locked_until=now + lease, locked_by=worker)
-        .returning(*_JOB_COLUMNS)
-    )
+    rows = await connection.execute(leasing, {"ids": ids, "until": now + lease, "worker": worker})
     jobs = (replace(_job(row), unsure=leased_before[row[0]]) for row in rows)
     return sorted(jobs, key=lambda job: job.id)
 
 
+_FINISH = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status=DONE, finished_at=bindparam("now"), locked_until=None, last_error=None)
+)
+
+
 async def finish(connection: AsyncConnection, job_ids: Collection[int], now: float) -> None:
     """Mark jobs delivered (several at once: the jobs one combined post showed)."""
-    await connection.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(list(job_ids)))
-        .values(status=DONE, finished_at=now, locked_until=None, last_error=None)
+    await connection.execute(_FINISH, {"ids": list(job_ids), "now": now})
+
+
+_FOLLOWING = (
+    select(*_JOB_COLUMNS, outbox.c.next_attempt_at, outbox.c.locked_until, outbox.c.locked_by)
+    .where(
+        outbox.c.lane == bindparam("lane"),
+        outbox.c.status == PENDING,
+        outbox.c.id > bindparam("head"),
     )
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
+_LEASE = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
+)
 
 
 async def claim_followers(
@@ -182,10 +222,7 @@ async def claim_followers(
     `limit`, stopping at the first that is of another kind, not due, or leased. Nobody else
     claims them meanwhile: they are not heads while `head` is pending."""
     rows = await connection.execute(
-        select(*_JOB_COLUMNS, outbox.c.next_attempt_at, outbox.c.locked_until, outbox.c.locked_by)
-        .where(outbox.c.lane == head.lane, outbox.c.status == PENDING, outbox.c.id > head.id)
-        .order_by(outbox.c.id)
-        .limit(limit)
+        _FOLLOWING, {"lane": head.lane, "head": head.id, "limit": limit}
     )
     followers = []
     for row in rows:
@@ -198,9 +235,8 @@ async def claim_followers(
         followers.append(replace(job, unsure=locked_by is not None))
     if followers:
         await connection.execute(
-            update(outbox)
-            .where(outbox.c.id.in_([job.id for job in followers]))
-            .values(locked_until=now + lease, locked_by=worker)
+            _LEASE,
+            {"ids": [job.id for job in followers], "until": now + lease, "worker": worker},
         )
     return followers
 
@@ -275,6 +311,18 @@ async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, 
     return int(result.rowcount)
 
 
+@cache
+def _releasing(every: bool, started: bool) -> Any:
+    """`release`'s statement: for `every` lease or the given ids, keeping the holder's name
+    (`started`) or not."""
+    statement = update(outbox).where(outbox.c.status == PENDING, outbox.c.locked_by.is_not(None))
+    if not every:
+        statement = statement.where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    if started:
+        return statement.values(locked_until=None)
+    return statement.values(locked_until=None, locked_by=None)
+
+
 async def release(
     connection: AsyncConnection, job_ids: Collection[int] | None, *, started: bool = True
 ) -> None:
@@ -283,12 +331,7 @@ async def release(
 
     `started`: the jobs may have been partly delivered, so the next taker looks on the
     platform first (`Job.unsure`); False for jobs handed back before they began."""
-    statement = update(outbox).where(outbox.c.status == PENDING, outbox.c.locked_by.is_not(None))
-    if job_ids is not None:
-        if not job_ids:
-            return
-        statement = statement.where(outbox.c.id.in_(list(job_ids)))
-    if started:
-        await connection.execute(statement.values(locked_until=None))
-    else:
-        await connection.execute(statement.values(locked_until=None, locked_by=None))
+    if job_ids is None:
+        await connection.execute(_releasing(True, started))
+    elif job_ids:
+        await connection.execute(_releasing(False, started), {"ids": list(job_ids)})

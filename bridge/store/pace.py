@@ -99,13 +99,15 @@ async def pause(
     await connection.execute(statement)
 
 
+_BUCKETS = select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until).where(
+    pace.c.destination.in_(bindparam("destinations", expanding=True))
+)
+
+
 async def buckets(connection: AsyncConnection, destinations: Collection[str]) -> dict[str, Bucket]:
-    """The stored state of these destinations (a destination never paced has none)."""
-    rows = await connection.execute(
-        select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until).where(
-            pace.c.destination.in_(list(destinations))
-        )
-    )
+    """The stored state of these destinations (a destination never paced has none); read by
+    every claim, so its statement is built once."""
+    rows = await connection.execute(_BUCKETS, {"destinations": list(destinations)})
     return {
         destination: Bucket(tokens, updated_at, paused_until)
         for destination, tokens, updated_at, paused_until in rows

@@ -131,6 +131,22 @@ async def test_two_pacers_on_one_database_share_the_destinations_tokens(
     assert not await take(first, database, "slack", 1.5)
 
 
+async def test_a_destination_is_behind_once_its_token_is_taken_and_an_unlimited_one_never(
+    database: Database,
+) -> None:
+    """Whether a claimed head's followers may share its post: a paced destination is behind
+    when its head took the last token; one without a rate always has a token (its paused
+    times are not claimed at all), so combining never waits on it."""
+    pacer = Pacer(database, {"slack": 1.0, "console": None}, burst=1)
+    async with database.transaction() as connection:
+        assert await pacer.behind(connection, ["slack", "console"], 0.0) == set()
+    assert await take(pacer, database, "slack", 0.0)
+    assert await take(pacer, database, "console", 0.0)
+    async with database.transaction() as connection:
+        assert await pacer.behind(connection, ["slack", "console"], 0.5) == {"slack"}
+        assert await pacer.behind(connection, ["slack", "console"], 1.0) == set()
+
+
 async def test_a_pause_holds_the_destination_back_for_every_pacer_and_outlives_them(
     database: Database,
 ) -> None:
