@@ -90,6 +90,19 @@ async def plan_delivery(
     jobs = reply_status + await alerts.plan(database, connection, config, report, event_id, now)
     if reply_status:
         return jobs  # the agent's own message shows the failure, with a note in its thread
+    return jobs + await _plan_failure_notes(database, connection, config, customer, event_id, now)
+
+
+async def _plan_failure_notes(
+    database: Database,
+    connection: AsyncConnection,
+    config: Config,
+    customer: str,
+    event_id: int,
+    now: float,
+) -> int:
+    """A note in each live conversation with the customer that a message to them failed."""
+    jobs = 0
     for conversation in await conversations_store.live_conversations(
         connection, customer, since=now - config.idle_after
     ):
