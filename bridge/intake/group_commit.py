@@ -184,7 +184,10 @@ class GroupCommit:
         self.groups += 1
         self._expected = 0  # a failed group's senders are not waited for
         try:
-            async with self._connection() as connection:
+            # A group alone (light traffic) keeps nothing: the worker may be waiting for
+            # the connection this commit just woke it for.
+            company = len(group) > 1 or bool(self._waiting)
+            async with self._connection(keep=company) as connection:
                 results = await ingest_group(
                     self.database, connection, self.config, [waiting.body for waiting in group]
                 )
@@ -206,10 +209,11 @@ class GroupCommit:
                     waiting.answer.set_exception(error)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+    async def _connection(self, *, keep: bool) -> AsyncIterator[AsyncConnection]:
         """A connection for one group: one an earlier group kept, else one from the pool.
-        Kept for the next group for up to KEEP seconds from its checkout, and given back once
-        no group took it within IDLE; dropped after an error (it may be the connection's)."""
+        With `keep`, kept for the next group for up to KEEP seconds from its checkout, and
+        given back once no group took it within IDLE; dropped after an error (it may be the
+        connection's)."""
         if self._kept:
             connection, since = self._kept.pop()
         else:
@@ -219,7 +223,7 @@ class GroupCommit:
         except BaseException:
             await connection.close()
             raise
-        if time.monotonic() - since >= KEEP:
+        if not keep or time.monotonic() - since >= KEEP:
             await connection.close()
             return
         self._kept.append((connection, since))
