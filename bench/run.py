@@ -287,6 +287,19 @@ def end_to_end(slack: FakeSlack, url: str, count: int, rate: float) -> tuple[flo
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
+def bridge_env(workdir: Path, slack: FakeSlack) -> dict[str, str]:
+    """The bridge's environment in the bench: its config, token and the fake Slack."""
+    config = workdir / "bench.yaml"
+    config.write_text(CONFIG)
+    return {
+        "BRIDGE_CONFIG": str(config),
+        "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_API_URL": slack.api_url,
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def bridge(
     database_url: str,
     workdir: Path,
@@ -295,17 +308,8 @@ def bridge(
     stack: Runtime,
     rounds: int,
 ) -> Figures:
-    config = workdir / "bench.yaml"
-    config.write_text(CONFIG)
     with FakeSlack() as slack:
-        env = {
-            "BRIDGE_CONFIG": str(config),
-            "DATABASE_URL": database_url,
-            "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
-            "SLACK_BOT_TOKEN": "xoxb-test",
-            "SLACK_API_URL": slack.api_url,
-            "LOG_LEVEL": "WARNING",
-        }
+        env = {**bridge_env(workdir, slack), "DATABASE_URL": database_url}
         # Ingest figures with the web process alone (a worker would post 100,000s of jobs).
         on_stack = ["--loop", stack.loop, "--http", stack.http]
         web = BridgeProcess(["serve", "--no-worker", *on_stack], env, workdir / "web.log")
@@ -375,16 +379,8 @@ def served_end_to_end(
 
 def end_to_end_only(database_url: str, workdir: Path, stack: Runtime, seconds: int) -> None:
     """`--e2e-only`: the end-to-end figure alone, printed (for checks; writes no file)."""
-    config = workdir / "bench.yaml"
-    config.write_text(CONFIG)
     with FakeSlack() as slack:
-        env = {
-            "BRIDGE_CONFIG": str(config),
-            "SMSTOOLS_WEBHOOK_TOKEN": TOKEN,
-            "SLACK_BOT_TOKEN": "xoxb-test",
-            "SLACK_API_URL": slack.api_url,
-            "LOG_LEVEL": "WARNING",
-        }
+        env = bridge_env(workdir, slack)
         p50, p99, _ = served_end_to_end(slack, env, database_url, workdir, stack, seconds)
     database = database_url.split(":")[0]
     print(f"end to end at 20 req/s on {database}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
