@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,16 @@ class Figures:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def stop(process: BridgeProcess) -> None:
+    """Stop a bridge; one still busy after a minute is killed and said so (the run's
+    figures are kept: they were measured before)."""
+    try:
+        process.stop(timeout=60)
+    except subprocess.TimeoutExpired:
+        print(f"{' '.join(process.args)}: not stopped 60 s after SIGTERM; killed", file=sys.stderr)
+        process.stop(signal.SIGKILL, timeout=10)
 
 
 def pin(pid: int, cpu: str) -> None:
@@ -318,7 +329,7 @@ def bridge(
             tag = f"b{int(time.time()) % 100000}"
             figures = server_figures(web.port or 0, web.pid, tag, seconds, yardstick, rounds)
         finally:
-            web.stop()
+            stop(web)
         figures.serve = serve_ingest(database_url, workdir, env, stack, yardstick, rounds, seconds)
         figures.e2e_p50, figures.e2e_p99, rss_mb = served_end_to_end(
             slack, env, database_url, workdir, stack, seconds
@@ -352,7 +363,7 @@ def serve_ingest(
         # webhooks: it shares their core, and would slow them.
         return ingest(url, yardstick, seconds, rounds, busy=full.pid)
     finally:
-        full.stop()
+        stop(full)
 
 
 def served_end_to_end(
@@ -374,7 +385,7 @@ def served_end_to_end(
         p50, p99 = end_to_end(slack, f"{full.url}{PATH}", count=seconds * 20, rate=20)
         return p50, p99, peak_rss_mb(full.pid)
     finally:
-        full.stop()
+        stop(full)
 
 
 def end_to_end_only(database_url: str, workdir: Path, stack: Runtime, seconds: int) -> None:
