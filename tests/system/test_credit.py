@@ -52,7 +52,10 @@ async def test_a_low_balance_tells_on_call_once_then_resolved(
         assert value(samples, "smstools_balance") == 42.5
         smstools.set_balance(500)
         await check_credit(bridge, clock, INTERVAL)
-        assert "Smstools credit is back above 100" in credit_posts(slack)[-1]
+        # The alert, edited, says so; the reply under it pages with what is over.
+        assert "Smstools credit is back above 100" in (slack.edits("C0ONCALL")[-1].text or "")
+        assert "Resolved " in credit_posts(slack)[-1]
+        assert "credit is back above 100" in credit_posts(slack)[-1]
         await check_credit(bridge, clock, INTERVAL)
         assert len(credit_posts(slack)) == 2
         assert value(await scrape(bridge), "smstools_balance") == 500
