@@ -275,22 +275,8 @@ async def deliver_failure_note(delivery: Delivery) -> None:
         conversation = await conversations_store.get(connection, note.conversation_id)
     if conversation is None or conversation.thread is None:
         return  # the thread went away since: nothing to add to
-    await threads.post_in_thread(
-        delivery.database,
-        delivery.adapter,
-        conversation,
-        delivery.adapter.render(render.failure_note_post(event, delivery.words)),
-        title=render.thread_title(
-            conversation.sender, conversation.receiver, None, delivery.config
-        ),
-        outbox_id=delivery.job.id,
-        gateway_messageid=None,
-        # The note does not keep the conversation alive: only customer messages do.
-        at=conversation.last_message_at,
-        now=delivery.now(),
-        unsure_since=delivery.job.unsure_since,
-        words=delivery.words,
-    )
+    parts = delivery.adapter.render(render.failure_note_post(event, delivery.words))
+    await threads.post_aside(delivery, conversation, parts, gateway_messageid=None)
 
 
 async def deliver_read(delivery: Delivery) -> None:

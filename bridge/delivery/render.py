@@ -425,13 +425,7 @@ def first_words(text: str, words: int = 8) -> str:
 def _undone(group: Group, texts: Sequence[tuple[str, str]], words: Words) -> list[str]:
     """How many messages were never sent, by reference with the first words of each text,
     and to send them again."""
-    lines = [
-        words.ngettext(
-            "Still undone: {count} message was never sent",
-            "Still undone: {count} messages were never sent",
-            group.count,
-        )
-    ]
+    lines = [_never_sent(group, words)]
     for reference, count in sorted(group.unsent.items(), key=lambda item: (-item[1], item[0])):
         named = (
             words.gettext("reference {reference}", reference=reference)
@@ -442,12 +436,23 @@ def _undone(group: Group, texts: Sequence[tuple[str, str]], words: Words) -> lis
         lines.extend(
             f"    “{first_words(text)}”" for ref, text in texts if ref == reference and text
         )
-    lines.append(
-        words.gettext("Send these again now that credit is back.")
-        if group.cause == CREDIT
-        else words.gettext("Send these again now that it is fixed.")
-    )
+    lines.append(_send_again(group, words))
     return lines
+
+
+def _never_sent(group: Group, words: Words) -> str:
+    return words.ngettext(
+        "Still undone: {count} message was never sent",
+        "Still undone: {count} messages were never sent",
+        group.count,
+    )
+
+
+def _send_again(group: Group, words: Words) -> str:
+    """The one next step once an incident is over."""
+    if group.cause == CREDIT:
+        return words.gettext("Send these again now that credit is back.")
+    return words.gettext("Send these again now that it is fixed.")
 
 
 def _gone(group: Group, threshold: str | None, words: Words) -> tuple[str, str]:
@@ -507,8 +512,7 @@ def resolution_reply(
     gone, _ = _gone(group, threshold, words)
     when = _hour(group.cleared_at or group.last_at, group.timezone)
     if group.count:
-        undone = _undone(group, (), words)
-        body = "\n".join((undone[0], undone[-1]))
+        body = f"{_never_sent(group, words)}\n{_send_again(group, words)}"
     else:
         body = words.gettext("No message failed meanwhile.")
     return Post(

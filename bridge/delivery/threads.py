@@ -99,8 +99,9 @@ async def post_aside(
     gateway_messageid: str | None,
 ) -> None:
     """Post the delivered job's lines that are not the customer's own words (a read line, an
-    answer shown from another destination) in the conversation's thread, recorded as any post
-    is; they keep the conversation alive no longer: only customer messages do."""
+    answer shown from another destination, a failed delivery's note) in the conversation's
+    thread, recorded as any post is; they keep the conversation alive no longer: only
+    customer messages do."""
     await post_in_thread(
         delivery.database,
         delivery.adapter,

@@ -14,7 +14,13 @@ from bridge import phones
 from bridge.config import DEFAULT_ON_CODES, Config
 from bridge.intake import alerts
 from bridge.jobs import ConversationKey, FailureNoteJob, ReadJob, ReplyStatusJob
-from bridge.smstools.webhooks import DELIVERY_CODES, DeliveryReport, ReadReport, as_written
+from bridge.smstools.webhooks import (
+    DELIVERED,
+    DELIVERY_CODES,
+    DeliveryReport,
+    ReadReport,
+    as_written,
+)
 from bridge.store import conversations as conversations_store
 from bridge.store import outbox as outbox_store
 from bridge.store import replies as replies_store
@@ -25,7 +31,6 @@ from bridge.store.db import Database
 # BUFFERED (at the operator) says more than UNKNOWN, which says more than SUBMITTED.
 _NON_FINAL_RANK = {0: 1, 9: 2, 3: 3}
 FINAL_RANK = 10
-DELIVERED = 1  # the delivery code of a message that reached the phone
 
 
 def rank(code: int | None) -> int:
@@ -60,12 +65,12 @@ async def plan_delivery(
     Returns the number of outbox jobs added.
     """
     message = report.message
-    customer = phones.key(message.receiver)
+    customer, sender = phones.key(message.receiver), phones.key(message.sender)
     changed = await reports_store.advance(
         database,
         connection,
         messageid=message.messageid,
-        sender=phones.key(message.sender),
+        sender=sender,
         receiver=customer,
         code=message.delivery_code,
         detail=message.delivery_code_detail,
@@ -79,7 +84,6 @@ async def plan_delivery(
     reply_status = await _plan_reply_status(database, connection, message.messageid, event_id, now)
     if message.delivery_code == DELIVERED and config.alerts is not None:
         # A message that got through ends an incident of its sender's account (`clears`).
-        sender = phones.key(message.sender)
         return reply_status + await alerts.plan_cleared(
             database, connection, now, delivered_from=sender, incidents=incidents
         )

@@ -273,10 +273,11 @@ def parse_event(raw: Any) -> InboxMessage | DeliveryReport | ReadReport | Unpars
         )
 
 
+DELIVERED = 1  # the delivery_code of a message that reached the phone
 # delivery_code → (status name, final?, failure?)
 DELIVERY_CODES: dict[int, tuple[str, bool, bool]] = {
     0: ("SUBMITTED", False, False),
-    1: ("DELIVERED", True, False),
+    DELIVERED: ("DELIVERED", True, False),
     2: ("NOT DELIVERED", True, True),
     3: ("BUFFERED", False, False),
     4: ("REJECTED", True, True),
