@@ -18,9 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.alert_fixtures import adapters
-from tests.support.harness import Clock, running_bridge
-from tests.support.metrics_fixtures import LABEL_VALUES, credentials, scripted_run, unpaced_config
+from tests.support.harness import Clock
+from tests.support.metrics_fixtures import (
+    LABEL_VALUES,
+    scripted_run,
+    unpaced_config,
+    watching_credit,
+)
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "smstools-bridge.json"
@@ -36,13 +40,8 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
 async def scrape_after_a_scripted_run(database_url: str) -> str:
     with FakeSlack() as slack, FakeTelegram() as telegram, FakeSmstools() as smstools:
         clock = Clock()
-        async with running_bridge(
-            database_url,
-            unpaced_config(),
-            adapters(slack, telegram),
-            run_worker=False,
-            now=clock,
-            env=credentials(smstools),
+        async with watching_credit(
+            database_url, unpaced_config(), slack, telegram, smstools, clock
         ) as bridge:
             assert bridge.app.state.credit is not None
             await bridge.app.state.credit.check()

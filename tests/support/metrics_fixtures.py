@@ -6,6 +6,7 @@ the tests of metrics, the credit watch, incidents, replies and the deploy/ dashb
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,8 +18,9 @@ from bridge.ops.credit import CreditWatch
 from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
-from tests.support.alert_fixtures import CONFIG, ENV, make_config, report
-from tests.support.harness import TOKEN, Clock, RunningBridge
+from testkit.fakes.telegram import FakeTelegram
+from tests.support.alert_fixtures import CONFIG, ENV, adapters, make_config, report
+from tests.support.harness import TOKEN, Clock, RunningBridge, running_bridge
 from tests.support.pipeline_fixtures import inbox
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -115,6 +117,26 @@ async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) ->
 
     assert (await bridge.post([inbox("32470444444", "later")])).status_code == 200
     clock.advance(90)  # not delivered: waits in the outbox for 90 s
+
+
+def watching_credit(
+    database_url: str,
+    config: Config,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    clock: Clock,
+) -> AbstractAsyncContextManager[RunningBridge]:
+    """The bridge in-process on `clock`, its credit watch asking the fake Smstools; the
+    worker is run by hand (`check_credit`, `bridge.worker.drain`)."""
+    return running_bridge(
+        database_url,
+        config,
+        adapters(slack, telegram),
+        run_worker=False,
+        now=clock,
+        env=credentials(smstools),
+    )
 
 
 async def check_credit(bridge: RunningBridge, clock: Clock, seconds: float) -> None:

@@ -12,7 +12,7 @@ from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.alert_fixtures import adapters, make_config
 from tests.support.harness import Clock, running_bridge
-from tests.support.metrics_fixtures import check_credit, credentials, scrape, value
+from tests.support.metrics_fixtures import check_credit, scrape, value, watching_credit
 from tests.support.pipeline_fixtures import inbox
 
 INTERVAL = 15 * 60
@@ -27,14 +27,7 @@ async def test_a_low_balance_tells_on_call_once_then_resolved(
 ) -> None:
     clock = Clock()
     config = make_config(low_balance=100)
-    async with running_bridge(
-        database_url,
-        config,
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=credentials(smstools),
-    ) as bridge:
+    async with watching_credit(database_url, config, slack, telegram, smstools, clock) as bridge:
         await check_credit(bridge, clock, 0)
         assert credit_posts(slack) == []  # 123.45 EUR: fine
         smstools.set_balance(42.5)
@@ -66,13 +59,13 @@ async def test_still_low_after_repeat_interval_tells_again(
 ) -> None:
     clock = Clock()
     smstools.set_balance(5)
-    async with running_bridge(
+    async with watching_credit(
         sqlite_url,
         make_config(low_balance=100, repeat_interval="1h"),
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=credentials(smstools),
+        slack,
+        telegram,
+        smstools,
+        clock,
     ) as bridge:
         await check_credit(bridge, clock, 0)
         for _ in range(3):
@@ -91,13 +84,8 @@ async def test_an_api_error_is_logged_once_and_delivery_goes_on(
 ) -> None:
     clock = Clock()
     smstools.set_down()
-    async with running_bridge(
-        sqlite_url,
-        make_config(low_balance=100),
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=credentials(smstools),
+    async with watching_credit(
+        sqlite_url, make_config(low_balance=100), slack, telegram, smstools, clock
     ) as bridge:
         with caplog.at_level(logging.WARNING, logger="bridge.ops.credit"):
             for _ in range(3):

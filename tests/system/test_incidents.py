@@ -17,7 +17,7 @@ from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.alert_fixtures import ONCALL_CHAT, adapters, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
-from tests.support.metrics_fixtures import check_credit, credentials
+from tests.support.metrics_fixtures import check_credit, watching_credit
 
 MENTION = "<!subteam^S0ONCALL>"
 AGENT_LINE = "32460300000"  # an agent's answer goes out from the line's number
@@ -52,14 +52,7 @@ async def test_low_credit_and_thirty_failures_from_two_senders_are_one_alert_pag
     clock = Clock()
     config = make_config(low_balance=100, routes=[], to=["oncall", "tg-oncall"], group_wait="0s")
     smstools.set_balance(42.5)
-    async with running_bridge(
-        database_url,
-        config,
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=credentials(smstools),
-    ) as bridge:
+    async with watching_credit(database_url, config, slack, telegram, smstools, clock) as bridge:
         await check_credit(bridge, clock, 0)
         (notice,) = slack.posts("C0ONCALL")
         assert notice.text is not None and notice.text.startswith(f"{MENTION} :red_circle: ")
@@ -97,14 +90,7 @@ async def test_an_incident_stays_red_while_quiet_and_resolves_when_credit_is_bac
         low_balance=100, routes=[], to=["oncall", "tg-oncall"], resolve_after="10m"
     )
     smstools.set_balance(42.5)
-    async with running_bridge(
-        database_url,
-        config,
-        adapters(slack, telegram),
-        run_worker=False,
-        now=clock,
-        env=credentials(smstools),
-    ) as bridge:
+    async with watching_credit(database_url, config, slack, telegram, smstools, clock) as bridge:
         await check_credit(bridge, clock, 0)
         await bridge.post(reminders(29))
         await bridge.post([report(5, 2000, sender=AGENT_LINE, content="We moved you to 10:00.")])
