@@ -10,7 +10,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
 from tests.support.reply_fixtures import SIGNING_SECRET, sign, slack_event
 from tests.support.traffic import LINE_A, TOKEN, env_for
+from tests.support.waiting import poll
 
 CUSTOMER, SHOWN = "32470777007", "+32 470 77 70 07"
 OTHER = "32470888008"
@@ -63,13 +64,6 @@ def inbox(sender: str, content: str, n: int) -> dict[str, object]:
             "type": "sms",
         },
     }
-
-
-def poll(condition: Callable[[], bool], why: Callable[[], str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, why()
-        time.sleep(0.05)
 
 
 async def _pending_jobs(database_url: str) -> int:
@@ -160,13 +154,13 @@ def test_what_was_erased_is_on_no_page_of_the_disk(
             webhook = f"/webhooks/smstools/{TOKEN}"
             assert client.post(webhook, json=[inbox(CUSTOMER, TEXT, 1)]).status_code == 200
             root = slack.wait_for_posts(1, channel="C0SUPPORT", timeout=30)[0].ts
-            poll(lambda: asyncio.run(_pending_jobs(database_url)) == 0, bridge.output)
+            poll(lambda: asyncio.run(_pending_jobs(database_url)) == 0, 30, bridge.output)
             # The agent answers in the customer's thread; the bridge sends it by SMS.
             body = json.dumps(slack_event(ANSWER, root, slack.post_as_member("C0SUPPORT")))
             signed = sign(body.encode(), int(time.time()))
             assert client.post("/slack/events", content=body, headers=signed).status_code == 200
-            poll(lambda: [m.message for m in smstools.sent()] == [ANSWER], bridge.output)
-            poll(lambda: asyncio.run(_pending_jobs(database_url)) == 0, bridge.output)
+            poll(lambda: [m.message for m in smstools.sent()] == [ANSWER], 30, bridge.output)
+            poll(lambda: asyncio.run(_pending_jobs(database_url)) == 0, 30, bridge.output)
             before = {needle for _, needle in found_on_disk(database_url)}
             assert before == set(NEEDLES)  # the search finds them
 

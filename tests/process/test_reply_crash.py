@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
 from tests.support.reply_fixtures import SIGNING_SECRET, sign, slack_event
 from tests.support.traffic import LINE_A, env_for, send
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +76,6 @@ async def _states(database_url: str) -> tuple[dict[str, str], int]:
 
 def states(database_url: str) -> tuple[dict[str, str], int]:
     return asyncio.run(_states(database_url))
-
-
-def poll(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, why()
-        time.sleep(0.05)
 
 
 def test_kill_9_of_the_worker_during_sends_sends_no_answer_twice(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
 from tests.support.reply_fixtures import SIGNING_SECRET, slack_event
 from tests.support.traffic import LINE_A, env_for, send
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +46,6 @@ async def _holder(database_url: str) -> str | None:
 
 def holder(database_url: str) -> str | None:
     return asyncio.run(_holder(database_url))
-
-
-def poll(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> float:
-    """Seconds it took `condition` to hold; fails with `why()` after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, why()
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def test_one_of_two_workers_holds_the_connection_and_the_other_takes_over_after_kill_9(

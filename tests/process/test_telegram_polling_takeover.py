@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from testkit.fakes.telegram import FakeTelegram
 from testkit.processes import BridgeProcess
 from tests.support.reply_fixtures import FORUM, topic_message
 from tests.support.traffic import LINE_A, env_for, send
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +46,6 @@ async def _holder(database_url: str) -> str | None:
 def holder(database_url: str) -> str | None:
     """Who polls the bot now: `<host>:<pid>:<start>`, or None."""
     return asyncio.run(_holder(database_url))
-
-
-def poll(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, why()
-        time.sleep(0.1)
 
 
 def test_one_process_polls_and_another_takes_over_when_it_is_killed(
