@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from bridge import logs
+from bridge import json_text, logs
 from bridge.config import Config
 from bridge.http import edge, signature
 from bridge.intake.group_commit import GroupCommit, NotStored
@@ -182,9 +180,7 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
     if not body.strip():
         return edge.error(400, "empty body: expected a JSON array of events")
     try:
-        document = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-        if b"\\u" in body or b"\x00" in body:  # only an escape can make what needs scrubbing
-            document = _storable(document)
+        document = json_text.read(body)
     except UnicodeDecodeError:
         return edge.error(400, "body is not valid UTF-8 JSON")
     except RecursionError:
@@ -196,28 +192,3 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
     if isinstance(document, list):
         return document
     return edge.error(400, "body must be a JSON array of events (or a single event object)")
-
-
-def _integer(digits: str) -> int | float:
-    # Python refuses to read ints of more than 4300 digits; valid JSON all the same, and no
-    # field we use is one. Keep the event (the raw body keeps the exact digits).
-    return int(digits) if len(digits) <= 4000 else float(digits)
-
-
-# `json.loads(body, parse_int=…)`, with its decoder built once instead of for every body.
-_DECODER = json.JSONDecoder(parse_int=_integer)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(value: Any) -> Any:
-    """Every string made storable text: NUL (refused by PostgreSQL TEXT) and lone surrogates
-    (JSON allows `\\ud800`, UTF-8 does not) become U+FFFD. The raw body keeps the original.
-    Only a `\\u` escape can put either in a UTF-8 body (raw control characters are not JSON);
-    a UTF-16 or UTF-32 body (which `json.loads` also reads) has NUL bytes and is scrubbed."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_storable(item) for item in value]
-    if isinstance(value, dict):
-        return {_storable(key): _storable(item) for key, item in value.items()}
-    return value

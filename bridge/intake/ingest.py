@@ -8,7 +8,6 @@ on `webhook_id`), inbox jobs likewise. Nothing here calls a chat or gateway API.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import phones
+from bridge import json_text, phones
 from bridge.config import Config
 from bridge.intake import alerts, reports, routing
 from bridge.jobs import ConversationKey, InboxJob
@@ -30,9 +29,6 @@ from bridge.store.events import OK, UNPARSED
 log = logging.getLogger(__name__)
 
 PROBLEMS_LISTED = 20  # a reply lists the first problems only, and counts them all
-# An event as stored: compact JSON. One encoder for all (`json.dumps` with options builds one
-# per call).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
@@ -115,7 +111,7 @@ async def ingest_group(
                 webhook_type=event.webhook_type,
                 status=UNPARSED if isinstance(event, Unparsed) else OK,
                 problem=event.problem if isinstance(event, Unparsed) else None,
-                payload=_COMPACT.encode(item),
+                payload=json_text.compact(item),
                 received_at=body.received_at,
             )
             for index, (body, body_events) in enumerate(zip(bodies, parsed, strict=True))
