@@ -15,24 +15,37 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class HeadDeadline:
-    """One connection's timer: armed while a head is awaited; when it runs out, the
-    connection is closed."""
+class HeadDeadlines:
+    """Every connection of a server that awaits a request head, and by when: a sweep every
+    eighth of `timeout` closes those past it (so within `timeout * 9 / 8`), and stops while
+    none waits. Arming and cancelling are a dict's store and pop: a timer per request (armed
+    at each answer, cancelled at each head) cost about 1.6 µs of the event loop's time a
+    request, for a deadline that almost never runs out."""
 
     def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._timer: asyncio.TimerHandle | None = None
+        self.timeout, self.tick = timeout, timeout / 8
+        self._awaiting: dict[asyncio.BaseTransport, float] = {}  # transport: deadline
+        self._sweep: asyncio.TimerHandle | None = None
 
     def arm(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport) -> None:
-        self.cancel()
         if not transport.is_closing():
             # Nothing is answered: there is no request to answer yet.
-            self._timer = loop.call_later(self.timeout, transport.close)
+            self._awaiting[transport] = loop.time() + self.timeout
+            if self._sweep is None:
+                self._sweep = loop.call_later(self.tick, self._close_overdue, loop)
 
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def cancel(self, transport: asyncio.BaseTransport) -> None:
+        self._awaiting.pop(transport, None)
+
+    def _close_overdue(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        overdue = [transport for transport, at in self._awaiting.items() if at <= now]
+        for transport in overdue:
+            del self._awaiting[transport]
+            transport.close()
+        self._sweep = (
+            loop.call_later(self.tick, self._close_overdue, loop) if self._awaiting else None
+        )
 
 
 def protocol(header_timeout: float, parser: str = "httptools") -> type[asyncio.Protocol]:
@@ -44,56 +57,59 @@ def protocol(header_timeout: float, parser: str = "httptools") -> type[asyncio.P
 
 
 def h11_protocol(header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with a `HeadDeadline` of `header_timeout` seconds."""
+    """uvicorn's h11 protocol; its connections share one `HeadDeadlines` of
+    `header_timeout` seconds."""
+
+    deadlines = HeadDeadlines(header_timeout)
 
     class H11HeadDeadline(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.head_deadline = HeadDeadline(header_timeout)
             super().connection_made(transport)
-            self.head_deadline.arm(self.loop, transport)
+            deadlines.arm(self.loop, transport)
 
         def handle_events(self) -> None:
             super().handle_events()
             if self.conn.their_state is not h11.IDLE:  # a head is in, or the connection over
-                self.head_deadline.cancel()
+                deadlines.cancel(self.transport)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # may start a pipelined request, its head in
             if self.conn.their_state is h11.IDLE:
-                self.head_deadline.arm(self.loop, self.transport)
+                deadlines.arm(self.loop, self.transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self.head_deadline.cancel()
+            deadlines.cancel(self.transport)
             super().connection_lost(exc)
 
     return H11HeadDeadline
 
 
 def httptools_protocol(header_timeout: float) -> type[asyncio.Protocol] | None:
-    """uvicorn's httptools protocol with a `HeadDeadline` of `header_timeout` seconds; None
-    when httptools is not installed."""
+    """uvicorn's httptools protocol; its connections share one `HeadDeadlines` of
+    `header_timeout` seconds. None when httptools is not installed."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return None
 
+    deadlines = HeadDeadlines(header_timeout)
+
     class HttpToolsHeadDeadline(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.head_deadline = HeadDeadline(header_timeout)
             super().connection_made(transport)
-            self.head_deadline.arm(self.loop, transport)
+            deadlines.arm(self.loop, transport)
 
         def on_headers_complete(self) -> None:
-            self.head_deadline.cancel()
+            deadlines.cancel(self.transport)
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.pipeline:  # else the next request, its head in already, has started
-                self.head_deadline.arm(self.loop, self.transport)
+                deadlines.arm(self.loop, self.transport)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self.head_deadline.cancel()
+            deadlines.cancel(self.transport)
             super().connection_lost(exc)
 
     return HttpToolsHeadDeadline
