@@ -10,6 +10,7 @@ on the way out for jobs cut short.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -182,9 +183,11 @@ class Claimer:
             )
 
     async def finish(self, job_ids: list[int], now: float) -> None:
-        """Record `job_ids` as delivered at `now`: their leases end with them."""
-        async with self.database.transaction() as connection:
-            await outbox_store.finish(connection, job_ids, now)
+        """Record `job_ids` as delivered at `now`: their leases end with them. Jobs that
+        finish together share one transaction (`Database.shared`)."""
+        await self.database.shared.run(
+            functools.partial(outbox_store.finish, job_ids=job_ids, now=now)
+        )
 
     async def release(self, job_ids: list[int] | None) -> None:
         """Give back the leases of `job_ids` (None: every lease still held), for whoever

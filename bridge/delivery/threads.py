@@ -239,21 +239,21 @@ async def _record(
     part: int = 0,
 ) -> Conversation:
     """One chat message (`part` of its post) shows these messages: record it for each, in
-    one transaction."""
-    async with database.transaction() as connection:
-        if conversation.thread is None or conversation.chat is None:
-            await conversations_store.set_thread(
-                connection, conversation.id, sent.thread, sent.chat
-            )
-            conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
+    one transaction (shared with other jobs' records: `Database.shared`)."""
+
+    async def record(connection: AsyncConnection) -> Conversation:
+        recorded = conversation
+        if recorded.thread is None or recorded.chat is None:
+            await conversations_store.set_thread(connection, recorded.id, sent.thread, sent.chat)
+            recorded = replace(recorded, thread=sent.thread, chat=sent.chat)
         for entry in shown:
             await conversations_store.record_message(
-                connection, _chat_message(conversation, sent, part, entry), now
+                connection, _chat_message(recorded, sent, part, entry), now
             )
-        await conversations_store.touch(
-            connection, conversation.id, max(entry.at for entry in shown)
-        )
-    return conversation
+        await conversations_store.touch(connection, recorded.id, max(entry.at for entry in shown))
+        return recorded
+
+    return await database.shared.run(record)
 
 
 async def _elsewhere(
