@@ -180,19 +180,20 @@ async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int
     key = _payload(delivery, InboxJob).conversation
 
     async def read(connection: AsyncConnection) -> tuple[Conversation, bool, set[int]]:
-        conversation = await threads.current_conversation(
+        conversation, posted = await threads.current_conversation(
             connection,
             delivery.job.destination,
             key.receiver,
             key.sender,
             at=delivery.received_at,
             idle_after=delivery.config.idle_after,
+            outbox_id=delivery.job.id,
         )
-        opens_thread = not await conversations_store.posted_before(
-            connection, conversation.id, delivery.job.id
-        )
-        already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
-        return conversation, opens_thread, already_sent
+        # Only a job leased before (unsure) can have posted parts: none to look for else.
+        already_sent = set()
+        if delivery.job.unsure:
+            already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
+        return conversation, not posted, already_sent
 
     return await delivery.database.shared.run(read)
 

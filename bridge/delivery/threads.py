@@ -29,15 +29,18 @@ async def current_conversation(
     *,
     at: float,
     idle_after: float,
-) -> Conversation:
+    outbox_id: int,
+) -> tuple[Conversation, bool]:
     """The live conversation for this customer and line, or a new one after a quiet spell
-    (in the caller's transaction, with whatever else the job reads before posting)."""
-    conversation = await conversations_store.latest(connection, destination, receiver, sender)
-    if conversation is None or at - conversation.last_message_at > idle_after:
-        conversation = await conversations_store.start(
-            connection, destination, receiver, sender, at
-        )
-    return conversation
+    (in the caller's transaction, with whatever else the job reads before posting); and
+    whether a job other than `outbox_id` posted in it already (its thread is open)."""
+    found = await conversations_store.latest_posted(
+        connection, destination, receiver, sender, outbox_id
+    )
+    if found is not None and at - found[0].last_message_at <= idle_after:
+        return found
+    conversation = await conversations_store.start(connection, destination, receiver, sender, at)
+    return conversation, False
 
 
 async def post_in_thread(
