@@ -76,12 +76,20 @@ def international(number: str) -> str:
     digits = key(number)
     if not digits.isdigit():
         return digits
+    return _formatted(digits) or number.strip()
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted(digits: str) -> str | None:
+    """The international form of these digits, None when they are no valid number. Kept
+    like `key`: parsing costs the worker more than a post's database writes, and the same
+    customers and lines come back message after message."""
     try:
         parsed = phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException:
-        return number.strip()
+        return None
     if not phonenumbers.is_valid_number(parsed):
-        return number.strip()
+        return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 

@@ -3,13 +3,14 @@ leases of those it will not finish.
 
 A claim takes each lane's head within its destination's pace (`pacing`); a head whose
 destination combines and is behind brings the inbox jobs waiting right behind it
-(`combining`); the events of all of them come with the claim, in one query. Leases come
+(`combining`); the events of all of them come with the claim. Leases come
 back at once for heads over their pace, after the post for followers it did not show, and
 on the way out for jobs cut short.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class Claimer:
         unusable = [name for name in self.config.destinations if name not in adapters]
         async with self.database.transaction() as connection:
             waiting = await self.pacer.waiting(connection, adapters, now)
-            jobs = await outbox_store.claim(
+            claimed = await outbox_store.claim(
                 self.database,
                 connection,
                 worker=self.worker,
@@ -76,6 +77,8 @@ class Claimer:
                 limit=limit,
                 paused=[*waiting, *unusable],
             )
+            jobs = [job for job, _ in claimed]
+            events = {job.id: event for job, event in claimed if event is not None}
             over_pace = []
             # Tokens are taken in one order by every worker, so none waits on another's.
             for job in sorted(jobs, key=lambda job: (job.destination, job.id)):
@@ -92,16 +95,17 @@ class Claimer:
                 waiting.update(await self.pacer.waiting(connection, ran_out, now))
             heads = [job for job, _ in started]
             followers = await self._claim_followers(connection, heads, now)
-            await self._read_events(
-                connection, [*heads, *(f for fs in followers.values() for f in fs)]
-            )
+            await self._read_events(connection, [f for fs in followers.values() for f in fs])
         started.sort(key=lambda head: head[0].id)
         for job, _ in started:
             self._followers[job.id] = followers.get(job.id, [])
+            if job.id in events:
+                self._events[job.id] = events[job.id]
         return Claim(started, min(waiting.values(), default=None), full=len(jobs) >= limit)
 
     async def _read_events(self, connection: AsyncConnection, claimed: list[Job]) -> None:
-        """Their events come with the claim: one query, not one transaction per job."""
+        """The followers' events come with the claim (the heads' with their leases): one
+        query, not one transaction per job."""
         stored = await event_store.get_many(
             connection, {job.event_id for job in claimed if job.event_id is not None}
         )
@@ -182,9 +186,11 @@ class Claimer:
             )
 
     async def finish(self, job_ids: list[int], now: float) -> None:
-        """Record `job_ids` as delivered at `now`: their leases end with them."""
-        async with self.database.transaction() as connection:
-            await outbox_store.finish(connection, job_ids, now)
+        """Record `job_ids` as delivered at `now`: their leases end with them. Jobs that
+        finish together share one transaction (`Database.shared`)."""
+        await self.database.shared.run(
+            functools.partial(outbox_store.finish, job_ids=job_ids, now=now)
+        )
 
     async def release(self, job_ids: list[int] | None) -> None:
         """Give back the leases of `job_ids` (None: every lease still held), for whoever

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from bridge import phones
 from bridge.chat.base import MessageGone, Part, Post, Sent
 from bridge.config import AlertRoute
@@ -174,22 +176,26 @@ async def _post_combined(
 
 async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int]]:
     """The conversation the job's message belongs to, whether it opens its thread, and the
-    job's parts posted before: one transaction, so one trip to the database before the post."""
+    job's parts posted before: one transaction, shared with other jobs' (`Database.shared`)."""
     key = _payload(delivery, InboxJob).conversation
-    async with delivery.database.transaction() as connection:
-        conversation = await threads.current_conversation(
+
+    async def read(connection: AsyncConnection) -> tuple[Conversation, bool, set[int]]:
+        conversation, posted = await threads.current_conversation(
             connection,
             delivery.job.destination,
             key.receiver,
             key.sender,
             at=delivery.received_at,
             idle_after=delivery.config.idle_after,
+            outbox_id=delivery.job.id,
         )
-        opens_thread = not await conversations_store.posted_before(
-            connection, conversation.id, delivery.job.id
-        )
-        already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
-    return conversation, opens_thread, already_sent
+        # Only a job leased before (unsure) can have posted parts: none to look for else.
+        already_sent = set()
+        if delivery.job.unsure:
+            already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
+        return conversation, not posted, already_sent
+
+    return await delivery.database.shared.run(read)
 
 
 def _replied_to(event: InboxMessage) -> str | None:

@@ -29,15 +29,18 @@ async def current_conversation(
     *,
     at: float,
     idle_after: float,
-) -> Conversation:
+    outbox_id: int,
+) -> tuple[Conversation, bool]:
     """The live conversation for this customer and line, or a new one after a quiet spell
-    (in the caller's transaction, with whatever else the job reads before posting)."""
-    conversation = await conversations_store.latest(connection, destination, receiver, sender)
-    if conversation is None or at - conversation.last_message_at > idle_after:
-        conversation = await conversations_store.start(
-            connection, destination, receiver, sender, at
-        )
-    return conversation
+    (in the caller's transaction, with whatever else the job reads before posting); and
+    whether a job other than `outbox_id` posted in it already (its thread is open)."""
+    found = await conversations_store.latest_posted(
+        connection, destination, receiver, sender, outbox_id
+    )
+    if found is not None and at - found[0].last_message_at <= idle_after:
+        return found
+    conversation = await conversations_store.start(connection, destination, receiver, sender, at)
+    return conversation, False
 
 
 async def post_in_thread(
@@ -239,21 +242,21 @@ async def _record(
     part: int = 0,
 ) -> Conversation:
     """One chat message (`part` of its post) shows these messages: record it for each, in
-    one transaction."""
-    async with database.transaction() as connection:
-        if conversation.thread is None or conversation.chat is None:
-            await conversations_store.set_thread(
-                connection, conversation.id, sent.thread, sent.chat
-            )
-            conversation = replace(conversation, thread=sent.thread, chat=sent.chat)
+    one transaction (shared with other jobs' records: `Database.shared`)."""
+
+    async def record(connection: AsyncConnection) -> Conversation:
+        recorded = conversation
+        if recorded.thread is None or recorded.chat is None:
+            await conversations_store.set_thread(connection, recorded.id, sent.thread, sent.chat)
+            recorded = replace(recorded, thread=sent.thread, chat=sent.chat)
         for entry in shown:
             await conversations_store.record_message(
-                connection, _chat_message(conversation, sent, part, entry), now
+                connection, _chat_message(recorded, sent, part, entry), now
             )
-        await conversations_store.touch(
-            connection, conversation.id, max(entry.at for entry in shown)
-        )
-    return conversation
+        await conversations_store.touch(connection, recorded.id, max(entry.at for entry in shown))
+        return recorded
+
+    return await database.shared.run(record)
 
 
 async def _elsewhere(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import chat_messages, conversations
@@ -50,6 +50,11 @@ _LATEST = (
     .order_by(conversations.c.id.desc())
     .limit(1)
 )
+_POSTED_BY_OTHERS = exists().where(
+    chat_messages.c.conversation_id == conversations.c.id,
+    chat_messages.c.outbox_id != bindparam("outbox_id"),
+)
+_LATEST_POSTED = _LATEST.add_columns(_POSTED_BY_OTHERS)
 
 
 async def latest(
@@ -58,6 +63,21 @@ async def latest(
     values = {"destination": destination, "receiver": receiver, "sender": sender}
     row = (await connection.execute(_LATEST, values)).first()
     return Conversation(*row) if row else None
+
+
+async def latest_posted(
+    connection: AsyncConnection, destination: str, receiver: str, sender: str, outbox_id: int
+) -> tuple[Conversation, bool] | None:
+    """`latest`, and whether a job other than `outbox_id` already posted in it (so that one
+    does not open its thread): one statement, read before every inbox post."""
+    values = {
+        "destination": destination,
+        "receiver": receiver,
+        "sender": sender,
+        "outbox_id": outbox_id,
+    }
+    row = (await connection.execute(_LATEST_POSTED, values)).first()
+    return (Conversation(*row[:-1]), bool(row[-1])) if row else None
 
 
 async def other_destinations(
@@ -227,23 +247,6 @@ async def join_chain(
         ),
         now,
     )
-
-
-_POSTED_BEFORE = (
-    select(chat_messages.c.id)
-    .where(
-        chat_messages.c.conversation_id == bindparam("conversation_id"),
-        chat_messages.c.outbox_id != bindparam("outbox_id"),
-    )
-    .limit(1)
-)
-
-
-async def posted_before(connection: AsyncConnection, conversation_id: int, outbox_id: int) -> bool:
-    """Whether another job already posted in the conversation (so `outbox_id` does not open
-    its thread)."""
-    values = {"conversation_id": conversation_id, "outbox_id": outbox_id}
-    return (await connection.execute(_POSTED_BEFORE, values)).first() is not None
 
 
 async def message_showing(

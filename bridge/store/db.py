@@ -21,6 +21,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from bridge.retry import backoff
 from bridge.store import sqlite_driver
+from bridge.store.shared import SharedTransactions
 
 # What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
 # lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout), and the
@@ -111,6 +112,8 @@ class Database:
             # Each statement in one trip to aiosqlite's thread, not four.
             options.update(module=sqlite_driver.dbapi())
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        # The worker's small units of work, many jobs' in one transaction (`shared`).
+        self.shared = SharedTransactions(self.transaction, _SYNCHRONOUS)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
         else:

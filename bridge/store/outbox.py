@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Job, Kind, Payload, lane, read_payload
 from bridge.store.db import Database
-from bridge.store.schema import outbox
+from bridge.store.events import StoredEvent
+from bridge.store.schema import events, outbox
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 _NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
@@ -113,10 +114,18 @@ async def enqueue(
     return await enqueue_many(database, connection, [job], now) == 1
 
 
+_EVENT = (  # a claimed job's event, read in the statement that leases it
+    select(events.c.payload).where(events.c.id == outbox.c.event_id).scalar_subquery(),
+    select(events.c.received_at).where(events.c.id == outbox.c.event_id).scalar_subquery(),
+)
+
+
 @cache
-def _claiming(dialect: str, pausing: bool) -> tuple[Any, Any]:
-    """`claim`'s two statements, built once per dialect and whether some destinations are
-    paused: which heads, then their leases."""
+def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
+    """`claim`'s statements, built once per dialect and whether some destinations are
+    paused: on PostgreSQL one, which picks the heads and leases them (one round trip); on
+    SQLite, whose RETURNING cannot show what the lease replaced, which heads, then their
+    leases. Each leased job comes back with its event."""
     earlier = outbox.alias("earlier")
     is_head = ~exists().where(
         and_(
@@ -139,15 +148,16 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, Any]:
         candidates = candidates.where(
             outbox.c.destination.not_in(bindparam("paused", expanding=True))
         )
+    leasing = update(outbox).values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
     if dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True, of=outbox)
-    leasing = (
-        update(outbox)
-        .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-        .values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
-        .returning(*_JOB_COLUMNS)
-    )
-    return candidates, leasing
+        chosen = candidates.with_for_update(skip_locked=True, of=outbox).cte("chosen")
+        return (
+            leasing.where(outbox.c.id == chosen.c.id).returning(
+                *_JOB_COLUMNS, *_EVENT, chosen.c.locked_by.label("leased_before")
+            ),
+        )
+    leasing = leasing.where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    return candidates, leasing.returning(*_JOB_COLUMNS, *_EVENT)
 
 
 async def claim(
@@ -159,24 +169,36 @@ async def claim(
     lease: float,
     limit: int,
     paused: Collection[str] = (),
-) -> list[Job]:
-    """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations."""
-    candidates, leasing = _claiming(database.dialect, bool(paused))
-    values: dict[str, Any] = {"now": now, "limit": limit}
+) -> list[tuple[Job, StoredEvent | None]]:
+    """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations;
+    each with its event (None: a job of its own, or its event is gone), in job order."""
+    statements = _claiming(database.dialect, bool(paused))
+    values: dict[str, Any] = {"now": now, "limit": limit, "until": now + lease, "worker": worker}
     if paused:
         values["paused"] = list(paused)
-    # A job leased before and neither finished nor handed back unstarted may have been posted
-    # by a worker that died mid-post: whoever takes it over looks before posting again.
-    leased_before = {
-        id_: locked_by is not None
-        for id_, locked_by in await connection.execute(candidates, values)
-    }
-    ids = list(leased_before)
-    if not ids:
-        return []
-    rows = await connection.execute(leasing, {"ids": ids, "until": now + lease, "worker": worker})
-    jobs = (replace(_job(row), unsure=leased_before[row[0]]) for row in rows)
-    return sorted(jobs, key=lambda job: job.id)
+    rows: list[Sequence[Any]]
+    if len(statements) == 1:
+        rows = list(await connection.execute(statements[0], values))
+    else:
+        candidates, leasing = statements
+        leased_before = {id_: by for id_, by in await connection.execute(candidates, values)}
+        if not leased_before:
+            return []
+        values["ids"] = list(leased_before)
+        rows = [(*row, leased_before[row[0]]) for row in await connection.execute(leasing, values)]
+    return sorted((_claimed(row) for row in rows), key=lambda claimed: claimed[0].id)
+
+
+def _claimed(row: Sequence[Any]) -> tuple[Job, StoredEvent | None]:
+    """A leased job and its event, from the job's columns, the event's and who held its lease
+    before. A job leased before and neither finished nor handed back unstarted may have been
+    posted by a worker that died mid-post: whoever takes it over looks before posting again."""
+    job = _job(row[: len(_JOB_COLUMNS)])
+    payload, received_at, leased_before = row[len(_JOB_COLUMNS) :]
+    event = None
+    if job.event_id is not None and payload is not None:
+        event = StoredEvent(job.event_id, payload, received_at)
+    return replace(job, unsure=leased_before is not None), event
 
 
 _FINISH = (

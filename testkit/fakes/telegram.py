@@ -125,6 +125,7 @@ class _Refused(Exception):
 class _Switches:
     error: _Refused | None = None
     throttled: int = 0  # requests left to answer 429; -1 = forever
+    throttle_after: int = 0  # requests still answered before the 429s begin
     retry_after: int = 1
     down: int = 0  # requests left to answer 5xx; -1 = forever
     down_status: int = 500
@@ -308,13 +309,20 @@ class FakeTelegram(FakePlatform):
             self._bot_rights[chat_id] = (status, can_manage_topics)
 
     def set_rate_limited(
-        self, chat_id: int | None = None, *, retry_after: int = 1, times: int | None = None
+        self,
+        chat_id: int | None = None,
+        *,
+        retry_after: int = 1,
+        times: int | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer 429 (retry_after) for the next `times` requests (None: until reset)."""
+        """Answer 429 (retry_after) for the next `times` requests (None: until reset), once
+        `after` more were answered as usual (the second part of a long post)."""
         with self._lock:
             switches = self._switches[chat_id]
             switches.throttled = -1 if times is None else times
             switches.retry_after = retry_after
+            switches.throttle_after = after
 
     def set_down(
         self, chat_id: int | None = None, *, times: int | None = None, status: int = 500
@@ -571,7 +579,9 @@ class FakeTelegram(FakePlatform):
                 s.down -= 1 if s.down > 0 else 0
                 raise _Refused(s.down_status, "Internal Server Error")
         for s in switches:
-            if s.throttled:
+            if s.throttled and s.throttle_after:
+                s.throttle_after -= 1
+            elif s.throttled:
                 s.throttled -= 1 if s.throttled > 0 else 0
                 raise _too_many(s.retry_after)
         if method.lower() in (

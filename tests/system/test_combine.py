@@ -95,7 +95,7 @@ async def test_followers_are_the_due_inbox_jobs_right_behind_the_head_and_are_le
         heads = await outbox_store.claim(
             database, connection, worker="w", now=20.0, lease=30, limit=10
         )
-        head = next(job for job in heads if job.event_id == 1)
+        head = next(job for job, _ in heads if job.event_id == 1)
         followers = await outbox_store.claim_followers(
             connection, head, kind=Kind.INBOX, worker="w", now=20.0, lease=30, limit=10
         )

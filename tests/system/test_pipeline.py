@@ -243,6 +243,27 @@ async def test_a_rate_limit_is_honoured_with_its_retry_after(
     assert len(telegram.messages(FORUM)) == 1
 
 
+async def test_a_long_message_cut_short_by_a_rate_limit_posts_each_part_once(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    telegram.set_rate_limited(FORUM, retry_after=1, times=1, after=2)  # topic, part 1, then 429
+    text = " ".join(f"word{n}" for n in range(2000))  # several Telegram messages
+    async with running_bridge(
+        database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        await bridge.post([inbox("32470000012", text, kind="whatsapp")])
+        await bridge.worker.drain()
+        assert len(telegram.messages(FORUM)) == 1
+        clock.advance(600)  # past Retry-After and the retry's backoff
+        await bridge.worker.drain()
+    texts = [message.plain_text for message in telegram.messages(FORUM)]
+    count = len(texts)
+    assert count >= 3
+    for part in range(1, count + 1):
+        assert sum(f"({part}/{count})" in text for text in texts) == 1
+
+
 async def test_a_permanent_error_is_kept_as_a_dead_letter_naming_the_destination(
     sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
 ) -> None:

@@ -14,6 +14,7 @@ from bridge.store import facts, group_writes
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
 from bridge.store.db import Database
+from bridge.store.events import StoredEvent
 from bridge.store.migrations import LATEST, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
 
@@ -101,7 +102,7 @@ async def _claim(
     database: Database, now: float = 10.0, worker: str = "w1", paused: tuple[str, ...] = ()
 ) -> list[Job]:
     async with database.transaction() as connection:
-        return await outbox_store.claim(
+        claimed = await outbox_store.claim(
             database,
             connection,
             worker=worker,
@@ -110,6 +111,7 @@ async def _claim(
             limit=100,
             paused=paused,
         )
+    return [job for job, _ in claimed]
 
 
 async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None:
@@ -121,6 +123,34 @@ async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None
     async with database.transaction() as connection:
         await outbox_store.finish(connection, [first[0].id], 11.0)
     assert [job.event_id for job in await _claim(database)] == [2]
+
+
+async def test_a_claim_brings_each_heads_event_in_the_statements_that_lease_them(
+    database: Database,
+) -> None:
+    stored = await _events(database, "wh_1", "wh_2")
+    await _enqueue(database, stored["wh_1"], "a")
+    await _enqueue(database, stored["wh_2"], "b")
+    await _enqueue(database, 999, "c")  # its event is gone
+    statements: list[str] = []
+    event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cursor, statement, *_: statements.append(statement),
+    )
+    async with database.transaction() as connection:
+        claimed = await outbox_store.claim(
+            database, connection, worker="w", now=10.0, lease=30.0, limit=10
+        )
+    events = {job.event_id: found for job, found in claimed}
+    assert events == {
+        stored["wh_1"]: StoredEvent(stored["wh_1"], "{}", 1.0),
+        stored["wh_2"]: StoredEvent(stored["wh_2"], "{}", 1.0),
+        999: None,
+    }
+    # PostgreSQL picks and leases in one round trip; SQLite's RETURNING cannot say who held
+    # a lease before, so it asks first.
+    assert len(statements) == (1 if database.dialect == "postgresql" else 2)
 
 
 async def test_the_same_job_is_enqueued_once(database: Database) -> None:
@@ -258,9 +288,10 @@ async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: s
                 )
         await migrate(database)
         async with database.transaction() as connection:
-            jobs = await outbox_store.claim(
+            claimed = await outbox_store.claim(
                 database, connection, worker="w", now=2.0, lease=30.0, limit=10
             )
+            jobs = [job for job, _ in claimed]
             note = select(outbox.c.payload).where(outbox.c.id == 2)
             (stored,) = (await connection.execute(note)).one()
     finally:

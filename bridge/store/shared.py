@@ -1,0 +1,97 @@
+"""Shared transactions: the small units of work of many tasks, in one transaction.
+
+The worker's jobs each read before their post, record it and finish, a few statements each.
+On SQLite every transaction holds the only connection, with a BEGIN and a COMMIT of its own,
+while webhooks wait for it; on PostgreSQL each costs its round trips. Work handed in while
+a shared transaction runs waits for it, and the next takes all of it at once: under load the
+transactions grow, not their number. Each caller still returns only once its work is
+committed, so what it does next (a post, an SMS) sees the same guarantees as with a
+transaction of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    work: Work
+    done: asyncio.Future[Any]
+    synchronous: str  # how durable its caller's commits are (`db.relax_commits`)
+
+
+class SharedTransactions:
+    """Runs handed-in work in shared transactions, one at a time, each in the order given.
+
+    `transaction` opens one; `synchronous` is the caller's durability (a ContextVar holding
+    "FULL" or "NORMAL"): a shared transaction commits as durably as its strictest work asks.
+    """
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        synchronous: ContextVar[str],
+    ) -> None:
+        self._transaction = transaction
+        self._synchronous = synchronous
+        self._waiting: list[_Waiting] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work(connection)` in the next shared transaction; return its result once
+        committed. Its failure is its own: the others are then run again, each alone. A
+        caller cancelled meanwhile does not take its work back: it may still commit."""
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(work, done, self._synchronous.get()))
+        if self._running is None:
+            self._running = asyncio.create_task(self._run_all(), name="shared-transactions")
+        return await done
+
+    async def _run_all(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._run_batch(batch)
+        finally:
+            self._running = None
+
+    async def _run_batch(self, batch: list[_Waiting]) -> None:
+        strict = any(waiting.synchronous != "NORMAL" for waiting in batch)
+        self._synchronous.set("FULL" if strict else "NORMAL")
+        try:
+            results = await self._together(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0].done, error=error)
+                return
+            for waiting in batch:  # which one failed is not known: each alone
+                await self._run_batch([waiting])
+            return
+        for waiting, result in zip(batch, results, strict=True):
+            _settle(waiting.done, result=result)
+
+    async def _together(self, batch: list[_Waiting]) -> list[Any]:
+        async with self._transaction() as connection:
+            return [await waiting.work(connection) for waiting in batch]
+
+
+def _settle(
+    done: asyncio.Future[Any], *, result: Any = None, error: Exception | None = None
+) -> None:
+    if done.done():  # its caller is gone (cancelled): nobody to tell
+        return
+    if error is None:
+        done.set_result(result)
+    else:
+        done.set_exception(error)

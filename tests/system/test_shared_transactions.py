@@ -1,0 +1,117 @@
+"""Shared transactions (`Database.shared`): the worker's small units of work, many tasks' in
+one transaction, each caller back only once its own work is committed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.settings import normalise_database_url
+from bridge.store import schema as tables
+from bridge.store.db import Database, relax_commits
+from bridge.store.migrations import migrate
+
+
+def _count_begins(database: Database) -> list[int]:
+    begins: list[int] = []
+    event.listen(database.engine.sync_engine, "begin", lambda _connection: begins.append(1))
+    return begins
+
+
+async def _insert(connection: AsyncConnection, name: str) -> str:
+    await connection.execute(
+        tables.pace.insert().values(destination=name, tokens=1.0, updated_at=0.0, paused_until=0.0)
+    )
+    return name
+
+
+async def _names(database: Database) -> set[str]:
+    async with database.transaction() as connection:
+        rows = await connection.execute(select(tables.pace.c.destination))
+        return {str(name) for (name,) in rows}
+
+
+async def test_work_handed_in_together_commits_in_one_transaction(database: Database) -> None:
+    await migrate(database)
+    begins = _count_begins(database)
+    names = [f"d{i}" for i in range(5)]
+    results = await asyncio.gather(
+        *(database.shared.run(lambda c, name=name: _insert(c, name)) for name in names)
+    )
+    assert results == names
+    assert len(begins) == 1
+    assert await _names(database) == set(names)
+
+
+async def test_work_handed_in_while_one_runs_waits_and_goes_in_the_next(
+    database: Database,
+) -> None:
+    await migrate(database)
+    begins = _count_begins(database)
+    first = asyncio.ensure_future(database.shared.run(lambda c: _insert(c, "first")))
+    await asyncio.sleep(0)  # the first transaction has begun
+    later = [database.shared.run(lambda c, n=n: _insert(c, f"later{n}")) for n in range(4)]
+    await asyncio.gather(first, *later)
+    assert len(begins) == 2
+    assert len(await _names(database)) == 5
+
+
+async def test_a_failing_work_fails_only_its_caller(database: Database) -> None:
+    await migrate(database)
+
+    async def broken(connection: AsyncConnection) -> None:
+        await _insert(connection, "broken")
+        raise RuntimeError("a bug in one job")
+
+    outcomes = await asyncio.gather(
+        database.shared.run(lambda c: _insert(c, "before")),
+        database.shared.run(broken),
+        database.shared.run(lambda c: _insert(c, "after")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "before" and outcomes[2] == "after"
+    assert isinstance(outcomes[1], RuntimeError)
+    assert await _names(database) == {"before", "after"}
+
+
+async def _synchronous(connection: AsyncConnection) -> Any:
+    return (await connection.execute(text("PRAGMA synchronous"))).scalar()
+
+
+async def test_a_shared_sqlite_commit_is_as_durable_as_its_strictest_work(
+    sqlite_url: str,
+) -> None:
+    database = Database(normalise_database_url(sqlite_url))
+    try:
+        await migrate(database)
+
+        async def relaxed() -> Any:
+            relax_commits()
+            return await database.shared.run(_synchronous)
+
+        async def strict() -> Any:
+            relax_commits(False)
+            return await database.shared.run(_synchronous)
+
+        assert await asyncio.create_task(relaxed()) == 1  # NORMAL, alone
+        together = await asyncio.gather(relaxed(), strict(), relaxed())
+        assert together == [2, 2, 2]  # FULL: the strict one's commit must survive power loss
+    finally:
+        await database.close()
+
+
+async def test_a_cancelled_caller_does_not_take_its_work_back(database: Database) -> None:
+    await migrate(database)
+    task = asyncio.ensure_future(database.shared.run(lambda c: _insert(c, "kept")))
+    await asyncio.sleep(0)  # handed in
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await database.shared.run(lambda c: _insert(c, "next"))
+    async with database.transaction() as connection:
+        count = (await connection.execute(select(func.count()).select_from(tables.pace))).scalar()
+    assert count == 2
