@@ -213,15 +213,19 @@ class Database:
         prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement[Any]]
         prepared = pooled.info.setdefault("asyncpg_prepared", {})
         try:
-            if statement not in prepared:
-                prepared[statement] = await driver.prepare(statement)
-            rows: list[Any] = await prepared[statement].fetch(*args)
+            try:
+                return await _run_prepared(driver, prepared, statement, args)
+            except asyncpg.InvalidCachedStatementError:
+                # A schema change since it was prepared (a migration from elsewhere) refused
+                # it before it did anything: run it once more, prepared anew, as asyncpg's
+                # own statement cache does.
+                del prepared[statement]
+                return await _run_prepared(driver, prepared, statement, args)
         except Exception:
             prepared.pop(statement, None)  # prepared again at its next run
             if driver.is_closed():
                 await connection.exec_driver_sql("SELECT 1")  # raises; SQLAlchemy invalidates
             raise
-        return rows
 
     async def behind_pooler(self) -> bool:
         """Whether this database is reached through a pooler that may switch server
@@ -248,6 +252,18 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _run_prepared(
+    driver: asyncpg.Connection,
+    prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement[Any]],
+    statement: str,
+    args: tuple[Any, ...],
+) -> list[Any]:
+    if statement not in prepared:
+        prepared[statement] = await driver.prepare(statement)
+    rows: list[Any] = await prepared[statement].fetch(*args)
+    return rows
 
 
 async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:

@@ -362,6 +362,33 @@ async def test_a_webhook_groups_statement_is_planned_once_per_connection_not_per
 
 
 @pytest.mark.postgres
+async def test_a_webhook_group_after_a_schema_change_is_stored_on_a_fresh_statement(
+    postgres_url: str,
+) -> None:
+    """The group's write is prepared once per connection; a migration that changes what it
+    returns (from another process) makes PostgreSQL refuse that statement: the group is
+    stored on one prepared anew, not answered 503."""
+    database = Database(normalise_database_url(postgres_url))
+    await migrate(database)
+
+    def group(name: str) -> group_writes.GroupWrite:
+        return group_writes.GroupWrite([group_writes.NewBody(b"[]", 1.0, 1)], [_new(name)], [])
+
+    try:
+        async with database.autocommit() as connection:
+            assert set(await group_writes.write_alone(database, connection, group("wh_1")))
+            other = await asyncpg.connect(postgres_url)
+            try:
+                await other.execute("ALTER TABLE events ALTER COLUMN webhook_id TYPE varchar")
+            finally:
+                await other.close()
+            stored = await group_writes.write_alone(database, connection, group("wh_2"))
+    finally:
+        await database.close()
+    assert set(stored) == {"wh_2"}
+
+
+@pytest.mark.postgres
 async def test_postgresql_connections_are_kept_not_opened_per_checkout_under_load(
     postgres_url: str,
 ) -> None:
