@@ -198,26 +198,37 @@ class Database:
     async def fetch_on_asyncpg(
         self, connection: AsyncConnection, statement: str, *args: Any
     ) -> list[Any]:
-        """Run `statement` on asyncpg itself in one round trip (prepared once per connection;
-        behind a pooler, parsed with each run), past SQLAlchemy's execution layer, on a
-        connection outside any transaction (`autocommit`): it commits by itself. For the
-        webhook path's one statement, where that layer is a large share of the statement's
-        cost. (In a transaction SQLAlchemy begins
-        with its first statement, this one would run before the BEGIN.) A connection found
-        closed is shown to SQLAlchemy, which then drops it and the pool's older connections,
-        as it does when one of its own statements finds it."""
+        """Run `statement` on asyncpg itself in one round trip, past SQLAlchemy's execution
+        layer, on a connection outside any transaction (`autocommit`): it commits by itself.
+        For the webhook path's one statement, where that layer is a large share of the
+        statement's cost. (In a transaction SQLAlchemy begins with its first statement, this
+        one would run before the BEGIN.) Prepared once per connection and kept with it:
+        directly, a named statement; behind a pooler, an unnamed one that asyncpg parses
+        again in the same round trip as each run (asked for anew, a description would cost a
+        round trip of its own first). A connection found closed is shown to SQLAlchemy,
+        which then drops it and the pool's older connections, as it does when one of its own
+        statements finds it."""
         assert self.dialect == "postgresql"
         pooled = await _pooled(connection)
         assert pooled.dbapi_connection is not None and pooled.dbapi_connection.autocommit
         driver = pooled.driver_connection
         assert isinstance(driver, asyncpg.Connection)
+        prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement[Any]]
+        prepared = pooled.info.setdefault("asyncpg_prepared", {})
         try:
-            rows: list[Any] = await driver.fetch(statement, *args)
+            try:
+                return await _run_prepared(driver, prepared, statement, args)
+            except asyncpg.InvalidCachedStatementError:
+                # A schema change since it was prepared (a migration from elsewhere) refused
+                # it before it did anything: run it once more, prepared anew, as asyncpg's
+                # own statement cache does.
+                del prepared[statement]
+                return await _run_prepared(driver, prepared, statement, args)
         except Exception:
+            prepared.pop(statement, None)  # prepared again at its next run
             if driver.is_closed():
                 await connection.exec_driver_sql("SELECT 1")  # raises; SQLAlchemy invalidates
             raise
-        return rows
 
     async def behind_pooler(self) -> bool:
         """Whether this database is reached through a pooler that may switch server
@@ -244,6 +255,18 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _run_prepared(
+    driver: asyncpg.Connection,
+    prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement[Any]],
+    statement: str,
+    args: tuple[Any, ...],
+) -> list[Any]:
+    if statement not in prepared:
+        prepared[statement] = await driver.prepare(statement)
+    rows: list[Any] = await prepared[statement].fetch(*args)
+    return rows
 
 
 async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from bridge.cli import main
+from bridge.jobs import ConversationKey, InboxJob
 from bridge.ops import retention
 from bridge.settings import Settings, SettingsError, normalise_database_url
-from bridge.store import wakeups
+from bridge.store import group_writes, wakeups
 from bridge.store.db import Database
 from bridge.store.migrations import LATEST, current_version, migrate
 from testkit.fakes.slack import FakeSlack
@@ -45,6 +46,7 @@ from tests.support.traffic import (
     wait_until_quiet,
     wait_until_shown,
 )
+from tests.support.wire import counting_round_trips
 
 # In transaction mode with two server connections per database, a client's consecutive
 # transactions land on whichever server connection is free: a named prepared statement left on
@@ -166,6 +168,37 @@ async def test_migrations_from_two_processes_at_once_through_the_pooler(pooled_u
             assert await current_version(connection) == LATEST
     finally:
         for database in databases:
+            await database.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("through", ["pooler", "direct"])
+async def test_a_webhook_group_is_one_round_trip_through_the_pooler_or_not(
+    pooled_url: str, postgres_url: str, through: str
+) -> None:
+    """Behind a pooler a statement is parsed anew at every run: the group's write sends that
+    parse with its run, one round trip, not a description first and then the run. Directly,
+    it runs a statement prepared at the connection's first group."""
+    payload = InboxJob(conversation=ConversationKey(receiver="L", sender="C"))
+
+    def group(name: str) -> group_writes.GroupWrite:
+        body = group_writes.NewBody(b"[]", 1.0, 1)
+        event = group_writes.NewEvent(0, name, "inbox_message", "ok", None, "{}", 1.0)
+        job = group_writes.NewEventJob(name, "support", payload, 1.0)
+        return group_writes.GroupWrite([body], [event], [job])
+
+    url = pooled_url if through == "pooler" else postgres_url
+    async with counting_round_trips(url) as (relayed, turns):
+        database = Database(normalise_database_url(relayed))
+        try:
+            await migrate(database)
+            async with database.autocommit() as connection:
+                await group_writes.write_alone(database, connection, group("wh_first"))
+                before = turns.count
+                for number in range(3):
+                    await group_writes.write_alone(database, connection, group(f"wh_{number}"))
+                assert turns.count - before == 3
+        finally:
             await database.close()
 
 

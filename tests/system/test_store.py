@@ -356,6 +356,70 @@ async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
 
 
 @pytest.mark.postgres
+async def test_a_webhook_groups_statement_is_planned_once_per_connection_not_per_group(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL plans a prepared statement afresh at each run until a plan for any
+    parameters (generic) looks no dearer: the group's write must get there (after the first
+    five runs), whatever the groups' sizes, or its planning costs the server about as much as
+    running it. A large group then still goes in whole, in order, on that plan."""
+    database = Database(normalise_database_url(postgres_url))
+    await migrate(database)
+    payload = InboxJob(conversation=ConversationKey(receiver="L", sender="C"))
+
+    def group(name: str, size: int) -> group_writes.GroupWrite:
+        ids = [f"{name}_{number}" for number in range(size)]
+        bodies = [group_writes.NewBody(b"[]", 1.0, 1) for _ in ids]
+        new = [_new(webhook_id, body=number) for number, webhook_id in enumerate(ids)]
+        jobs = [group_writes.NewEventJob(webhook_id, "support", payload, 1.0) for webhook_id in ids]
+        return group_writes.GroupWrite(bodies, new, jobs)
+
+    try:
+        async with database.autocommit() as connection:
+            for run, size in enumerate([1, 5, 2, 8, 1, 3, 16, 1, 4, 2]):
+                await group_writes.write_alone(database, connection, group(f"wh{run}", size))
+            big = await group_writes.write_alone(database, connection, group("big", 5_000))
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement = $1",
+                (group_writes._POSTGRESQL,),
+            )
+            assert [tuple(row) for row in plans] == [(6, 5)]
+            rows = await connection.execute(select(outbox.c.event_id).order_by(outbox.c.id))
+            planned = list(rows.scalars())
+    finally:
+        await database.close()
+    assert len(big) == 5_000 and planned[-5_000:] == [big[f"big_{n}"] for n in range(5_000)]
+
+
+@pytest.mark.postgres
+async def test_a_webhook_group_after_a_schema_change_is_stored_on_a_fresh_statement(
+    postgres_url: str,
+) -> None:
+    """The group's write is prepared once per connection; a migration that changes what it
+    returns (from another process) makes PostgreSQL refuse that statement: the group is
+    stored on one prepared anew, not answered 503."""
+    database = Database(normalise_database_url(postgres_url))
+    await migrate(database)
+
+    def group(name: str) -> group_writes.GroupWrite:
+        return group_writes.GroupWrite([group_writes.NewBody(b"[]", 1.0, 1)], [_new(name)], [])
+
+    try:
+        async with database.autocommit() as connection:
+            assert set(await group_writes.write_alone(database, connection, group("wh_1")))
+            other = await asyncpg.connect(postgres_url)
+            try:
+                await other.execute("ALTER TABLE events ALTER COLUMN webhook_id TYPE varchar")
+            finally:
+                await other.close()
+            stored = await group_writes.write_alone(database, connection, group("wh_2"))
+    finally:
+        await database.close()
+    assert set(stored) == {"wh_2"}
+
+
+@pytest.mark.postgres
 async def test_postgresql_connections_are_kept_not_opened_per_checkout_under_load(
     postgres_url: str,
 ) -> None:
