@@ -187,9 +187,10 @@ class Claimer:
 
     async def finish(self, job_ids: list[int], now: float) -> None:
         """Record `job_ids` as delivered at `now`: their leases end with them. Jobs that
-        finish together share one transaction (`Database.shared`)."""
+        finish together share one transaction (`Database.shared`); one alone needs none (one
+        statement)."""
         await self.database.shared.run(
-            functools.partial(outbox_store.finish, job_ids=job_ids, now=now)
+            functools.partial(outbox_store.finish, job_ids=job_ids, now=now), atomic=False
         )
 
     async def release(self, job_ids: list[int] | None) -> None:

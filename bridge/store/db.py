@@ -113,7 +113,11 @@ class Database:
             options.update(module=sqlite_driver.dbapi())
         self.engine: AsyncEngine = create_async_engine(url, **options)
         # The worker's small units of work, many jobs' in one transaction (`shared`).
-        self.shared = SharedTransactions(self.transaction, _SYNCHRONOUS)
+        self.shared = SharedTransactions(
+            self.transaction,
+            _SYNCHRONOUS,
+            self.autocommit if self.dialect == "postgresql" else None,
+        )
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
         else:
