@@ -39,17 +39,16 @@ class SharedTransactions:
 
     `transaction` opens one; `synchronous` is the caller's durability (a ContextVar holding
     "FULL" or "NORMAL"): a shared transaction commits as durably as its strictest work asks.
-    `autocommit` (PostgreSQL only) opens a connection whose statements each commit alone.
+    `unit(atomic)` opens a transaction, or where `atomic` is False it may open a connection
+    whose statements each commit alone (`Database.unit`).
     """
 
     def __init__(
         self,
-        transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        unit: Callable[[bool], AbstractAsyncContextManager[AsyncConnection]],
         synchronous: ContextVar[str],
-        autocommit: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
     ) -> None:
-        self._transaction = transaction
-        self._autocommit = autocommit
+        self._unit = unit
         self._synchronous = synchronous
         self._waiting: list[_Waiting] = []
         self._running: asyncio.Task[None] | None = None
@@ -93,10 +92,8 @@ class SharedTransactions:
             _settle(waiting.done, result=result)
 
     async def _together(self, batch: list[_Waiting]) -> list[Any]:
-        if self._autocommit is not None and len(batch) == 1 and not batch[0].atomic:
-            async with self._autocommit() as connection:
-                return [await batch[0].work(connection)]
-        async with self._transaction() as connection:
+        atomic = len(batch) > 1 or batch[0].atomic
+        async with self._unit(atomic) as connection:
             return [await waiting.work(connection) for waiting in batch]
 
 
