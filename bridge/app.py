@@ -307,7 +307,7 @@ def _edges(
         auth,
         NotUnderstood(database, config),
         now,
-        worker.wake,
+        worker.stored,  # its NOTIFY wakes a worker listening on PostgreSQL
         bodies=bodies,
         metrics=metrics,
     )

@@ -176,7 +176,8 @@ async def _post_combined(
 
 async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int]]:
     """The conversation the job's message belongs to, whether it opens its thread, and the
-    job's parts posted before: one transaction, shared with other jobs' (`Database.shared`)."""
+    job's parts posted before: with other jobs' reads (`Database.shared`), or alone in one
+    round trip (none of its statements needs another's transaction: one writes at most)."""
     key = _payload(delivery, InboxJob).conversation
 
     async def read(connection: AsyncConnection) -> tuple[Conversation, bool, set[int]]:
@@ -195,7 +196,7 @@ async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int
             already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
         return conversation, not posted, already_sent
 
-    return await delivery.database.shared.run(read)
+    return await delivery.database.shared.run(read, atomic=False)
 
 
 def _replied_to(event: InboxMessage) -> str | None:

@@ -73,6 +73,10 @@ class Pacer:
         self._bursts = {name: burst_for(rate, burst) for name, rate in rates.items() if rate}
         self._ahead = {name: ahead if b == 1 else 0.0 for name, b in self._bursts.items()}
 
+    def paces(self, destinations: Collection[str]) -> bool:
+        """Whether any of `destinations` has a rate: its claims take tokens."""
+        return any(self._rates.get(destination) for destination in destinations)
+
     async def waiting(
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> dict[str, float]:

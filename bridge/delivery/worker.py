@@ -117,6 +117,7 @@ class Worker:
             counters=self.counters,
         )
         self._wake = asyncio.Event()
+        self._hearing = False  # whether a LISTEN hears the NOTIFY of each commit with new jobs
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._next_token_at: float | None = None
@@ -130,11 +131,21 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    def stored(self) -> None:
+        """This process stored jobs: wake, unless their commit's NOTIFY does (heard at the
+        same moment), where a second wake-up would be a second claim finding nothing, beside
+        the first job's read and post."""
+        if not self._hearing:
+            self.wake()
+
+    def _heard(self, hearing: bool) -> None:
+        self._hearing = hearing
+
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
         relax_commits()  # claims: one taken back by a power cut is claimed again
         if self.database.dialect == "postgresql":
-            listen = functools.partial(wakeups_store.listen, self.database, self.wake)
+            listen = functools.partial(wakeups_store.listen, self.database, self.wake, self._heard)
             self.supervisor.start(Named("listen", listen))
         else:
             # SQLite has one delivering process: leases still held are from its previous life

@@ -6,7 +6,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -113,7 +113,7 @@ class Database:
             options.update(module=sqlite_driver.dbapi())
         self.engine: AsyncEngine = create_async_engine(url, **options)
         # The worker's small units of work, many jobs' in one transaction (`shared`).
-        self.shared = SharedTransactions(self.transaction, _SYNCHRONOUS)
+        self.shared = SharedTransactions(self.unit, _SYNCHRONOUS)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
         else:
@@ -147,6 +147,14 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as connection:
             yield connection
+
+    def unit(self, atomic: bool = True) -> AbstractAsyncContextManager[AsyncConnection]:
+        """Where a unit of work runs: a transaction, or for work whose statements may each
+        commit alone (`atomic=False`) on PostgreSQL, a connection outside any: no BEGIN and
+        COMMIT, a round trip each. (On SQLite writes always take BEGIN IMMEDIATE's lock.)"""
+        if atomic or self.dialect != "postgresql":
+            return self.transaction()
+        return self.autocommit()
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:

@@ -6,7 +6,9 @@ while webhooks wait for it; on PostgreSQL each costs its round trips. Work hande
 a shared transaction runs waits for it, and the next takes all of it at once: under load the
 transactions grow, not their number. Each caller still returns only once its work is
 committed, so what it does next (a post, an SMS) sees the same guarantees as with a
-transaction of its own.
+transaction of its own. On PostgreSQL, work that needs no transaction (`atomic=False`) and
+finds nobody to share one with runs on its own connection outside any: its statement is its
+one round trip, without a BEGIN and a COMMIT around it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _Waiting:
     work: Work
     done: asyncio.Future[Any]
     synchronous: str  # how durable its caller's commits are (`db.relax_commits`)
+    atomic: bool  # whether its statements must commit together
 
 
 class SharedTransactions:
@@ -36,24 +39,31 @@ class SharedTransactions:
 
     `transaction` opens one; `synchronous` is the caller's durability (a ContextVar holding
     "FULL" or "NORMAL"): a shared transaction commits as durably as its strictest work asks.
+    `unit(atomic)` opens a transaction, or where `atomic` is False it may open a connection
+    whose statements each commit alone (`Database.unit`).
     """
 
     def __init__(
         self,
-        transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        unit: Callable[[bool], AbstractAsyncContextManager[AsyncConnection]],
         synchronous: ContextVar[str],
     ) -> None:
-        self._transaction = transaction
+        self._unit = unit
         self._synchronous = synchronous
         self._waiting: list[_Waiting] = []
         self._running: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def run(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, atomic: bool = True
+    ) -> T:
         """Run `work(connection)` in the next shared transaction; return its result once
         committed. Its failure is its own: the others are then run again, each alone. A
-        caller cancelled meanwhile does not take its work back: it may still commit."""
+        caller cancelled meanwhile does not take its work back: it may still commit.
+
+        `atomic=False`: each of its statements may commit alone (it writes with one statement
+        at most, and reads under READ COMMITTED see a fresh snapshot per statement anyway)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(work, done, self._synchronous.get()))
+        self._waiting.append(_Waiting(work, done, self._synchronous.get(), atomic))
         if self._running is None:
             self._running = asyncio.create_task(self._run_all(), name="shared-transactions")
         return await done
@@ -82,7 +92,8 @@ class SharedTransactions:
             _settle(waiting.done, result=result)
 
     async def _together(self, batch: list[_Waiting]) -> list[Any]:
-        async with self._transaction() as connection:
+        atomic = len(batch) > 1 or batch[0].atomic
+        async with self._unit(atomic) as connection:
             return [await waiting.work(connection) for waiting in batch]
 
 

@@ -33,8 +33,13 @@ async def announce(database: Database, connection: AsyncConnection) -> None:
 HEARING_TIMEOUT = 5.0  # seconds a new LISTEN waits for its own test NOTIFY
 
 
-async def listen(database: Database, on_notify: Callable[[], None]) -> None:
+async def listen(
+    database: Database,
+    on_notify: Callable[[], None],
+    hearing: Callable[[bool], None] = lambda _: None,
+) -> None:
     """Call `on_notify` for every NOTIFY until cancelled; reconnect after losing the server.
+    `hearing(True)` once a LISTEN heard its own test NOTIFY, `hearing(False)` when it ends.
 
     Every (re)connection also calls `on_notify` once: a NOTIFY may have been missed meanwhile.
     LISTEN needs a session of its own: it runs on `database.direct_url` when set. Behind a
@@ -45,7 +50,7 @@ async def listen(database: Database, on_notify: Callable[[], None]) -> None:
     failures = 0
     while True:
         try:
-            if await _listen_once(database, on_notify):
+            if await _listen_once(database, on_notify, hearing):
                 return
             failures = 0
         except UNAVAILABLE as error:
@@ -54,7 +59,9 @@ async def listen(database: Database, on_notify: Callable[[], None]) -> None:
             failures += 1
 
 
-async def _listen_once(database: Database, on_notify: Callable[[], None]) -> bool:
+async def _listen_once(
+    database: Database, on_notify: Callable[[], None], hearing: Callable[[bool], None]
+) -> bool:
     """Listen on one connection until it is lost (False), or find that LISTEN cannot hear
     here (True: poll instead)."""
     if database.direct_url is None and await database.behind_pooler():
@@ -85,6 +92,7 @@ async def _listen_once(database: Database, on_notify: Callable[[], None]) -> boo
                 "DATABASE_DIRECT_URL" if database.direct_url else "DATABASE_URL",
             )
             return True
+        hearing(True)
         while True:  # a half-open connection is only found by using it
             await asyncio.sleep(30)
             await connection.fetchval("SELECT 1", timeout=10)
@@ -92,5 +100,6 @@ async def _listen_once(database: Database, on_notify: Callable[[], None]) -> boo
         log.warning("LISTEN connection lost (%s); reconnecting", type(error).__name__)
         return False
     finally:
+        hearing(False)
         if not connection.is_closed():
             await connection.close()

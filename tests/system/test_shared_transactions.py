@@ -115,3 +115,37 @@ async def test_a_cancelled_caller_does_not_take_its_work_back(database: Database
     async with database.transaction() as connection:
         count = (await connection.execute(select(func.count()).select_from(tables.pace))).scalar()
     assert count == 2
+
+
+async def _transaction_ids(connection: AsyncConnection) -> set[int]:
+    """The transaction of each of two statements (txid_current gives each its own id)."""
+    query = text("SELECT txid_current()")
+    return {(await connection.execute(query)).scalar_one() for _ in range(2)}
+
+
+@pytest.mark.postgres
+async def test_lone_work_of_standalone_statements_skips_begin_and_commit_on_postgresql(
+    postgres_url: str,
+) -> None:
+    database = Database(normalise_database_url(postgres_url))
+    try:
+        await migrate(database)
+        # Each statement committed on its own: no BEGIN or COMMIT, one round trip each.
+        assert len(await database.shared.run(_transaction_ids, atomic=False)) == 2
+        assert len(await database.shared.run(_transaction_ids)) == 1  # atomic: one transaction
+    finally:
+        await database.close()
+
+
+async def test_standalone_statements_handed_in_together_still_share_one_transaction(
+    database: Database,
+) -> None:
+    await migrate(database)
+    begins = _count_begins(database)
+    names = [f"d{i}" for i in range(3)]
+    results = await asyncio.gather(
+        *(database.shared.run(lambda c, n=n: _insert(c, n), atomic=False) for n in names)
+    )
+    assert results == names
+    assert len(begins) == 1
+    assert await _names(database) == set(names)

@@ -8,11 +8,16 @@ import logging
 
 import asyncpg
 import pytest
+from sqlalchemy import event
 
 from bridge.chat.console import ConsoleAdapter
-from bridge.config import load
+from bridge.config import load, parse
+from bridge.delivery.claims import Claimer
+from bridge.delivery.pacing import Pacer
 from bridge.delivery.worker import Worker, WorkerOptions
+from bridge.jobs import ConversationKey, InboxJob
 from bridge.settings import normalise_database_url
+from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
@@ -79,4 +84,44 @@ async def test_a_stop_during_a_claim_is_not_lost(postgres_url: str) -> None:
         if not running.done():
             running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+        await database.close()
+
+
+CONFIG = """
+destinations:
+  fast: {console: {}, max_rate: unlimited}
+  paced: {console: {}, max_rate: 1/s}
+default: [fast, paced]
+"""
+
+
+@pytest.mark.postgres
+async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_postgresql(
+    postgres_url: str,
+) -> None:
+    database = Database(normalise_database_url(postgres_url))
+    try:
+        await migrate(database)
+        config = parse(CONFIG, "test", {})
+        pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
+        claimer = Claimer(database, config, pacer, worker="w", lease=30.0)
+        for lane in ("fast", "paced"):
+            async with database.transaction() as connection:
+                payload = InboxJob(conversation=ConversationKey(receiver="L", sender=lane))
+                await outbox_store.enqueue(
+                    database, connection, event_id=None, destination=lane, payload=payload, now=1.0
+                )
+        commits: list[int] = []
+        event.listen(database.engine.sync_engine, "commit", lambda _c: commits.append(1))
+        # No BEGIN and COMMIT round trips around the bucket read and the lease.
+        assert [job.destination for job, _ in (await claimer.claim(["fast"], 10, 2.0)).heads] == [
+            "fast"
+        ]
+        assert commits == []
+        # Tokens are taken in the claim's transaction: a job over its pace is never leased.
+        assert [job.destination for job, _ in (await claimer.claim(["paced"], 10, 2.0)).heads] == [
+            "paced"
+        ]
+        assert commits == [1]
+    finally:
         await database.close()
