@@ -201,6 +201,11 @@ def _claimed(row: Sequence[Any]) -> tuple[Job, StoredEvent | None]:
     return replace(job, unsure=leased_before is not None), event
 
 
+async def analyze(connection: AsyncConnection) -> None:
+    """Refresh the planner's statistics of the outbox (PostgreSQL)."""
+    await connection.exec_driver_sql("ANALYZE outbox")
+
+
 _FINISH = (
     update(outbox)
     .where(outbox.c.id.in_(bindparam("ids", expanding=True)))

@@ -125,3 +125,48 @@ async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_pos
         assert commits == [1]
     finally:
         await database.close()
+
+
+async def outbox_rows_planned(database: Database) -> float:
+    async with database.transaction() as connection:
+        result = await connection.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE relname = 'outbox'"
+        )
+        return float(result.scalar_one())
+
+
+@pytest.mark.postgres
+async def test_a_slow_claim_has_the_outbox_analyzed_once_a_minute_at_most(
+    postgres_url: str,
+) -> None:
+    """A backlog that grew faster than autovacuum looks is planned as a few rows and read
+    whole by every claim; a slow claim has its statistics refreshed (here every claim is
+    slow), and the next slow claim within the minute does not analyze again."""
+    database = Database(normalise_database_url(postgres_url))
+    try:
+        await migrate(database)
+        config = parse(CONFIG, "test", {})
+        pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
+        claimer = Claimer(database, config, pacer, worker="w", lease=30.0)
+        claimer.slow_claim = 0.0
+
+        async def backlog(senders: range) -> None:
+            jobs = [
+                outbox_store.NewJob(
+                    None,
+                    "fast",
+                    InboxJob(conversation=ConversationKey(receiver="L", sender=str(n))),
+                )
+                for n in senders
+            ]
+            async with database.transaction() as connection:
+                await outbox_store.enqueue_many(database, connection, jobs, 1.0)
+
+        await backlog(range(2000))
+        await claimer.claim(["fast"], 10, 2.0)
+        assert await outbox_rows_planned(database) == 2000
+        await backlog(range(2000, 3000))
+        await claimer.claim(["fast"], 10, 2.0)
+        assert await outbox_rows_planned(database) == 2000  # not again within the minute
+    finally:
+        await database.close()
