@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -95,16 +97,24 @@ default: [fast, paced]
 """
 
 
-@pytest.mark.postgres
-async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_postgresql(
-    postgres_url: str,
-) -> None:
+@asynccontextmanager
+async def claiming(postgres_url: str) -> AsyncIterator[tuple[Database, Claimer]]:
+    """A migrated PostgreSQL database and a claimer of its outbox for CONFIG."""
     database = Database(normalise_database_url(postgres_url))
     try:
         await migrate(database)
         config = parse(CONFIG, "test", {})
         pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
-        claimer = Claimer(database, config, pacer, worker="w", lease=30.0)
+        yield database, Claimer(database, config, pacer, worker="w", lease=30.0)
+    finally:
+        await database.close()
+
+
+@pytest.mark.postgres
+async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_postgresql(
+    postgres_url: str,
+) -> None:
+    async with claiming(postgres_url) as (database, claimer):
         for lane in ("fast", "paced"):
             async with database.transaction() as connection:
                 payload = InboxJob(conversation=ConversationKey(receiver="L", sender=lane))
@@ -123,8 +133,6 @@ async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_pos
             "paced"
         ]
         assert commits == [1]
-    finally:
-        await database.close()
 
 
 async def outbox_rows_planned(database: Database) -> float:
@@ -142,12 +150,7 @@ async def test_a_slow_claim_has_the_outbox_analyzed_once_a_minute_at_most(
     """A backlog that grew faster than autovacuum looks is planned as a few rows and read
     whole by every claim; a slow claim has its statistics refreshed (here every claim is
     slow), and the next slow claim within the minute does not analyze again."""
-    database = Database(normalise_database_url(postgres_url))
-    try:
-        await migrate(database)
-        config = parse(CONFIG, "test", {})
-        pacer = Pacer(database, {name: d.max_rate for name, d in config.destinations.items()})
-        claimer = Claimer(database, config, pacer, worker="w", lease=30.0)
+    async with claiming(postgres_url) as (database, claimer):
         claimer.slow_claim = 0.0
 
         async def backlog(senders: range) -> None:
@@ -168,5 +171,3 @@ async def test_a_slow_claim_has_the_outbox_analyzed_once_a_minute_at_most(
         await backlog(range(2000, 3000))
         await claimer.claim(["fast"], 10, 2.0)
         assert await outbox_rows_planned(database) == 2000  # not again within the minute
-    finally:
-        await database.close()
