@@ -6,7 +6,7 @@ the webhook path does for every request. It refuses some bodies `json` reads: UT
 UTF-32 text, `NaN`, lone surrogates (`\\ud800`); and it reads an integer past 64 bits as a
 float, so a body with a run of 19 digits or more (`_LONG_RUN`) skips it. Those go to `json`,
 which keeps what it did before: a number of over 4,000 digits is read as a float, and text is
-made storable (`storable`). Either way the event that comes out is the same Python value.
+made storable (`_storable`). Either way the event that comes out is the same Python value.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ def read(body: bytes) -> Any:
         except orjson.JSONDecodeError:  # not JSON, or JSON orjson does not read
             return _read_with_json(body)
         # orjson takes neither lone surrogates nor invalid UTF-8: only `\u0000` needs scrubbing.
-        return storable(document) if b"\\u0000" in body else document
+        return _storable(document) if b"\\u0000" in body else document
     return _read_with_json(body)
 
 
 def _read_with_json(body: bytes) -> Any:
     """The rare body: scrubbed whatever it holds (`surrogatepass` lets an encoded lone
     surrogate through, as `json` reads it)."""
-    return storable(_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass")))
+    return _storable(_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass")))
 
 
 def compact(value: Any) -> str:
@@ -56,7 +56,7 @@ def compact(value: Any) -> str:
         return _COMPACT.encode(value)
 
 
-def storable(value: Any) -> Any:
+def _storable(value: Any) -> Any:
     """Every string made storable text: NUL (refused by PostgreSQL TEXT) and lone surrogates
     (JSON allows `\\ud800`, UTF-8 does not) become U+FFFD. The raw body keeps the original.
     Only a `\\u` escape can put either in a UTF-8 body (raw control characters are not JSON);
@@ -64,9 +64,9 @@ def storable(value: Any) -> Any:
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, list):
-        return [storable(item) for item in value]
+        return [_storable(item) for item in value]
     if isinstance(value, dict):
-        return {storable(key): storable(item) for key, item in value.items()}
+        return {_storable(key): _storable(item) for key, item in value.items()}
     return value
 
 

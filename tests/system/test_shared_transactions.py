@@ -35,12 +35,17 @@ async def _names(database: Database) -> set[str]:
         return {str(name) for (name,) in rows}
 
 
-async def test_work_handed_in_together_commits_in_one_transaction(database: Database) -> None:
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "standalone-statements"])
+async def test_work_handed_in_together_commits_in_one_transaction(
+    database: Database, atomic: bool
+) -> None:
+    """Work whose statements could each commit alone (`atomic=False`) still shares the
+    transaction when it comes with other work."""
     await migrate(database)
     begins = _count_begins(database)
     names = [f"d{i}" for i in range(5)]
     results = await asyncio.gather(
-        *(database.shared.run(lambda c, name=name: _insert(c, name)) for name in names)
+        *(database.shared.run(lambda c, n=n: _insert(c, n), atomic=atomic) for n in names)
     )
     assert results == names
     assert len(begins) == 1
@@ -135,17 +140,3 @@ async def test_lone_work_of_standalone_statements_skips_begin_and_commit_on_post
         assert len(await database.shared.run(_transaction_ids)) == 1  # atomic: one transaction
     finally:
         await database.close()
-
-
-async def test_standalone_statements_handed_in_together_still_share_one_transaction(
-    database: Database,
-) -> None:
-    await migrate(database)
-    begins = _count_begins(database)
-    names = [f"d{i}" for i in range(3)]
-    results = await asyncio.gather(
-        *(database.shared.run(lambda c, n=n: _insert(c, n), atomic=False) for n in names)
-    )
-    assert results == names
-    assert len(begins) == 1
-    assert await _names(database) == set(names)
