@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.outbox import DEAD, PENDING
+from bridge.store.outbox import DEAD_LETTERS, PENDING
 from bridge.store.schema import alert_groups, outbox
 
 
@@ -46,7 +46,7 @@ async def dead_letters(connection: AsyncConnection) -> dict[str, int]:
     """Dead letters kept, per destination."""
     rows = await connection.execute(
         select(outbox.c.destination, func.count())
-        .where(outbox.c.status == DEAD)
+        .where(DEAD_LETTERS)
         .group_by(outbox.c.destination)
     )
     return {destination: count for destination, count in rows}

@@ -222,6 +222,18 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX alert_groups_open ON alert_groups (last_at) "
         "WHERE cause IS NOT NULL AND cleared_at IS NULL",
     ),
+    (
+        # Finished jobs only. Over every job, (status, finished_at) looked to the planner like
+        # the way to a claim's pending jobs: each claim read the whole backlog through it and
+        # sorted it (SQLite always, PostgreSQL without fresh statistics), where the due index
+        # stops at the first heads. Jobs finished by an older bridge without a time get their
+        # creation's, so the index holds every finished job.
+        "UPDATE outbox SET finished_at = created_at "
+        "WHERE status <> 'pending' AND finished_at IS NULL",
+        "DROP INDEX outbox_finished",
+        "CREATE INDEX outbox_finished ON outbox (status, finished_at) "
+        "WHERE finished_at IS NOT NULL",
+    ),
 )
 
 LATEST = len(STEPS)

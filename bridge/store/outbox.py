@@ -29,6 +29,8 @@ from bridge.store.schema import events, outbox
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 _NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
+# Dead letters as the partial index outbox_finished holds them (a finished job has its time).
+DEAD_LETTERS = and_(outbox.c.status == DEAD, outbox.c.finished_at.is_not(None))
 
 
 _JOB_COLUMNS = (
@@ -314,20 +316,20 @@ async def notice_lane_used_since(
 
 async def dead_count(connection: AsyncConnection) -> int:
     """How many dead letters there are (`dead` lists only the first of them)."""
-    query = select(func.count()).select_from(outbox).where(outbox.c.status == DEAD)
+    query = select(func.count()).select_from(outbox).where(DEAD_LETTERS)
     return int((await connection.execute(query)).scalar_one())
 
 
 async def dead(connection: AsyncConnection, limit: int = 1000) -> list[Job]:
     rows = await connection.execute(
-        select(*_JOB_COLUMNS).where(outbox.c.status == DEAD).order_by(outbox.c.id).limit(limit)
+        select(*_JOB_COLUMNS).where(DEAD_LETTERS).order_by(outbox.c.id).limit(limit)
     )
     return [_job(row) for row in rows]
 
 
 async def requeue(connection: AsyncConnection, job_ids: Collection[int] | None, now: float) -> int:
     """Send dead letters again (all when `job_ids` is None); their retry horizon restarts."""
-    statement = update(outbox).where(outbox.c.status == DEAD)
+    statement = update(outbox).where(DEAD_LETTERS)
     if job_ids is not None:
         statement = statement.where(outbox.c.id.in_(list(job_ids)))
     result = await connection.execute(

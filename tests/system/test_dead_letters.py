@@ -210,7 +210,11 @@ async def test_a_long_list_says_it_is_cut_and_gives_the_true_total(
                     now=1_800_000_000.0,
                 )
             await connection.execute(
-                update(outbox).values(status=outbox_store.DEAD, last_error="not_in_channel")
+                update(outbox).values(
+                    status=outbox_store.DEAD,
+                    last_error="not_in_channel",
+                    finished_at=1_800_000_001.0,  # as `outbox_store.bury` marks one
+                )
             )
     finally:
         await database.close()

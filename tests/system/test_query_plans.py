@@ -16,9 +16,14 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 
+from bridge.jobs import ConversationKey, InboxJob
 from bridge.ops import retention
+from bridge.settings import normalise_database_url
 from bridge.store import group_writes, schema
+from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
+from bridge.store.migrations import migrate
+from bridge.store.outbox import NewJob
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
@@ -140,32 +145,47 @@ async def deliver(bridge: RunningBridge, clock: Clock) -> None:
         await bridge.worker.drain()
 
 
-async def full_scans(database_url: str, statements: list[tuple[str, Any]]) -> dict[str, str]:
-    """Statement → the table it scans whole, for every statement that does."""
-    scans: dict[str, str] = {}
+async def plans(
+    database_url: str, statements: list[tuple[str, Any]], *, seq_scans: bool = True
+) -> list[str]:
+    """Each statement's plan, one line per step (PostgreSQL's `EXPLAIN` with sequential scans
+    switched off unless `seq_scans`, so that one shows only where no index could serve)."""
     if database_url.startswith("sqlite"):
         connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
         try:
-            for statement, parameters in statements:
-                plan = connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
-                for row in plan.fetchall():
-                    if _SQLITE_SCAN.match(row[3]):
-                        scans[statement] = row[3]
+            return [
+                "\n".join(
+                    row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {statement}", values)
+                )
+                for statement, values in statements
+            ]
         finally:
             connection.close()
-        return scans
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute("SET enable_seqscan = off")
-        for statement, parameters in statements:
-            plan = "\n".join(
-                row[0] for row in await connection.fetch(f"EXPLAIN {statement}", *parameters)
+        if not seq_scans:
+            await connection.execute("SET enable_seqscan = off")
+        return [
+            "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {statement}", *values))
+            for statement, values in statements
+        ]
+    finally:
+        await connection.close()
+
+
+async def full_scans(database_url: str, statements: list[tuple[str, Any]]) -> dict[str, str]:
+    """Statement → the table it scans whole, for every statement that does."""
+    explained = await plans(database_url, statements, seq_scans=False)
+    scans: dict[str, str] = {}
+    for (statement, _), plan in zip(statements, explained, strict=True):
+        if database_url.startswith("sqlite"):
+            scans.update(
+                (statement, step) for step in plan.splitlines() if _SQLITE_SCAN.match(step)
             )
+        else:
             match = _POSTGRES_SCAN.search(plan)
             if match and match[1] in TABLES:
                 scans[statement] = plan
-    finally:
-        await connection.close()
     return scans
 
 
@@ -214,3 +234,35 @@ async def test_no_query_answering_a_customer_scans_a_whole_table(
     assert len(smstools.sent()) == 1, "the answer and the blocked one were exercised"
     distinct = list({statement: parameters for statement, parameters in statements}.items())
     assert await full_scans(database_url, distinct) == {}
+
+
+async def test_a_claim_on_sqlite_reads_the_due_jobs_in_order_and_stops_at_the_heads_it_needs(
+    sqlite_url: str,
+) -> None:
+    """A backlog (a campaign's reports, a destination rate-limited for an hour) must not make
+    every claim read and sort all the pending jobs, as SQLite's did through the index of
+    finished jobs (`outbox_finished`), which its planner took for the way to
+    `status = 'pending'`: 30 ms a claim at 34,000 jobs waiting, each holding the one
+    connection. (PostgreSQL plans from statistics, which a slow claim has refreshed:
+    `test_worker`.)"""
+    database = Database(normalise_database_url(sqlite_url))
+    try:
+        await migrate(database)
+        customers = [
+            ConversationKey(receiver="32460200000", sender=f"3247{n:07d}") for n in range(50)
+        ]
+        backlog = [NewJob(None, "support", InboxJob(conversation=key)) for key in customers] * 40
+        async with database.transaction() as connection:
+            await outbox_store.enqueue_many(database, connection, backlog, 1.0)
+            await outbox_store.finish(connection, [1, 2, 3], 2.0)
+        with recording(database) as statements:
+            async with database.transaction() as connection:
+                claimed = await outbox_store.claim(
+                    database, connection, worker="w", now=10.0, lease=30.0, limit=16
+                )
+    finally:
+        await database.close()
+    assert len(claimed) == 16
+    heads, _leases = await plans(sqlite_url, statements)
+    assert heads.startswith("SEARCH outbox USING INDEX outbox_due"), heads
+    assert "TEMP B-TREE" not in heads, heads  # the index gives them in order: no sort

@@ -309,6 +309,33 @@ async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: s
 NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revoked"}'
 
 
+async def test_a_dead_letter_an_older_bridge_left_without_its_time_is_still_listed(
+    database_url: str,
+) -> None:
+    """Only finished jobs with a finish time are indexed now (`outbox_finished`), and dead
+    letters are found through that index: one without a time gets its creation's."""
+    database = Database(normalise_database_url(database_url))
+    try:
+        await migrate(database, target=LATEST - 1)
+        async with database.transaction() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO outbox (id, destination, lane, kind, status, attempts, "
+                    "next_attempt_at, created_at, payload) VALUES (1, 'support', "
+                    "'notice|support|auth|oncall', 'notice', 'dead', 8, 5, 5, :payload)"
+                ),
+                {"payload": NOTICE_V3},
+            )
+        await migrate(database)
+        async with database.transaction() as connection:
+            count = await outbox_store.dead_count(connection)
+            listed = [job.id for job in await outbox_store.dead(connection)]
+            finished = (await connection.execute(select(outbox.c.finished_at))).scalar_one()
+    finally:
+        await database.close()
+    assert (count, listed, finished) == (1, [1], 5.0)
+
+
 async def test_each_event_of_a_group_points_at_its_own_raw_body(database: Database) -> None:
     bodies = [
         group_writes.NewBody(f"[{number}]".encode(), float(number), 1) for number in range(50)
