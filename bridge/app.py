@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge import heap
+from bridge import heap, remembered
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
 from bridge.delivery import destinations
@@ -134,9 +134,11 @@ def watch_database(
 
 
 def background_work(database: Database, config: Config, credit: CreditWatch | None) -> Supervisor:
-    """What a worker runs beside its deliveries: the hourly pruning and, with the Smstools
-    API, the balance watch."""
-    watching = [Named("credit", credit.run)] if credit is not None else []
+    """What a worker runs beside its deliveries: the hourly pruning, forgetting the numbers
+    it remembers and, with the Smstools API, the balance watch."""
+    watching = [Named("forgetting", remembered.forgetting)]
+    if credit is not None:
+        watching.append(Named("credit", credit.run))
     return Supervisor(watching, [retention.HourlyPrune(database, config)])
 
 
@@ -255,6 +257,9 @@ async def _serving(
         telegram_secret = await telegram_setup.webhook_secret(database, settings)
         _edges(state, settings, config, worker, (auth, telegram_secret), options.now, metrics)
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
+        # The worker forgets the numbers this process remembers (`background_work`); without
+        # it, the web side does.
+        forgetting = None if task else asyncio.create_task(remembered.forgetting(), name="forget")
         writers = {"webhooks": state.receiver.commits.writes}
         if task is not None:
             task.add_done_callback(_worker_ended)
@@ -274,6 +279,8 @@ async def _serving(
                 state.slack_socket = socket_mode
                 yield
         finally:
+            if forgetting is not None:
+                forgetting.cancel()
             await state.receiver.commits.close()
             await state.readiness.close()
             if task is not None:

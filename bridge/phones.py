@@ -7,11 +7,12 @@ ways (`+32 470 12 34 56`, `0032470123456`, Arabic-Indic or full-width digits) is
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 
 import phonenumbers
+
+from bridge.remembered import remembered
 
 _DIGITS = re.compile(r"\d")  # any Unicode decimal digit
 _PUNCTUATION = re.compile(r"[\s+().-]")
@@ -24,7 +25,7 @@ def _ascii_digits(text: str) -> str:
     return _DIGITS.sub(lambda match: str(unicodedata.decimal(match.group())), text)
 
 
-@functools.lru_cache(maxsize=4096)
+@remembered
 def key(raw: str) -> str:
     """The form a number is matched and stored in: E.164 digits without `+` (`32470123456`),
     or an alphanumeric sender name as given (`Clinic`).
@@ -79,7 +80,7 @@ def international(number: str) -> str:
     return _formatted(digits) or number.strip()
 
 
-@functools.lru_cache(maxsize=4096)
+@remembered
 def _formatted(digits: str) -> str | None:
     """The international form of these digits, None when they are no valid number. Kept
     like `key`: parsing costs the worker more than a post's database writes, and the same

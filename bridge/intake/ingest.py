@@ -7,7 +7,6 @@ on `webhook_id`), inbox jobs likewise. Nothing here calls a chat or gateway API.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from bridge import json_text, phones
 from bridge.config import Config
 from bridge.intake import alerts, reports, routing
 from bridge.jobs import ConversationKey, InboxJob
+from bridge.remembered import remembered
 from bridge.smstools.webhooks import DeliveryReport, InboxMessage, ReadReport, Unparsed, parse_event
 from bridge.store import group_writes as group_writes_store
 from bridge.store import outbox as outbox_store
@@ -147,7 +147,7 @@ def _route(config: Config, event: InboxMessage) -> _Route:
     return routing.destinations_for(event, config), job
 
 
-@functools.lru_cache(maxsize=4096)
+@remembered
 def _inbox_job(receiver: str, sender: str) -> InboxJob:
     """The job of an inbox message of this conversation. Frozen, so one serves all its
     messages: building one is two pydantic validations, a tenth of what storing the webhook

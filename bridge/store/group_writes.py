@@ -16,7 +16,6 @@ itself (`Database.fetch_on_asyncpg`). Both do the same thing, in the caller's tr
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, lane
+from bridge.remembered import remembered
 from bridge.store import wakeups
 from bridge.store.db import Database, sqlite_begin
 from bridge.store.outbox import PENDING
@@ -93,7 +93,7 @@ def _job_rows(jobs: Sequence[NewEventJob]) -> list[_JobRow]:
     ]
 
 
-@functools.lru_cache(maxsize=4096)
+@remembered
 def _job_columns(destination: str, payload: Payload) -> tuple[str, str, str]:
     """A job's lane, kind and stored payload. The jobs of a conversation's messages share
     them (payloads are frozen), and rendering them is most of what building a row costs."""
