@@ -48,6 +48,7 @@ def black_hole() -> Iterator[str]:
     listener.close()
 
 
+@pytest.mark.usefixtures("settled_heap")
 async def test_stuck_apis_time_out_while_the_webhook_answers_in_milliseconds(
     sqlite_url: str, black_hole: str
 ) -> None:

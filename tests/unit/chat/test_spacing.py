@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import time
 
+import pytest
+
 from bridge.chat.spacing import NOT_BEFORE, Spacing, leaving
 
 
@@ -25,6 +27,7 @@ async def test_posts_granted_together_leave_one_interval_apart() -> None:
     assert min(gaps) >= 0.05 - 0.005  # the loop's timers may fire a clock tick early
 
 
+@pytest.mark.usefixtures("settled_heap")
 async def test_a_post_after_a_quiet_spell_leaves_at_once() -> None:
     ticks = iter([10.0, 10.2, 11.0, 20.0])
     spacing = Spacing(1.0, clock=lambda: next(ticks))
@@ -37,6 +40,7 @@ async def test_a_post_after_a_quiet_spell_leaves_at_once() -> None:
     assert time.monotonic() - started < 0.5
 
 
+@pytest.mark.usefixtures("settled_heap")
 async def test_a_post_waits_for_the_moment_its_token_is_due() -> None:
     spacing = Spacing(0.01)
 
