@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bridge import heap
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -182,8 +183,10 @@ def settled_heap() -> Iterator[None]:
     that bound a latency: what the session built so far is frozen. Late in a session the
     process tracks about a million objects, and a full collection of them paused it for
     0.33–0.65 s (measured over `tests/system`), once failing a webhook's 0.5 s bound in
-    `test_slow_api`; frozen, a collection during the test scans only the test's own."""
-    gc.collect()
-    gc.freeze()
+    `test_slow_api`; frozen, a collection during the test scans only the test's own. Given
+    back as it was after the test."""
+    thresholds = gc.get_threshold()
+    heap.settle()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
