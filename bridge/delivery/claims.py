@@ -10,7 +10,6 @@ on the way out for jobs cut short.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -219,9 +218,7 @@ class Claimer:
         """Record `job_ids` as delivered at `now`: their leases end with them. Jobs that
         finish together share one transaction (`Database.shared`); one alone needs none (one
         statement)."""
-        await self.database.shared.run(
-            functools.partial(outbox_store.finish, job_ids=job_ids, now=now), atomic=False
-        )
+        await self.database.shared.write(outbox_store.finish(job_ids, now))
 
     async def release(self, job_ids: list[int] | None) -> None:
         """Give back the leases of `job_ids` (None: every lease still held), for whoever

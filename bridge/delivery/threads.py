@@ -19,6 +19,7 @@ from bridge.language import ENGLISH, Words
 from bridge.store import conversations as conversations_store
 from bridge.store.conversations import ChatMessage, Conversation
 from bridge.store.db import Database
+from bridge.store.shared import Writes
 
 
 async def current_conversation(
@@ -244,19 +245,16 @@ async def _record(
     """One chat message (`part` of its post) shows these messages: record it for each, in
     one transaction (shared with other jobs' records: `Database.shared`)."""
 
-    async def record(connection: AsyncConnection) -> Conversation:
-        recorded = conversation
-        if recorded.thread is None or recorded.chat is None:
-            await conversations_store.set_thread(connection, recorded.id, sent.thread, sent.chat)
-            recorded = replace(recorded, thread=sent.thread, chat=sent.chat)
-        for entry in shown:
-            await conversations_store.record_message(
-                connection, _chat_message(recorded, sent, part, entry), now
-            )
-        await conversations_store.touch(connection, recorded.id, max(entry.at for entry in shown))
-        return recorded
-
-    return await database.shared.run(record)
+    recorded, writes = conversation, []
+    if recorded.thread is None or recorded.chat is None:
+        writes.append(conversations_store.thread_set(recorded.id, sent.thread, sent.chat))
+        recorded = replace(recorded, thread=sent.thread, chat=sent.chat)
+    for entry in shown:
+        message = _chat_message(recorded, sent, part, entry)
+        writes.append(conversations_store.message_recorded(message, now))
+    writes.append(conversations_store.touched(recorded.id, max(entry.at for entry in shown)))
+    await database.shared.write(Writes(writes))
+    return recorded
 
 
 async def _elsewhere(

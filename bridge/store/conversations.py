@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import String, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import chat_messages, conversations
+from bridge.store.shared import Write
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,25 @@ async def start(
     return Conversation(*row)
 
 
-_SET_THREAD = update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+_SET_THREAD = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("conversation_id"))
+    .values(
+        thread=bindparam("new_thread"),
+        chat=func.coalesce(bindparam("new_chat", type_=String), conversations.c.chat),
+    )
+)
+
+
+def thread_set(conversation_id: int, thread: str, chat: str | None = None) -> Write:
+    """The conversation's thread is `thread` (in `chat`; None: the chat it has)."""
+    return _SET_THREAD, {"conversation_id": conversation_id, "new_thread": thread, "new_chat": chat}
 
 
 async def set_thread(
     connection: AsyncConnection, conversation_id: int, thread: str, chat: str | None = None
 ) -> None:
-    values = {"thread": thread} if chat is None else {"thread": thread, "chat": chat}
-    await connection.execute(_SET_THREAD, {"conversation_id": conversation_id, **values})
+    await connection.execute(*thread_set(conversation_id, thread, chat))
 
 
 async def forget_threads_in(connection: AsyncConnection, destination: str, chat: str) -> None:
@@ -155,8 +167,9 @@ _TOUCH = (
 )
 
 
-async def touch(connection: AsyncConnection, conversation_id: int, at: float) -> None:
-    await connection.execute(_TOUCH, {"conversation_id": conversation_id, "at": at})
+def touched(conversation_id: int, at: float) -> Write:
+    """The conversation's last message came at `at` (unless a later one is known)."""
+    return _TOUCH, {"conversation_id": conversation_id, "at": at}
 
 
 async def live_conversations(
@@ -195,21 +208,22 @@ class ChatMessage:
 _RECORD = insert(chat_messages)
 
 
+def message_recorded(message: ChatMessage, now: float) -> Write:
+    return _RECORD, {
+        "destination": message.destination,
+        "chat": message.chat,
+        "message": message.message,
+        "conversation_id": message.conversation_id,
+        "outbox_id": message.outbox_id,
+        "part": message.part,
+        "gateway_messageid": message.gateway_messageid,
+        "replied_to": message.replied_to,
+        "created_at": now,
+    }
+
+
 async def record_message(connection: AsyncConnection, message: ChatMessage, now: float) -> None:
-    await connection.execute(
-        _RECORD,
-        {
-            "destination": message.destination,
-            "chat": message.chat,
-            "message": message.message,
-            "conversation_id": message.conversation_id,
-            "outbox_id": message.outbox_id,
-            "part": message.part,
-            "gateway_messageid": message.gateway_messageid,
-            "replied_to": message.replied_to,
-            "created_at": now,
-        },
-    )
+    await connection.execute(*message_recorded(message, now))
 
 
 async def join_chain(

@@ -26,6 +26,7 @@ from bridge.jobs import Job, Kind, Payload, lane, read_payload
 from bridge.store.db import Database
 from bridge.store.events import StoredEvent
 from bridge.store.schema import events, outbox
+from bridge.store.shared import Writes
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 _NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
@@ -210,14 +211,14 @@ async def analyze(connection: AsyncConnection) -> None:
 
 _FINISH = (
     update(outbox)
-    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .where(outbox.c.id == bindparam("job_id"))
     .values(status=DONE, finished_at=bindparam("now"), locked_until=None, last_error=None)
 )
 
 
-async def finish(connection: AsyncConnection, job_ids: Collection[int], now: float) -> None:
+def finish(job_ids: Collection[int], now: float) -> Writes:
     """Mark jobs delivered (several at once: the jobs one combined post showed)."""
-    await connection.execute(_FINISH, {"ids": list(job_ids), "now": now})
+    return Writes([(_FINISH, {"job_id": job_id, "now": now}) for job_id in job_ids])
 
 
 _FOLLOWING = (

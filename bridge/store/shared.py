@@ -9,26 +9,43 @@ committed, so what it does next (a post, an SMS) sees the same guarantees as wit
 transaction of its own. On PostgreSQL, work that needs no transaction (`atomic=False`) and
 finds nobody to share one with runs on its own connection outside any: its statement is its
 one round trip, without a BEGIN and a COMMIT around it.
+
+Work that only writes, and needs nothing back, is handed in as `Writes`: statements with
+their parameters. The writes of every task in one shared transaction run together, each
+statement once for all of them (an executemany: one trip to SQLite's driver thread, one round
+trip to PostgreSQL), where each task's statement would otherwise make a trip of its own. They
+run after the transaction's other work: no task waits for another's write before its commit,
+so none can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
+Write = tuple[Executable, Mapping[str, Any]]  # a statement that returns nothing, its parameters
+
+
+@dataclass(frozen=True)
+class Writes:
+    """One task's writes, which commit together. Writes of one statement run together when
+    they share the statement object: a module's constant, not one built per call."""
+
+    rows: Sequence[Write]
 
 
 @dataclass(frozen=True)
 class _Waiting:
-    work: Work
+    work: Work | Writes
     done: asyncio.Future[Any]
     synchronous: str  # how durable its caller's commits are (`db.relax_commits`)
     atomic: bool  # whether its statements must commit together
@@ -62,7 +79,17 @@ class SharedTransactions:
 
         `atomic=False`: each of its statements may commit alone (it writes with one statement
         at most, and reads under READ COMMITTED see a fresh snapshot per statement anyway)."""
-        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        result: T = await self._hand_in(work, atomic)
+        return result
+
+    async def write(self, writes: Writes) -> None:
+        """Run `writes` in the next shared transaction, together with the other tasks' (see
+        the module's docstring); return once committed. A single statement needs no
+        transaction of its own."""
+        await self._hand_in(writes, atomic=len(writes.rows) > 1)
+
+    async def _hand_in(self, work: Work | Writes, atomic: bool) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(work, done, self._synchronous.get(), atomic))
         if self._running is None:
             self._running = asyncio.create_task(self._run_all(), name="shared-transactions")
@@ -94,7 +121,18 @@ class SharedTransactions:
     async def _together(self, batch: list[_Waiting]) -> list[Any]:
         atomic = len(batch) > 1 or batch[0].atomic
         async with self._unit(atomic) as connection:
-            return [await waiting.work(connection) for waiting in batch]
+            results: list[Any] = []
+            merged: dict[Executable, list[Mapping[str, Any]]] = {}
+            for waiting in batch:
+                if isinstance(waiting.work, Writes):
+                    for statement, parameters in waiting.work.rows:
+                        merged.setdefault(statement, []).append(parameters)
+                    results.append(None)
+                else:
+                    results.append(await waiting.work(connection))
+            for statement, rows in merged.items():
+                await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+            return results
 
 
 def _settle(

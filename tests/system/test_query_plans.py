@@ -254,7 +254,7 @@ async def test_a_claim_on_sqlite_reads_the_due_jobs_in_order_and_stops_at_the_he
         backlog = [NewJob(None, "support", InboxJob(conversation=key)) for key in customers] * 40
         async with database.transaction() as connection:
             await outbox_store.enqueue_many(database, connection, backlog, 1.0)
-            await outbox_store.finish(connection, [1, 2, 3], 2.0)
+        await database.shared.write(outbox_store.finish([1, 2, 3], 2.0))
         with recording(database) as statements:
             async with database.transaction() as connection:
                 claimed = await outbox_store.claim(

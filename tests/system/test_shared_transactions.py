@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.settings import normalise_database_url
 from bridge.store import schema as tables
 from bridge.store.db import Database, relax_commits
 from bridge.store.migrations import migrate
+from bridge.store.shared import Write, Writes
 
 
 def _count_begins(database: Database) -> list[int]:
@@ -81,6 +83,65 @@ async def test_a_failing_work_fails_only_its_caller(database: Database) -> None:
     assert outcomes[0] == "before" and outcomes[2] == "after"
     assert isinstance(outcomes[1], RuntimeError)
     assert await _names(database) == {"before", "after"}
+
+
+_PACE = tables.pace.insert()  # one statement: the writes of every task run it together
+
+
+def _paced(name: str) -> Write:
+    return _PACE, {
+        "destination": name,
+        "tokens": 1.0,
+        "updated_at": 0.0,
+        "paused_until": 0.0,
+    }
+
+
+def _count_statements(database: Database) -> list[tuple[str, bool]]:
+    """Each statement the database runs, and whether it ran for many rows (executemany)."""
+    statements: list[tuple[str, bool]] = []
+
+    def heard(*args: Any) -> None:
+        statement, executemany = args[2], args[5]
+        statements.append((statement, executemany))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", heard)
+    return statements
+
+
+async def test_the_writes_of_many_tasks_run_each_statement_once_for_all(
+    database: Database,
+) -> None:
+    """A post recorded and a job finished are one statement each for every job in the
+    transaction, not one per job: one trip to SQLite's thread, one round trip to PostgreSQL."""
+    await migrate(database)
+    begins = _count_begins(database)
+    statements = _count_statements(database)
+    names = [f"d{i}" for i in range(6)]
+    await asyncio.gather(*(database.shared.write(Writes([_paced(name)])) for name in names))
+    assert len(begins) == 1
+    assert await _names(database) == set(names)
+    inserts = [(sql, many) for sql, many in statements if sql.startswith("INSERT")]
+    assert len(inserts) == 1 and inserts[0][1], statements
+
+
+async def test_a_failing_write_fails_only_its_caller_and_commits_none_of_its_rows(
+    database: Database,
+) -> None:
+    """A task's writes commit together or not at all; another task's failure is not its."""
+    await migrate(database)
+    await database.shared.write(Writes([_paced("taken")]))
+    outcomes = await asyncio.gather(
+        database.shared.write(Writes([_paced("before")])),
+        database.shared.write(Writes([_paced("half"), _paced("taken")])),
+        database.shared.run(lambda c: _insert(c, "work")),
+        database.shared.write(Writes([_paced("after")])),
+        return_exceptions=True,
+    )
+    assert [outcome is None for outcome in outcomes] == [True, False, False, True]
+    assert isinstance(outcomes[1], IntegrityError)
+    assert outcomes[2] == "work"
+    assert await _names(database) == {"taken", "before", "work", "after"}  # no "half"
 
 
 async def _synchronous(connection: AsyncConnection) -> Any:

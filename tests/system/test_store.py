@@ -120,8 +120,7 @@ async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None
     first = await _claim(database)
     assert [(job.event_id, job.lane) for job in first] == [(1, "d|L|a"), (3, "d|L|b")]
     assert await _claim(database) == []  # heads are leased, the rest wait behind them
-    async with database.transaction() as connection:
-        await outbox_store.finish(connection, [first[0].id], 11.0)
+    await database.shared.write(outbox_store.finish([first[0].id], 11.0))
     assert [job.event_id for job in await _claim(database)] == [2]
 
 
@@ -224,9 +223,7 @@ async def test_parallel_claimers_never_get_the_same_job(database_url: str) -> No
             if not batch:
                 break
             claimed += [job.id for job in batch]
-            async with databases[0].transaction() as connection:
-                for job in batch:
-                    await outbox_store.finish(connection, [job.id], 11.0)
+            await databases[0].shared.write(outbox_store.finish([job.id for job in batch], 11.0))
     finally:
         for db in databases:
             await db.close()
