@@ -209,6 +209,7 @@ _RECORD = insert(chat_messages)
 
 
 def message_recorded(message: ChatMessage, now: float) -> Write:
+    """The chat message is recorded (at `now`)."""
     return _RECORD, {
         "destination": message.destination,
         "chat": message.chat,

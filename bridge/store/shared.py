@@ -38,7 +38,9 @@ Write = tuple[Executable, Mapping[str, Any]]  # a statement that returns nothing
 @dataclass(frozen=True)
 class Writes:
     """One task's writes, which commit together. Writes of one statement run together when
-    they share the statement object: a module's constant, not one built per call."""
+    they share the statement object: a module's constant, not one built per call. Each
+    statement runs where it first appears among the transaction's writes, so a task's writes
+    must not depend on one another's order."""
 
     rows: Sequence[Write]
 
