@@ -138,10 +138,8 @@ async def post_note(
         return
     for index, part in enumerate(parts):
         sent = await adapter.send(part, conversation.thread)
-        async with database.transaction() as connection:
-            await conversations_store.record_message(
-                connection, _chat_message(conversation, sent, index), now
-            )
+        message = _chat_message(conversation, sent, index)
+        await database.shared.write(Writes([conversations_store.message_recorded(message, now)]))
 
 
 def _chat_message(
@@ -293,7 +291,6 @@ async def _ensure_thread(
     thread = await adapter.open_thread(title)
     if thread is None:
         return conversation  # the first message will be the thread
-    async with database.transaction() as connection:
-        # Stored at once: a crash now must not create a second topic on retry.
-        await conversations_store.set_thread(connection, conversation.id, thread)
+    # Stored at once: a crash now must not create a second topic on retry.
+    await database.shared.write(Writes([conversations_store.thread_set(conversation.id, thread)]))
     return replace(conversation, thread=thread)

@@ -141,12 +141,6 @@ def thread_set(conversation_id: int, thread: str, chat: str | None = None) -> Wr
     return _SET_THREAD, {"conversation_id": conversation_id, "new_thread": thread, "new_chat": chat}
 
 
-async def set_thread(
-    connection: AsyncConnection, conversation_id: int, thread: str, chat: str | None = None
-) -> None:
-    await connection.execute(*thread_set(conversation_id, thread, chat))
-
-
 async def forget_threads_in(connection: AsyncConnection, destination: str, chat: str) -> None:
     """Conversations whose threads stay behind in a chat that moved start a new thread on
     their next message (a reply chain cannot follow a group into its supergroup)."""
