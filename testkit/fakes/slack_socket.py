@@ -24,12 +24,20 @@ import itertools
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
 _TIMEOUT = 10.0  # seconds a test waits for the server's own loop
+
+
+@dataclass
+class _Connection:
+    ws: web.WebSocketResponse
+    request: web.Request
+    greeted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FakeSocketMode:
@@ -43,7 +51,7 @@ class FakeSocketMode:
         self._port: int | None = None
         self._ids = itertools.count(1)
         self._issued: set[str] = set()  # tickets of URLs handed out and not yet used
-        self._open: list[tuple[web.WebSocketResponse, web.Request]] = []
+        self._open: list[_Connection] = []
         self._opened = 0
         self._acks: list[str] = []
         self._sent: list[dict[str, Any]] = []
@@ -93,8 +101,8 @@ class FakeSocketMode:
         self._port = int(server.sockets[0].getsockname()[1])
         started.set()
         await self._stop.wait()
-        for ws, _request in list(self._open):
-            await ws.close()
+        for connection in list(self._open):
+            await connection.ws.close()
         await runner.cleanup()
 
     # -- what apps.connections.open hands out ----------------------------------------------
@@ -117,27 +125,34 @@ class FakeSocketMode:
             if self._refusing:
                 return web.Response(status=503, text="try again later")
         ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
+        connection = _Connection(ws, request)
+        # Counted open before the handshake's 101 goes out: a client that sees itself connected
+        # (in another thread) must never find the server not counting it yet.
         with self._lock:
-            self._open.append((ws, request))
+            self._open.append(connection)
             self._opened += 1
             count = len(self._open)
             self._lock.notify_all()
-        await ws.send_json(
-            {
-                "type": "hello",
-                "num_connections": count,
-                "debug_info": {"host": "fake-socket-mode", "approximate_connection_time": 18060},
-                "connection_info": {"app_id": "A0FAKE"},
-            }
-        )
         try:
+            await ws.prepare(request)
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": count,
+                    "debug_info": {
+                        "host": "fake-socket-mode",
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": "A0FAKE"},
+                }
+            )
+            connection.greeted.set()
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
                     self._record(message.data)
         finally:
             with self._lock:
-                self._open = [(w, r) for w, r in self._open if w is not ws]
+                self._open = [c for c in self._open if c is not connection]
                 self._lock.notify_all()
         return ws
 
@@ -179,9 +194,8 @@ class FakeSocketMode:
         """Cut the newest connection without a close frame (a network failure)."""
 
         async def cut() -> None:
-            with self._lock:
-                ws, request = self._open[-1]
-            transport = request.transport
+            connection = await self._newest()
+            transport = connection.request.transport
             if transport is not None:
                 transport.abort()
 
@@ -194,13 +208,18 @@ class FakeSocketMode:
 
     def _on_newest(self, send: Callable[[web.WebSocketResponse], Any]) -> None:
         async def on_newest() -> None:
-            with self._lock:
-                if not self._open:
-                    raise RuntimeError("no Socket Mode connection is open")
-                ws = self._open[-1][0]
-            await send(ws)
+            await send((await self._newest()).ws)
 
         self._run(on_newest())
+
+    async def _newest(self) -> _Connection:
+        """The newest open connection, once its hello is sent (nothing may come before it)."""
+        with self._lock:
+            if not self._open:
+                raise RuntimeError("no Socket Mode connection is open")
+            connection = self._open[-1]
+        await connection.greeted.wait()
+        return connection
 
     def _run(self, coroutine: Any) -> None:
         if self._loop is None:
