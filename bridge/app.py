@@ -256,6 +256,7 @@ async def _serving(
         auth = WebhookAuth(token, settings.webhook_secret)
         telegram_secret = await telegram_setup.webhook_secret(database, settings)
         _edges(state, settings, config, worker, (auth, telegram_secret), options.now, metrics)
+        await state.receiver.commits.warm()
         task = asyncio.create_task(worker.run(), name="worker") if options.run_worker else None
         # The worker forgets the numbers this process remembers (`background_work`); without
         # it, the web side does.

@@ -86,6 +86,13 @@ async def write(
     return await _write_postgresql(database, connection, group, alone=False)
 
 
+async def prepare(database: Database, connection: AsyncConnection) -> None:
+    """Have `write_alone`'s statement ready on `connection`, one of `Database.autocommit`'s
+    on PostgreSQL, before the first group: planning it is a round trip of its own, longer
+    than a run."""
+    await database.prepare_on_asyncpg(connection, _POSTGRESQL)
+
+
 def _job_rows(jobs: Sequence[NewEventJob]) -> list[_JobRow]:
     return [
         (job.webhook_id, job.destination, *_job_columns(job.destination, job.payload), job.at)

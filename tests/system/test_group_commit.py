@@ -278,3 +278,33 @@ async def test_a_steady_stream_of_webhooks_leaves_the_worker_its_turn_on_the_con
     # Not a benchmark: a turn comes within KEEP (0.05 s) plus a group's commit; the margin
     # allows a busy CI box. Without the bound it would wait for the whole stream.
     assert waited < 1.0
+
+
+@pytest.mark.postgres
+async def test_the_webhook_statement_is_prepared_on_the_connections_groups_take_before_any_webhook(
+    postgres_url: str,
+) -> None:
+    database = Database(normalise_database_url(postgres_url))
+    await migrate(database)
+    try:
+        # Other work (the worker, readiness) opened more connections than groups take.
+        others = [await database.connect() for _ in range(IN_FLIGHT["postgresql"] + 2)]
+        for connection in others:
+            await connection.close()
+        commits = GroupCommit(database, CONFIG, lambda error, bodies: None)
+        await commits.warm()
+        # The groups that may commit at once each take a connection from the pool, as the
+        # first webhooks' groups would: every one already holds the statement, named, in
+        # its PostgreSQL session.
+        taken = [await database.connect() for _ in range(IN_FLIGHT["postgresql"])]
+        try:
+            for connection in taken:
+                found = await connection.exec_driver_sql(
+                    "SELECT statement FROM pg_prepared_statements"
+                )
+                assert any("INSERT INTO events" in row[0] for row in found)
+        finally:
+            for connection in taken:
+                await connection.close()
+    finally:
+        await database.close()
