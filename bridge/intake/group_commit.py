@@ -107,15 +107,11 @@ class GroupCommit:
         answering yet only leaves that to the first groups. (SQLite plans in microseconds.)"""
         if self.database.dialect != "postgresql":
             return
+        connections: list[AsyncConnection] = []  # all taken at once: each a different one
         try:
-            connections = [await self.database.connect() for _ in range(self.in_flight)]
-        except UNAVAILABLE as error:
-            log.warning("webhook statements not prepared ahead: %s", describe_error(error))
-            return
-        try:
-            await asyncio.gather(
-                *(group_writes.prepare(self.database, connection) for connection in connections)
-            )
+            for _ in range(self.in_flight):
+                connections.append(await self.database.connect())
+                await group_writes.prepare(self.database, connections[-1])
         except UNAVAILABLE as error:
             log.warning("webhook statements not prepared ahead: %s", describe_error(error))
         finally:

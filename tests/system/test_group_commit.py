@@ -21,6 +21,7 @@ from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
+from testkit.processes import free_port
 from tests.support.harness import running_bridge
 from tests.support.pipeline_fixtures import inbox
 
@@ -306,5 +307,19 @@ async def test_the_webhook_statement_is_prepared_on_the_connections_groups_take_
         finally:
             for connection in taken:
                 await connection.close()
+    finally:
+        await database.close()
+
+
+async def test_preparing_ahead_with_the_database_down_is_one_warning_and_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    database = Database(f"postgresql+asyncpg://bridge@127.0.0.1:{free_port()}/bridge", timeout=2)
+    try:
+        commits = GroupCommit(database, CONFIG, lambda error, bodies: None)
+        with caplog.at_level(logging.WARNING, logger="bridge.intake.group_commit"):
+            await commits.warm()  # the first groups prepare it then
+        (warning,) = caplog.records
+        assert warning.getMessage().startswith("webhook statements not prepared ahead: ")
     finally:
         await database.close()
