@@ -239,10 +239,7 @@ class Database:
     async def prepare_on_asyncpg(self, connection: AsyncConnection, statement: str) -> None:
         """Prepare `statement` on `connection` (one of `autocommit`'s) for `fetch_on_asyncpg`,
         ahead of its first run, which then skips the round trip that plans it."""
-        assert self.dialect == "postgresql"
-        driver, prepared = await _asyncpg(connection)
-        if statement not in prepared:
-            prepared[statement] = await driver.prepare(statement)
+        await _prepared(*await _asyncpg(connection), statement)
 
     async def behind_pooler(self) -> bool:
         """Whether this database is reached through a pooler that may switch server
@@ -291,10 +288,17 @@ async def _run_prepared(
     statement: str,
     args: tuple[Any, ...],
 ) -> list[Any]:
+    rows: list[Any] = await (await _prepared(driver, prepared, statement)).fetch(*args)
+    return rows
+
+
+async def _prepared(
+    driver: asyncpg.Connection, prepared: _Prepared, statement: str
+) -> asyncpg.prepared_stmt.PreparedStatement[Any]:
+    """`statement` as prepared on `driver`: once, then kept in `prepared`."""
     if statement not in prepared:
         prepared[statement] = await driver.prepare(statement)
-    rows: list[Any] = await prepared[statement].fetch(*args)
-    return rows
+    return prepared[statement]
 
 
 async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
