@@ -11,7 +11,8 @@ itself (`Database.fetch_on_asyncpg`). Both do the same thing, in the caller's tr
 - every event is kept; one whose `webhook_id` was stored before, or comes earlier in the
   group, is a duplicate and is skipped (events without a `webhook_id` are always kept);
 - every job is added for its event only if that event was stored now, in the order given
-  (job ids are the delivery order within a lane).
+  (job ids are the delivery order within a lane); on SQLite outside its lane's index, which
+  the worker's next claim admits it to (`store.outbox`).
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ _SQLITE_EVENT = (
 _SQLITE_FORGET = "DELETE FROM webhook_requests WHERE id = ?"
 _SQLITE_JOB = (
     "INSERT INTO outbox (event_id, destination, lane, kind, status, attempts, "
-    f"next_attempt_at, created_at, payload) VALUES (?, ?, ?, ?, '{PENDING}', 0, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
+    f"next_attempt_at, created_at, payload, admitted) VALUES (?, ?, ?, ?, '{PENDING}', 0, ?, ?, "
+    "?, 0) ON CONFLICT DO NOTHING"
 )
 
 

@@ -234,6 +234,20 @@ STEPS: Sequence[Sequence[Statement]] = (
         "CREATE INDEX outbox_finished ON outbox (status, finished_at) "
         "WHERE finished_at IS NOT NULL",
     ),
+    (
+        # On SQLite the webhook path stores jobs outside their lanes' index, and the worker's
+        # claims admit them, oldest first: in that index every conversation's next job is a
+        # leaf page of its own, which every group commit wrote and synced, more of them the
+        # longer the backlog. The jobs already queued are admitted. PostgreSQL stores jobs
+        # admitted: there the index is the server's work, beside the event loop.
+        "ALTER TABLE outbox ADD COLUMN admitted INTEGER NOT NULL DEFAULT 1",
+        {"sqlite": "DROP INDEX outbox_lane"},
+        {
+            "sqlite": "CREATE INDEX outbox_lane ON outbox (lane, id) "
+            "WHERE status = 'pending' AND admitted = 1"
+        },
+        {"sqlite": "CREATE INDEX outbox_unadmitted ON outbox (id) WHERE admitted = 0"},
+    ),
 )
 
 LATEST = len(STEPS)

@@ -7,6 +7,11 @@ a worker that dies loses its jobs to another once the lease runs out. On Postgre
 a head may also lease the jobs right behind it (`claim_followers`), to show them in the
 same post; nobody else can claim those while the head is pending.
 
+On SQLite a job is stored outside its lane's index (`admitted` 0), and each claim first admits
+the oldest (`ADMIT` at most), in id order: a lane's admitted jobs are then always older than
+its others, so its head is found among them. The webhook path writes no page of that index,
+where every conversation's next job is a leaf of its own. PostgreSQL stores jobs admitted.
+
 What the worker runs for every claim and every job is built once, with bind parameters
 (`_claiming`, `_FINISH`, …): building a statement and keying it for SQLAlchemy's compiled
 cache cost as much CPU as running it (`docs/benchmarks.md`).
@@ -29,6 +34,11 @@ from bridge.store.schema import events, outbox
 from bridge.store.shared import Writes
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
+# Jobs a claim admits to their lanes' index, at most (SQLite): the write lock is held a few
+# milliseconds per thousand, and a backlog a web process stored alone goes in over rounds.
+ADMIT = 5000
+# As the partial indexes outbox_lane and outbox_unadmitted say it: literals.
+_ADMITTED = outbox.c.admitted == literal_column("1")
 _NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
 # Dead letters as the partial index outbox_finished holds them (a finished job has its time).
 DEAD_LETTERS = and_(outbox.c.status == DEAD, outbox.c.finished_at.is_not(None))
@@ -95,11 +105,18 @@ async def enqueue_many(
             "next_attempt_at": now if job.due is None else job.due,
             "created_at": now,
             "payload": job.payload.model_dump(mode="json"),
+            "admitted": admitted_when_stored(database.dialect),
         }
         for job in jobs
     ]
     result = await connection.execute(_enqueue(database.insert), rows)
     return len(result.all())
+
+
+def admitted_when_stored(dialect: str) -> int:
+    """Whether a job goes into its lane's index as it is stored: on PostgreSQL; on SQLite
+    the next claim admits it."""
+    return int(dialect != "sqlite")
 
 
 async def enqueue(
@@ -117,6 +134,20 @@ async def enqueue(
     return await enqueue_many(database, connection, [job], now) == 1
 
 
+# The oldest jobs stored outside their lanes' index, admitted in id order (SQLite).
+_ADMIT = (
+    update(outbox)
+    .where(
+        outbox.c.id.in_(
+            select(outbox.c.id)
+            .where(outbox.c.admitted == literal_column("0"))
+            .order_by(outbox.c.id)
+            .limit(bindparam("limit"))
+        )
+    )
+    .values(admitted=literal_column("1"))
+)
+
 _EVENT = (  # a claimed job's event, read in the statement that leases it
     select(events.c.payload).where(events.c.id == outbox.c.event_id).scalar_subquery(),
     select(events.c.received_at).where(events.c.id == outbox.c.event_id).scalar_subquery(),
@@ -132,7 +163,10 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
     earlier = outbox.alias("earlier")
     is_head = ~exists().where(
         and_(
-            earlier.c.lane == outbox.c.lane, earlier.c.id < outbox.c.id, earlier.c.status == PENDING
+            earlier.c.lane == outbox.c.lane,
+            earlier.c.id < outbox.c.id,
+            earlier.c.status == PENDING,
+            earlier.c.admitted == literal_column("1"),
         )
     )
     now = bindparam("now", type_=Float)
@@ -140,6 +174,7 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
         select(outbox.c.id, outbox.c.locked_by)
         .where(
             outbox.c.status == PENDING,
+            _ADMITTED,
             outbox.c.next_attempt_at <= now,
             or_(outbox.c.locked_until.is_(None), outbox.c.locked_until < now),
             is_head,
@@ -172,9 +207,13 @@ async def claim(
     lease: float,
     limit: int,
     paused: Collection[str] = (),
+    admit: int = ADMIT,
 ) -> list[tuple[Job, StoredEvent | None]]:
     """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations;
-    each with its event (None: a job of its own, or its event is gone), in job order."""
+    each with its event (None: a job of its own, or its event is gone), in job order. On
+    SQLite the oldest jobs not yet admitted to their lanes are admitted first (`admit`)."""
+    if database.dialect == "sqlite":
+        await connection.execute(_ADMIT, {"limit": admit})
     statements = _claiming(database.dialect, bool(paused))
     values: dict[str, Any] = {"now": now, "limit": limit, "until": now + lease, "worker": worker}
     if paused:
@@ -226,6 +265,7 @@ _FOLLOWING = (
     .where(
         outbox.c.lane == bindparam("lane"),
         outbox.c.status == PENDING,
+        _ADMITTED,
         outbox.c.id > bindparam("head"),
     )
     .order_by(outbox.c.id)

@@ -86,6 +86,9 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
     Column("payload", Json),  # the job's typed payload (bridge/jobs.py)
+    # 1 once the job is in its lane's index (claimable); SQLite stores jobs with 0 and the
+    # worker's claims admit them, oldest first (store/outbox.py).
+    Column("admitted", Integer, nullable=False),
 )
 
 # A conversation is (destination, receiver, sender) during one stretch of activity: after

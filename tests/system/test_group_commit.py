@@ -7,17 +7,20 @@ import asyncio
 import io
 import json
 import logging
+import os
+import sqlite3
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.intake.group_commit import IN_FLIGHT, KEEP, GroupCommit
-from bridge.intake.ingest import Body
+from bridge.intake.ingest import Body, ingest_group
 from bridge.settings import normalise_database_url
+from bridge.store import outbox as outbox_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
@@ -323,3 +326,58 @@ async def test_preparing_ahead_with_the_database_down_is_one_warning_and_no_erro
         assert warning.getMessage().startswith("webhook statements not prepared ahead: ")
     finally:
         await database.close()
+
+
+async def _pages_a_group_writes(database: Database, path: str, senders: list[str]) -> int:
+    """The pages (WAL frames) one group commit of an inbox message from each sender writes
+    on SQLite, from a WAL checkpointed empty."""
+    with sqlite3.connect(path) as raw:
+        busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+    assert busy == 0, "nothing else reads or writes meanwhile"
+    await _store(database, [inbox(sender, "hello") for sender in senders])
+    return (os.path.getsize(f"{path}-wal") - 32) // (page_size + 24)
+
+
+async def _store(database: Database, messages: list[dict[str, Any]]) -> None:
+    """One group commit of one body per message, as the webhook path stores them."""
+    bodies = [Body(json.dumps([message]).encode(), [message], 1000.0) for message in messages]
+    async with database.autocommit() as connection:
+        await ingest_group(database, connection, CONFIG, bodies)
+
+
+async def test_on_sqlite_a_group_commit_writes_no_more_pages_with_thousands_of_jobs_waiting(
+    sqlite_url: str,
+) -> None:
+    """A backlog (a destination rate-limited for an hour, a web process alone) must not make
+    every webhook dearer. In the lanes' index each conversation's next job is a leaf page of
+    its own: a group commit writing it wrote (and synced) a page more per conversation in the
+    group once the backlog spread over that many leaves. Jobs go in outside it; claims admit
+    them."""
+    database = Database(normalise_database_url(sqlite_url))
+    path = sqlite_url.removeprefix("sqlite:///")
+    await migrate(database)
+    customers = [f"3247{n:07d}" for n in range(200)]
+    talking = customers[::12][:16]
+
+    async def four_thousand_jobs_in_their_lanes() -> None:  # 20 from each customer
+        for chunk in range(20):
+            await _store(database, [inbox(sender, f"waiting {chunk}") for sender in customers])
+        async with database.transaction() as connection:  # admitted, none due yet
+            claimed = await outbox_store.claim(
+                database, connection, worker="w", now=0.0, lease=30.0, limit=16
+            )
+        assert claimed == []
+
+    try:
+        await four_thousand_jobs_in_their_lanes()
+        async with database.transaction() as connection:  # all delivered: nothing waits
+            await connection.execute(update(outbox).values(status=outbox_store.DONE))
+        caught_up = await _pages_a_group_writes(database, path, talking)
+        await four_thousand_jobs_in_their_lanes()
+        behind = await _pages_a_group_writes(database, path, talking)
+    finally:
+        await database.close()
+    # An index page split here and there (each several pages), not a page per conversation:
+    # with the lanes' index written on the webhook path this was 20 against 48.
+    assert behind - caught_up < len(talking) / 2, (caught_up, behind)

@@ -263,6 +263,7 @@ async def test_a_claim_on_sqlite_reads_the_due_jobs_in_order_and_stops_at_the_he
     finally:
         await database.close()
     assert len(claimed) == 16
-    heads, _leases = await plans(sqlite_url, statements)
+    admitted, heads, _leases = await plans(sqlite_url, statements)
+    assert "USING INDEX outbox_unadmitted" in admitted, admitted
     assert heads.startswith("SEARCH outbox USING INDEX outbox_due"), heads
     assert "TEMP B-TREE" not in heads, heads  # the index gives them in order: no sort

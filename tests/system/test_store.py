@@ -15,7 +15,7 @@ from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
 from bridge.store.db import Database
 from bridge.store.events import StoredEvent
-from bridge.store.migrations import LATEST, SchemaTooNew, migrate, pending
+from bridge.store.migrations import LATEST, STEPS, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
 
 
@@ -147,9 +147,33 @@ async def test_a_claim_brings_each_heads_event_in_the_statements_that_lease_them
         stored["wh_2"]: StoredEvent(stored["wh_2"], "{}", 1.0),
         999: None,
     }
-    # PostgreSQL picks and leases in one round trip; SQLite's RETURNING cannot say who held
-    # a lease before, so it asks first.
-    assert len(statements) == (1 if database.dialect == "postgresql" else 2)
+    # PostgreSQL picks and leases in one round trip; SQLite admits the jobs stored since the
+    # last claim to their lanes, and its RETURNING cannot say who held a lease before, so it
+    # asks first.
+    assert len(statements) == (1 if database.dialect == "postgresql" else 3)
+
+
+async def test_jobs_admitted_a_few_at_a_time_still_go_out_in_order_in_each_lane(
+    database: Database,
+) -> None:
+    """On SQLite claims admit the oldest jobs to their lanes' index, a few at most: a lane's
+    later job is never a head while an earlier one waits outside the index."""
+    for event_id, lane in [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "a"), (6, "c")]:
+        await _enqueue(database, event_id, lane)
+
+    async def claim_admitting_two() -> list[int | None]:
+        async with database.transaction() as connection:
+            claimed = await outbox_store.claim(
+                database, connection, worker="w", now=10.0, lease=30.0, limit=100, admit=2
+            )
+        await database.shared.write(outbox_store.finish([job.id for job, _ in claimed], 11.0))
+        return [job.event_id for job, _ in claimed]
+
+    rounds = [await claim_admitting_two() for _ in range(4)]
+    if database.dialect == "sqlite":
+        assert rounds == [[1, 2], [3, 4], [5, 6], []]
+    else:  # stored admitted: every head at once
+        assert rounds == [[1, 2, 4], [3, 6], [5], []]
 
 
 async def test_the_same_job_is_enqueued_once(database: Database) -> None:
@@ -303,6 +327,15 @@ async def test_jobs_queued_by_an_older_bridge_get_typed_payloads(database_url: s
     assert stored == {"conversation": conversation.model_dump(), "conversation_id": 3}
 
 
+def _step_of(sql: str) -> int:
+    """The number of the schema step with a statement holding `sql`."""
+    return next(
+        number
+        for number, step in enumerate(STEPS, start=1)
+        if any(isinstance(statement, str) and sql in statement for statement in step)
+    )
+
+
 NOTICE_V3 = '{"destination": "support", "reason": "auth", "detail": "token revoked"}'
 
 
@@ -313,7 +346,7 @@ async def test_a_dead_letter_an_older_bridge_left_without_its_time_is_still_list
     letters are found through that index: one without a time gets its creation's."""
     database = Database(normalise_database_url(database_url))
     try:
-        await migrate(database, target=LATEST - 1)
+        await migrate(database, target=_step_of("WHERE finished_at IS NOT NULL") - 1)
         async with database.transaction() as connection:
             await connection.execute(
                 text(
