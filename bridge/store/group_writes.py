@@ -28,7 +28,7 @@ from bridge.jobs import Payload, lane
 from bridge.remembered import remembered
 from bridge.store import wakeups
 from bridge.store.db import Database, sqlite_begin
-from bridge.store.outbox import PENDING
+from bridge.store.outbox import ADMITTED_WHEN_STORED, PENDING
 
 _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane, kind, payload, at
 
@@ -121,7 +121,7 @@ _SQLITE_FORGET = "DELETE FROM webhook_requests WHERE id = ?"
 _SQLITE_JOB = (
     "INSERT INTO outbox (event_id, destination, lane, kind, status, attempts, "
     f"next_attempt_at, created_at, payload, admitted) VALUES (?, ?, ?, ?, '{PENDING}', 0, ?, ?, "
-    "?, 0) ON CONFLICT DO NOTHING"
+    f"?, {ADMITTED_WHEN_STORED['sqlite']}) ON CONFLICT DO NOTHING"
 )
 
 
@@ -205,7 +205,7 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
 # it takes generate_series' unknown bounds for 1000 rows), so after five runs it keeps one
 # plan for all (hash joins, whatever the size) instead of planning every group anew. Each
 # sequence is looked up once per run (a subquery), not once per row.
-_POSTGRESQL = """
+_POSTGRESQL = f"""
 WITH body_ids AS MATERIALIZED (
     SELECT nextval((SELECT pg_get_serial_sequence('webhook_requests', 'id')::regclass)) AS id, n
     FROM unnest($3::int[]) WITH ORDINALITY AS b(events, n)
@@ -238,9 +238,9 @@ job_ids AS MATERIALIZED (
 ),
 jobs AS (
     INSERT INTO outbox (id, event_id, destination, lane, kind, status, attempts,
-        next_attempt_at, created_at, payload)
+        next_attempt_at, created_at, payload, admitted)
     SELECT job_ids.id, new_events.id, j.destination, j.lane, j.kind, 'pending', 0, j.at,
-        j.at, j.payload
+        j.at, j.payload, {ADMITTED_WHEN_STORED["postgresql"]}
     FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[],
             $16::float8[])
         WITH ORDINALITY AS j(webhook_id, destination, lane, kind, payload, at, n)

@@ -38,6 +38,9 @@ PENDING, DONE, DEAD = "pending", "done", "dead"
 # about 5 ms per thousand (25 ms for 5,000 of 50,000 waiting in 200 lanes), and a backlog a
 # web process stored alone goes in over several rounds.
 ADMIT = 5000
+# Whether a job is in its lane's index as it is stored (`admitted`), by dialect: on
+# PostgreSQL; on SQLite the next claim admits it. Every path that stores jobs says it from here.
+ADMITTED_WHEN_STORED = {"sqlite": 0, "postgresql": 1}
 # As the partial indexes outbox_lane and outbox_unadmitted say it: literals.
 _ADMITTED = outbox.c.admitted == literal_column("1")
 _NOTICES = outbox.c.kind == literal_column(f"'{Kind.NOTICE}'")
@@ -106,18 +109,12 @@ async def enqueue_many(
             "next_attempt_at": now if job.due is None else job.due,
             "created_at": now,
             "payload": job.payload.model_dump(mode="json"),
-            "admitted": admitted_when_stored(database.dialect),
+            "admitted": ADMITTED_WHEN_STORED[database.dialect],
         }
         for job in jobs
     ]
     result = await connection.execute(_enqueue(database.insert), rows)
     return len(result.all())
-
-
-def admitted_when_stored(dialect: str) -> int:
-    """Whether a job goes into its lane's index as it is stored: on PostgreSQL; on SQLite
-    the next claim admits it."""
-    return int(dialect != "sqlite")
 
 
 async def enqueue(
