@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 
@@ -114,6 +115,20 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     await migrate(db)
     yield db
     await db.close()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every call aiosqlite runs on its thread, as it is queued (a spy: each call still runs)."""
+    calls: list[Any] = []
+    queue_call = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(function)
+        return await queue_call(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return calls
 
 
 @pytest.fixture

@@ -182,6 +182,7 @@ async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int
 
     async def read(connection: AsyncConnection) -> tuple[Conversation, bool, set[int]]:
         conversation, posted = await threads.current_conversation(
+            delivery.database,
             connection,
             delivery.job.destination,
             key.receiver,

@@ -23,6 +23,7 @@ from bridge.store.shared import Writes
 
 
 async def current_conversation(
+    database: Database,
     connection: AsyncConnection,
     destination: str,
     receiver: str,
@@ -36,7 +37,7 @@ async def current_conversation(
     (in the caller's transaction, with whatever else the job reads before posting); and
     whether a job other than `outbox_id` posted in it already (its thread is open)."""
     found = await conversations_store.latest_posted(
-        connection, destination, receiver, sender, outbox_id
+        database, connection, destination, receiver, sender, outbox_id
     )
     if found is not None and at - found[0].last_message_at <= idle_after:
         return found

@@ -12,8 +12,9 @@ one round trip, without a BEGIN and a COMMIT around it.
 
 Work that only writes, and needs nothing back, is handed in as `Writes`: statements with
 their parameters. The writes of every task in one shared transaction run together, each
-statement once for all of them (an executemany: one trip to SQLite's driver thread, one round
-trip to PostgreSQL), where each task's statement would otherwise make a trip of its own. They
+statement once for all of them (an executemany: on PostgreSQL one round trip each; on SQLite
+all of them in one trip to the driver's thread), where each task's statement would otherwise
+make a trip of its own. They
 run after the transaction's other work: no task waits for another's write before its commit,
 so none can tell.
 """
@@ -33,6 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 Write = tuple[Executable, Mapping[str, Any]]  # a statement that returns nothing, its parameters
+# Runs each statement once for all its sets of parameters, in a transaction (`Database`'s).
+WriteAll = Callable[
+    [AsyncConnection, Mapping[Executable, Sequence[Mapping[str, Any]]]], Awaitable[None]
+]
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,18 @@ class SharedTransactions:
     `transaction` opens one; `synchronous` is the caller's durability (a ContextVar holding
     "FULL" or "NORMAL"): a shared transaction commits as durably as its strictest work asks.
     `unit(atomic)` opens a transaction, or where `atomic` is False it may open a connection
-    whose statements each commit alone (`Database.unit`).
+    whose statements each commit alone (`Database.unit`); `write_all` runs the merged writes
+    in it (`Database.write_all`).
     """
 
     def __init__(
         self,
         unit: Callable[[bool], AbstractAsyncContextManager[AsyncConnection]],
+        write_all: WriteAll,
         synchronous: ContextVar[str],
     ) -> None:
         self._unit = unit
+        self._write_all = write_all
         self._synchronous = synchronous
         self._waiting: list[_Waiting] = []
         self._running: asyncio.Task[None] | None = None
@@ -132,8 +140,8 @@ class SharedTransactions:
                     results.append(None)
                 else:
                     results.append(await waiting.work(connection))
-            for statement, rows in merged.items():
-                await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+            if merged:
+                await self._write_all(connection, merged)
             return results
 
 

@@ -7,13 +7,27 @@ import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiosqlite
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from bridge.settings import normalise_database_url
+from bridge.store import conversations
 from bridge.store.db import Database
+from bridge.store.migrations import migrate
 
 metadata = MetaData()
 things = Table(
@@ -31,20 +45,6 @@ async def sqlite(sqlite_url: str) -> AsyncIterator[Database]:
         await connection.run_sync(metadata.create_all)
     yield database
     await database.close()
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every call aiosqlite runs on its thread, as it is queued (a spy: each call still runs)."""
-    calls: list[Any] = []
-    queue_call = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(function)
-        return await queue_call(self, function, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return calls
 
 
 async def test_a_statement_with_rows_is_one_trip_to_the_driver_thread(
@@ -112,3 +112,69 @@ async def test_the_drivers_errors_come_through_and_roll_the_transaction_back(
             await connection.execute(insert(things).values(name="x"))
     async with sqlite.transaction() as connection:
         assert (await connection.execute(select(things))).all() == []
+
+
+_NAMED = select(things.c.id, things.c.name).where(things.c.name == bindparam("name")).limit(1)
+
+
+async def test_a_read_past_sqlalchemy_gives_the_rows_sqlalchemy_gives_in_one_trip(
+    sqlite: Database, trips: list[Any]
+) -> None:
+    async with sqlite.transaction() as connection:
+        await connection.execute(insert(things), [{"name": "a"}, {"name": "b"}])
+        through_sqlalchemy = (await connection.execute(_NAMED, {"name": "b"})).all()
+        before = len(trips)
+        direct = await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "b"})
+        assert len(trips) - before == 1
+        assert await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "c"}) == []
+    assert [tuple(row) for row in through_sqlalchemy] == direct == [(2, "b")]
+
+
+async def test_a_read_past_sqlalchemy_sees_the_transactions_own_writes(sqlite: Database) -> None:
+    async with sqlite.transaction() as connection:
+        await connection.execute(insert(things), [{"name": "uncommitted"}])
+        assert await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "uncommitted"}) == [
+            (1, "uncommitted")
+        ]
+
+
+async def test_values_past_sqlalchemy_are_converted_as_sqlalchemy_converts_them(
+    sqlite: Database,
+) -> None:
+    """Past SQLAlchemy its types still convert what goes in: a JSON value is stored as JSON
+    text, not as Python's repr of a list."""
+    tagged = insert(things).values(name=bindparam("tags", type_=JSON))
+    named = select(things.c.name).where(things.c.id == bindparam("id"))
+    async with sqlite.transaction() as connection:
+        await sqlite.write_all(connection, {tagged: [{"tags": ["a"]}, {"tags": {"b": 1}}]})
+        assert await sqlite.fetch_on_sqlite(connection, named, {"id": 1}) == [('["a"]',)]
+        assert await sqlite.fetch_on_sqlite(connection, named, {"id": 2}) == [('{"b": 1}',)]
+
+
+async def test_the_read_before_each_inbox_post_is_one_trip_past_sqlalchemy(
+    sqlite_url: str, trips: list[Any]
+) -> None:
+    """The worker reads a message's conversation before posting it, once per message: on
+    SQLite that read skips SQLAlchemy's execution layer (about 60 µs of the event loop's
+    time each, `docs/benchmarks.md`)."""
+    database = Database(normalise_database_url(sqlite_url))
+    try:
+        await migrate(database)
+        async with database.transaction() as connection:
+            started = await conversations.start(connection, "support", "3246", "3247", 5.0)
+        through_sqlalchemy: list[str] = []
+        event.listen(
+            database.engine.sync_engine,
+            "before_cursor_execute",
+            lambda _c, _cursor, statement, *_: through_sqlalchemy.append(statement),
+        )
+        async with database.transaction() as connection:
+            before = len(trips)
+            found = await conversations.latest_posted(
+                database, connection, "support", "3246", "3247", outbox_id=7
+            )
+            assert len(trips) - before == 1
+        assert through_sqlalchemy == []
+        assert found == (started, False)
+    finally:
+        await database.close()
