@@ -85,7 +85,7 @@ async def latest_posted(
         "outbox_id": outbox_id,
     }
     if database.dialect == "sqlite":
-        rows = await database.fetch_on_sqlite(connection, _LATEST_POSTED, values)
+        (rows,) = await database.fetch_on_sqlite(connection, (_LATEST_POSTED, values))
         row = rows[0] if rows else None
     else:
         row = (await connection.execute(_LATEST_POSTED, values)).first()

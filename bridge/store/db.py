@@ -209,16 +209,24 @@ class Database:
         return await adapted.trip(function, *args)
 
     async def fetch_on_sqlite(
-        self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        """Run `statement`, a module's constant, with `values` on the driver's own thread in
-        one trip, past SQLAlchemy's execution layer, inside the transaction `connection`
-        holds: for a read the worker makes for every job, where that layer (and the greenlet
-        it runs each statement in) costs twice what SQLite does. Compiled once per statement;
-        its values converted as SQLAlchemy would. Its rows come back as SQLite gives them,
-        unconverted (a boolean as 0 or 1)."""
-        sql, (parameters,) = _positional(statement, [values], None)
-        return await self.on_sqlite_thread(connection, _fetch_all, sql, parameters)
+        self, connection: AsyncConnection, *runs: tuple[Executable, Mapping[str, Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run each statement, a module's constant, with its values, in order, on the
+        driver's own thread in one trip, past SQLAlchemy's execution layer, inside the
+        transaction `connection` holds; the rows of each. For what the worker runs for every
+        job and every claim, where that layer (and the greenlet it runs each statement in)
+        costs several times what SQLite does. Each statement is compiled once; values and
+        rows are converted as SQLAlchemy would (JSON, booleans, floats)."""
+        compiled = [(_compiled_for_sqlite(statement), values) for statement, values in runs]
+        batches = [
+            (sql, [_bound(parameters, fixed, values)])
+            for (sql, parameters, fixed, _), values in compiled
+        ]
+        results = await self.on_sqlite_thread(connection, _run_all, batches)
+        return [
+            _converted(rows, converters)
+            for rows, ((_, _, _, converters), _) in zip(results, compiled, strict=True)
+        ]
 
     async def write_all(
         self,
@@ -230,10 +238,11 @@ class Database:
         the driver's thread, past SQLAlchemy's execution layer (`fetch_on_sqlite`); on
         PostgreSQL an executemany each."""
         if self.dialect == "sqlite":
-            batches = [
-                _positional(statement, rows, tuple(rows[0])) for statement, rows in writes.items()
-            ]
-            await self.on_sqlite_thread(connection, _execute_all, batches)
+            batches = []
+            for statement, rows in writes.items():
+                sql, parameters, fixed, _ = _compiled_for_sqlite(statement, tuple(rows[0]))
+                batches.append((sql, [_bound(parameters, fixed, row) for row in rows]))
+            await self.on_sqlite_thread(connection, _run_all, batches)
             return
         for statement, rows in writes.items():
             await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
@@ -299,14 +308,18 @@ class Database:
         await self.engine.dispose()
 
 
+_Convert = Any  # what SQLAlchemy's type converts a value with, or None
+
+
 @functools.cache
 def _compiled_for_sqlite(
-    statement: ClauseElement, keys: tuple[str, ...] | None = None
-) -> tuple[str, list[tuple[str, Any]], dict[str, Any]]:
+    statement: Executable, keys: tuple[str, ...] | None = None
+) -> tuple[str, list[tuple[str, _Convert]], dict[str, Any], list[_Convert]]:
     """`statement` as SQLite's SQL for values with these `keys` (an INSERT takes its columns
     from them, as SQLAlchemy's own execution does); its parameters in order, each with what
-    its type converts a value with on the way in (a float's `to_float`, JSON's encoder), as
-    SQLAlchemy would; and the values its builder fixed (a LIMIT's)."""
+    its type converts a value with on the way in (a float's `to_float`, JSON's encoder); the
+    values its builder fixed (a LIMIT's); and what converts each column of its rows."""
+    assert isinstance(statement, ClauseElement)
     dialect = sqlite.dialect()
     compiled = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
     assert isinstance(compiled, SQLCompiler)
@@ -314,34 +327,49 @@ def _compiled_for_sqlite(
         (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
         for name in compiled.positiontup or ()
     ]
-    return str(compiled), parameters, dict(compiled.params)
+    columns = getattr(statement, "exported_columns", ())
+    converters = [
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    ]
+    return str(compiled), parameters, dict(compiled.params), converters
 
 
-def _positional(
-    statement: Executable, rows: Sequence[Mapping[str, Any]], keys: tuple[str, ...] | None
-) -> tuple[str, list[list[Any]]]:
-    """`statement`'s SQL for SQLite, and each of `rows` as its parameters in order."""
-    assert isinstance(statement, ClauseElement)
-    sql, parameters, fixed = _compiled_for_sqlite(statement, keys)
-    return sql, [
-        [
-            value if convert is None or value is None else convert(value)
-            for name, convert in parameters
-            for value in (row[name] if name in row else fixed[name],)
-        ]
+def _bound(
+    parameters: list[tuple[str, _Convert]], fixed: dict[str, Any], values: Mapping[str, Any]
+) -> list[Any]:
+    """`values` as a compiled statement's parameters, in order, converted."""
+    bound = []
+    for name, convert in parameters:
+        value = values[name] if name in values else fixed[name]
+        bound.append(value if convert is None or value is None else convert(value))
+    return bound
+
+
+def _converted(rows: list[tuple[Any, ...]], converters: list[_Convert]) -> list[tuple[Any, ...]]:
+    if not any(converters):
+        return rows
+    return [
+        tuple(
+            value if convert is None else convert(value)
+            for value, convert in zip(row, converters, strict=True)
+        )
         for row in rows
     ]
 
 
-def _execute_all(
+def _run_all(
     connection: sqlite3.Connection, batches: list[tuple[str, list[list[Any]]]]
-) -> None:
+) -> list[list[tuple[Any, ...]]]:
+    """On the driver's thread: each statement once for each of its sets of parameters, in
+    order; the rows of each (an executemany returns none)."""
+    results = []
     for sql, rows in batches:
-        connection.executemany(sql, rows)
-
-
-def _fetch_all(connection: sqlite3.Connection, sql: str, parameters: list[Any]) -> list[Any]:
-    return connection.execute(sql, parameters).fetchall()
+        if len(rows) == 1:
+            results.append(connection.execute(sql, rows[0]).fetchall())
+        else:
+            connection.executemany(sql, rows)
+            results.append([])
+    return results
 
 
 _Prepared = dict[str, "asyncpg.prepared_stmt.PreparedStatement[Any]"]

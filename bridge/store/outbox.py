@@ -19,6 +19,7 @@ cache cost as much CPU as running it (`docs/benchmarks.md`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -156,8 +157,10 @@ _EVENT = (  # a claimed job's event, read in the statement that leases it
 def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
     """`claim`'s statements, built once per dialect and whether some destinations are
     paused: on PostgreSQL one, which picks the heads and leases them (one round trip); on
-    SQLite, whose RETURNING cannot show what the lease replaced, which heads, then their
-    leases. Each leased job comes back with its event."""
+    SQLite, whose RETURNING cannot show what the lease replaced, which heads (with who held
+    them), then their leases, picked again by the same query under the same write lock (both
+    in one trip to the driver's thread, with the admission before them). Each leased job
+    comes back with its event."""
     earlier = outbox.alias("earlier")
     is_head = ~exists().where(
         and_(
@@ -180,10 +183,13 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(bindparam("limit"))
     )
-    if pausing:
+    if pausing and dialect == "postgresql":
         candidates = candidates.where(
             outbox.c.destination.not_in(bindparam("paused", expanding=True))
         )
+    elif pausing:  # a JSON array: a statement compiled once takes any number of them
+        paused = func.json_each(bindparam("paused")).table_valued("value")
+        candidates = candidates.where(outbox.c.destination.not_in(select(paused.c.value)))
     leasing = update(outbox).values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
     if dialect == "postgresql":
         chosen = candidates.with_for_update(skip_locked=True, of=outbox).cte("chosen")
@@ -192,8 +198,8 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
                 *_JOB_COLUMNS, *_EVENT, chosen.c.locked_by.label("leased_before")
             ),
         )
-    leasing = leasing.where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-    return candidates, leasing.returning(*_JOB_COLUMNS, *_EVENT)
+    picked = candidates.with_only_columns(outbox.c.id)
+    return candidates, leasing.where(outbox.c.id.in_(picked)).returning(*_JOB_COLUMNS, *_EVENT)
 
 
 async def claim(
@@ -210,22 +216,22 @@ async def claim(
     """Lease up to `limit` due jobs, each the head of its lane, skipping paused destinations;
     each with its event (None: a job of its own, or its event is gone), in job order. On
     SQLite the oldest jobs not yet admitted to their lanes are admitted first (`admit`)."""
-    if database.dialect == "sqlite":
-        await connection.execute(_ADMIT, {"limit": admit})
     statements = _claiming(database.dialect, bool(paused))
     values: dict[str, Any] = {"now": now, "limit": limit, "until": now + lease, "worker": worker}
-    if paused:
-        values["paused"] = list(paused)
     rows: list[Sequence[Any]]
-    if len(statements) == 1:
+    if database.dialect == "postgresql":
+        if paused:
+            values["paused"] = list(paused)
         rows = list(await connection.execute(statements[0], values))
     else:
+        if paused:
+            values["paused"] = json.dumps(list(paused))
         candidates, leasing = statements
-        leased_before = {id_: by for id_, by in await connection.execute(candidates, values)}
-        if not leased_before:
-            return []
-        values["ids"] = list(leased_before)
-        rows = [(*row, leased_before[row[0]]) for row in await connection.execute(leasing, values)]
+        _, picked, leased = await database.fetch_on_sqlite(
+            connection, (_ADMIT, {"limit": admit}), (candidates, values), (leasing, values)
+        )
+        leased_before = dict(picked)
+        rows = [(*row, leased_before[row[0]]) for row in leased]
     return sorted((_claimed(row) for row in rows), key=lambda claimed: claimed[0].id)
 
 

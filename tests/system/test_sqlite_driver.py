@@ -20,6 +20,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -124,31 +125,35 @@ async def test_a_read_past_sqlalchemy_gives_the_rows_sqlalchemy_gives_in_one_tri
         await connection.execute(insert(things), [{"name": "a"}, {"name": "b"}])
         through_sqlalchemy = (await connection.execute(_NAMED, {"name": "b"})).all()
         before = len(trips)
-        direct = await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "b"})
+        direct, missing = await sqlite.fetch_on_sqlite(
+            connection, (_NAMED, {"name": "b"}), (_NAMED, {"name": "c"})
+        )
         assert len(trips) - before == 1
-        assert await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "c"}) == []
     assert [tuple(row) for row in through_sqlalchemy] == direct == [(2, "b")]
+    assert missing == []
 
 
 async def test_a_read_past_sqlalchemy_sees_the_transactions_own_writes(sqlite: Database) -> None:
     async with sqlite.transaction() as connection:
         await connection.execute(insert(things), [{"name": "uncommitted"}])
-        assert await sqlite.fetch_on_sqlite(connection, _NAMED, {"name": "uncommitted"}) == [
-            (1, "uncommitted")
+        assert await sqlite.fetch_on_sqlite(connection, (_NAMED, {"name": "uncommitted"})) == [
+            [(1, "uncommitted")]
         ]
 
 
-async def test_values_past_sqlalchemy_are_converted_as_sqlalchemy_converts_them(
+async def test_values_and_rows_past_sqlalchemy_are_converted_as_sqlalchemy_converts_them(
     sqlite: Database,
 ) -> None:
-    """Past SQLAlchemy its types still convert what goes in: a JSON value is stored as JSON
-    text, not as Python's repr of a list."""
+    """Past SQLAlchemy its types still convert what goes in and what comes out: a JSON value
+    is stored as JSON text (not as Python's repr of a list) and read back as a list."""
     tagged = insert(things).values(name=bindparam("tags", type_=JSON))
-    named = select(things.c.name).where(things.c.id == bindparam("id"))
+    as_text = select(things.c.name).where(things.c.id == bindparam("id"))
+    as_json = select(type_coerce(things.c.name, JSON)).where(things.c.id == bindparam("id"))
     async with sqlite.transaction() as connection:
         await sqlite.write_all(connection, {tagged: [{"tags": ["a"]}, {"tags": {"b": 1}}]})
-        assert await sqlite.fetch_on_sqlite(connection, named, {"id": 1}) == [('["a"]',)]
-        assert await sqlite.fetch_on_sqlite(connection, named, {"id": 2}) == [('{"b": 1}',)]
+        assert await sqlite.fetch_on_sqlite(
+            connection, (as_text, {"id": 1}), (as_json, {"id": 2})
+        ) == [[('["a"]',)], [({"b": 1},)]]
 
 
 async def test_the_read_before_each_inbox_post_is_one_trip_past_sqlalchemy(
