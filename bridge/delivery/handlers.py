@@ -176,28 +176,27 @@ async def _post_combined(
 
 async def _conversation(delivery: Delivery) -> tuple[Conversation, bool, set[int]]:
     """The conversation the job's message belongs to, whether it opens its thread, and the
-    job's parts posted before: with other jobs' reads (`Database.shared`), or alone in one
-    round trip (none of its statements needs another's transaction: one writes at most)."""
+    job's parts posted before: read with other jobs' reads (`Database.shared`)."""
     key = _payload(delivery, InboxJob).conversation
+    job = delivery.job
+    conversation, posted = await threads.current_conversation(
+        delivery.database,
+        job.destination,
+        key.receiver,
+        key.sender,
+        at=delivery.received_at,
+        idle_after=delivery.config.idle_after,
+        outbox_id=job.id,
+    )
+    # Only a job leased before (unsure) can have posted parts: none to look for else.
+    already_sent: set[int] = set()
+    if job.unsure:
 
-    async def read(connection: AsyncConnection) -> tuple[Conversation, bool, set[int]]:
-        conversation, posted = await threads.current_conversation(
-            delivery.database,
-            connection,
-            delivery.job.destination,
-            key.receiver,
-            key.sender,
-            at=delivery.received_at,
-            idle_after=delivery.config.idle_after,
-            outbox_id=delivery.job.id,
-        )
-        # Only a job leased before (unsure) can have posted parts: none to look for else.
-        already_sent = set()
-        if delivery.job.unsure:
-            already_sent = await conversations_store.sent_parts(connection, delivery.job.id)
-        return conversation, not posted, already_sent
+        async def sent(connection: AsyncConnection) -> set[int]:
+            return await conversations_store.sent_parts(connection, job.id)
 
-    return await delivery.database.shared.run(read, atomic=False)
+        already_sent = await delivery.database.shared.run(sent, atomic=False)
+    return conversation, not posted, already_sent
 
 
 def _replied_to(event: InboxMessage) -> str | None:

@@ -24,7 +24,6 @@ from bridge.store.shared import Writes
 
 async def current_conversation(
     database: Database,
-    connection: AsyncConnection,
     destination: str,
     receiver: str,
     sender: str,
@@ -33,16 +32,19 @@ async def current_conversation(
     idle_after: float,
     outbox_id: int,
 ) -> tuple[Conversation, bool]:
-    """The live conversation for this customer and line, or a new one after a quiet spell
-    (in the caller's transaction, with whatever else the job reads before posting); and
-    whether a job other than `outbox_id` posted in it already (its thread is open)."""
+    """The live conversation for this customer and line, or a new one after a quiet spell;
+    and whether a job other than `outbox_id` posted in it already (its thread is open). Read
+    with other jobs' reads (`Database.shared`): only this job's lane changes it meanwhile."""
     found = await conversations_store.latest_posted(
-        database, connection, destination, receiver, sender, outbox_id
+        database.shared, destination, receiver, sender, outbox_id
     )
     if found is not None and at - found[0].last_message_at <= idle_after:
         return found
-    conversation = await conversations_store.start(connection, destination, receiver, sender, at)
-    return conversation, False
+
+    async def start(connection: AsyncConnection) -> Conversation:
+        return await conversations_store.start(connection, destination, receiver, sender, at)
+
+    return await database.shared.run(start, atomic=False), False
 
 
 async def post_in_thread(

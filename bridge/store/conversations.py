@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import String, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.db import Database
 from bridge.store.schema import chat_messages, conversations
-from bridge.store.shared import Write
+from bridge.store.shared import SharedTransactions, Write
 
 
 @dataclass(frozen=True)
@@ -68,28 +67,19 @@ async def latest(
 
 
 async def latest_posted(
-    database: Database,
-    connection: AsyncConnection,
-    destination: str,
-    receiver: str,
-    sender: str,
-    outbox_id: int,
+    shared: SharedTransactions, destination: str, receiver: str, sender: str, outbox_id: int
 ) -> tuple[Conversation, bool] | None:
     """`latest`, and whether a job other than `outbox_id` already posted in it (so that one
-    does not open its thread): one statement, read before every inbox post (on SQLite past
-    SQLAlchemy's execution layer, `Database.fetch_on_sqlite`)."""
+    does not open its thread): one statement, read before every inbox post, with the other
+    jobs' reads and writes (`SharedTransactions.fetch`)."""
     values = {
         "destination": destination,
         "receiver": receiver,
         "sender": sender,
         "outbox_id": outbox_id,
     }
-    if database.dialect == "sqlite":
-        (rows,) = await database.fetch_on_sqlite(connection, (_LATEST_POSTED, values))
-        row = rows[0] if rows else None
-    else:
-        row = (await connection.execute(_LATEST_POSTED, values)).first()
-    return (Conversation(*row[:-1]), bool(row[-1])) if row else None
+    rows = await shared.fetch(_LATEST_POSTED, values)
+    return (Conversation(*rows[0][:-1]), bool(rows[0][-1])) if rows else None
 
 
 async def other_destinations(

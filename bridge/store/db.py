@@ -22,7 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from bridge.retry import backoff
 from bridge.store import sqlite_driver
-from bridge.store.shared import SharedTransactions
+from bridge.store.shared import Fetch, Merged, SharedTransactions
 
 # What a database that cannot do the work raises: SQLAlchemy's own errors, and what the driver
 # lets through unwrapped (asyncpg's ConnectionRefusedError, a connect timeout), and the
@@ -59,6 +59,24 @@ def sqlite_begin(connection: sqlite3.Connection, synchronous: str = "FULL") -> N
     driver's thread. The setting is the connection's, so every transaction sets its own."""
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("BEGIN IMMEDIATE")
+
+
+def sqlite_transaction(
+    connection: sqlite3.Connection, synchronous: str, function: Callable[..., T], *args: Any
+) -> T:
+    """On the driver's thread: `function(connection, *args)` in a write transaction of its
+    own, committed `synchronous` (FULL or NORMAL), or rolled back if it raises."""
+    sqlite_begin(connection, synchronous)
+    try:
+        result = function(connection, *args)
+        connection.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
+        # would fail, and its error would hide the one that tells what happened.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return result
 
 
 class Database:
@@ -118,7 +136,7 @@ class Database:
             options.update(module=sqlite_driver.dbapi())
         self.engine: AsyncEngine = create_async_engine(url, **options)
         # The worker's small units of work, many jobs' in one transaction (`shared`).
-        self.shared = SharedTransactions(self.unit, self.write_all, _SYNCHRONOUS)
+        self.shared = SharedTransactions(self, _SYNCHRONOUS)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout=timeout)
         else:
@@ -217,31 +235,53 @@ class Database:
         job and every claim, where that layer (and the greenlet it runs each statement in)
         costs several times what SQLite does. Each statement is compiled once; values and
         rows are converted as SQLAlchemy would (JSON, booleans, floats)."""
-        compiled = [(_compiled_for_sqlite(statement), values) for statement, values in runs]
-        batches = [
-            (sql, [_bound(parameters, fixed, values)])
-            for (sql, parameters, fixed, _), values in compiled
-        ]
+        batches = [_one_run(statement, values) for statement, values in runs]
         results = await self.on_sqlite_thread(connection, _run_all, batches)
         return [
-            _converted(rows, converters)
-            for rows, ((_, _, _, converters), _) in zip(results, compiled, strict=True)
+            _converted(rows, _compiled_for_sqlite(statement)[3])
+            for rows, (statement, _) in zip(results, runs, strict=True)
         ]
 
-    async def write_all(
-        self,
-        connection: AsyncConnection,
-        writes: Mapping[Executable, Sequence[Mapping[str, Any]]],
-    ) -> None:
+    async def fetch_in(
+        self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of the read `statement` with `values`, in `connection`'s transaction (on
+        SQLite past SQLAlchemy's execution layer: `fetch_on_sqlite`)."""
+        if self.dialect == "sqlite":
+            (rows,) = await self.fetch_on_sqlite(connection, (statement, values))
+            return rows
+        return [tuple(row) for row in await connection.execute(statement, values)]
+
+    async def fetch_and_write(
+        self, fetches: Sequence[Fetch], writes: Merged, synchronous: str
+    ) -> list[list[tuple[Any, ...]]] | None:
+        """Reads, then writes (each statement once for all its values), in one trip to
+        SQLite's driver thread: the writes in a transaction of their own, committed
+        `synchronous`; reads alone need none. The rows of each read. None on PostgreSQL,
+        where reads and writes go through a transaction (`unit`) instead."""
+        if self.dialect != "sqlite":
+            return None
+        reads = [_one_run(fetch.statement, fetch.values) for fetch in fetches]
+        batches = [_many_runs(statement, rows) for statement, rows in writes.items()]
+        async with self.autocommit() as connection:
+            if batches:
+                results = await self.on_sqlite_thread(
+                    connection, sqlite_transaction, synchronous, _run_all, [*reads, *batches]
+                )
+            else:
+                results = await self.on_sqlite_thread(connection, _run_all, reads)
+        return [
+            _converted(rows, _compiled_for_sqlite(fetch.statement)[3])
+            for rows, fetch in zip(results[: len(fetches)], fetches, strict=True)
+        ]
+
+    async def write_all(self, connection: AsyncConnection, writes: Merged) -> None:
         """Run each statement once for all its sets of values, in the transaction
         `connection` holds (`SharedTransactions`): on SQLite every statement in one trip to
         the driver's thread, past SQLAlchemy's execution layer (`fetch_on_sqlite`); on
         PostgreSQL an executemany each."""
         if self.dialect == "sqlite":
-            batches = []
-            for statement, rows in writes.items():
-                sql, parameters, fixed, _ = _compiled_for_sqlite(statement, tuple(rows[0]))
-                batches.append((sql, [_bound(parameters, fixed, row) for row in rows]))
+            batches = [_many_runs(statement, rows) for statement, rows in writes.items()]
             await self.on_sqlite_thread(connection, _run_all, batches)
             return
         for statement, rows in writes.items():
@@ -332,6 +372,21 @@ def _compiled_for_sqlite(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     ]
     return str(compiled), parameters, dict(compiled.params), converters
+
+
+def _one_run(statement: Executable, values: Mapping[str, Any]) -> tuple[str, list[list[Any]]]:
+    """A read's SQL for SQLite and its parameters, for `_run_all`."""
+    sql, parameters, fixed, _ = _compiled_for_sqlite(statement)
+    return sql, [_bound(parameters, fixed, values)]
+
+
+def _many_runs(
+    statement: Executable, rows: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[list[Any]]]:
+    """A write's SQL for SQLite (its columns from the first row's keys) and each row's
+    parameters, for `_run_all`."""
+    sql, parameters, fixed, _ = _compiled_for_sqlite(statement, tuple(rows[0]))
+    return sql, [_bound(parameters, fixed, row) for row in rows]
 
 
 def _bound(

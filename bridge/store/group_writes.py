@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.jobs import Payload, lane
 from bridge.remembered import remembered
 from bridge.store import wakeups
-from bridge.store.db import Database, sqlite_begin
+from bridge.store.db import Database, sqlite_transaction
 from bridge.store.outbox import ADMITTED_WHEN_STORED, PENDING
 
 _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane, kind, payload, at
@@ -73,7 +73,10 @@ async def write_alone(
     the ids of the events stored now, by `webhook_id`. Workers listening on PostgreSQL hear
     of the new jobs once it commits."""
     if database.dialect == "sqlite":
-        return await database.on_sqlite_thread(connection, _in_transaction, *_sqlite_rows(group))
+        # The webhook path's commits always survive a power cut (FULL).
+        return await database.on_sqlite_thread(
+            connection, sqlite_transaction, "FULL", _write_sqlite, *_sqlite_rows(group)
+        )
     return await _write_postgresql(database, connection, group, alone=True)
 
 
@@ -123,25 +126,6 @@ _SQLITE_JOB = (
     f"next_attempt_at, created_at, payload, admitted) VALUES (?, ?, ?, ?, '{PENDING}', 0, ?, ?, "
     f"?, {ADMITTED_WHEN_STORED['sqlite']}) ON CONFLICT DO NOTHING"
 )
-
-
-def _in_transaction(
-    connection: sqlite3.Connection,
-    bodies: Sequence[NewBody],
-    events: Sequence[NewEvent],
-    jobs: Sequence[_JobRow],
-) -> dict[str, int]:
-    sqlite_begin(connection, "FULL")  # the webhook path's commits always survive a power cut
-    try:
-        stored = _write_sqlite(connection, bodies, events, jobs)
-        connection.execute("COMMIT")
-    except BaseException:
-        # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
-        # would fail, and its error would hide the one that tells what happened.
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    return stored
 
 
 def _write_sqlite(

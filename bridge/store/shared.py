@@ -14,9 +14,12 @@ Work that only writes, and needs nothing back, is handed in as `Writes`: stateme
 their parameters. The writes of every task in one shared transaction run together, each
 statement once for all of them (an executemany: on PostgreSQL one round trip each; on SQLite
 all of them in one trip to the driver's thread), where each task's statement would otherwise
-make a trip of its own. They
-run after the transaction's other work: no task waits for another's write before its commit,
-so none can tell.
+make a trip of its own. They run after the transaction's other work: no task waits for
+another's write before its commit, so none can tell.
+
+A read of one statement is handed in as `Fetch`, and gets its rows back. On SQLite a shared
+transaction made only of reads and writes runs in one trip to the driver's thread: the reads,
+then the writes with their BEGIN and COMMIT (reads alone need no transaction there).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,10 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 Write = tuple[Executable, Mapping[str, Any]]  # a statement that returns nothing, its parameters
-# Runs each statement once for all its sets of parameters, in a transaction (`Database`'s).
-WriteAll = Callable[
-    [AsyncConnection, Mapping[Executable, Sequence[Mapping[str, Any]]]], Awaitable[None]
-]
+Merged = dict[Executable, list[Mapping[str, Any]]]  # each statement with all its parameters
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,34 @@ class Writes:
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """One task's read: a statement (a module's constant) and its values; its rows come back
+    as tuples. Reads need no transaction of their own: on SQLite a shared transaction of
+    reads and writes alone runs in one trip to the driver's thread."""
+
+    statement: Executable
+    values: Mapping[str, Any]
+
+
+class Store(Protocol):
+    """What shared transactions run on (`Database`)."""
+
+    def unit(self, atomic: bool) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    async def fetch_in(
+        self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]: ...
+
+    async def write_all(self, connection: AsyncConnection, writes: Merged) -> None: ...
+
+    async def fetch_and_write(
+        self, fetches: Sequence[Fetch], writes: Merged, synchronous: str
+    ) -> list[list[tuple[Any, ...]]] | None: ...
+
+
+@dataclass(frozen=True)
 class _Waiting:
-    work: Work | Writes
+    work: Work | Writes | Fetch
     done: asyncio.Future[Any]
     synchronous: str  # how durable its caller's commits are (`db.relax_commits`)
     atomic: bool  # whether its statements must commit together
@@ -61,21 +87,15 @@ class _Waiting:
 class SharedTransactions:
     """Runs handed-in work in shared transactions, one at a time, each in the order given.
 
-    `transaction` opens one; `synchronous` is the caller's durability (a ContextVar holding
-    "FULL" or "NORMAL"): a shared transaction commits as durably as its strictest work asks.
-    `unit(atomic)` opens a transaction, or where `atomic` is False it may open a connection
-    whose statements each commit alone (`Database.unit`); `write_all` runs the merged writes
-    in it (`Database.write_all`).
+    `synchronous` is the caller's durability (a ContextVar holding "FULL" or "NORMAL"): a
+    shared transaction commits as durably as its strictest work asks. `database` opens them
+    (`Database.unit`: a transaction, or where no work needs one, on PostgreSQL, a connection
+    whose statements each commit alone) and runs reads and merged writes
+    (`Database.fetch_in`, `Database.write_all`, `Database.fetch_and_write`).
     """
 
-    def __init__(
-        self,
-        unit: Callable[[bool], AbstractAsyncContextManager[AsyncConnection]],
-        write_all: WriteAll,
-        synchronous: ContextVar[str],
-    ) -> None:
-        self._unit = unit
-        self._write_all = write_all
+    def __init__(self, database: Store, synchronous: ContextVar[str]) -> None:
+        self._database = database
         self._synchronous = synchronous
         self._waiting: list[_Waiting] = []
         self._running: asyncio.Task[None] | None = None
@@ -98,7 +118,15 @@ class SharedTransactions:
         transaction of its own."""
         await self._hand_in(writes, atomic=len(writes.rows) > 1)
 
-    async def _hand_in(self, work: Work | Writes, atomic: bool) -> Any:
+    async def fetch(
+        self, statement: Executable, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Run the read `statement` with `values` in the next shared transaction, together
+        with the other tasks' work (see `Fetch`); its rows."""
+        rows: list[tuple[Any, ...]] = await self._hand_in(Fetch(statement, values), atomic=False)
+        return rows
+
+    async def _hand_in(self, work: Work | Writes | Fetch, atomic: bool) -> Any:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(work, done, self._synchronous.get(), atomic))
         if self._running is None:
@@ -129,19 +157,32 @@ class SharedTransactions:
             _settle(waiting.done, result=result)
 
     async def _together(self, batch: list[_Waiting]) -> list[Any]:
+        merged: Merged = {}
+        for waiting in batch:
+            if isinstance(waiting.work, Writes):
+                for statement, parameters in waiting.work.rows:
+                    merged.setdefault(statement, []).append(parameters)
+        if all(isinstance(waiting.work, (Writes, Fetch)) for waiting in batch):
+            fetches = [w.work for w in batch if isinstance(w.work, Fetch)]
+            read = await self._database.fetch_and_write(fetches, merged, self._synchronous.get())
+            if read is not None:  # in one go (SQLite)
+                rows = iter(read)
+                return [next(rows) if isinstance(w.work, Fetch) else None for w in batch]
         atomic = len(batch) > 1 or batch[0].atomic
-        async with self._unit(atomic) as connection:
+        async with self._database.unit(atomic) as connection:
             results: list[Any] = []
-            merged: dict[Executable, list[Mapping[str, Any]]] = {}
             for waiting in batch:
                 if isinstance(waiting.work, Writes):
-                    for statement, parameters in waiting.work.rows:
-                        merged.setdefault(statement, []).append(parameters)
                     results.append(None)
+                elif isinstance(waiting.work, Fetch):
+                    work = waiting.work
+                    results.append(
+                        await self._database.fetch_in(connection, work.statement, work.values)
+                    )
                 else:
                     results.append(await waiting.work(connection))
             if merged:
-                await self._write_all(connection, merged)
+                await self._database.write_all(connection, merged)
             return results
 
 
