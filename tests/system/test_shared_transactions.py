@@ -179,6 +179,34 @@ async def test_a_shared_sqlite_commit_is_as_durable_as_its_strictest_work(
         await database.close()
 
 
+async def test_writes_alone_on_sqlite_commit_as_durably_as_their_strictest_caller(
+    sqlite_url: str,
+) -> None:
+    """Writes alone run in one trip with their own BEGIN and COMMIT (`fetch_and_write`): a
+    reply's mark, written before its SMS goes, still commits with synchronous=FULL."""
+    database = Database(normalise_database_url(sqlite_url))
+
+    async def write(name: str, *, relaxed: bool) -> None:
+        relax_commits(relaxed)
+        await database.shared.write(Writes([_paced(name)]))
+
+    async def synchronous_last_set() -> Any:
+        async with database.autocommit() as connection:
+            return await database.on_sqlite_thread(
+                connection, lambda driver: driver.execute("PRAGMA synchronous").fetchone()[0]
+            )
+
+    try:
+        await migrate(database)
+        await write("alone", relaxed=True)
+        assert await synchronous_last_set() == 1  # NORMAL
+        await asyncio.gather(write("relaxed", relaxed=True), write("strict", relaxed=False))
+        assert await synchronous_last_set() == 2  # FULL
+        assert await _names(database) == {"alone", "relaxed", "strict"}
+    finally:
+        await database.close()
+
+
 async def test_a_cancelled_caller_does_not_take_its_work_back(database: Database) -> None:
     await migrate(database)
     task = asyncio.ensure_future(database.shared.run(lambda c: _insert(c, "kept")))
