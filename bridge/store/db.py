@@ -235,12 +235,7 @@ class Database:
         job and every claim, where that layer (and the greenlet it runs each statement in)
         costs several times what SQLite does. Each statement is compiled once; values and
         rows are converted as SQLAlchemy would (JSON, booleans, floats)."""
-        batches = [_one_run(statement, values) for statement, values in runs]
-        results = await self.on_sqlite_thread(connection, _run_all, batches)
-        return [
-            _converted(rows, _compiled_for_sqlite(statement)[3])
-            for rows, (statement, _) in zip(results, runs, strict=True)
-        ]
+        return await self._sqlite_trip(connection, runs, {})
 
     async def fetch_in(
         self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]
@@ -261,19 +256,11 @@ class Database:
         where reads and writes go through a transaction (`unit`) instead."""
         if self.dialect != "sqlite":
             return None
-        reads = [_one_run(fetch.statement, fetch.values) for fetch in fetches]
-        batches = [_many_runs(statement, rows) for statement, rows in writes.items()]
+        reads = [(fetch.statement, fetch.values) for fetch in fetches]
         async with self.autocommit() as connection:
-            if batches:
-                results = await self.on_sqlite_thread(
-                    connection, sqlite_transaction, synchronous, _run_all, [*reads, *batches]
-                )
-            else:
-                results = await self.on_sqlite_thread(connection, _run_all, reads)
-        return [
-            _converted(rows, _compiled_for_sqlite(fetch.statement)[3])
-            for rows, fetch in zip(results[: len(fetches)], fetches, strict=True)
-        ]
+            return await self._sqlite_trip(
+                connection, reads, writes, commit=synchronous if writes else None
+            )
 
     async def write_all(self, connection: AsyncConnection, writes: Merged) -> None:
         """Run each statement once for all its sets of values, in the transaction
@@ -281,11 +268,39 @@ class Database:
         the driver's thread, past SQLAlchemy's execution layer (`fetch_on_sqlite`); on
         PostgreSQL an executemany each."""
         if self.dialect == "sqlite":
-            batches = [_many_runs(statement, rows) for statement, rows in writes.items()]
-            await self.on_sqlite_thread(connection, _run_all, batches)
+            await self._sqlite_trip(connection, (), writes)
             return
         for statement, rows in writes.items():
             await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+
+    async def _sqlite_trip(
+        self,
+        connection: AsyncConnection,
+        reads: Sequence[tuple[Executable, Mapping[str, Any]]],
+        writes: Merged,
+        commit: str | None = None,
+    ) -> list[list[tuple[Any, ...]]]:
+        """`reads`, then `writes` (each statement once for all its values), in one trip to
+        the driver's thread, compiled once each; the rows of each read, converted. `commit`:
+        in a write transaction of their own, committed so durably (else in `connection`'s)."""
+        compiled = [_compiled_for_sqlite(statement) for statement, _ in reads]
+        batches = [
+            (sql, [_bound(parameters, fixed, values)])
+            for (sql, parameters, fixed, _), (_, values) in zip(compiled, reads, strict=True)
+        ]
+        for statement, rows in writes.items():
+            sql, parameters, fixed, _ = _compiled_for_sqlite(statement, tuple(rows[0]))
+            batches.append((sql, [_bound(parameters, fixed, row) for row in rows]))
+        if commit is None:
+            results = await self.on_sqlite_thread(connection, _run_all, batches)
+        else:
+            results = await self.on_sqlite_thread(
+                connection, sqlite_transaction, commit, _run_all, batches
+            )
+        return [
+            _converted(rows, converters)
+            for rows, (*_, converters) in zip(results[: len(reads)], compiled, strict=True)
+        ]
 
     async def fetch_on_asyncpg(
         self, connection: AsyncConnection, statement: str, *args: Any
@@ -372,21 +387,6 @@ def _compiled_for_sqlite(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     ]
     return str(compiled), parameters, dict(compiled.params), converters
-
-
-def _one_run(statement: Executable, values: Mapping[str, Any]) -> tuple[str, list[list[Any]]]:
-    """A read's SQL for SQLite and its parameters, for `_run_all`."""
-    sql, parameters, fixed, _ = _compiled_for_sqlite(statement)
-    return sql, [_bound(parameters, fixed, values)]
-
-
-def _many_runs(
-    statement: Executable, rows: Sequence[Mapping[str, Any]]
-) -> tuple[str, list[list[Any]]]:
-    """A write's SQL for SQLite (its columns from the first row's keys) and each row's
-    parameters, for `_run_all`."""
-    sql, parameters, fixed, _ = _compiled_for_sqlite(statement, tuple(rows[0]))
-    return sql, [_bound(parameters, fixed, row) for row in rows]
 
 
 def _bound(
