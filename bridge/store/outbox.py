@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -62,7 +62,7 @@ _JOB_COLUMNS = (
 )
 
 
-def _job(row: Sequence[Any]) -> Job:
+def _job(row: Sequence[Any], *, unsure: bool = False) -> Job:
     id_, event_id, destination, lane_name, kind, payload, attempts, created_at, last_error = row
     return Job(
         id_,
@@ -74,6 +74,7 @@ def _job(row: Sequence[Any]) -> Job:
         attempts,
         created_at,
         last_error,
+        unsure,
     )
 
 
@@ -239,12 +240,12 @@ def _claimed(row: Sequence[Any]) -> tuple[Job, StoredEvent | None]:
     """A leased job and its event, from the job's columns, the event's and who held its lease
     before. A job leased before and neither finished nor handed back unstarted may have been
     posted by a worker that died mid-post: whoever takes it over looks before posting again."""
-    job = _job(row[: len(_JOB_COLUMNS)])
     payload, received_at, leased_before = row[len(_JOB_COLUMNS) :]
+    job = _job(row[: len(_JOB_COLUMNS)], unsure=leased_before is not None)
     event = None
     if job.event_id is not None and payload is not None:
         event = StoredEvent(job.event_id, payload, received_at)
-    return replace(job, unsure=leased_before is not None), event
+    return job, event
 
 
 async def analyze(connection: AsyncConnection) -> None:
@@ -300,13 +301,13 @@ async def claim_followers(
     )
     followers = []
     for row in rows:
-        job = _job(row[: len(_JOB_COLUMNS)])
         due_at, locked_until, locked_by = row[len(_JOB_COLUMNS) :]
+        # Leased before and never finished: it may be in a post already (`Job.unsure`).
+        job = _job(row[: len(_JOB_COLUMNS)], unsure=locked_by is not None)
         leased = locked_until is not None and locked_until >= now
         if job.kind != kind or job.destination != head.destination or due_at > now or leased:
             break
-        # Leased before and never finished: it may be in a post already (`Job.unsure`).
-        followers.append(replace(job, unsure=locked_by is not None))
+        followers.append(job)
     if followers:
         await connection.execute(
             _LEASE,
