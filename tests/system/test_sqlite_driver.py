@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    event,
     insert,
     select,
     text,
@@ -30,6 +29,7 @@ from bridge.settings import normalise_database_url
 from bridge.store import conversations
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
+from tests.support.spies import statements_through_sqlalchemy
 
 metadata = MetaData()
 things = Table(
@@ -168,12 +168,7 @@ async def test_the_reads_before_many_inbox_posts_are_one_trip_past_sqlalchemy(
         await migrate(database)
         async with database.transaction() as connection:
             started = await conversations.start(connection, "support", "3246", "3247", 5.0)
-        through_sqlalchemy: list[str] = []
-        event.listen(
-            database.engine.sync_engine,
-            "before_cursor_execute",
-            lambda _c, _cursor, statement, *_: through_sqlalchemy.append(statement),
-        )
+        through_sqlalchemy = statements_through_sqlalchemy(database)
         before = len(trips)
         found = await asyncio.gather(
             *(

@@ -18,6 +18,7 @@ from bridge.store.db import Database
 from bridge.store.events import StoredEvent
 from bridge.store.migrations import LATEST, STEPS, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
+from tests.support.spies import statements_through_sqlalchemy
 
 
 async def test_migrate_is_idempotent_and_records_the_version(database: Database) -> None:
@@ -132,12 +133,7 @@ async def test_a_claim_brings_each_heads_event_in_the_statements_that_lease_them
     await _enqueue(database, stored["wh_1"], "a")
     await _enqueue(database, stored["wh_2"], "b")
     await _enqueue(database, 999, "c")  # its event is gone
-    statements: list[str] = []
-    event.listen(
-        database.engine.sync_engine,
-        "before_cursor_execute",
-        lambda _c, _cursor, statement, *_: statements.append(statement),
-    )
+    statements = statements_through_sqlalchemy(database)
     async with database.transaction() as connection:
         before = len(trips)
         claimed = await outbox_store.claim(
