@@ -232,8 +232,8 @@ def wrk_watched(url: str, seconds: int) -> tuple[float, Core]:
 
 def disk_sync_ms(directory: Path, syncs: int = 200) -> float:
     """The disk's sync as a SQLite commit of the bench's makes it: 25 pages of 4 KiB written
-    over a file, then `fdatasync`; the median in ms. What a webhook waits for on SQLite and
-    the bare endpoint does not, it varies with the machine's other tenants."""
+    over a file, then `fdatasync`; the median in ms. A webhook on SQLite waits for it and the
+    bare endpoint does not, and it varies with the machine's other tenants."""
     path = directory / "sync-probe"
     page = b"\0" * 4096
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
