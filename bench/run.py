@@ -190,6 +190,7 @@ class Yardstick:
     """The bare endpoint, running beside the bridge for the whole run."""
 
     url: str
+    pid: int
     figures: Figures
 
 
@@ -205,9 +206,11 @@ def settle(pid: int, patience: float = 120.0) -> None:
 
 @dataclass(frozen=True)
 class Core:
-    """What the servers' core did during a run, as shares of its time (`/proc/stat`)."""
+    """What a server cost and what its core did during a run: the server's CPU a request
+    (`/proc/<pid>/stat`, every thread), and its core's idle share (`/proc/stat`)."""
 
-    idle: float  # nothing to run, the disk waits included
+    cpu_us: float  # the server's user and system CPU, per request answered
+    idle: float  # the core's share with nothing to run, the disk waits included
     disk: float  # of which a task of its was waiting for the disk (iowait)
 
 
@@ -220,14 +223,17 @@ def core_times() -> list[int]:
     raise RuntimeError(f"no cpu{SERVER_CPU} in /proc/stat")
 
 
-def wrk_watched(url: str, seconds: int) -> tuple[float, Core]:
-    """`wrk`, and what the servers' core did meanwhile: a server that waits (for a disk sync,
-    a database's answer) leaves its core idle even at saturation."""
-    before = core_times()
+def wrk_watched(url: str, pid: int, seconds: int) -> tuple[float, Core]:
+    """`wrk` against server `pid`, and what it cost the server and its core: the ratio of two
+    servers moves with what each spends a request, and with how long each waits (for a disk
+    sync, a database's answer) with its core idle even at saturation."""
+    before, cpu_before = core_times(), paced.cpu_seconds(pid)
     rps = wrk(url, seconds)
+    cpu = paced.cpu_seconds(pid) - cpu_before
     spent = [after - earlier for after, earlier in zip(core_times(), before, strict=True)]
     total = sum(spent[:8]) or 1  # guest times are counted in user already
-    return rps, Core(idle=(spent[3] + spent[4]) / total, disk=spent[4] / total)
+    requests = rps * seconds or 1
+    return rps, Core(cpu * 1e6 / requests, (spent[3] + spent[4]) / total, spent[4] / total)
 
 
 def disk_sync_ms(directory: Path, syncs: int = 200) -> float:
@@ -252,23 +258,29 @@ def disk_sync_ms(directory: Path, syncs: int = 200) -> float:
 
 
 def ingest(
-    url: str, yardstick: Yardstick | None, seconds: int, rounds: int, busy: int | None = None
+    url: str,
+    pid: int,
+    yardstick: Yardstick | None,
+    seconds: int,
+    rounds: int,
+    *,
+    delivers: bool = False,
 ) -> Figures:
-    """Requests per second at saturation. With a yardstick, in `rounds` rounds of both in
-    turn: the machine's speed drifts within minutes, a round's two runs share its phase.
-    `busy`: a process on the servers' core that goes on working after its round (`serve`'s
-    worker delivering what it took in), waited for before each bare round."""
+    """Requests per second at saturation of server `pid`. With a yardstick, in `rounds`
+    rounds of both in turn: the machine's speed drifts within minutes, a round's two runs
+    share its phase. `delivers`: the server goes on working after its round (`serve`'s
+    worker delivering what it took in), on the servers' core, so each bare round waits."""
     if yardstick is None:
         return Figures(rps=wrk(url, seconds))
     ours, bare, ratios, cores, bare_cores = [], [], [], [], []
     each = max(3, seconds // 2)
     for _ in range(rounds):
-        if busy is not None:
-            settle(busy)
-        rps, core = wrk_watched(yardstick.url, each)
+        if delivers:
+            settle(pid)
+        rps, core = wrk_watched(yardstick.url, yardstick.pid, each)
         bare.append(rps)
         bare_cores.append(core)
-        rps, core = wrk_watched(url, each)
+        rps, core = wrk_watched(url, pid, each)
         ours.append(rps)
         cores.append(core)
         ratios.append(ours[-1] / bare[-1])
@@ -286,7 +298,7 @@ def server_figures(
     url = f"http://127.0.0.1:{port}{PATH}"
     pin(pid, SERVER_CPU)
     wrk(url, 2)  # warm up
-    figures = ingest(url, yardstick, seconds, rounds)
+    figures = ingest(url, pid, yardstick, seconds, rounds)
     if yardstick is not None:
         # Latency at half the bridge's own rate, for both: at half the bare endpoint's the
         # bridge would be past its saturation, and measure only its queue.
@@ -319,7 +331,7 @@ def bare(seconds: int, stack: Runtime) -> Iterator[Yardstick]:
                 assert time.monotonic() < deadline, "bare server did not start"
                 time.sleep(0.1)
         figures = server_figures(port, process.pid, "bare", seconds, None, 1)
-        yield Yardstick(f"http://127.0.0.1:{port}{PATH}", figures)
+        yield Yardstick(f"http://127.0.0.1:{port}{PATH}", process.pid, figures)
     finally:
         process.terminate()
         process.wait()
@@ -413,7 +425,7 @@ def serve_ingest(
         wrk(url, 2)  # warm up
         # The bare endpoint's rounds wait for the worker to have delivered the last round's
         # webhooks: it shares their core, and would slow them.
-        return ingest(url, yardstick, seconds, rounds, busy=full.pid)
+        return ingest(url, full.pid, yardstick, seconds, rounds, delivers=True)
     finally:
         stop(full)
 
@@ -495,22 +507,28 @@ def ingest_cells(figures: Figures) -> str:
     return f"{figures.rps:.0f} req/s | {figures.ratio:.3f}× ({spread(figures.extra['ratios'])})"
 
 
-def idle_cell(cores: list[Core]) -> str:
-    """The median share of its core a server left idle in its rounds, with the rounds' range,
-    and how much of that was waiting for the disk."""
+def core_cell(cores: list[Core]) -> str:
+    """A server's CPU a request and its core's idle share in its rounds (medians, with the
+    rounds' range), and how much of the idle time was waiting for the disk."""
+    cpu = sorted(core.cpu_us for core in cores)
     idle = sorted(core.idle for core in cores)
     disk = statistics.median(core.disk for core in cores)
     return (
-        f"{statistics.median(idle):.0%} (rounds {idle[0]:.0%}–{idle[-1]:.0%}), the disk {disk:.0%}"
+        f"{statistics.median(cpu):.0f} µs ({cpu[0]:.0f}–{cpu[-1]:.0f}); "
+        f"{statistics.median(idle):.0%} ({idle[0]:.0%}–{idle[-1]:.0%}), the disk {disk:.0%}"
     )
 
 
-def idle_row(what: str, figures: Figures) -> str:
-    """A table row: how much of the servers' core each side left idle at saturation."""
+def core_row(what: str, figures: Figures) -> str:
+    """A table row: what each side spent a request in the rounds of `what`, and how much of
+    the servers' core it left idle at saturation."""
+    bare, ours = figures.extra["bare_cores"], figures.extra["cores"]
+    spent = statistics.median(core.cpu_us for core in ours) / statistics.median(
+        core.cpu_us for core in bare
+    )
     return (
-        f"| the servers' core idle during {what} (waiting for the disk) | "
-        f"{idle_cell(figures.extra['bare_cores'])} | {idle_cell(figures.extra['cores'])} "
-        "| — | — |"
+        f"| {what}: CPU a request; the core idle (waiting for the disk) | {core_cell(bare)} | "
+        f"{core_cell(ours)} | {spent:.2f}× the CPU | — |"
     )
 
 
@@ -531,13 +549,13 @@ def table(
         "| --- | --- | --- | --- | --- |",
         f"| ingest, web only, 16 connections (median of {rounds} rounds) | "
         f"{f.bare_rps:.0f} req/s | {ingest_cells(f)} | {target(WEB_TARGET, database)} |",
-        idle_row("web-only ingest", f),
+        core_row("web only", f),
         *(
             [
                 f"| ingest, `serve` with its worker (console), 16 connections (median of "
                 f"{rounds} rounds) | {f.serve.bare_rps:.0f} req/s | {ingest_cells(f.serve)} | "
                 f"{target(SERVE_TARGET, database)} |",
-                idle_row("`serve`'s ingest", f.serve),
+                core_row("`serve`", f.serve),
             ]
             if f.serve
             else []
@@ -665,10 +683,11 @@ def main() -> None:
         "Ingest is measured twice: the web process alone (`serve --no-worker`), and `serve` with",
         "its worker (one process, delivering to the console) on a fresh database.",
         "End to end: `serve` with its worker posting to the fake Slack.",
-        "Idle: the share of the servers' core with nothing to run during the ingest rounds",
-        "(`/proc/stat`), and of it the time its tasks waited for the disk (iowait): a server",
-        "that waits for a disk sync or a database's answer leaves its core idle even at",
-        "saturation, and the bare endpoint waits for neither.",
+        "Under each ingest row, from the same rounds: each server's CPU a request (user and",
+        "system, every thread, `/proc/<pid>/stat`), and the share of the servers' core with",
+        "nothing to run (`/proc/stat`), of it the time its tasks waited for the disk (iowait):",
+        "a server that waits for a disk sync or a database's answer leaves its core idle even",
+        "at saturation, and the bare endpoint waits for neither. The ratio follows both.",
         "",
         f"Machine: {os.cpu_count()} × {model.group(1) if model else platform.machine()}, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
