@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-
 from testkit.fakes.slack import FakeSlack, SlackMessage
 from testkit.fakes.smstools import FakeSmstools
 from testkit.fakes.telegram import FakeTelegram
 from tests.support.alert_fixtures import ONCALL_CHAT, adapters, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
 from tests.support.metrics_fixtures import check_credit, watching_credit
+from tests.support.spies import statements_through_sqlalchemy
 
 MENTION = "<!subteam^S0ONCALL>"
 AGENT_LINE = "32460300000"  # an agent's answer goes out from the line's number
@@ -178,17 +177,10 @@ async def test_a_body_of_delivered_reports_reads_the_open_incidents_once_and_sti
     ) as bridge:
         await bridge.post([report(5, 2005, receiver=f"3247100000{n}") for n in range(3)])
         await deliver(bridge, clock, 3600)
-        reads: list[str] = []
-
-        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if "FROM alert_groups" in statement and "cleared_at IS NULL" in statement:
-                reads.append(statement)
-
-        engine = bridge.app.state.receiver.commits.database.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", count)
+        statements = statements_through_sqlalchemy(bridge.app.state.receiver.commits.database)
         delivered = [report(1, sender="Other", receiver=f"3247200000{n}") for n in range(5)]
         await bridge.post([*delivered, report(1, sender="Clinic")])
-        event.remove(engine, "before_cursor_execute", count)
+        reads = [s for s in statements if "FROM alert_groups" in s and "cleared_at IS NULL" in s]
         await deliver(bridge, clock, 1)
     assert len(reads) == 1  # not once for each of the six delivered messages
     (alert,) = top_level(slack, "C0ONCALL")

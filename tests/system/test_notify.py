@@ -11,7 +11,6 @@ import io
 
 import asyncpg
 import pytest
-from sqlalchemy import event
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
@@ -23,6 +22,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
 from tests.support.harness import wait_until
+from tests.support.spies import statements_through_sqlalchemy
 
 pytestmark = pytest.mark.postgres
 
@@ -130,33 +130,29 @@ async def test_a_worker_hearing_notify_claims_once_for_what_its_own_process_stor
         {"console": ConsoleAdapter("console", output)},
         options=WorkerOptions(poll_interval=3600),
     )
-    claims: list[str] = []
-    event.listen(
-        worker_db.engine.sync_engine,
-        "before_cursor_execute",
-        lambda _c, _cursor, statement, *_: (
-            claims.append(statement) if "SKIP LOCKED" in statement else None
-        ),
-    )
+    statements = statements_through_sqlalchemy(worker_db)
+
+    def claims() -> int:
+        return sum("SKIP LOCKED" in statement for statement in statements)
 
     async def settled() -> bool:
-        before = len(claims)
+        before = claims()
         await asyncio.sleep(0.2)  # a claim woken meanwhile would have started by now
-        return len(claims) == before
+        return claims() == before
 
     running = asyncio.create_task(worker.run())
     try:
         # The claims at start and for connecting the listener (hearing once it answered).
-        await wait_until(lambda: len(claims) >= 2, "the listener connected")
+        await wait_until(lambda: claims() >= 2, "the listener connected")
         await wait_until(settled, "the worker idle")
-        at_rest = len(claims)
+        at_rest = claims()
         # The web process tells its worker of what it stored (`on_stored`) as its commit's
         # NOTIFY arrives: the NOTIFY alone wakes the worker, for one claim, not two.
         await ingest(web, load(None, {}), b"[]", sample("inbox_message"), now=1.0)
         worker.stored()
         await wait_until(lambda: "Order 5531" in output.getvalue(), "the job delivered")
         await wait_until(settled, "the worker idle again")
-        assert len(claims) - at_rest == 2  # the job's, and one once it finished
+        assert claims() - at_rest == 2  # the job's, and one once it finished
     finally:
         await worker.stop()
         await running
