@@ -31,7 +31,6 @@ from bridge.http import edge, telegram_polling
 from bridge.http.chat_events import SlackEvents, TelegramUpdates
 from bridge.http.slack_socket import SlackSocket
 from bridge.http.webhook import WebhookAuth, WebhookReceiver, group_commit, webhook_token
-from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics, endpoint
 from bridge.ops import readiness, retention, telegram_setup
 from bridge.ops.credit import CreditWatch
@@ -311,9 +310,8 @@ def _edges(
     auth, telegram_secret = secrets
     bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
     state.receiver = WebhookReceiver(
-        group_commit(database, config),
+        group_commit(database),
         auth,
-        NotUnderstood(database, config),
         now,
         worker.stored,  # its NOTIFY wakes a worker listening on PostgreSQL
         bodies=bodies,

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.smstools.webhooks import DELIVERY_CODES, WEBHOOK_TYPES
 from bridge.store import credit as credit_store
+from bridge.store import events as events_store
 from bridge.store import gauges as gauges_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 
@@ -210,6 +211,7 @@ class DatabaseView:
             dead = await gauges_store.dead_letters(connection)
             open_groups = await gauges_store.open_alert_groups(connection, at - open_window)
             balance = await credit_store.last_balance(connection)
+            waiting, oldest = await events_store.waiting_backlog(connection)
         depth = GaugeMetricFamily(
             "smsbridge_outbox_depth",
             "Jobs waiting in the outbox, by destination and kind.",
@@ -235,7 +237,17 @@ class DatabaseView:
             "Alert groups with a failure within their repeat interval.",
             value=open_groups,
         )
-        families: list[Metric] = [depth, age, kept, groups]
+        bodies = GaugeMetricFamily(
+            "smsbridge_webhook_bodies_waiting",
+            "Webhook bodies stored but not planned yet (a worker's intake plans them).",
+            value=waiting,
+        )
+        waited = GaugeMetricFamily(
+            "smsbridge_webhook_oldest_waiting_seconds",
+            "How long the oldest webhook body not planned yet has waited; 0 when none waits.",
+            value=0.0 if oldest is None else max(0.0, at - oldest),
+        )
+        families: list[Metric] = [depth, age, kept, groups, bodies, waited]
         if balance is not None:
             families.append(
                 GaugeMetricFamily(

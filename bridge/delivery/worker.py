@@ -1,4 +1,5 @@
-"""The delivery loop: claim due jobs, deliver each, record the outcome.
+"""The delivery loop: plan the webhook bodies stored since (`intake.planning`), claim due
+jobs, deliver each, record the outcome.
 
 Up to `concurrency` jobs run at once, each the head of its own lane, so one slow or
 rate-limited conversation never holds up another. The pacer keeps each destination under its
@@ -37,6 +38,7 @@ from bridge.delivery.handlers import HANDLERS, deliver_inbox_combined
 from bridge.delivery.pacing import AHEAD, Pacer
 from bridge.delivery.supervisor import Named, Supervisor
 from bridge.errors import DeliveryError, Permanent, Reason, Retryable
+from bridge.intake.planning import Intake
 from bridge.jobs import Delivery, Follower, Job, Kind, Unreadable
 from bridge.metrics import Metrics
 from bridge.retry import RetryPolicy, backoff
@@ -107,6 +109,7 @@ class Worker:
             {name: destination.max_rate for name, destination in config.destinations.items()},
             ahead=AHEAD,
         )
+        self.intake = Intake(database, config, self.now, metrics, name=self.name)
         self.claimer = Claimer(database, config, pacer, worker=self.name, lease=self.lease)
         self.failures = FailureRecorder(
             database,
@@ -145,7 +148,9 @@ class Worker:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
         relax_commits()  # claims: one taken back by a power cut is claimed again
         if self.database.dialect == "postgresql":
-            listen = functools.partial(wakeups_store.listen, self.database, self.wake, self._heard)
+            listen = functools.partial(
+                wakeups_store.listen, self.database, self.wake, self._heard, self.name
+            )
             self.supervisor.start(Named("listen", listen))
         else:
             # SQLite has one delivering process: leases still held are from its previous life
@@ -244,17 +249,26 @@ class Worker:
         self._wake.set()
 
     async def drain(self) -> None:
-        """Deliver everything due now and everything that becomes due; for tests and tools."""
+        """Plan every body waiting, deliver everything due now and everything that becomes
+        due; for tests and tools."""
         while True:
-            claimed, _ = await self._claim()
+            claimed, more = await self._claim()
+            if more and not claimed:
+                continue  # bodies still waiting
             if not claimed and not self._inflight:
                 return
             if not claimed:
                 await asyncio.wait(list(self._inflight.values()), return_when="FIRST_COMPLETED")
 
     async def _claim(self) -> tuple[int, bool]:
-        """Start the jobs due now, as many as there are free slots: how many it started, and
-        whether more may be due (it took as many as it asked for, or waited for a slot)."""
+        """Plan the webhook bodies waiting (`intake`), then start the jobs due now, as many as
+        there are free slots: how many it started, and whether more may be due (bodies are
+        still waiting, or it took as many jobs as it asked for, or waited for a slot)."""
+        waiting = await self.intake.plan()
+        claimed, more = await self._claim_jobs()
+        return claimed, more or waiting
+
+    async def _claim_jobs(self) -> tuple[int, bool]:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             await self._woken_within(self.poll_interval)  # go round even with every slot busy

@@ -1,8 +1,8 @@
-"""The HTTP edge for Smstools: receive → verify → parse, then hand over to the group commit
-(`group_commit`, which runs `ingest`).
+"""The HTTP edge for Smstools: receive → verify → parse, then store the raw body through the
+group commit (`group_commit`); the worker's intake plans its events later (`planning`).
 
-Answers 200 only once the body and its events are committed; 503 with `Retry-After` when the
-database could not take them (one log line per group). Errors are JSON that says
+Answers 200 only once the body is committed; 503 with `Retry-After` when the database could
+not take it (one log line per group). Errors are JSON that says
 what is wrong, without echoing the body back. A body must arrive within `BRIDGE_BODY_TIMEOUT`
 (`edge.BodyReader`), and a refusal sent before the body was read closes the connection.
 """
@@ -23,11 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from bridge import json_text, logs
-from bridge.config import Config
 from bridge.http import edge, signature
 from bridge.intake.group_commit import GroupCommit, NotStored
-from bridge.intake.ingest import Body, IngestResult
-from bridge.intake.notices import NotUnderstood
+from bridge.intake.ingest import Body, items_of
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.store import facts as facts_store
@@ -85,20 +83,18 @@ class WebhookAuth:
         )
 
 
-def group_commit(database: Database, config: Config) -> GroupCommit:
+def group_commit(database: Database) -> GroupCommit:
     """The group commit a `WebhookReceiver` stores with; a failure is one log line a group."""
-    return GroupCommit(database, config, _unavailable)
+    return GroupCommit(database, _unavailable)
 
 
 @dataclass
 class WebhookReceiver:
     """Answers Smstools webhooks: checks `auth`, stores each body through `commits`, then
-    calls `on_stored` (the worker's wake-up); events not understood are told to on-call
-    through `not_understood`."""
+    calls `on_stored` (the worker's wake-up: its intake plans the body)."""
 
     commits: GroupCommit
     auth: WebhookAuth
-    not_understood: NotUnderstood
     now: Callable[[], float]
     on_stored: Callable[[], None]
     bodies: edge.BodyReader = field(default_factory=edge.BodyReader)
@@ -132,41 +128,21 @@ class WebhookReceiver:
                 f"{len(items)} events in one body; at most {MAX_EVENTS} are accepted: "
                 "send them in smaller bodies",
             )
-        received_at = self.now()
         try:
-            result = await self.commits.submit(Body(body, items, received_at))
+            await self.commits.submit(Body(body, items, self.now()))
         except NotStored:  # down, locked or too slow (logged once per group): sent again
             return edge.error(503, "the webhook could not be stored; send it again", retry=True)
-        if result.problems:  # before waking the worker: it delivers the notice too
-            told = ((problem.webhook_type, problem.problem) for problem in result.problems)
-            await self.not_understood.tell(told, received_at)
         self.on_stored()
-        self._count(result)
-        return _answer(result)
-
-    def _count(self, result: IngestResult) -> None:
-        for kind, outcome in result.outcomes:
-            log.debug("webhook event %s", outcome, extra={"webhook_type": kind, "outcome": outcome})
-            if self.metrics is not None:
-                self.metrics.webhook_event(kind, outcome)
-        if self.metrics is not None:
-            for code in result.report_codes:
-                self.metrics.delivery_report(code)
-
-
-def _answer(result: IngestResult) -> Response:
-    """The 200 for a stored body. The usual ones (every event understood) are built once and
-    looked up, since building the JSON and the headers is a large share of what answering
-    costs (a `Response` holds nothing of the request it answers: one serves many)."""
-    if result.problems:
-        return JSONResponse(result.as_json())
-    return _rendered(result.accepted, result.duplicates)
+        return _stored(len(items))
 
 
 @functools.lru_cache(maxsize=1024)
-def _rendered(accepted: int, duplicates: int) -> Response:
-    """The answer to a body whose every event was understood."""
-    return JSONResponse(IngestResult(accepted, duplicates).as_json())
+def _stored(events: int) -> Response:
+    """The 200 for a stored body of `events` events, built once for each count: building the
+    JSON and the headers is a large share of what answering costs (a `Response` holds nothing
+    of the request it answers: one serves many). Whether each event is understood, new or a
+    resend is for the intake to find, after the answer."""
+    return JSONResponse({"received": events})
 
 
 def _unavailable(error: Exception, bodies: int) -> None:
@@ -187,8 +163,7 @@ def _parse(body: bytes) -> list[Any] | JSONResponse:
         return edge.error(400, "body is JSON nested too deeply")
     except ValueError as error:
         return edge.error(400, f"body is not valid JSON: {error}")
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list):
-        return document
-    return edge.error(400, "body must be a JSON array of events (or a single event object)")
+    items = items_of(document)
+    if items is None:
+        return edge.error(400, "body must be a JSON array of events (or a single event object)")
+    return items

@@ -1,9 +1,12 @@
 """Group commit: webhook bodies that arrive together share one transaction and one commit.
 
+The request path stores each raw body here and nothing else; the worker's intake
+(`planning`) plans its events and jobs later, in the order the bodies were stored.
+
 Bodies submitted in the same pass of the event loop go together (the pass that read several
 requests parses them all before the group starts), and bodies arriving while a commit is
 under way wait for it and then go together in the next one. Each request is answered only
-after the commit that holds its events (`submit` returns then). When the database cannot take
+after the commit that holds its body (`submit` returns then). When the database cannot take
 a group (down, locked, too slow: `store.db.UNAVAILABLE`), `on_unavailable` hears it once for
 the group and every request in it gets `NotStored`, to answer 503. On SQLite (one connection,
 `synchronous=FULL`) this turns one fsync per webhook into one fsync per group, and it is the
@@ -11,7 +14,8 @@ only webhook writer: the worker's short transactions wait for the connection in 
 queue until the group commit gives it back (within KEEP seconds, even under a steady stream
 of webhooks). On PostgreSQL a second group commits beside the first (its round trip and the
 server's commit overlap the next requests' parsing), except where the two share a
-conversation: then the later one waits, so a conversation's jobs keep their arrival order.
+conversation: then the later one waits, so a conversation's bodies get ids (the order the
+intake plans them in) in the order they arrived.
 
 Where one group commits at a time (SQLite), the next group waits, for up to COMEBACK after a
 commit, for the senders that commit answered: under load they send their next webhook at
@@ -32,8 +36,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import phones
-from bridge.config import Config
-from bridge.intake.ingest import Body, IngestResult, ingest_group
+from bridge.intake.ingest import Body
 from bridge.store import group_writes
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.writes import LastWrite
@@ -56,7 +59,9 @@ IDLE = 0.002  # seconds
 # time only): long enough for the event loop to send the answers and read the next requests,
 # short against a commit.
 COMEBACK = 0.001  # seconds
-_EVERY = "*"  # a body whose planning reads the database (reports) waits for every other
+# A body with reports waits for every other: their planning reads and writes what other
+# conversations share, so they are planned in the order they arrived among all the others.
+_EVERY = "*"
 
 
 class NotStored(Exception):
@@ -66,8 +71,8 @@ class NotStored(Exception):
 @dataclass
 class _Waiting:
     body: Body
-    answer: asyncio.Future[IngestResult]
-    conversations: frozenset[str]  # it plans jobs in these lanes (or _EVERY)
+    answer: asyncio.Future[None]
+    conversations: frozenset[str]  # its jobs will join these lanes (or _EVERY)
 
 
 class GroupCommit:
@@ -77,12 +82,11 @@ class GroupCommit:
     def __init__(
         self,
         database: Database,
-        config: Config,
         on_unavailable: Callable[[Exception, int], None],
         group_events: int = GROUP_EVENTS,
     ) -> None:
         """`on_unavailable(error, bodies)`: called once per group the database could not take."""
-        self.database, self.config, self.group_events = database, config, group_events
+        self.database, self.group_events = database, group_events
         self.on_unavailable = on_unavailable
         self.in_flight = IN_FLIGHT[database.dialect]
         self._waiting: list[_Waiting] = []
@@ -117,10 +121,10 @@ class GroupCommit:
         finally:
             await _close(connections)
 
-    async def submit(self, body: Body) -> IngestResult:
+    async def submit(self, body: Body) -> None:
         """Store `body` with whatever else is waiting; return once it is committed. Raises
         `NotStored` when the database could not take its group."""
-        answer: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Only a second group in flight needs to know what a body shares with the first.
         shares = _conversations(body) if self.in_flight > 1 else frozenset()
         self._waiting.append(_Waiting(body, answer, shares))
@@ -209,14 +213,16 @@ class GroupCommit:
             # the connection this commit just woke it for.
             company = len(group) > 1 or bool(self._waiting)
             async with self._connection(keep=company) as connection:
-                results = await ingest_group(
-                    self.database, connection, self.config, [waiting.body for waiting in group]
+                await group_writes.store(
+                    self.database,
+                    connection,
+                    [group_writes.NewBody(w.body.raw, w.body.received_at) for w in group],
                 )
-                self.writes.succeeded(time.time())  # committed: ingest_group commits
+                self.writes.succeeded(time.time())  # committed: `store` commits
                 self._expected = len(self._waiting) + len(group)  # once all are back
-                for waiting, result in zip(group, results, strict=True):
+                for waiting in group:
                     if not waiting.answer.done():
-                        waiting.answer.set_result(result)
+                        waiting.answer.set_result(None)
         except UNAVAILABLE as error:  # one log line for the group; each request a 503
             self.writes.failed(f"cannot store webhooks ({describe_error(error)})", time.time())
             self.on_unavailable(error, len(group))

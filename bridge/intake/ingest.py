@@ -1,8 +1,9 @@
-"""Store → route → plan: the webhook bodies of one group commit in one transaction.
+"""Parse → route → plan: the webhook bodies the request path stored, in one transaction.
 
-The raw bodies, every event and every outbox job they cause are committed together, before
-any of the webhooks is answered. Events go in with one multi-row INSERT per group (deduplicated
-on `webhook_id`), inbox jobs likewise. Nothing here calls a chat or gateway API.
+The worker's intake (`planning`) hands over the oldest bodies waiting; their events and every
+outbox job they cause are committed together with the bodies' mark as planned. Events go in
+with one multi-row INSERT per group (deduplicated on `webhook_id`), inbox jobs likewise.
+Nothing here calls a chat or gateway API.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from bridge.store.events import OK, UNPARSED
 
 log = logging.getLogger(__name__)
 
-PROBLEMS_LISTED = 20  # a reply lists the first problems only, and counts them all
-
 
 @dataclass
 class Problem:
@@ -41,9 +40,19 @@ class Problem:
 
 @dataclass(frozen=True)
 class Body:
-    """One webhook body: its raw bytes (kept as received) and its parsed items."""
+    """One webhook body as the request path stores it: its raw bytes (kept as received) and
+    its parsed items."""
 
     raw: bytes
+    items: list[Any]
+    received_at: float
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    """A body the request path stored: its id (bodies are planned in id order), its items."""
+
+    id: int
     items: list[Any]
     received_at: float
 
@@ -60,37 +69,36 @@ class IngestResult:
     outcomes: list[tuple[str | None, str]] = field(default_factory=list)
     report_codes: list[int | None] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "not_understood": len(self.problems),
-            "problems": [problem.__dict__ for problem in self.problems[:PROBLEMS_LISTED]],
-        }
+
+def items_of(document: Any) -> list[Any] | None:
+    """A body's events: a JSON array of events, or one event; None for anything else."""
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        return document
+    return None
 
 
-async def ingest(
-    database: Database, config: Config, body: bytes, items: list[Any], now: float
-) -> IngestResult:
-    """Store one parsed webhook body and plan its deliveries, in a transaction of its own."""
-    async with database.autocommit() as connection:
-        (result,) = await ingest_group(database, connection, config, [Body(body, items, now)])
-    return result
-
-
-async def ingest_group(
-    database: Database, connection: AsyncConnection, config: Config, bodies: Sequence[Body]
+async def plan_group(
+    database: Database,
+    connection: AsyncConnection,
+    config: Config,
+    bodies: Sequence[StoredBody],
+    now: float,
+    *,
+    sender: str = "",
 ) -> list[IngestResult]:
-    """Store parsed webhook bodies and plan their deliveries, all in one transaction, from
-    `connection`, which is outside any transaction (`Database.autocommit`).
+    """Store stored bodies' events, plan their deliveries and mark the bodies planned at
+    `now`, in the caller's transaction; the NOTIFY of new jobs names `sender`
+    (`wakeups.announce`).
 
     Events not understood are stored with the reason and reported, never dropped; a
     `webhook_id` seen before (or earlier in the group) counts as a duplicate and changes
-    nothing. A body whose events are all duplicates is not stored again.
+    nothing. A body whose events are all duplicates is deleted (a resend adds nothing).
 
     Inbox jobs need no database to plan, so those of the events before the group's first
-    report go in with the events, in one call (`store.intake`); a report's planning reads
-    the database, so it and everything after it are planned once the events are in.
+    report go in with the events, in one call (`store.group_writes`); a report's planning
+    reads the database, so it and everything after it are planned once the events are in.
     """
     parsed = [[parse_event(item) for item in body.items] for body in bodies]
     flat = [event for body_events in parsed for event in body_events]
@@ -100,10 +108,7 @@ async def ingest_group(
         len(flat),
     )
     group = group_writes_store.GroupWrite(
-        [
-            group_writes_store.NewBody(body.raw, body.received_at, len(body.items))
-            for body in bodies
-        ],
+        [group_writes_store.StoredBody(body.id, len(body.items)) for body in bodies],
         [
             group_writes_store.NewEvent(
                 body=index,
@@ -119,14 +124,9 @@ async def ingest_group(
         ],
         _early_jobs(bodies, parsed, inbox, cut),
     )
-    if cut == len(flat):  # nothing left to plan: one call, in a transaction of its own
-        stored = await group_writes_store.write_alone(database, connection, group)
-        results = await _Planner(database, None, config, stored, inbox, cut).plan(bodies, parsed)
-    else:
-        async with database.transaction_beside(connection) as transaction:
-            stored = await group_writes_store.write(database, transaction, group)
-            planner = _Planner(database, transaction, config, stored, inbox, cut)
-            results = await planner.plan(bodies, parsed)
+    stored = await group_writes_store.write(database, connection, group, now)
+    planner = _Planner(database, connection, config, stored, inbox, cut)
+    results = await planner.plan(bodies, parsed, sender)
     for result in results:
         if result.problems or result.unrouted:
             log.warning(
@@ -156,7 +156,7 @@ def _inbox_job(receiver: str, sender: str) -> InboxJob:
 
 
 def _early_jobs(
-    bodies: Sequence[Body], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
+    bodies: Sequence[StoredBody], parsed: list[list[Any]], inbox: list[_Route | None], cut: int
 ) -> list[group_writes_store.NewEventJob]:
     """The inbox jobs of the events before `cut`, each event once, in arrival order."""
     jobs: list[group_writes_store.NewEventJob] = []
@@ -188,7 +188,7 @@ class _Planner:
     def __init__(
         self,
         database: Database,
-        connection: AsyncConnection | None,  # None: every job went in with the events
+        connection: AsyncConnection,
         config: Config,
         stored: dict[str, int],
         inbox: list[_Route | None],
@@ -203,28 +203,26 @@ class _Planner:
         self.jobs = 0
         self.incidents = alerts.OpenIncidents()  # read once for the group's delivered reports
 
-    async def plan(self, bodies: Sequence[Body], parsed: list[list[Any]]) -> list[IngestResult]:
+    async def plan(
+        self, bodies: Sequence[StoredBody], parsed: list[list[Any]], sender: str = ""
+    ) -> list[IngestResult]:
         results = [
             await self.plan_body(body, body_events)
             for body, body_events in zip(bodies, parsed, strict=True)
         ]
         await self.flush()
-        if self.jobs and self.connection is not None:
-            await wakeups_store.announce(self.database, self.connection)
+        if self.jobs:
+            await wakeups_store.announce(self.database, self.connection, sender)
         return results
-
-    def _connection(self) -> AsyncConnection:
-        assert self.connection is not None, "planning after the cut needs the transaction"
-        return self.connection
 
     async def flush(self) -> None:
         if self.pending:
             await outbox_store.enqueue_many(
-                self.database, self._connection(), self.pending, self.pending_at
+                self.database, self.connection, self.pending, self.pending_at
             )
             self.pending = []
 
-    async def plan_body(self, body: Body, body_events: list[Any]) -> IngestResult:
+    async def plan_body(self, body: StoredBody, body_events: list[Any]) -> IngestResult:
         result = IngestResult()
         now = body.received_at
         for index, event in enumerate(body_events):
@@ -268,7 +266,7 @@ class _Planner:
                 result.report_codes.append(event.message.delivery_code)
                 result.jobs += await reports.plan_delivery(
                     self.database,
-                    self._connection(),
+                    self.connection,
                     self.config,
                     event,
                     event_id,
@@ -278,7 +276,7 @@ class _Planner:
             elif isinstance(event, ReadReport):
                 await self.flush()
                 result.jobs += await reports.plan_read(
-                    self.database, self._connection(), event, event_id, now
+                    self.database, self.connection, event, event_id, now
                 )
         self.jobs += result.jobs
         return result

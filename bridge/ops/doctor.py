@@ -8,6 +8,7 @@ CLI only prints them. Checks talk to the real services through the same SDKs the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,10 +31,12 @@ from bridge.errors import DeliveryError, Reason
 from bridge.ops import telegram_setup
 from bridge.settings import Settings, sqlite_on_ephemeral_disk
 from bridge.smstools.api import SmstoolsApi
+from bridge.store import events as events_store
 from bridge.store.db import UNAVAILABLE, Database, describe_error
 from bridge.store.migrations import LATEST, current_version
 
 TIMEOUT = 10.0  # seconds for each call to a service
+INTAKE_LATE = 60.0  # seconds a stored webhook body may wait for a worker to plan it
 
 
 class Status(StrEnum):
@@ -114,10 +117,13 @@ async def check_database(settings: Settings) -> list[Finding]:
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     findings = []
     database = Database(settings.database_url)
+    waiting: tuple[int, float | None] = (0, None)
     try:
         async with asyncio.timeout(TIMEOUT):
             async with database.transaction() as connection:
                 version = await current_version(connection)
+                if version == LATEST:
+                    waiting = await events_store.waiting_backlog(connection)
     except TimeoutError:
         fix = "check DATABASE_URL, and that the server runs and accepts this machine"
         return [problem("database", f"{where} did not answer within {TIMEOUT:g} s", fix)]
@@ -134,11 +140,31 @@ async def check_database(settings: Settings) -> list[Finding]:
         findings.append(problem("database", what, "upgrade smsbridge"))
     else:
         findings.append(ok("database", f"{where} answers; schema version {version} (current)"))
+        findings.append(intake_finding(*waiting, time.time()))
     if sqlite_on_ephemeral_disk(settings):
         what = f"SQLite on a disk this platform wipes at restart ({settings.ephemeral_disk} is set)"
         fix = "attach PostgreSQL and set DATABASE_URL to it"
         findings.append(problem("database", what, fix))
     return findings
+
+
+def intake_finding(waiting: int, oldest: float | None, now: float) -> Finding:
+    """Webhook bodies stored but not planned yet: a worker plans them within moments, so
+    one waiting for a minute means no worker runs (or it cannot keep up)."""
+    if not waiting or oldest is None:
+        return ok("intake", "no webhook body waits to be planned")
+    age = max(0.0, now - oldest)
+    what = f"{waiting} webhook bodies wait to be planned, the oldest for {_minutes(age)}"
+    if age < INTAKE_LATE:
+        return ok("intake", what)
+    fix = "start a worker (`smsbridge worker`, or `smsbridge serve` without --no-worker)"
+    return problem("intake", f"{what}: no message or report in them reaches anyone", fix)
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def check_config(path: Path | None, settings: Settings) -> tuple[Config | None, list[Finding]]:

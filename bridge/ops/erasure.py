@@ -1,6 +1,8 @@
 """Erasure on request: `smsbridge forget NUMBER` removes what is stored about one customer.
 
-Their messages' text and their number go from events, raw bodies, delivery statuses, outbox
+Webhook bodies still waiting for the worker's intake lose the customer's events first (a body
+of only theirs is deleted): those were never shown to anyone, and never will be. Then their
+messages' text and their number go from events, raw bodies, delivery statuses, outbox
 jobs (lanes and payloads) and alert groups; what agents wrote in the customer's threads goes
 from the chat events; their conversations, the links to the chat messages that showed them,
 the replies sent to them and their opt-out are deleted. Counts stay right: events, statuses,
@@ -22,9 +24,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import phones
+from bridge import json_text, phones
 from bridge.intake import alerts
 from bridge.intake.agent_messages import places
+from bridge.intake.ingest import items_of
 from bridge.jobs import (
     AnswerShownJob,
     ConversationKey,
@@ -50,6 +53,7 @@ class Erased:
     number: str
     events: int = 0
     raw_bodies: int = 0
+    waiting: int = 0  # events taken out of bodies not planned yet
     jobs: int = 0
     closed_jobs: int = 0
     statuses: int = 0
@@ -64,9 +68,9 @@ class Erased:
 
     @property
     def anything(self) -> bool:
-        counts = (self.events, self.raw_bodies, self.jobs, self.statuses, self.conversations)
-        more = (self.chat_links, self.replies, self.chat_events, self.opt_outs, self.alert_groups)
-        return any(counts) or any(more)
+        stored = (self.events, self.raw_bodies, self.waiting, self.jobs, self.statuses)
+        linked = (self.conversations, self.chat_links, self.replies, self.chat_events)
+        return any(stored) or any(linked) or bool(self.opt_outs or self.alert_groups)
 
     def lines(self) -> list[str]:
         who = phones.international(self.number)
@@ -76,6 +80,7 @@ class Erased:
             f"erased what was stored about {who}:",
             f"  events: {self.events} (text and numbers erased; each still counted)",
             f"  raw webhook bodies: {self.raw_bodies} deleted",
+            f"  events not planned yet: {self.waiting} taken out of their bodies (never shown)",
             f"  outbox jobs: {self.jobs} (number erased; {self.closed_jobs} not delivered, closed)",
             f"  delivery statuses: {self.statuses} (numbers erased)",
             f"  conversations: {self.conversations} deleted, "
@@ -116,6 +121,13 @@ def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
     if event.status != "ok":
         return _mentions(event.payload, number)
     return False
+
+
+def _item_concerns(item: Any, number: str) -> bool:
+    """Whether an event not stored yet is about the customer: a sender or receiver field, or
+    the number anywhere in it."""
+    found = any(phones.key(value) == number for value in _number_fields(item))
+    return found or _mentions(json_text.compact(item), number)
 
 
 def _mentions(text: str, number: str) -> bool:
@@ -207,6 +219,7 @@ async def forget(database: Database, number: str, now: float) -> Erased:
     """Erase what is stored about the customer with this number key (`phones.key`), then
     overwrite the old copies on disk (`Erased.disk` says whether that finished)."""
     erased = Erased(number)
+    erased.waiting = await _erase_waiting(database, number)
     async with database.transaction() as connection:
         threads = await erasure_store.conversations_of(connection, number)
         conversation_ids = [thread.id for thread in threads]
@@ -250,6 +263,26 @@ async def forget(database: Database, number: str, now: float) -> Erased:
     # Even when nothing was found: an earlier run may have erased without finishing this.
     erased.disk = await scrub(database, erasure_store.TABLES)
     return erased
+
+
+async def _erase_waiting(database: Database, number: str) -> int:
+    """Take the customer's events out of the bodies the intake has not planned yet (before
+    the events are scanned: a body planned meanwhile is left alone, and its events found
+    there); returns how many."""
+    taken = 0
+    async for body in _scan(database, erasure_store.waiting_after):
+        try:
+            items = items_of(json_text.read(body.raw)) or []
+        except (ValueError, RecursionError):
+            items = []
+        others = [item for item in items if not _item_concerns(item, number)]
+        if len(others) == len(items) and not _mentions(body.raw.decode("utf-8", "replace"), number):
+            continue
+        raw = json.dumps(others, ensure_ascii=False).encode() if others else None
+        async with database.transaction() as connection:
+            if await erasure_store.rewrite_waiting(connection, body.id, raw):
+                taken += max(len(items) - len(others), 1)
+    return taken
 
 
 async def _erase_jobs(

@@ -312,19 +312,14 @@ class Database:
         one would run before the BEGIN.) Prepared once per connection and kept with it:
         directly, a named statement; behind a pooler, an unnamed one that asyncpg parses
         again in the same round trip as each run (asked for anew, a description would cost a
-        round trip of its own first). A connection found closed is shown to SQLAlchemy,
+        round trip of its own first). PostgreSQL plans a kept statement again after a schema
+        change; only one whose result columns changed would be refused, and the webhook
+        path's returns none of a table's. A connection found closed is shown to SQLAlchemy,
         which then drops it and the pool's older connections, as it does when one of its own
         statements finds it."""
         driver, prepared = await _asyncpg(connection)
         try:
-            try:
-                return await _run_prepared(driver, prepared, statement, args)
-            except asyncpg.InvalidCachedStatementError:
-                # A schema change since it was prepared (a migration from elsewhere) refused
-                # it before it did anything: run it once more, prepared anew, as asyncpg's
-                # own statement cache does.
-                del prepared[statement]
-                return await _run_prepared(driver, prepared, statement, args)
+            return await _run_prepared(driver, prepared, statement, args)
         except Exception:
             prepared.pop(statement, None)  # prepared again at its next run
             if driver.is_closed():

@@ -16,6 +16,7 @@ from sqlalchemy import Column, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
+from bridge.store import events as events_store
 from bridge.store.outbox import DONE
 from bridge.store.schema import (
     alert_groups,
@@ -66,6 +67,31 @@ async def erase_events(connection: AsyncConnection, ids: Collection[int], now: f
     """Blank the events' content (text and numbers); the rows stay, so a retried webhook is
     still known. Returns how many were erased now."""
     return await _erase(connection, events.c.id, ids, now, payload=ERASED_PAYLOAD)
+
+
+async def waiting_after(
+    connection: AsyncConnection, after: int, limit: int
+) -> list[events_store.WaitingBody]:
+    """Webhook bodies not planned yet (their events not stored), in id order after `after`."""
+    query = (
+        select(webhook_requests.c.id, webhook_requests.c.received_at, webhook_requests.c.body)
+        .where(webhook_requests.c.id > after, webhook_requests.c.planned_at.is_(None))
+        .order_by(webhook_requests.c.id)
+        .limit(limit)
+    )
+    rows = await connection.execute(query)
+    return [events_store.WaitingBody(id, at, bytes(raw)) for id, at, raw in rows]
+
+
+async def rewrite_waiting(connection: AsyncConnection, body_id: int, raw: bytes | None) -> bool:
+    """Replace a body not planned yet with `raw`, or delete it (None); False when the intake
+    planned it meanwhile (its events are then stored, and erased as those are)."""
+    waiting = (webhook_requests.c.id == body_id) & webhook_requests.c.planned_at.is_(None)
+    if raw is None:
+        result = await connection.execute(delete(webhook_requests).where(waiting))
+    else:
+        result = await connection.execute(update(webhook_requests).where(waiting).values(body=raw))
+    return bool(result.rowcount)
 
 
 async def delete_bodies_of(connection: AsyncConnection, event_ids: Collection[int]) -> int:

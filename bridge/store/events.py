@@ -1,5 +1,5 @@
-"""Raw webhook bodies and the events in them: read back (the webhook path writes them with
-`store/intake.py`)."""
+"""Raw webhook bodies and the events in them: read back (the webhook path stores the bodies,
+and the worker's intake their events, with `store/group_writes.py`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,44 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.schema import events
+from bridge.store.schema import events, webhook_requests
 
 OK = "ok"  # an event's status: understood
 UNPARSED = "unparsed"  # stored and counted, `problem` says why it was not understood
+
+
+@dataclass(frozen=True)
+class WaitingBody:
+    """A body stored by the webhook path whose events the intake has not planned yet."""
+
+    id: int
+    received_at: float
+    raw: bytes
+
+
+_UNPLANNED = webhook_requests.c.planned_at.is_(None)
+_WAITING = (
+    select(webhook_requests.c.id, webhook_requests.c.received_at, webhook_requests.c.body)
+    .where(_UNPLANNED)
+    .order_by(webhook_requests.c.id)
+    .limit(bindparam("limit"))
+)
+
+
+async def waiting(connection: AsyncConnection, limit: int) -> list[WaitingBody]:
+    """The oldest bodies not planned yet, oldest first (through their partial index)."""
+    rows = await connection.execute(_WAITING, {"limit": limit})
+    return [WaitingBody(id, received_at, bytes(raw)) for id, received_at, raw in rows]
+
+
+async def waiting_backlog(connection: AsyncConnection) -> tuple[int, float | None]:
+    """How many bodies wait for the intake, and when the oldest of them arrived."""
+    row = (
+        await connection.execute(
+            select(func.count(), func.min(webhook_requests.c.received_at)).where(_UNPLANNED)
+        )
+    ).one()
+    return int(row[0]), row[1]
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
-"""The webhook path's writes: a group's raw bodies, its events and the inbox jobs they plan,
-in one call to the database.
+"""The webhook path's writes, in two steps: the request path stores each group's raw bodies
+(`store`), and the worker's intake later stores their events and the inbox jobs they plan
+(`write`), each in one call to the database.
 
-This is the one hot path of the bridge (every webhook goes through it), so it is written for
-the round trip, not for the query builder: on SQLite the whole write runs as one call on the
-driver's own thread (one hop from the event loop instead of one per statement); on PostgreSQL
-it is one statement (data-modifying CTEs over `unnest` arrays, one round trip), run on asyncpg
-itself (`Database.fetch_on_asyncpg`). Both do the same thing, in the caller's transaction:
+Every webhook goes through both, so they are written for the round trip, not for the query
+builder: on SQLite each runs as one call on the driver's own thread (one hop from the event
+loop instead of one per statement); on PostgreSQL each is one statement (data-modifying CTEs
+over `unnest` arrays, one round trip), the request path's run on asyncpg itself
+(`Database.fetch_on_asyncpg`). `write` does, in the caller's transaction:
 
-- every body is kept, unless each of its events was a duplicate (a resend adds nothing);
+- every body is marked planned, unless each of its events was a duplicate: then it is
+  deleted (a resend adds nothing);
 - every event is kept; one whose `webhook_id` was stored before, or comes earlier in the
   group, is a duplicate and is skipped (events without a `webhook_id` are always kept);
 - every job is added for its event only if that event was stored now, in the order given
@@ -35,9 +37,13 @@ _JobRow = tuple[str, str, str, str, str, float]  # webhook_id, destination, lane
 
 # A group's rows, one per body, event and job, built for every webhook: named tuples, cheaper
 # to build than frozen dataclasses (which set each field through `object.__setattr__`).
-class NewBody(NamedTuple):
+class NewBody(NamedTuple):  # as the request path stores it
     raw: bytes
     received_at: float
+
+
+class StoredBody(NamedTuple):  # as the intake plans it
+    id: int
     events: int  # how many items it holds: a body of none is kept
 
 
@@ -60,41 +66,40 @@ class NewEventJob(NamedTuple):
 
 @dataclass(frozen=True)
 class GroupWrite:
-    bodies: Sequence[NewBody]
+    bodies: Sequence[StoredBody]
     events: Sequence[NewEvent]
     jobs: Sequence[NewEventJob]
 
 
-async def write_alone(
-    database: Database, connection: AsyncConnection, group: GroupWrite
-) -> dict[str, int]:
-    """Store a group in a transaction of its own, in one call (the common case: nothing
-    else to plan), on a connection outside any transaction (`Database.autocommit`); return
-    the ids of the events stored now, by `webhook_id`. Workers listening on PostgreSQL hear
-    of the new jobs once it commits."""
+async def store(database: Database, connection: AsyncConnection, bodies: Sequence[NewBody]) -> None:
+    """Store raw bodies in a transaction of their own, in one call, in the order given (their
+    ids are the order the intake plans them in), on a connection outside any transaction
+    (`Database.autocommit`). Workers listening on PostgreSQL hear of them once it commits."""
     if database.dialect == "sqlite":
         # The webhook path's commits always survive a power cut (FULL).
-        return await database.on_sqlite_thread(
-            connection, sqlite_transaction, "FULL", _write_sqlite, *_sqlite_rows(group)
+        await database.on_sqlite_thread(
+            connection, sqlite_transaction, "FULL", _store_sqlite, bodies
         )
-    return await _write_postgresql(database, connection, group, alone=True)
+        return
+    received = [body.received_at for body in bodies]
+    raw = [body.raw for body in bodies]
+    await database.fetch_on_asyncpg(connection, _STORE_POSTGRESQL, received, raw, wakeups.CHANNEL)
 
 
 async def write(
-    database: Database, connection: AsyncConnection, group: GroupWrite
+    database: Database, connection: AsyncConnection, group: GroupWrite, now: float
 ) -> dict[str, int]:
-    """Store a group in the caller's transaction; return the ids of the events stored now,
-    by `webhook_id`."""
+    """Store a group's events and jobs in the caller's transaction, and mark its bodies
+    planned at `now`; return the ids of the events stored now, by `webhook_id`."""
     if database.dialect == "sqlite":
-        return await database.on_sqlite_thread(connection, _write_sqlite, *_sqlite_rows(group))
-    return await _write_postgresql(database, connection, group, alone=False)
+        return await database.on_sqlite_thread(connection, _write_sqlite, *_sqlite_rows(group), now)
+    return await _write_postgresql(connection, group, now)
 
 
 async def prepare(database: Database, connection: AsyncConnection) -> None:
-    """Have `write_alone`'s statement ready on `connection`, one of `Database.autocommit`'s
-    on PostgreSQL, before the first group: planning it is a round trip of its own, longer
-    than a run."""
-    await database.prepare_on_asyncpg(connection, _POSTGRESQL)
+    """Have `store`'s statement ready on `connection`, one of `Database.autocommit`'s on
+    PostgreSQL, before the first group: planning it is a round trip of its own."""
+    await database.prepare_on_asyncpg(connection, _STORE_POSTGRESQL)
 
 
 def _job_rows(jobs: Sequence[NewEventJob]) -> list[_JobRow]:
@@ -111,11 +116,14 @@ def _job_columns(destination: str, payload: Payload) -> tuple[str, str, str]:
     return lane(destination, payload), payload.kind, payload.model_dump_json()
 
 
-def _sqlite_rows(group: GroupWrite) -> tuple[Sequence[NewBody], Sequence[NewEvent], list[_JobRow]]:
+def _sqlite_rows(
+    group: GroupWrite,
+) -> tuple[Sequence[StoredBody], Sequence[NewEvent], list[_JobRow]]:
     return group.bodies, group.events, _job_rows(group.jobs)
 
 
 _SQLITE_BODY = "INSERT INTO webhook_requests (received_at, body) VALUES (?, ?)"
+_SQLITE_PLANNED = "UPDATE webhook_requests SET planned_at = ? WHERE id = ?"
 _SQLITE_EVENT = (
     "INSERT INTO events (request_id, webhook_id, webhook_type, status, problem, payload, "
     "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO NOTHING"
@@ -128,26 +136,28 @@ _SQLITE_JOB = (
 )
 
 
+def _store_sqlite(connection: sqlite3.Connection, bodies: Sequence[NewBody]) -> None:
+    """Runs on the driver's thread, inside a transaction (the write lock held)."""
+    connection.executemany(_SQLITE_BODY, [(body.received_at, body.raw) for body in bodies])
+
+
 def _write_sqlite(
     connection: sqlite3.Connection,
-    bodies: Sequence[NewBody],
+    bodies: Sequence[StoredBody],
     events: Sequence[NewEvent],
     jobs: Sequence[_JobRow],
+    now: float,
 ) -> dict[str, int]:
     """Runs on the driver's thread, inside a transaction (the write lock held)."""
     cursor = connection.cursor()
     try:
-        request_ids: list[int] = []
-        for body in bodies:
-            cursor.execute(_SQLITE_BODY, (body.received_at, body.raw))
-            request_ids.append(_rowid(cursor))
         kept = [body.events == 0 for body in bodies]
         stored: dict[str, int] = {}
         for event in events:
             cursor.execute(
                 _SQLITE_EVENT,
                 (
-                    request_ids[event.body],
+                    bodies[event.body].id,
                     event.webhook_id,
                     event.webhook_type,
                     event.status,
@@ -168,9 +178,9 @@ def _write_sqlite(
                 if webhook_id in stored
             ],
         )
-        added_nothing = [(request_ids[index],) for index, keep in enumerate(kept) if not keep]
-        if added_nothing:
-            cursor.executemany(_SQLITE_FORGET, added_nothing)
+        marks = list(zip(bodies, kept, strict=True))
+        cursor.executemany(_SQLITE_PLANNED, [(now, body.id) for body, keep in marks if keep])
+        cursor.executemany(_SQLITE_FORGET, [(body.id,) for body, keep in marks if not keep])
         return stored
     finally:
         cursor.close()
@@ -181,74 +191,82 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
     return cursor.lastrowid
 
 
-# One statement, one round trip: ids for the bodies and jobs are taken from their sequences
-# in order, the events go in (duplicates skipped), and only then are the bodies that added
-# something and the jobs of events stored now written. The CTEs see one snapshot, so a body
-# is kept by looking at what the events' INSERT returned, not at the table.
-# Rows come only from `unnest`: the planner guesses its rows alike for any parameters (where
-# it takes generate_series' unknown bounds for 1000 rows), so after five runs it keeps one
-# plan for all (hash joins, whatever the size) instead of planning every group anew. Each
-# sequence is looked up once per run (a subquery), not once per row.
+# The request path's one statement: the bodies in the order given, then a NOTIFY (sent when
+# the transaction commits) for the workers' intake.
+_STORE_POSTGRESQL = """
+WITH stored AS (
+    INSERT INTO webhook_requests (received_at, body)
+    SELECT b.received_at, b.body
+    FROM unnest($1::float8[], $2::bytea[]) WITH ORDINALITY AS b(received_at, body, n)
+    ORDER BY b.n
+    RETURNING 1
+)
+SELECT pg_notify($3, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+"""
+
+# The intake's statement: the events go in (duplicates skipped), and only then are the jobs
+# of events stored now written, the bodies that added something marked planned and the
+# others deleted. The CTEs see one snapshot, so a body is kept by looking at what the events'
+# INSERT returned, not at the table. Job ids are taken from their sequence in order. (The
+# intake's transaction announces the jobs: `wakeups.announce`.)
 _POSTGRESQL = f"""
-WITH body_ids AS MATERIALIZED (
-    SELECT nextval((SELECT pg_get_serial_sequence('webhook_requests', 'id')::regclass)) AS id, n
-    FROM unnest($3::int[]) WITH ORDINALITY AS b(events, n)
+WITH given_bodies AS (
+    SELECT id, events, n FROM unnest($1::bigint[], $2::int[]) WITH ORDINALITY AS b(id, events, n)
 ),
 new_events AS (
     INSERT INTO events
         (request_id, webhook_id, webhook_type, status, problem, payload, received_at)
-    SELECT body_ids.id, e.webhook_id, e.webhook_type, e.status, e.problem, e.payload,
+    SELECT given_bodies.id, e.webhook_id, e.webhook_type, e.status, e.problem, e.payload,
         e.received_at
-    FROM unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-            $10::float8[])
+    FROM unnest($3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::float8[])
         WITH ORDINALITY
         AS e(body, webhook_id, webhook_type, status, problem, payload, received_at, n)
-    JOIN body_ids ON body_ids.n = e.body
+    JOIN given_bodies ON given_bodies.n = e.body
     ORDER BY e.n
     ON CONFLICT (webhook_id) DO NOTHING
     RETURNING webhook_id, id, request_id
 ),
-bodies AS (
-    INSERT INTO webhook_requests (id, received_at, body)
-    SELECT body_ids.id, b.received_at, b.body
-    FROM unnest($1::bytea[], $2::float8[], $3::int[]) WITH ORDINALITY
-        AS b(body, received_at, events, n)
-    JOIN body_ids USING (n)
-    WHERE b.events = 0 OR body_ids.id IN (SELECT request_id FROM new_events)
+planned AS (
+    UPDATE webhook_requests SET planned_at = $16
+    FROM given_bodies
+    WHERE webhook_requests.id = given_bodies.id
+        AND (given_bodies.events = 0 OR given_bodies.id IN (SELECT request_id FROM new_events))
+),
+forgotten AS (
+    DELETE FROM webhook_requests
+    USING given_bodies
+    WHERE webhook_requests.id = given_bodies.id
+        AND given_bodies.events > 0
+        AND given_bodies.id NOT IN (SELECT request_id FROM new_events)
 ),
 job_ids AS MATERIALIZED (
     SELECT nextval((SELECT pg_get_serial_sequence('outbox', 'id')::regclass)) AS id, n
-    FROM unnest($11::text[]) WITH ORDINALITY AS j(webhook_id, n)
+    FROM unnest($10::text[]) WITH ORDINALITY AS j(webhook_id, n)
 ),
 jobs AS (
     INSERT INTO outbox (id, event_id, destination, lane, kind, status, attempts,
         next_attempt_at, created_at, payload, admitted)
     SELECT job_ids.id, new_events.id, j.destination, j.lane, j.kind, 'pending', 0, j.at,
         j.at, j.payload, {ADMITTED_WHEN_STORED["postgresql"]}
-    FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[],
-            $16::float8[])
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
+            $15::float8[])
         WITH ORDINALITY AS j(webhook_id, destination, lane, kind, payload, at, n)
     JOIN job_ids USING (n)
     JOIN new_events USING (webhook_id)
     ORDER BY j.n
     ON CONFLICT DO NOTHING
-    RETURNING 1
-),
-announced AS (  -- a NOTIFY is sent when (and only if) the transaction commits
-    SELECT pg_notify($17, '') FROM (SELECT 1 FROM jobs LIMIT 1) AS planned
 )
-SELECT webhook_id, id FROM new_events, (SELECT count(*) FROM announced) AS once
-WHERE webhook_id IS NOT NULL
+SELECT webhook_id, id FROM new_events WHERE webhook_id IS NOT NULL
 """
 
 
 async def _write_postgresql(
-    database: Database, connection: AsyncConnection, group: GroupWrite, *, alone: bool
+    connection: AsyncConnection, group: GroupWrite, now: float
 ) -> dict[str, int]:
     bodies, events, jobs = group.bodies, group.events, _job_rows(group.jobs)
     parameters: list[Any] = [
-        [body.raw for body in bodies],
-        [body.received_at for body in bodies],
+        [body.id for body in bodies],
         [body.events for body in bodies],
         [event.body + 1 for event in events],  # WITH ORDINALITY counts from 1
         [event.webhook_id for event in events],
@@ -262,9 +280,6 @@ async def _write_postgresql(
     for job in jobs:
         for column, value in zip(columns, job, strict=True):
             column.append(value)
-    parameters += [*columns, wakeups.CHANNEL]
-    if alone:  # a transaction of its own: the statement runs on asyncpg itself
-        rows = await database.fetch_on_asyncpg(connection, _POSTGRESQL, *parameters)
-    else:  # in SQLAlchemy's transaction
-        rows = list(await connection.exec_driver_sql(_POSTGRESQL, tuple(parameters)))
+    parameters += [*columns, now]
+    rows: list[Any] = list(await connection.exec_driver_sql(_POSTGRESQL, tuple(parameters)))
     return {str(webhook_id): int(event_id) for webhook_id, event_id in rows}

@@ -248,6 +248,14 @@ STEPS: Sequence[Sequence[Statement]] = (
         },
         {"sqlite": "CREATE INDEX outbox_unadmitted ON outbox (id) WHERE admitted = 0"},
     ),
+    (
+        # The webhook path stores the raw body alone; the worker's intake plans its events
+        # and jobs later, oldest body first (`intake.planning`). Bodies stored before are
+        # planned already.
+        "ALTER TABLE webhook_requests ADD COLUMN planned_at {float}",
+        "UPDATE webhook_requests SET planned_at = received_at",
+        "CREATE INDEX webhook_requests_unplanned ON webhook_requests (id) WHERE planned_at IS NULL",
+    ),
 )
 
 LATEST = len(STEPS)

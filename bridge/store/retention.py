@@ -87,7 +87,11 @@ def _event_contents(cutoffs: Cutoffs) -> Select[Any]:
 
 
 def _raw_bodies(cutoffs: Cutoffs) -> Select[Any]:
-    return select(webhook_requests.c.id).where(webhook_requests.c.received_at < cutoffs.raw_bodies)
+    # A body still waiting for the intake is kept whatever its age: its events are not stored yet.
+    return select(webhook_requests.c.id).where(
+        webhook_requests.c.received_at < cutoffs.raw_bodies,
+        webhook_requests.c.planned_at.is_not(None),
+    )
 
 
 async def _delete_bodies(connection: AsyncConnection, ids: list[Any], _now: float) -> None:

@@ -42,13 +42,15 @@ holds = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-# Every webhook body exactly as it arrived, committed before the answer.
+# Every webhook body exactly as it arrived, committed before the answer; `planned_at` is set
+# once the worker's intake stored its events and planned their jobs (NULL: waiting for it).
 webhook_requests = Table(
     "webhook_requests",
     metadata,
     Column("id", BigInteger, primary_key=True),
     Column("received_at", Float, nullable=False),
     Column("body", LargeBinary, nullable=False),
+    Column("planned_at", Float),
 )
 
 # One row per event of a body; `webhook_id` is unique so a resent event is recognised.

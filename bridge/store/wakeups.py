@@ -24,21 +24,23 @@ CHANNEL = "smsbridge_outbox"
 HEARING_TIMEOUT = 5.0  # seconds a new LISTEN waits for its own test NOTIFY
 
 
-async def announce(database: Database, connection: AsyncConnection) -> None:
-    """Tell listening workers that jobs are due (sent when the transaction commits)."""
+async def announce(database: Database, connection: AsyncConnection, sender: str = "") -> None:
+    """Tell listening workers that jobs are due (sent when the transaction commits). A worker
+    that planned them and claims next anyway names itself as `sender`: it does not hear it."""
     if database.dialect == "postgresql":
-        await connection.execute(text(f"NOTIFY {CHANNEL}"))
-
-
-HEARING_TIMEOUT = 5.0  # seconds a new LISTEN waits for its own test NOTIFY
+        await connection.execute(
+            text("SELECT pg_notify(:channel, :sender)"), {"channel": CHANNEL, "sender": sender}
+        )
 
 
 async def listen(
     database: Database,
     on_notify: Callable[[], None],
     hearing: Callable[[bool], None] = lambda _: None,
+    own: str = "",
 ) -> None:
-    """Call `on_notify` for every NOTIFY until cancelled; reconnect after losing the server.
+    """Call `on_notify` for every NOTIFY until cancelled (but those `own` sent, when given:
+    `announce`'s sender); reconnect after losing the server.
     `hearing(True)` once a LISTEN heard its own test NOTIFY, `hearing(False)` when it ends.
 
     Every (re)connection also calls `on_notify` once: a NOTIFY may have been missed meanwhile.
@@ -50,7 +52,7 @@ async def listen(
     failures = 0
     while True:
         try:
-            if await _listen_once(database, on_notify, hearing):
+            if await _listen_once(database, on_notify, hearing, own):
                 return
             failures = 0
         except UNAVAILABLE as error:
@@ -60,7 +62,7 @@ async def listen(
 
 
 async def _listen_once(
-    database: Database, on_notify: Callable[[], None], hearing: Callable[[bool], None]
+    database: Database, on_notify: Callable[[], None], hearing: Callable[[bool], None], own: str
 ) -> bool:
     """Listen on one connection until it is lost (False), or find that LISTEN cannot hear
     here (True: poll instead)."""
@@ -75,9 +77,10 @@ async def _listen_once(
     try:
         heard = asyncio.Event()
 
-        def notified(*_: object) -> None:
+        def notified(_connection: object, _pid: int, _channel: str, sender: str) -> None:
             heard.set()
-            on_notify()
+            if not own or sender != own:
+                on_notify()
 
         await connection.add_listener(CHANNEL, notified)
         async with database.transaction() as planning:

@@ -233,8 +233,8 @@ def _webhook(bridge: BridgeProcess, *events: dict[str, Any]) -> None:
     url = f"{bridge.url}/webhooks/smstools/{TOKEN}"
     answer = httpx.post(url, json=list(events), timeout=10)
     answer.raise_for_status()
-    if answer.json()["accepted"] != len(events):
-        raise RuntimeError(f"the bridge did not accept every event: {answer.text}")
+    if answer.json() != {"received": len(events)}:
+        raise RuntimeError(f"the bridge did not receive every event: {answer.text}")
 
 
 def _answer(bridge: BridgeProcess, slack: FakeSlack, thread_ts: str, text: str) -> MemberMessage:

@@ -89,7 +89,7 @@ def test_half_a_request_line_is_closed_after_the_header_timeout_while_webhooks_a
     finally:
         half.close()
         silent.close()
-    assert normal.status_code == 200 and normal.json()["accepted"] == 1
+    assert normal.status_code == 200 and normal.json() == {"received": 1}
     assert HEADER_TIMEOUT - 0.1 <= half_closed < HEADER_TIMEOUT + MARGIN
     assert HEADER_TIMEOUT - 0.1 <= silent_closed < HEADER_TIMEOUT + MARGIN
     print(f"half a request line: closed after {half_closed:.2f}s")

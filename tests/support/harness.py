@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +19,10 @@ from bridge.app import Options, create_app
 from bridge.chat.base import ChatAdapter
 from bridge.config import Config
 from bridge.delivery.worker import Worker
+from bridge.intake.group_commit import GroupCommit
+from bridge.intake.ingest import Body
 from bridge.settings import Settings
+from bridge.store.db import Database
 
 TOKEN = "test-webhook-token-0123456789-abcdefgh"
 
@@ -60,6 +65,21 @@ class RunningBridge:
 
     async def post(self, body: object, token: str = TOKEN) -> httpx.Response:
         return await self.client.post(f"/webhooks/smstools/{token}", json=body)
+
+    async def plan(self) -> None:
+        """Run the worker's intake until no stored body waits (for a bridge whose worker does
+        not run: one that runs plans them itself)."""
+        while await self.worker.intake.plan():
+            pass
+
+
+async def store_webhook(database: Database, items: list[Any], received_at: float) -> None:
+    """Store a webhook body as the request path does; a worker's intake plans it."""
+    commits = GroupCommit(database, lambda error, bodies: None)
+    try:
+        await commits.submit(Body(json.dumps(items).encode(), items, received_at))
+    finally:
+        await commits.close()
 
 
 @asynccontextmanager

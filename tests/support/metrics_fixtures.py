@@ -116,6 +116,7 @@ async def scripted_run(bridge: RunningBridge, clock: Clock, slack: FakeSlack) ->
     slack.set_error("C0SUPPORT", None)
 
     assert (await bridge.post([inbox("32470444444", "later")])).status_code == 200
+    await bridge.plan()  # planned, not delivered
     clock.advance(90)  # not delivered: waits in the outbox for 90 s
 
 

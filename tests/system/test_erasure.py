@@ -109,8 +109,9 @@ async def test_forget_erases_a_customer_and_leaves_the_rest(
                 ]
             )
             await deliver(bridge, clock)
-            # One more message from the customer, not delivered yet.
+            # One more message from the customer, planned but not delivered yet.
             await bridge.post([inbox(CUSTOMER, "my second secret")])
+            await bridge.plan()
             before = await snapshot(database)
 
             erased = await erasure.forget(database, CUSTOMER, clock())
@@ -269,3 +270,28 @@ async def test_forget_erases_what_agents_wrote_the_replies_and_the_opt_out(
 
 def member(slack: FakeSlack) -> str:
     return slack.post_as_member("C0SUPPORT")
+
+
+async def test_forget_takes_the_customer_out_of_bodies_not_planned_yet(
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    """A worker that is down or behind leaves bodies waiting: the customer's events in them
+    are taken out before they are ever planned; the other customers' events go on."""
+    config = make_config()
+    clock = Clock()
+    async with running_bridge(
+        database_url, config, adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        database = bridge.worker.database
+        await bridge.post([inbox(CUSTOMER, "my secret"), inbox(OTHER, "other text")])
+        await bridge.post([inbox(SHOWN, "my other secret")])  # written as the gateway may
+        erased = await erasure.forget(database, CUSTOMER, clock())
+        await deliver(bridge, clock)
+        after = await snapshot(database)
+    assert erased.waiting == 2 and erased.anything
+    assert "  events not planned yet: 2 taken out of their bodies (never shown)" in erased.lines()
+    everything = json.dumps(after)
+    assert "secret" not in everything and CUSTOMER not in everything
+    assert "other text" in everything and after["counts"]["events"] == 1
+    posts = json.dumps([post.blocks for post in slack.posts("C0SUPPORT")])
+    assert "other text" in posts and "secret" not in posts

@@ -197,7 +197,7 @@ async def test_the_edge_never_answers_5xx_whatever_the_body(
 ) -> None:
     response = await edge.client.post(URL, content=body)
     assert response.status_code in (200, 400), (response.status_code, response.text)
-    assert "error" in response.json() or "accepted" in response.json()
+    assert "error" in response.json() or "received" in response.json()
 
 
 # -- never loses a well-formed event --------------------------------------------------------
@@ -223,8 +223,9 @@ async def test_every_well_formed_event_is_stored_exactly_once(
     response = await edge_on_each_database.post(body)
     if resent:
         again = await edge_on_each_database.post(wanted)
-        assert again.status_code == 200 and again.json()["duplicates"] == len(wanted)
+        assert again.status_code == 200 and again.json() == {"received": len(wanted)}
     assert response.status_code == 200, response.text
+    await edge_on_each_database.plan()
     ids = [event["webhook_id"] for event in wanted]
     stored = await rows(
         database_url,
@@ -306,7 +307,7 @@ async def test_customer_markup_never_reaches_slack_or_telegram_unescaped(
         return found
 
     body = [event(kind, reply) for kind in ("sms", "whatsapp") for reply in (False, True)]
-    assert (await chat_edge.post(body)).json()["accepted"] == 4
+    assert (await chat_edge.post(body)).json() == {"received": 4}
     await chat_edge.worker.drain()
     assert await count(sqlite_url, outbox, outbox.c.status != "done") == 0
     content = content.replace("\x00", "\ufffd")  # as stored (PostgreSQL TEXT has no NUL)
@@ -351,7 +352,7 @@ async def test_misleading_characters_are_dropped_in_chat_but_stored_as_received(
     content = "pay \u202eGBP 100\u202c to \u200bbank\u2066x\u2069, @someadmin /start 👨‍👩‍👧"
     shown = "pay GBP 100 to bankx, @someadmin /start 👨‍👩‍👧"  # the family emoji keeps its ZWJs
     body = [inbox("32470111333", content), inbox("32470111333", content, kind="whatsapp")]
-    assert (await chat_edge.post(body)).json()["accepted"] == 2
+    assert (await chat_edge.post(body)).json() == {"received": 2}
     await chat_edge.worker.drain()
     (post,) = slack.posts("C0SUPPORT")
     (message,) = telegram.messages(FORUM)
@@ -413,7 +414,8 @@ async def test_thousands_of_events_up_to_the_body_limit_are_all_stored(
         too_big = await bridge.client.post(
             URL, content=encoded[:-1] + b" " * (MAX_BODY - len(encoded) + 1) + b"]"
         )
-    assert response.status_code == 200 and response.json()["accepted"] == 7700
+        await bridge.plan()
+    assert response.status_code == 200 and response.json() == {"received": 7700}
     assert too_big.status_code == 413
     assert await count(database_url, events) == 7700
 
@@ -455,6 +457,7 @@ async def test_nul_and_lone_surrogates_anywhere_are_stored_not_refused(database_
         run_worker=False,
     ) as bridge:
         response = await bridge.client.post(URL, content=encoded)
+        await bridge.plan()
     assert response.status_code == 200, response.text
     assert await count(database_url, events) == len(body)
     # Understood: the three with nasty content and the three with nasty numbers (an
@@ -471,7 +474,8 @@ async def test_huge_numbers_are_stored_not_refused(edge: RunningBridge, sqlite_u
         + b', "tiny": 1e-999999, "vast": -1e999999}}]'
     )
     response = await edge.client.post(URL, content=body)
-    assert response.status_code == 200 and response.json()["accepted"] == 1
+    await edge.plan()
+    assert response.status_code == 200 and response.json() == {"received": 1}
     assert await count(sqlite_url, events, events.c.webhook_id == "wh_big") == 1
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from testkit.fakes.slack import FakeSlack
 from testkit.fakes.telegram import FakeTelegram
-from tests.support.alert_fixtures import adapters, make_config
+from tests.support.alert_fixtures import adapters, inbox, make_config
 from tests.support.harness import Clock, running_bridge
 from tests.support.metrics_fixtures import (
     names,
@@ -123,3 +123,23 @@ async def test_metrics_are_open_without_a_token(
     ) as bridge:
         samples = await scrape(bridge)
     assert value(samples, "smsbridge_alert_groups_open") == 0
+
+
+async def test_bodies_waiting_for_a_worker_show_as_a_gauge_until_it_plans_them(
+    sqlite_url: str, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
+    clock = Clock()
+    async with running_bridge(
+        sqlite_url, unpaced_config(), adapters(slack, telegram), run_worker=False, now=clock
+    ) as bridge:
+        clock.advance(-40)
+        for customer in ("32470111111", "32470222222"):
+            assert (await bridge.post([inbox(customer, "hello")])).status_code == 200
+        clock.advance(40)
+        waiting = await scrape(bridge)
+        await bridge.plan()
+        planned = await scrape(bridge)
+    assert value(waiting, "smsbridge_webhook_bodies_waiting") == 2
+    assert value(waiting, "smsbridge_webhook_oldest_waiting_seconds") == pytest.approx(40, abs=1)
+    assert value(planned, "smsbridge_webhook_bodies_waiting") == 0
+    assert value(planned, "smsbridge_webhook_oldest_waiting_seconds") == 0

@@ -15,13 +15,12 @@ import pytest
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.delivery.worker import Worker, WorkerOptions
-from bridge.intake.ingest import ingest
 from bridge.settings import normalise_database_url
 from bridge.store import wakeups
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
-from tests.support.harness import wait_until
+from tests.support.harness import store_webhook, wait_until
 from tests.support.spies import statements_through_sqlalchemy
 
 pytestmark = pytest.mark.postgres
@@ -107,7 +106,7 @@ async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
         await holding.commit()
         await wait_until(idle, "the first claim is done and the worker idle")
         await wait_until(idle, "the worker still idle")  # its wake-up cleared, nothing pending
-        await ingest(web, config, b"[]", sample("inbox_message"), now=1.0)
+        await store_webhook(web, sample("inbox_message"), 1.0)
         await wait_until(delivered, "the job delivered by a worker that polls once an hour")
     finally:
         await blocker.close()  # lets a claim still waiting go, so the worker can stop
@@ -148,7 +147,7 @@ async def test_a_worker_hearing_notify_claims_once_for_what_its_own_process_stor
         at_rest = claims()
         # The web process tells its worker of what it stored (`on_stored`) as its commit's
         # NOTIFY arrives: the NOTIFY alone wakes the worker, for one claim, not two.
-        await ingest(web, load(None, {}), b"[]", sample("inbox_message"), now=1.0)
+        await store_webhook(web, sample("inbox_message"), 1.0)
         worker.stored()
         await wait_until(lambda: "Order 5531" in output.getvalue(), "the job delivered")
         await wait_until(settled, "the worker idle again")

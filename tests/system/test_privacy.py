@@ -122,7 +122,7 @@ async def test_a_full_run_logs_no_content_no_full_number_and_no_secret(
         # A store that fails: the error is logged, the statement's parameters are not.
         database = Database(normalise_database_url(sqlite_url))
         async with database.transaction() as connection:
-            await connection.exec_driver_sql("DROP TABLE events")
+            await connection.exec_driver_sql("DROP TABLE webhook_requests")
         await database.close()
         now = int(time.time())
         headers = {

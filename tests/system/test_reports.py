@@ -126,8 +126,10 @@ async def test_a_late_non_final_report_never_overwrites_a_final_status(
         # In order: submitted, buffered, submitted again (late), delivered.
         await bridge.post([report(0, messageid="c"), report(3, messageid="c")])
         await bridge.post([report(0, messageid="c")])
+        await bridge.plan()
         buffered = await status(database_url, "c")
         await bridge.post([report(1, messageid="c")])
+        await bridge.plan()
     a, b, c = [await status(database_url, m) for m in "abc"]
     assert a is not None and (a.delivery_code, a.rank) == (1, 10)
     assert b is not None and (b.delivery_code, b.delivery_detail) == (2, 11)

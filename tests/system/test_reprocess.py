@@ -123,6 +123,7 @@ async def test_reprocess_keeps_what_it_still_cannot_read_and_skips_duplicates(
     ) as bridge:
         database = bridge.worker.database
         await bridge.post([old_shape(6000)])  # today's bridge understands it at once
+        await bridge.plan()
         await store_as_older_version(database, unreadable, clock() - 60)
         await store_as_older_version(database, old_shape(6000), clock() - 30)  # sent twice
         runs = [await reprocess.reprocess(database, config, None, clock()) for _ in range(2)]

@@ -1,4 +1,5 @@
-"""The webhook edge: store first, deduplicate, keep what is not understood, clear errors."""
+"""The webhook edge and the intake after it: store first, deduplicate, keep what is not
+understood, clear errors."""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from bridge.chat.console import ConsoleAdapter
 from bridge.config import load
 from bridge.http.edge import MAX_BODY
 from bridge.http.webhook import MAX_EVENTS, WebhookAuth, WebhookReceiver, group_commit
-from bridge.intake.ingest import PROBLEMS_LISTED
-from bridge.intake.notices import NotUnderstood
 from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
@@ -40,6 +39,28 @@ def console() -> dict[str, ConsoleAdapter]:
     return {"console": ConsoleAdapter("console", io.StringIO())}
 
 
+async def unplanned(database_url: str) -> int:
+    """Bodies stored that the intake has not planned yet."""
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            query = select(func.count()).where(webhook_requests.c.planned_at.is_(None))
+            return int((await connection.execute(query)).scalar_one())
+    finally:
+        await database.close()
+
+
+async def problems(database_url: str) -> list[str]:
+    """Why each event stored but not understood was not, in the order they arrived."""
+    database = Database(normalise_database_url(database_url))
+    try:
+        async with database.transaction() as connection:
+            query = select(events.c.problem).where(events.c.status == "unparsed")
+            return [row[0] for row in await connection.execute(query.order_by(events.c.id))]
+    finally:
+        await database.close()
+
+
 async def count(database_url: str, table: object) -> int:
     database = Database(normalise_database_url(database_url))
     try:
@@ -51,18 +72,20 @@ async def count(database_url: str, table: object) -> int:
         await database.close()
 
 
-async def test_a_stored_body_is_answered_with_counts(database_url: str) -> None:
+async def test_a_body_is_answered_once_stored_and_its_events_planned_by_the_intake(
+    database_url: str,
+) -> None:
     body = sample("inbox_message") + sample("delivery_report_failed") + sample("read_report")
     async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
         response = await bridge.post(body)
         assert response.status_code == 200
-        assert response.json() == {
-            "accepted": 3,
-            "duplicates": 0,
-            "not_understood": 0,
-            "problems": [],
-        }
-        # Committed before the answer: another connection sees it all.
+        assert response.json() == {"received": 3}
+        # Committed before the answer: another connection sees the body, waiting.
+        assert await count(database_url, webhook_requests) == 1
+        assert await unplanned(database_url) == 1
+        assert await count(database_url, events) == 0
+        await bridge.plan()
+        assert await unplanned(database_url) == 0
         assert await count(database_url, webhook_requests) == 1
         assert await count(database_url, events) == 3
         assert await count(database_url, outbox) == 1  # the inbox message, to the console
@@ -71,11 +94,13 @@ async def test_a_stored_body_is_answered_with_counts(database_url: str) -> None:
 async def test_the_same_event_twice_is_stored_and_planned_once(database_url: str) -> None:
     async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
         first = await bridge.post(sample("inbox_message"))
+        await bridge.plan()
         again = await bridge.post(sample("inbox_message") + sample("inbox_message"))
-    assert first.json()["accepted"] == 1
-    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 2)
+        await bridge.plan()
+    assert (first.json(), again.json()) == ({"received": 1}, {"received": 2})
     assert await count(database_url, events) == 1
     assert await count(database_url, outbox) == 1
+    assert await count(database_url, webhook_requests) == 1  # the resend added nothing
 
 
 async def test_events_not_understood_are_kept_counted_and_the_rest_go_on(
@@ -89,13 +114,13 @@ async def test_events_not_understood_are_kept_counted_and_the_rest_go_on(
     ]
     async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
         response = await bridge.post(body)
-    result = response.json()
-    assert response.status_code == 200
-    assert (result["accepted"], result["not_understood"]) == (1, 3)
-    assert [p["index"] for p in result["problems"]] == [0, 1, 2]
-    assert "add_contact" in result["problems"][0]["problem"]
-    assert "message.receiver" in result["problems"][1]["problem"]
+        await bridge.plan()
+    assert (response.status_code, response.json()) == (200, {"received": 4})
+    found = await problems(database_url)
+    assert len(found) == 3
+    assert "add_contact" in found[0] and "message.receiver" in found[1]
     assert await count(database_url, events) == 4
+    assert await count(database_url, outbox) == 1
 
 
 async def test_a_single_event_object_is_accepted_whatever_the_content_type(
@@ -108,7 +133,7 @@ async def test_a_single_event_object_is_accepted_whatever_the_content_type(
             content=json.dumps(event),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-    assert response.json()["accepted"] == 1
+    assert response.json() == {"received": 1}
 
 
 async def test_a_wrong_token_gets_404_and_nothing_is_stored(sqlite_url: str) -> None:
@@ -184,7 +209,7 @@ async def test_the_client_never_sees_a_2xx_for_a_body_that_was_not_stored(
     async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
         database = Database(normalise_database_url(sqlite_url))
         async with database.transaction() as connection:
-            await connection.exec_driver_sql("DROP TABLE events")
+            await connection.exec_driver_sql("DROP TABLE webhook_requests")
         await database.close()
         response = await bridge.post(sample("inbox_message"))
     assert response.status_code == 503
@@ -223,8 +248,9 @@ async def test_out_of_range_codes_and_overlong_fields_cost_only_their_own_event(
     ]
     async with running_bridge(database_url, CONFIG, console(), run_worker=False) as bridge:
         response = await bridge.post(body)
+        await bridge.plan()
     assert response.status_code == 200
-    assert (response.json()["accepted"], response.json()["not_understood"]) == (3, 2)
+    assert len(await problems(database_url)) == 2
     assert await count(database_url, events) == 5
 
 
@@ -237,22 +263,17 @@ async def test_a_body_of_more_than_max_events_gets_413_before_anything_is_stored
         at_limit = await bridge.post(too_many[:MAX_EVENTS])
     assert refused.status_code == 413
     assert f"at most {MAX_EVENTS}" in refused.json()["error"]
-    assert at_limit.status_code == 200 and at_limit.json()["not_understood"] == MAX_EVENTS
+    assert at_limit.status_code == 200 and at_limit.json() == {"received": MAX_EVENTS}
     assert await count(sqlite_url, webhook_requests) == 1  # the one at the limit
 
 
-async def test_thousands_of_bad_items_get_a_short_reply_with_the_first_problems_and_a_total(
-    sqlite_url: str,
-) -> None:
+async def test_thousands_of_bad_items_are_each_kept_and_counted(sqlite_url: str) -> None:
     async with running_bridge(sqlite_url, CONFIG, console(), run_worker=False) as bridge:
         response = await bridge.post([{}] * 5000)
-    assert response.status_code == 200
-    reply = response.json()
-    assert reply["not_understood"] == 5000
-    assert len(reply["problems"]) == PROBLEMS_LISTED
-    assert [problem["index"] for problem in reply["problems"]] == list(range(PROBLEMS_LISTED))
-    assert len(response.content) < 4096
+        await bridge.plan()
+    assert response.status_code == 200 and response.json() == {"received": 5000}
     assert await count(sqlite_url, events) == 5000  # each kept and counted all the same
+    assert len(await problems(sqlite_url)) == 5000
 
 
 async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: str) -> None:
@@ -261,9 +282,10 @@ async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: 
         first = await bridge.post(body)
         again = await bridge.post(body)
         partly_new = await bridge.post(body + [{"webhook_type": "unknown"}])
-    assert first.json()["accepted"] == 2
-    assert again.status_code == 200 and again.json()["duplicates"] == 2
-    assert partly_new.json()["not_understood"] == 1
+        await bridge.plan()
+    assert [r.status_code for r in (first, again, partly_new)] == [200, 200, 200]
+    assert len(await problems(database_url)) == 1
+    assert await count(database_url, events) == 3
     assert await count(database_url, webhook_requests) == 2  # the first, and the partly new
 
 
@@ -274,9 +296,8 @@ async def test_a_body_made_only_of_duplicates_is_not_stored_again(database_url: 
 async def edge_on(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """The webhook receiver alone, on a database that may not work (no start-up migration)."""
     receiver = WebhookReceiver(
-        group_commit(database, CONFIG),
+        group_commit(database),
         WebhookAuth(TOKEN),
-        NotUnderstood(database, CONFIG),
         time.time,
         lambda: None,
     )
@@ -348,7 +369,7 @@ async def test_a_locked_sqlite_database_is_503_then_stores_once_free(
             free = await client.post(f"/webhooks/smstools/{TOKEN}", json=sample("inbox_message"))
     finally:
         holder.close()
-    assert free.status_code == 200 and free.json()["accepted"] == 1
+    assert free.status_code == 200 and free.json() == {"received": 1}
 
 
 def _inbox(webhook_id: str) -> list[dict[str, object]]:
@@ -381,6 +402,7 @@ async def test_connections_the_server_dropped_cost_at_most_one_503_and_nothing_i
             if statuses[-1] == 200:
                 break
         later = [(await bridge.post(_inbox(f"wh_later_{n}"))).status_code for n in range(3)]
+        await bridge.plan()
     assert statuses in ([200], [503, 200])
     assert later == [200, 200, 200]
     assert await count(postgres_url, events) == 5

@@ -16,8 +16,8 @@ def _body(*items: dict[str, Any]) -> Body:
 
 
 def test_only_bodies_of_other_conversations_commit_beside_a_group() -> None:
-    """On PostgreSQL two groups may commit at once; a conversation's jobs are never in both,
-    so they commit, and are delivered, in the order they arrived."""
+    """On PostgreSQL two groups may commit at once; a conversation's bodies are never in
+    both, so they get ids, and are planned and delivered, in the order they arrived."""
     first = _conversations(_body(inbox("32470000001", "a"), inbox("32470000002", "b")))
     same_customer = _conversations(_body(inbox("+32 470 00 00 01", "c")))
     other_customer = _conversations(_body(inbox("32470000003", "d")))
