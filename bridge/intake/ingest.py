@@ -124,7 +124,7 @@ async def plan_group(
         ],
         _early_jobs(bodies, parsed, inbox, cut),
     )
-    stored = await group_writes_store.write(database, connection, group, now)
+    stored = await group_writes_store.write(database, connection, group, now, sender)
     planner = _Planner(database, connection, config, stored, inbox, cut)
     results = await planner.plan(bodies, parsed, sender)
     for result in results:
@@ -200,7 +200,7 @@ class _Planner:
         self.position = 0  # of the next event in the group
         self.pending: list[outbox_store.NewJob] = []
         self.pending_at = 0.0
-        self.jobs = 0
+        self.late = 0  # jobs planned after the cut: the group's write did not announce them
         self.incidents = alerts.OpenIncidents()  # read once for the group's delivered reports
 
     async def plan(
@@ -211,7 +211,7 @@ class _Planner:
             for body, body_events in zip(bodies, parsed, strict=True)
         ]
         await self.flush()
-        if self.jobs:
+        if self.late:
             await wakeups_store.announce(self.database, self.connection, sender)
         return results
 
@@ -261,10 +261,11 @@ class _Planner:
                 self.pending_at = now
                 for destination in destinations:
                     self.pending.append(outbox_store.NewJob(event_id, destination, job))
+                self.late += len(destinations)
             elif isinstance(event, DeliveryReport):
                 await self.flush()
                 result.report_codes.append(event.message.delivery_code)
-                result.jobs += await reports.plan_delivery(
+                planned = await reports.plan_delivery(
                     self.database,
                     self.connection,
                     self.config,
@@ -273,12 +274,15 @@ class _Planner:
                     now,
                     self.incidents,
                 )
+                result.jobs += planned
+                self.late += planned
             elif isinstance(event, ReadReport):
                 await self.flush()
-                result.jobs += await reports.plan_read(
+                planned = await reports.plan_read(
                     self.database, self.connection, event, event_id, now
                 )
-        self.jobs += result.jobs
+                result.jobs += planned
+                self.late += planned
         return result
 
 

@@ -4,18 +4,17 @@ The request path only stores each raw body (committed before its 2xx) and wakes 
 the worker plans what is waiting before each claim (`Intake.plan`): a batch of the oldest
 bodies per transaction, parsed, deduplicated, routed and planned (`ingest.plan_group`), then
 marked planned in the same commit. A crash before that commit leaves them waiting, and they
-are planned again from scratch; one after it finds them planned. One intake plans at a time
-(on PostgreSQL an advisory lock held for the transaction; SQLite has one writer), so the
-bodies of a conversation are planned, and its jobs queued, in the order they arrived. What it
-finds is counted in the metrics and, for events not understood, told to on-call.
+are planned again from scratch; one after it finds them planned. Intakes take turns (on
+PostgreSQL the bodies taken are locked, and another intake waits at the first of them, then
+skips those planned; SQLite has one writer), so the bodies of a conversation are planned, and
+its jobs queued, in the order they arrived. What it finds is counted in the metrics and, for
+events not understood, told to on-call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-
-from sqlalchemy import text
 
 from bridge import json_text
 from bridge.config import Config
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 # a batch costs one commit, and holds SQLite's only connection while it lasts.
 PLAN_BODIES = 256
 PLAN_EVENTS = 20_000
-_ADVISORY_LOCK = 7_218_091_453  # one intake at a time across processes (PostgreSQL)
 
 
 class Intake:
@@ -57,10 +55,6 @@ class Intake:
         (more may be waiting)."""
         now = self.now()
         async with self.database.transaction() as connection:
-            if self.database.dialect == "postgresql":
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK}
-                )
             waiting = await events_store.waiting(connection, PLAN_BODIES)
             if not waiting:
                 return False

@@ -25,16 +25,20 @@ class WaitingBody:
 
 
 _UNPLANNED = webhook_requests.c.planned_at.is_(None)
+# FOR UPDATE (PostgreSQL; SQLite has one writer): another intake waits at the first of them
+# until this one commits, then skips those it planned, so intakes take turns, in id order.
 _WAITING = (
     select(webhook_requests.c.id, webhook_requests.c.received_at, webhook_requests.c.body)
     .where(_UNPLANNED)
     .order_by(webhook_requests.c.id)
     .limit(bindparam("limit"))
+    .with_for_update()
 )
 
 
 async def waiting(connection: AsyncConnection, limit: int) -> list[WaitingBody]:
-    """The oldest bodies not planned yet, oldest first (through their partial index)."""
+    """The oldest bodies not planned yet, oldest first (through their partial index), locked
+    for the caller's transaction where the database locks rows."""
     rows = await connection.execute(_WAITING, {"limit": limit})
     return [WaitingBody(id, received_at, bytes(raw)) for id, received_at, raw in rows]
 

@@ -87,13 +87,19 @@ async def store(database: Database, connection: AsyncConnection, bodies: Sequenc
 
 
 async def write(
-    database: Database, connection: AsyncConnection, group: GroupWrite, now: float
+    database: Database,
+    connection: AsyncConnection,
+    group: GroupWrite,
+    now: float,
+    sender: str = "",
 ) -> dict[str, int]:
     """Store a group's events and jobs in the caller's transaction, and mark its bodies
-    planned at `now`; return the ids of the events stored now, by `webhook_id`."""
+    planned at `now`; return the ids of the events stored now, by `webhook_id`. Workers
+    listening on PostgreSQL hear of its jobs once it commits (`sender`: as
+    `wakeups.announce` takes it)."""
     if database.dialect == "sqlite":
         return await database.on_sqlite_thread(connection, _write_sqlite, *_sqlite_rows(group), now)
-    return await _write_postgresql(connection, group, now)
+    return await _write_postgresql(connection, group, now, sender)
 
 
 async def prepare(database: Database, connection: AsyncConnection) -> None:
@@ -207,8 +213,8 @@ SELECT pg_notify($3, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
 # The intake's statement: the events go in (duplicates skipped), and only then are the jobs
 # of events stored now written, the bodies that added something marked planned and the
 # others deleted. The CTEs see one snapshot, so a body is kept by looking at what the events'
-# INSERT returned, not at the table. Job ids are taken from their sequence in order. (The
-# intake's transaction announces the jobs: `wakeups.announce`.)
+# INSERT returned, not at the table. Job ids are taken from their sequence in order, and a
+# NOTIFY names the worker that planned them (`wakeups.announce`).
 _POSTGRESQL = f"""
 WITH given_bodies AS (
     SELECT id, events, n FROM unnest($1::bigint[], $2::int[]) WITH ORDINALITY AS b(id, events, n)
@@ -256,13 +262,18 @@ jobs AS (
     JOIN new_events USING (webhook_id)
     ORDER BY j.n
     ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+announced AS (  -- a NOTIFY is sent when (and only if) the transaction commits
+    SELECT pg_notify($17, $18) FROM (SELECT 1 FROM jobs LIMIT 1) AS planned
 )
-SELECT webhook_id, id FROM new_events WHERE webhook_id IS NOT NULL
+SELECT webhook_id, id FROM new_events, (SELECT count(*) FROM announced) AS once
+WHERE webhook_id IS NOT NULL
 """
 
 
 async def _write_postgresql(
-    connection: AsyncConnection, group: GroupWrite, now: float
+    connection: AsyncConnection, group: GroupWrite, now: float, sender: str
 ) -> dict[str, int]:
     bodies, events, jobs = group.bodies, group.events, _job_rows(group.jobs)
     parameters: list[Any] = [
@@ -280,6 +291,6 @@ async def _write_postgresql(
     for job in jobs:
         for column, value in zip(columns, job, strict=True):
             column.append(value)
-    parameters += [*columns, now]
+    parameters += [*columns, now, wakeups.CHANNEL, sender]
     rows: list[Any] = list(await connection.exec_driver_sql(_POSTGRESQL, tuple(parameters)))
     return {str(webhook_id): int(event_id) for webhook_id, event_id in rows}

@@ -192,12 +192,13 @@ async def chat_edge(
         ),
     )
 )
-async def test_the_edge_never_answers_5xx_whatever_the_body(
+async def test_the_edge_never_answers_5xx_and_the_intake_plans_whatever_the_body(
     edge: RunningBridge, body: bytes
 ) -> None:
     response = await edge.client.post(URL, content=body)
     assert response.status_code in (200, 400), (response.status_code, response.text)
     assert "error" in response.json() or "received" in response.json()
+    await edge.plan()  # and whatever was stored, the intake plans without an error
 
 
 # -- never loses a well-formed event --------------------------------------------------------
