@@ -22,7 +22,7 @@ from bridge.settings import normalise_database_url
 from bridge.store.db import Database
 from bridge.store.schema import events, outbox, webhook_requests
 from testkit.processes import BridgeProcess
-from tests.support.harness import TOKEN
+from tests.support.harness import TOKEN, plan_all
 from tests.support.pipeline_fixtures import inbox
 
 
@@ -79,9 +79,8 @@ async def test_kill_9_during_group_commits_keeps_every_acknowledged_event_and_no
     _serve(tmp_path, database_url, "restarted").stop()  # starts up on what the crash left
     database = Database(normalise_database_url(database_url))
     try:
-        intake = Intake(database, load(tmp_path / "bridge.yaml", {}), time.time)
-        while await intake.plan():  # as a worker does with what the crash left waiting
-            pass
+        # As a worker does with what the crash left waiting.
+        await plan_all(Intake(database, load(tmp_path / "bridge.yaml", {}), time.time))
         async with database.transaction() as connection:
             stored = {
                 row[0]: row[1]

@@ -21,6 +21,7 @@ from bridge.config import Config
 from bridge.delivery.worker import Worker
 from bridge.intake.group_commit import GroupCommit
 from bridge.intake.ingest import Body
+from bridge.intake.planning import Intake
 from bridge.settings import Settings
 from bridge.store.db import Database
 
@@ -69,8 +70,13 @@ class RunningBridge:
     async def plan(self) -> None:
         """Run the worker's intake until no stored body waits (for a bridge whose worker does
         not run: one that runs plans them itself)."""
-        while await self.worker.intake.plan():
-            pass
+        await plan_all(self.worker.intake)
+
+
+async def plan_all(intake: Intake) -> None:
+    """Run `intake` until no stored body waits."""
+    while await intake.plan():
+        pass
 
 
 async def store_webhook(database: Database, items: list[Any], received_at: float) -> None:

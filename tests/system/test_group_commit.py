@@ -27,7 +27,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
 from testkit.processes import free_port
-from tests.support.harness import TOKEN, running_bridge
+from tests.support.harness import TOKEN, plan_all, running_bridge
 from tests.support.pipeline_fixtures import inbox
 
 CONFIG = load(None, {})
@@ -35,13 +35,6 @@ CONFIG = load(None, {})
 
 def console() -> dict[str, ConsoleAdapter]:
     return {"console": ConsoleAdapter("console", io.StringIO())}
-
-
-async def plan_all(database: Database) -> None:
-    """Run the intake until no stored body waits."""
-    intake = Intake(database, CONFIG, time.time)
-    while await intake.plan():
-        pass
 
 
 async def bodies_stored(database: Database, raw: bytes) -> int:
@@ -145,7 +138,7 @@ async def test_a_request_that_goes_away_leaves_the_commit_it_shares_alone(
     await asyncio.gather(submits[0], submits[2])
     assert submits[1].cancelled()
     await commits.close()
-    await plan_all(database)
+    await plan_all(Intake(database, CONFIG, time.time))
     assert await stored_ids(database, [event["webhook_id"] for event in events]) == {
         "wh_gone_0",
         "wh_gone_1",
@@ -375,7 +368,7 @@ async def _store(database: Database, messages: list[dict[str, Any]]) -> None:
     bodies = [Body(json.dumps([message]).encode(), [message], 1000.0) for message in messages]
     await asyncio.gather(*(commits.submit(body) for body in bodies))
     await commits.close()
-    await plan_all(database)
+    await plan_all(Intake(database, CONFIG, time.time))
 
 
 async def test_on_sqlite_a_group_commit_writes_no_more_pages_with_thousands_of_jobs_waiting(

@@ -18,7 +18,7 @@ from bridge.store import events as events_store
 from bridge.store.db import UNAVAILABLE, Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
-from tests.support.harness import store_webhook
+from tests.support.harness import plan_all, store_webhook
 from tests.support.pipeline_fixtures import inbox
 
 CONFIG = load(None, {})
@@ -36,11 +36,6 @@ async def jobs_by_lane(database: Database) -> dict[str, list[str]]:
         for lane, webhook_id in await connection.execute(query):
             lanes.setdefault(lane, []).append(webhook_id)
     return lanes
-
-
-async def plan_all(intake: Intake) -> None:
-    while await intake.plan():
-        pass
 
 
 async def test_bodies_are_planned_oldest_first_and_a_conversation_keeps_its_order(
