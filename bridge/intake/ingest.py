@@ -79,6 +79,15 @@ def items_of(document: Any) -> list[Any] | None:
     return None
 
 
+def stored_items(raw: bytes) -> list[Any] | None:
+    """The events of a body the request path stored, read as it read them; None for one
+    it would have refused."""
+    try:
+        return items_of(json_text.read(raw))
+    except (ValueError, RecursionError):
+        return None
+
+
 async def plan_group(
     database: Database,
     connection: AsyncConnection,
@@ -108,7 +117,7 @@ async def plan_group(
         len(flat),
     )
     group = group_writes_store.GroupWrite(
-        [group_writes_store.StoredBody(body.id, len(body.items)) for body in bodies],
+        [group_writes_store.PlannedBody(body.id, len(body.items)) for body in bodies],
         [
             group_writes_store.NewEvent(
                 body=index,

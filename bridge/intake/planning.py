@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from bridge import json_text
 from bridge.config import Config
-from bridge.intake.ingest import IngestResult, StoredBody, items_of, plan_group
+from bridge.intake.ingest import IngestResult, StoredBody, plan_group, stored_items
 from bridge.intake.notices import NotUnderstood
 from bridge.metrics import Metrics
 from bridge.store import events as events_store
@@ -55,7 +54,7 @@ class Intake:
         (more may be waiting)."""
         now = self.now()
         async with self.database.transaction() as connection:
-            waiting = await events_store.waiting(connection, PLAN_BODIES)
+            waiting = await events_store.waiting(connection, 0, PLAN_BODIES)
             if not waiting:
                 return False
             bodies = _batch(waiting)
@@ -98,10 +97,7 @@ def _batch(waiting: list[events_store.WaitingBody]) -> list[StoredBody]:
 def _items(body: events_store.WaitingBody) -> list[object]:
     """A stored body's events. The request path stores only bodies it could read this way;
     one it cannot (stored by hand) is kept, planned as holding none, and said in the log."""
-    try:
-        items = items_of(json_text.read(body.raw))
-    except (ValueError, RecursionError):
-        items = None
+    items = stored_items(body.raw)
     if items is None:
         log.error("webhook body %d is not a JSON array or object: kept, nothing planned", body.id)
         return []

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge import json_text, phones
 from bridge.intake import alerts
 from bridge.intake.agent_messages import places
-from bridge.intake.ingest import items_of
+from bridge.intake.ingest import stored_items
 from bridge.jobs import (
     AnswerShownJob,
     ConversationKey,
@@ -40,6 +40,7 @@ from bridge.jobs import (
     conversation_lane,
 )
 from bridge.store import erasure as erasure_store
+from bridge.store import events as events_store
 from bridge.store.db import Database
 from bridge.store.disk import Scrubbed, scrub
 
@@ -116,7 +117,7 @@ def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
         document = json.loads(event.payload)
     except ValueError:
         document = None
-    if any(phones.key(value) == number for value in _number_fields(document)):
+    if _names(document, number):
         return True
     if event.status != "ok":
         return _mentions(event.payload, number)
@@ -126,8 +127,12 @@ def concerns(event: erasure_store.UnerasedEvent, number: str) -> bool:
 def _item_concerns(item: Any, number: str) -> bool:
     """Whether an event not stored yet is about the customer: a sender or receiver field, or
     the number anywhere in it."""
-    found = any(phones.key(value) == number for value in _number_fields(item))
-    return found or _mentions(json_text.compact(item), number)
+    return _names(item, number) or _mentions(json_text.compact(item), number)
+
+
+def _names(document: Any, number: str) -> bool:
+    """Whether a sender or receiver field of `document` holds the number."""
+    return any(phones.key(value) == number for value in _number_fields(document))
 
 
 def _mentions(text: str, number: str) -> bool:
@@ -270,11 +275,8 @@ async def _erase_waiting(database: Database, number: str) -> int:
     the events are scanned: a body planned meanwhile is left alone, and its events found
     there); returns how many."""
     taken = 0
-    async for body in _scan(database, erasure_store.waiting_after):
-        try:
-            items = items_of(json_text.read(body.raw)) or []
-        except (ValueError, RecursionError):
-            items = []
+    async for body in _scan(database, events_store.waiting):
+        items = stored_items(body.raw) or []
         others = [item for item in items if not _item_concerns(item, number)]
         if len(others) == len(items) and not _mentions(body.raw.decode("utf-8", "replace"), number):
             continue

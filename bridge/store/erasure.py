@@ -16,7 +16,6 @@ from sqlalchemy import Column, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Payload, Unreadable, read_payload
-from bridge.store import events as events_store
 from bridge.store.outbox import DONE
 from bridge.store.schema import (
     alert_groups,
@@ -67,20 +66,6 @@ async def erase_events(connection: AsyncConnection, ids: Collection[int], now: f
     """Blank the events' content (text and numbers); the rows stay, so a retried webhook is
     still known. Returns how many were erased now."""
     return await _erase(connection, events.c.id, ids, now, payload=ERASED_PAYLOAD)
-
-
-async def waiting_after(
-    connection: AsyncConnection, after: int, limit: int
-) -> list[events_store.WaitingBody]:
-    """Webhook bodies not planned yet (their events not stored), in id order after `after`."""
-    query = (
-        select(webhook_requests.c.id, webhook_requests.c.received_at, webhook_requests.c.body)
-        .where(webhook_requests.c.id > after, webhook_requests.c.planned_at.is_(None))
-        .order_by(webhook_requests.c.id)
-        .limit(limit)
-    )
-    rows = await connection.execute(query)
-    return [events_store.WaitingBody(id, at, bytes(raw)) for id, at, raw in rows]
 
 
 async def rewrite_waiting(connection: AsyncConnection, body_id: int, raw: bytes | None) -> bool:

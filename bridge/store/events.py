@@ -29,17 +29,17 @@ _UNPLANNED = webhook_requests.c.planned_at.is_(None)
 # until this one commits, then skips those it planned, so intakes take turns, in id order.
 _WAITING = (
     select(webhook_requests.c.id, webhook_requests.c.received_at, webhook_requests.c.body)
-    .where(_UNPLANNED)
+    .where(_UNPLANNED, webhook_requests.c.id > bindparam("after"))
     .order_by(webhook_requests.c.id)
     .limit(bindparam("limit"))
     .with_for_update()
 )
 
 
-async def waiting(connection: AsyncConnection, limit: int) -> list[WaitingBody]:
-    """The oldest bodies not planned yet, oldest first (through their partial index), locked
-    for the caller's transaction where the database locks rows."""
-    rows = await connection.execute(_WAITING, {"limit": limit})
+async def waiting(connection: AsyncConnection, after: int, limit: int) -> list[WaitingBody]:
+    """The oldest bodies not planned yet after id `after`, oldest first (through their
+    partial index), locked for the caller's transaction where the database locks rows."""
+    rows = await connection.execute(_WAITING, {"after": after, "limit": limit})
     return [WaitingBody(id, received_at, bytes(raw)) for id, received_at, raw in rows]
 
 

@@ -42,7 +42,7 @@ class NewBody(NamedTuple):  # as the request path stores it
     received_at: float
 
 
-class StoredBody(NamedTuple):  # as the intake plans it
+class PlannedBody(NamedTuple):  # as the intake marks it planned
     id: int
     events: int  # how many items it holds: a body of none is kept
 
@@ -66,7 +66,7 @@ class NewEventJob(NamedTuple):
 
 @dataclass(frozen=True)
 class GroupWrite:
-    bodies: Sequence[StoredBody]
+    bodies: Sequence[PlannedBody]
     events: Sequence[NewEvent]
     jobs: Sequence[NewEventJob]
 
@@ -124,7 +124,7 @@ def _job_columns(destination: str, payload: Payload) -> tuple[str, str, str]:
 
 def _sqlite_rows(
     group: GroupWrite,
-) -> tuple[Sequence[StoredBody], Sequence[NewEvent], list[_JobRow]]:
+) -> tuple[Sequence[PlannedBody], Sequence[NewEvent], list[_JobRow]]:
     return group.bodies, group.events, _job_rows(group.jobs)
 
 
@@ -149,7 +149,7 @@ def _store_sqlite(connection: sqlite3.Connection, bodies: Sequence[NewBody]) -> 
 
 def _write_sqlite(
     connection: sqlite3.Connection,
-    bodies: Sequence[StoredBody],
+    bodies: Sequence[PlannedBody],
     events: Sequence[NewEvent],
     jobs: Sequence[_JobRow],
     now: float,

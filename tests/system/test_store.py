@@ -11,6 +11,7 @@ from sqlalchemy import event, func, select, text
 
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
 from bridge.settings import normalise_database_url
+from bridge.store import events as events_store
 from bridge.store import facts, group_writes
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
@@ -59,7 +60,7 @@ async def _bodies(connection: Any, *raws: bytes) -> list[int]:
 async def _events(database: Database, *webhook_ids: str | None) -> dict[str, int]:
     async with database.transaction() as connection:
         (body_id,) = await _bodies(connection, b"[]")
-        body = group_writes.StoredBody(body_id, len(webhook_ids))
+        body = group_writes.PlannedBody(body_id, len(webhook_ids))
         new = [_new(webhook_id) for webhook_id in webhook_ids]
         return await group_writes.write(
             database, connection, group_writes.GroupWrite([body], new, []), 2.0
@@ -382,7 +383,7 @@ async def test_each_event_of_a_group_points_at_its_own_raw_body(database: Databa
     new = [_new(f"wh_{number}", body=number) for number in range(50)]
     async with database.transaction() as connection:
         ids = await _bodies(connection, *(f"[{number}]".encode() for number in range(50)))
-        bodies = [group_writes.StoredBody(body_id, 1) for body_id in ids]
+        bodies = [group_writes.PlannedBody(body_id, 1) for body_id in ids]
         await group_writes.write(
             database, connection, group_writes.GroupWrite(bodies, new, []), 2.0
         )
@@ -409,7 +410,7 @@ async def test_a_group_adds_jobs_only_for_events_stored_now_in_the_order_given(
     jobs = [group_writes.NewEventJob(webhook_id, "support", payload, 2.0) for webhook_id in order]
     async with database.transaction() as connection:
         fresh, resent = await _bodies(connection, b"[new]", b"[resent]")
-        bodies = [group_writes.StoredBody(fresh, 4), group_writes.StoredBody(resent, 1)]
+        bodies = [group_writes.PlannedBody(fresh, 4), group_writes.PlannedBody(resent, 1)]
         stored = await group_writes.write(
             database, connection, group_writes.GroupWrite(bodies, new, jobs), 5.0
         )
@@ -434,8 +435,7 @@ def _arrived(*sizes: int) -> list[list[group_writes.NewBody]]:
 
 async def _waiting(database: Database) -> int:
     async with database.transaction() as connection:
-        query = select(func.count()).where(tables.webhook_requests.c.planned_at.is_(None))
-        return int((await connection.execute(query)).scalar_one())
+        return (await events_store.waiting_backlog(connection))[0]
 
 
 @pytest.mark.postgres

@@ -25,6 +25,7 @@ from bridge.config import load
 from bridge.http.edge import MAX_BODY
 from bridge.http.webhook import MAX_EVENTS, WebhookAuth, WebhookReceiver, group_commit
 from bridge.settings import normalise_database_url
+from bridge.store import events as events_store
 from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from bridge.store.schema import events, outbox, webhook_requests
@@ -44,8 +45,7 @@ async def unplanned(database_url: str) -> int:
     database = Database(normalise_database_url(database_url))
     try:
         async with database.transaction() as connection:
-            query = select(func.count()).where(webhook_requests.c.planned_at.is_(None))
-            return int((await connection.execute(query)).scalar_one())
+            return (await events_store.waiting_backlog(connection))[0]
     finally:
         await database.close()
 
