@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,6 +49,9 @@ class Claim:
     heads: list[tuple[Job, float]]
     next_token_at: float | None
     full: bool = False
+    followers: dict[int, list[Job]] = field(default_factory=dict)  # claimed with each head
+    events: dict[int, StoredEvent] = field(default_factory=dict)  # each job's, by job id
+    took: float = 0.0  # seconds its statements took
 
 
 class Claimer:
@@ -75,54 +78,76 @@ class Claimer:
         self._events: dict[int, StoredEvent] = {}  # each claimed job's event, by job id
 
     async def claim(self, adapters: Collection[str], limit: int, now: float) -> Claim:
-        """Claim up to `limit` heads of lanes to `adapters` that have a token at `now`. A
-        configured destination without an adapter (its token variable unset) is left alone:
+        """Claim up to `limit` heads of lanes to `adapters` that have a token at `now`, in a
+        unit of work of its own (`claim_in`), and keep what came with them (`keep`)."""
+        # Without a rate to take tokens from, a claim is its statements alone: on PostgreSQL
+        # its lease is one statement and needs no transaction (no BEGIN and COMMIT round trips).
+        async with self.database.unit(atomic=self.pacer.paces(adapters)) as connection:
+            claim = await self.claim_in(connection, adapters, limit, now)
+        self.keep(claim)
+        await self.analyze_if_slow(claim)
+        return claim
+
+    async def claim_in(
+        self, connection: AsyncConnection, adapters: Collection[str], limit: int, now: float
+    ) -> Claim:
+        """`claim`'s work, in the caller's transaction; once it commits, `keep` the claim.
+        A configured destination without an adapter (its token variable unset) is left alone:
         its jobs wait, rather than fail for good."""
         started: list[tuple[Job, float]] = []
         unusable = [name for name in self.config.destinations if name not in adapters]
         began = time.monotonic()
-        # Without a rate to take tokens from, a claim is its statements alone: on PostgreSQL
-        # its lease is one statement and needs no transaction (no BEGIN and COMMIT round trips).
-        async with self.database.unit(atomic=self.pacer.paces(adapters)) as connection:
-            waiting = await self.pacer.waiting(connection, adapters, now)
-            claimed = await outbox_store.claim(
-                self.database,
-                connection,
-                worker=self.worker,
-                now=now,
-                lease=self.lease,
-                limit=limit,
-                paused=[*waiting, *unusable],
-            )
-            jobs = [job for job, _ in claimed]
-            events = {job.id: event for job, event in claimed if event is not None}
-            over_pace = []
-            # Tokens are taken in one order by every worker, so none waits on another's.
-            for job in sorted(jobs, key=lambda job: (job.destination, job.id)):
-                at = None
-                if job.destination not in waiting:
-                    at = await self.pacer.take(connection, job.destination, now)
-                if at is None:
-                    over_pace.append(job)
-                    continue
-                started.append((job, at))
-            if over_pace:  # claimed beyond the destination's tokens: give them back untouched
-                await outbox_store.release(connection, [job.id for job in over_pace], started=False)
-                ran_out = {job.destination for job in over_pace}
-                waiting.update(await self.pacer.waiting(connection, ran_out, now))
-            heads = [job for job, _ in started]
-            followers = await self._claim_followers(connection, heads, now)
-            await self._read_events(connection, [f for fs in followers.values() for f in fs])
-        await self._analyze_if_slow(time.monotonic() - began)
+        waiting = await self.pacer.waiting(connection, adapters, now)
+        claimed = await outbox_store.claim(
+            self.database,
+            connection,
+            worker=self.worker,
+            now=now,
+            lease=self.lease,
+            limit=limit,
+            paused=[*waiting, *unusable],
+        )
+        jobs = [job for job, _ in claimed]
+        events = {job.id: event for job, event in claimed if event is not None}
+        over_pace = []
+        # Tokens are taken in one order by every worker, so none waits on another's.
+        for job in sorted(jobs, key=lambda job: (job.destination, job.id)):
+            at = None
+            if job.destination not in waiting:
+                at = await self.pacer.take(connection, job.destination, now)
+            if at is None:
+                over_pace.append(job)
+                continue
+            started.append((job, at))
+        if over_pace:  # claimed beyond the destination's tokens: give them back untouched
+            await outbox_store.release(connection, [job.id for job in over_pace], started=False)
+            ran_out = {job.destination for job in over_pace}
+            waiting.update(await self.pacer.waiting(connection, ran_out, now))
+        heads = [job for job, _ in started]
+        events = {job.id: events[job.id] for job in heads if job.id in events}
+        followers = await self._claim_followers(connection, heads, now)
+        await self._read_events(connection, [f for fs in followers.values() for f in fs], events)
         started.sort(key=lambda head: head[0].id)
-        for job, _ in started:
-            self._followers[job.id] = followers.get(job.id, [])
-            if job.id in events:
-                self._events[job.id] = events[job.id]
-        return Claim(started, min(waiting.values(), default=None), full=len(jobs) >= limit)
+        return Claim(
+            started,
+            min(waiting.values(), default=None),
+            full=len(jobs) >= limit,
+            followers=followers,
+            events=events,
+            took=time.monotonic() - began,
+        )
 
-    async def _analyze_if_slow(self, took: float) -> None:
-        """Have the outbox analyzed after a slow claim (`SLOW_CLAIM`), once a minute at most."""
+    def keep(self, claim: Claim) -> None:
+        """The claim committed: keep its heads' followers and the events that came with
+        them, until each head is `done`."""
+        for job, _ in claim.heads:
+            self._followers[job.id] = claim.followers.get(job.id, [])
+        self._events.update(claim.events)
+
+    async def analyze_if_slow(self, claim: Claim) -> None:
+        """Have the outbox analyzed after a slow claim (`SLOW_CLAIM`), once a minute at most;
+        after its commit (on SQLite this takes the only connection)."""
+        took = claim.took
         if self.slow_claim is None or took < self.slow_claim:
             return
         if time.monotonic() - self._analyzed_at < ANALYZE_EVERY:
@@ -132,15 +157,17 @@ class Claimer:
             await outbox_store.analyze(connection)
         log.info("a claim took %.0f ms: the outbox's statistics were refreshed", took * 1000)
 
-    async def _read_events(self, connection: AsyncConnection, claimed: list[Job]) -> None:
-        """The followers' events come with the claim (the heads' with their leases): one
-        query, not one transaction per job."""
+    async def _read_events(
+        self, connection: AsyncConnection, claimed: list[Job], events: dict[int, StoredEvent]
+    ) -> None:
+        """The followers' events come with the claim (the heads' with their leases), into
+        `events`: one query, not one transaction per job."""
         stored = await event_store.get_many(
             connection, {job.event_id for job in claimed if job.event_id is not None}
         )
         for job in claimed:
             if job.event_id in stored:
-                self._events[job.id] = stored[job.event_id]
+                events[job.id] = stored[job.event_id]
 
     async def _claim_followers(
         self, connection: AsyncConnection, heads: list[Job], now: float

@@ -31,7 +31,7 @@ from bridge.chat import spacing
 from bridge.chat.base import ChatAdapter, ChatMoved, TokenRefused
 from bridge.config import Config
 from bridge.delivery import destinations, moves
-from bridge.delivery.claims import Claimer
+from bridge.delivery.claims import Claim, Claimer
 from bridge.delivery.counters import DeliveryCounters
 from bridge.delivery.failures import FailureRecorder
 from bridge.delivery.handlers import HANDLERS, deliver_inbox_combined
@@ -120,6 +120,10 @@ class Worker:
             counters=self.counters,
         )
         self._wake = asyncio.Event()
+        # Whether webhook bodies may be waiting for the intake: a wake-up from a store or a
+        # NOTIFY, a poll, a full batch. A job that finished wakes the loop for its lane's next
+        # job only, and a planning that would find nothing is a transaction for nothing.
+        self._unplanned = True
         self._hearing = False  # whether a LISTEN hears the NOTIFY of each commit with new jobs
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -132,6 +136,8 @@ class Worker:
         self.refused: dict[str, str] = {}
 
     def wake(self) -> None:
+        """Look for work at once: bodies to plan, and jobs due."""
+        self._unplanned = True
         self._wake.set()
 
     def stored(self) -> None:
@@ -229,14 +235,17 @@ class Worker:
             # only connection while the jobs just started wait for it.
             if more or self._stopping:
                 continue
-            await self._woken_within(self._idle_wait())
+            if not await self._woken_within(self._idle_wait()):
+                self._unplanned = True  # a poll: another process may have stored bodies
 
-    async def _woken_within(self, seconds: float) -> None:
-        """Return at `wake()`, or once `seconds` passed (a timeout in this task: `wait_for`
-        would start a task of its own for every wait)."""
+    async def _woken_within(self, seconds: float) -> bool:
+        """Return at `wake()` (True), or once `seconds` passed (a timeout in this task:
+        `wait_for` would start a task of its own for every wait)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
+                return True
+        return False
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""
@@ -252,6 +261,7 @@ class Worker:
         """Plan every body waiting, deliver everything due now and everything that becomes
         due; for tests and tools."""
         while True:
+            self._unplanned = True  # bodies may have been stored by any means
             claimed, more = await self._claim()
             if more and not claimed:
                 continue  # bodies still waiting
@@ -261,21 +271,48 @@ class Worker:
                 await asyncio.wait(list(self._inflight.values()), return_when="FIRST_COMPLETED")
 
     async def _claim(self) -> tuple[int, bool]:
-        """Plan the webhook bodies waiting (`intake`), then start the jobs due now, as many as
-        there are free slots: how many it started, and whether more may be due (bodies are
-        still waiting, or it took as many jobs as it asked for, or waited for a slot)."""
-        waiting = await self.intake.plan()
-        claimed, more = await self._claim_jobs()
-        return claimed, more or waiting
-
-    async def _claim_jobs(self) -> tuple[int, bool]:
+        """Plan the webhook bodies waiting (`intake`), when any may be, and start the jobs due
+        now, as many as there are free slots, in one transaction: a webhook's jobs are claimed
+        in the commit that plans them. How many it started, and whether more may be due
+        (bodies are still waiting, or it took as many jobs as it asked for, or waited for a
+        slot)."""
         free = self.concurrency - len(self._inflight)
+        planning, self._unplanned = self._unplanned, False
+        if not planning:
+            return await self._claim_jobs(free)
+        now = self.now()
+        claim = None
+        try:
+            async with self.database.transaction() as connection:
+                planned = await self.intake.plan_in(connection, now)
+                if free > 0:
+                    claim = await self.claimer.claim_in(
+                        connection, self._usable(), min(free, CLAIM_BATCH), now
+                    )
+        except BaseException:
+            self._unplanned = True
+            raise
+        self._unplanned = await self.intake.settle(planned, now)
+        if claim is None:
+            return 0, True  # no free slot: the next round waits for one
+        self.claimer.keep(claim)
+        await self.claimer.analyze_if_slow(claim)
+        return self._start(claim, now), claim.full or self._unplanned
+
+    async def _claim_jobs(self, free: int) -> tuple[int, bool]:
         if free <= 0:
             await self._woken_within(self.poll_interval)  # go round even with every slot busy
             return 0, True
         now = self.now()
-        usable = [name for name in self.adapters if name not in self.refused]
-        claim = await self.claimer.claim(usable, min(free, CLAIM_BATCH), now)
+        claim = await self.claimer.claim(self._usable(), min(free, CLAIM_BATCH), now)
+        return self._start(claim, now), claim.full
+
+    def _usable(self) -> list[str]:
+        """The destinations to claim for: those whose token the platform did not refuse."""
+        return [name for name in self.adapters if name not in self.refused]
+
+    def _start(self, claim: Claim, now: float) -> int:
+        """Start a task for each head claimed (at `now`, the claim's clock); how many."""
         claimed_at = time.monotonic()
         for job, due in claim.heads:
             not_before = claimed_at + (due - now)
@@ -283,7 +320,7 @@ class Worker:
             self._inflight[job.id] = task
             task.add_done_callback(functools.partial(self._done, job.id))
         self._next_token_at = claim.next_token_at
-        return len(claim.heads), claim.full
+        return len(claim.heads)
 
     def _done(self, job_id: int, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.config import Config
 from bridge.intake.ingest import IngestResult, StoredBody, plan_group, stored_items
@@ -29,6 +32,14 @@ log = logging.getLogger(__name__)
 # a batch costs one commit, and holds SQLite's only connection while it lasts.
 PLAN_BODIES = 256
 PLAN_EVENTS = 20_000
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What one batch planned, and whether more may be waiting (it was full)."""
+
+    results: list[IngestResult]
+    more: bool
 
 
 class Intake:
@@ -50,22 +61,34 @@ class Intake:
         self.not_understood = NotUnderstood(database, config)
 
     async def plan(self) -> bool:
-        """Plan the oldest bodies waiting, in one transaction; whether it took a full batch
-        (more may be waiting)."""
+        """Plan the oldest bodies waiting, in a transaction of its own; whether it took a full
+        batch (more may be waiting)."""
         now = self.now()
         async with self.database.transaction() as connection:
-            waiting = await events_store.waiting(connection, 0, PLAN_BODIES)
-            if not waiting:
-                return False
-            bodies = _batch(waiting)
-            results = await plan_group(
-                self.database, connection, self.config, bodies, now, sender=self.name
-            )
-        self._count(results)
-        problems = [(p.webhook_type, p.problem) for result in results for p in result.problems]
+            planned = await self.plan_in(connection, now)
+        return await self.settle(planned, now)
+
+    async def plan_in(self, connection: AsyncConnection, now: float) -> Planned:
+        """`plan`'s work, in the caller's transaction; once it commits, `settle` it."""
+        waiting = await events_store.waiting(connection, 0, PLAN_BODIES)
+        if not waiting:
+            return Planned([], more=False)
+        bodies = _batch(waiting)
+        results = await plan_group(
+            self.database, connection, self.config, bodies, now, sender=self.name
+        )
+        return Planned(results, more=len(bodies) < len(waiting) or len(waiting) == PLAN_BODIES)
+
+    async def settle(self, planned: Planned, now: float) -> bool:
+        """After the planning committed: count what it found, and tell on-call of the events
+        it did not understand; whether more may be waiting."""
+        self._count(planned.results)
+        problems = [
+            (p.webhook_type, p.problem) for result in planned.results for p in result.problems
+        ]
         if problems:
             await self.not_understood.tell(problems, now)
-        return len(bodies) < len(waiting) or len(waiting) == PLAN_BODIES
+        return planned.more
 
     def _count(self, results: list[IngestResult]) -> None:
         for result in results:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import time
@@ -119,12 +120,16 @@ class Database:
             # light traffic a few connections serve everything, with their statements
             # prepared, instead of each request taking the next of 15 in turn and preparing
             # its statements there once more.
+            # Every connection commits each statement by itself (AUTOCOMMIT): transactions are
+            # begun and ended on asyncpg itself (`transaction`), so no SQLAlchemy BEGIN, and no
+            # isolation level to set at each checkout and reset at each return.
             options.update(
                 pool_size=15,
                 max_overflow=0,
                 pool_use_lifo=True,
                 pool_timeout=timeout,
                 connect_args={**connect_args, "timeout": timeout},
+                isolation_level="AUTOCOMMIT",
             )
         else:
             # One connection, so one writer. No rollback when it goes back to the pool: every
@@ -168,8 +173,25 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as connection:
-            yield connection
+        """A transaction, committed when the block ends, rolled back if it raises. On
+        PostgreSQL it is begun and ended on asyncpg itself, on one of `autocommit`'s
+        connections, where SQLAlchemy's statements run as they would in its own: SQLAlchemy's
+        BEGIN and COMMIT (each through a greenlet and its events) cost several times the
+        round trips' own CPU, and the BEGIN carries the commit's durability (`relax_commits`)
+        in the same round trip. Statements on asyncpg itself (`fetch_on_asyncpg`) run in it."""
+        if self.dialect != "postgresql":
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self.autocommit() as connection:
+            driver, _ = await _asyncpg(connection)
+            try:
+                await driver.execute(_BEGIN[_SYNCHRONOUS.get()])
+                yield connection
+                await driver.execute("COMMIT")
+            except BaseException:
+                await _end_failed(connection, driver)
+                raise
 
     def unit(self, atomic: bool = True) -> AbstractAsyncContextManager[AsyncConnection]:
         """Where a unit of work runs: a transaction, or for work whose statements may each
@@ -192,14 +214,7 @@ class Database:
     async def connect(self) -> AsyncConnection:
         """`autocommit`'s connection, for a caller that keeps it beyond one block; the caller
         closes it (gives it back to the pool)."""
-        connection = await self.engine.connect()
-        if self.dialect == "postgresql":
-            try:
-                return await connection.execution_options(isolation_level="AUTOCOMMIT")
-            except BaseException:
-                await connection.close()
-                raise
-        return connection
+        return await self.engine.connect()
 
     @asynccontextmanager
     async def transaction_beside(
@@ -306,10 +321,9 @@ class Database:
         self, connection: AsyncConnection, statement: str, *args: Any
     ) -> list[Any]:
         """Run `statement` on asyncpg itself in one round trip, past SQLAlchemy's execution
-        layer, on a connection outside any transaction (`autocommit`): it commits by itself.
-        For the webhook path's one statement, where that layer is a large share of the
-        statement's cost. (In a transaction SQLAlchemy begins with its first statement, this
-        one would run before the BEGIN.) Prepared once per connection and kept with it:
+        layer, in `connection`'s transaction (`transaction`), or outside any (`autocommit`),
+        where it commits by itself. For the statements every webhook costs, where that layer
+        is a large share of the statement's cost. Prepared once per connection and kept with it:
         directly, a named statement; behind a pooler, an unnamed one that asyncpg parses
         again in the same round trip as each run (asked for anew, a description would cost a
         round trip of its own first). PostgreSQL plans a kept statement again after a schema
@@ -322,8 +336,7 @@ class Database:
             return await _run_prepared(driver, prepared, statement, args)
         except Exception:
             prepared.pop(statement, None)  # prepared again at its next run
-            if driver.is_closed():
-                await connection.exec_driver_sql("SELECT 1")  # raises; SQLAlchemy invalidates
+            await _shown_if_lost(connection, driver)
             raise
 
     async def prepare_on_asyncpg(self, connection: AsyncConnection, statement: str) -> None:
@@ -453,6 +466,38 @@ async def _prepared(
     if statement not in prepared:
         prepared[statement] = await driver.prepare(statement)
     return prepared[statement]
+
+
+# How a PostgreSQL transaction begins, by the durability of its commit (`relax_commits`):
+# NORMAL's survives a crash of the bridge but not always of the server's machine, and waits
+# for no WAL flush of its own (the next durable commit flushes it).
+_BEGIN = {
+    "FULL": "BEGIN ISOLATION LEVEL READ COMMITTED",
+    "NORMAL": "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit TO off",
+}
+
+
+async def _end_failed(connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+    """Roll back a transaction of `Database.transaction` that failed. A connection that was
+    lost, or cannot roll back (cut off mid-statement by a cancellation), is not given back to
+    the pool."""
+    with contextlib.suppress(Exception):
+        if driver.is_in_transaction():
+            await driver.execute("ROLLBACK")
+    if driver.is_closed() or driver.is_in_transaction():
+        try:
+            await _shown_if_lost(connection, driver)
+        finally:
+            if not connection.invalidated:
+                await connection.invalidate()
+
+
+async def _shown_if_lost(connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+    """A connection found closed is shown to SQLAlchemy, which then drops it and the pool's
+    older connections, as it does when one of its own statements finds it; SQLAlchemy's error
+    (a disconnect: the database is unavailable) is raised instead of the driver's."""
+    if driver.is_closed():
+        await connection.exec_driver_sql("SELECT 1")
 
 
 async def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
-from sqlalchemy import event
 
 from bridge.chat.console import ConsoleAdapter
 from bridge.config import load, parse
@@ -24,6 +23,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
 from tests.support.harness import running_bridge, wait_until
+from tests.support.spies import queries_on_asyncpg, statements_through_sqlalchemy
 
 
 async def rename_outbox(database_url: str, old: str, new: str) -> None:
@@ -121,18 +121,20 @@ async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_pos
                 await outbox_store.enqueue(
                     database, connection, event_id=None, destination=lane, payload=payload, now=1.0
                 )
-        commits: list[int] = []
-        event.listen(database.engine.sync_engine, "commit", lambda _c: commits.append(1))
+        statements = statements_through_sqlalchemy(database)
+        transactions = queries_on_asyncpg(database)
         # No BEGIN and COMMIT round trips around the bucket read and the lease.
         assert [job.destination for job, _ in (await claimer.claim(["fast"], 10, 2.0)).heads] == [
             "fast"
         ]
-        assert commits == []
+        await asyncio.sleep(0)
+        assert (len(statements), transactions) == (2, [])
         # Tokens are taken in the claim's transaction: a job over its pace is never leased.
         assert [job.destination for job, _ in (await claimer.claim(["paced"], 10, 2.0)).heads] == [
             "paced"
         ]
-        assert commits == [1]
+        await asyncio.sleep(0)
+        assert transactions == ["BEGIN ISOLATION LEVEL READ COMMITTED", "COMMIT"]
 
 
 async def outbox_rows_planned(database: Database) -> float:
