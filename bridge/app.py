@@ -310,10 +310,12 @@ def _edges(
     auth, telegram_secret = secrets
     bodies = edge.BodyReader(settings.body_timeout)  # one sweep for every edge
     state.receiver = WebhookReceiver(
-        group_commit(database),
+        # The NOTIFY of its commits names this process's worker, which it wakes itself at
+        # once; workers of other processes hear it.
+        group_commit(database, sender=worker.name),
         auth,
         now,
-        worker.stored,  # its NOTIFY wakes a worker listening on PostgreSQL
+        worker.wake,
         bodies=bodies,
         metrics=metrics,
     )

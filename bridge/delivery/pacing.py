@@ -104,7 +104,7 @@ class Pacer:
         self, connection: AsyncConnection, destinations: Collection[str], now: float
     ) -> dict[str, tuple[float, Bucket]]:
         """When each stored destination has its next token due, with its stored bucket."""
-        stored = await pace_store.buckets(connection, destinations)
+        stored = await pace_store.buckets(self._database, connection, destinations)
         return {
             destination: (
                 ready_at(

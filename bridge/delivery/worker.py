@@ -124,7 +124,6 @@ class Worker:
         # NOTIFY, a poll, a full batch. A job that finished wakes the loop for its lane's next
         # job only, and a planning that would find nothing is a transaction for nothing.
         self._unplanned = True
-        self._hearing = False  # whether a LISTEN hears the NOTIFY of each commit with new jobs
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._next_token_at: float | None = None
@@ -140,22 +139,12 @@ class Worker:
         self._unplanned = True
         self._wake.set()
 
-    def stored(self) -> None:
-        """This process stored jobs: wake, unless their commit's NOTIFY does (heard at the
-        same moment), where a second wake-up would be a second claim finding nothing, beside
-        the first job's read and post."""
-        if not self._hearing:
-            self.wake()
-
-    def _heard(self, hearing: bool) -> None:
-        self._hearing = hearing
-
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
         relax_commits()  # claims: one taken back by a power cut is claimed again
         if self.database.dialect == "postgresql":
             listen = functools.partial(
-                wakeups_store.listen, self.database, self.wake, self._heard, self.name
+                wakeups_store.listen, self.database, self.wake, own=self.name
             )
             self.supervisor.start(Named("listen", listen))
         else:
@@ -292,12 +281,13 @@ class Worker:
         except BaseException:
             self._unplanned = True
             raise
-        self._unplanned = await self.intake.settle(planned, now)
+        # A wake-up meanwhile (bodies stored during the round) is kept: it ends the wait.
+        self._unplanned = await self.intake.settle(planned, now) or self._unplanned
         if claim is None:
             return 0, True  # no free slot: the next round waits for one
         self.claimer.keep(claim)
         await self.claimer.analyze_if_slow(claim)
-        return self._start(claim, now), claim.full or self._unplanned
+        return self._start(claim, now), claim.full or planned.more
 
     async def _claim_jobs(self, free: int) -> tuple[int, bool]:
         if free <= 0:

@@ -83,9 +83,10 @@ class WebhookAuth:
         )
 
 
-def group_commit(database: Database) -> GroupCommit:
-    """The group commit a `WebhookReceiver` stores with; a failure is one log line a group."""
-    return GroupCommit(database, _unavailable)
+def group_commit(database: Database, sender: str = "") -> GroupCommit:
+    """The group commit a `WebhookReceiver` stores with; a failure is one log line a group.
+    `sender`: the worker this process wakes itself (`GroupCommit`)."""
+    return GroupCommit(database, _unavailable, sender=sender)
 
 
 @dataclass

@@ -84,10 +84,15 @@ class GroupCommit:
         database: Database,
         on_unavailable: Callable[[Exception, int], None],
         group_events: int = GROUP_EVENTS,
+        *,
+        sender: str = "",
     ) -> None:
-        """`on_unavailable(error, bodies)`: called once per group the database could not take."""
+        """`on_unavailable(error, bodies)`: called once per group the database could not take.
+        `sender`: who the NOTIFY of each commit names (`wakeups.announce`): the worker of
+        this process, which the caller wakes itself."""
         self.database, self.group_events = database, group_events
         self.on_unavailable = on_unavailable
+        self.sender = sender
         self.in_flight = IN_FLIGHT[database.dialect]
         self._waiting: list[_Waiting] = []
         self._committing: dict[asyncio.Task[None], list[_Waiting]] = {}  # the groups
@@ -217,6 +222,7 @@ class GroupCommit:
                     self.database,
                     connection,
                     [group_writes.NewBody(w.body.raw, w.body.received_at) for w in group],
+                    self.sender,
                 )
                 self.writes.succeeded(time.time())  # committed: `store` commits
                 self._expected = len(self._waiting) + len(group)  # once all are back

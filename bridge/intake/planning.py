@@ -70,7 +70,7 @@ class Intake:
 
     async def plan_in(self, connection: AsyncConnection, now: float) -> Planned:
         """`plan`'s work, in the caller's transaction; once it commits, `settle` it."""
-        waiting = await events_store.waiting(connection, 0, PLAN_BODIES)
+        waiting = await events_store.waiting(self.database, connection, 0, PLAN_BODIES)
         if not waiting:
             return Planned([], more=False)
         bodies = _batch(waiting)

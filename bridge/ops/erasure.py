@@ -16,6 +16,7 @@ are listed so someone can.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -275,7 +276,7 @@ async def _erase_waiting(database: Database, number: str) -> int:
     the events are scanned: a body planned meanwhile is left alone, and its events found
     there); returns how many."""
     taken = 0
-    async for body in _scan(database, events_store.waiting):
+    async for body in _scan(database, functools.partial(events_store.waiting, database)):
         items = stored_items(body.raw) or []
         others = [item for item in items if not _item_concerns(item, number)]
         if len(others) == len(items) and not _mentions(body.raw.decode("utf-8", "replace"), number):

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from sqlalchemy import ClauseElement, Executable, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -38,20 +39,23 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 T = TypeVar("T")
 
-# How a SQLite commit of this task (and of the tasks it starts) is made durable. FULL, the
-# default: the WAL is synced before COMMIT returns, so the commit survives a power cut. NORMAL
+# How a commit of this task (and of the tasks it starts) is made durable. FULL, the default:
+# the WAL is synced before COMMIT returns, so the commit survives a power cut. NORMAL
 # (`relax_commits`): it survives a crash of the process, and is synced with the next FULL
-# commit or checkpoint; a power cut may take back the last moments of such commits.
-_SYNCHRONOUS: ContextVar[str] = ContextVar("sqlite_synchronous", default="FULL")
+# commit or checkpoint (SQLite) or by the WAL writer within moments (PostgreSQL's
+# `synchronous_commit` off, for the transaction); a power cut may take back the last moments
+# of such commits.
+_SYNCHRONOUS: ContextVar[str] = ContextVar("synchronous", default="FULL")
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for a connection or a lock before giving up
 
 
 def relax_commits(relaxed: bool = True) -> None:
-    """From here on in this task, SQLite commits survive a crash of the process but not
-    necessarily of the machine (`synchronous=NORMAL` in WAL mode), and cost no sync of their
-    own: for the worker's chat deliveries, where losing a record after a power cut can only
-    repeat a chat post. Never on the webhook path, nor before an SMS is sent (`relaxed=False`
-    undoes it). PostgreSQL commits are unchanged."""
+    """From here on in this task, commits survive a crash of the process but not
+    necessarily of the machine (SQLite's `synchronous=NORMAL` in WAL mode; on PostgreSQL a
+    transaction's `synchronous_commit` off: its statements committing one by one outside a
+    transaction are unchanged), and cost no sync of their own: for the worker's chat
+    deliveries, where losing a record after a power cut can only repeat a chat post. Never on
+    the webhook path, nor before an SMS is sent (`relaxed=False` undoes it)."""
     _SYNCHRONOUS.set("NORMAL" if relaxed else "FULL")
 
 
@@ -255,12 +259,20 @@ class Database:
     async def fetch_in(
         self, connection: AsyncConnection, statement: Executable, values: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
-        """The rows of the read `statement` with `values`, in `connection`'s transaction (on
-        SQLite past SQLAlchemy's execution layer: `fetch_on_sqlite`)."""
+        """The rows of `statement` (a module's constant) with `values`, in `connection`'s
+        transaction, past SQLAlchemy's execution layer: on SQLite `fetch_on_sqlite`; on
+        PostgreSQL on asyncpg itself (`fetch_on_asyncpg`), compiled once, its values and
+        rows converted as SQLAlchemy would. A statement whose SQL depends on its values (an
+        expanding IN) goes through SQLAlchemy."""
         if self.dialect == "sqlite":
             (rows,) = await self.fetch_on_sqlite(connection, (statement, values))
             return rows
-        return [tuple(row) for row in await connection.execute(statement, values)]
+        compiled = _compiled_for_postgresql(statement)
+        if compiled is None:
+            return [tuple(row) for row in await connection.execute(statement, values)]
+        sql, parameters, fixed, columns = compiled
+        rows, ready = await _on_asyncpg(connection, sql, _bound(parameters, fixed, values))
+        return _converted([tuple(row) for row in rows], _result_converters(sql, columns, ready))
 
     async def fetch_and_write(
         self, fetches: Sequence[Fetch], writes: Merged, synchronous: str
@@ -279,14 +291,24 @@ class Database:
 
     async def write_all(self, connection: AsyncConnection, writes: Merged) -> None:
         """Run each statement once for all its sets of values, in the transaction
-        `connection` holds (`SharedTransactions`): on SQLite every statement in one trip to
-        the driver's thread, past SQLAlchemy's execution layer (`fetch_on_sqlite`); on
-        PostgreSQL an executemany each."""
+        `connection` holds (`SharedTransactions`), past SQLAlchemy's execution layer: on
+        SQLite every statement in one trip to the driver's thread (`fetch_on_sqlite`); on
+        PostgreSQL each on asyncpg itself, an executemany for several sets of values (as
+        `fetch_in`, one that needs SQLAlchemy goes through it)."""
         if self.dialect == "sqlite":
             await self._sqlite_trip(connection, (), writes)
             return
         for statement, rows in writes.items():
-            await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+            compiled = _compiled_for_postgresql(statement, tuple(rows[0]))
+            if compiled is None:
+                await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+                continue
+            sql, parameters, fixed, _ = compiled
+            bound = [_bound(parameters, fixed, row) for row in rows]
+            if len(bound) == 1:
+                await _on_asyncpg(connection, sql, bound[0])
+            else:
+                await _executemany_on_asyncpg(connection, sql, bound)
 
     async def _sqlite_trip(
         self,
@@ -331,13 +353,8 @@ class Database:
         path's returns none of a table's. A connection found closed is shown to SQLAlchemy,
         which then drops it and the pool's older connections, as it does when one of its own
         statements finds it."""
-        driver, prepared = await _asyncpg(connection)
-        try:
-            return await _run_prepared(driver, prepared, statement, args)
-        except Exception:
-            prepared.pop(statement, None)  # prepared again at its next run
-            await _shown_if_lost(connection, driver)
-            raise
+        rows, _ = await _on_asyncpg(connection, statement, args)
+        return rows
 
     async def prepare_on_asyncpg(self, connection: AsyncConnection, statement: str) -> None:
         """Prepare `statement` on `connection` (one of `autocommit`'s) for `fetch_on_asyncpg`,
@@ -372,6 +389,47 @@ class Database:
 
 
 _Convert = Any  # what SQLAlchemy's type converts a value with, or None
+_ASYNCPG = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _compiled_for_postgresql(
+    statement: Executable, keys: tuple[str, ...] | None = None
+) -> tuple[str, list[tuple[str, _Convert]], dict[str, Any], list[Any]] | None:
+    """`statement` as asyncpg runs it (as SQLAlchemy's asyncpg dialect compiles it, `$n`
+    parameters with their casts), as `_compiled_for_sqlite` gives SQLite's, with its
+    columns' types; None for one whose SQL is only known with its values (an expanding
+    IN). `keys`: as `_compiled_for_sqlite` takes them."""
+    assert isinstance(statement, ClauseElement)
+    compiled = statement.compile(dialect=_ASYNCPG, column_keys=None if keys is None else list(keys))
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.post_compile_params:
+        return None
+    parameters = [
+        (name, compiled.binds[name].type.dialect_impl(_ASYNCPG).bind_processor(_ASYNCPG))
+        for name in compiled.positiontup or ()
+    ]
+    exported = getattr(statement, "exported_columns", ())
+    columns = [column.type.dialect_impl(_ASYNCPG) for column in exported]
+    return str(compiled), parameters, dict(compiled.params), columns
+
+
+_RESULT_CONVERTERS: dict[str, list[_Convert]] = {}
+
+
+def _result_converters(
+    sql: str, columns: list[Any], ready: asyncpg.prepared_stmt.PreparedStatement[Any]
+) -> list[_Convert]:
+    """What converts each column of `sql`'s rows, as SQLAlchemy's asyncpg dialect would
+    (a float column's, for one, depends on the type PostgreSQL gives it): found at its first
+    run, from the types its prepared statement describes."""
+    if sql not in _RESULT_CONVERTERS:
+        types = [attribute.type.oid for attribute in ready.get_attributes()]
+        _RESULT_CONVERTERS[sql] = [
+            column.result_processor(_ASYNCPG, oid)
+            for column, oid in zip(columns, types, strict=True)
+        ]
+    return _RESULT_CONVERTERS[sql]
 
 
 @functools.cache
@@ -449,14 +507,31 @@ async def _asyncpg(connection: AsyncConnection) -> tuple[asyncpg.Connection, _Pr
     return driver, prepared
 
 
-async def _run_prepared(
-    driver: asyncpg.Connection,
-    prepared: _Prepared,
-    statement: str,
-    args: tuple[Any, ...],
-) -> list[Any]:
-    rows: list[Any] = await (await _prepared(driver, prepared, statement)).fetch(*args)
-    return rows
+async def _on_asyncpg(
+    connection: AsyncConnection, statement: str, args: Sequence[Any]
+) -> tuple[list[Any], asyncpg.prepared_stmt.PreparedStatement[Any]]:
+    """`Database.fetch_on_asyncpg`'s run: the rows, and the statement as prepared."""
+    driver, prepared = await _asyncpg(connection)
+    try:
+        ready = await _prepared(driver, prepared, statement)
+        rows: list[Any] = await ready.fetch(*args)
+    except Exception:
+        prepared.pop(statement, None)  # prepared again at its next run
+        await _shown_if_lost(connection, driver)
+        raise
+    return rows, ready
+
+
+async def _executemany_on_asyncpg(
+    connection: AsyncConnection, statement: str, rows: list[list[Any]]
+) -> None:
+    """`statement` once for each of `rows`, on asyncpg itself, in one round trip."""
+    driver, _ = await _asyncpg(connection)
+    try:
+        await driver.executemany(statement, rows)
+    except Exception:
+        await _shown_if_lost(connection, driver)
+        raise
 
 
 async def _prepared(

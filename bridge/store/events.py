@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store.db import Database
 from bridge.store.schema import events, webhook_requests
 
 OK = "ok"  # an event's status: understood
@@ -36,10 +37,12 @@ _WAITING = (
 )
 
 
-async def waiting(connection: AsyncConnection, after: int, limit: int) -> list[WaitingBody]:
+async def waiting(
+    database: Database, connection: AsyncConnection, after: int, limit: int
+) -> list[WaitingBody]:
     """The oldest bodies not planned yet after id `after`, oldest first (through their
     partial index), locked for the caller's transaction where the database locks rows."""
-    rows = await connection.execute(_WAITING, {"after": after, "limit": limit})
+    rows = await database.fetch_in(connection, _WAITING, {"after": after, "limit": limit})
     return [WaitingBody(id, received_at, bytes(raw)) for id, received_at, raw in rows]
 
 

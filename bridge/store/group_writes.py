@@ -71,10 +71,13 @@ class GroupWrite:
     jobs: Sequence[NewEventJob]
 
 
-async def store(database: Database, connection: AsyncConnection, bodies: Sequence[NewBody]) -> None:
+async def store(
+    database: Database, connection: AsyncConnection, bodies: Sequence[NewBody], sender: str = ""
+) -> None:
     """Store raw bodies in a transaction of their own, in one call, in the order given (their
     ids are the order the intake plans them in), on a connection outside any transaction
-    (`Database.autocommit`). Workers listening on PostgreSQL hear of them once it commits."""
+    (`Database.autocommit`). Workers listening on PostgreSQL hear of them once it commits
+    (`sender`: as `wakeups.announce` takes it)."""
     if database.dialect == "sqlite":
         # The webhook path's commits always survive a power cut (FULL).
         await database.on_sqlite_thread(
@@ -83,7 +86,9 @@ async def store(database: Database, connection: AsyncConnection, bodies: Sequenc
         return
     received = [body.received_at for body in bodies]
     raw = [body.raw for body in bodies]
-    await database.fetch_on_asyncpg(connection, _STORE_POSTGRESQL, received, raw, wakeups.CHANNEL)
+    await database.fetch_on_asyncpg(
+        connection, _STORE_POSTGRESQL, received, raw, wakeups.CHANNEL, sender
+    )
 
 
 async def write(
@@ -99,7 +104,7 @@ async def write(
     `wakeups.announce` takes it)."""
     if database.dialect == "sqlite":
         return await database.on_sqlite_thread(connection, _write_sqlite, *_sqlite_rows(group), now)
-    return await _write_postgresql(connection, group, now, sender)
+    return await _write_postgresql(database, connection, group, now, sender)
 
 
 async def prepare(database: Database, connection: AsyncConnection) -> None:
@@ -207,7 +212,7 @@ WITH stored AS (
     ORDER BY b.n
     RETURNING 1
 )
-SELECT pg_notify($3, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+SELECT pg_notify($3, $4) FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
 """
 
 # The intake's statement: the events go in (duplicates skipped), and only then are the jobs
@@ -273,7 +278,7 @@ WHERE webhook_id IS NOT NULL
 
 
 async def _write_postgresql(
-    connection: AsyncConnection, group: GroupWrite, now: float, sender: str
+    database: Database, connection: AsyncConnection, group: GroupWrite, now: float, sender: str
 ) -> dict[str, int]:
     bodies, events, jobs = group.bodies, group.events, _job_rows(group.jobs)
     parameters: list[Any] = [
@@ -292,5 +297,5 @@ async def _write_postgresql(
         for column, value in zip(columns, job, strict=True):
             column.append(value)
     parameters += [*columns, now, wakeups.CHANNEL, sender]
-    rows: list[Any] = list(await connection.exec_driver_sql(_POSTGRESQL, tuple(parameters)))
+    rows = await database.fetch_on_asyncpg(connection, _POSTGRESQL, *parameters)
     return {str(webhook_id): int(event_id) for webhook_id, event_id in rows}

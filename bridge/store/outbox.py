@@ -219,11 +219,11 @@ async def claim(
     SQLite the oldest jobs not yet admitted to their lanes are admitted first (`admit`)."""
     statements = _claiming(database.dialect, bool(paused))
     values: dict[str, Any] = {"now": now, "limit": limit, "until": now + lease, "worker": worker}
-    rows: list[Sequence[Any]]
+    rows: list[tuple[Any, ...]]
     if database.dialect == "postgresql":
         if paused:
             values["paused"] = list(paused)
-        rows = list(await connection.execute(statements[0], values))
+        rows = await database.fetch_in(connection, statements[0], values)
     else:
         if paused:
             values["paused"] = json.dumps(list(paused))

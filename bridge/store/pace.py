@@ -9,11 +9,12 @@ together never take more tokens than the destination has.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, bindparam, case, literal, select
+from sqlalchemy import ARRAY, Float, Select, Text, any_, bindparam, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -99,15 +100,27 @@ async def pause(
     await connection.execute(statement)
 
 
-_BUCKETS = select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until).where(
-    pace.c.destination.in_(bindparam("destinations", expanding=True))
-)
+@functools.cache
+def _buckets(dialect: str) -> Select[Any]:
+    """The buckets of the destinations given as one value (a statement compiled once for any
+    number of them, run past SQLAlchemy's execution layer: `Database.fetch_in`): on
+    PostgreSQL an array, on SQLite a JSON array."""
+    columns = select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until)
+    if dialect == "postgresql":
+        names = bindparam("destinations", type_=ARRAY(Text))
+        return columns.where(pace.c.destination == any_(names))
+    listed = func.json_each(bindparam("destinations")).table_valued("value")
+    return columns.where(pace.c.destination.in_(select(listed.c.value)))
 
 
-async def buckets(connection: AsyncConnection, destinations: Collection[str]) -> dict[str, Bucket]:
+async def buckets(
+    database: Database, connection: AsyncConnection, destinations: Collection[str]
+) -> dict[str, Bucket]:
     """The stored state of these destinations (a destination never paced has none); read by
-    every claim, so its statement is built once."""
-    rows = await connection.execute(_BUCKETS, {"destinations": list(destinations)})
+    every claim."""
+    names = list(destinations)
+    value = names if database.dialect == "postgresql" else json.dumps(names)
+    rows = await database.fetch_in(connection, _buckets(database.dialect), {"destinations": value})
     return {
         destination: Bucket(tokens, updated_at, paused_until)
         for destination, tokens, updated_at, paused_until in rows

@@ -1,8 +1,9 @@
-"""Wake workers when jobs are planned: LISTEN/NOTIFY on PostgreSQL.
+"""Wake workers when webhook bodies are stored or jobs planned: LISTEN/NOTIFY on PostgreSQL.
 
 A NOTIFY sent inside the planning transaction is delivered only if it commits, and may still
 be lost (a listener reconnecting): workers also poll, so a lost NOTIFY costs latency only.
-SQLite has no NOTIFY; there the web process wakes its in-process worker directly.
+The web side wakes its own process's worker directly, at once, and its NOTIFY names that
+worker, which does not hear it (`announce`'s sender). SQLite has no NOTIFY.
 """
 
 from __future__ import annotations
@@ -36,12 +37,10 @@ async def announce(database: Database, connection: AsyncConnection, sender: str 
 async def listen(
     database: Database,
     on_notify: Callable[[], None],
-    hearing: Callable[[bool], None] = lambda _: None,
     own: str = "",
 ) -> None:
     """Call `on_notify` for every NOTIFY until cancelled (but those `own` sent, when given:
     `announce`'s sender); reconnect after losing the server.
-    `hearing(True)` once a LISTEN heard its own test NOTIFY, `hearing(False)` when it ends.
 
     Every (re)connection also calls `on_notify` once: a NOTIFY may have been missed meanwhile.
     LISTEN needs a session of its own: it runs on `database.direct_url` when set. Behind a
@@ -52,7 +51,7 @@ async def listen(
     failures = 0
     while True:
         try:
-            if await _listen_once(database, on_notify, hearing, own):
+            if await _listen_once(database, on_notify, own):
                 return
             failures = 0
         except UNAVAILABLE as error:
@@ -61,9 +60,7 @@ async def listen(
             failures += 1
 
 
-async def _listen_once(
-    database: Database, on_notify: Callable[[], None], hearing: Callable[[bool], None], own: str
-) -> bool:
+async def _listen_once(database: Database, on_notify: Callable[[], None], own: str) -> bool:
     """Listen on one connection until it is lost (False), or find that LISTEN cannot hear
     here (True: poll instead)."""
     if database.direct_url is None and await database.behind_pooler():
@@ -95,7 +92,6 @@ async def _listen_once(
                 "DATABASE_DIRECT_URL" if database.direct_url else "DATABASE_URL",
             )
             return True
-        hearing(True)
         while True:  # a half-open connection is only found by using it
             await asyncio.sleep(30)
             await connection.fetchval("SELECT 1", timeout=10)
@@ -103,6 +99,5 @@ async def _listen_once(
         log.warning("LISTEN connection lost (%s); reconnecting", type(error).__name__)
         return False
     finally:
-        hearing(False)
         if not connection.is_closed():
             await connection.close()

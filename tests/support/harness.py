@@ -79,9 +79,12 @@ async def plan_all(intake: Intake) -> None:
         pass
 
 
-async def store_webhook(database: Database, items: list[Any], received_at: float) -> None:
-    """Store a webhook body as the request path does; a worker's intake plans it."""
-    commits = GroupCommit(database, lambda error, bodies: None)
+async def store_webhook(
+    database: Database, items: list[Any], received_at: float, sender: str = ""
+) -> None:
+    """Store a webhook body as the request path does (its NOTIFY naming `sender`); a
+    worker's intake plans it."""
+    commits = GroupCommit(database, lambda error, bodies: None, sender=sender)
     try:
         await commits.submit(Body(json.dumps(items).encode(), items, received_at))
     finally:

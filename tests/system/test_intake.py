@@ -50,12 +50,12 @@ async def test_bodies_are_planned_oldest_first_and_a_conversation_keeps_its_orde
     for n, event in enumerate(sent):
         await store_webhook(database, [event], 1000.0 + n)
     async with database.transaction() as connection:
-        assert len(await events_store.waiting(connection, 0, 10)) == 4
+        assert len(await events_store.waiting(database, connection, 0, 10)) == 4
     await plan_all(Intake(database, CONFIG, time.time))
     lanes = sorted((await jobs_by_lane(database)).values())
     assert lanes == [["x1", "x2", "x3"], ["y1"]]
     async with database.transaction() as connection:
-        assert await events_store.waiting(connection, 0, 10) == []
+        assert await events_store.waiting(database, connection, 0, 10) == []
         assert await events_store.waiting_backlog(connection) == (0, None)
 
 

@@ -21,7 +21,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
 from tests.support.harness import store_webhook, wait_until
-from tests.support.spies import statements_through_sqlalchemy
+from tests.support.spies import statements_on_asyncpg
 
 pytestmark = pytest.mark.postgres
 
@@ -117,8 +117,8 @@ async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
         await worker_db.close()
 
 
-async def test_a_worker_hearing_notify_claims_once_for_what_its_own_process_stored(
-    postgres_url: str,
+async def test_a_worker_woken_by_its_own_process_claims_once_for_what_it_stored(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     web, worker_db = (Database(normalise_database_url(postgres_url)) for _ in range(2))
     await migrate(web)
@@ -129,10 +129,13 @@ async def test_a_worker_hearing_notify_claims_once_for_what_its_own_process_stor
         {"console": ConsoleAdapter("console", output)},
         options=WorkerOptions(poll_interval=3600),
     )
-    statements = statements_through_sqlalchemy(worker_db)
+    statements = statements_on_asyncpg(worker_db, monkeypatch)
 
     def claims() -> int:
-        return sum("SKIP LOCKED" in statement for statement in statements)
+        return sum("SKIP LOCKED" in statement for statement, _ in statements)
+
+    def plans() -> int:
+        return sum("SELECT webhook_requests.id" in statement for statement, _ in statements)
 
     async def settled() -> bool:
         before = claims()
@@ -144,16 +147,74 @@ async def test_a_worker_hearing_notify_claims_once_for_what_its_own_process_stor
         # The claims at start and for connecting the listener (hearing once it answered).
         await wait_until(lambda: claims() >= 2, "the listener connected")
         await wait_until(settled, "the worker idle")
-        at_rest = claims()
-        # The web process tells its worker of what it stored (`on_stored`) as its commit's
-        # NOTIFY arrives: the NOTIFY alone wakes the worker, for one claim, not two.
-        await store_webhook(web, sample("inbox_message"), 1.0)
-        worker.stored()
+        at_rest, planned_at_rest = claims(), plans()
+        # The web side wakes its process's worker as soon as its commit returns, and that
+        # commit's NOTIFY names the worker, which does not hear it: one claim, not two.
+        await store_webhook(web, sample("inbox_message"), 1.0, sender=worker.name)
+        worker.wake()
         await wait_until(lambda: "Order 5531" in output.getvalue(), "the job delivered")
         await wait_until(settled, "the worker idle again")
         assert claims() - at_rest == 2  # the job's, and one once it finished
+        assert plans() - planned_at_rest == 1  # with the job's: a finished job stores nothing
     finally:
         await worker.stop()
         await running
+        await web.close()
+        await worker_db.close()
+
+
+def _inbox(webhook_id: str, content: str) -> list[dict[str, object]]:
+    event = sample("inbox_message")[0]
+    message = {**event["message"], "content": content}
+    return [{**event, "webhook_id": webhook_id, "message": message}]
+
+
+async def test_a_body_stored_while_a_round_plans_is_planned_next_round_not_next_poll(
+    postgres_url: str,
+) -> None:
+    """A wake-up during a round (bodies stored meanwhile) is kept past it: a worker that
+    polls once an hour plans the second body right after the round that planned the first."""
+    web, worker_db = (Database(normalise_database_url(postgres_url)) for _ in range(2))
+    await migrate(web)
+    observer, blocker = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    output = io.StringIO()
+    worker = Worker(
+        worker_db,
+        load(None, {}),
+        {"console": ConsoleAdapter("console", output)},
+        options=WorkerOptions(poll_interval=3600),
+    )
+
+    async def round_waits_for_the_lock() -> bool:
+        return any(b["wait_event_type"] == "Lock" for b in await other_backends(observer))
+
+    async def listening_and_idle() -> bool:
+        backends = [b for b in await other_backends(observer) if b["pid"] != blocker_pid]
+        listening = any(b["query"].startswith("LISTEN") for b in backends)
+        return listening and all(b["state"] == "idle" for b in backends)
+
+    blocker_pid = blocker.get_server_pid()
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(listening_and_idle, "the worker listening, its first rounds done")
+        await wait_until(listening_and_idle, "the worker still idle")
+        # Both stores name the worker, which does not hear them: only `wake()` (the web side of
+        # its process) wakes it, as in `serve`.
+        await store_webhook(web, _inbox("wh_first", "first body"), 1.0, sender=worker.name)
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT id FROM webhook_requests FOR UPDATE")
+        worker.wake()
+        await wait_until(round_waits_for_the_lock, "the round waiting at the first body")
+        await store_webhook(web, _inbox("wh_second", "second body"), 2.0, sender=worker.name)
+        worker.wake()
+        await holding.commit()
+        await wait_until(lambda: "second body" in output.getvalue(), "the second body delivered")
+        assert "first body" in output.getvalue()
+    finally:
+        await blocker.close()
+        await worker.stop()
+        await running
+        await observer.close()
         await web.close()
         await worker_db.close()

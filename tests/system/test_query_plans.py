@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
+import pytest
 
 from bridge.jobs import ConversationKey, InboxJob
 from bridge.ops import retention
@@ -30,6 +30,7 @@ from testkit.fakes.telegram import FakeTelegram
 from tests.support import reply_fixtures as replying
 from tests.support.alert_fixtures import adapters, make_config, report
 from tests.support.harness import Clock, RunningBridge, running_bridge
+from tests.support.spies import statements_on_asyncpg
 
 DAY = 86400.0
 # The bulk statements of a group commit, which `exercise` must have run (and so explained).
@@ -82,10 +83,14 @@ def inbox(sender: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def recording(database: Database) -> AsyncIterator[list[tuple[str, Any]]]:
-    """Every statement (with its parameters) the database runs meanwhile. On SQLite, as its
-    driver runs them (its trace, the values written in): the webhook path and the worker run
-    theirs past SQLAlchemy's events (`group_writes`, `Database.fetch_on_sqlite`)."""
+async def recording(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[list[tuple[str, Any]]]:
+    """Every statement (with its parameters) the database runs meanwhile, as its driver runs
+    them: the webhook path and the worker run theirs past SQLAlchemy's events
+    (`group_writes`, `Database.fetch_on_sqlite`, `Database.fetch_in`). On SQLite its trace
+    (the values written in); on PostgreSQL asyncpg's statements, each executemany's with its
+    first set of values (it runs one plan for all of them)."""
     statements: list[tuple[str, Any]] = []
 
     def record(statement: str, parameters: Any) -> None:
@@ -99,20 +104,12 @@ async def recording(database: Database) -> AsyncIterator[list[tuple[str, Any]]]:
         finally:
             await _trace(database, None)
         return
-
-    def heard(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
-    ) -> None:
-        # An executemany (a list of parameter sets; a multi-row INSERT has one) runs one
-        # plan for every set: explain it with the first.
-        several = many and isinstance(parameters, list)
-        record(statement, parameters[0] if several else parameters)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", heard)
+    ran = statements_on_asyncpg(database, monkeypatch)
     try:
         yield statements
     finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", heard)
+        for statement, parameters in ran:
+            record(statement, parameters)
 
 
 _RUN = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
@@ -214,13 +211,13 @@ async def full_scans(database_url: str, statements: list[tuple[str, Any]]) -> di
 
 
 async def test_no_query_on_the_webhook_or_worker_path_scans_a_whole_table(
-    database_url: str, slack: FakeSlack, telegram: FakeTelegram
+    database_url: str, slack: FakeSlack, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
     async with running_bridge(
         database_url, make_config(), adapters(slack, telegram), run_worker=False, now=clock
     ) as bridge:
-        async with recording(bridge.worker.database) as statements:
+        async with recording(bridge.worker.database, monkeypatch) as statements:
             await exercise(bridge, clock, slack)
     assert slack.posts("C0ONCALL"), "the alert and the notice were exercised"
     payloads = [p.metadata["event_payload"] for p in slack.posts("C0SUPPORT") if p.metadata]
@@ -236,11 +233,15 @@ async def test_no_query_on_the_webhook_or_worker_path_scans_a_whole_table(
 
 
 async def test_no_query_answering_a_customer_scans_a_whole_table(
-    database_url: str, slack: FakeSlack, telegram: FakeTelegram, smstools: FakeSmstools
+    database_url: str,
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    smstools: FakeSmstools,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with replying.bridge_for(database_url, slack, telegram, smstools) as bridge:
         database = bridge.running.worker.database
-        async with recording(database) as statements:
+        async with recording(database, monkeypatch) as statements:
             thread = await replying.thread_of_customer(bridge, slack)
             member = slack.post_as_member("C0SUPPORT")
             await bridge.slack(replying.slack_event("On its way", thread, member))
@@ -259,7 +260,7 @@ async def test_no_query_answering_a_customer_scans_a_whole_table(
 
 
 async def test_a_claim_on_sqlite_reads_the_due_jobs_in_order_and_stops_at_the_heads_it_needs(
-    sqlite_url: str,
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A backlog (a campaign's reports, a destination rate-limited for an hour) must not make
     every claim read and sort all the pending jobs, as SQLite's did through the index of
@@ -277,7 +278,7 @@ async def test_a_claim_on_sqlite_reads_the_due_jobs_in_order_and_stops_at_the_he
         async with database.transaction() as connection:
             await outbox_store.enqueue_many(database, connection, backlog, 1.0)
         await database.shared.write(outbox_store.finish([1, 2, 3], 2.0))
-        async with recording(database) as statements:
+        async with recording(database, monkeypatch) as statements:
             async with database.transaction() as connection:
                 claimed = await outbox_store.claim(
                     database, connection, worker="w", now=10.0, lease=30.0, limit=16

@@ -15,11 +15,11 @@ from bridge.store import events as events_store
 from bridge.store import facts, group_writes
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
-from bridge.store.db import Database
+from bridge.store.db import Database, relax_commits
 from bridge.store.events import StoredEvent
 from bridge.store.migrations import LATEST, STEPS, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
-from tests.support.spies import statements_through_sqlalchemy
+from tests.support.spies import statements_on_asyncpg, statements_through_sqlalchemy
 
 
 async def test_migrate_is_idempotent_and_records_the_version(database: Database) -> None:
@@ -138,13 +138,15 @@ async def test_only_the_head_of_each_lane_is_claimed(database: Database) -> None
 
 
 async def test_a_claim_brings_each_heads_event_in_the_statements_that_lease_them(
-    database: Database, trips: list[Any]
+    database: Database, trips: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stored = await _events(database, "wh_1", "wh_2")
     await _enqueue(database, stored["wh_1"], "a")
     await _enqueue(database, stored["wh_2"], "b")
     await _enqueue(database, 999, "c")  # its event is gone
     statements = statements_through_sqlalchemy(database)
+    postgresql = database.dialect == "postgresql"
+    on_asyncpg = statements_on_asyncpg(database, monkeypatch) if postgresql else []
     async with database.transaction() as connection:
         before = len(trips)
         claimed = await outbox_store.claim(
@@ -157,11 +159,12 @@ async def test_a_claim_brings_each_heads_event_in_the_statements_that_lease_them
         stored["wh_2"]: StoredEvent(stored["wh_2"], "{}", 1.0),
         999: None,
     }
-    # PostgreSQL picks and leases in one round trip. SQLite admits the jobs stored since the
-    # last claim to their lanes, and its RETURNING cannot say who held a lease before, so it
-    # asks first: three statements, in one trip to the driver's thread past SQLAlchemy.
-    if database.dialect == "postgresql":
-        assert len(statements) == 1
+    # PostgreSQL picks and leases in one round trip, on asyncpg past SQLAlchemy. SQLite admits
+    # the jobs stored since the last claim to their lanes, and its RETURNING cannot say who
+    # held a lease before, so it asks first: three statements, in one trip to the driver's
+    # thread past SQLAlchemy.
+    if postgresql:
+        assert (len(statements), len(on_asyncpg)) == (0, 1)
     else:
         assert (len(statements), claim_trips) == (0, 1)
 
@@ -530,5 +533,37 @@ async def test_a_url_whose_channel_binding_allows_none_reaches_postgresql_both_w
             assert await session.fetchval("SELECT 1") == 1
         finally:
             await session.close()
+    finally:
+        await database.close()
+
+
+@pytest.mark.postgres
+async def test_relaxed_transactions_on_postgresql_wait_for_no_wal_flush_and_others_do(
+    postgres_url: str,
+) -> None:
+    """The worker's relaxed commits (`relax_commits`) are PostgreSQL's asynchronous commits,
+    set in their transaction's BEGIN; the webhook path's, a reply's and statements committing
+    alone keep waiting for the WAL flush."""
+    database = Database(normalise_database_url(postgres_url))
+    show = text("SHOW synchronous_commit")
+
+    async def in_transaction() -> str:
+        async with database.transaction() as connection:
+            return str((await connection.execute(show)).scalar_one())
+
+    async def alone() -> str:
+        async with database.autocommit() as connection:
+            return str((await connection.execute(show)).scalar_one())
+
+    async def relaxed(undone: bool = False) -> tuple[str, str]:
+        relax_commits()
+        if undone:
+            relax_commits(False)
+        return await in_transaction(), await alone()
+
+    try:
+        assert await asyncio.create_task(relaxed()) == ("off", "on")
+        assert await asyncio.create_task(relaxed(undone=True)) == ("on", "on")
+        assert await in_transaction() == "on"  # this task's commits were never relaxed
     finally:
         await database.close()
