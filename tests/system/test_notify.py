@@ -67,6 +67,17 @@ async def test_a_listener_is_called_once_for_connecting_then_once_per_committed_
         await database.close()
 
 
+def _polling_hourly(database: Database, output: io.StringIO) -> Worker:
+    """A worker delivering to the console into `output`, that polls once an hour: only a
+    wake-up or a NOTIFY brings it work sooner."""
+    return Worker(
+        database,
+        load(None, {}),
+        {"console": ConsoleAdapter("console", output)},
+        options=WorkerOptions(poll_interval=3600),
+    )
+
+
 async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
     postgres_url: str,
 ) -> None:
@@ -74,14 +85,8 @@ async def test_a_planned_job_wakes_a_worker_in_another_process_without_polling(
     await migrate(web)
     observer, blocker = [await asyncpg.connect(postgres_url) for _ in range(2)]
     blocker_pid = blocker.get_server_pid()
-    config = load(None, {})
     output = io.StringIO()
-    worker = Worker(
-        worker_db,
-        config,
-        {"console": ConsoleAdapter("console", output)},
-        options=WorkerOptions(poll_interval=3600),
-    )
+    worker = _polling_hourly(worker_db, output)
 
     async def listening_while_first_claim_waits() -> bool:
         backends = await other_backends(observer)
@@ -123,12 +128,7 @@ async def test_a_worker_woken_by_its_own_process_claims_once_for_what_it_stored(
     web, worker_db = (Database(normalise_database_url(postgres_url)) for _ in range(2))
     await migrate(web)
     output = io.StringIO()
-    worker = Worker(
-        worker_db,
-        load(None, {}),
-        {"console": ConsoleAdapter("console", output)},
-        options=WorkerOptions(poll_interval=3600),
-    )
+    worker = _polling_hourly(worker_db, output)
     statements = statements_on_asyncpg(worker_db, monkeypatch)
 
     def claims() -> int:
@@ -178,12 +178,7 @@ async def test_a_body_stored_while_a_round_plans_is_planned_next_round_not_next_
     await migrate(web)
     observer, blocker = [await asyncpg.connect(postgres_url) for _ in range(2)]
     output = io.StringIO()
-    worker = Worker(
-        worker_db,
-        load(None, {}),
-        {"console": ConsoleAdapter("console", output)},
-        options=WorkerOptions(poll_interval=3600),
-    )
+    worker = _polling_hourly(worker_db, output)
 
     async def round_waits_for_the_lock() -> bool:
         return any(b["wait_event_type"] == "Lock" for b in await other_backends(observer))
