@@ -25,10 +25,10 @@ def statements_through_sqlalchemy(database: Database) -> list[str]:
 
 
 def queries_on_asyncpg(database: Database) -> list[str]:
-    """Each query `database` runs through asyncpg's `execute` from now on, on any of its
-    pool's connections (a transaction's BEGIN and COMMIT; not prepared statements), as
-    asyncpg's query loggers hear them: a loop iteration after each ran (`asyncio.sleep(0)`
-    before looking)."""
+    """Each query `database` runs through asyncpg's `execute` or `executemany` from now on,
+    on any of its pool's connections (a transaction's BEGIN and COMMIT, merged writes; not
+    prepared statements), as asyncpg's query loggers hear them: a loop iteration after each
+    ran (`asyncio.sleep(0)` before looking)."""
     queries: list[str] = []
 
     def heard(query: Any) -> None:
