@@ -262,7 +262,9 @@ class Worker:
     async def _claim(self) -> tuple[int, bool]:
         """Plan the webhook bodies waiting (`intake`), when any may be, and start the jobs due
         now, as many as there are free slots, in one transaction: a webhook's jobs are claimed
-        in the commit that plans them. How many it started, and whether more may be due
+        in the commit that plans them. A round that planned a full batch (a flood) commits it
+        before it claims, in a transaction of its own: on SQLite the webhooks waiting for the
+        one connection take it in between. How many it started, and whether more may be due
         (bodies are still waiting, or it took as many jobs as it asked for, or waited for a
         slot)."""
         free = self.concurrency - len(self._inflight)
@@ -274,7 +276,7 @@ class Worker:
         try:
             async with self.database.transaction() as connection:
                 planned = await self.intake.plan_in(connection, now)
-                if free > 0:
+                if free > 0 and not planned.more:
                     claim = await self.claimer.claim_in(
                         connection, self._usable(), min(free, CLAIM_BATCH), now
                     )
@@ -284,10 +286,13 @@ class Worker:
         # A wake-up meanwhile (bodies stored during the round) is kept: it ends the wait.
         self._unplanned = await self.intake.settle(planned, now) or self._unplanned
         if claim is None:
+            if free > 0:  # a full batch (a flood): claimed in a transaction of its own
+                claimed, _ = await self._claim_jobs(free)
+                return claimed, True
             return 0, True  # no free slot: the next round waits for one
         self.claimer.keep(claim)
         await self.claimer.analyze_if_slow(claim)
-        return self._start(claim, now), claim.full or planned.more
+        return self._start(claim, now), claim.full
 
     async def _claim_jobs(self, free: int) -> tuple[int, bool]:
         if free <= 0:
