@@ -9,15 +9,16 @@ together never take more tokens than the destination has.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, Select, bindparam, case, literal, select
+from sqlalchemy import ARRAY, Float, Select, Text, any_, bindparam, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store.db import Database, insert_for, listed, one_of
+from bridge.store.db import Database, insert_for
 from bridge.store.schema import pace
 
 
@@ -101,9 +102,15 @@ async def pause(
 
 @functools.cache
 def _buckets(dialect: str) -> Select[Any]:
-    """The buckets of the destinations given as one value (`db.one_of`)."""
+    """The buckets of the destinations given as one value (a statement compiled once for any
+    number of them, run past SQLAlchemy's execution layer: `Database.fetch_in`): on
+    PostgreSQL an array, on SQLite a JSON array."""
     columns = select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until)
-    return columns.where(one_of(dialect, pace.c.destination, "destinations"))
+    if dialect == "postgresql":
+        names = bindparam("destinations", type_=ARRAY(Text))
+        return columns.where(pace.c.destination == any_(names))
+    listed = func.json_each(bindparam("destinations")).table_valued("value")
+    return columns.where(pace.c.destination.in_(select(listed.c.value)))
 
 
 async def buckets(
@@ -111,7 +118,8 @@ async def buckets(
 ) -> dict[str, Bucket]:
     """The stored state of these destinations (a destination never paced has none); read by
     every claim."""
-    value = listed(database.dialect, destinations)
+    names = list(destinations)
+    value = names if database.dialect == "postgresql" else json.dumps(names)
     rows = await database.fetch_in(connection, _buckets(database.dialect), {"destinations": value})
     return {
         destination: Bucket(tokens, updated_at, paused_until)
