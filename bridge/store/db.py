@@ -193,8 +193,8 @@ class Database:
                 await driver.execute(_BEGIN[_SYNCHRONOUS.get()])
                 yield connection
                 await driver.execute("COMMIT")
-            except BaseException:
-                await _end_failed(connection, driver)
+            except BaseException as failure:
+                await _end_failed(connection, driver, shown=isinstance(failure, Exception))
                 raise
 
     def unit(self, atomic: bool = True) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -552,19 +552,24 @@ _BEGIN = {
 }
 
 
-async def _end_failed(connection: AsyncConnection, driver: asyncpg.Connection) -> None:
+async def _end_failed(connection: AsyncConnection, driver: asyncpg.Connection, shown: bool) -> None:
     """Roll back a transaction of `Database.transaction` that failed. A connection that was
     lost, or cannot roll back (cut off mid-statement by a cancellation), is not given back to
-    the pool."""
+    the pool. One lost under an error is shown to SQLAlchemy (`_shown_if_lost`), whose error
+    then replaces it; not under a cancellation (`shown` false), which must stay what the task
+    raises, nor once SQLAlchemy has seen it (it invalidates the connection a cancellation
+    cuts off in one of its statements)."""
     with contextlib.suppress(Exception):
         if driver.is_in_transaction():
             await driver.execute("ROLLBACK")
-    if driver.is_closed() or driver.is_in_transaction():
-        try:
+    if connection.invalidated or not (driver.is_closed() or driver.is_in_transaction()):
+        return
+    try:
+        if shown:
             await _shown_if_lost(connection, driver)
-        finally:
-            if not connection.invalidated:
-                await connection.invalidate()
+    finally:
+        if not connection.invalidated:
+            await connection.invalidate()
 
 
 async def _shown_if_lost(connection: AsyncConnection, driver: asyncpg.Connection) -> None:

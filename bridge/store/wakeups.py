@@ -83,7 +83,8 @@ async def _listen_once(database: Database, on_notify: Callable[[], None], own: s
         async with database.transaction() as planning:
             await announce(database, planning)  # the first wake-up, and the hearing test
         try:
-            await asyncio.wait_for(heard.wait(), HEARING_TIMEOUT)
+            async with asyncio.timeout(HEARING_TIMEOUT):
+                await heard.wait()
         except TimeoutError:
             log.warning(
                 "LISTEN on %s does not hear NOTIFY (a connection pooler in transaction mode?): "

@@ -567,3 +567,36 @@ async def test_relaxed_transactions_on_postgresql_wait_for_no_wal_flush_and_othe
         assert await in_transaction() == "on"  # this task's commits were never relaxed
     finally:
         await database.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("through", ["sqlalchemy", "asyncpg"])
+async def test_a_transaction_cancelled_mid_statement_ends_cancelled_not_as_a_database_error(
+    postgres_url: str, through: str
+) -> None:
+    """A shutdown cancels the worker's and the LISTEN's transactions wherever they are. The
+    task must end cancelled: were the cancellation turned into a database error, a loop that
+    outlives those (the LISTEN's reconnects) would go round again and the shutdown wait for
+    it. The pool is fine afterwards."""
+    database = Database(normalise_database_url(postgres_url))
+    started = asyncio.Event()
+
+    async def sleeping() -> None:
+        async with database.transaction() as connection:
+            started.set()
+            if through == "sqlalchemy":
+                await connection.execute(text("SELECT pg_sleep(5)"))
+            else:
+                await database.fetch_on_asyncpg(connection, "SELECT pg_sleep(5)")
+
+    try:
+        task = asyncio.create_task(sleeping())
+        await started.wait()
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with database.transaction() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await database.close()
