@@ -79,19 +79,18 @@ class Claimer:
 
     async def claim(self, adapters: Collection[str], limit: int, now: float) -> Claim:
         """Claim up to `limit` heads of lanes to `adapters` that have a token at `now`, in a
-        unit of work of its own (`claim_in`), and keep what came with them (`keep`)."""
+        unit of work of its own (`claim_in`), and keep what came with them (`committed`)."""
         # Without a rate to take tokens from, a claim is its statements alone: on PostgreSQL
         # its lease is one statement and needs no transaction (no BEGIN and COMMIT round trips).
         async with self.database.unit(atomic=self.pacer.paces(adapters)) as connection:
             claim = await self.claim_in(connection, adapters, limit, now)
-        self.keep(claim)
-        await self.analyze_if_slow(claim)
+        await self.committed(claim)
         return claim
 
     async def claim_in(
         self, connection: AsyncConnection, adapters: Collection[str], limit: int, now: float
     ) -> Claim:
-        """`claim`'s work, in the caller's transaction; once it commits, `keep` the claim.
+        """`claim`'s work, in the caller's transaction; once it commits, say so (`committed`).
         A configured destination without an adapter (its token variable unset) is left alone:
         its jobs wait, rather than fail for good."""
         started: list[tuple[Job, float]] = []
@@ -137,17 +136,17 @@ class Claimer:
             took=time.monotonic() - began,
         )
 
-    def keep(self, claim: Claim) -> None:
+    async def committed(self, claim: Claim) -> None:
         """The claim committed: keep its heads' followers and the events that came with
-        them, until each head is `done`."""
+        them, until each head is `done`; have the outbox analyzed if it was slow."""
         for job, _ in claim.heads:
             self._followers[job.id] = claim.followers.get(job.id, [])
         self._events.update(claim.events)
+        await self._analyze_if_slow(claim.took)
 
-    async def analyze_if_slow(self, claim: Claim) -> None:
+    async def _analyze_if_slow(self, took: float) -> None:
         """Have the outbox analyzed after a slow claim (`SLOW_CLAIM`), once a minute at most;
         after its commit (on SQLite this takes the only connection)."""
-        took = claim.took
         if self.slow_claim is None or took < self.slow_claim:
             return
         if time.monotonic() - self._analyzed_at < ANALYZE_EVERY:

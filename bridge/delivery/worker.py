@@ -290,8 +290,7 @@ class Worker:
                 claimed, _ = await self._claim_jobs(free)
                 return claimed, True
             return 0, True  # no free slot: the next round waits for one
-        self.claimer.keep(claim)
-        await self.claimer.analyze_if_slow(claim)
+        await self.claimer.committed(claim)
         return self._start(claim, now), claim.full
 
     async def _claim_jobs(self, free: int) -> tuple[int, bool]:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy import ClauseElement, Executable, Table, event
+from sqlalchemy import (
+    ARRAY,
+    ClauseElement,
+    Executable,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import make_url
@@ -21,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
 
 from bridge.retry import backoff
 from bridge.store import sqlite_driver
@@ -405,13 +418,19 @@ def _compiled_for_postgresql(
     assert isinstance(compiled, SQLCompiler)
     if compiled.post_compile_params:
         return None
-    parameters = [
-        (name, compiled.binds[name].type.dialect_impl(_ASYNCPG).bind_processor(_ASYNCPG))
-        for name in compiled.positiontup or ()
-    ]
+    parameters = _parameters(compiled, _ASYNCPG)
     exported = getattr(statement, "exported_columns", ())
     columns = [column.type.dialect_impl(_ASYNCPG) for column in exported]
     return str(compiled), parameters, dict(compiled.params), columns
+
+
+def _parameters(compiled: SQLCompiler, dialect: Any) -> list[tuple[str, _Convert]]:
+    """A compiled statement's parameters in order, each with what its type converts a value
+    with on the way in."""
+    return [
+        (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in compiled.positiontup or ()
+    ]
 
 
 _RESULT_CONVERTERS: dict[str, list[_Convert]] = {}
@@ -444,10 +463,7 @@ def _compiled_for_sqlite(
     dialect = sqlite.dialect()
     compiled = statement.compile(dialect=dialect, column_keys=None if keys is None else list(keys))
     assert isinstance(compiled, SQLCompiler)
-    parameters = [
-        (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-        for name in compiled.positiontup or ()
-    ]
+    parameters = _parameters(compiled, dialect)
     columns = getattr(statement, "exported_columns", ())
     converters = [
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -597,6 +613,22 @@ async def behind_pooler(connection: asyncpg.Connection) -> bool:
     connection without a statement cache: then its statement is unnamed and safe either way."""
     server_pid = await connection.fetchval("SELECT pg_backend_pid()")
     return bool(server_pid != connection.get_server_pid())
+
+
+def one_of(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column` is one of the values given as the one parameter `name` (`listed`): a
+    statement compiled once for any number of them, which runs past SQLAlchemy's execution
+    layer (`Database.fetch_in`, `fetch_on_sqlite`), where an expanding IN could not."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Text)))
+    values = func.json_each(bindparam(name)).table_valued("value")
+    return column.in_(select(values.c.value))
+
+
+def listed(dialect: str, values: Collection[str]) -> Any:
+    """`values` as `one_of`'s parameter: on PostgreSQL an array, on SQLite a JSON array."""
+    names = list(values)
+    return names if dialect == "postgresql" else json.dumps(names)
 
 
 def insert_for(dialect: str, table: Table) -> Any:

@@ -19,7 +19,6 @@ cache cost as much CPU as running it (`docs/benchmarks.md`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -29,7 +28,7 @@ from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.jobs import Job, Kind, Payload, lane, read_payload
-from bridge.store.db import Database
+from bridge.store.db import Database, listed, one_of
 from bridge.store.events import StoredEvent
 from bridge.store.schema import events, outbox
 from bridge.store.shared import Writes
@@ -184,13 +183,8 @@ def _claiming(dialect: str, pausing: bool) -> tuple[Any, ...]:
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(bindparam("limit"))
     )
-    if pausing and dialect == "postgresql":
-        candidates = candidates.where(
-            outbox.c.destination.not_in(bindparam("paused", expanding=True))
-        )
-    elif pausing:  # a JSON array: a statement compiled once takes any number of them
-        paused = func.json_each(bindparam("paused")).table_valued("value")
-        candidates = candidates.where(outbox.c.destination.not_in(select(paused.c.value)))
+    if pausing:
+        candidates = candidates.where(~one_of(dialect, outbox.c.destination, "paused"))
     leasing = update(outbox).values(locked_until=bindparam("until"), locked_by=bindparam("worker"))
     if dialect == "postgresql":
         chosen = candidates.with_for_update(skip_locked=True, of=outbox).cte("chosen")
@@ -220,13 +214,11 @@ async def claim(
     statements = _claiming(database.dialect, bool(paused))
     values: dict[str, Any] = {"now": now, "limit": limit, "until": now + lease, "worker": worker}
     rows: list[tuple[Any, ...]]
+    if paused:
+        values["paused"] = listed(database.dialect, paused)
     if database.dialect == "postgresql":
-        if paused:
-            values["paused"] = list(paused)
         rows = await database.fetch_in(connection, statements[0], values)
     else:
-        if paused:
-            values["paused"] = json.dumps(list(paused))
         candidates, leasing = statements
         _, picked, leased = await database.fetch_on_sqlite(
             connection, (_ADMIT, {"limit": admit}), (candidates, values), (leasing, values)

@@ -9,16 +9,15 @@ together never take more tokens than the destination has.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Float, Select, Text, any_, bindparam, case, func, literal, select
+from sqlalchemy import Float, Select, bindparam, case, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store.db import Database, insert_for
+from bridge.store.db import Database, insert_for, listed, one_of
 from bridge.store.schema import pace
 
 
@@ -102,15 +101,9 @@ async def pause(
 
 @functools.cache
 def _buckets(dialect: str) -> Select[Any]:
-    """The buckets of the destinations given as one value (a statement compiled once for any
-    number of them, run past SQLAlchemy's execution layer: `Database.fetch_in`): on
-    PostgreSQL an array, on SQLite a JSON array."""
+    """The buckets of the destinations given as one value (`db.one_of`)."""
     columns = select(pace.c.destination, pace.c.tokens, pace.c.updated_at, pace.c.paused_until)
-    if dialect == "postgresql":
-        names = bindparam("destinations", type_=ARRAY(Text))
-        return columns.where(pace.c.destination == any_(names))
-    listed = func.json_each(bindparam("destinations")).table_valued("value")
-    return columns.where(pace.c.destination.in_(select(listed.c.value)))
+    return columns.where(one_of(dialect, pace.c.destination, "destinations"))
 
 
 async def buckets(
@@ -118,8 +111,7 @@ async def buckets(
 ) -> dict[str, Bucket]:
     """The stored state of these destinations (a destination never paced has none); read by
     every claim."""
-    names = list(destinations)
-    value = names if database.dialect == "postgresql" else json.dumps(names)
+    value = listed(database.dialect, destinations)
     rows = await database.fetch_in(connection, _buckets(database.dialect), {"destinations": value})
     return {
         destination: Bucket(tokens, updated_at, paused_until)
