@@ -194,14 +194,17 @@ class Yardstick:
     figures: Figures
 
 
-def settle(pid: int, patience: float = 120.0) -> None:
-    """Wait until a process uses under 5 % of a core over half a second (or `patience`)."""
-    deadline = time.monotonic() + patience
+def settle(pid: int, patience: float = 120.0) -> float:
+    """Wait until a process uses under 5 % of a core over half a second (or `patience`);
+    how long it was busy, to the half second."""
+    started = time.monotonic()
+    deadline = started + patience
     while time.monotonic() < deadline:
         before = paced.cpu_seconds(pid)
         time.sleep(0.5)
         if paced.cpu_seconds(pid) - before < 0.025:
-            return
+            break
+    return time.monotonic() - started - 0.5
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,11 @@ def ingest(
     worker delivering what it took in), on the servers' core, so each bare round waits."""
     if yardstick is None:
         return Figures(rps=wrk(url, seconds))
-    ours, bare, ratios, cores, bare_cores = [], [], [], [], []
+    ours, bare, ratios, cores, bare_cores, behind = [], [], [], [], [], []
     each = max(3, seconds // 2)
+    if delivers:
+        settle(pid)
     for _ in range(rounds):
-        if delivers:
-            settle(pid)
         rps, core = wrk_watched(yardstick.url, yardstick.pid, each)
         bare.append(rps)
         bare_cores.append(core)
@@ -284,11 +287,19 @@ def ingest(
         ours.append(rps)
         cores.append(core)
         ratios.append(ours[-1] / bare[-1])
+        if delivers:  # the worker delivers what the round took in (the next round waits)
+            behind.append(settle(pid))
     return Figures(
         rps=statistics.median(ours),
         bare_rps=statistics.median(bare),
         ratio=statistics.median(ratios),
-        extra={"ratios": ratios, "cores": cores, "bare_cores": bare_cores},
+        extra={
+            "ratios": ratios,
+            "cores": cores,
+            "bare_cores": bare_cores,
+            "behind": behind,
+            "each": each,
+        },
     )
 
 
@@ -385,6 +396,11 @@ def bridge(
 ) -> Figures:
     with FakeSlack() as slack:
         env = {**bridge_env(workdir, slack), "DATABASE_URL": database_url}
+        # End to end first: a light load's latency, measured before the floods below leave
+        # PostgreSQL checkpointing and vacuuming their rows on the same machine.
+        e2e_p50, e2e_p99, rss_mb = served_end_to_end(
+            slack, env, database_url, workdir, stack, seconds
+        )
         # Ingest figures with the web process alone (a worker would post 100,000s of jobs).
         on_stack = ["--loop", stack.loop, "--http", stack.http]
         web = BridgeProcess(["serve", "--no-worker", *on_stack], env, workdir / "web.log")
@@ -395,9 +411,7 @@ def bridge(
         finally:
             stop(web)
         figures.serve = serve_ingest(database_url, workdir, env, stack, yardstick, rounds, seconds)
-        figures.e2e_p50, figures.e2e_p99, rss_mb = served_end_to_end(
-            slack, env, database_url, workdir, stack, seconds
-        )
+        figures.e2e_p50, figures.e2e_p99 = e2e_p50, e2e_p99
         figures.rss_mb = max(figures.rss_mb, rss_mb)
     return figures
 
@@ -532,6 +546,20 @@ def core_row(what: str, figures: Figures) -> str:
     )
 
 
+def behind_row(figures: Figures) -> str:
+    """A table row: how long after each of `serve`'s rounds (seconds at saturation)
+    its worker went on delivering what the round took in, and so how many webhooks a second
+    it stored and delivered from the round's start to its last delivery."""
+    behind, each = sorted(figures.extra["behind"]), figures.extra["each"]
+    taken = figures.rps * each
+    done = taken / (each + statistics.median(behind))
+    return (
+        "| `serve`: its worker still delivering the round's webhooks after it (median); "
+        f"stored and delivered from the round's start | — | {statistics.median(behind):.1f} s "
+        f"({behind[0]:.1f}–{behind[-1]:.1f}); {done:.0f} webhooks/s | — | — |"
+    )
+
+
 def table(
     name: str, database: str, bare_figures: Figures, figures: Figures, rounds: int
 ) -> list[str]:
@@ -556,6 +584,7 @@ def table(
                 f"{rounds} rounds) | {f.serve.bare_rps:.0f} req/s | {ingest_cells(f.serve)} | "
                 f"{target(SERVE_TARGET, database)} |",
                 core_row("`serve`", f.serve),
+                behind_row(f.serve),
             ]
             if f.serve
             else []
@@ -681,8 +710,11 @@ def main() -> None:
         "Latency: an open-loop client (`bench/openloop.py`) at half the bridge's web-only",
         "rate, on both servers, measured from when each request was due. Bodies: best of 3.",
         "Ingest is measured twice: the web process alone (`serve --no-worker`), and `serve` with",
-        "its worker (one process, delivering to the console) on a fresh database.",
-        "End to end: `serve` with its worker posting to the fake Slack.",
+        "its worker (one process, delivering to the console) on a fresh database. At",
+        "saturation the worker shares the core with the web side and falls behind: after each",
+        "of `serve`'s rounds the bench waits for it to deliver what the round took in, and says",
+        "how long that took (until its CPU falls under 5 % of a core).",
+        "End to end: `serve` with its worker posting to the fake Slack, before the ingest runs.",
         "Under each ingest row, from the same rounds: each server's CPU a request (user and",
         "system, every thread, `/proc/<pid>/stat`), and the share of the servers' core with",
         "nothing to run (`/proc/stat`), of it the time its tasks waited for the disk (iowait):",
