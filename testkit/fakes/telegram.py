@@ -441,6 +441,12 @@ class FakeTelegram(FakePlatform):
         with self._lock:
             return [r for r in self._reactions if chat_id is None or r.chat_id == chat_id]
 
+    def polls(self, token: str) -> int:
+        """How many getUpdates the bot has had begun (the latest one's number): a newer one
+        ends the one in flight with 409."""
+        with self._lock:
+            return self._polls.get(token, 0)
+
     def calls(self, method: str | None = None) -> list[TelegramCall]:
         """Every answered request (any outcome), optionally for one method (e.g. "sendMessage")."""
         with self._lock:

@@ -5,7 +5,6 @@ once, also when the connection is cut mid-answer or the update came by the webho
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import time
@@ -169,9 +168,17 @@ async def test_another_poller_s_409_is_waited_out_and_said_once(
             return sum(c.status == 409 for c in telegram.calls("getUpdates"))
 
         async with httpx.AsyncClient() as client:  # a stray poller for the same bot, twice
+            stray = 0  # the number of the stray's last getUpdates
             for times in (1, 2):
-                await asyncio.to_thread(telegram.wait_busy, 1)  # the bridge's poll in flight
+                # The bridge's poll in flight: one it began after the stray's, not answered
+                # yet. (Requests in flight could still count the one the stray just ended.)
+                def polling(after: int = stray) -> bool:
+                    begun = telegram.polls(FakeTelegram.TOKEN)
+                    return begun > after and len(telegram.calls("getUpdates")) < begun
+
+                await wait_until(polling, "the bridge's poll in flight")
                 assert (await client.post(url, data={"timeout": "0"})).status_code == 200
+                stray = telegram.polls(FakeTelegram.TOKEN)
                 await wait_until(lambda n=times: conflicts() == n, f"409 number {times}")
         telegram.send_update(FakeTelegram.TOKEN, topic_message(telegram, topic, "Goedemiddag!"))
         await sent_once_confirmed(running, telegram, smstools)
