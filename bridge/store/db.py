@@ -275,15 +275,11 @@ class Database:
         """The rows of `statement` (a module's constant) with `values`, in `connection`'s
         transaction, past SQLAlchemy's execution layer: on SQLite `fetch_on_sqlite`; on
         PostgreSQL on asyncpg itself (`fetch_on_asyncpg`), compiled once, its values and
-        rows converted as SQLAlchemy would. A statement whose SQL depends on its values (an
-        expanding IN) goes through SQLAlchemy."""
+        rows converted as SQLAlchemy would. A list of values is one parameter (`one_of`)."""
         if self.dialect == "sqlite":
             (rows,) = await self.fetch_on_sqlite(connection, (statement, values))
             return rows
-        compiled = _compiled_for_postgresql(statement)
-        if compiled is None:
-            return [tuple(row) for row in await connection.execute(statement, values)]
-        sql, parameters, fixed, columns = compiled
+        sql, parameters, fixed, columns = _compiled_for_postgresql(statement)
         rows, ready = await _on_asyncpg(connection, sql, _bound(parameters, fixed, values))
         return _converted([tuple(row) for row in rows], _result_converters(sql, columns, ready))
 
@@ -306,17 +302,12 @@ class Database:
         """Run each statement once for all its sets of values, in the transaction
         `connection` holds (`SharedTransactions`), past SQLAlchemy's execution layer: on
         SQLite every statement in one trip to the driver's thread (`fetch_on_sqlite`); on
-        PostgreSQL each on asyncpg itself, an executemany for several sets of values (as
-        `fetch_in`, one that needs SQLAlchemy goes through it)."""
+        PostgreSQL each on asyncpg itself, an executemany for several sets of values."""
         if self.dialect == "sqlite":
             await self._sqlite_trip(connection, (), writes)
             return
         for statement, rows in writes.items():
-            compiled = _compiled_for_postgresql(statement, tuple(rows[0]))
-            if compiled is None:
-                await connection.execute(statement, rows[0] if len(rows) == 1 else rows)
-                continue
-            sql, parameters, fixed, _ = compiled
+            sql, parameters, fixed, _ = _compiled_for_postgresql(statement, tuple(rows[0]))
             bound = [_bound(parameters, fixed, row) for row in rows]
             if len(bound) == 1:
                 await _on_asyncpg(connection, sql, bound[0])
@@ -408,16 +399,16 @@ _ASYNCPG = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
 @functools.cache
 def _compiled_for_postgresql(
     statement: Executable, keys: tuple[str, ...] | None = None
-) -> tuple[str, list[tuple[str, _Convert]], dict[str, Any], list[Any]] | None:
+) -> tuple[str, list[tuple[str, _Convert]], dict[str, Any], list[Any]]:
     """`statement` as asyncpg runs it (as SQLAlchemy's asyncpg dialect compiles it, `$n`
     parameters with their casts), as `_compiled_for_sqlite` gives SQLite's, with its
-    columns' types; None for one whose SQL is only known with its values (an expanding
-    IN). `keys`: as `_compiled_for_sqlite` takes them."""
+    columns' types. `keys`: as `_compiled_for_sqlite` takes them. Its SQL must not depend
+    on its values: a list is one parameter (`one_of`), not an expanding IN."""
     assert isinstance(statement, ClauseElement)
     compiled = statement.compile(dialect=_ASYNCPG, column_keys=None if keys is None else list(keys))
     assert isinstance(compiled, SQLCompiler)
     if compiled.post_compile_params:
-        return None
+        raise ValueError(f"an expanding IN cannot run past SQLAlchemy; use one_of: {compiled}")
     parameters = _parameters(compiled, _ASYNCPG)
     exported = getattr(statement, "exported_columns", ())
     columns = [column.type.dialect_impl(_ASYNCPG) for column in exported]

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Text, bindparam, event, func, select, text
 
 from bridge.jobs import AlertJob, ConversationKey, InboxJob, Job, NoticeJob, ReadJob
 from bridge.settings import normalise_database_url
@@ -15,7 +15,7 @@ from bridge.store import events as events_store
 from bridge.store import facts, group_writes
 from bridge.store import outbox as outbox_store
 from bridge.store import schema as tables
-from bridge.store.db import Database, relax_commits
+from bridge.store.db import Database, one_of, relax_commits
 from bridge.store.events import StoredEvent
 from bridge.store.migrations import LATEST, STEPS, SchemaTooNew, migrate, pending
 from bridge.store.schema import outbox
@@ -598,5 +598,24 @@ async def test_a_transaction_cancelled_mid_statement_ends_cancelled_not_as_a_dat
             await task
         async with database.transaction() as connection:
             assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await database.close()
+
+
+@pytest.mark.postgres
+async def test_a_statement_run_past_sqlalchemy_must_take_a_list_as_one_parameter(
+    postgres_url: str,
+) -> None:
+    """An expanding IN's SQL depends on how many values it gets: it cannot be compiled once
+    and prepared, so `fetch_in` refuses it and says what to use instead."""
+    database = Database(normalise_database_url(postgres_url))
+    expanding = select(outbox.c.id).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    try:
+        await migrate(database)
+        async with database.transaction() as connection:
+            with pytest.raises(ValueError, match="one_of"):
+                await database.fetch_in(connection, expanding, {"ids": [1, 2]})
+            listed = select(outbox.c.id).where(one_of("postgresql", outbox.c.id.cast(Text), "ids"))
+            assert await database.fetch_in(connection, listed, {"ids": ["1", "2"]}) == []
     finally:
         await database.close()

@@ -23,7 +23,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
 from tests.support.harness import running_bridge, wait_until
-from tests.support.spies import queries_on_asyncpg
+from tests.support.spies import queries_on_asyncpg, statements_on_asyncpg
 
 
 async def rename_outbox(database_url: str, old: str, new: str) -> None:
@@ -112,7 +112,7 @@ async def claiming(postgres_url: str) -> AsyncIterator[tuple[Database, Claimer]]
 
 @pytest.mark.postgres
 async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_postgresql(
-    postgres_url: str,
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with claiming(postgres_url) as (database, claimer):
         for lane in ("fast", "paced"):
@@ -122,12 +122,13 @@ async def test_a_claim_without_tokens_to_take_is_one_commit_per_statement_on_pos
                     database, connection, event_id=None, destination=lane, payload=payload, now=1.0
                 )
         transactions = queries_on_asyncpg(database)
+        statements = statements_on_asyncpg(database, monkeypatch)
         # No BEGIN and COMMIT round trips around the bucket read and the lease.
         assert [job.destination for job, _ in (await claimer.claim(["fast"], 10, 2.0)).heads] == [
             "fast"
         ]
         await asyncio.sleep(0)
-        assert transactions == []
+        assert (len(statements), transactions) == (2, [])
         # Tokens are taken in the claim's transaction: a job over its pace is never leased.
         assert [job.destination for job, _ in (await claimer.claim(["paced"], 10, 2.0)).heads] == [
             "paced"
