@@ -63,6 +63,14 @@ CONCURRENCY = 48
 # many. Larger rounds reach many channels sooner but let several workers on one channel crowd it
 # into 429s.
 CLAIM_BATCH = 16
+# Webhooks first (`Worker.give_way_to`): where webhooks are stored in the worker's own process
+# (`serve`), a worker with more to do at once waits, before its next round of planning and
+# claiming, until the webhooks under way are stored, or GIVE_WAY at most. Under a flood the
+# gateway's requests are answered first: they wait on the same event loop (and on SQLite the
+# same connection), and one not answered may be lost (Smstools' retries are undocumented),
+# where what is stored is only delivered later. Posts under way go on; the loop still goes
+# round every GIVE_WAY; once the webhooks stop it catches up at full speed.
+GIVE_WAY = 0.02  # seconds
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class WorkerOptions:
     concurrency: int = CONCURRENCY
     lease: float = DEFAULT_JOB_LEASE
     poll_interval: float = 1.0
+    give_way: float = GIVE_WAY
     name: str | None = None  # default: host:pid
 
 
@@ -100,6 +109,7 @@ class Worker:
         self.concurrency = options.concurrency
         self.lease = options.lease
         self.poll_interval = options.poll_interval
+        self.give_way = options.give_way
         self.name = options.name or f"{socket.gethostname()}:{os.getpid()}"
         self.smstools = smstools  # the send API, for agents' replies
         self.supervisor = supervisor or Supervisor()
@@ -120,6 +130,9 @@ class Worker:
             counters=self.counters,
         )
         self._wake = asyncio.Event()
+        # Set while no webhook of this process is being stored (`give_way_to`); None: none are.
+        self.webhooks_stored: asyncio.Event | None = None
+        self._giving_way: asyncio.Timeout | None = None  # the wait for them, while it lasts
         # Whether webhook bodies may be waiting for the intake: a wake-up from a store or a
         # NOTIFY, a poll, a full batch. A job that finished wakes the loop for its lane's next
         # job only, and a planning that would find nothing is a transaction for nothing.
@@ -138,6 +151,11 @@ class Worker:
         """Look for work at once: bodies to plan, and jobs due."""
         self._unplanned = True
         self._wake.set()
+
+    def give_way_to(self, stored: asyncio.Event) -> None:
+        """Webhooks first (GIVE_WAY): `stored` is set while no webhook of this process is
+        being stored (the group commit's `at_rest`)."""
+        self.webhooks_stored = stored
 
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
@@ -223,9 +241,23 @@ class Worker:
             # found less than it asked for finds nothing, and on SQLite it would hold the
             # only connection while the jobs just started wait for it.
             if more or self._stopping:
+                await self._webhooks_first()
                 continue
             if not await self._woken_within(self._idle_wait()):
                 self._unplanned = True  # a poll: another process may have stored bodies
+
+    async def _webhooks_first(self) -> None:
+        """Before a round at once: let the webhooks under way in this process be stored
+        first, for `give_way` at most (GIVE_WAY)."""
+        stored = self.webhooks_stored
+        if stored is None or stored.is_set() or self._stopping:
+            return
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.give_way) as self._giving_way:
+                    await stored.wait()
+        finally:
+            self._giving_way = None
 
     async def _woken_within(self, seconds: float) -> bool:
         """Return at `wake()` (True), or once `seconds` passed (a timeout in this task:
@@ -245,6 +277,8 @@ class Worker:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._giving_way is not None:  # a stop does not wait for webhooks
+            self._giving_way.reschedule(asyncio.get_running_loop().time())
 
     async def drain(self) -> None:
         """Plan every body waiting, deliver everything due now and everything that becomes
