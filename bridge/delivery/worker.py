@@ -130,7 +130,8 @@ class Worker:
             counters=self.counters,
         )
         self._wake = asyncio.Event()
-        # Set while no webhook of this process is being stored (`give_way_to`); None: none are.
+        # Set while no webhook of this process is being stored (`give_way_to`); None: this
+        # process stores none (`smsbridge worker`).
         self.webhooks_stored: asyncio.Event | None = None
         self._giving_way: asyncio.Timeout | None = None  # the wait for them, while it lasts
         # Whether webhook bodies may be waiting for the intake: a wake-up from a store or a
