@@ -133,7 +133,6 @@ class Worker:
         # Set while no webhook of this process is being stored (`give_way_to`); None: this
         # process stores none (`smsbridge worker`).
         self.webhooks_stored: asyncio.Event | None = None
-        self._giving_way: asyncio.Timeout | None = None  # the wait for them, while it lasts
         # Whether webhook bodies may be waiting for the intake: a wake-up from a store or a
         # NOTIFY, a poll, a full batch. A job that finished wakes the loop for its lane's next
         # job only, and a planning that would find nothing is a transaction for nothing.
@@ -249,16 +248,13 @@ class Worker:
 
     async def _webhooks_first(self) -> None:
         """Before a round at once: let the webhooks under way in this process be stored
-        first, for `give_way` at most (GIVE_WAY)."""
+        first, for `give_way` at most (GIVE_WAY; a stop meanwhile waits for it too)."""
         stored = self.webhooks_stored
         if stored is None or stored.is_set() or self._stopping:
             return
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.give_way) as self._giving_way:
-                    await stored.wait()
-        finally:
-            self._giving_way = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.give_way):
+                await stored.wait()
 
     async def _woken_within(self, seconds: float) -> bool:
         """Return at `wake()` (True), or once `seconds` passed (a timeout in this task:
@@ -278,8 +274,6 @@ class Worker:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._giving_way is not None:  # a stop does not wait for webhooks
-            self._giving_way.reschedule(asyncio.get_running_loop().time())
 
     async def drain(self) -> None:
         """Plan every body waiting, deliver everything due now and everything that becomes
