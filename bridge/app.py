@@ -319,7 +319,7 @@ def _edges(
         bodies=bodies,
         metrics=metrics,
     )
-    worker.give_way_to(state.receiver.commits.at_rest)  # webhooks first, where it runs here
+    worker.webhooks_stored = state.receiver.commits.at_rest  # webhooks first, if it runs here
     state.slack_events = SlackEvents(
         database, config, settings.slack_signing_secret, now, worker.wake, bodies=bodies
     )

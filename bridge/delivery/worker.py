@@ -63,7 +63,7 @@ CONCURRENCY = 48
 # many. Larger rounds reach many channels sooner but let several workers on one channel crowd it
 # into 429s.
 CLAIM_BATCH = 16
-# Webhooks first (`Worker.give_way_to`): where webhooks are stored in the worker's own process
+# Webhooks first (`Worker.webhooks_stored`): where webhooks are stored in the worker's own process
 # (`serve`), a worker with more to do at once waits, before its next round of planning and
 # claiming, until the webhooks under way are stored, or GIVE_WAY at most. Under a flood the
 # gateway's requests are answered first: they wait on the same event loop (and on SQLite the
@@ -130,8 +130,9 @@ class Worker:
             counters=self.counters,
         )
         self._wake = asyncio.Event()
-        # Set while no webhook of this process is being stored (`give_way_to`); None: this
-        # process stores none (`smsbridge worker`).
+        # Webhooks first (GIVE_WAY): set while no webhook of this process is being stored (the
+        # group commit's `at_rest`, given by the app); None: this process stores none
+        # (`smsbridge worker`).
         self.webhooks_stored: asyncio.Event | None = None
         # Whether webhook bodies may be waiting for the intake: a wake-up from a store or a
         # NOTIFY, a poll, a full batch. A job that finished wakes the loop for its lane's next
@@ -151,11 +152,6 @@ class Worker:
         """Look for work at once: bodies to plan, and jobs due."""
         self._unplanned = True
         self._wake.set()
-
-    def give_way_to(self, stored: asyncio.Event) -> None:
-        """Webhooks first (GIVE_WAY): `stored` is set while no webhook of this process is
-        being stored (the group commit's `at_rest`)."""
-        self.webhooks_stored = stored
 
     async def run(self) -> None:
         """Deliver until `stop()`; leases of unfinished jobs are given back on the way out."""
@@ -249,21 +245,12 @@ class Worker:
     async def _webhooks_first(self) -> None:
         """Before a round at once: let the webhooks under way in this process be stored
         first, for `give_way` at most (GIVE_WAY; a stop meanwhile waits for it too)."""
-        stored = self.webhooks_stored
-        if stored is None or stored.is_set() or self._stopping:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.give_way):
-                await stored.wait()
+        if self.webhooks_stored is not None and not self._stopping:
+            await _set_within(self.webhooks_stored, self.give_way)
 
     async def _woken_within(self, seconds: float) -> bool:
-        """Return at `wake()` (True), or once `seconds` passed (a timeout in this task:
-        `wait_for` would start a task of its own for every wait)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-                return True
-        return False
+        """Return at `wake()` (True), or once `seconds` passed."""
+        return await _set_within(self._wake, seconds)
 
     def _idle_wait(self) -> float:
         """Poll interval, or less when a paced destination gets its next token sooner."""
@@ -468,3 +455,15 @@ class Worker:
             count_reply=self.counters.reply,
             followers=followers,
         )
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether `event` is set within `seconds` (a timeout in the caller's task: `wait_for`
+    would start a task of its own for every wait)."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+            return True
+    return False

@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import asyncpg
 import pytest
@@ -27,6 +26,7 @@ from bridge.store.db import Database
 from bridge.store.migrations import migrate
 from tests.conftest import sample
 from tests.support.harness import running_bridge, store_webhook, wait_until
+from tests.support.pipeline_fixtures import inbox
 from tests.support.spies import queries_on_asyncpg, statements_on_asyncpg
 
 
@@ -188,13 +188,6 @@ default: [fast]
 """
 
 
-def customer_message(n: int) -> dict[str, Any]:
-    """An inbox message of a conversation of its own, its content naming it."""
-    event = sample("inbox_message")[0]
-    message = {**event["message"], "sender": f"3247000{n:04d}", "content": f"message {n} ."}
-    return {**event, "webhook_id": f"webhooks-first-{n}", "message": message}
-
-
 @asynccontextmanager
 async def worker_with_backlog(
     database_url: str, messages: int, give_way: float
@@ -206,12 +199,12 @@ async def worker_with_backlog(
     try:
         await migrate(database)
         for n in range(messages):
-            await store_webhook(database, [customer_message(n)], time.time())
+            await store_webhook(database, [inbox(f"3247000{n:04d}", f"message {n} .")], time.time())
         adapters = {"fast": ConsoleAdapter("fast", output)}
         options = WorkerOptions(give_way=give_way)
         worker = Worker(database, parse(FAST, "test", {}), adapters, options=options)
         stored = asyncio.Event()
-        worker.give_way_to(stored)
+        worker.webhooks_stored = stored
         yield worker, output, stored
     finally:
         await database.close()
